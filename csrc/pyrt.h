@@ -1,0 +1,202 @@
+/*
+ * pyrt.h — the C ABI of pyrt's native core.
+ *
+ * This header is the contract between C and Python: pyrt/_native.py feeds the
+ * block between PYRT_CDEF_BEGIN and PYRT_CDEF_END to cffi's cdef() verbatim, so
+ * that block holds only plain C declarations (no macros, no preprocessor lines).
+ *
+ * Conventions
+ *   - Every fallible function returns a status code (PYRT_OK == 0); details of
+ *     the last failure on this thread are in pyrt_last_error().
+ *   - The library never aborts the process and never prints.
+ *   - Shapes follow GGUF/ggml order: ne[0] is the contiguous (row) length.
+ *   - Weight pointers stay owned by the caller (usually an mmap) and must
+ *     outlive the model handle.
+ */
+#ifndef PYRT_H
+#define PYRT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* PYRT_CDEF_BEGIN */
+
+/* ---- status codes -------------------------------------------------------- */
+enum {
+    PYRT_OK                = 0,
+    PYRT_ERR_INVALID_ARG   = 1,   /* bad argument / shape / type combination */
+    PYRT_ERR_OOM           = 2,   /* allocation failed                        */
+    PYRT_ERR_UNSUPPORTED   = 3,   /* type / arch / kernel not available       */
+    PYRT_ERR_CONTEXT_FULL  = 4,   /* positions beyond n_ctx                   */
+    PYRT_ERR_ABORTED       = 5,   /* pyrt_ctx_abort() was called              */
+    PYRT_ERR_INTERNAL      = 6
+};
+
+const char *pyrt_status_string(int status);
+const char *pyrt_last_error(void);          /* thread-local, never NULL */
+const char *pyrt_version(void);
+
+/* ---- tensor types (ids are ggml's, as stored in GGUF) -------------------- */
+enum {
+    PYRT_TYPE_F32  = 0,
+    PYRT_TYPE_F16  = 1,
+    PYRT_TYPE_Q4_0 = 2,
+    PYRT_TYPE_Q4_1 = 3,
+    PYRT_TYPE_Q5_0 = 6,
+    PYRT_TYPE_Q5_1 = 7,
+    PYRT_TYPE_Q8_0 = 8,
+    PYRT_TYPE_Q8_1 = 9,
+    PYRT_TYPE_Q2_K = 10,
+    PYRT_TYPE_Q3_K = 11,
+    PYRT_TYPE_Q4_K = 12,
+    PYRT_TYPE_Q5_K = 13,
+    PYRT_TYPE_Q6_K = 14,
+    PYRT_TYPE_Q8_K = 15,
+    PYRT_TYPE_BF16 = 30,
+    PYRT_TYPE_COUNT = 40
+};
+
+/* Block geometry; 0 for an unknown/unsupported type. */
+int32_t pyrt_type_block_size(int32_t type);        /* weights per block   */
+int64_t pyrt_type_block_bytes(int32_t type);       /* bytes per block     */
+int32_t pyrt_type_supported(int32_t type);         /* 1 if matmul-capable */
+int32_t pyrt_type_act_type(int32_t type);          /* activation type used in dot products */
+
+/* ---- kernel variants / dispatch ----------------------------------------- */
+enum {
+    PYRT_KERNELS_AUTO   = -1,
+    PYRT_KERNELS_SCALAR = 0,
+    PYRT_KERNELS_AVX2   = 1,
+    PYRT_KERNELS_NEON   = 2
+};
+int32_t     pyrt_kernels_available(int32_t variant);  /* 1 if this CPU + build can run it */
+int32_t     pyrt_kernels_active(void);                /* variant in use                   */
+int         pyrt_kernels_select(int32_t variant);     /* AUTO re-runs detection (honours PYRT_KERNELS) */
+const char *pyrt_kernels_name(int32_t variant);
+
+/* Kernel entry points for tests and tools; `variant` picks the kernel set.
+ * n is a multiple of the block size of `type`. */
+int pyrt_dequantize(int32_t variant, int32_t type, const void *src, float *dst, int64_t n);
+/* Quantize an activation row to act_type (Q8_0, Q8_1, Q8_K, F16, F32). */
+int pyrt_quantize_act(int32_t variant, int32_t act_type, const float *src, void *dst, int64_t n);
+/* Dot of one weight row (wtype) with one activation row already quantized to
+ * pyrt_type_act_type(wtype). */
+int pyrt_vec_dot(int32_t variant, int32_t wtype, int64_t n, const void *w, const void *act, float *out);
+/* y[t*rows + r] = dot(W row r, x row t) for W of shape (rows, cols) in wtype,
+ * x of shape (n_tok, cols) f32; activations quantized like the model does. */
+int pyrt_matmul(int32_t variant, int32_t wtype, const void *w, int64_t rows, int64_t cols,
+                const float *x, int64_t n_tok, float *y, int32_t n_threads);
+
+/* ---- model ---------------------------------------------------------------- */
+enum {
+    PYRT_ARCH_LLAMA  = 0,
+    PYRT_ARCH_GEMMA3 = 1
+};
+enum {
+    PYRT_ROPE_NORMAL = 0,     /* pairs (2i, 2i+1)        */
+    PYRT_ROPE_NEOX   = 2      /* pairs (i, i + n_rot/2)  */
+};
+
+typedef struct {
+    int32_t arch;             /* PYRT_ARCH_*                               */
+    int32_t n_vocab;
+    int32_t n_embd;           /* model width                               */
+    int32_t n_layer;
+    int32_t n_head;
+    int32_t n_head_kv;
+    int32_t head_dim;         /* per-head size of q/k/v                    */
+    int32_t n_ff;
+    int32_t n_rot;            /* rotated dims per head (<= head_dim)       */
+    int32_t rope_type;        /* PYRT_ROPE_*                               */
+    float   rope_freq_base;
+    float   rope_freq_scale;  /* linear scaling: pos * scale               */
+    float   rope_freq_base_swa;  /* gemma3 sliding-window layers           */
+    float   norm_eps;
+    int32_t n_ctx_train;
+    int32_t sliding_window;   /* 0: none                                   */
+    int32_t swa_period;       /* every swa_period-th layer is global (gemma3: 6) */
+    float   attn_scale;       /* 0: 1/sqrt(head_dim)                       */
+    float   embd_scale;       /* 0: none; gemma: sqrt(n_embd)              */
+    int32_t reserved[8];
+} pyrt_hparams;
+
+typedef struct pyrt_model pyrt_model;
+
+int  pyrt_model_create(const pyrt_hparams *hp, pyrt_model **out);
+/* Register a weight by its GGUF name (e.g. "blk.3.attn_q.weight"). ne[] has
+ * n_dims valid entries; nbytes must equal the size the type and shape imply. */
+int  pyrt_model_set_tensor(pyrt_model *m, const char *name, int32_t type,
+                           int32_t n_dims, const int64_t *ne, const void *data, int64_t nbytes);
+/* Check that every required tensor is present with the right shape. */
+int  pyrt_model_finalize(pyrt_model *m);
+void pyrt_model_free(pyrt_model *m);
+
+/* ---- context: KV cache (F16) + scratch + thread pool --------------------- */
+typedef struct pyrt_ctx pyrt_ctx;
+
+enum {
+    PYRT_OUT_NONE        = 0, /* only fill the KV cache                      */
+    PYRT_OUT_LOGITS_LAST = 1, /* out: n_vocab floats                         */
+    PYRT_OUT_LOGITS_ALL  = 2, /* out: n_tokens * n_vocab floats              */
+    PYRT_OUT_EMBD_ALL    = 3  /* out: n_tokens * n_embd floats (final norm)  */
+};
+
+/* n_threads <= 0: use the number of online CPUs. n_batch: tokens per internal
+ * chunk (scratch size); larger decode calls are split into chunks. */
+int  pyrt_ctx_create(const pyrt_model *m, int32_t n_ctx, int32_t n_threads, int32_t n_batch,
+                     pyrt_ctx **out);
+void pyrt_ctx_free(pyrt_ctx *c);
+int32_t pyrt_ctx_n_ctx(const pyrt_ctx *c);
+int32_t pyrt_ctx_n_past(const pyrt_ctx *c);     /* valid cache positions [0, n_past) */
+int32_t pyrt_ctx_n_threads(const pyrt_ctx *c);
+/* Forget cache positions >= n_keep (n_keep <= n_past). */
+int  pyrt_ctx_truncate(pyrt_ctx *c, int32_t n_keep);
+/* Ask a running pyrt_decode to stop (safe from another thread / signal
+ * handler); it returns PYRT_ERR_ABORTED and the cache is rolled back to pos0. */
+void pyrt_ctx_abort(pyrt_ctx *c);
+
+/* Evaluate tokens at positions pos0 .. pos0+n_tokens-1; requires pos0 <= n_past
+ * (positions >= pos0 are overwritten). out_len is the number of floats in out. */
+int  pyrt_decode(pyrt_ctx *c, const int32_t *tokens, int32_t n_tokens, int32_t pos0,
+                 int32_t out_kind, float *out, int64_t out_len);
+
+/* Serialized KV state (positions [0, n_past)), for save/load and prefix reuse. */
+int64_t pyrt_ctx_state_size(const pyrt_ctx *c);
+int  pyrt_ctx_state_get(const pyrt_ctx *c, void *buf, int64_t len);
+int  pyrt_ctx_state_set(pyrt_ctx *c, const void *buf, int64_t len);
+
+/* ---- sampling ------------------------------------------------------------- */
+typedef struct {
+    float    temperature;       /* <= 0: greedy (argmax after penalties/bias) */
+    int32_t  top_k;             /* <= 0: off                                  */
+    float    top_p;             /* >= 1: off                                  */
+    float    min_p;             /* <= 0: off                                  */
+    float    typical_p;         /* >= 1: off                                  */
+    float    repeat_penalty;    /* 1: off (llama.cpp semantics)               */
+    float    frequency_penalty; /* 0: off                                     */
+    float    presence_penalty;  /* 0: off                                     */
+    int32_t  penalty_last_n;    /* window of recent tokens for penalties      */
+    uint64_t seed;
+} pyrt_sampler_params;
+
+typedef struct pyrt_sampler pyrt_sampler;
+
+int  pyrt_sampler_create(const pyrt_sampler_params *p, int32_t n_vocab, pyrt_sampler **out);
+void pyrt_sampler_free(pyrt_sampler *s);
+int  pyrt_sampler_reset(pyrt_sampler *s, uint64_t seed);   /* clears history, reseeds */
+int  pyrt_sampler_accept(pyrt_sampler *s, int32_t token);  /* add to penalty history  */
+/* Additive logit bias; replaces any previous bias. n may be 0. */
+int  pyrt_sampler_set_bias(pyrt_sampler *s, const int32_t *ids, const float *bias, int32_t n);
+/* Sample from n_vocab logits (not modified). */
+int  pyrt_sampler_sample(pyrt_sampler *s, const float *logits, int32_t *out_token);
+
+/* PYRT_CDEF_END */
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* PYRT_H */

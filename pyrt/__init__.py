@@ -1,0 +1,1 @@
+"""pyrt: run quantized GGUF language models on a laptop CPU."""
