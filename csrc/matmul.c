@@ -1,0 +1,113 @@
+/* matmul.c — gemv/gemm drivers over the kernel table (see matmul.h). */
+#include "matmul.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+/* Rows per tile: a tile of weight rows stays in L1/L2 while every token of
+ * the batch is multiplied against it. */
+#define MM_ROW_TILE 16
+
+int64_t mm_act_bytes_bound(int64_t cols) { return cols * (int64_t)sizeof(float); }
+
+static int64_t act_row_bytes(int32_t act_type, int64_t cols) {
+    const pyrt_type_traits *t = &pyrt_type_traits_table[act_type];
+    return cols / t->block_size * t->block_bytes;
+}
+
+void mm_group(const pyrt_kernels *k, pyrt_pool *pool, int ith, int nth,
+              const float *x, int64_t ldx, int64_t n_tok,
+              const mm_task *tasks, int n_tasks, void *qbuf[2]) {
+    const int64_t cols = tasks[0].w->cols;
+
+    /* 1. quantize activations, once per distinct activation type (<= 2) */
+    int32_t act[2] = { -1, -1 };
+    int n_act = 0;
+    for (int i = 0; i < n_tasks; i++) {
+        int32_t a = pyrt_type_traits_table[tasks[i].w->type].act_type;
+        if (a != act[0] && a != act[1] && n_act < 2) act[n_act++] = a;
+    }
+    for (int j = 0; j < n_act; j++) {
+        const int64_t rb = act_row_bytes(act[j], cols);
+        int64_t lo, hi;
+        pool_split(n_tok, ith, nth, &lo, &hi);
+        for (int64_t t = lo; t < hi; t++)
+            k->quantize_act[act[j]](x + t * ldx, (char *)qbuf[j] + t * rb, cols);
+    }
+    pool_barrier(pool);
+
+    /* 2. rows of all tasks, concatenated, split contiguously over threads */
+    int64_t total = 0;
+    for (int i = 0; i < n_tasks; i++) total += tasks[i].w->rows;
+    int64_t lo, hi;
+    pool_split(total, ith, nth, &lo, &hi);
+
+    int64_t base = 0;
+    for (int i = 0; i < n_tasks && lo < hi; i++) {
+        const pyrt_weight *w = tasks[i].w;
+        const int64_t r0 = lo > base ? lo - base : 0;
+        const int64_t r1 = (hi - base) < w->rows ? hi - base : w->rows;
+        base += w->rows;
+        if (r0 >= r1) continue;
+        const int32_t a = pyrt_type_traits_table[w->type].act_type;
+        const void *q = qbuf[a == act[0] ? 0 : 1];
+        const int64_t rb = act_row_bytes(a, cols);
+        const pyrt_vec_dot_fn dot = k->vec_dot[w->type];
+        for (int64_t rt = r0; rt < r1; rt += MM_ROW_TILE) {
+            const int64_t re = rt + MM_ROW_TILE < r1 ? rt + MM_ROW_TILE : r1;
+            for (int64_t t = 0; t < n_tok; t++) {
+                const void *qa = (const char *)q + t * rb;
+                float *yt = tasks[i].y + t * tasks[i].ldy;
+                for (int64_t r = rt; r < re; r++)
+                    dot(cols, &yt[r], (const char *)w->data + r * w->row_bytes, qa);
+            }
+        }
+    }
+    pool_barrier(pool);
+}
+
+/* ---- test entry point ----------------------------------------------------- */
+
+typedef struct {
+    const pyrt_kernels *k;
+    pyrt_pool *pool;
+    const float *x;
+    int64_t n_tok;
+    mm_task task;
+    void *qbuf[2];
+} mm_job;
+
+static void mm_job_fn(void *arg, int ith, int nth) {
+    mm_job *j = arg;
+    mm_group(j->k, j->pool, ith, nth, j->x, j->task.w->cols, j->n_tok, &j->task, 1, j->qbuf);
+}
+
+int pyrt_matmul(int32_t variant, int32_t wtype, const void *w, int64_t rows, int64_t cols,
+                const float *x, int64_t n_tok, float *y, int32_t n_threads) {
+    if (!w || !x || !y || rows <= 0 || cols <= 0 || n_tok <= 0)
+        return pyrt_set_error(PYRT_ERR_INVALID_ARG, "pyrt_matmul: bad pointer or size");
+    if (wtype < 0 || wtype >= PYRT_TYPE_COUNT || pyrt_type_block_size(wtype) == 0)
+        return pyrt_set_error(PYRT_ERR_UNSUPPORTED, "pyrt_matmul: unknown type %d", (int)wtype);
+    const pyrt_kernels *k = variant == PYRT_KERNELS_AUTO ? pyrt_kernels_current() : pyrt_kernels_get(variant);
+    if (!k) return pyrt_set_error(PYRT_ERR_UNSUPPORTED, "pyrt_matmul: kernel variant %d unavailable", (int)variant);
+    const int32_t at = pyrt_type_act_type(wtype);
+    if (!k->vec_dot[wtype] || at < 0 || !k->quantize_act[at])
+        return pyrt_set_error(PYRT_ERR_UNSUPPORTED, "pyrt_matmul: no kernel for type %d", (int)wtype);
+    if (cols % pyrt_type_block_size(wtype) || cols % pyrt_type_block_size(at))
+        return pyrt_set_error(PYRT_ERR_INVALID_ARG, "pyrt_matmul: cols %lld not a multiple of the block size", (long long)cols);
+    if (n_threads <= 0) n_threads = pool_default_threads();
+
+    pyrt_weight wt = { w, wtype, cols, rows, cols / pyrt_type_block_size(wtype) * pyrt_type_block_bytes(wtype) };
+    mm_job j = { k, NULL, x, n_tok, { &wt, y, rows }, { NULL, NULL } };
+    const size_t qb = (size_t)(n_tok * mm_act_bytes_bound(cols));
+    j.qbuf[0] = malloc(qb);
+    j.qbuf[1] = malloc(qb);
+    j.pool = pool_create(n_threads);
+    int st = PYRT_OK;
+    if (!j.qbuf[0] || !j.qbuf[1] || !j.pool) st = pyrt_set_error(PYRT_ERR_OOM, "pyrt_matmul: allocation failed");
+    else pool_run(j.pool, mm_job_fn, &j);
+    pool_free(j.pool);
+    free(j.qbuf[0]);
+    free(j.qbuf[1]);
+    return st;
+}

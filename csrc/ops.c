@@ -1,0 +1,81 @@
+/* ops.c — see ops.h. */
+#include "ops.h"
+
+#include <math.h>
+#include <string.h>
+
+void op_rmsnorm(float *y, const float *x, const float *w, int64_t n, float eps) {
+    double sum = 0.0;
+    for (int64_t i = 0; i < n; i++) sum += (double)(x[i] * x[i]);
+    const float mean = (float)(sum / (double)n);
+    const float scale = 1.0f / sqrtf(mean + eps);
+    if (w) for (int64_t i = 0; i < n; i++) y[i] = (x[i] * scale) * w[i];
+    else   for (int64_t i = 0; i < n; i++) y[i] = x[i] * scale;
+}
+
+void op_add(float *x, const float *y, int64_t n) {
+    for (int64_t i = 0; i < n; i++) x[i] += y[i];
+}
+
+void op_scale(float *x, float s, int64_t n) {
+    for (int64_t i = 0; i < n; i++) x[i] *= s;
+}
+
+void op_rope(float *x, int32_t n_rot, int32_t mode, float pos, float freq_base, float freq_scale) {
+    /* theta_i = pos * base^(-2i/n_rot), built by repeated multiplication in
+     * float like ggml so the rounding matches. */
+    const float theta_scale = powf(freq_base, -2.0f / (float)n_rot);
+    float theta = pos;
+    const int32_t half = n_rot / 2;
+    for (int32_t i = 0; i < half; i++) {
+        const float t = theta * freq_scale;
+        const float c = cosf(t), s = sinf(t);
+        float *a, *b;
+        if (mode == PYRT_ROPE_NEOX) { a = &x[i]; b = &x[i + half]; }
+        else                        { a = &x[2 * i]; b = &x[2 * i + 1]; }
+        const float x0 = *a, x1 = *b;
+        *a = x0 * c - x1 * s;
+        *b = x0 * s + x1 * c;
+        theta *= theta_scale;
+    }
+}
+
+void op_swiglu(float *g, const float *u, int64_t n) {
+    for (int64_t i = 0; i < n; i++) {
+        const float v = g[i];
+        g[i] = v / (1.0f + expf(-v)) * u[i];
+    }
+}
+
+void op_geglu(float *g, const float *u, int64_t n) {
+    const float c = 0.7978845608028654f;   /* sqrt(2/pi) */
+    for (int64_t i = 0; i < n; i++) {
+        const float v = g[i];
+        g[i] = 0.5f * v * (1.0f + tanhf(c * v * (1.0f + 0.044715f * v * v))) * u[i];
+    }
+}
+
+void op_softmax(float *x, int64_t n) {
+    float mx = -INFINITY;
+    for (int64_t i = 0; i < n; i++) if (x[i] > mx) mx = x[i];
+    double sum = 0.0;
+    for (int64_t i = 0; i < n; i++) { const float e = expf(x[i] - mx); x[i] = e; sum += e; }
+    const float inv = (float)(1.0 / sum);
+    for (int64_t i = 0; i < n; i++) x[i] *= inv;
+}
+
+void op_attention_head(const pyrt_kernels *k, float *out, const float *q,
+                       const pyrt_fp16 *kc, const pyrt_fp16 *vc, int64_t stride,
+                       int32_t head_dim, int32_t n_kv, float scale,
+                       float *scores, pyrt_fp16 *q16, pyrt_fp16 *probs16) {
+    k->fp32_to_fp16(q, q16, head_dim);
+    for (int32_t j = 0; j < n_kv; j++)
+        scores[j] = k->dot_f16(head_dim, kc + (int64_t)j * stride, q16) * scale;
+    op_softmax(scores, n_kv);
+    k->fp32_to_fp16(scores, probs16, n_kv);
+    memset(out, 0, sizeof(float) * (size_t)head_dim);
+    for (int32_t j = 0; j < n_kv; j++) {
+        const float p = pyrt_fp16_to_fp32(probs16[j]);
+        if (p != 0.0f) k->mad_f16(head_dim, out, vc + (int64_t)j * stride, p);
+    }
+}

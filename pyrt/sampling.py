@@ -1,0 +1,212 @@
+"""Token sampling: parameters (validated here, before any C call) and a thin
+wrapper around the C sampler (csrc/sampler.c).
+
+The chain matches llama.cpp's as llama-cpp-python configures it:
+
+    logit bias -> penalties -> (temperature == 0: argmax)
+                            -> top-k -> typical -> top-p -> min-p -> temperature -> draw
+
+A fixed seed makes the draws reproducible: the same seed and the same sequence
+of logits (and accepted tokens) give the same tokens.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from ._native import check, ffi, lib
+
+__all__ = ["SamplingParams", "Sampler", "MAX_PENALTY_HISTORY"]
+
+#: The penalty history window is capped at this many tokens (also for
+#: ``penalty_last_n=-1``, "the whole history").
+MAX_PENALTY_HISTORY = 65536
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+
+def _is_real(v) -> bool:
+    return isinstance(v, numbers.Real) and not isinstance(v, bool)
+
+
+def _random_seed() -> int:
+    return int.from_bytes(os.urandom(8), "little")
+
+
+@dataclass
+class SamplingParams:
+    """Sampling parameters, llama-cpp-python's defaults.
+
+    Filters are off at their neutral values: ``top_k=0``, ``top_p=1``,
+    ``min_p=0``, ``typical_p=1``. ``temperature=0`` is greedy decoding (argmax
+    after bias and penalties; the seed is then irrelevant).
+
+    Penalties (llama.cpp semantics) look at the last ``penalty_last_n``
+    accepted tokens (0: off, -1: all of them, capped at
+    :data:`MAX_PENALTY_HISTORY`): a penalised token's positive logit is divided
+    by ``repeat_penalty`` and a negative one multiplied, then
+    ``count * frequency_penalty + presence_penalty`` is subtracted.
+
+    ``logit_bias`` maps token id -> value added to its logit; ``-inf`` bans
+    the token. ``seed=None`` draws a random seed.
+    """
+
+    temperature: float = 0.8
+    top_k: int = 40
+    top_p: float = 0.95
+    min_p: float = 0.05
+    typical_p: float = 1.0
+    repeat_penalty: float = 1.0
+    frequency_penalty: float = 0.0
+    presence_penalty: float = 0.0
+    penalty_last_n: int = 64
+    seed: int | None = None
+    logit_bias: dict[int, float] | None = None
+
+    def validate(self, n_vocab: int | None = None) -> None:
+        """Raise ValueError naming the first bad parameter and its value."""
+
+        def bad(name: str, rule: str) -> ValueError:
+            return ValueError(f"{name} must be {rule} (got {getattr(self, name)!r})")
+
+        def real(name: str) -> float:
+            v = getattr(self, name)
+            if not _is_real(v) or not math.isfinite(v):
+                raise bad(name, "a finite number")
+            return float(v)
+
+        def integer(name: str) -> int:
+            v = getattr(self, name)
+            if not _is_int(v):
+                raise bad(name, "an int")
+            return int(v)
+
+        if real("temperature") < 0:
+            raise bad("temperature", ">= 0")
+        if integer("top_k") < 0:
+            raise bad("top_k", ">= 0 (0 disables it)")
+        if not 0 < real("top_p") <= 1:
+            raise bad("top_p", "in (0, 1] (1 disables it)")
+        if not 0 <= real("min_p") <= 1:
+            raise bad("min_p", "in [0, 1] (0 disables it)")
+        if not 0 < real("typical_p") <= 1:
+            raise bad("typical_p", "in (0, 1] (1 disables it)")
+        if real("repeat_penalty") <= 0:
+            raise bad("repeat_penalty", "> 0 (1 disables it)")
+        real("frequency_penalty")
+        real("presence_penalty")
+        if integer("penalty_last_n") < -1:
+            raise bad("penalty_last_n", ">= -1 (0 disables penalties, -1 uses the whole history)")
+        if self.seed is not None and (not _is_int(self.seed) or not 0 <= self.seed < 2**64):
+            raise bad("seed", "None or an int in [0, 2**64)")
+        if n_vocab is not None and (not _is_int(n_vocab) or n_vocab < 1):
+            raise ValueError(f"n_vocab must be an int >= 1 (got {n_vocab!r})")
+        if self.logit_bias is not None:
+            if not isinstance(self.logit_bias, dict):
+                raise bad("logit_bias", "a dict {token id: bias} or None")
+            for tok, val in self.logit_bias.items():
+                if not _is_int(tok) or tok < 0 or (n_vocab is not None and tok >= n_vocab):
+                    rng = f"[0, {n_vocab})" if n_vocab is not None else ">= 0"
+                    raise ValueError(f"logit_bias: token id must be an int in {rng} (got {tok!r})")
+                if not _is_real(val) or not (math.isfinite(val) or val == -math.inf):
+                    raise ValueError(
+                        f"logit_bias: bias for token {tok} must be finite or -inf (got {val!r})")
+
+
+class Sampler:
+    """One sampling stream: penalty history, logit bias and a seeded RNG.
+
+    Call :meth:`sample` on each step's logits and :meth:`accept` on the token
+    that was actually emitted (prompt tokens may be accepted too, to make
+    them count for the penalties).
+    """
+
+    def __init__(self, params: SamplingParams, n_vocab: int):
+        self._h = None
+        params.validate(n_vocab)
+        self.params = params
+        self.n_vocab = int(n_vocab)
+        self.seed = params.seed if params.seed is not None else _random_seed()
+
+        cp = ffi.new("pyrt_sampler_params *")
+        cp.temperature = params.temperature
+        cp.top_k = params.top_k if params.top_k < self.n_vocab else 0  # k >= n_vocab keeps all
+        cp.top_p = params.top_p
+        cp.min_p = params.min_p
+        cp.typical_p = params.typical_p
+        cp.repeat_penalty = params.repeat_penalty
+        cp.frequency_penalty = params.frequency_penalty
+        cp.presence_penalty = params.presence_penalty
+        cp.penalty_last_n = min(params.penalty_last_n, MAX_PENALTY_HISTORY)
+        cp.seed = self.seed
+        out = ffi.new("pyrt_sampler **")
+        check(lib.pyrt_sampler_create(cp, self.n_vocab, out), "sampler")
+        self._h = out[0]
+
+        if params.logit_bias:
+            ids = np.fromiter(params.logit_bias.keys(), dtype=np.int32, count=len(params.logit_bias))
+            vals = np.fromiter(params.logit_bias.values(), dtype=np.float32, count=len(params.logit_bias))
+            check(lib.pyrt_sampler_set_bias(self._h, ffi.from_buffer("int32_t[]", ids),
+                                            ffi.from_buffer("float[]", vals), len(ids)),
+                  "logit_bias")
+        self._out = ffi.new("int32_t *")
+
+    def _handle(self):
+        if self._h is None:
+            raise ValueError("sampler is closed")
+        return self._h
+
+    def sample(self, logits: np.ndarray) -> int:
+        """Pick the next token from one row of logits: float32, C-contiguous,
+        shape (n_vocab,). The array is not modified."""
+        h = self._handle()
+        if not isinstance(logits, np.ndarray):
+            raise TypeError(f"logits must be a numpy array (got {type(logits).__name__})")
+        if logits.dtype != np.float32:
+            raise ValueError(f"logits must be float32 (got {logits.dtype})")
+        if logits.shape != (self.n_vocab,):
+            raise ValueError(f"logits must have shape ({self.n_vocab},) (got {logits.shape})")
+        if not logits.flags.c_contiguous:
+            raise ValueError("logits must be C-contiguous")
+        check(lib.pyrt_sampler_sample(h, ffi.from_buffer("float[]", logits), self._out), "sample")
+        return int(self._out[0])
+
+    def accept(self, token: int) -> None:
+        """Record an emitted token in the penalty history."""
+        h = self._handle()
+        if not _is_int(token) or not 0 <= token < self.n_vocab:
+            raise ValueError(f"token must be an int in [0, {self.n_vocab}) (got {token!r})")
+        check(lib.pyrt_sampler_accept(h, int(token)), "accept")
+
+    def reset(self, seed: int | None = None) -> None:
+        """Forget the penalty history and restart the RNG: from ``seed`` if
+        given, else from the sampler's seed (so the same draws repeat)."""
+        h = self._handle()
+        if seed is not None:
+            if not _is_int(seed) or not 0 <= seed < 2**64:
+                raise ValueError(f"seed must be None or an int in [0, 2**64) (got {seed!r})")
+            self.seed = int(seed)
+        check(lib.pyrt_sampler_reset(h, self.seed), "reset")
+
+    def close(self) -> None:
+        h, self._h = self._h, None
+        if h is not None:
+            lib.pyrt_sampler_free(h)
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    def __enter__(self) -> "Sampler":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
