@@ -141,14 +141,14 @@ static inline __m256i blk_q8_0(const block_q8_0 *x, const block_q8_0 *y) {
     return dot_ss(load32(x->qs), load32(y->qs));
 }
 static inline __m256i blk_q4_0(const block_q4_0 *x, const block_q8_0 *y) {
-    return dot_ss(_mm256_sub_epi8(unpack_nibbles(x->qs), _mm256_set1_epi8(8)), load32(y->qs));
+    return dot_us_off(unpack_nibbles(x->qs), load32(y->qs), _mm256_set1_epi8(8));
 }
 static inline __m256i blk_q4_1(const block_q4_1 *x, const block_q8_1 *y) {
     return dot_us(unpack_nibbles(x->qs), load32(y->qs));
 }
 static inline __m256i blk_q5_0(const block_q5_0 *x, const block_q8_0 *y) {
     const __m256i q = _mm256_or_si256(unpack_nibbles(x->qs), qh_to_bit4(x->qh));
-    return dot_ss(_mm256_sub_epi8(q, _mm256_set1_epi8(16)), load32(y->qs));
+    return dot_us_off(q, load32(y->qs), _mm256_set1_epi8(16));
 }
 static inline __m256i blk_q5_1(const block_q5_1 *x, const block_q8_1 *y) {
     const __m256i q = _mm256_or_si256(unpack_nibbles(x->qs), qh_to_bit4(x->qh));

