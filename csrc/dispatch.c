@@ -91,11 +91,25 @@ static void overlay(pyrt_kernels *dst, const pyrt_kernels *base, void (*fill)(py
         if (simd.dequantize[t])   dst->dequantize[t]   = simd.dequantize[t];
         if (simd.quantize_act[t]) dst->quantize_act[t] = simd.quantize_act[t];
         if (simd.vec_dot[t])      dst->vec_dot[t]      = simd.vec_dot[t];
+        if (simd.vec_dot_tiled[t]) dst->vec_dot_tiled[t] = simd.vec_dot_tiled[t];
+        if (simd.vec_dot_rep8[t])  dst->vec_dot_rep8[t]  = simd.vec_dot_rep8[t];
     }
     if (simd.fp32_to_fp16) dst->fp32_to_fp16 = simd.fp32_to_fp16;
     if (simd.fp16_to_fp32) dst->fp16_to_fp32 = simd.fp16_to_fp32;
     if (simd.dot_f16)      dst->dot_f16      = simd.dot_f16;
     if (simd.mad_f16)      dst->mad_f16      = simd.mad_f16;
+    if (simd.rope)         dst->rope         = simd.rope;
+    if (simd.swiglu)       dst->swiglu       = simd.swiglu;
+    if (simd.attn_head)    dst->attn_head    = simd.attn_head;
+}
+
+static void fill_avx2_all(pyrt_kernels *k) {
+#if PYRT_BUILD_AVX2
+    pyrt_kernels_fill_avx2(k);
+    pyrt_ops_fill_avx2(k);
+#else
+    (void)k;
+#endif
 }
 
 static int best_available(void) {
@@ -117,11 +131,12 @@ static int variant_from_env(void) {
 
 static void init_once(void) {
     pyrt_kernels_fill_scalar(&g_tables[PYRT_KERNELS_SCALAR]);
+    pyrt_ops_fill_scalar(&g_tables[PYRT_KERNELS_SCALAR]);
     g_tables[PYRT_KERNELS_SCALAR].name = "scalar";
     g_available[PYRT_KERNELS_SCALAR] = 1;
 #if PYRT_BUILD_AVX2
     if (cpu_has_avx2()) {
-        overlay(&g_tables[PYRT_KERNELS_AVX2], &g_tables[PYRT_KERNELS_SCALAR], pyrt_kernels_fill_avx2);
+        overlay(&g_tables[PYRT_KERNELS_AVX2], &g_tables[PYRT_KERNELS_SCALAR], fill_avx2_all);
         g_tables[PYRT_KERNELS_AVX2].name = "avx2";
         g_available[PYRT_KERNELS_AVX2] = 1;
     }

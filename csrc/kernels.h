@@ -16,17 +16,48 @@ typedef void  (*pyrt_quant_fn)(const float *src, void *dst, int64_t n);
 /* *s = dot(w[0..n), a[0..n)), w in the weight type, a in its activation type */
 typedef void  (*pyrt_vec_dot_fn)(int64_t n, float *s, const void *w, const void *a);
 
+/* One query head attending to cached positions [first, last] (causal). */
+typedef struct {
+    float           *out;       /* [head_dim] result                               */
+    const float     *q;         /* [head_dim] query after rope                     */
+    const pyrt_fp16 *k, *v;     /* cache rows of this kv head at position 0        */
+    int64_t          stride;    /* elements between consecutive cache rows         */
+    int32_t          head_dim;
+    int32_t          first;     /* first visible position (sliding window), >= 0   */
+    int32_t          last;      /* last visible position (the query's own)         */
+    int32_t          batched;   /* 1: part of a multi-token batch, 0: single token */
+    float            scale;     /* applied to q.k before softmax                   */
+    float           *scores;    /* scratch [n_ctx + 32]                            */
+    pyrt_fp16       *probs16;   /* scratch [n_ctx + 32]                            */
+    pyrt_fp16       *q16;       /* scratch [head_dim]                              */
+    float           *acc;       /* scratch [32 * head_dim]                         */
+} pyrt_attn_args;
+
 typedef struct {
     const char     *name;
     pyrt_dequant_fn dequantize[PYRT_TYPE_COUNT];    /* weight type -> f32        */
     pyrt_quant_fn   quantize_act[PYRT_TYPE_COUNT];  /* f32 -> act type (Q8_0, Q8_1, Q8_K, F16, F32) */
     pyrt_vec_dot_fn vec_dot[PYRT_TYPE_COUNT];       /* indexed by weight type    */
+    /* K-quants: llama.cpp computes the same product in other orders on x86
+     * (kquants_avx2.c): _tiled for batches of >= 8 tokens, _rep8 for Q4_K
+     * weights with rows % 8 == 0 (any batch). NULL: use vec_dot. Choose with
+     * pyrt_pick_vec_dot() below. */
+    pyrt_vec_dot_fn vec_dot_tiled[PYRT_TYPE_COUNT];
+    pyrt_vec_dot_fn vec_dot_rep8[PYRT_TYPE_COUNT];
 
     /* F16 helpers for the KV cache and attention */
     void  (*fp32_to_fp16)(const float *x, pyrt_fp16 *y, int64_t n);
     void  (*fp16_to_fp32)(const pyrt_fp16 *x, float *y, int64_t n);
     float (*dot_f16)(int64_t n, const pyrt_fp16 *x, const pyrt_fp16 *y);  /* f32 accumulate */
     void  (*mad_f16)(int64_t n, float *y, const pyrt_fp16 *x, float v);  /* y += x*v      */
+
+    /* Forward-pass ops. The AVX2 set reproduces llama.cpp's x86 (AVX2+FMA)
+     * floating-point sequence exactly, because 8-bit activation quantization
+     * makes the model chaotic: one different rounding decision anywhere
+     * decorrelates everything after it (see ops_avx2.c). */
+    void  (*rope)(float *x, int32_t n_rot, int32_t mode, float pos, float freq_base, float freq_scale);
+    void  (*swiglu)(float *g, const float *u, int64_t n);             /* g = silu(g)*u */
+    void  (*attn_head)(const pyrt_attn_args *a);
 } pyrt_kernels;
 
 typedef struct {
@@ -42,6 +73,18 @@ extern const pyrt_type_traits pyrt_type_traits_table[PYRT_TYPE_COUNT];
 void pyrt_kernels_fill_scalar(pyrt_kernels *k);
 void pyrt_kernels_fill_avx2(pyrt_kernels *k);     /* defined only on x86-64 */
 void pyrt_kernels_fill_neon(pyrt_kernels *k);     /* defined only on aarch64 */
+void pyrt_kquants_fill_scalar(pyrt_kernels *k);   /* kquants_ref.c            */
+void pyrt_kquants_fill_avx2(pyrt_kernels *k);     /* kquants_avx2.c, x86-64   */
+void pyrt_ops_fill_scalar(pyrt_kernels *k);       /* ops.c                   */
+void pyrt_ops_fill_avx2(pyrt_kernels *k);         /* ops_avx2.c, x86-64 only */
+
+/* The row dot product for W (type, rows) x a batch of n_tok activation rows,
+ * with the arithmetic llama.cpp uses for that shape. */
+static inline pyrt_vec_dot_fn pyrt_pick_vec_dot(const pyrt_kernels *k, int32_t type, int64_t rows, int64_t n_tok) {
+    if (k->vec_dot_rep8[type] && rows % 8 == 0) return k->vec_dot_rep8[type];
+    if (k->vec_dot_tiled[type] && n_tok >= 8) return k->vec_dot_tiled[type];
+    return k->vec_dot[type];
+}
 
 /* dispatch.c: table for a variant (NULL if unavailable), and the active one. */
 const pyrt_kernels *pyrt_kernels_get(int32_t variant);

@@ -405,6 +405,8 @@ void pyrt_kernels_fill_avx2(pyrt_kernels *k) {
     k->fp16_to_fp32 = fp16_to_fp32_row;
     k->dot_f16      = dot_f16_f32acc;
     k->mad_f16      = mad_f16;
+
+    pyrt_kquants_fill_avx2(k);
 }
 
 #endif /* __x86_64__ */

@@ -315,4 +315,6 @@ void pyrt_kernels_fill_scalar(pyrt_kernels *k) {
     k->fp16_to_fp32 = fp16_to_fp32_row;
     k->dot_f16      = dot_f16_f32acc;
     k->mad_f16      = mad_f16;
+
+    pyrt_kquants_fill_scalar(k);
 }

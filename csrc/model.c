@@ -209,9 +209,10 @@ struct pyrt_ctx {
     /* activations, [n_batch][width] */
     float *x, *xn, *q, *k, *v, *att, *tmp, *g, *u;
     void *qbuf[2];               /* quantized activations, 2 act types */
-    float *scores;               /* [n_threads][n_ctx]  */
-    pyrt_fp16 *probs16;          /* [n_threads][n_ctx]  */
-    pyrt_fp16 *q16;              /* [n_threads][head_dim] */
+    float *scores;               /* [n_threads][n_ctx + 32]   */
+    pyrt_fp16 *probs16;          /* [n_threads][n_ctx + 32]   */
+    pyrt_fp16 *q16;              /* [n_threads][head_dim]     */
+    float *attn_acc;             /* [n_threads][32 * head_dim] */
     _Atomic int abort_req;
     int stop_now;
     /* current job */
@@ -231,7 +232,7 @@ void pyrt_ctx_free(pyrt_ctx *c) {
     if (!c) return;
     pool_free(c->pool);
     void *bufs[] = { c->kc, c->vc, c->x, c->xn, c->q, c->k, c->v, c->att, c->tmp, c->g, c->u,
-                     c->qbuf[0], c->qbuf[1], c->scores, c->probs16, c->q16 };
+                     c->qbuf[0], c->qbuf[1], c->scores, c->probs16, c->q16, c->attn_acc };
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
     free(c);
 }
@@ -275,12 +276,13 @@ int pyrt_ctx_create(const pyrt_model *m, int32_t n_ctx, int32_t n_threads, int32
     c->u = alloc_aligned(B * hp->n_ff * sizeof(float));
     c->qbuf[0] = alloc_aligned(B * (size_t)mm_act_bytes_bound(widest));
     c->qbuf[1] = alloc_aligned(B * (size_t)mm_act_bytes_bound(widest));
-    c->scores = alloc_aligned((size_t)n_threads * n_ctx * sizeof(float));
-    c->probs16 = alloc_aligned((size_t)n_threads * n_ctx * sizeof(pyrt_fp16));
+    c->scores = alloc_aligned((size_t)n_threads * (n_ctx + 32) * sizeof(float));
+    c->probs16 = alloc_aligned((size_t)n_threads * (n_ctx + 32) * sizeof(pyrt_fp16));
     c->q16 = alloc_aligned((size_t)n_threads * hp->head_dim * sizeof(pyrt_fp16));
+    c->attn_acc = alloc_aligned((size_t)n_threads * 32 * hp->head_dim * sizeof(float));
     c->pool = pool_create(n_threads);
     if (!c->kc || !c->vc || !c->x || !c->xn || !c->tmp || !c->q || !c->att || !c->k || !c->v ||
-        !c->g || !c->u || !c->qbuf[0] || !c->qbuf[1] || !c->scores || !c->probs16 || !c->q16 || !c->pool) {
+        !c->g || !c->u || !c->qbuf[0] || !c->qbuf[1] || !c->scores || !c->probs16 || !c->q16 || !c->attn_acc || !c->pool) {
         pyrt_ctx_free(c);
         return pyrt_set_error(PYRT_ERR_OOM, "ctx_create: cannot allocate buffers for n_ctx=%d", n_ctx);
     }
@@ -317,9 +319,13 @@ static void forward_job(void *arg, int ith, int nth) {
     const int32_t B = c->n_tok, gqa = hp->n_head / hp->n_head_kv;
     const float attn_scale = hp->attn_scale > 0 ? hp->attn_scale : 1.0f / sqrtf((float)HD);
     const int g3 = is_gemma3(hp);
-    float *scores = c->scores + (size_t)ith * c->n_ctx;
-    pyrt_fp16 *probs16 = c->probs16 + (size_t)ith * c->n_ctx;
-    pyrt_fp16 *q16 = c->q16 + (size_t)ith * HD;
+    pyrt_attn_args attn = {
+        .stride = KVD, .head_dim = (int32_t)HD, .batched = B > 1, .scale = attn_scale,
+        .scores = c->scores + (size_t)ith * (c->n_ctx + 32),
+        .probs16 = c->probs16 + (size_t)ith * (c->n_ctx + 32),
+        .q16 = c->q16 + (size_t)ith * HD,
+        .acc = c->attn_acc + (size_t)ith * 32 * HD,
+    };
     int64_t lo, hi;
 
     /* ---- token embeddings ---- */
@@ -355,12 +361,12 @@ static void forward_job(void *arg, int ith, int nth) {
             if (h < hp->n_head) {
                 float *qh = c->q + t * QD + h * HD;
                 if (g3) op_rmsnorm(qh, qh, L->q_norm, HD, hp->norm_eps);
-                op_rope(qh, hp->n_rot, hp->rope_type, pos, base, hp->rope_freq_scale);
+                K->rope(qh, hp->n_rot, hp->rope_type, pos, base, hp->rope_freq_scale);
             } else {
                 const int64_t hk = h - hp->n_head;
                 float *kh = c->k + t * KVD + hk * HD;
                 if (g3) op_rmsnorm(kh, kh, L->k_norm, HD, hp->norm_eps);
-                op_rope(kh, hp->n_rot, hp->rope_type, pos, base, hp->rope_freq_scale);
+                K->rope(kh, hp->n_rot, hp->rope_type, pos, base, hp->rope_freq_scale);
                 const int64_t row = (int64_t)(c->pos0 + t) * KVD + hk * HD;
                 K->fp32_to_fp16(kh, kc + row, HD);
                 K->fp32_to_fp16(c->v + t * KVD + hk * HD, vc + row, HD);
@@ -375,10 +381,14 @@ static void forward_job(void *arg, int ith, int nth) {
             const int32_t pos = c->pos0 + (int32_t)t;
             int32_t first = 0;
             if (swa && pos - hp->sliding_window + 1 > 0) first = pos - hp->sliding_window + 1;
-            const int64_t off = (int64_t)first * KVD + (h / gqa) * HD;
-            op_attention_head(K, c->att + t * QD + h * HD, c->q + t * QD + h * HD,
-                              kc + off, vc + off, KVD, (int32_t)HD, pos - first + 1, attn_scale,
-                              scores, q16, probs16);
+            const int64_t off = (h / gqa) * HD;
+            attn.out = c->att + t * QD + h * HD;
+            attn.q = c->q + t * QD + h * HD;
+            attn.k = kc + off;
+            attn.v = vc + off;
+            attn.first = first;
+            attn.last = pos;
+            K->attn_head(&attn);
         }
         pool_barrier(P);
 
@@ -399,7 +409,7 @@ static void forward_job(void *arg, int ith, int nth) {
         mm_group(K, P, ith, nth, c->xn, E, B, gu, 2, c->qbuf);
         pool_split((int64_t)B * FF, ith, nth, &lo, &hi);   /* element-wise: split flat */
         if (g3) op_geglu(c->g + lo, c->u + lo, hi - lo);
-        else    op_swiglu(c->g + lo, c->u + lo, hi - lo);
+        else    K->swiglu(c->g + lo, c->u + lo, hi - lo);
         pool_barrier(P);
         mm_task d[1] = { { &L->w_down, c->tmp, E } };
         mm_group(K, P, ith, nth, c->g, FF, B, d, 1, c->qbuf);

@@ -64,18 +64,28 @@ void op_softmax(float *x, int64_t n) {
     for (int64_t i = 0; i < n; i++) x[i] *= inv;
 }
 
-void op_attention_head(const pyrt_kernels *k, float *out, const float *q,
-                       const pyrt_fp16 *kc, const pyrt_fp16 *vc, int64_t stride,
-                       int32_t head_dim, int32_t n_kv, float scale,
-                       float *scores, pyrt_fp16 *q16, pyrt_fp16 *probs16) {
-    k->fp32_to_fp16(q, q16, head_dim);
-    for (int32_t j = 0; j < n_kv; j++)
-        scores[j] = k->dot_f16(head_dim, kc + (int64_t)j * stride, q16) * scale;
-    op_softmax(scores, n_kv);
-    k->fp32_to_fp16(scores, probs16, n_kv);
-    memset(out, 0, sizeof(float) * (size_t)head_dim);
-    for (int32_t j = 0; j < n_kv; j++) {
-        const float p = pyrt_fp16_to_fp32(probs16[j]);
-        if (p != 0.0f) k->mad_f16(head_dim, out, vc + (int64_t)j * stride, p);
+void op_attention_head(const pyrt_attn_args *a) {
+    const int32_t hd = a->head_dim, n = a->last - a->first + 1;
+    const pyrt_fp16 *k = a->k + (int64_t)a->first * a->stride;
+    const pyrt_fp16 *v = a->v + (int64_t)a->first * a->stride;
+    for (int32_t d = 0; d < hd; d++) a->q16[d] = pyrt_fp32_to_fp16(a->q[d]);
+    for (int32_t j = 0; j < n; j++) {
+        float s = 0.0f;
+        for (int32_t d = 0; d < hd; d++)
+            s += pyrt_fp16_to_fp32(k[(int64_t)j * a->stride + d]) * pyrt_fp16_to_fp32(a->q16[d]);
+        a->scores[j] = s * a->scale;
     }
+    op_softmax(a->scores, n);
+    for (int32_t d = 0; d < hd; d++) a->out[d] = 0.0f;
+    for (int32_t j = 0; j < n; j++) {
+        const float p = pyrt_fp16_to_fp32(pyrt_fp32_to_fp16(a->scores[j]));
+        const pyrt_fp16 *vj = v + (int64_t)j * a->stride;
+        for (int32_t d = 0; d < hd; d++) a->out[d] += p * pyrt_fp16_to_fp32(vj[d]);
+    }
+}
+
+void pyrt_ops_fill_scalar(pyrt_kernels *k) {
+    k->rope = op_rope;
+    k->swiglu = op_swiglu;
+    k->attn_head = op_attention_head;
 }

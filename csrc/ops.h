@@ -24,15 +24,10 @@ void op_geglu(float *g, const float *u, int64_t n);
 /* In-place softmax over x[n]; returns nothing, x sums to 1. */
 void op_softmax(float *x, int64_t n);
 
-/* Causal attention of one query head against n_kv cached positions.
- *   q[head_dim] (f32), k/v: rows of the cache for this kv head, row stride
- *   `stride` elements (F16); scores: scratch[n_kv] f32, probs16: scratch[n_kv].
- *   out[head_dim] = sum_j softmax(scale * q·k_j)_j * v_j
- * Matches llama.cpp's non-flash path: q and the probabilities are rounded to
- * F16 before their dot products, accumulation is f32. */
-void op_attention_head(const pyrt_kernels *k, float *out, const float *q,
-                       const pyrt_fp16 *kc, const pyrt_fp16 *vc, int64_t stride,
-                       int32_t head_dim, int32_t n_kv, float scale,
-                       float *scores, pyrt_fp16 *q16, pyrt_fp16 *probs16);
+/* Causal attention of one query head (scalar reference; see kernels.h):
+ * out = sum_j softmax(scale * q.k_j)_j * v_j over j in [first, last], with q
+ * and the probabilities rounded to F16 before their dot products as llama.cpp
+ * does (its K/V cache is F16 and mul_mat converts the other operand). */
+void op_attention_head(const pyrt_attn_args *a);
 
 #endif

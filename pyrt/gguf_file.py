@@ -5,6 +5,25 @@ type id, shape and byte range is checked here before any pointer is handed to
 C (DESIGN.md §6). Errors are `GGUFError` (a `ValueError`) naming the field and
 the offending value.
 
+Checks, in file order (each one a GGUFError):
+
+- magic ``GGUF``; version 2 or 3 (a byte-swapped version means a big-endian file);
+- tensor and metadata counts bounded by the bytes left in the file (and by
+  MAX_TENSORS / MAX_KV);
+- every string length and array length capped (MAX_STRING, MAX_ARRAY) and bounded
+  by the bytes left; keys and tensor names non-empty UTF-8 without NUL;
+- known metadata value types; known array element types (no nested arrays);
+  bools 0 or 1; no duplicate keys or tensor names;
+- ``general.alignment`` an integer power of two in [1, 2^20];
+- per tensor: 1 <= n_dims <= 4; every dim in [1, 2^62); element count <= 2^40
+  (products computed on Python ints, so nothing wraps); known ggml type with a
+  block size; ne[0] a multiple of the block size; offset aligned to the file's
+  alignment and the data aligned for its element type; byte range inside the
+  file; no two tensors overlapping.
+
+Hyper-parameters, vocabulary arrays and tensor shapes against the
+architecture are checked one level up (pyrt.model.read_hparams / Model._bind).
+
 We parse the header ourselves instead of using `gguf.GGUFReader`: the reader
 takes ~1.9 s on SmolLM2's 49k-token vocabulary (it builds a numpy view per
 array element), while this parser takes a few tens of milliseconds. The `gguf`
@@ -14,6 +33,7 @@ from __future__ import annotations
 
 import mmap
 import os
+import stat
 import struct
 from dataclasses import dataclass
 from typing import Any
@@ -26,18 +46,35 @@ MAX_STRING = 64 << 20          # one metadata string (chat templates can be big)
 MAX_ARRAY = 1 << 26            # elements in one metadata array
 MAX_KV = 1 << 16               # metadata entries
 MAX_TENSORS = 1 << 20
-MAX_NAME = 1024                # tensor name length
+MAX_NAME = 1024                # key / tensor name length
+MAX_DIM = 1 << 62              # one dimension (ggml stores int64)
 MAX_ELEMENTS = 1 << 40         # elements in one tensor
+MAX_ALIGNMENT = 1 << 20
 
 # GGUF metadata value types
 _U8, _I8, _U16, _I16, _U32, _I32, _F32, _BOOL, _STR, _ARR, _U64, _I64, _F64 = range(13)
+VALUE_TYPE_NAMES = ("UINT8", "INT8", "UINT16", "INT16", "UINT32", "INT32", "FLOAT32", "BOOL",
+                    "STRING", "ARRAY", "UINT64", "INT64", "FLOAT64")
+INT_TYPES = frozenset((_U8, _I8, _U16, _I16, _U32, _I32, _U64, _I64))
+FLOAT_TYPES = frozenset((_F32, _F64))
 _SCALAR = {
     _U8: ("<B", 1), _I8: ("<b", 1), _U16: ("<H", 2), _I16: ("<h", 2),
-    _U32: ("<I", 4), _I32: ("<i", 4), _F32: ("<f", 4), _BOOL: ("<?", 1),
+    _U32: ("<I", 4), _I32: ("<i", 4), _F32: ("<f", 4), _BOOL: ("<B", 1),
     _U64: ("<Q", 8), _I64: ("<q", 8), _F64: ("<d", 8),
 }
 _NP = {_U8: "<u1", _I8: "<i1", _U16: "<u2", _I16: "<i2", _U32: "<u4", _I32: "<i4",
        _F32: "<f4", _BOOL: "<u1", _U64: "<u8", _I64: "<i8", _F64: "<f8"}
+# smallest encoding of one metadata entry (key len + 1-byte key + type + 1-byte value)
+# and of one tensor info (name len + 1-byte name + n_dims + one dim + type + offset)
+_MIN_KV_BYTES = 8 + 1 + 4 + 1
+_MIN_TENSOR_INFO_BYTES = 8 + 1 + 4 + 8 + 4 + 8
+
+# Alignment C needs for a tensor's first byte: the widest scalar its blocks hold
+# (fp16 d/m in quant blocks; f32 d in Q8_K; plain f32/i32/f64/i64 tensors).
+_ELEMENT_ALIGN = {
+    GGMLQuantizationType.F32: 4, GGMLQuantizationType.I32: 4, GGMLQuantizationType.Q8_K: 4,
+    GGMLQuantizationType.F64: 8, GGMLQuantizationType.I64: 8, GGMLQuantizationType.I8: 1,
+}
 
 
 class GGUFError(ValueError):
@@ -49,6 +86,10 @@ def type_name(t: int) -> str:
         return GGMLQuantizationType(t).name
     except ValueError:
         return f"type#{t}"
+
+
+def value_type_name(t: int) -> str:
+    return VALUE_TYPE_NAMES[t] if 0 <= t < len(VALUE_TYPE_NAMES) else f"type#{t}"
 
 
 @dataclass(frozen=True)
@@ -71,6 +112,14 @@ class TensorInfo:
         return n
 
 
+def _decode_text(raw: bytes) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        # keep it lossless: some vocabularies hold raw byte tokens
+        return raw.decode("utf-8", "surrogateescape")
+
+
 class _Cursor:
     __slots__ = ("buf", "pos", "end")
 
@@ -79,10 +128,14 @@ class _Cursor:
         self.pos = pos
         self.end = len(buf)
 
+    @property
+    def left(self) -> int:
+        return self.end - self.pos
+
     def need(self, n: int, what: str) -> None:
         if n < 0 or self.pos + n > self.end:
             raise GGUFError(f"truncated file: {what} needs {n} bytes at offset {self.pos}, "
-                            f"file has {self.end}")
+                            f"only {max(self.end - self.pos, 0)} left (file size {self.end})")
 
     def unpack(self, fmt: str, size: int, what: str):
         self.need(size, what)
@@ -96,29 +149,61 @@ class _Cursor:
     def u64(self, what: str) -> int:
         return self.unpack("<Q", 8, what)
 
-    def string(self, what: str, limit: int = MAX_STRING) -> str:
+    def raw_string(self, what: str, limit: int) -> bytes:
         n = self.u64(f"{what} length")
         if n > limit:
             raise GGUFError(f"{what}: string length {n} exceeds the limit {limit}")
-        self.need(n, what)
-        raw = self.buf[self.pos:self.pos + n]
+        if n > self.left:
+            raise GGUFError(f"{what}: string length {n} runs past the end of the file "
+                            f"({self.left} bytes left at offset {self.pos})")
+        raw = bytes(self.buf[self.pos:self.pos + n])
         self.pos += n
+        return raw
+
+    def string(self, what: str, limit: int = MAX_STRING) -> str:
+        return _decode_text(self.raw_string(what, limit))
+
+    def name(self, what: str) -> str:
+        """A key or tensor name: non-empty UTF-8 without NUL (C sees it as a C string)."""
+        raw = self.raw_string(what, MAX_NAME)
+        if not raw:
+            raise GGUFError(f"{what} is empty")
+        if b"\0" in raw:
+            raise GGUFError(f"{what} {raw!r} contains a NUL byte")
         try:
             return raw.decode("utf-8")
         except UnicodeDecodeError:
-            # keep it lossless: some vocabularies hold raw byte tokens
-            return raw.decode("utf-8", "surrogateescape")
+            raise GGUFError(f"{what} {raw!r} is not valid UTF-8") from None
 
 
 class GGUFFile:
     """A parsed, validated GGUF file kept open over a read-only mmap.
 
-    `metadata` maps keys to int/float/bool/str or lists of them; `tensors` maps
-    names to `TensorInfo`; `tensor_data(name)` is a zero-copy uint8 view.
+    `source` is a path, or a bytes-like object (bytes, bytearray, memoryview,
+    mmap) holding a whole file, which is then used in place (fuzzers, tests).
+    `metadata` maps keys to int/float/bool/str or lists of them;
+    `metadata_types` maps keys to GGUF value type ids and `array_types` maps
+    array-valued keys to their element type ids; `tensors` maps names to
+    `TensorInfo`; `tensor_data(name)` is a zero-copy uint8 view.
     """
 
-    def __init__(self, path: str | os.PathLike):
-        self.path = os.fspath(path)
+    def __init__(self, source):
+        self._fh = None
+        self._mm = None
+        if isinstance(source, (bytes, bytearray, memoryview, mmap.mmap)):
+            self.path = "<memory>"
+            self._mm = memoryview(source).cast("B") if not isinstance(source, mmap.mmap) else source
+            if len(self._mm) < 24:
+                raise GGUFError(f"not a GGUF file (only {len(self._mm)} bytes)")
+            self._parse()
+            return
+        self.path = os.fspath(source)
+        try:
+            st = os.stat(self.path)
+        except OSError as e:
+            raise FileNotFoundError(f"cannot open model file {self.path!r}: {e.strerror}") from None
+        if not stat.S_ISREG(st.st_mode):
+            raise GGUFError(f"{self.path}: not a regular file")
         try:
             self._fh = open(self.path, "rb")
         except OSError as e:
@@ -143,19 +228,22 @@ class GGUFFile:
         cur.pos = 4
         self.version = cur.u32("version")
         if self.version not in (2, 3):
-            raise GGUFError(f"unsupported GGUF version {self.version} (supported: 2, 3)")
+            hint = " (a big-endian file?)" if self.version in (2 << 24, 3 << 24) else ""
+            raise GGUFError(f"unsupported GGUF version {self.version}{hint} (supported: 2, 3)")
         n_tensors = cur.u64("tensor_count")
         n_kv = cur.u64("metadata_kv_count")
-        # every KV needs >= 8+1+4 bytes and every tensor info >= 8+1+4+8+4+8
-        if n_kv > MAX_KV or n_kv * 13 > cur.end:
-            raise GGUFError(f"metadata_kv_count {n_kv} is impossible for a {cur.end}-byte file")
-        if n_tensors > MAX_TENSORS or n_tensors * 33 > cur.end:
-            raise GGUFError(f"tensor_count {n_tensors} is impossible for a {cur.end}-byte file")
+        if n_tensors > MAX_TENSORS or n_tensors * _MIN_TENSOR_INFO_BYTES > cur.left:
+            raise GGUFError(f"tensor_count {n_tensors} is impossible: {cur.left} bytes are left "
+                            f"in the file (limit {MAX_TENSORS})")
+        if n_kv > MAX_KV or n_kv * _MIN_KV_BYTES + n_tensors * _MIN_TENSOR_INFO_BYTES > cur.left:
+            raise GGUFError(f"metadata_kv_count {n_kv} is impossible: {cur.left} bytes are left "
+                            f"in the file (limit {MAX_KV})")
 
         meta: dict[str, Any] = {}
         self.metadata_types: dict[str, int] = {}
+        self.array_types: dict[str, int] = {}
         for i in range(n_kv):
-            key = cur.string(f"metadata key #{i}", MAX_NAME)
+            key = cur.name(f"metadata key #{i}")
             if key in meta:
                 raise GGUFError(f"duplicate metadata key {key!r}")
             vtype = cur.u32(f"type of {key!r}")
@@ -164,24 +252,28 @@ class GGUFFile:
         self.metadata = meta
 
         align = meta.get("general.alignment", 32)
-        if not isinstance(align, int) or isinstance(align, bool) or align <= 0 or align & (align - 1) \
-                or align > (1 << 20):
+        key_type = self.metadata_types.get("general.alignment")
+        if key_type is not None and key_type not in INT_TYPES:
+            raise GGUFError(f"general.alignment has type {value_type_name(key_type)}, "
+                            f"expected an integer")
+        if not isinstance(align, int) or isinstance(align, bool) or align <= 0 \
+                or align & (align - 1) or align > MAX_ALIGNMENT:
             raise GGUFError(f"general.alignment {align!r} is not a power of two in [1, 2^20]")
         self.alignment = align
 
         infos = []
         names = set()
         for i in range(n_tensors):
-            name = cur.string(f"tensor #{i} name", MAX_NAME)
+            name = cur.name(f"tensor #{i} name")
             if name in names:
                 raise GGUFError(f"duplicate tensor name {name!r}")
             names.add(name)
-            n_dims = cur.u32(f"{name}: n_dims")
+            n_dims = cur.u32(f"tensor {name!r}: n_dims")
             if not 1 <= n_dims <= 4:
                 raise GGUFError(f"tensor {name!r}: n_dims {n_dims} not in [1, 4]")
-            shape = tuple(cur.u64(f"{name}: ne[{d}]") for d in range(n_dims))
-            ttype = cur.u32(f"{name}: type")
-            offset = cur.u64(f"{name}: offset")
+            shape = tuple(cur.u64(f"tensor {name!r}: ne[{d}]") for d in range(n_dims))
+            ttype = cur.u32(f"tensor {name!r}: type")
+            offset = cur.u64(f"tensor {name!r}: offset")
             infos.append((name, shape, ttype, offset))
 
         data_start = (cur.pos + align - 1) // align * align
@@ -190,13 +282,18 @@ class GGUFFile:
         spans = []
         for name, shape, ttype, offset in infos:
             for d, n in enumerate(shape):
-                if n == 0 or n >= (1 << 62):
-                    raise GGUFError(f"tensor {name!r}: dimension ne[{d}] = {n} is invalid")
+                if n == 0:
+                    raise GGUFError(f"tensor {name!r}: dimension ne[{d}] is 0")
+                if n >= 1 << 63:
+                    raise GGUFError(f"tensor {name!r}: dimension ne[{d}] = {n - (1 << 64)} is negative")
+                if n >= MAX_DIM:
+                    raise GGUFError(f"tensor {name!r}: dimension ne[{d}] = {n} is too large")
             n_el = 1
             for n in shape:
                 n_el *= n
-                if n_el > MAX_ELEMENTS:
-                    raise GGUFError(f"tensor {name!r}: {shape} has more than 2^40 elements")
+            if n_el > MAX_ELEMENTS:
+                raise GGUFError(f"tensor {name!r}: shape {list(shape)} has {n_el} elements, "
+                                f"more than the limit 2^40")
             try:
                 qt = GGMLQuantizationType(ttype)
             except ValueError:
@@ -205,27 +302,38 @@ class GGUFFile:
                 raise GGUFError(f"tensor {name!r}: type {qt.name} has no known block size")
             block, bsize = GGML_QUANT_SIZES[qt]
             if shape[0] % block:
-                raise GGUFError(f"tensor {name!r}: row length {shape[0]} is not a multiple of "
-                                f"the {qt.name} block size {block}")
+                raise GGUFError(f"tensor {name!r}: row length ne[0] = {shape[0]} is not a multiple "
+                                f"of the {qt.name} block size {block}")
             nbytes = n_el // block * bsize
             if offset % align:
-                raise GGUFError(f"tensor {name!r}: offset {offset} is not aligned to {align}")
+                raise GGUFError(f"tensor {name!r}: offset {offset} is not a multiple of the "
+                                f"alignment {align}")
             start = data_start + offset
+            if start % _ELEMENT_ALIGN.get(qt, 2):
+                raise GGUFError(f"tensor {name!r}: data at file offset {start} is not aligned to "
+                                f"{_ELEMENT_ALIGN.get(qt, 2)} bytes as {qt.name} requires")
             if start + nbytes > cur.end:
-                raise GGUFError(f"tensor {name!r}: bytes [{start}, {start + nbytes}) lie past the end "
-                                f"of the file ({cur.end} bytes)")
+                raise GGUFError(f"tensor {name!r}: offset {offset} + {nbytes} bytes = file bytes "
+                                f"[{start}, {start + nbytes}) lie past the end of the file "
+                                f"({cur.end} bytes)")
             tensors[name] = TensorInfo(name, int(ttype), shape, start, nbytes)
             spans.append((start, start + nbytes, name))
         spans.sort()
         for (s0, e0, n0), (s1, e1, n1) in zip(spans, spans[1:]):
             if s1 < e0:
-                raise GGUFError(f"tensors {n0!r} and {n1!r} overlap in the file")
+                raise GGUFError(f"tensors {n0!r} (bytes [{s0}, {e0})) and {n1!r} "
+                                f"(bytes [{s1}, {e1})) overlap in the file")
         self.tensors = tensors
 
     def _value(self, cur: _Cursor, vtype: int, key: str):
         if vtype in _SCALAR:
             fmt, size = _SCALAR[vtype]
-            return cur.unpack(fmt, size, key)
+            v = cur.unpack(fmt, size, key)
+            if vtype == _BOOL:
+                if v > 1:
+                    raise GGUFError(f"{key}: bool value {v} is not 0 or 1")
+                return bool(v)
+            return v
         if vtype == _STR:
             return cur.string(key)
         if vtype == _ARR:
@@ -233,19 +341,27 @@ class GGUFFile:
             n = cur.u64(f"{key}: array length")
             if n > MAX_ARRAY:
                 raise GGUFError(f"{key}: array length {n} exceeds the limit {MAX_ARRAY}")
+            self.array_types[key] = etype
             if etype in _SCALAR:
                 size = _SCALAR[etype][1]
-                cur.need(n * size, key)
+                if n * size > cur.left:
+                    raise GGUFError(f"{key}: array of {n} {value_type_name(etype)} needs {n * size} "
+                                    f"bytes, only {cur.left} left in the file")
                 arr = np.frombuffer(self._mm, dtype=_NP[etype], count=n, offset=cur.pos)
                 cur.pos += n * size
                 if etype == _BOOL:
+                    if n and int(arr.max()) > 1:
+                        raise GGUFError(f"{key}: bool array holds the value {int(arr.max())}, not 0 or 1")
                     return [bool(x) for x in arr]
                 return arr.tolist()
             if etype == _STR:
-                if n * 8 > cur.end - cur.pos:
-                    raise GGUFError(f"{key}: array of {n} strings cannot fit in the file")
+                if n * 8 > cur.left:
+                    raise GGUFError(f"{key}: array of {n} strings cannot fit in the "
+                                    f"{cur.left} bytes left in the file")
                 return self._string_array(cur, n, key)
-            raise GGUFError(f"{key}: unsupported array element type {etype}")
+            if etype == _ARR:
+                raise GGUFError(f"{key}: nested arrays are not supported")
+            raise GGUFError(f"{key}: unknown array element type {etype}")
         raise GGUFError(f"{key}: unknown metadata value type {vtype}")
 
     @staticmethod
@@ -259,9 +375,10 @@ class GGUFFile:
                 raise GGUFError(f"truncated file: {key}[{i}] length at offset {pos}")
             (ln,) = unpack(buf, pos)
             pos += 8
-            if ln > MAX_STRING or pos + ln > end:
-                raise GGUFError(f"{key}[{i}]: string length {ln} runs past the end of the file")
-            raw = buf[pos:pos + ln]
+            if ln > MAX_STRING or ln > end - pos:
+                raise GGUFError(f"{key}[{i}]: string length {ln} runs past the end of the file "
+                                f"or exceeds the limit {MAX_STRING}")
+            raw = bytes(buf[pos:pos + ln])
             pos += ln
             try:
                 append(raw.decode("utf-8"))
@@ -298,10 +415,16 @@ class GGUFFile:
     def close(self) -> None:
         mm = getattr(self, "_mm", None)
         if mm is not None:
-            try:
-                mm.close()
-            except BufferError:
-                pass  # a numpy view is still alive; the mapping goes with it
+            if isinstance(mm, mmap.mmap) and getattr(self, "_fh", None) is not None:
+                try:
+                    mm.close()
+                except BufferError:
+                    pass  # a numpy view is still alive; the mapping goes with it
+            elif isinstance(mm, memoryview):
+                try:
+                    mm.release()
+                except BufferError:
+                    pass
             self._mm = None
         fh = getattr(self, "_fh", None)
         if fh is not None:

@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import threading
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from gguf import GGUFValueType
 
 from ._native import UnsupportedError, check, ffi, lib
-from .gguf_file import GGUFError, GGUFFile, type_name
+from .gguf_file import INT_TYPES, GGUFError, GGUFFile, type_name, value_type_name
 
 SUPPORTED_ARCHS = {"llama": lib.PYRT_ARCH_LLAMA, "gemma3": lib.PYRT_ARCH_GEMMA3}
 
@@ -54,7 +56,10 @@ class HParams:
         return hp
 
 
-def _int(g: GGUFFile, key: str, default: Any = None, lo: int = 1, hi: int = 1 << 31) -> int:
+_INT32_MAX = (1 << 31) - 1
+
+
+def _int(g: GGUFFile, key: str, default: Any = None, lo: int = 1, hi: int = _INT32_MAX) -> int:
     v = g.get(key, default, (int,))
     if v is None:
         raise GGUFError(f"missing required metadata {key!r}")
@@ -64,17 +69,96 @@ def _int(g: GGUFFile, key: str, default: Any = None, lo: int = 1, hi: int = 1 <<
 
 
 def _float(g: GGUFFile, key: str, default: float | None = None, lo: float = 0.0,
-           hi: float = math.inf, lo_open: bool = True) -> float:
+           hi: float = math.inf, lo_open: bool = True, hi_open: bool = False) -> float:
     v = g.get(key, default, (float, int))
     if v is None:
         raise GGUFError(f"missing required metadata {key!r}")
     v = float(v)
-    if not math.isfinite(v) or v > hi or v < lo or (lo_open and v == lo):
-        raise GGUFError(f"metadata {key!r} = {v} is out of range")
+    if not math.isfinite(v) or v > hi or v < lo or (lo_open and v == lo) or (hi_open and v == hi):
+        raise GGUFError(f"metadata {key!r} = {v} is outside {'(' if lo_open else '['}{lo}, "
+                        f"{hi}{')' if hi_open else ']'}")
     return v
 
 
+MAX_VOCAB = 1 << 22            # the C core's limit
+_TOKEN_TYPE_MAX = 6            # llama.cpp's token types: UNDEFINED .. BYTE
+_BYTE_TOKEN = re.compile(r"<0x[0-9A-Fa-f]{2}>")
+_SPECIAL_ID_KEY = re.compile(r"tokenizer\.ggml\.\w+_token_id")
+
+
+def _check_vocab(g: GGUFFile, n_vocab: int) -> None:
+    """Vocabulary arrays of the element types llama.cpp requires, one entry per
+    token, and special token ids inside the vocabulary: checked here so that the
+    tokenizer is only ever built from well-formed data."""
+    STR, ARR, BOOL = GGUFValueType.STRING, GGUFValueType.ARRAY, GGUFValueType.BOOL
+    I32, F32 = GGUFValueType.INT32, GGUFValueType.FLOAT32
+
+    def array(key: str, etypes, what: str, required: bool = False):
+        if key not in g.metadata:
+            if required:
+                raise GGUFError(f"missing required metadata {key!r}")
+            return None
+        vt = g.metadata_types.get(key)
+        et = g.array_types.get(key)
+        if vt != ARR or et not in etypes:
+            got = value_type_name(vt) if vt != ARR else f"ARRAY of {value_type_name(et)}"
+            raise GGUFError(f"metadata {key!r} has type {got}, expected an array of {what}")
+        return g.metadata[key]
+
+    model = g.get("tokenizer.ggml.model", None, (str,))
+    if model is None:
+        raise GGUFError("missing required metadata 'tokenizer.ggml.model'")
+    tokens = array("tokenizer.ggml.tokens", (STR,), "strings", required=True)
+    if len(tokens) != n_vocab:
+        raise GGUFError(f"tokenizer.ggml.tokens has {len(tokens)} entries but token_embd.weight "
+                        f"has {n_vocab} rows")
+    texts = [t or f"[EMPTY_{i}]" for i, t in enumerate(tokens)]   # as the tokenizer keys them
+    if len(set(texts)) != n_vocab:
+        first: dict[str, int] = {}
+        for i, t in enumerate(texts):
+            if t in first:
+                raise GGUFError(f"tokenizer.ggml.tokens[{i}] = {t!r} duplicates "
+                                f"tokenizer.ggml.tokens[{first[t]}]")
+            first[t] = i
+    types = array("tokenizer.ggml.token_type", (I32,), "INT32")
+    if types is not None:
+        if len(types) != n_vocab:
+            raise GGUFError(f"tokenizer.ggml.token_type has {len(types)} entries for {n_vocab} tokens")
+        tarr = np.asarray(types, dtype=np.int64)
+        bad = np.flatnonzero((tarr < 0) | (tarr > _TOKEN_TYPE_MAX))
+        if bad.size:
+            i = int(bad[0])
+            raise GGUFError(f"tokenizer.ggml.token_type[{i}] = {types[i]} is not a token type "
+                            f"(0..{_TOKEN_TYPE_MAX})")
+        for i in np.flatnonzero(tarr == _TOKEN_TYPE_MAX).tolist():   # BYTE tokens: "<0xAB>"
+            if not _BYTE_TOKEN.fullmatch(tokens[i]):
+                raise GGUFError(f"tokenizer.ggml.tokens[{i}] = {tokens[i]!r} has type BYTE but is "
+                                f"not of the form <0xXX>")
+    scores = array("tokenizer.ggml.scores", (F32, I32), "FLOAT32 (or INT32)")
+    if scores is not None and len(scores) != n_vocab:
+        raise GGUFError(f"tokenizer.ggml.scores has {len(scores)} entries for {n_vocab} tokens")
+    array("tokenizer.ggml.merges", (STR,), "strings", required=model == "gpt2")
+    for key, vt in g.metadata_types.items():
+        if _SPECIAL_ID_KEY.fullmatch(key):
+            v = g.metadata[key]
+            if vt not in INT_TYPES:
+                raise GGUFError(f"metadata {key!r} has type {value_type_name(vt)}, expected an integer")
+            if not 0 <= v < n_vocab:
+                raise GGUFError(f"metadata {key!r} = {v} is not a token id (vocabulary of {n_vocab})")
+    for key in ("tokenizer.ggml.add_bos_token", "tokenizer.ggml.add_eos_token",
+                "tokenizer.ggml.add_space_prefix"):
+        if key in g.metadata_types and g.metadata_types[key] != BOOL:
+            raise GGUFError(f"metadata {key!r} has type {value_type_name(g.metadata_types[key])}, "
+                            f"expected BOOL")
+    for key in ("tokenizer.ggml.model", "tokenizer.ggml.pre", "tokenizer.chat_template"):
+        if key in g.metadata_types and g.metadata_types[key] != STR:
+            raise GGUFError(f"metadata {key!r} has type {value_type_name(g.metadata_types[key])}, "
+                            f"expected STRING")
+
+
 def read_hparams(g: GGUFFile) -> HParams:
+    """Hyper-parameters from GGUF metadata, each in a sane range and consistent with the
+    token embedding and the vocabulary (tensor shapes are checked in Model._bind)."""
     arch = g.get("general.architecture", None, (str,))
     if arch is None:
         raise GGUFError("missing required metadata 'general.architecture'")
@@ -87,44 +171,53 @@ def read_hparams(g: GGUFFile) -> HParams:
     n_head_kv = _int(g, f"{a}.attention.head_count_kv", n_head, hi=n_head)
     if n_head % n_head_kv:
         raise GGUFError(f"{a}.attention.head_count_kv = {n_head_kv} does not divide head_count {n_head}")
+    if f"{a}.attention.key_length" not in g.metadata and n_embd % n_head:
+        raise GGUFError(f"{a}.embedding_length {n_embd} is not a multiple of head_count {n_head} "
+                        f"and {a}.attention.key_length is missing")
     head_dim = _int(g, f"{a}.attention.key_length", n_embd // n_head, hi=1024)
     v_dim = _int(g, f"{a}.attention.value_length", head_dim, hi=1024)
     if v_dim != head_dim:
         raise GGUFError(f"{a}.attention.value_length {v_dim} != key_length {head_dim} is not supported")
     n_rot = _int(g, f"{a}.rope.dimension_count", head_dim, hi=head_dim)
     if n_rot % 2 or head_dim % 2:
-        raise GGUFError(f"odd rope dimension ({n_rot}) or head size ({head_dim})")
+        raise GGUFError(f"odd rope dimension ({a}.rope.dimension_count = {n_rot}) or head size "
+                        f"({head_dim})")
     n_ff = g.get(f"{a}.feed_forward_length", None, (int, list))
     if isinstance(n_ff, list):  # per-layer list: only uniform values are supported
         if not n_ff or len(set(n_ff)) != 1:
             raise GGUFError(f"{a}.feed_forward_length varies per layer; not supported")
         n_ff = n_ff[0]
-    if not isinstance(n_ff, int) or not 1 <= n_ff <= 1 << 20:
-        raise GGUFError(f"metadata {a}.feed_forward_length = {n_ff!r} is invalid")
+    if isinstance(n_ff, bool) or not isinstance(n_ff, int) or not 1 <= n_ff <= 1 << 20:
+        raise GGUFError(f"metadata {a}.feed_forward_length = {n_ff!r} is invalid (expected an "
+                        f"integer in [1, 2^20])")
     scale_type = g.get(f"{a}.rope.scaling.type", "none", (str,))
     freq_scale = 1.0
     if scale_type == "linear":
-        freq_scale = 1.0 / _float(g, f"{a}.rope.scaling.factor", 1.0)
+        freq_scale = 1.0 / _float(g, f"{a}.rope.scaling.factor", 1.0, lo=1e-3, hi=1e3, lo_open=False)
     elif scale_type not in ("none", ""):
         raise GGUFError(f"unsupported {a}.rope.scaling.type {scale_type!r}")
-    tokens = g.get("tokenizer.ggml.tokens", None, (list,))
-    if tokens is None:
-        raise GGUFError("missing required metadata 'tokenizer.ggml.tokens'")
     emb = g.tensors.get("token_embd.weight")
     if emb is None:
         raise GGUFError("missing tensor 'token_embd.weight'")
-    n_vocab = emb.shape[1] if len(emb.shape) > 1 else 0
-    if n_vocab != len(tokens):
-        raise GGUFError(f"token_embd.weight has {n_vocab} rows but the vocabulary has {len(tokens)} tokens")
+    if len(emb.shape) < 2 or any(d != 1 for d in emb.shape[2:]):
+        raise GGUFError(f"token_embd.weight has shape {list(emb.shape)}, expected "
+                        f"[{n_embd}, n_vocab]")
+    if emb.shape[0] != n_embd:
+        raise GGUFError(f"token_embd.weight rows have {emb.shape[0]} elements but "
+                        f"{a}.embedding_length is {n_embd}")
+    n_vocab = emb.shape[1]
+    if n_vocab > MAX_VOCAB:
+        raise GGUFError(f"token_embd.weight has {n_vocab} rows, more than the limit {MAX_VOCAB}")
+    _check_vocab(g, n_vocab)
 
     hp = HParams(
         arch=arch, n_vocab=n_vocab, n_embd=n_embd,
         n_layer=_int(g, f"{a}.block_count", hi=1024),
         n_head=n_head, n_head_kv=n_head_kv, head_dim=head_dim, n_ff=n_ff, n_rot=n_rot,
         rope_type=lib.PYRT_ROPE_NORMAL if arch == "llama" else lib.PYRT_ROPE_NEOX,
-        rope_freq_base=_float(g, f"{a}.rope.freq_base", 10000.0),
+        rope_freq_base=_float(g, f"{a}.rope.freq_base", 10000.0, hi=1e12),
         rope_freq_scale=freq_scale,
-        norm_eps=_float(g, f"{a}.attention.layer_norm_rms_epsilon", 1e-5, hi=1.0),
+        norm_eps=_float(g, f"{a}.attention.layer_norm_rms_epsilon", 1e-5, hi=1.0, hi_open=True),
         n_ctx_train=_int(g, f"{a}.context_length", 2048, hi=1 << 24),
     )
     if arch == "gemma3":
@@ -134,6 +227,56 @@ def read_hparams(g: GGUFFile) -> HParams:
         hp.embd_scale = math.sqrt(n_embd)
         hp.attn_scale = 1.0 / math.sqrt(head_dim)
     return hp
+
+
+def expected_tensors(hp: HParams) -> dict[str, tuple[tuple[int, ...], bool]]:
+    """GGUF tensor name -> (shape in ggml order, required) for this architecture,
+    mirroring what csrc/model.c binds."""
+    E, V, FF, HD = hp.n_embd, hp.n_vocab, hp.n_ff, hp.head_dim
+    Q, KV = hp.n_head * HD, hp.n_head_kv * HD
+    out: dict[str, tuple[tuple[int, ...], bool]] = {
+        "token_embd.weight": ((E, V), True),
+        "output_norm.weight": ((E,), True),
+        "output.weight": ((E, V), False),        # absent: tied to token_embd
+    }
+    per_layer = {
+        "attn_norm.weight": (E,), "attn_q.weight": (E, Q), "attn_k.weight": (E, KV),
+        "attn_v.weight": (E, KV), "attn_output.weight": (Q, E), "ffn_norm.weight": (E,),
+        "ffn_gate.weight": (E, FF), "ffn_up.weight": (E, FF), "ffn_down.weight": (FF, E),
+    }
+    if hp.arch == "gemma3":
+        per_layer.update({"attn_q_norm.weight": (HD,), "attn_k_norm.weight": (HD,),
+                          "post_attention_norm.weight": (E,), "post_ffw_norm.weight": (E,)})
+    for il in range(hp.n_layer):
+        for suffix, shape in per_layer.items():
+            out[f"blk.{il}.{suffix}"] = (shape, True)
+    return out
+
+
+def _pad4(shape: tuple[int, ...]) -> tuple[int, ...]:
+    return tuple(shape) + (1,) * (4 - len(shape))
+
+
+def check_tensors(g: GGUFFile, hp: HParams) -> None:
+    """Every tensor is one the architecture uses, with the shape the hparams
+    imply; every required tensor is present."""
+    want = expected_tensors(hp)
+    for name, t in g.tensors.items():
+        spec = want.get(name)
+        if spec is None:
+            m = re.fullmatch(r"blk\.(\d+)\..+", name)
+            if m and int(m.group(1)) >= hp.n_layer:
+                raise GGUFError(f"tensor {name!r} belongs to layer {m.group(1)} but "
+                                f"{hp.arch}.block_count is {hp.n_layer}")
+            raise GGUFError(f"tensor {name!r} is not used by the {hp.arch!r} architecture")
+        if _pad4(t.shape) != _pad4(spec[0]):
+            raise GGUFError(f"tensor {name!r} has shape {list(t.shape)}, but the hyper-parameters "
+                            f"(n_embd={hp.n_embd}, n_head={hp.n_head}, n_head_kv={hp.n_head_kv}, "
+                            f"head_dim={hp.head_dim}, n_ff={hp.n_ff}, n_vocab={hp.n_vocab}) "
+                            f"imply {list(spec[0])}")
+    for name, (_shape, required) in want.items():
+        if required and name not in g.tensors:
+            raise GGUFError(f"missing tensor {name!r}")
 
 
 class Model:
@@ -155,6 +298,7 @@ class Model:
 
     def _bind(self) -> None:
         hp = self.hparams
+        check_tensors(self.gguf, hp)   # C re-checks names/shapes/bytes, with less telling errors
         out = ffi.new("pyrt_model **")
         check(lib.pyrt_model_create(hp.to_c(), out), "model")
         self._handle = out[0]

@@ -13,8 +13,8 @@ regexes, each one splitting the pieces the previous left; chosen by ``tokenizer.
 ``PRE_TOKENIZERS``), GPT-2's byte->unicode mapping, and merges applied lowest rank first (ties:
 leftmost first), with an LRU cache of word -> ids.
 
-An SPM tokenizer (``tokenizer.ggml.model = llama``) slots in as another subclass registered in
-``_MODELS``.
+``SPMTokenizer`` (``tokenizer.ggml.model = llama``) runs llama.cpp's SPM merging through the
+``sentencepiece`` library, on a model proto built from the GGUF vocabulary (see its docstring).
 
 Checked against llama.cpp (the copy vendored in llama-cpp-python 0.3.36, built from source, on
 vocab-only GGUFs): tokenize with and without special parsing, and detokenize, agree on tens of
@@ -35,6 +35,8 @@ from __future__ import annotations
 
 import functools
 import heapq
+import math
+import struct
 import warnings
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
@@ -44,6 +46,7 @@ import regex
 __all__ = [
     "Tokenizer",
     "BPETokenizer",
+    "SPMTokenizer",
     "PreTokenizer",
     "PRE_TOKENIZERS",
     "load_tokenizer",
@@ -806,11 +809,190 @@ class BPETokenizer(Tokenizer):
 
 
 # ----------------------------------------------------------------------------------------------
+# SPM (sentencepiece-style BPE over scored pieces)
+# ----------------------------------------------------------------------------------------------
+
+_SPACE_ESCAPE = "\u2581"      # '▁', how SPM vocabularies spell a space
+_PB_NORMAL, _PB_UNKNOWN, _PB_BYTE = 1, 2, 6     # sentencepiece ModelProto.SentencePiece.Type
+
+
+def _pb_varint(n: int) -> bytes:
+    if n < 0:
+        n &= (1 << 64) - 1
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            return bytes(out)
+
+
+def _pb_field(num: int, value: bytes | int | float) -> bytes:
+    """One protobuf field: bytes (length-delimited), int (varint) or float (fixed32)."""
+    if isinstance(value, bytes):
+        return _pb_varint(num << 3 | 2) + _pb_varint(len(value)) + value
+    if isinstance(value, float):
+        return _pb_varint(num << 3 | 5) + struct.pack("<f", value)
+    return _pb_varint(num << 3) + _pb_varint(int(value))
+
+
+class SPMTokenizer(Tokenizer):
+    """SentencePiece-style vocabulary (GGUF ``tokenizer.ggml.model = llama``: Llama 1/2,
+    Mistral v1, Gemma, ...), tokenized like llama.cpp's SPM tokenizer.
+
+    llama.cpp replaces every space by '▁' (and prepends one to a fragment that starts the text
+    or follows a special token when ``tokenizer.ggml.add_space_prefix`` is true, the default),
+    splits the text into UTF-8 characters and repeatedly merges the adjacent pair whose
+    concatenation is a vocabulary token of the highest score (leftmost on ties); characters
+    that never became a token are emitted as their ``<0xXX>`` byte tokens.
+
+    The merging runs in the ``sentencepiece`` library, from a model proto built here from the
+    GGUF vocabulary: a BPE model with identity normalization (we escape spaces ourselves), the
+    GGUF scores, byte fallback, and every token typed NORMAL so that - as in llama.cpp, and
+    unlike a stock sentencepiece model - control, unused and user-defined token texts can be
+    reached by merges too. BYTE tokens keep their type (sentencepiece wants them for the
+    fallback; their text "<0xXX>" is not reachable by merges in real vocabularies) and the
+    unknown piece sentencepiece requires is an extra entry past the vocabulary. Lone
+    surrogates (not valid UTF-8) cannot merge with anything; they become byte tokens of their
+    surrogatepass encoding, as llama.cpp does with the same bytes.
+    """
+
+    model_name = "llama"
+    default_add_bos = True
+    default_clean_spaces = False
+    default_special = {"bos": 1, "eos": 2, "unk": 0}
+
+    def __init__(self, meta: Mapping[str, Any]) -> None:
+        super().__init__(meta)
+        asp = meta.get("tokenizer.ggml.add_space_prefix")
+        self.add_space_prefix = True if asp is None else bool(asp)
+        n = self.n_vocab
+        scores = self._scores if self._scores is not None else [0.0] * n
+        # byte tokens, and whether the full set exists for sentencepiece's fallback
+        self._byte_ids: dict[int, int] = {}
+        byte_type = [False] * n
+        for i, t in enumerate(self._texts):
+            if self._attrs[i] & ATTR_BYTE and len(t) == 6 and t.startswith("<0x") and t.endswith(">"):
+                b = int(t[3:5], 16)
+                if f"<0x{b:02X}>" == t and b not in self._byte_ids:
+                    self._byte_ids[b] = i
+                    byte_type[i] = True
+        byte_fallback = len(self._byte_ids) == 256
+        if not byte_fallback:
+            byte_type = [False] * n
+        # bytes of a character that formed no token: "<0xXX>", else the one-byte token
+        for b in range(256):
+            if b not in self._byte_ids:
+                tid = self._token_to_id.get(chr(b)) if b < 0x80 else None
+                if tid is not None:
+                    self._byte_ids[b] = tid
+        self._unk_piece = n          # id sentencepiece reports for a character it cannot place
+        pieces = bytearray()
+        for i, t in enumerate(self._texts):
+            sc = float(scores[i])
+            if not math.isfinite(sc):
+                raise ValueError(f"tokenizer.ggml.scores[{i}] = {sc} is not finite")
+            pieces += _pb_field(1, _pb_field(1, t.encode("utf-8", "surrogatepass"))
+                                + _pb_field(2, sc) + _pb_field(3, _PB_BYTE if byte_type[i] else _PB_NORMAL))
+        unk_text = "<pyrt-unknown>"
+        while unk_text in self._token_to_id:
+            unk_text += "_"
+        pieces += _pb_field(1, _pb_field(1, unk_text.encode()) + _pb_field(2, 0.0) + _pb_field(3, _PB_UNKNOWN))
+        trainer = (_pb_field(3, 2) + _pb_field(4, n + 1) + _pb_field(35, int(byte_fallback))
+                   + _pb_field(40, n) + _pb_field(41, -1) + _pb_field(42, -1) + _pb_field(43, -1))
+        normalizer = (_pb_field(1, b"identity") + _pb_field(3, 0) + _pb_field(4, 0) + _pb_field(5, 0))
+        proto = bytes(pieces) + _pb_field(2, trainer) + _pb_field(3, normalizer)
+        import sentencepiece
+        sp = sentencepiece.SentencePieceProcessor()
+        try:
+            sp.LoadFromSerializedProto(proto)
+        except Exception as e:   # sentencepiece reports bad vocabularies as RuntimeError/OSError
+            raise ValueError(f"cannot build the SPM tokenizer from this vocabulary: {e}") from None
+        self._sp = sp
+        self._encode = sp.EncodeAsIds
+
+    # -- tokenization
+
+    def tokenize(self, text: str, add_bos: bool | None = None, special: bool = False) -> list[int]:
+        if not isinstance(text, str):
+            raise TypeError(f"text must be str, not {type(text).__name__}")
+        out: list[int] = []
+        want_bos = self.add_bos if add_bos is None else bool(add_bos)
+        want_eos = self.add_eos if add_bos is None else (self.add_eos and bool(add_bos))
+        if want_bos:
+            if self.bos_id is None:
+                raise ValueError("this model has no BOS token")
+            out.append(self.bos_id)
+        if text:
+            prev_special = True          # the text start counts as "after a special token"
+            for frag in self._partition(text, special):
+                if type(frag) is int:
+                    out.append(frag)
+                    prev_special = True
+                else:
+                    if self.add_space_prefix and prev_special:
+                        frag = " " + frag   # type: ignore[operator]
+                    self._tokenize_text(frag, out)  # type: ignore[arg-type]
+                    prev_special = False
+        if want_eos:
+            out.append(self.eos_id)  # type: ignore[arg-type]
+        return out
+
+    def _tokenize_text(self, text: str, out: list[int]) -> None:
+        text = text.replace(" ", _SPACE_ESCAPE)
+        try:
+            ids = self._encode(text)
+        except UnicodeEncodeError:
+            # lone surrogates: tokenize the valid runs, surrogates become bytes
+            for run in regex.split(r"([\ud800-\udfff])", text):
+                if len(run) == 1 and 0xD800 <= ord(run) <= 0xDFFF:
+                    self._emit_bytes(run.encode("utf-8", "surrogatepass"), out)
+                elif run:
+                    self._tokenize_text(run, out)
+            return
+        if self._unk_piece in ids:
+            # no full set of byte tokens: fall back per character, as llama.cpp does
+            pieces = self._sp.EncodeAsPieces(text)
+            for tid, piece in zip(ids, pieces):
+                if tid == self._unk_piece:
+                    self._emit_bytes(piece.encode("utf-8", "surrogatepass"), out)
+                else:
+                    out.append(tid)
+            return
+        out.extend(ids)
+
+    def _emit_bytes(self, data: bytes, out: list[int]) -> None:
+        for b in data:
+            tid = self._byte_ids.get(b)
+            if tid is None:
+                raise ValueError(f"cannot tokenize byte 0x{b:02X}: the vocabulary has neither "
+                                 f"<0x{b:02X}> nor a one-byte token for it")
+            out.append(tid)
+
+    # -- detokenization
+
+    def detokenize(self, ids: Iterable[int], special: bool = False) -> str:
+        """Token ids -> text; with ``add_space_prefix`` the first token's leading space is
+        dropped (llama.cpp's detokenize)."""
+        parts = [self.token_to_bytes(i, special) for i in ids]
+        if parts and self.add_space_prefix and parts[0][:1] == b" ":
+            parts[0] = parts[0][1:]
+        return b"".join(parts).decode("utf-8", errors="replace")
+
+    def _normal_token_bytes(self, text: str) -> bytes:
+        return text.replace(_SPACE_ESCAPE, " ").encode("utf-8", "surrogatepass")
+
+
+# ----------------------------------------------------------------------------------------------
 # entry point
 # ----------------------------------------------------------------------------------------------
 
 _MODELS: dict[str, type[Tokenizer]] = {
     "gpt2": BPETokenizer,
+    "llama": SPMTokenizer,
 }
 
 

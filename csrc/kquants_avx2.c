@@ -1,0 +1,442 @@
+/* kquants_avx2.c — AVX2 K-quant kernels (Q2_K..Q6_K weights, Q8_K
+ * activations), same signatures as kquants_ref.c. Compiled with
+ * -mavx2 -mfma -mf16c and without FMA contraction: every fused multiply-add
+ * below is spelled out, where llama.cpp's x86 build has one.
+ *
+ * The model is chaotic under 8-bit activation quantization, so these kernels
+ * reproduce the floating-point sequence of llama.cpp's x86 AVX2 build (the one
+ * the references in tests/data/reference were made with) exactly. llama.cpp
+ * has three K-quant matmul paths on such a CPU, chosen per weight and batch:
+ *
+ *   vec_dot  one weight row x one activation row (quants.c): per super-block an
+ *            8-lane int32 vector (lane l sums elements with e%32 in 4l..4l+3,
+ *            scales applied as integers), acc = fma(d_w*d_a, float(lanes), acc),
+ *            one horizontal sum at the end; the min terms of Q2_K accumulate in
+ *            the same vector, those of Q4_K in a 4-lane one, Q5_K's in a scalar.
+ *            Used for Q2_K/Q3_K/Q5_K/Q6_K (and Q4_K with rows % 8 != 0) when
+ *            the batch has fewer than 8 tokens.
+ *   tiled    its K-quant GEMM (ggml-cpu/tiled) for batches of >= 8 tokens:
+ *            per super-block the exact integer sums S1 (scaled codes) and S2
+ *            (mins x block sums), r = d_w*S1 [- dmin_w*S2, one rounding],
+ *            acc = fma(r, d_a, acc).
+ *   rep8     Q4_K weights whose row count is a multiple of 8 are repacked at
+ *            load into 8-row interleaved blocks (ggml-cpu/repack.cpp) and always
+ *            go through its GEMV/GEMM, for every batch size: per super-block
+ *            acc = fma(float(S1), d_w*d_a, acc), accm = fma(float(S2),
+ *            dmin_w*d_a, accm), result acc - accm.
+ *
+ * They fill vec_dot[], vec_dot_tiled[] and vec_dot_rep8[]; the matmul driver
+ * picks one per weight and batch with pyrt_pick_vec_dot() (kernels.h). */
+#if defined(__x86_64__)
+#include <immintrin.h>
+#include <math.h>
+#include <string.h>
+#include "kernels.h"
+
+/* ---- helpers ------------------------------------------------------------- */
+
+static inline float fp16_1(pyrt_fp16 h) { return _cvtsh_ss(h); }
+
+/* ggml's hsum_float_8: (hi + lo), then pairwise within the 128-bit half */
+static inline float hsum8(__m256 v) {
+    __m128 r = _mm_add_ps(_mm256_extractf128_ps(v, 1), _mm256_castps256_ps128(v));
+    r = _mm_add_ps(r, _mm_movehl_ps(r, r));
+    r = _mm_add_ss(r, _mm_movehdup_ps(r));
+    return _mm_cvtss_f32(r);
+}
+
+static inline int32_t hsum_i32x8(__m256i v) {
+    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(1, 0, 3, 2)));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(2, 3, 0, 1)));
+    return _mm_cvtsi128_si32(s);
+}
+
+static inline int32_t hsum_i32x4(__m128i s) {
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(1, 0, 3, 2)));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(2, 3, 0, 1)));
+    return _mm_cvtsi128_si32(s);
+}
+
+static inline __m256i load32(const void *p) { return _mm256_loadu_si256((const __m256i *)p); }
+
+/* int16 scales for one 32-byte product vector: sc_lo on bytes 0..15, sc_hi on 16..31 */
+static inline __m256i scale_pair(int sc_lo, int sc_hi) {
+    return _mm256_set_m128i(_mm_set1_epi16((short)sc_hi), _mm_set1_epi16((short)sc_lo));
+}
+
+/* lanes += scale * maddubs(u, s); lane l gets bytes 4l..4l+3 */
+static inline __m256i mac(__m256i lanes, __m256i u, __m256i s, __m256i scale16) {
+    return _mm256_add_epi32(lanes, _mm256_madd_epi16(scale16, _mm256_maddubs_epi16(u, s)));
+}
+
+/* Q4_K/Q5_K 12-byte scales -> 8 scales (bytes 0..7) and 8 mins (bytes 8..15) */
+static inline __m128i scales_mins_k4(const uint8_t packed[12]) {
+    uint32_t u[4];
+    memcpy(u, packed, 12);
+    const uint32_t m1 = 0x3f3f3f3f, m2 = 0x0f0f0f0f, m3 = 0x03030303;
+    u[3] = ((u[2] >> 4) & m2) | (((u[1] >> 6) & m3) << 4);
+    const uint32_t mins_lo = u[1] & m1;
+    u[1] = (u[2] & m2) | (((u[0] >> 6) & m3) << 4);
+    u[2] = mins_lo;
+    u[0] &= m1;
+    return _mm_set_epi32((int)u[3], (int)u[2], (int)u[1], (int)u[0]);
+}
+
+/* Q4_K/Q5_K mins . (bsums pairs): 4 int32 lanes, lane l = sum over j in {2l, 2l+1}
+ * of m_j * (bsums[2j] + bsums[2j+1]) */
+static inline __m128i mins_bsums_k4(__m128i scales_mins, const block_q8_K *y) {
+    const __m256i bs = load32(y->bsums);
+    const __m128i bs32 = _mm_hadd_epi16(_mm256_castsi256_si128(bs), _mm256_extracti128_si256(bs, 1));
+    const __m128i mins16 = _mm_cvtepu8_epi16(_mm_srli_si128(scales_mins, 8));
+    return _mm_madd_epi16(mins16, bs32);
+}
+
+/* ======================================================================== */
+/* per-super-block integer lanes                                             */
+/* ======================================================================== */
+
+/* Q2_K: codes times their 4-bit scales (S1 lanes) */
+static inline __m256i lanes_q2_K(const block_q2_K *x, const block_q8_K *y) {
+    const __m256i m3 = _mm256_set1_epi8(3);
+    __m256i sumi = _mm256_setzero_si256();
+    for (int h = 0; h < 2; h++) {
+        const __m256i bits = load32(x->qs + 32 * h);
+        for (int g = 0; g < 4; g++) {
+            const __m256i q = _mm256_and_si256(_mm256_srli_epi16(bits, 2 * g), m3);
+            const uint8_t *sc = x->scales + 8 * h + 2 * g;
+            sumi = mac(sumi, q, load32(y->qs + 128 * h + 32 * g), scale_pair(sc[0] & 0x0F, sc[1] & 0x0F));
+        }
+    }
+    return sumi;
+}
+
+/* Q2_K: 4-bit mins times the 16-element block sums (S2 lanes, 8 x int32) */
+static inline __m256i mins_q2_K(const block_q2_K *x, const block_q8_K *y) {
+    const __m128i sm = _mm_loadu_si128((const __m128i *)x->scales);
+    const __m128i mins8 = _mm_and_si128(_mm_srli_epi16(sm, 4), _mm_set1_epi8(0x0F));
+    return _mm256_madd_epi16(_mm256_cvtepi8_epi16(mins8), load32(y->bsums));
+}
+
+/* Q3_K: signed 3-bit codes times (6-bit scale - 32). The code is split as
+ * low2 - 4*(1-hbit) into two unsigned products, subtracted in int16. */
+static inline __m256i lanes_q3_K(const block_q3_K *x, const block_q8_K *y) {
+    uint32_t aux[3];
+    memcpy(aux, x->scales, 12);
+    const uint32_t k1 = 0x03030303, k2 = 0x0f0f0f0f;
+    const __m128i sc8 = _mm_sub_epi8(_mm_set_epi32(
+        (int)(((aux[1] >> 4) & k2) | (((aux[2] >> 6) & k1) << 4)),
+        (int)(((aux[0] >> 4) & k2) | (((aux[2] >> 4) & k1) << 4)),
+        (int)((aux[1] & k2) | (((aux[2] >> 2) & k1) << 4)),
+        (int)((aux[0] & k2) | (((aux[2] >> 0) & k1) << 4))), _mm_set1_epi8(32));
+    int8_t sc[16];
+    _mm_storeu_si128((__m128i *)sc, sc8);
+
+    const __m256i m3 = _mm256_set1_epi8(3), one = _mm256_set1_epi8(1);
+    const __m256i hbits = load32(x->hmask);
+    __m256i sumi = _mm256_setzero_si256();
+    for (int h = 0; h < 2; h++) {
+        const __m256i bits = load32(x->qs + 32 * h);
+        for (int g = 0; g < 4; g++) {
+            const int bit = 4 * h + g;
+            const __m256i lo = _mm256_and_si256(_mm256_srli_epi16(bits, 2 * g), m3);
+            /* 4 where the high bit is clear, else 0 */
+            const __m256i hi = _mm256_slli_epi16(_mm256_srli_epi16(
+                _mm256_andnot_si256(hbits, _mm256_slli_epi16(one, bit)), bit), 2);
+            const __m256i a = load32(y->qs + 128 * h + 32 * g);
+            const __m256i p = _mm256_sub_epi16(_mm256_maddubs_epi16(lo, a), _mm256_maddubs_epi16(hi, a));
+            const int s = 8 * h + 2 * g;
+            sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(scale_pair(sc[s], sc[s + 1]), p));
+        }
+    }
+    return sumi;
+}
+
+/* Q4_K: 4-bit codes times 6-bit scales (S1 lanes) */
+static inline __m256i lanes_q4_K(const block_q4_K *x, const block_q8_K *y, __m128i sm) {
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    uint8_t sc[16];
+    _mm_storeu_si128((__m128i *)sc, sm);
+    __m256i sumi = _mm256_setzero_si256();
+    for (int j = 0; j < 4; j++) {
+        const __m256i bits = load32(x->qs + 32 * j);
+        sumi = mac(sumi, _mm256_and_si256(bits, m4), load32(y->qs + 64 * j),
+                   _mm256_set1_epi16(sc[2 * j]));
+        sumi = mac(sumi, _mm256_and_si256(_mm256_srli_epi16(bits, 4), m4), load32(y->qs + 64 * j + 32),
+                   _mm256_set1_epi16(sc[2 * j + 1]));
+    }
+    return sumi;
+}
+
+/* Q5_K: 5-bit codes times 6-bit scales (S1 lanes) */
+static inline __m256i lanes_q5_K(const block_q5_K *x, const block_q8_K *y, __m128i sm) {
+    const __m256i m4 = _mm256_set1_epi8(0x0F), one = _mm256_set1_epi8(1);
+    const __m256i hbits = load32(x->qh);
+    uint8_t sc[16];
+    _mm_storeu_si128((__m128i *)sc, sm);
+    __m256i sumi = _mm256_setzero_si256();
+    for (int j = 0; j < 4; j++) {
+        const __m256i bits = load32(x->qs + 32 * j);
+        for (int half = 0; half < 2; half++) {
+            const int bit = 2 * j + half;
+            const __m256i lo = _mm256_and_si256(half ? _mm256_srli_epi16(bits, 4) : bits, m4);
+            const __m256i hb = _mm256_slli_epi16(_mm256_srli_epi16(
+                _mm256_and_si256(hbits, _mm256_slli_epi16(one, bit)), bit), 4);
+            sumi = mac(sumi, _mm256_add_epi8(lo, hb), load32(y->qs + 64 * j + 32 * half),
+                       _mm256_set1_epi16(sc[bit]));
+        }
+    }
+    return sumi;
+}
+
+/* Q6_K: signed 6-bit codes times int8 scales (S1 lanes); the -32 offset is
+ * taken out with the activation block sums, as 32 * scale * bsum per lane. */
+static inline __m256i lanes_q6_K(const block_q6_K *x, const block_q8_K *y) {
+    const __m256i m15 = _mm256_set1_epi8(15), m3 = _mm256_set1_epi8(3);
+    const __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)x->scales));
+    const __m256i offs = _mm256_slli_epi32(_mm256_madd_epi16(load32(y->bsums), sc16), 5);
+    __m256i sumi = _mm256_setzero_si256();
+    for (int h = 0; h < 2; h++) {
+        const __m256i l0 = load32(x->ql + 64 * h), l1 = load32(x->ql + 64 * h + 32);
+        const __m256i hb = load32(x->qh + 32 * h);
+        const __m256i q[4] = {
+            _mm256_or_si256(_mm256_and_si256(l0, m15), _mm256_slli_epi16(_mm256_and_si256(hb, m3), 4)),
+            _mm256_or_si256(_mm256_and_si256(l1, m15),
+                            _mm256_slli_epi16(_mm256_and_si256(hb, _mm256_set1_epi8(12)), 2)),
+            _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m15),
+                            _mm256_and_si256(hb, _mm256_set1_epi8(48))),
+            _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m15),
+                            _mm256_srli_epi16(_mm256_and_si256(hb, _mm256_set1_epi8((char)0xC0)), 2)),
+        };
+        for (int g = 0; g < 4; g++) {
+            const int s = 8 * h + 2 * g;
+            sumi = mac(sumi, q[g], load32(y->qs + 128 * h + 32 * g), scale_pair(x->scales[s], x->scales[s + 1]));
+        }
+    }
+    return _mm256_sub_epi32(sumi, offs);
+}
+
+/* ======================================================================== */
+/* vec_dot: llama.cpp's quants.c order                                       */
+/* ======================================================================== */
+
+static void dot_q2_K(int64_t n, float *s, const void *w, const void *a) {
+    const block_q2_K *x = (const block_q2_K *)w;      /* [n/256] */
+    const block_q8_K *y = (const block_q8_K *)a;      /* [n/256] */
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t b = 0; b < n / QK_K; b++) {
+        const float d = y[b].d * fp16_1(x[b].d);
+        const float dmin = -y[b].d * fp16_1(x[b].dmin);
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(dmin), _mm256_cvtepi32_ps(mins_q2_K(&x[b], &y[b])), acc);
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(lanes_q2_K(&x[b], &y[b])), acc);
+    }
+    *s = hsum8(acc);
+}
+
+static void dot_q3_K(int64_t n, float *s, const void *w, const void *a) {
+    const block_q3_K *x = (const block_q3_K *)w;      /* [n/256] */
+    const block_q8_K *y = (const block_q8_K *)a;      /* [n/256] */
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t b = 0; b < n / QK_K; b++) {
+        const float d = y[b].d * fp16_1(x[b].d);
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(lanes_q3_K(&x[b], &y[b])), acc);
+    }
+    *s = hsum8(acc);
+}
+
+static void dot_q4_K(int64_t n, float *s, const void *w, const void *a) {
+    const block_q4_K *x = (const block_q4_K *)w;      /* [n/256] */
+    const block_q8_K *y = (const block_q8_K *)a;      /* [n/256] */
+    __m256 acc = _mm256_setzero_ps();
+    __m128 acc_m = _mm_setzero_ps();
+    for (int64_t b = 0; b < n / QK_K; b++) {
+        const float d = y[b].d * fp16_1(x[b].d);
+        const float dmin = -y[b].d * fp16_1(x[b].dmin);
+        const __m128i sm = scales_mins_k4(x[b].scales);
+        acc_m = _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(mins_bsums_k4(sm, &y[b])), acc_m);
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(lanes_q4_K(&x[b], &y[b], sm)), acc);
+    }
+    acc_m = _mm_add_ps(acc_m, _mm_movehl_ps(acc_m, acc_m));
+    acc_m = _mm_add_ss(acc_m, _mm_movehdup_ps(acc_m));
+    *s = hsum8(acc) + _mm_cvtss_f32(acc_m);
+}
+
+static void dot_q5_K(int64_t n, float *s, const void *w, const void *a) {
+    const block_q5_K *x = (const block_q5_K *)w;      /* [n/256] */
+    const block_q8_K *y = (const block_q8_K *)a;      /* [n/256] */
+    __m256 acc = _mm256_setzero_ps();
+    float summs = 0.0f;
+    for (int64_t b = 0; b < n / QK_K; b++) {
+        const float d = y[b].d * fp16_1(x[b].d);
+        const float dmin = -y[b].d * fp16_1(x[b].dmin);
+        const __m128i sm = scales_mins_k4(x[b].scales);
+        /* llama.cpp: summs += dmin * int, contracted to one FMA by its compiler */
+        summs = fmaf(dmin, (float)hsum_i32x4(mins_bsums_k4(sm, &y[b])), summs);
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(lanes_q5_K(&x[b], &y[b], sm)), acc);
+    }
+    *s = hsum8(acc) + summs;
+}
+
+static void dot_q6_K(int64_t n, float *s, const void *w, const void *a) {
+    const block_q6_K *x = (const block_q6_K *)w;      /* [n/256] */
+    const block_q8_K *y = (const block_q8_K *)a;      /* [n/256] */
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t b = 0; b < n / QK_K; b++) {
+        const float d = y[b].d * fp16_1(x[b].d);
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(lanes_q6_K(&x[b], &y[b])), acc);
+    }
+    *s = hsum8(acc);
+}
+
+/* ======================================================================== */
+/* tiled: llama.cpp's batched K-quant GEMM order, one row                    */
+/* ======================================================================== */
+
+/* one super-block: r = d_w*S1 (rounded), r = r - dmin_w*S2 (one rounding, as
+ * its fnmadd), acc = fma(r, d_a, acc) */
+static inline float tiled_step_min(float acc, float dw, int32_t s1, float dmin_w, int32_t s2, float da) {
+    const float r = dw * (float)s1;
+    return fmaf(fmaf(-dmin_w, (float)s2, r), da, acc);
+}
+
+static inline float tiled_step(float acc, float dw, int32_t s1, float da) {
+    const float r = dw * (float)s1;
+    return fmaf(r, da, acc);
+}
+
+static void tiled_q2_K(int64_t n, float *s, const void *w, const void *a) {
+    const block_q2_K *x = (const block_q2_K *)w;      /* [n/256] */
+    const block_q8_K *y = (const block_q8_K *)a;      /* [n/256] */
+    float acc = 0.0f;
+    for (int64_t b = 0; b < n / QK_K; b++)
+        acc = tiled_step_min(acc, fp16_1(x[b].d), hsum_i32x8(lanes_q2_K(&x[b], &y[b])),
+                             fp16_1(x[b].dmin), hsum_i32x8(mins_q2_K(&x[b], &y[b])), y[b].d);
+    *s = acc;
+}
+
+static void tiled_q3_K(int64_t n, float *s, const void *w, const void *a) {
+    const block_q3_K *x = (const block_q3_K *)w;      /* [n/256] */
+    const block_q8_K *y = (const block_q8_K *)a;      /* [n/256] */
+    float acc = 0.0f;
+    for (int64_t b = 0; b < n / QK_K; b++)
+        acc = tiled_step(acc, fp16_1(x[b].d), hsum_i32x8(lanes_q3_K(&x[b], &y[b])), y[b].d);
+    *s = acc;
+}
+
+static void tiled_q4_K(int64_t n, float *s, const void *w, const void *a) {
+    const block_q4_K *x = (const block_q4_K *)w;      /* [n/256] */
+    const block_q8_K *y = (const block_q8_K *)a;      /* [n/256] */
+    float acc = 0.0f;
+    for (int64_t b = 0; b < n / QK_K; b++) {
+        const __m128i sm = scales_mins_k4(x[b].scales);
+        acc = tiled_step_min(acc, fp16_1(x[b].d), hsum_i32x8(lanes_q4_K(&x[b], &y[b], sm)),
+                             fp16_1(x[b].dmin), hsum_i32x4(mins_bsums_k4(sm, &y[b])), y[b].d);
+    }
+    *s = acc;
+}
+
+static void tiled_q5_K(int64_t n, float *s, const void *w, const void *a) {
+    const block_q5_K *x = (const block_q5_K *)w;      /* [n/256] */
+    const block_q8_K *y = (const block_q8_K *)a;      /* [n/256] */
+    float acc = 0.0f;
+    for (int64_t b = 0; b < n / QK_K; b++) {
+        const __m128i sm = scales_mins_k4(x[b].scales);
+        acc = tiled_step_min(acc, fp16_1(x[b].d), hsum_i32x8(lanes_q5_K(&x[b], &y[b], sm)),
+                             fp16_1(x[b].dmin), hsum_i32x4(mins_bsums_k4(sm, &y[b])), y[b].d);
+    }
+    *s = acc;
+}
+
+static void tiled_q6_K(int64_t n, float *s, const void *w, const void *a) {
+    const block_q6_K *x = (const block_q6_K *)w;      /* [n/256] */
+    const block_q8_K *y = (const block_q8_K *)a;      /* [n/256] */
+    float acc = 0.0f;
+    for (int64_t b = 0; b < n / QK_K; b++)
+        acc = tiled_step(acc, fp16_1(x[b].d), hsum_i32x8(lanes_q6_K(&x[b], &y[b])), y[b].d);
+    *s = acc;
+}
+
+/* ======================================================================== */
+/* rep8: llama.cpp's repacked Q4_K (8x8 interleaved) GEMV/GEMM order         */
+/* ======================================================================== */
+
+static void rep8_q4_K(int64_t n, float *s, const void *w, const void *a) {
+    const block_q4_K *x = (const block_q4_K *)w;      /* [n/256] */
+    const block_q8_K *y = (const block_q8_K *)a;      /* [n/256] */
+    float acc = 0.0f, acc_m = 0.0f;
+    for (int64_t b = 0; b < n / QK_K; b++) {
+        const __m128i sm = scales_mins_k4(x[b].scales);
+        const int32_t s1 = hsum_i32x8(lanes_q4_K(&x[b], &y[b], sm));
+        const int32_t s2 = hsum_i32x4(mins_bsums_k4(sm, &y[b]));
+        acc   = fmaf((float)s1, fp16_1(x[b].d) * y[b].d, acc);
+        acc_m = fmaf((float)s2, fp16_1(x[b].dmin) * y[b].d, acc_m);
+    }
+    *s = acc - acc_m;
+}
+
+/* ======================================================================== */
+/* Q8_K activations: same values as the reference (kquants_ref.c)           */
+/* ======================================================================== */
+
+static void quant_q8_K(const float *src, void *dst, int64_t n) {
+    block_q8_K *y = (block_q8_K *)dst;                 /* [n/256] */
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    for (int64_t b = 0; b < n / QK_K; b++, src += QK_K) {
+        /* max |x| (NaN ignored, as the reference's '>' does), then the first
+         * element reaching it gives the sign */
+        __m256 m = _mm256_setzero_ps();
+        for (int j = 0; j < QK_K; j += 8) m = _mm256_max_ps(_mm256_andnot_ps(sign, _mm256_loadu_ps(src + j)), m);
+        __m128 m4 = _mm_max_ps(_mm256_extractf128_ps(m, 1), _mm256_castps256_ps128(m));
+        m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+        m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+        const float amax = _mm_cvtss_f32(m4);
+        if (!(amax > 0.0f)) {
+            memset(&y[b], 0, sizeof y[b]);
+            continue;
+        }
+        float max = amax;
+        for (int j = 0; j < QK_K; j++)
+            if (fabsf(src[j]) == amax) { max = src[j]; break; }
+        const float iscale = -127.0f / max;
+        const __m256 vs = _mm256_set1_ps(iscale);
+        const __m256i top = _mm256_set1_epi32(127);
+        const int rm = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
+        for (int j = 0; j < QK_K; j += 32) {
+            __m256i i[4];
+            for (int k = 0; k < 4; k++)
+                i[k] = _mm256_min_epi32(_mm256_cvtps_epi32(_mm256_round_ps(
+                           _mm256_mul_ps(_mm256_loadu_ps(src + j + 8 * k), vs), rm)), top);
+            /* packs work per 128-bit half; one dword permute restores the order */
+            const __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(i[0], i[1]), _mm256_packs_epi32(i[2], i[3]));
+            _mm256_storeu_si256((__m256i *)(y[b].qs + j),
+                                _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7)));
+        }
+        for (int g = 0; g < QK_K / 16; g++) {
+            const __m256i v = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(y[b].qs + 16 * g)));
+            y[b].bsums[g] = (int16_t)hsum_i32x8(_mm256_madd_epi16(v, _mm256_set1_epi16(1)));
+        }
+        y[b].d = 1.0f / iscale;
+    }
+}
+
+/* ======================================================================== */
+
+void pyrt_kquants_fill_avx2(pyrt_kernels *k) {
+    k->quantize_act[PYRT_TYPE_Q8_K] = quant_q8_K;
+
+    k->vec_dot[PYRT_TYPE_Q2_K] = dot_q2_K;
+    k->vec_dot[PYRT_TYPE_Q3_K] = dot_q3_K;
+    k->vec_dot[PYRT_TYPE_Q4_K] = dot_q4_K;
+    k->vec_dot[PYRT_TYPE_Q5_K] = dot_q5_K;
+    k->vec_dot[PYRT_TYPE_Q6_K] = dot_q6_K;
+
+    k->vec_dot_tiled[PYRT_TYPE_Q2_K] = tiled_q2_K;
+    k->vec_dot_tiled[PYRT_TYPE_Q3_K] = tiled_q3_K;
+    k->vec_dot_tiled[PYRT_TYPE_Q4_K] = tiled_q4_K;
+    k->vec_dot_tiled[PYRT_TYPE_Q5_K] = tiled_q5_K;
+    k->vec_dot_tiled[PYRT_TYPE_Q6_K] = tiled_q6_K;
+
+    k->vec_dot_rep8[PYRT_TYPE_Q4_K] = rep8_q4_K;
+}
+
+#endif /* __x86_64__ */

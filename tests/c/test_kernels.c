@@ -1,0 +1,675 @@
+/* test_kernels.c — standalone kernel test: every entry of a SIMD kernel table
+ * (NEON on aarch64, both the baseline and the dot-product instruction sets
+ * the CPU can run; AVX2 on x86-64) against the scalar reference kernels and
+ * against float64 emulation, with the named tolerances of
+ * tests/test_kernels.py (DESIGN.md §5). It needs no Python, so it runs under
+ * qemu-aarch64 in CI (.ci/jobs/neon.sh):
+ *
+ *   cc -O2 -Icsrc csrc/{error,dispatch,kernels_ref,kernels_neon}.c \
+ *      tests/c/test_kernels.c -lm -lpthread -o test_kernels && ./test_kernels
+ *
+ * (x86-64: kernels_avx2.c compiled with -mavx2 -mfma -mf16c instead of
+ * kernels_neon.c, and -DPYRT_HAVE_AVX2_KERNELS is implied by dispatch.c).
+ * Prints one line per failure (up to a limit) and a closing "N passed,
+ * M failed"; exits 1 on any failure, 0 otherwise. -v lists every check. */
+#include <math.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "kernels.h"
+
+#if defined(__aarch64__) && defined(PYRT_HAVE_NEON_KERNELS)
+/* kernels_neon.c, outside the ABI: detection and both instruction sets */
+int  pyrt_neon_cpu_has_dotprod(void);
+void pyrt_kernels_fill_neon_ex(pyrt_kernels *k, int use_dotprod);
+#define TEST_NEON 1
+#else
+#define TEST_NEON 0
+#endif
+
+/* ---- named tolerances (tests/test_kernels.py) ------------------------------ */
+#define DOT_EXACT_RTOL            1e-5   /* vs float64 emulation of the integer kernel, / sum|terms| */
+#define DOT_NMSE_TOL              5e-4   /* vs float64 dot with the real f32 activations            */
+#define DOT_VARIANT_RTOL          2e-3   /* SIMD (own activations) vs scalar                         */
+#define DOT_VARIANT_RTOL_SAME_ACT 1e-5   /* SIMD vs scalar on the same activation bytes              */
+#define F16_DOT_RTOL              1e-5
+#define F16_MAD_ATOL_ULP          1
+#define ACT_Q_MAX_DIFF            1      /* int8 activations: .5 ties may round the other way        */
+
+static const int64_t SIZES[] = { 32, 64, 96, 288, 576, 1536, 32 * 37, 4096 + 32 };
+static const int64_t ODD_SIZES[] = { 1, 7, 8, 15, 33, 100, 1001 };   /* float types: block size 1 */
+#define N_SIZES ((int)(sizeof SIZES / sizeof SIZES[0]))
+#define N_ODD ((int)(sizeof ODD_SIZES / sizeof ODD_SIZES[0]))
+#define MAXN (4096 + 32)
+
+static const int WEIGHT_TYPES[] = { PYRT_TYPE_F32, PYRT_TYPE_F16, PYRT_TYPE_BF16, PYRT_TYPE_Q8_0,
+                                    PYRT_TYPE_Q4_0, PYRT_TYPE_Q4_1, PYRT_TYPE_Q5_0, PYRT_TYPE_Q5_1 };
+#define N_WTYPES ((int)(sizeof WEIGHT_TYPES / sizeof WEIGHT_TYPES[0]))
+
+/* ---- bookkeeping -------------------------------------------------------------- */
+static int g_passed, g_failed, g_verbose;
+static const char *g_table = "";
+
+static void check(int ok, const char *fmt, ...) {
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    if (ok) {
+        g_passed++;
+        if (g_verbose) printf("ok   [%s] %s\n", g_table, msg);
+    } else {
+        g_failed++;
+        if (g_failed <= 50) printf("FAIL [%s] %s\n", g_table, msg);
+    }
+}
+
+static const char *tname(int t) { return pyrt_type_traits_table[t].name; }
+static int64_t row_bytes(int t, int64_t n) {
+    return n / pyrt_type_traits_table[t].block_size * pyrt_type_traits_table[t].block_bytes;
+}
+
+/* ---- deterministic random numbers (splitmix64) --------------------------------- */
+static uint64_t g_rng;
+static void seed(uint64_t s) { g_rng = s * 0x9E3779B97F4A7C15ULL + 12345; }
+static uint64_t next_u64(void) {
+    uint64_t z = (g_rng += 0x9E3779B97F4A7C15ULL);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+    return z ^ (z >> 31);
+}
+static double uniform(void) { return (double)(next_u64() >> 11) * (1.0 / 9007199254740992.0); }
+static double gauss(void) {
+    const double u = uniform() + 1e-300, v = uniform();
+    return sqrt(-2.0 * log(u)) * cos(6.283185307179586 * v);
+}
+
+static float fp16f(pyrt_fp16 h) { return pyrt_fp16_to_fp32(h); }
+static uint32_t bits32(float f) { uint32_t u; memcpy(&u, &f, 4); return u; }
+static float ulp(float f) { f = fabsf(f); return nextafterf(f, INFINITY) - f; }
+
+/* Finite fp16 block scales of both signs, some zero, some subnormal in fp16. */
+static pyrt_fp16 rand_scale(double lo, double hi) {
+    const double r = uniform();
+    if (r < 0.05) return pyrt_fp32_to_fp16(0.0f);
+    const double sign = uniform() < 0.5 ? -1.0 : 1.0;
+    if (r < 0.10) return pyrt_fp32_to_fp16((float)(sign * 3e-6));
+    return pyrt_fp32_to_fp16((float)(sign * exp2(lo + (hi - lo) * uniform())));
+}
+
+/* Random valid weight row: every bit pattern of qs/qh, sane scales. */
+static void random_weights(int t, int64_t n, uint8_t *raw, double lo, double hi) {
+    if (t == PYRT_TYPE_F32) {
+        for (int64_t i = 0; i < n; i++) ((float *)raw)[i] = (float)gauss();
+        return;
+    }
+    if (t == PYRT_TYPE_F16 || t == PYRT_TYPE_BF16) {
+        for (int64_t i = 0; i < n; i++)
+            ((uint16_t *)raw)[i] = t == PYRT_TYPE_F16 ? pyrt_fp32_to_fp16((float)gauss())
+                                                      : pyrt_fp32_to_bf16((float)gauss());
+        return;
+    }
+    const int64_t bb = pyrt_type_traits_table[t].block_bytes, nb = n / 32;
+    for (int64_t i = 0; i < nb * bb; i++) raw[i] = (uint8_t)next_u64();
+    const int n_scales = (t == PYRT_TYPE_Q4_1 || t == PYRT_TYPE_Q5_1) ? 2 : 1;
+    for (int64_t b = 0; b < nb; b++)
+        for (int k = 0; k < n_scales; k++) {
+            const pyrt_fp16 h = rand_scale(lo, hi);
+            memcpy(raw + b * bb + 2 * k, &h, 2);
+        }
+}
+
+/* Activation row: gaussian times a random magnitude, 1% outliers, one
+ * all-zero block (d = 0). */
+static void act_input(int64_t n, float *x) {
+    const double mag = 0.01 + 30 * uniform();
+    for (int64_t i = 0; i < n; i++) {
+        x[i] = (float)(gauss() * mag);
+        if (uniform() < 0.01) x[i] *= 20;
+    }
+    if (n >= 64) memset(x + 32, 0, 32 * sizeof(float));
+}
+
+/* amax = 127 gives d = 1 and id = 1 in every variant: each x*id is an exact
+ * .5 tie (x[0] = 127 itself is not) */
+static void tie_block(float *x) {
+    for (int j = 0; j < 32; j++) x[j] = (float)(j - 16) + 0.5f;
+    x[0] = 127.0f;
+}
+
+/* ---- float64 emulation of the integer dot (independent of the kernels) ----------- */
+/* element j of quantized weight block `blk` as its integer value (offset applied) */
+static int weight_q(int t, const uint8_t *blk, int j) {
+    switch (t) {
+    case PYRT_TYPE_Q8_0: return ((const block_q8_0 *)blk)->qs[j];
+    case PYRT_TYPE_Q4_0: {
+        const uint8_t v = ((const block_q4_0 *)blk)->qs[j % 16];
+        return (j < 16 ? v & 15 : v >> 4) - 8;
+    }
+    case PYRT_TYPE_Q4_1: {
+        const uint8_t v = ((const block_q4_1 *)blk)->qs[j % 16];
+        return j < 16 ? v & 15 : v >> 4;
+    }
+    case PYRT_TYPE_Q5_0: case PYRT_TYPE_Q5_1: {
+        const uint8_t *qh = t == PYRT_TYPE_Q5_0 ? ((const block_q5_0 *)blk)->qh : ((const block_q5_1 *)blk)->qh;
+        const uint8_t *qs = t == PYRT_TYPE_Q5_0 ? ((const block_q5_0 *)blk)->qs : ((const block_q5_1 *)blk)->qs;
+        const int nib = j < 16 ? qs[j] & 15 : qs[j - 16] >> 4;
+        const int q = nib | (((qh[j / 8] >> (j % 8)) & 1) << 4);
+        return t == PYRT_TYPE_Q5_0 ? q - 16 : q;
+    }
+    }
+    return 0;
+}
+
+static double float_elem(int t, const void *row, int64_t i) {
+    if (t == PYRT_TYPE_F32) return ((const float *)row)[i];
+    if (t == PYRT_TYPE_F16) return fp16f(((const pyrt_fp16 *)row)[i]);
+    return pyrt_bf16_to_fp32(((const uint16_t *)row)[i]);
+}
+
+/* float64 value of what vec_dot computes; *scale = sum of |terms| */
+static double emulate_dot(int t, const uint8_t *w, const uint8_t *a, int64_t n, double *scale) {
+    double sum = 0, sc = 0;
+    if (t == PYRT_TYPE_F32 || t == PYRT_TYPE_F16 || t == PYRT_TYPE_BF16) {
+        for (int64_t i = 0; i < n; i++) {
+            const double p = float_elem(t, w, i) * float_elem(t, a, i);
+            sum += p;
+            sc += fabs(p);
+        }
+        *scale = sc;
+        return sum;
+    }
+    const int64_t wb = pyrt_type_traits_table[t].block_bytes;
+    const int q81 = pyrt_type_traits_table[t].act_type == PYRT_TYPE_Q8_1;
+    for (int64_t b = 0; b < n / 32; b++) {
+        const uint8_t *blk = w + b * wb;
+        pyrt_fp16 dw, mw = 0;
+        memcpy(&dw, blk, 2);
+        if (q81) memcpy(&mw, blk + 2, 2);
+        double da, sa = 0;
+        const int8_t *qa;
+        if (q81) {
+            const block_q8_1 *y = (const block_q8_1 *)a + b;
+            da = fp16f(y->d); sa = fp16f(y->s); qa = y->qs;
+        } else {
+            const block_q8_0 *y = (const block_q8_0 *)a + b;
+            da = fp16f(y->d); qa = y->qs;
+        }
+        long sumi = 0;
+        for (int j = 0; j < 32; j++) sumi += (long)weight_q(t, blk, j) * qa[j];
+        const double term = (double)fp16f(dw) * da * (double)sumi;
+        const double mins = q81 ? (double)fp16f(mw) * sa : 0.0;
+        sum += term + mins;
+        sc += fabs(term) + fabs(mins);
+    }
+    *scale = sc;
+    return sum;
+}
+
+/* ---- buffers -------------------------------------------------------------------- */
+#define GUARD 64
+static uint8_t  wbuf[MAXN * 4 + GUARD];
+static uint8_t  abuf_s[MAXN * 4 + GUARD], abuf_v[MAXN * 4 + GUARD];
+static float    xbuf[MAXN + GUARD], fs[MAXN + GUARD], fv[MAXN + GUARD];
+
+/* ======================================================================== */
+/* tests                                                                     */
+/* ======================================================================== */
+
+static void test_dequantize(const pyrt_kernels *S, const pyrt_kernels *V) {
+    for (int ti = 0; ti < N_WTYPES; ti++) {
+        const int t = WEIGHT_TYPES[ti];
+        for (int si = 0; si < N_SIZES; si++) {
+            const int64_t n = SIZES[si];
+            seed(1000 + (uint64_t)n + 7 * (uint64_t)t);
+            random_weights(t, n, wbuf, -14, -2);
+            memset(fs, 0xA5, sizeof fs);
+            memset(fv, 0xA5, sizeof fv);
+            S->dequantize[t](wbuf, fs, n);
+            V->dequantize[t](wbuf, fv, n);
+            int64_t bad = -1;
+            for (int64_t i = 0; i < n && bad < 0; i++)
+                if (bits32(fs[i]) != bits32(fv[i])) bad = i;
+            int guard_ok = 1;
+            for (int i = 0; i < GUARD; i++) guard_ok &= bits32(fv[n + i]) == 0xA5A5A5A5u;
+            check(bad < 0 && guard_ok, "dequantize %s n=%lld bit-exact%s%s", tname(t), (long long)n,
+                  bad >= 0 ? ": differs at " : "", guard_ok ? "" : " (wrote past the end)");
+            if (bad >= 0) printf("      i=%lld scalar=%.9g simd=%.9g\n", (long long)bad, fs[bad], fv[bad]);
+        }
+    }
+}
+
+static void test_dequantize_all_f16_bf16(const pyrt_kernels *S, const pyrt_kernels *V) {
+    static uint16_t bits[65536];
+    static float a[65536], b[65536];
+    for (int i = 0; i < 65536; i++) bits[i] = (uint16_t)i;
+    const int types[2] = { PYRT_TYPE_F16, PYRT_TYPE_BF16 };
+    for (int k = 0; k < 2; k++) {
+        S->dequantize[types[k]](bits, a, 65536);
+        V->dequantize[types[k]](bits, b, 65536);
+        int bad = -1;
+        for (int i = 0; i < 65536 && bad < 0; i++) {
+            const int same = bits32(a[i]) == bits32(b[i]);
+            /* F16: any NaN for a NaN; BF16 is a pure shift, payloads survive */
+            if (!(same || (types[k] == PYRT_TYPE_F16 && isnan(a[i]) && isnan(b[i])))) bad = i;
+        }
+        check(bad < 0, "dequantize %s all 65536 bit patterns (first bad: %d)", tname(types[k]), bad);
+    }
+}
+
+static void test_quantize_act_q8(const pyrt_kernels *S, const pyrt_kernels *V) {
+    const int types[2] = { PYRT_TYPE_Q8_0, PYRT_TYPE_Q8_1 };
+    for (int k = 0; k < 2; k++) {
+        const int at = types[k];
+        for (int si = 0; si < N_SIZES; si++) {
+            const int64_t n = SIZES[si], nb = n / 32, rb = row_bytes(at, n);
+            seed((uint64_t)n + (uint64_t)at);
+            act_input(n, xbuf);
+            tie_block(xbuf + n - 32);
+            memset(abuf_s, 0, sizeof abuf_s);
+            memset(abuf_v, 0, sizeof abuf_v);
+            S->quantize_act[at](xbuf, abuf_s, n);
+            V->quantize_act[at](xbuf, abuf_v, n);
+            int guard_ok = 1;
+            for (int i = 0; i < GUARD; i++) guard_ok &= abuf_v[rb + i] == 0;
+            int d_ok = 1, q_ok = 1, s_ok = 1, tie_ok = 1;
+            for (int64_t b = 0; b < nb; b++) {
+                pyrt_fp16 ds, dv, ss = 0, sv = 0;
+                const int8_t *qs, *qv;
+                if (at == PYRT_TYPE_Q8_0) {
+                    const block_q8_0 *ys = (const block_q8_0 *)abuf_s + b, *yv = (const block_q8_0 *)abuf_v + b;
+                    ds = ys->d; dv = yv->d; qs = ys->qs; qv = yv->qs;
+                } else {
+                    const block_q8_1 *ys = (const block_q8_1 *)abuf_s + b, *yv = (const block_q8_1 *)abuf_v + b;
+                    ds = ys->d; dv = yv->d; qs = ys->qs; qv = yv->qs; ss = ys->s; sv = yv->s;
+                }
+                d_ok &= ds == dv;   /* d = amax/127 in every variant */
+                int same = 1, sumv = 0;
+                for (int j = 0; j < 32; j++) {
+                    q_ok &= abs(qs[j] - qv[j]) <= ACT_Q_MAX_DIFF;
+                    same &= qs[j] == qv[j];
+                    sumv += qv[j];
+                }
+                if (at == PYRT_TYPE_Q8_1) {
+                    /* s = fp16(d_float * sum(q)) of its own q; equal to the
+                     * reference's where the q agree */
+                    float amax = 0;
+                    for (int j = 0; j < 32; j++) amax = fmaxf(amax, fabsf(xbuf[b * 32 + j]));
+                    s_ok &= sv == pyrt_fp32_to_fp16((amax / 127.0f) * (float)sumv);
+                    if (same) s_ok &= sv == ss;
+                }
+                if (b == nb - 1) {
+                    /* SIMD paths round ties to even (ggml's NEON and AVX2 do);
+                     * the reference rounds half away from zero */
+                    for (int j = 0; j < 32; j++) {
+                        tie_ok &= qv[j] == (int8_t)rintf(xbuf[b * 32 + j]);
+                        tie_ok &= qs[j] == (int8_t)roundf(xbuf[b * 32 + j]);
+                    }
+                }
+            }
+            check(d_ok && q_ok && s_ok && tie_ok && guard_ok,
+                  "quantize_act %s n=%lld (d %s, |dq|<=1 %s, s %s, ties %s, guard %s)", tname(at), (long long)n,
+                  d_ok ? "ok" : "BAD", q_ok ? "ok" : "BAD", s_ok ? "ok" : "BAD", tie_ok ? "ok" : "BAD",
+                  guard_ok ? "ok" : "BAD");
+        }
+    }
+}
+
+static void test_quantize_act_float(const pyrt_kernels *S, const pyrt_kernels *V) {
+    /* bit patterns: bf16 ties to even both ways, a tie that rounds to inf, a
+     * NaN whose top half reads as inf (must stay NaN) */
+    static const uint32_t special_bits[] = { 0x3F808000u, 0x3F818000u, 0xBF818000u, 0x7F7F8000u, 0x7F800001u,
+                                             0xFF800001u, 0x00018000u };
+    float special[] = { INFINITY, -INFINITY, NAN, 0.0f, -0.0f, 65504.0f, 65520.0f, 1e6f, 6e-8f, 3e-8f,
+                        2.9e-8f, 1e-5f, -1e-7f, 1e-40f, 3.0e38f, 0, 0, 0, 0, 0, 0, 0 };
+    const int n_special = (int)(sizeof special / sizeof special[0]);
+    for (int i = 0; i < 7; i++) memcpy(&special[15 + i], &special_bits[i], 4);
+    const int types[3] = { PYRT_TYPE_F16, PYRT_TYPE_BF16, PYRT_TYPE_F32 };
+    for (int si = 0; si < N_SIZES + N_ODD; si++) {
+        const int64_t n = si < N_SIZES ? SIZES[si] : ODD_SIZES[si - N_SIZES];
+        seed((uint64_t)n);
+        for (int64_t i = 0; i < n; i++) xbuf[i] = (float)(gauss() * 100);
+        for (int i = 0; i < n_special && i < n; i++) xbuf[i] = special[i];
+        for (int k = 0; k < 3; k++) {
+            const int t = types[k];
+            const int64_t rb = row_bytes(t, n);
+            memset(abuf_s, 0, sizeof abuf_s);
+            memset(abuf_v, 0, sizeof abuf_v);
+            S->quantize_act[t](xbuf, abuf_s, n);
+            V->quantize_act[t](xbuf, abuf_v, n);
+            int ok = 1;
+            for (int i = 0; i < GUARD; i++) ok &= abuf_v[rb + i] == 0;
+            if (t == PYRT_TYPE_F16) {
+                for (int64_t i = 0; i < n; i++) {
+                    const uint16_t hs = ((uint16_t *)abuf_s)[i], hv = ((uint16_t *)abuf_v)[i];
+                    ok &= isnan(xbuf[i]) ? isnan(fp16f(hv)) : hs == hv;
+                }
+            } else {
+                ok &= memcmp(abuf_s, abuf_v, (size_t)rb) == 0;
+            }
+            check(ok, "quantize_act %s n=%lld exact (specials, tail)", tname(t), (long long)n);
+        }
+    }
+}
+
+static void test_vec_dot(const pyrt_kernels *S, const pyrt_kernels *V) {
+    for (int ti = 0; ti < N_WTYPES; ti++) {
+        const int t = WEIGHT_TYPES[ti], at = pyrt_type_traits_table[t].act_type;
+        for (int si = 0; si < N_SIZES; si++) {
+            const int64_t n = SIZES[si];
+            seed(2000 + (uint64_t)n + 13 * (uint64_t)t);
+            for (int trial = 0; trial < 3; trial++) {
+                if (trial == 0) random_weights(t, n, wbuf, -14, -2);
+                else random_weights(t, n, wbuf, -10, -3);
+                act_input(n, xbuf);
+                S->quantize_act[at](xbuf, abuf_s, n);
+                V->quantize_act[at](xbuf, abuf_v, n);
+                double scale_s, scale_v;
+                const double ref_s = emulate_dot(t, wbuf, abuf_s, n, &scale_s);
+                const double ref_v = emulate_dot(t, wbuf, abuf_v, n, &scale_v);
+                float ss = NAN, vs = NAN, vv = NAN;
+                S->vec_dot[t](n, &ss, wbuf, abuf_s);
+                V->vec_dot[t](n, &vs, wbuf, abuf_s);
+                V->vec_dot[t](n, &vv, wbuf, abuf_v);
+                const int ok_ref = fabs(ss - ref_s) <= DOT_EXACT_RTOL * scale_s + 1e-30;
+                const int ok_exact = fabs(vs - ref_s) <= DOT_EXACT_RTOL * scale_s + 1e-30 &&
+                                     fabs(vv - ref_v) <= DOT_EXACT_RTOL * scale_v + 1e-30;
+                const int ok_same = fabs((double)vs - ss) <= DOT_VARIANT_RTOL_SAME_ACT * scale_s + 1e-30;
+                const int ok_own = fabs((double)vv - ss) <= DOT_VARIANT_RTOL * scale_s + 1e-30;
+                const int finite = isfinite(ss) && isfinite(vs) && isfinite(vv);
+                check(ok_ref && ok_exact && ok_same && ok_own && finite,
+                      "vec_dot %s n=%lld trial %d: emu %.9g scalar %.9g simd %.9g simd(own act) %.9g scale %.3g",
+                      tname(t), (long long)n, trial, ref_s, ss, vs, vv, scale_s);
+            }
+        }
+    }
+}
+
+static void test_vec_dot_float_odd(const pyrt_kernels *S, const pyrt_kernels *V) {
+    const int types[3] = { PYRT_TYPE_F32, PYRT_TYPE_F16, PYRT_TYPE_BF16 };
+    for (int k = 0; k < 3; k++) {
+        const int t = types[k];
+        for (int si = 0; si < N_ODD; si++) {
+            const int64_t n = ODD_SIZES[si];
+            seed((uint64_t)n + 100 * (uint64_t)t);
+            random_weights(t, n, wbuf, 0, 0);
+            for (int64_t i = 0; i < n; i++) xbuf[i] = (float)gauss();
+            V->quantize_act[t](xbuf, abuf_v, n);
+            double scale;
+            const double ref = emulate_dot(t, wbuf, abuf_v, n, &scale);
+            float ss = NAN, vs = NAN;
+            S->vec_dot[t](n, &ss, wbuf, abuf_v);
+            V->vec_dot[t](n, &vs, wbuf, abuf_v);
+            check(fabs(vs - ref) <= DOT_EXACT_RTOL * scale && fabs(ss - ref) <= DOT_EXACT_RTOL * scale,
+                  "vec_dot %s odd n=%lld: emu %.9g scalar %.9g simd %.9g", tname(t), (long long)n, ref, ss, vs);
+        }
+    }
+}
+
+/* The weights a model holds (dequantized) against the real f32 activations:
+ * the only error left is activation quantization and f32 accumulation. */
+static void test_vec_dot_nmse(const pyrt_kernels *S, const pyrt_kernels *V) {
+    for (int ti = 0; ti < N_WTYPES; ti++) {
+        const int t = WEIGHT_TYPES[ti], at = pyrt_type_traits_table[t].act_type;
+        seed(77 + (uint64_t)t);
+        double err = 0, energy = 0;
+        for (int si = 0; si < N_SIZES; si++) {
+            const int64_t n = SIZES[si];
+            for (int rep = 0; rep < 8; rep++) {
+                random_weights(t, n, wbuf, -10, -3);
+                act_input(n, xbuf);
+                S->dequantize[t](wbuf, fs, n);
+                V->quantize_act[at](xbuf, abuf_v, n);
+                float got = NAN;
+                V->vec_dot[t](n, &got, wbuf, abuf_v);
+                double ref = 0;
+                for (int64_t i = 0; i < n; i++) ref += (double)fs[i] * (double)xbuf[i];
+                err += (got - ref) * (got - ref);
+                energy += ref * ref;
+            }
+        }
+        const double nmse = err / energy;
+        check(nmse <= DOT_NMSE_TOL, "vec_dot %s NMSE vs real values %.3g <= %g", tname(t), nmse, DOT_NMSE_TOL);
+    }
+}
+
+static void test_f16_helpers(const pyrt_kernels *S, const pyrt_kernels *V) {
+    static uint16_t bits[65536], hs[4 * 65536 + 16], hv[4 * 65536 + 16];
+    static float a[65536], b[65536], x[4 * 65536 + 16];
+    for (int i = 0; i < 65536; i++) bits[i] = (uint16_t)i;
+    S->fp16_to_fp32(bits, a, 65536);
+    V->fp16_to_fp32(bits, b, 65536);
+    int bad = -1;
+    for (int i = 0; i < 65536 && bad < 0; i++)
+        if (!(bits32(a[i]) == bits32(b[i]) || (isnan(a[i]) && isnan(b[i])))) bad = i;
+    check(bad < 0, "fp16_to_fp32 all bit patterns (first bad: %d)", bad);
+
+    /* every finite fp16 value, its f32 neighbours, the midpoints (ties), specials */
+    int64_t m = 0;
+    float prev = -INFINITY;
+    for (int i = 0; i < 65536; i++) {
+        const uint16_t h = (uint16_t)(i < 32768 ? 0xFFFF - i : i - 32768);   /* ascending: -max .. +max */
+        const float f = fp16f(h);
+        if (!isfinite(f)) continue;
+        x[m++] = f;
+        x[m++] = nextafterf(f, INFINITY);
+        x[m++] = nextafterf(f, -INFINITY);
+        if (isfinite(prev) && prev < f) x[m++] = (float)((double)prev / 2 + (double)f / 2);
+        prev = f;
+    }
+    const float special[] = { INFINITY, -INFINITY, NAN, 65519.99f, 65520.0f, 1e30f, 1e-30f };
+    for (int i = 0; i < 7; i++) x[m++] = special[i];
+    for (int rep = 0; rep < 2; rep++) {
+        const int64_t n = rep ? m - 3 : m;   /* odd length: the scalar tail */
+        memset(hv, 0xEE, sizeof hv);
+        S->fp32_to_fp16(x, hs, n);
+        V->fp32_to_fp16(x, hv, n);
+        int64_t bad2 = -1;
+        for (int64_t i = 0; i < n && bad2 < 0; i++)
+            if (!(isnan(x[i]) ? isnan(fp16f(hv[i])) : hs[i] == hv[i])) bad2 = i;
+        check(bad2 < 0 && hv[n] == 0xEEEE, "fp32_to_fp16 n=%lld exact round-to-nearest-even (first bad: %lld)",
+              (long long)n, (long long)bad2);
+    }
+
+    static const int64_t ns[] = { 1, 7, 8, 31, 64, 100, 576, 1536, 4128 };
+    for (int k = 0; k < (int)(sizeof ns / sizeof ns[0]); k++) {
+        const int64_t n = ns[k];
+        seed((uint64_t)n + 555);
+        uint16_t *xh = hs, *yh = hv;
+        for (int64_t i = 0; i < n; i++) {
+            xh[i] = pyrt_fp32_to_fp16((float)gauss());
+            yh[i] = pyrt_fp32_to_fp16((float)gauss());
+        }
+        double ref = 0, sc = 0;
+        for (int64_t i = 0; i < n; i++) {
+            const double p = (double)fp16f(xh[i]) * fp16f(yh[i]);
+            ref += p;
+            sc += fabs(p);
+        }
+        const float got = V->dot_f16(n, xh, yh);
+        check(fabs(got - ref) <= F16_DOT_RTOL * sc, "dot_f16 n=%lld: %.9g vs %.9g", (long long)n, got, ref);
+
+        float *acc = a;
+        for (int64_t i = 0; i < n; i++) acc[i] = (float)gauss();
+        acc[n] = 12345.0f;                   /* sentinel past the end */
+        const float v = -0.3f;
+        for (int64_t i = 0; i < n; i++) b[i] = acc[i];
+        V->mad_f16(n, acc, xh, v);
+        int ok = acc[n] == 12345.0f;
+        for (int64_t i = 0; i < n; i++) {
+            const double xv = (double)fp16f(xh[i]) * v, expect = (double)b[i] + xv;
+            const float mag = fmaxf(fabsf(b[i]), fabsf(acc[i])) + fabsf((float)xv);
+            ok &= fabs(acc[i] - expect) <= F16_MAD_ATOL_ULP * ulp(mag);
+        }
+        check(ok, "mad_f16 n=%lld within %d ulp, nothing written past the end", (long long)n, F16_MAD_ATOL_ULP);
+    }
+}
+
+/* The matmul driver (activation quantization, row split over 2 threads of
+ * the pool) with the variant's table, against float64 and the scalar table. */
+static void test_matmul(int variant) {
+    enum { ROWS = 37, COLS = 576, NTOK = 5 };
+    static float y_v[NTOK * ROWS], y_s[NTOK * ROWS], wf[ROWS * COLS];
+    for (int ti = 0; ti < N_WTYPES; ti++) {
+        const int t = WEIGHT_TYPES[ti];
+        const int64_t rb = row_bytes(t, COLS);
+        seed(4000 + (uint64_t)t);
+        static uint8_t w[ROWS * COLS * 4];
+        for (int r = 0; r < ROWS; r++) {
+            random_weights(t, COLS, w + r * rb, -10, -3);
+            pyrt_kernels_get(PYRT_KERNELS_SCALAR)->dequantize[t](w + r * rb, wf + r * COLS, COLS);
+        }
+        /* plain gaussian activations: the NMSE bound then has a wide margin
+         * (outlier blocks are test_vec_dot_nmse's business) */
+        for (int i = 0; i < NTOK * COLS; i++) xbuf[i] = (float)gauss();
+        for (int nt = 1; nt <= NTOK; nt += NTOK - 1) {
+            const int st_v = pyrt_matmul(variant, t, w, ROWS, COLS, xbuf, nt, y_v, 2);
+            const int st_s = pyrt_matmul(PYRT_KERNELS_SCALAR, t, w, ROWS, COLS, xbuf, nt, y_s, 2);
+            double err = 0, energy = 0;
+            int close = 1;
+            for (int tok = 0; tok < nt; tok++)
+                for (int r = 0; r < ROWS; r++) {
+                    double ref = 0, mag = 0;
+                    for (int c = 0; c < COLS; c++) {
+                        const double p = (double)wf[r * COLS + c] * xbuf[tok * COLS + c];
+                        ref += p;
+                        mag += fabs(p);
+                    }
+                    const double got = y_v[tok * ROWS + r];
+                    err += (got - ref) * (got - ref);
+                    energy += ref * ref;
+                    close &= fabs(got - y_s[tok * ROWS + r]) <= DOT_VARIANT_RTOL * mag + 1e-30;
+                }
+            check(st_v == PYRT_OK && st_s == PYRT_OK && err / energy <= DOT_NMSE_TOL && close,
+                  "pyrt_matmul %s %dx%d, %d token(s), 2 threads: NMSE %.3g, close to scalar: %s",
+                  tname(t), ROWS, COLS, nt, err / energy, close ? "yes" : "NO");
+        }
+    }
+}
+
+/* Every entry of V that exists, against S. */
+static void test_table(const char *label, const pyrt_kernels *S, const pyrt_kernels *V) {
+    g_table = label;
+    int complete = V->fp32_to_fp16 && V->fp16_to_fp32 && V->dot_f16 && V->mad_f16;
+    for (int ti = 0; ti < N_WTYPES; ti++)
+        complete &= V->dequantize[WEIGHT_TYPES[ti]] && V->vec_dot[WEIGHT_TYPES[ti]];
+    const int acts[] = { PYRT_TYPE_F32, PYRT_TYPE_F16, PYRT_TYPE_BF16, PYRT_TYPE_Q8_0, PYRT_TYPE_Q8_1 };
+    for (int i = 0; i < 5; i++) complete &= V->quantize_act[acts[i]] != NULL;
+    check(complete, "table has every entry the scalar table has (after fallback)");
+    if (!complete) return;
+    test_dequantize(S, V);
+    test_dequantize_all_f16_bf16(S, V);
+    test_quantize_act_q8(S, V);
+    test_quantize_act_float(S, V);
+    test_vec_dot(S, V);
+    test_vec_dot_float_odd(S, V);
+    test_vec_dot_nmse(S, V);
+    test_f16_helpers(S, V);
+}
+
+#if TEST_NEON
+/* as dispatch.c: the variant's entries over the scalar table */
+static void overlay(pyrt_kernels *dst, const pyrt_kernels *base, const pyrt_kernels *simd) {
+    *dst = *base;
+    dst->name = simd->name;
+    for (int t = 0; t < PYRT_TYPE_COUNT; t++) {
+        if (simd->dequantize[t])   dst->dequantize[t]   = simd->dequantize[t];
+        if (simd->quantize_act[t]) dst->quantize_act[t] = simd->quantize_act[t];
+        if (simd->vec_dot[t])      dst->vec_dot[t]      = simd->vec_dot[t];
+    }
+    if (simd->fp32_to_fp16) dst->fp32_to_fp16 = simd->fp32_to_fp16;
+    if (simd->fp16_to_fp32) dst->fp16_to_fp32 = simd->fp16_to_fp32;
+    if (simd->dot_f16)      dst->dot_f16      = simd->dot_f16;
+    if (simd->mad_f16)      dst->mad_f16      = simd->mad_f16;
+}
+#endif
+
+/* PYRT_KERNELS and pyrt_kernels_select pick the SIMD variant by default. */
+static void test_dispatch(int variant) {
+    g_table = "dispatch";
+    unsetenv("PYRT_KERNELS");
+    check(pyrt_kernels_available(variant) == 1, "%s is available", pyrt_kernels_name(variant));
+    check(pyrt_kernels_select(PYRT_KERNELS_AUTO) == PYRT_OK && pyrt_kernels_active() == variant,
+          "auto selects %s", pyrt_kernels_name(variant));
+    setenv("PYRT_KERNELS", "scalar", 1);
+    check(pyrt_kernels_select(PYRT_KERNELS_AUTO) == PYRT_OK && pyrt_kernels_active() == PYRT_KERNELS_SCALAR,
+          "PYRT_KERNELS=scalar selects scalar");
+    setenv("PYRT_KERNELS", pyrt_kernels_name(variant), 1);
+    check(pyrt_kernels_select(PYRT_KERNELS_AUTO) == PYRT_OK && pyrt_kernels_active() == variant,
+          "PYRT_KERNELS=%s selects it", pyrt_kernels_name(variant));
+    unsetenv("PYRT_KERNELS");
+    check(pyrt_kernels_current() == pyrt_kernels_get(variant), "current table is the %s table",
+          pyrt_kernels_name(variant));
+    test_matmul(variant);
+    g_table = "dispatch";
+    /* through the validated entry point */
+    static block_q8_0 w[3], a[3];
+    memset(w, 0, sizeof w);
+    memset(a, 0, sizeof a);
+    for (int b = 0; b < 3; b++) {
+        w[b].d = a[b].d = pyrt_fp32_to_fp16(1.0f);
+        for (int j = 0; j < 32; j++) { w[b].qs[j] = (int8_t)(j - 16); a[b].qs[j] = (int8_t)(b + 1); }
+    }
+    float out = NAN;
+    const int st = pyrt_vec_dot(variant, PYRT_TYPE_Q8_0, 96, w, a, &out);
+    check(st == PYRT_OK && out == -16.0f * 6.0f, "pyrt_vec_dot(%s, q8_0) = %g (expect -96)",
+          pyrt_kernels_name(variant), out);
+    check(pyrt_vec_dot(variant, PYRT_TYPE_Q8_0, 33, w, a, &out) == PYRT_ERR_INVALID_ARG,
+          "pyrt_vec_dot rejects n=33 for q8_0");
+}
+
+int main(int argc, char **argv) {
+    for (int i = 1; i < argc; i++)
+        if (strcmp(argv[i], "-v") == 0) g_verbose = 1;
+    const pyrt_kernels *S = pyrt_kernels_get(PYRT_KERNELS_SCALAR);
+    if (!S) { printf("no scalar table\n0 passed, 1 failed\n"); return 1; }
+    int tested = 0;
+
+#if TEST_NEON
+    const int has_dp = pyrt_neon_cpu_has_dotprod();
+    printf("aarch64: CPU dot-product instructions: %s\n", has_dp ? "yes" : "no");
+    pyrt_kernels raw, base, sdot;
+    memset(&raw, 0, sizeof raw);
+    pyrt_kernels_fill_neon_ex(&raw, 0);
+    overlay(&base, S, &raw);
+    test_table("neon", S, &base);
+    tested++;
+    if (has_dp) {
+        memset(&raw, 0, sizeof raw);
+        pyrt_kernels_fill_neon_ex(&raw, 1);
+        overlay(&sdot, S, &raw);
+        g_table = "neon+dotprod";
+        check(sdot.vec_dot[PYRT_TYPE_Q8_0] != base.vec_dot[PYRT_TYPE_Q8_0], "dotprod code is built in");
+        test_table("neon+dotprod", S, &sdot);
+        tested++;
+    }
+    const pyrt_kernels *D = pyrt_kernels_get(PYRT_KERNELS_NEON);
+    g_table = "dispatch";
+    check(D != NULL, "neon table is available");
+    if (D) {
+        const pyrt_kernels *expect = has_dp ? &sdot : &base;
+        int same = 1;
+        for (int t = 0; t < PYRT_TYPE_COUNT; t++)
+            same &= D->vec_dot[t] == expect->vec_dot[t] && D->dequantize[t] == expect->dequantize[t] &&
+                    D->quantize_act[t] == expect->quantize_act[t];
+        check(same, "dispatch picked the %s set", has_dp ? "dotprod" : "baseline");
+    }
+    test_dispatch(PYRT_KERNELS_NEON);
+#elif defined(__x86_64__)
+    if (pyrt_kernels_available(PYRT_KERNELS_AVX2)) {
+        printf("x86-64: testing the AVX2 table\n");
+        test_table("avx2", S, pyrt_kernels_get(PYRT_KERNELS_AVX2));
+        test_dispatch(PYRT_KERNELS_AVX2);
+        tested++;
+    } else {
+        printf("x86-64: this CPU/build has no AVX2 table; nothing to compare\n");
+    }
+#else
+    printf("no SIMD kernel table for this architecture/build; nothing to compare\n");
+#endif
+    printf("%d table(s) tested\n%d passed, %d failed\n", tested, g_passed, g_failed);
+    return g_failed ? 1 : 0;
+}
