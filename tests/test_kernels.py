@@ -8,14 +8,13 @@ import os
 import subprocess
 import sys
 
-import cffi
 import numpy as np
 import pytest
 from gguf import GGMLQuantizationType as T
 from gguf import quants
 from gguf.constants import GGML_QUANT_SIZES
 
-from pyrt._native import UnsupportedError, _find_library, check, ffi, lib, ptr
+from pyrt._native import UnsupportedError, check, ffi, lib, ptr
 
 # ---- named tolerances ---------------------------------------------------------
 # |got - ref| / sum_b |block term| for a dot against the float64 emulation of the
@@ -400,34 +399,7 @@ def test_vec_dot_avx2_agrees_with_scalar(wt, n):
 
 
 # ---- F16 helpers (called through the kernel table) ----------------------------------
-_kffi = cffi.FFI()
-_kffi.cdef(f"""
-typedef struct {{
-    const char *name;
-    void *dequantize[{int(lib.PYRT_TYPE_COUNT)}];
-    void *quantize_act[{int(lib.PYRT_TYPE_COUNT)}];
-    void *vec_dot[{int(lib.PYRT_TYPE_COUNT)}];
-    void (*fp32_to_fp16)(const float *x, uint16_t *y, int64_t n);
-    void (*fp16_to_fp32)(const uint16_t *x, float *y, int64_t n);
-    float (*dot_f16)(int64_t n, const uint16_t *x, const uint16_t *y);
-    void (*mad_f16)(int64_t n, float *y, const uint16_t *x, float v);
-}} pyrt_kernels;
-const pyrt_kernels *pyrt_kernels_get(int32_t variant);
-""")
-_klib = _kffi.dlopen(_find_library())   # same library; kernels.h table mirrored above
-
-
-def table(variant):
-    k = _klib.pyrt_kernels_get(variant)
-    assert k != _kffi.NULL
-    assert _kffi.string(k.name).decode() == ffi.string(lib.pyrt_kernels_name(variant)).decode()
-    for f in ("fp32_to_fp16", "fp16_to_fp32", "dot_f16", "mad_f16"):
-        assert getattr(k, f) != _kffi.NULL, f
-    return k
-
-
-def kptr(arr, ctype):
-    return _kffi.cast(ctype, arr.ctypes.data)
+from kernel_table import kptr, table  # noqa: E402  (mirror of the kernels.h table)
 
 
 @pytest.mark.parametrize("variant", VARIANTS)

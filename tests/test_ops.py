@@ -1,0 +1,134 @@
+"""Forward-pass ops of the kernel table (rope, SwiGLU, attention head) and the
+repacked-order Q4_0 dot product, each variant against a float64 numpy
+reference (DESIGN.md §5 tolerances)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from gguf import GGMLQuantizationType as T
+from gguf import quants
+
+from kernel_table import kffi, kptr, table
+from pyrt._native import lib
+
+NMSE_ELEMENTWISE = 1e-7      # rope, swiglu
+NMSE_ATTENTION = 5e-4        # attention (q and probabilities rounded to f16, as llama.cpp does)
+DOT_RTOL = 1e-5
+
+VARIANTS = [lib.PYRT_KERNELS_SCALAR] + (
+    [lib.PYRT_KERNELS_AVX2] if lib.pyrt_kernels_available(lib.PYRT_KERNELS_AVX2) else [])
+
+
+def nmse(got, ref):
+    ref = np.asarray(ref, np.float64)
+    return float(np.sum((np.asarray(got, np.float64) - ref) ** 2) / max(np.sum(ref ** 2), 1e-300))
+
+
+def rope_ref(x, n_rot, mode, pos, base, scale):
+    x = x.astype(np.float64).copy()
+    i = np.arange(n_rot // 2)
+    theta = pos * scale * base ** (-2.0 * i / n_rot)
+    c, s = np.cos(theta), np.sin(theta)
+    if mode == lib.PYRT_ROPE_NEOX:
+        a, b = i, i + n_rot // 2
+    else:
+        a, b = 2 * i, 2 * i + 1
+    x0, x1 = x[a].copy(), x[b].copy()
+    x[a] = x0 * c - x1 * s
+    x[b] = x0 * s + x1 * c
+    return x
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("mode", [lib.PYRT_ROPE_NORMAL, lib.PYRT_ROPE_NEOX])
+@pytest.mark.parametrize("head_dim,n_rot", [(64, 64), (128, 64), (256, 256), (80, 32)])
+def test_rope(variant, mode, head_dim, n_rot):
+    k = table(variant)
+    rng = np.random.default_rng(head_dim + n_rot + mode)
+    for pos in (0, 1, 7, 513, 4000):
+        x = rng.standard_normal(head_dim).astype(np.float32)
+        got = x.copy()
+        k.rope(kptr(got, "float *"), n_rot, mode, float(pos), 10000.0, 1.0)
+        ref = rope_ref(x, n_rot, mode, pos, 10000.0, 1.0)
+        assert nmse(got, ref) <= NMSE_ELEMENTWISE * 10, (pos, nmse(got, ref))  # cos of large angles in f32
+        np.testing.assert_array_equal(got[n_rot:], x[n_rot:])     # untouched tail
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("n", [1, 7, 8, 33, 1536])
+def test_swiglu(variant, n):
+    k = table(variant)
+    rng = np.random.default_rng(n)
+    g = (rng.standard_normal(n) * 4).astype(np.float32)
+    if n >= 8:
+        g[:3] = [-100.0, 100.0, 0.0]      # saturation and zero
+    u = rng.standard_normal(n).astype(np.float32)
+    got = g.copy()
+    k.swiglu(kptr(got, "float *"), kptr(u, "float *"), n)
+    gd = g.astype(np.float64)
+    ref = gd / (1 + np.exp(-gd)) * u
+    assert np.all(np.isfinite(got))
+    assert nmse(got, ref) <= NMSE_ELEMENTWISE
+
+
+def attention_ref(q, K, V, first, last, scale):
+    q16 = q.astype(np.float16).astype(np.float64)
+    s = K[first:last + 1].astype(np.float64) @ q16 * scale
+    p = np.exp(s - s.max())
+    p /= p.sum()
+    p = p.astype(np.float32).astype(np.float16).astype(np.float64)
+    return p @ V[first:last + 1].astype(np.float64)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("batched", [0, 1])
+@pytest.mark.parametrize("head_dim", [64, 256, 40])
+@pytest.mark.parametrize("first,last", [(0, 0), (0, 1), (0, 37), (5, 300), (0, 1023)])
+def test_attention_head(variant, batched, head_dim, first, last):
+    k = table(variant)
+    rng = np.random.default_rng(head_dim * 1000 + last)
+    n_ctx, stride = 1024, head_dim * 3          # 3 kv heads interleaved per row, use the middle one
+    cache_k = rng.standard_normal((n_ctx, stride)).astype(np.float16)
+    cache_v = rng.standard_normal((n_ctx, stride)).astype(np.float16)
+    q = (rng.standard_normal(head_dim) * 2).astype(np.float32)
+    out = np.zeros(head_dim, np.float32)
+    scores = np.zeros(n_ctx + 32, np.float32)
+    probs = np.zeros(n_ctx + 32, np.uint16)
+    q16 = np.zeros(head_dim, np.uint16)
+    acc = np.zeros(32 * head_dim, np.float32)
+    scale = 1.0 / np.sqrt(head_dim)
+    args = kffi.new("pyrt_attn_args *")
+    args.out = kptr(out, "float *")
+    args.q = kptr(q, "float *")
+    args.k = kffi.cast("uint16_t *", cache_k.ctypes.data) + head_dim
+    args.v = kffi.cast("uint16_t *", cache_v.ctypes.data) + head_dim
+    args.stride, args.head_dim, args.first, args.last = stride, head_dim, first, last
+    args.batched, args.scale = batched, scale
+    args.scores, args.probs16 = kptr(scores, "float *"), kptr(probs, "uint16_t *")
+    args.q16, args.acc = kptr(q16, "uint16_t *"), kptr(acc, "float *")
+    k.attn_head(args)
+    ref = attention_ref(q, cache_k[:, head_dim:2 * head_dim], cache_v[:, head_dim:2 * head_dim],
+                        first, last, scale)
+    assert nmse(out, ref) <= NMSE_ATTENTION, nmse(out, ref)
+
+
+@pytest.mark.skipif(not lib.pyrt_kernels_available(lib.PYRT_KERNELS_AVX2), reason="no AVX2 on this CPU")
+@pytest.mark.parametrize("n", [32, 576, 1536, 32 * 37])
+def test_q4_0_repacked_order_dot(n):
+    """The AVX2 Q4_0 dot in llama.cpp's repacked (8-row) order: same value as
+    the float64 dot of the dequantized operands, up to float rounding."""
+    k = table(lib.PYRT_KERNELS_AVX2)
+    assert k.vec_dot_r8[lib.PYRT_TYPE_Q4_0] != kffi.NULL
+    rng = np.random.default_rng(n)
+    w = quants.quantize(rng.standard_normal(n).astype(np.float32), T.Q4_0)
+    x = rng.standard_normal(n).astype(np.float32)
+    a = np.zeros(n // 32 * 34, np.uint8)
+    from pyrt._native import check, ffi
+    check(lib.pyrt_quantize_act(lib.PYRT_KERNELS_AVX2, lib.PYRT_TYPE_Q8_0, ffi.cast("float *", x.ctypes.data),
+                                ffi.cast("void *", a.ctypes.data), n))
+    s = np.zeros(1, np.float32)
+    k.vec_dot_r8[lib.PYRT_TYPE_Q4_0](n, kptr(s, "float *"), kptr(w, "void *"), kptr(a, "void *"))
+    wd = quants.dequantize(w, T.Q4_0).astype(np.float64).ravel()
+    ad = quants.dequantize(a, T.Q8_0).astype(np.float64).ravel()
+    ref = wd @ ad
+    assert abs(float(s[0]) - ref) <= DOT_RTOL * np.abs(wd * ad).sum()
