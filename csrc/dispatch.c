@@ -91,8 +91,9 @@ static void overlay(pyrt_kernels *dst, const pyrt_kernels *base, void (*fill)(py
         if (simd.dequantize[t])   dst->dequantize[t]   = simd.dequantize[t];
         if (simd.quantize_act[t]) dst->quantize_act[t] = simd.quantize_act[t];
         if (simd.vec_dot[t])      dst->vec_dot[t]      = simd.vec_dot[t];
+        dst->vec_dot_r8[t] = simd.vec_dot_r8[t];   /* never inherited: an ISA's own choice */
+        dst->vec_dot_r8x4[t] = simd.vec_dot_r8x4[t];
         if (simd.vec_dot_tiled[t]) dst->vec_dot_tiled[t] = simd.vec_dot_tiled[t];
-        if (simd.vec_dot_rep8[t])  dst->vec_dot_rep8[t]  = simd.vec_dot_rep8[t];
     }
     if (simd.fp32_to_fp16) dst->fp32_to_fp16 = simd.fp32_to_fp16;
     if (simd.fp16_to_fp32) dst->fp16_to_fp32 = simd.fp16_to_fp32;

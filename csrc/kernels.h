@@ -38,12 +38,19 @@ typedef struct {
     pyrt_dequant_fn dequantize[PYRT_TYPE_COUNT];    /* weight type -> f32        */
     pyrt_quant_fn   quantize_act[PYRT_TYPE_COUNT];  /* f32 -> act type (Q8_0, Q8_1, Q8_K, F16, F32) */
     pyrt_vec_dot_fn vec_dot[PYRT_TYPE_COUNT];       /* indexed by weight type    */
-    /* K-quants: llama.cpp computes the same product in other orders on x86
-     * (kquants_avx2.c): _tiled for batches of >= 8 tokens, _rep8 for Q4_K
-     * weights with rows % 8 == 0 (any batch). NULL: use vec_dot. Choose with
-     * pyrt_pick_vec_dot() below. */
+    /* Dot products in the order llama.cpp uses for weights it repacks into
+     * 8-row interleaved blocks (on x86: Q4_0 and Q4_K when rows % 8 == 0): each block's
+     * exact integer sum is scaled and accumulated by one scalar FMA. NULL:
+     * use vec_dot. */
+    pyrt_vec_dot_fn vec_dot_r8[PYRT_TYPE_COUNT];
+    /* Same weights, for the tokens llama.cpp's repacked GEMM takes: groups of
+     * 4 rows of a batch of more than 3 (the n_tok % 4 rest goes through the
+     * GEMV, i.e. vec_dot_r8). NULL: vec_dot_r8 for every token. */
+    pyrt_vec_dot_fn vec_dot_r8x4[PYRT_TYPE_COUNT];
+    /* Dot products in the order of llama.cpp's tiled K-quant GEMM, which it
+     * uses on x86 for batches of >= 8 tokens (kquants_avx2.c). NULL: use
+     * vec_dot. Choose between the three with pyrt_pick_vec_dot() below. */
     pyrt_vec_dot_fn vec_dot_tiled[PYRT_TYPE_COUNT];
-    pyrt_vec_dot_fn vec_dot_rep8[PYRT_TYPE_COUNT];
 
     /* F16 helpers for the KV cache and attention */
     void  (*fp32_to_fp16)(const float *x, pyrt_fp16 *y, int64_t n);
@@ -78,10 +85,14 @@ void pyrt_kquants_fill_avx2(pyrt_kernels *k);     /* kquants_avx2.c, x86-64   */
 void pyrt_ops_fill_scalar(pyrt_kernels *k);       /* ops.c                   */
 void pyrt_ops_fill_avx2(pyrt_kernels *k);         /* ops_avx2.c, x86-64 only */
 
-/* The row dot product for W (type, rows) x a batch of n_tok activation rows,
- * with the arithmetic llama.cpp uses for that shape. */
-static inline pyrt_vec_dot_fn pyrt_pick_vec_dot(const pyrt_kernels *k, int32_t type, int64_t rows, int64_t n_tok) {
-    if (k->vec_dot_rep8[type] && rows % 8 == 0) return k->vec_dot_rep8[type];
+/* The row dot product for W (type, rows) times activation row t of a batch of
+ * n_tok rows, with the arithmetic llama.cpp uses for that shape and row. */
+static inline pyrt_vec_dot_fn pyrt_pick_vec_dot(const pyrt_kernels *k, int32_t type, int64_t rows,
+                                                int64_t n_tok, int64_t t) {
+    if (k->vec_dot_r8[type] && rows % 8 == 0) {
+        if (k->vec_dot_r8x4[type] && n_tok > 3 && t < n_tok - n_tok % 4) return k->vec_dot_r8x4[type];
+        return k->vec_dot_r8[type];
+    }
     if (k->vec_dot_tiled[type] && n_tok >= 8) return k->vec_dot_tiled[type];
     return k->vec_dot[type];
 }

@@ -14,6 +14,7 @@
  * round-to-nearest-even (the scalar reference rounds half away from zero). */
 #if defined(__x86_64__)
 #include <immintrin.h>
+#include <math.h>
 #include <string.h>
 #include "kernels.h"
 
@@ -143,6 +144,18 @@ static void dot_q4_0(int64_t n, float *s, const void *w, const void *a) {
 static void dot_q4_1(int64_t n, float *s, const void *w, const void *a) {
     DOT_Q_BODY(block_q4_1, block_q8_1, blk_q4_1, MIN_FMA)
 }
+/* llama.cpp repacks Q4_0 weights with rows % 8 == 0 into 8-row interleaved
+ * blocks on AVX2 (ggml-cpu/repack.cpp) and accumulates per block:
+ * acc = fma(float(integer block sum), d_w * d_a, acc). */
+static void dot_q4_0_r8(int64_t n, float *s, const void *w, const void *a) {
+    const block_q4_0 *x = (const block_q4_0 *)w;
+    const block_q8_0 *y = (const block_q8_0 *)a;
+    float acc = 0.0f;
+    for (int64_t b = 0; b < n / 32; b++)
+        acc = fmaf((float)hsum_epi32(blk_q4_0(&x[b], &y[b])), fp16_1(x[b].d) * fp16_1(y[b].d), acc);
+    *s = acc;
+}
+
 static void dot_q5_0(int64_t n, float *s, const void *w, const void *a) {
     DOT_Q_BODY(block_q5_0, block_q8_0, blk_q5_0, NO_MIN)
 }
@@ -394,6 +407,7 @@ void pyrt_kernels_fill_avx2(pyrt_kernels *k) {
 
     k->vec_dot[PYRT_TYPE_F32]  = dot_f32;
     k->vec_dot[PYRT_TYPE_F16]  = dot_f16;
+    k->vec_dot_r8[PYRT_TYPE_Q4_0] = dot_q4_0_r8;
     k->vec_dot[PYRT_TYPE_BF16] = dot_bf16;
     k->vec_dot[PYRT_TYPE_Q8_0] = dot_q8_0;
     k->vec_dot[PYRT_TYPE_Q4_0] = dot_q4_0;

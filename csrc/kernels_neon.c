@@ -83,6 +83,56 @@ static inline void qh_to_bit4(const uint8_t qh[4], uint8x16_t *lo, uint8x16_t *h
     *hi = vandq_u8(vtstq_u8(b23, bits), x10);
 }
 
+/* ---- K-quant scales (as kquants_ref.c) ------------------------------------ */
+
+/* Q4_K/Q5_K: sub-block j (0..7) 6-bit scale and min from the 12 packed bytes */
+static inline void scale_min_k4(int j, const uint8_t *q, int32_t *sc, int32_t *m) {
+    if (j < 4) {
+        *sc = q[j] & 63;
+        *m  = q[j + 4] & 63;
+    } else {
+        *sc = (q[j + 4] & 0x0F) | ((q[j - 4] >> 6) << 4);
+        *m  = (q[j + 4] >> 4)   | ((q[j] >> 6) << 4);
+    }
+}
+
+/* Q3_K: the 16 signed 6-bit scales (already minus 32) */
+static inline void scales_q3_K(const uint8_t packed[12], int32_t sc[16]) {
+    for (int s = 0; s < 16; s++) {
+        const int lo = s < 8 ? packed[s] & 0x0F : packed[s - 8] >> 4;
+        const int hi = (packed[8 + s % 4] >> (2 * (s / 4))) & 3;
+        sc[s] = (lo | (hi << 4)) - 32;
+    }
+}
+
+/* 16 bytes -> 4 x int32x4 (elements 0-3, 4-7, 8-11, 12-15) */
+static inline void widen_u8x16(uint8x16_t v, int32x4_t out[4]) {
+    const uint16x8_t lo = vmovl_u8(vget_low_u8(v)), hi = vmovl_u8(vget_high_u8(v));
+    out[0] = vreinterpretq_s32_u32(vmovl_u16(vget_low_u16(lo)));
+    out[1] = vreinterpretq_s32_u32(vmovl_u16(vget_high_u16(lo)));
+    out[2] = vreinterpretq_s32_u32(vmovl_u16(vget_low_u16(hi)));
+    out[3] = vreinterpretq_s32_u32(vmovl_u16(vget_high_u16(hi)));
+}
+static inline void widen_s8x16(int8x16_t v, int32x4_t out[4]) {
+    const int16x8_t lo = vmovl_s8(vget_low_s8(v)), hi = vmovl_s8(vget_high_s8(v));
+    out[0] = vmovl_s16(vget_low_s16(lo));
+    out[1] = vmovl_s16(vget_high_s16(lo));
+    out[2] = vmovl_s16(vget_low_s16(hi));
+    out[3] = vmovl_s16(vget_high_s16(hi));
+}
+
+/* sum_i u[i] * s[i] over 16 elements (Q2_K mins x block sums) */
+static inline int dot_u8x16_s16x16(uint8x16_t u, const int16_t *s) {
+    const int16x8_t u0 = vreinterpretq_s16_u16(vmovl_u8(vget_low_u8(u)));
+    const int16x8_t u1 = vreinterpretq_s16_u16(vmovl_u8(vget_high_u8(u)));
+    const int16x8_t s0 = vld1q_s16(s), s1 = vld1q_s16(s + 8);
+    int32x4_t acc = vmull_s16(vget_low_s16(u0), vget_low_s16(s0));
+    acc = vmlal_s16(acc, vget_high_s16(u0), vget_high_s16(s0));
+    acc = vmlal_s16(acc, vget_low_s16(u1), vget_low_s16(s1));
+    acc = vmlal_s16(acc, vget_high_s16(u1), vget_high_s16(s1));
+    return vaddvq_s32(acc);
+}
+
 /* ======================================================================== */
 /* vec_dot, quantized: int32x4 lane sums of a0.b0 + a1.b1 (16 bytes each)    */
 /* ======================================================================== */
@@ -101,26 +151,34 @@ static inline int32x4_t dot2_base(int8x16_t a0, int8x16_t b0, int8x16_t a1, int8
 
 /* Each quantized dot is written once (kernels_neon_qdot.inc) and instantiated
  * per instruction set: NEON_FN(name) names the instance, NEON_ATTR marks it,
- * NEON_DOT2 forms the block's lane sums. */
+ * NEON_DOT1 / NEON_DOT2 form the lane sums of one / two 16-byte products. */
 #define NEON_FN(f) f##_base
 #define NEON_ATTR
+#define NEON_DOT1 dot16_base
 #define NEON_DOT2 dot2_base
 #include "kernels_neon_qdot.inc"
 #undef NEON_FN
 #undef NEON_ATTR
+#undef NEON_DOT1
 #undef NEON_DOT2
 
 #if PYRT_HAVE_DOTPROD_CODE
+PYRT_TARGET_DOTPROD
+static inline int32x4_t dot16_sdot(int8x16_t a, int8x16_t b) {
+    return vdotq_s32(vdupq_n_s32(0), a, b);
+}
 PYRT_TARGET_DOTPROD
 static inline int32x4_t dot2_sdot(int8x16_t a0, int8x16_t b0, int8x16_t a1, int8x16_t b1) {
     return vdotq_s32(vdotq_s32(vdupq_n_s32(0), a0, b0), a1, b1);
 }
 #define NEON_FN(f) f##_sdot
 #define NEON_ATTR PYRT_TARGET_DOTPROD
+#define NEON_DOT1 dot16_sdot
 #define NEON_DOT2 dot2_sdot
 #include "kernels_neon_qdot.inc"
 #undef NEON_FN
 #undef NEON_ATTR
+#undef NEON_DOT1
 #undef NEON_DOT2
 #endif
 
@@ -330,6 +388,39 @@ static void quant_q8_1(const float *src, void *dst, int64_t n) {
     }
 }
 
+/* As quantize_row_q8_K_ref (kquants_ref.c), bit for bit: the element of
+ * largest magnitude (the first on ties) maps to -127, q = nearest-even(x *
+ * (-127/max)) (vcvtnq rounds as the reference's magic-number add does for
+ * |v| <= 127), bsums = sums of 16, d = 1/iscale. */
+static void quant_q8_K(const float *src, void *dst, int64_t n) {
+    block_q8_K *y = (block_q8_K *)dst;                 /* [n/256] */
+    for (int64_t b = 0; b < n / QK_K; b++, src += QK_K) {
+        float32x4_t m = vdupq_n_f32(0.0f);
+        /* maxNum ignores NaN, as the reference's `a > amax` does */
+        for (int j = 0; j < QK_K; j += 4) m = vmaxnmq_f32(m, vabsq_f32(vld1q_f32(src + j)));
+        const float amax = vmaxnmvq_f32(m);
+        if (amax == 0.0f) {
+            memset(&y[b], 0, sizeof y[b]);
+            continue;
+        }
+        int first = 0;
+        while (first < QK_K - 1 && __builtin_fabsf(src[first]) != amax) first++;
+        const float iscale = -127.0f / src[first];
+        const float32x4_t is = vdupq_n_f32(iscale);
+        const int32x4_t top = vdupq_n_s32(127);
+        for (int j = 0; j < QK_K; j += 16) {
+            int32x4_t v[4];
+            for (int k = 0; k < 4; k++) v[k] = vminq_s32(vcvtnq_s32_f32(vmulq_f32(is, vld1q_f32(src + j + 4 * k))), top);
+            const int16x8_t h0 = vcombine_s16(vqmovn_s32(v[0]), vqmovn_s32(v[1]));
+            const int16x8_t h1 = vcombine_s16(vqmovn_s32(v[2]), vqmovn_s32(v[3]));
+            const int8x16_t q = vcombine_s8(vqmovn_s16(h0), vqmovn_s16(h1));
+            vst1q_s8(y[b].qs + j, q);
+            y[b].bsums[j / 16] = (int16_t)vaddlvq_s8(q);
+        }
+        y[b].d = 1.0f / iscale;
+    }
+}
+
 static void fp32_to_fp16_row(const float *x, pyrt_fp16 *y, int64_t n) {
     int64_t i = 0;
     for (; i + 8 <= n; i += 8) {
@@ -417,6 +508,7 @@ void pyrt_kernels_fill_neon_ex(pyrt_kernels *k, int use_dotprod) {
     k->quantize_act[PYRT_TYPE_BF16] = quant_bf16;
     k->quantize_act[PYRT_TYPE_Q8_0] = quant_q8_0;
     k->quantize_act[PYRT_TYPE_Q8_1] = quant_q8_1;
+    k->quantize_act[PYRT_TYPE_Q8_K] = quant_q8_K;
 
     k->vec_dot[PYRT_TYPE_F32]  = dot_f32;
     k->vec_dot[PYRT_TYPE_F16]  = dot_f16;
@@ -426,6 +518,11 @@ void pyrt_kernels_fill_neon_ex(pyrt_kernels *k, int use_dotprod) {
     k->vec_dot[PYRT_TYPE_Q4_1] = dot_q4_1_base;
     k->vec_dot[PYRT_TYPE_Q5_0] = dot_q5_0_base;
     k->vec_dot[PYRT_TYPE_Q5_1] = dot_q5_1_base;
+    k->vec_dot[PYRT_TYPE_Q2_K] = dot_q2_K_base;
+    k->vec_dot[PYRT_TYPE_Q3_K] = dot_q3_K_base;
+    k->vec_dot[PYRT_TYPE_Q4_K] = dot_q4_K_base;
+    k->vec_dot[PYRT_TYPE_Q5_K] = dot_q5_K_base;
+    k->vec_dot[PYRT_TYPE_Q6_K] = dot_q6_K_base;
 #if PYRT_HAVE_DOTPROD_CODE
     if (use_dotprod) {
         k->name = "neon+dotprod";
@@ -434,6 +531,11 @@ void pyrt_kernels_fill_neon_ex(pyrt_kernels *k, int use_dotprod) {
         k->vec_dot[PYRT_TYPE_Q4_1] = dot_q4_1_sdot;
         k->vec_dot[PYRT_TYPE_Q5_0] = dot_q5_0_sdot;
         k->vec_dot[PYRT_TYPE_Q5_1] = dot_q5_1_sdot;
+        k->vec_dot[PYRT_TYPE_Q2_K] = dot_q2_K_sdot;
+        k->vec_dot[PYRT_TYPE_Q3_K] = dot_q3_K_sdot;
+        k->vec_dot[PYRT_TYPE_Q4_K] = dot_q4_K_sdot;
+        k->vec_dot[PYRT_TYPE_Q5_K] = dot_q5_K_sdot;
+        k->vec_dot[PYRT_TYPE_Q6_K] = dot_q6_K_sdot;
     }
 #else
     (void)use_dotprod;

@@ -25,7 +25,7 @@
  *            acc = fma(float(S1), d_w*d_a, acc), accm = fma(float(S2),
  *            dmin_w*d_a, accm), result acc - accm.
  *
- * They fill vec_dot[], vec_dot_tiled[] and vec_dot_rep8[]; the matmul driver
+ * They fill vec_dot[], vec_dot_tiled[] and vec_dot_r8[]; the matmul driver
  * picks one per weight and batch with pyrt_pick_vec_dot() (kernels.h). */
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -360,6 +360,44 @@ static void tiled_q6_K(int64_t n, float *s, const void *w, const void *a) {
 /* rep8: llama.cpp's repacked Q4_K (8x8 interleaved) GEMV/GEMM order         */
 /* ======================================================================== */
 
+/* integer dot of the 32 codes of each Q4_K sub-block with the activations:
+ * dots[j] = sum over sub-block j of q*a (no scales) */
+static inline void subdots_q4_K(const block_q4_K *x, const block_q8_K *y, int32_t dots[8]) {
+    const __m256i m4 = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1);
+    for (int j = 0; j < 4; j++) {
+        const __m256i bits = load32(x->qs + 32 * j);
+        dots[2 * j] = hsum_i32x8(_mm256_madd_epi16(ones, _mm256_maddubs_epi16(
+            _mm256_and_si256(bits, m4), load32(y->qs + 64 * j))));
+        dots[2 * j + 1] = hsum_i32x8(_mm256_madd_epi16(ones, _mm256_maddubs_epi16(
+            _mm256_and_si256(_mm256_srli_epi16(bits, 4), m4), load32(y->qs + 64 * j + 32))));
+    }
+}
+
+/* Tokens of a batch in groups of 4 go through the repacked GEMM, which
+ * accumulates in float once per pair of sub-blocks (64 elements) instead of once
+ * per super-block; the remaining n_tok % 4 tokens (all of them when n_tok < 4)
+ * through the GEMV above. */
+static void rep8x4_q4_K(int64_t n, float *s, const void *w, const void *a) {
+    const block_q4_K *x = (const block_q4_K *)w;      /* [n/256] */
+    const block_q8_K *y = (const block_q8_K *)a;      /* [n/256] */
+    float acc = 0.0f, acc_m = 0.0f;
+    for (int64_t b = 0; b < n / QK_K; b++) {
+        uint8_t sm[16];
+        _mm_storeu_si128((__m128i *)sm, scales_mins_k4(x[b].scales));   /* scales 0..7, mins 8..15 */
+        int32_t dots[8];
+        subdots_q4_K(&x[b], &y[b], dots);
+        const float dd = fp16_1(x[b].d) * y[b].d, dm = fp16_1(x[b].dmin) * y[b].d;
+        for (int p = 0; p < 4; p++) {
+            const int32_t s1 = sm[2 * p] * dots[2 * p] + sm[2 * p + 1] * dots[2 * p + 1];
+            const int32_t s2 = sm[8 + 2 * p] * (y[b].bsums[4 * p] + y[b].bsums[4 * p + 1]) +
+                               sm[8 + 2 * p + 1] * (y[b].bsums[4 * p + 2] + y[b].bsums[4 * p + 3]);
+            acc   = fmaf((float)s1, dd, acc);
+            acc_m = fmaf((float)s2, dm, acc_m);
+        }
+    }
+    *s = acc - acc_m;
+}
+
 static void rep8_q4_K(int64_t n, float *s, const void *w, const void *a) {
     const block_q4_K *x = (const block_q4_K *)w;      /* [n/256] */
     const block_q8_K *y = (const block_q8_K *)a;      /* [n/256] */
@@ -436,7 +474,8 @@ void pyrt_kquants_fill_avx2(pyrt_kernels *k) {
     k->vec_dot_tiled[PYRT_TYPE_Q5_K] = tiled_q5_K;
     k->vec_dot_tiled[PYRT_TYPE_Q6_K] = tiled_q6_K;
 
-    k->vec_dot_rep8[PYRT_TYPE_Q4_K] = rep8_q4_K;
+    k->vec_dot_r8[PYRT_TYPE_Q4_K] = rep8_q4_K;
+    k->vec_dot_r8x4[PYRT_TYPE_Q4_K] = rep8x4_q4_K;
 }
 
 #endif /* __x86_64__ */

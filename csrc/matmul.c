@@ -52,7 +52,8 @@ void mm_group(const pyrt_kernels *k, pyrt_pool *pool, int ith, int nth,
         const int32_t a = pyrt_type_traits_table[w->type].act_type;
         const void *q = qbuf[a == act[0] ? 0 : 1];
         const int64_t rb = act_row_bytes(a, cols);
-        const pyrt_vec_dot_fn dot = k->vec_dot[w->type];
+        const pyrt_vec_dot_fn dot = (w->rows % 8 == 0 && k->vec_dot_r8[w->type])
+                                  ? k->vec_dot_r8[w->type] : k->vec_dot[w->type];
         for (int64_t rt = r0; rt < r1; rt += MM_ROW_TILE) {
             const int64_t re = rt + MM_ROW_TILE < r1 ? rt + MM_ROW_TILE : r1;
             for (int64_t t = 0; t < n_tok; t++) {

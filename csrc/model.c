@@ -215,6 +215,7 @@ struct pyrt_ctx {
     float *attn_acc;             /* [n_threads][32 * head_dim] */
     _Atomic int abort_req;
     int stop_now;
+    int32_t n_shape;             /* 0, or the batch size whose arithmetic to use */
     /* current job */
     const int32_t *tokens;
     int32_t n_tok, pos0, out_first, n_out, out_kind;
@@ -302,6 +303,13 @@ int pyrt_ctx_truncate(pyrt_ctx *c, int32_t n_keep) {
     return PYRT_OK;
 }
 
+int pyrt_ctx_set_numerics(pyrt_ctx *c, int32_t n_shape) {
+    if (!c) return pyrt_set_error(PYRT_ERR_INVALID_ARG, "set_numerics: NULL ctx");
+    if (n_shape < 0) return pyrt_set_error(PYRT_ERR_INVALID_ARG, "set_numerics: n_shape %d < 0", n_shape);
+    c->n_shape = n_shape;
+    return PYRT_OK;
+}
+
 void pyrt_ctx_abort(pyrt_ctx *c) {
     if (c) atomic_store(&c->abort_req, 1);
 }
@@ -320,7 +328,9 @@ static void forward_job(void *arg, int ith, int nth) {
     const float attn_scale = hp->attn_scale > 0 ? hp->attn_scale : 1.0f / sqrtf((float)HD);
     const int g3 = is_gemma3(hp);
     pyrt_attn_args attn = {
-        .stride = KVD, .head_dim = (int32_t)HD, .batched = B > 1, .scale = attn_scale,
+        .stride = KVD, .head_dim = (int32_t)HD,
+        .batched = (c->n_shape > 0 ? c->n_shape : B) > 1,
+        .scale = g3 ? 1.0f : attn_scale,   /* gemma3 scales q itself, below */
         .scores = c->scores + (size_t)ith * (c->n_ctx + 32),
         .probs16 = c->probs16 + (size_t)ith * (c->n_ctx + 32),
         .q16 = c->q16 + (size_t)ith * HD,
@@ -341,6 +351,7 @@ static void forward_job(void *arg, int ith, int nth) {
         const layer_weights *L = &m->layers[il];
         const int swa = hp->sliding_window > 0 && hp->swa_period > 0 && ((il + 1) % hp->swa_period) != 0;
         const float base = swa ? hp->rope_freq_base_swa : hp->rope_freq_base;
+        const float fscale = swa ? 1.0f : hp->rope_freq_scale;   /* llama.cpp: no scaling on SWA layers */
         pyrt_fp16 *kc = c->kc + (size_t)il * c->n_ctx * KVD;
         pyrt_fp16 *vc = c->vc + (size_t)il * c->n_ctx * KVD;
 
@@ -361,12 +372,13 @@ static void forward_job(void *arg, int ith, int nth) {
             if (h < hp->n_head) {
                 float *qh = c->q + t * QD + h * HD;
                 if (g3) op_rmsnorm(qh, qh, L->q_norm, HD, hp->norm_eps);
-                K->rope(qh, hp->n_rot, hp->rope_type, pos, base, hp->rope_freq_scale);
+                K->rope(qh, hp->n_rot, hp->rope_type, pos, base, fscale);
+                if (g3) op_scale(qh, attn_scale, HD);   /* in f32, before the f16 rounding of q */
             } else {
                 const int64_t hk = h - hp->n_head;
                 float *kh = c->k + t * KVD + hk * HD;
                 if (g3) op_rmsnorm(kh, kh, L->k_norm, HD, hp->norm_eps);
-                K->rope(kh, hp->n_rot, hp->rope_type, pos, base, hp->rope_freq_scale);
+                K->rope(kh, hp->n_rot, hp->rope_type, pos, base, fscale);
                 const int64_t row = (int64_t)(c->pos0 + t) * KVD + hk * HD;
                 K->fp32_to_fp16(kh, kc + row, HD);
                 K->fp32_to_fp16(c->v + t * KVD + hk * HD, vc + row, HD);

@@ -2,6 +2,7 @@
 #include "ops.h"
 
 #include <math.h>
+#include <pthread.h>
 #include <string.h>
 
 void op_rmsnorm(float *y, const float *x, const float *w, int64_t n, float eps) {
@@ -47,11 +48,31 @@ void op_swiglu(float *g, const float *u, int64_t n) {
     }
 }
 
+/* GELU (tanh form) as llama.cpp's CPU backend computes it: from a table over
+ * all fp16 inputs, x rounded to fp16 and the result stored as fp16 (its
+ * GGML_GELU_FP16 path), identity above 10 and zero below -10. Each entry is
+ * 0.5x(1 + tanh(sqrt(2/pi) x (1 + 0.044715 x^2))) with 1 + 0.044715 x^2 as one
+ * FMA, which is how its table initializer compiles on x86 (checked against
+ * all 65536 entries of llama.cpp's table). */
+static uint16_t g_gelu_f16[1 << 16];
+static pthread_once_t g_gelu_once = PTHREAD_ONCE_INIT;
+
+static void gelu_table_init(void) {
+    const float a = 0.044715f, s = 0.79788456080286535587989211986876f;
+    for (uint32_t i = 0; i < (1u << 16); i++) {
+        const float x = pyrt_fp16_to_fp32((pyrt_fp16)i);
+        const float inner = fmaf(a * x, x, 1.0f);
+        g_gelu_f16[i] = pyrt_fp32_to_fp16(0.5f * x * (1.0f + tanhf(s * x * inner)));
+    }
+}
+
 void op_geglu(float *g, const float *u, int64_t n) {
-    const float c = 0.7978845608028654f;   /* sqrt(2/pi) */
+    pthread_once(&g_gelu_once, gelu_table_init);
     for (int64_t i = 0; i < n; i++) {
         const float v = g[i];
-        g[i] = 0.5f * v * (1.0f + tanhf(c * v * (1.0f + 0.044715f * v * v))) * u[i];
+        if (v <= -10.0f)     g[i] = 0.0f;
+        else if (v >= 10.0f) g[i] = v * u[i];
+        else                 g[i] = pyrt_fp16_to_fp32(g_gelu_f16[pyrt_fp32_to_fp16(v)]) * u[i];
     }
 }
 

@@ -159,6 +159,15 @@ int  pyrt_ctx_truncate(pyrt_ctx *c, int32_t n_keep);
  * handler); it returns PYRT_ERR_ABORTED and the cache is rolled back to pos0. */
 void pyrt_ctx_abort(pyrt_ctx *c);
 
+/* llama.cpp's arithmetic depends on how many tokens a batch holds (attention
+ * and some matmuls use other summation orders for batches); pyrt reproduces
+ * each shape. By default (0) each chunk is computed in the shape of its own
+ * size, as llama.cpp does. n_shape > 0 computes every chunk in the shape of an
+ * n_shape-token batch: re-evaluating the last token of a cached prompt with
+ * n_shape = prompt length gives the logits of evaluating the whole prompt from
+ * an empty cache. */
+int  pyrt_ctx_set_numerics(pyrt_ctx *c, int32_t n_shape);
+
 /* Evaluate tokens at positions pos0 .. pos0+n_tokens-1; requires pos0 <= n_past
  * (positions >= pos0 are overwritten). out_len is the number of floats in out. */
 int  pyrt_decode(pyrt_ctx *c, const int32_t *tokens, int32_t n_tokens, int32_t pos0,

@@ -183,18 +183,19 @@ class Llama:
         return toks
 
     # ---- evaluation ---------------------------------------------------------------
-    def _decode(self, tokens: Sequence[int], pos0: int, out_kind: int, ctx: Context | None = None):
+    def _decode(self, tokens: Sequence[int], pos0: int, out_kind: int, ctx: Context | None = None,
+                n_shape: int = 0):
         """Run the C forward; Ctrl-C during a long batch aborts it cleanly."""
         ctx = ctx or self._ctx
         if ctx is None:
             raise ValueError("this Llama is closed")
         if len(tokens) <= 8 or threading.current_thread() is not threading.main_thread():
-            return ctx.decode(tokens, pos0, out_kind)
+            return ctx.decode(tokens, pos0, out_kind, n_shape)
         result: dict = {}
 
         def work():
             try:
-                result["out"] = ctx.decode(tokens, pos0, out_kind)
+                result["out"] = ctx.decode(tokens, pos0, out_kind, n_shape)
             except BaseException as e:  # re-raised in the caller's thread
                 result["err"] = e
 
@@ -265,7 +266,10 @@ class Llama:
                 pos += nb
                 self._tokens = toks[:pos]
                 progress(pos - n_keep, total)
-        out = self._decode(toks[pos:], pos, lib.PYRT_OUT_LOGITS_LAST)
+        # The prompt's last logits are computed in the arithmetic of evaluating
+        # the whole prompt from an empty cache, even when only its tail is new:
+        # same prompt + seed -> same text, whatever was cached before.
+        out = self._decode(toks[pos:], pos, lib.PYRT_OUT_LOGITS_LAST, n_shape=min(len(toks), self._n_batch))
         self._tokens = toks
         if progress is not None:
             progress(total, total)
@@ -679,6 +683,11 @@ class Llama:
         _check_bool(normalize, "normalize")
         _check_bool(truncate, "truncate")
         single, seqs = self._embedding_inputs(input)
+        out, n_tok = self._embed_seqs(seqs, normalize, truncate)
+        result = out[0] if single else out
+        return (result, n_tok) if return_count else result
+
+    def _embed_seqs(self, seqs: list[list[int]], normalize: bool, truncate: bool) -> tuple[list, int]:
         for i, toks in enumerate(seqs):
             if not toks:
                 raise ValueError(f"input[{i}] is empty (it has no tokens)")
@@ -700,8 +709,7 @@ class Llama:
                     v = v / norm
             out.append([float(x) for x in v.astype(np.float32)])
             n_tok += len(toks)
-        result = out[0] if single else out
-        return (result, n_tok) if return_count else result
+        return out, n_tok
 
     def _embedding_inputs(self, input) -> tuple[bool, list[list[int]]]:
         if isinstance(input, str):
@@ -731,10 +739,10 @@ class Llama:
         `encoding_format="base64"` gives little-endian float32 bytes, base64-encoded."""
         if encoding_format not in ("float", "base64"):
             raise ValueError(f"encoding_format must be 'float' or 'base64', got {encoding_format!r}")
-        single, _ = self._embedding_inputs(input)
-        vecs, n_tok = self.embed(input, normalize=normalize, truncate=truncate, return_count=True)
-        if single:
-            vecs = [vecs]
+        _check_bool(normalize, "normalize")
+        _check_bool(truncate, "truncate")
+        _single, seqs = self._embedding_inputs(input)
+        vecs, n_tok = self._embed_seqs(seqs, normalize, truncate)
         data = []
         for i, v in enumerate(vecs):
             emb: Any = v

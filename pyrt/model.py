@@ -368,7 +368,9 @@ class Context:
     def abort(self) -> None:
         lib.pyrt_ctx_abort(self._handle)
 
-    def decode(self, tokens, pos0: int, out_kind: int) -> np.ndarray | None:
+    def decode(self, tokens, pos0: int, out_kind: int, n_shape: int = 0) -> np.ndarray | None:
+        """Evaluate tokens at positions pos0.. . n_shape > 0: compute in the
+        arithmetic of an n_shape-token batch (pyrt_ctx_set_numerics in pyrt.h)."""
         toks = np.ascontiguousarray(tokens, dtype=np.int32)
         n = int(toks.shape[0])
         hp = self.model.hparams
@@ -382,6 +384,7 @@ class Context:
             out = None
         optr = ffi.cast("float *", out.ctypes.data) if out is not None else ffi.NULL
         with self._lock:
+            check(lib.pyrt_ctx_set_numerics(self._handle, int(n_shape)))
             st = lib.pyrt_decode(self._handle, ffi.cast("int32_t *", toks.ctypes.data), n, int(pos0),
                                  out_kind, optr, out.size if out is not None else 0)
         check(st, "decode")

@@ -302,7 +302,7 @@ class ChatREPL:
             self.out.write("\n")
             self.say("[reply stopped]")
             finish = "interrupted"
-        except ValueError as e:        # template errors, context full, bad parameters
+        except (ValueError, RuntimeError, MemoryError) as e:   # template, context, C errors
             progress.stop()
             self.conv.turns.pop()
             self.say(f"\nerror: {e}")

@@ -172,10 +172,10 @@ def _number_fields(body: dict, keys) -> dict:
 
 
 def _common(body: dict) -> dict:
-    n = body.get("n", 1)
-    if n != 1:
+    n = body.get("n")
+    if n is not None and n != 1:
         raise APIError(400, "only n=1 is supported", param="n")
-    if body.get("best_of", 1) != 1:
+    if body.get("best_of") not in (None, 1):
         raise APIError(400, "only best_of=1 is supported", param="best_of")
     model = body.get("model")
     if model is not None and not isinstance(model, str):
@@ -195,9 +195,9 @@ def _common(body: dict) -> dict:
             raise APIError(400, "stop must be a string or a list of at most 16 strings", param="stop")
         kw["stop"] = stop
     mt = body.get("max_completion_tokens", body.get("max_tokens"))
-    if mt is not None:
-        if isinstance(mt, bool) or not isinstance(mt, int) or mt < 1:
-            raise APIError(400, "max_tokens must be an integer >= 1", param="max_tokens")
+    if mt is not None:   # 0 is allowed: with echo + logprobs it scores a prompt (lm-eval does this)
+        if isinstance(mt, bool) or not isinstance(mt, int) or mt < 0:
+            raise APIError(400, "max_tokens must be an integer >= 0", param="max_tokens")
         kw["max_tokens"] = mt
     return kw
 

@@ -10,12 +10,16 @@ scripts/mutate_100k.py runs the same sweep with 100,000 mutants.
 """
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from mutation import BUGS, MEM_LIMIT, run
 
-PLAN = [("tiny", 0, 1250), ("tiny", 1250, 2500), ("tiny_tied", 0, 750), ("tiny_tied", 750, 1500),
-        ("smollm2", 0, 150), ("smollm2", 150, 300)]
+# $PYRT_MUT_SCALE shrinks the sweep (the sanitizer job runs half of it: ASan code is slower)
+_S = float(os.environ.get("PYRT_MUT_SCALE", "1"))
+_N = {"tiny": int(2500 * _S), "tiny_tied": int(1500 * _S), "smollm2": int(300 * _S)}
+PLAN = [(seed, a, b) for seed, n in _N.items() for a, b in ((0, n // 2), (n // 2, n))]
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +37,7 @@ def test_no_crash_hang_or_unexpected_exception(report):
 def test_sweep_is_meaningful(report):
     """Both outcomes occur for every seed: some mutants are rejected, some still load and
     generate (so the 'survives generation' half of the contract is exercised)."""
-    assert report.total >= 1000, report.counts
+    assert report.total >= 1000 * _S, report.counts
     for seed, counts in report.by_seed.items():
         assert counts["rejected"] > 0, (seed, counts)
         assert counts["loaded"] > 0, (seed, counts)

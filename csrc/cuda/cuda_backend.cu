@@ -167,7 +167,7 @@ int upload_bytes(pyrt_cuda_model *m, const void *host, int64_t nbytes, const voi
 }
 
 int upload_vec(pyrt_cuda_model *m, const pyrt_cuda_tensor &t, const float **dev) {
-    const void *p;
+    const void *p = nullptr;
     const int st = upload_bytes(m, t.data, t.ne0 * t.ne1 * (int64_t)sizeof(float), &p);
     *dev = (const float *)p;
     return st;
@@ -178,7 +178,7 @@ int upload_w(pyrt_cuda_model *m, const pyrt_cuda_tensor &t, dweight *w) {
     w->cols = t.ne0;
     w->rows = t.ne1;
     w->row_bytes = type_row_bytes(t.type, t.ne0);
-    const void *p;
+    const void *p = nullptr;
     const int st = upload_bytes(m, t.data, w->row_bytes * w->rows, &p);
     w->data = (const uint8_t *)p;
     return st;
@@ -375,6 +375,7 @@ int forward_chunk(pyrt_cuda_ctx *c, const int32_t *tokens, int32_t n, int32_t po
         const dlayer &L = m->layers[(size_t)il];
         const bool swa = hp.sliding_window > 0 && hp.swa_period > 0 && ((il + 1) % hp.swa_period) != 0;
         const float base = swa ? hp.rope_freq_base_swa : hp.rope_freq_base;
+        const float fscale = swa ? 1.0f : hp.rope_freq_scale;   /* as model.c: no scaling on SWA layers */
         uint16_t *kc = c->kc + (int64_t)il * c->n_ctx * KVD;
         uint16_t *vc = c->vc + (int64_t)il * c->n_ctx * KVD;
 
@@ -393,7 +394,8 @@ int forward_chunk(pyrt_cuda_ctx *c, const int32_t *tokens, int32_t n, int32_t po
         ra.n_tok = n; ra.pos0 = pos0; ra.n_head = hp.n_head; ra.n_head_kv = hp.n_head_kv;
         ra.head_dim = hp.head_dim; ra.n_rot = hp.n_rot; ra.mode = hp.rope_type;
         ra.theta_scale = powf(base, -2.0f / (float)hp.n_rot);   /* host powf, as ops.c */
-        ra.freq_scale = hp.rope_freq_scale; ra.eps = hp.norm_eps;
+        ra.freq_scale = fscale; ra.eps = hp.norm_eps;
+        ra.q_scale = g3 ? attn_scale : 1.0f;   /* gemma3 scales q in f32 before its f16 rounding */
         CU_TRY(qk_rope_store(ra, s), "rope");
 
         /* ---- attention over the cache ---- */
@@ -402,7 +404,7 @@ int forward_chunk(pyrt_cuda_ctx *c, const int32_t *tokens, int32_t n, int32_t po
         aa.n_tok = n; aa.pos0 = pos0; aa.n_head = hp.n_head; aa.n_head_kv = hp.n_head_kv; aa.head_dim = hp.head_dim;
         aa.window = swa ? hp.sliding_window : 0;
         aa.n_split = n <= 8 ? attn_pick_split(n, hp.n_head, pos0 + n) : 1;
-        aa.scale = attn_scale;
+        aa.scale = g3 ? 1.0f : attn_scale;
         CU_TRY(attention(aa, s), "attention");
 
         /* ---- output projection, residual, ffn norm ---- */

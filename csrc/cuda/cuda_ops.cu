@@ -409,6 +409,8 @@ __global__ void qk_rope_store_kernel(rope_args a) {
         buf[ib] = __fadd_rn(__fmul_rn(x0, s), __fmul_rn(x1, c));
     }
     __syncthreads();
+    if (isq && a.q_scale != 1.0f)
+        for (int i = threadIdx.x; i < HD; i += blockDim.x) buf[i] = __fmul_rn(buf[i], a.q_scale);
     for (int i = threadIdx.x; i < HD; i += blockDim.x) src[i] = buf[i];
     if (!isq) {
         const int64_t row = (int64_t)(a.pos0 + t) * KVD + (int64_t)hk * HD;

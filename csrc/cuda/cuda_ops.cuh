@@ -78,9 +78,11 @@ struct rope_args {
     int32_t n_tok, pos0, n_head, n_head_kv, head_dim, n_rot, mode;
     float theta_scale;        /* powf(freq_base, -2/n_rot), computed on the host */
     float freq_scale, eps;
+    float q_scale;            /* q *= q_scale after rope (gemma3 folds the
+                                 attention scale into q, in f32); 1: none */
 };
-/* QK-norm (optional), RoPE on q and k, and k/v rows into the F16 cache at
- * positions pos0 .. pos0+n_tok-1. */
+/* QK-norm (optional), RoPE on q and k, q scaling, and k/v rows into the F16
+ * cache at positions pos0 .. pos0+n_tok-1. */
 cudaError_t qk_rope_store(const rope_args &a, cudaStream_t st);
 
 struct attn_args {

@@ -1,5 +1,5 @@
 /* pyrt_cuda.h — internal C interface between model.c and the optional CUDA
- * backend (csrc/cuda/*.cu, built only with -DPYRT_CUDA=ON, which defines
+ * backend (the .cu files next to it, built only with -DPYRT_CUDA=ON, which defines
  * PYRT_HAVE_CUDA). Not part of the public ABI: pyrt.h gains the small
  * backend/device API proposed in pyrt_backend.h, and model.c routes a
  * context created for PYRT_BACKEND_CUDA through these functions.

@@ -17,6 +17,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <stddef.h>
 #include <string.h>
 #include "kernels.h"
 
@@ -39,13 +40,24 @@ void pyrt_kernels_fill_neon_ex(pyrt_kernels *k, int use_dotprod);
 #define ACT_Q_MAX_DIFF            1      /* int8 activations: .5 ties may round the other way        */
 
 static const int64_t SIZES[] = { 32, 64, 96, 288, 576, 1536, 32 * 37, 4096 + 32 };
+static const int64_t K_SIZES[] = { 256, 512, 768, 1536, 256 * 7, 4096 + 256 };   /* K-quants: 256-blocks */
 static const int64_t ODD_SIZES[] = { 1, 7, 8, 15, 33, 100, 1001 };   /* float types: block size 1 */
 #define N_SIZES ((int)(sizeof SIZES / sizeof SIZES[0]))
+#define N_K_SIZES ((int)(sizeof K_SIZES / sizeof K_SIZES[0]))
 #define N_ODD ((int)(sizeof ODD_SIZES / sizeof ODD_SIZES[0]))
-#define MAXN (4096 + 32)
+#define MAXN (4096 + 256)
 
 static const int WEIGHT_TYPES[] = { PYRT_TYPE_F32, PYRT_TYPE_F16, PYRT_TYPE_BF16, PYRT_TYPE_Q8_0,
-                                    PYRT_TYPE_Q4_0, PYRT_TYPE_Q4_1, PYRT_TYPE_Q5_0, PYRT_TYPE_Q5_1 };
+                                    PYRT_TYPE_Q4_0, PYRT_TYPE_Q4_1, PYRT_TYPE_Q5_0, PYRT_TYPE_Q5_1,
+                                    PYRT_TYPE_Q2_K, PYRT_TYPE_Q3_K, PYRT_TYPE_Q4_K, PYRT_TYPE_Q5_K,
+                                    PYRT_TYPE_Q6_K };
+
+static int is_kquant(int t) { return pyrt_type_traits_table[t].block_size == QK_K; }
+/* the size list of a type: 256-multiples for K-quants */
+static const int64_t *sizes_of(int t, int *count) {
+    *count = is_kquant(t) ? N_K_SIZES : N_SIZES;
+    return is_kquant(t) ? K_SIZES : SIZES;
+}
 #define N_WTYPES ((int)(sizeof WEIGHT_TYPES / sizeof WEIGHT_TYPES[0]))
 
 /* ---- bookkeeping -------------------------------------------------------------- */
@@ -112,13 +124,25 @@ static void random_weights(int t, int64_t n, uint8_t *raw, double lo, double hi)
                                                       : pyrt_fp32_to_bf16((float)gauss());
         return;
     }
-    const int64_t bb = pyrt_type_traits_table[t].block_bytes, nb = n / 32;
+    const int64_t bb = pyrt_type_traits_table[t].block_bytes, nb = n / pyrt_type_traits_table[t].block_size;
     for (int64_t i = 0; i < nb * bb; i++) raw[i] = (uint8_t)next_u64();
-    const int n_scales = (t == PYRT_TYPE_Q4_1 || t == PYRT_TYPE_Q5_1) ? 2 : 1;
+    /* byte offsets of the fp16 scales (d, and dmin / m where the type has one) */
+    size_t off[2] = { 0, 2 };
+    int n_scales = (t == PYRT_TYPE_Q4_1 || t == PYRT_TYPE_Q5_1) ? 2 : 1;
+    switch (t) {
+    case PYRT_TYPE_Q2_K: off[0] = offsetof(block_q2_K, d); off[1] = offsetof(block_q2_K, dmin); n_scales = 2; break;
+    case PYRT_TYPE_Q3_K: off[0] = offsetof(block_q3_K, d); break;
+    case PYRT_TYPE_Q4_K: off[0] = offsetof(block_q4_K, d); off[1] = offsetof(block_q4_K, dmin); n_scales = 2; break;
+    case PYRT_TYPE_Q5_K: off[0] = offsetof(block_q5_K, d); off[1] = offsetof(block_q5_K, dmin); n_scales = 2; break;
+    case PYRT_TYPE_Q6_K: off[0] = offsetof(block_q6_K, d); break;
+    default: break;
+    }
+    /* K-quant sub-block scales multiply d: keep the products in range */
+    const double shift = is_kquant(t) ? -6 : 0;
     for (int64_t b = 0; b < nb; b++)
         for (int k = 0; k < n_scales; k++) {
-            const pyrt_fp16 h = rand_scale(lo, hi);
-            memcpy(raw + b * bb + 2 * k, &h, 2);
+            const pyrt_fp16 h = rand_scale(lo + shift, hi + shift);
+            memcpy(raw + b * bb + off[k], &h, 2);
         }
 }
 
@@ -170,9 +194,24 @@ static double float_elem(int t, const void *row, int64_t i) {
     return pyrt_bf16_to_fp32(((const uint16_t *)row)[i]);
 }
 
-/* float64 value of what vec_dot computes; *scale = sum of |terms| */
+static float g_wf[MAXN];
+
+/* float64 value of what vec_dot computes; *scale = sum of |terms|. K-quants:
+ * the scalar dequantization (exact vs gguf.quants, tests/test_kernels.py)
+ * times the Q8_K values d*q; its own roundings are ~1e-7 of the scale. */
 static double emulate_dot(int t, const uint8_t *w, const uint8_t *a, int64_t n, double *scale) {
     double sum = 0, sc = 0;
+    if (is_kquant(t)) {
+        pyrt_kernels_get(PYRT_KERNELS_SCALAR)->dequantize[t](w, g_wf, n);
+        for (int64_t i = 0; i < n; i++) {
+            const block_q8_K *y = (const block_q8_K *)a + i / QK_K;
+            const double p = (double)g_wf[i] * ((double)y->d * y->qs[i % QK_K]);
+            sum += p;
+            sc += fabs(p);
+        }
+        *scale = sc;
+        return sum;
+    }
     if (t == PYRT_TYPE_F32 || t == PYRT_TYPE_F16 || t == PYRT_TYPE_BF16) {
         for (int64_t i = 0; i < n; i++) {
             const double p = float_elem(t, w, i) * float_elem(t, a, i);
@@ -222,8 +261,11 @@ static float    xbuf[MAXN + GUARD], fs[MAXN + GUARD], fv[MAXN + GUARD];
 static void test_dequantize(const pyrt_kernels *S, const pyrt_kernels *V) {
     for (int ti = 0; ti < N_WTYPES; ti++) {
         const int t = WEIGHT_TYPES[ti];
-        for (int si = 0; si < N_SIZES; si++) {
-            const int64_t n = SIZES[si];
+        if (V->dequantize[t] == S->dequantize[t]) continue;   /* the scalar kernel itself */
+        int ns;
+        const int64_t *sizes = sizes_of(t, &ns);
+        for (int si = 0; si < ns; si++) {
+            const int64_t n = sizes[si];
             seed(1000 + (uint64_t)n + 7 * (uint64_t)t);
             random_weights(t, n, wbuf, -14, -2);
             memset(fs, 0xA5, sizeof fs);
@@ -318,6 +360,31 @@ static void test_quantize_act_q8(const pyrt_kernels *S, const pyrt_kernels *V) {
     }
 }
 
+/* Q8_K: the SIMD variants implement the reference's algorithm exactly */
+static void test_quantize_act_q8_K(const pyrt_kernels *S, const pyrt_kernels *V) {
+    if (V->quantize_act[PYRT_TYPE_Q8_K] == S->quantize_act[PYRT_TYPE_Q8_K]) return;
+    for (int si = 0; si < N_K_SIZES; si++) {
+        const int64_t n = K_SIZES[si], rb = row_bytes(PYRT_TYPE_Q8_K, n);
+        seed((uint64_t)n + 15);
+        act_input(n, xbuf);
+        if (n >= 512) {                      /* equal magnitudes, opposite signs: the first wins */
+            xbuf[256 + 5] = -40.0f;
+            xbuf[256 + 9] = 40.0f;
+            for (int j = 0; j < 256; j++)
+                if (j != 5 && j != 9) xbuf[256 + j] = fminf(fmaxf(xbuf[256 + j], -39.0f), 39.0f);
+        }
+        if (n >= 768) for (int j = 0; j < 256; j++) xbuf[512 + j] = (float)(j % 7) - 3.0f + 0.5f;   /* ties */
+        memset(abuf_s, 0, sizeof abuf_s);
+        memset(abuf_v, 0, sizeof abuf_v);
+        S->quantize_act[PYRT_TYPE_Q8_K](xbuf, abuf_s, n);
+        V->quantize_act[PYRT_TYPE_Q8_K](xbuf, abuf_v, n);
+        int guard_ok = 1;
+        for (int i = 0; i < GUARD; i++) guard_ok &= abuf_v[rb + i] == 0;
+        check(memcmp(abuf_s, abuf_v, (size_t)rb) == 0 && guard_ok, "quantize_act q8_K n=%lld bit-exact (zero "
+              "block, first-max ties, .5 ties)", (long long)n);
+    }
+}
+
 static void test_quantize_act_float(const pyrt_kernels *S, const pyrt_kernels *V) {
     /* bit patterns: bf16 ties to even both ways, a tie that rounds to inf, a
      * NaN whose top half reads as inf (must stay NaN) */
@@ -358,8 +425,11 @@ static void test_quantize_act_float(const pyrt_kernels *S, const pyrt_kernels *V
 static void test_vec_dot(const pyrt_kernels *S, const pyrt_kernels *V) {
     for (int ti = 0; ti < N_WTYPES; ti++) {
         const int t = WEIGHT_TYPES[ti], at = pyrt_type_traits_table[t].act_type;
-        for (int si = 0; si < N_SIZES; si++) {
-            const int64_t n = SIZES[si];
+        if (V->vec_dot[t] == S->vec_dot[t] && V->quantize_act[at] == S->quantize_act[at]) continue;
+        int ns;
+        const int64_t *sizes = sizes_of(t, &ns);
+        for (int si = 0; si < ns; si++) {
+            const int64_t n = sizes[si];
             seed(2000 + (uint64_t)n + 13 * (uint64_t)t);
             for (int trial = 0; trial < 3; trial++) {
                 if (trial == 0) random_weights(t, n, wbuf, -14, -2);
@@ -414,13 +484,20 @@ static void test_vec_dot_float_odd(const pyrt_kernels *S, const pyrt_kernels *V)
 static void test_vec_dot_nmse(const pyrt_kernels *S, const pyrt_kernels *V) {
     for (int ti = 0; ti < N_WTYPES; ti++) {
         const int t = WEIGHT_TYPES[ti], at = pyrt_type_traits_table[t].act_type;
+        if (V->vec_dot[t] == S->vec_dot[t] && V->quantize_act[at] == S->quantize_act[at]) continue;
         seed(77 + (uint64_t)t);
         double err = 0, energy = 0;
-        for (int si = 0; si < N_SIZES; si++) {
-            const int64_t n = SIZES[si];
+        int ns;
+        const int64_t *sizes = sizes_of(t, &ns);
+        for (int si = 0; si < ns; si++) {
+            const int64_t n = sizes[si];
             for (int rep = 0; rep < 8; rep++) {
                 random_weights(t, n, wbuf, -10, -3);
                 act_input(n, xbuf);
+                /* Q8_K has one scale per 256: a x20 outlier costs every other
+                 * element of its super-block 4 bits, which is the activation
+                 * type's property, not the kernel's; K-quants get gaussians */
+                if (is_kquant(t)) for (int64_t i = 0; i < n; i++) xbuf[i] = (float)gauss();
                 S->dequantize[t](wbuf, fs, n);
                 V->quantize_act[at](xbuf, abuf_v, n);
                 float got = NAN;
@@ -511,7 +588,7 @@ static void test_f16_helpers(const pyrt_kernels *S, const pyrt_kernels *V) {
 /* The matmul driver (activation quantization, row split over 2 threads of
  * the pool) with the variant's table, against float64 and the scalar table. */
 static void test_matmul(int variant) {
-    enum { ROWS = 37, COLS = 576, NTOK = 5 };
+    enum { ROWS = 37, COLS = 768, NTOK = 5 };   /* COLS: a multiple of 256 for the K-quants */
     static float y_v[NTOK * ROWS], y_s[NTOK * ROWS], wf[ROWS * COLS];
     for (int ti = 0; ti < N_WTYPES; ti++) {
         const int t = WEIGHT_TYPES[ti];
@@ -556,13 +633,14 @@ static void test_table(const char *label, const pyrt_kernels *S, const pyrt_kern
     int complete = V->fp32_to_fp16 && V->fp16_to_fp32 && V->dot_f16 && V->mad_f16;
     for (int ti = 0; ti < N_WTYPES; ti++)
         complete &= V->dequantize[WEIGHT_TYPES[ti]] && V->vec_dot[WEIGHT_TYPES[ti]];
-    const int acts[] = { PYRT_TYPE_F32, PYRT_TYPE_F16, PYRT_TYPE_BF16, PYRT_TYPE_Q8_0, PYRT_TYPE_Q8_1 };
-    for (int i = 0; i < 5; i++) complete &= V->quantize_act[acts[i]] != NULL;
+    const int acts[] = { PYRT_TYPE_F32, PYRT_TYPE_F16, PYRT_TYPE_BF16, PYRT_TYPE_Q8_0, PYRT_TYPE_Q8_1, PYRT_TYPE_Q8_K };
+    for (int i = 0; i < 6; i++) complete &= V->quantize_act[acts[i]] != NULL;
     check(complete, "table has every entry the scalar table has (after fallback)");
     if (!complete) return;
     test_dequantize(S, V);
     test_dequantize_all_f16_bf16(S, V);
     test_quantize_act_q8(S, V);
+    test_quantize_act_q8_K(S, V);
     test_quantize_act_float(S, V);
     test_vec_dot(S, V);
     test_vec_dot_float_odd(S, V);

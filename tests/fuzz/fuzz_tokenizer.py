@@ -8,7 +8,8 @@ tiny test vocabulary.
 Checked for every input: tokenize (plain and with special-token parsing; str input, lone
 surrogates included, and bytes input through pyrt.Llama.tokenize) returns ids in range;
 detokenize never fails on in-range ids and raises IndexError/ValueError on others; and for
-text without surrogates, plain tokenization round-trips exactly (byte-level BPE is lossless).
+text without surrogates whose bytes all have a token, plain tokenization round-trips exactly
+(byte-level BPE is lossless).
 """
 from __future__ import annotations
 
@@ -42,6 +43,16 @@ def _tokenizers():
 TOKS, LLM = _tokenizers()
 
 
+def _byte_coverage(tok) -> frozenset[int]:
+    """Bytes that have a token of their own: text made of other bytes is not representable
+    (SmolLM2 has no token for e.g. 0x06 or 0x14; llama.cpp drops those bytes too)."""
+    from pyrt.tokenizer import _BYTE_TO_UNICODE
+    return frozenset(b for b in range(256) if tok.token_to_id(_BYTE_TO_UNICODE[b]) is not None)
+
+
+COVERED = [_byte_coverage(t) for t in TOKS]
+
+
 def _check_ids(tok, ids) -> None:
     n = tok.n_vocab
     for t in ids:
@@ -52,7 +63,8 @@ def _check_ids(tok, ids) -> None:
 def TestOneInput(data: bytes) -> None:
     fdp = atheris.FuzzedDataProvider(data)
     mode = fdp.ConsumeIntInRange(0, 3)
-    tok = TOKS[fdp.ConsumeIntInRange(0, len(TOKS) - 1)]
+    which = fdp.ConsumeIntInRange(0, len(TOKS) - 1)
+    tok = TOKS[which]
     if mode == 0:                          # unicode text, surrogates possible
         text = fdp.ConsumeUnicode(fdp.remaining_bytes())
     elif mode == 1:                        # unicode text without surrogates: round trip
@@ -80,7 +92,8 @@ def TestOneInput(data: bytes) -> None:
         ids = tok.tokenize(text, add_bos=False, special=special)
         _check_ids(tok, ids)
         out = tok.detokenize(ids, special=True)
-        if mode == 1 and not special and out != text:
+        if mode == 1 and not special and out != text and \
+                COVERED[which].issuperset(text.encode("utf-8")):
             raise AssertionError(f"round trip changed the text: {text!r} -> {ids} -> {out!r}")
         tok.detokenize(ids)
     tok.tokenize(text, add_bos=True, special=True)

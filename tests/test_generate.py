@@ -1,0 +1,156 @@
+"""Issue #2 behaviour of the generation path: determinism, thread-count
+independence, stop rules, context limits, validation, and the `pyrt`
+command line (generate / info) as a user runs it."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+import pyrt
+
+PROMPT = "Once upon a time, there was a little"
+
+
+@pytest.fixture(scope="module")
+def llm(smollm2_path):
+    with pyrt.Llama(str(smollm2_path), n_ctx=256, n_threads=2, seed=0) as m:
+        yield m
+
+
+def test_same_seed_same_text_and_seeds_differ(llm):
+    ids = llm.tokenize(PROMPT)
+    kw = dict(max_tokens=24, temperature=1.0, top_k=0, top_p=1.0, min_p=0.0)
+    a = list(llm.generate(ids, seed=7, **kw))
+    b = list(llm.generate(ids, seed=7, **kw))
+    c = list(llm.generate(ids, seed=8, **kw))
+    assert a == b
+    assert a != c
+
+
+def test_logits_identical_for_1_and_2_threads_and_any_batch_size(smollm2_path):
+    text = open(os.path.join(os.path.dirname(__file__), "data", "reference", "text_public.txt")).read()
+    outs = []
+    for threads, n_batch in ((1, 512), (2, 512), (2, 7)):
+        with pyrt.Llama(str(smollm2_path), n_ctx=256, n_threads=threads, n_batch=n_batch) as m:
+            ids = m.tokenize(text)[:96]
+            outs.append(m.logits(ids))
+    # n_batch only changes how the prompt is chunked: batched (>1 token) chunks
+    # must agree bit for bit whatever the thread count; 7-token chunks are
+    # still batched, so they agree too
+    np.testing.assert_array_equal(outs[0], outs[1])
+    np.testing.assert_array_equal(outs[1], outs[2])
+
+
+def test_greedy_generation_identical_for_1_and_2_threads(smollm2_path):
+    runs = []
+    for threads in (1, 2):
+        with pyrt.Llama(str(smollm2_path), n_ctx=128, n_threads=threads) as m:
+            runs.append(list(m.generate(m.tokenize(PROMPT), max_tokens=16, temperature=0)))
+    assert runs[0] == runs[1]
+
+
+def test_max_tokens_and_stop_token(llm):
+    ids = llm.tokenize(PROMPT)
+    assert len(list(llm.generate(ids, max_tokens=5, temperature=0))) == 5
+    assert list(llm.generate(ids, max_tokens=0, temperature=0)) == []
+    full = list(llm.generate(ids, max_tokens=8, temperature=0))
+    cut = list(llm.generate(ids, max_tokens=8, temperature=0, stop=[full[3]]))
+    assert cut == full[:3]
+
+
+def test_stop_string_is_not_yielded(llm):
+    ids = llm.tokenize("The capital of France is")
+    full = llm.detokenize(list(llm.generate(ids, max_tokens=12, temperature=0)))
+    assert full.startswith(" Paris.")
+    out = llm.detokenize(list(llm.generate(ids, max_tokens=12, temperature=0, stop=["."])))
+    assert out == " Paris"
+
+
+def test_prompt_over_context_is_a_clear_error(llm):
+    with pytest.raises(pyrt.ContextFullError, match="n_ctx=256"):
+        list(llm.generate([1] * 300, max_tokens=4))
+    with pytest.raises(pyrt.ContextFullError):
+        llm.logits([1] * 257)
+    # the model is still usable afterwards
+    assert len(list(llm.generate(llm.tokenize(PROMPT), max_tokens=2, temperature=0))) == 2
+
+
+def test_generation_stops_at_a_full_context(smollm2_path):
+    with pyrt.Llama(str(smollm2_path), n_ctx=16) as m:
+        ids = m.tokenize(PROMPT)
+        out = list(m.generate(ids, max_tokens=100, temperature=0, stop=[]))
+        assert len(ids) + len(out) == 17       # the last sampled token needs no cache slot
+
+
+@pytest.mark.parametrize("kw,word", [
+    ({"temperature": -1}, "temperature"), ({"top_p": 1.5}, "top_p"), ({"top_k": -2}, "top_k"),
+    ({"min_p": 2}, "min_p"), ({"repeat_penalty": 0}, "repeat_penalty"), ({"max_tokens": -1}, "max_tokens"),
+    ({"seed": -5}, "seed"), ({"stop": [3.5]}, "stop"),
+])
+def test_invalid_parameters_raise_before_any_work(llm, kw, word):
+    with pytest.raises(ValueError, match=word):
+        llm.generate(llm.tokenize(PROMPT), **kw)
+
+
+def test_bad_token_ids_and_constructor_args(llm, smollm2_path):
+    with pytest.raises(ValueError, match="outside the vocabulary"):
+        llm.logits([0, llm.n_vocab()])
+    with pytest.raises(ValueError, match="must not be empty"):
+        llm.logits([])
+    with pytest.raises(ValueError, match="n_threads"):
+        pyrt.Llama(str(smollm2_path), n_threads=0)
+    with pytest.raises(ValueError, match="n_ctx"):
+        pyrt.Llama(str(smollm2_path), n_ctx=-1)
+    with pytest.raises(FileNotFoundError):
+        pyrt.Llama("/nonexistent/model.gguf")
+
+
+# ---- the command line ---------------------------------------------------------------------------
+
+def run_cli(*args, timeout=120, **kw):
+    return subprocess.run([sys.executable, "-m", "pyrt.cli", *args], capture_output=True, text=True,
+                          timeout=timeout, **kw)
+
+
+def test_cli_generate_streams_the_greedy_continuation(smollm2_path):
+    r = run_cli("generate", "-m", str(smollm2_path), "-n", "8", "--temp", "0", "The capital of France is")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith(" Paris.")
+
+
+def test_cli_info_describes_the_model(smollm2_path):
+    r = run_cli("info", str(smollm2_path))
+    assert r.returncode == 0, r.stderr
+    for needle in ("architecture:  llama", "n_layer:       30", "Q4_1", "Q8_0", "gpt2"):
+        assert needle in r.stdout
+
+
+def test_cli_errors_are_messages_not_tracebacks(tmp_path):
+    bad = tmp_path / "bad.gguf"
+    bad.write_bytes(b"GGUF" + b"\0" * 60)
+    for args in (("info", str(bad)), ("generate", "-m", str(bad), "hi"), ("info", "no-such-model")):
+        r = run_cli(*args)
+        assert r.returncode == 1
+        assert "pyrt: error:" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_cli_ctrl_c_stops_generation_cleanly(smollm2_path):
+    p = subprocess.Popen([sys.executable, "-m", "pyrt.cli", "generate", "-m", str(smollm2_path), "-n", "100000",
+                          "--temp", "0.8", "--seed", "1", "Tell me a story."],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        first = p.stdout.read(1)          # wait for the first streamed character
+        assert first
+        time.sleep(0.3)
+        p.send_signal(signal.SIGINT)
+        out, err = p.communicate(timeout=30)
+    finally:
+        p.kill()
+    assert p.returncode == 130
+    assert "interrupted" in err and "Traceback" not in err

@@ -1,0 +1,318 @@
+"""`pyrt serve` end to end: a live server on a free loopback port, driven with the
+official `openai` package (and httpx for raw HTTP): chat, streaming, completions,
+embeddings, errors, concurrent clients and clients that disconnect.
+
+Cost: one server process plus one in-process server, ~20-30 s on 2 cores."""
+from __future__ import annotations
+
+import base64
+import http.client
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import numpy as np
+import pytest
+
+openai = pytest.importorskip("openai")
+
+import pyrt  # noqa: E402
+
+CHAT = [{"role": "user", "content": "What is 2+2?"}]
+NO_EOG = {"0": -100, "2": -100, "4": -100}      # SmolLM2's end-of-generation tokens
+
+
+def env() -> dict:
+    root = str(Path(pyrt.__file__).resolve().parent.parent)
+    e = dict(os.environ)
+    e["PYTHONPATH"] = root + os.pathsep + e.get("PYTHONPATH", "")
+    return e
+
+
+@pytest.fixture(scope="module")
+def server(smollm2_path):
+    proc = subprocess.Popen([sys.executable, "-m", "pyrt", "serve", "-m", str(smollm2_path), "--port", "0",
+                             "-c", "1024", "--max-queue", "8"],
+                            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env())
+    url = None
+    lines = []
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        line = proc.stderr.readline()
+        if not line:
+            break
+        lines.append(line)
+        m = re.search(r"listening on (http://127\.0\.0\.1:\d+/v1)", line)
+        if m:
+            url = m.group(1)
+            break
+    if url is None:
+        proc.kill()
+        pytest.fail("server did not start: " + "".join(lines))
+    drain = threading.Thread(target=lambda: [lines.append(x) for x in proc.stderr], daemon=True)
+    drain.start()
+    yield url
+    proc.terminate()                                  # SIGTERM: graceful shutdown
+    assert proc.wait(timeout=30) == 0, "".join(lines)
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    return openai.OpenAI(base_url=server, api_key="unused", max_retries=0, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def llm(smollm2_path):
+    with pyrt.Llama(str(smollm2_path), n_ctx=1024) as m:
+        yield m
+
+
+def request(method: str, url: str, body=None, headers: dict | None = None) -> tuple[int, dict]:
+    """One plain HTTP request (stdlib); returns (status, decoded JSON body)."""
+    u = urlsplit(url)
+    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=60)
+    data = body if isinstance(body, (bytes, type(None))) else json.dumps(body).encode()
+    hdrs = {"Content-Type": "application/json", **(headers or {})}
+    conn.request(method, u.path, body=data, headers=hdrs)
+    r = conn.getresponse()
+    out = r.status, json.loads(r.read() or b"null")
+    conn.close()
+    return out
+
+
+def raw_request(url: str, body: dict, key: str = "") -> socket.socket:
+    """Send a POST by hand and return the open socket (to read a little and hang up)."""
+    u = urlsplit(url)
+    data = json.dumps(body).encode()
+    s = socket.create_connection((u.hostname, u.port), timeout=60)
+    auth = f"Authorization: Bearer {key}\r\n" if key else ""
+    s.sendall(f"POST {u.path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n{auth}"
+              f"Content-Length: {len(data)}\r\n\r\n".encode() + data)
+    return s
+
+
+def read_until(s: socket.socket, marker: bytes, count: int = 1) -> bytes:
+    got = b""
+    while got.count(marker) < count:
+        chunk = s.recv(4096)
+        assert chunk, got
+        got += chunk
+    return got
+
+
+def health(server) -> dict:
+    return request("GET", server[:-3] + "/health")[1]
+
+
+def test_models(client, smollm2_path):
+    models = client.models.list().data
+    assert [m.id for m in models] == ["SmolLM2-135M-Instruct.Q4_1"]
+    assert models[0].owned_by == "pyrt"
+    assert client.models.retrieve(models[0].id).id == models[0].id
+    with pytest.raises(openai.NotFoundError):
+        client.models.retrieve("gpt-4")
+
+
+def test_chat(client, llm):
+    r = client.chat.completions.create(model="anything", messages=CHAT, temperature=0, max_tokens=32)
+    ch = r.choices[0]
+    want = llm.create_chat_completion(CHAT, temperature=0, max_tokens=32)["choices"][0]["message"]["content"]
+    assert ch.message.role == "assistant" and ch.message.content == want and "4" in want
+    assert ch.finish_reason == "stop"
+    assert r.usage.prompt_tokens == 37 and r.usage.completion_tokens > 0
+    assert r.model == "SmolLM2-135M-Instruct.Q4_1"
+
+
+def test_chat_stream(client):
+    full = client.chat.completions.create(model="m", messages=CHAT, temperature=0, max_tokens=32)
+    chunks = list(client.chat.completions.create(model="m", messages=CHAT, temperature=0, max_tokens=32,
+                                                 stream=True, stream_options={"include_usage": True}))
+    assert chunks[0].choices[0].delta.role == "assistant"
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == full.choices[0].message.content
+    assert len([c for c in chunks if c.choices and c.choices[0].delta.content]) > 3   # really streamed
+    finish = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+    assert finish == ["stop"]
+    assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == full.usage.completion_tokens
+    assert chunks[-1].usage.prompt_tokens_details.cached_tokens > 0       # prefix reuse across requests
+
+
+def test_chat_logprobs_and_stop(client):
+    r = client.chat.completions.create(model="m", messages=CHAT, temperature=0, max_tokens=4, logprobs=True,
+                                       top_logprobs=2)
+    content = r.choices[0].logprobs.content
+    assert len(content) == 4 and len(content[0].top_logprobs) == 2
+    full = r.choices[0].message.content
+    r2 = client.chat.completions.create(model="m", messages=CHAT, temperature=0, max_tokens=4, stop=[" answer"])
+    assert r2.choices[0].message.content == full[:full.index(" answer")] and r2.choices[0].finish_reason == "stop"
+
+
+def test_completions(client, llm):
+    r = client.completions.create(model="m", prompt="The capital of France is", temperature=0, max_tokens=8,
+                                  logprobs=2)
+    want = llm.create_completion("The capital of France is", temperature=0, max_tokens=8)
+    assert r.choices[0].text == want["choices"][0]["text"] and r.choices[0].text.startswith(" Paris")
+    assert r.choices[0].finish_reason == "length" and r.usage.completion_tokens == 8
+    assert len(r.choices[0].logprobs.tokens) == 8 and len(r.choices[0].logprobs.top_logprobs[0]) == 2
+    streamed = "".join(c.choices[0].text for c in client.completions.create(
+        model="m", prompt="The capital of France is", temperature=0, max_tokens=8, stream=True))
+    assert streamed == r.choices[0].text
+    ids = client.completions.create(model="m", prompt=llm.tokenize("The capital of France is"), temperature=0,
+                                    max_tokens=8)
+    assert ids.choices[0].text == r.choices[0].text
+    # scoring a text, as lm-eval-harness does: no new tokens, the prompt's log-probabilities
+    s = client.completions.create(model="m", prompt="The capital of France is", max_tokens=0, echo=True,
+                                  logprobs=1)
+    lp = s.choices[0].logprobs
+    assert s.choices[0].text == "The capital of France is" and len(lp.tokens) == 5
+    assert lp.token_logprobs[0] is None and all(x < 0 for x in lp.token_logprobs[1:])
+
+
+def test_embeddings(client, llm):
+    texts = ["hello world", "the stock market"]
+    want = np.array(llm.embed(texts))
+    r = client.embeddings.create(model="m", input=texts)                       # base64 on the wire
+    got = np.array([d.embedding for d in r.data])
+    assert got.shape == (2, 576) and np.allclose(got, want, atol=1e-5)
+    assert r.usage.prompt_tokens == sum(len(llm.tokenize(t)) for t in texts)
+    r = client.embeddings.create(model="m", input="hello world", encoding_format="float")
+    assert np.allclose(r.data[0].embedding, want[0], atol=1e-5)
+    _, raw = request("POST", str(client.base_url) + "embeddings", {"input": "hello world",
+                                                               "encoding_format": "base64"})
+    assert np.allclose(np.frombuffer(base64.b64decode(raw["data"][0]["embedding"]), "<f4"), want[0], atol=1e-5)
+
+
+@pytest.mark.parametrize("kw, param", [
+    (dict(temperature=-1), "temperature"),
+    (dict(top_p=7), "top_p"),
+    (dict(max_tokens=-1), "max_tokens"),
+    (dict(n=2), "n"),
+    (dict(stop=[1, 2]), "stop"),
+    (dict(logit_bias={"999999999": 5}), "logit_bias"),
+    (dict(messages=[{"role": "user"}]), "messages"),
+    (dict(messages=[{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]), "messages"),
+    (dict(tools=[{"type": "function", "function": {"name": "f", "parameters": {}}}]), "tools"),
+])
+def test_chat_errors(client, kw, param):
+    args = dict(model="m", messages=CHAT, max_tokens=4)
+    args.update(kw)
+    with pytest.raises(openai.BadRequestError) as ei:
+        client.chat.completions.create(**args)
+    err = ei.value.body
+    assert err["type"] == "invalid_request_error" and err["message"] and err["param"] == param
+
+
+def test_context_length_error(client):
+    with pytest.raises(openai.BadRequestError) as ei:
+        client.completions.create(model="m", prompt="word " * 1100, max_tokens=4)
+    assert ei.value.body["code"] == "context_length_exceeded"
+    with pytest.raises(openai.BadRequestError):
+        client.embeddings.create(model="m", input="word " * 1100)
+
+
+def test_http_errors(server):
+    base = server[:-3]
+    st, r = request("GET", base + "/v1/nothing")
+    assert st == 404 and r["error"]["code"] == "not_found"
+    st, r = request("GET", base + "/v1/chat/completions")
+    assert st == 405 and "error" in r
+    st, r = request("POST", base + "/v1/chat/completions", b"{not json")
+    assert st == 400 and "not valid JSON" in r["error"]["message"]
+    st, r = request("POST", base + "/v1/chat/completions", ["a list"])
+    assert st == 400 and r["error"]["type"] == "invalid_request_error"
+    s = raw_request(base + "/v1/chat/completions", {})
+    s.close()
+    u = urlsplit(base)
+    s = socket.create_connection((u.hostname, u.port), timeout=30)
+    s.sendall(f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: {64 << 20}\r\n\r\n".encode())
+    assert s.recv(4096).startswith(b"HTTP/1.1 413")
+    s.close()
+    st, r = request("POST", base + "/v1/completions", {"model": "m"})
+    assert st == 400 and r["error"]["param"] == "prompt"
+    h = health(server)
+    assert h["status"] == "ok" and h["busy"] is False
+
+
+def test_concurrent_clients_do_not_corrupt_each_other(client):
+    prompts = ["What is 2+2?", "Name a color.", "What is the capital of France?", "Say hello."]
+
+    def ask(p):
+        return client.chat.completions.create(model="m", messages=[{"role": "user", "content": p}],
+                                              temperature=0, max_tokens=24).choices[0].message.content
+
+    sequential = [ask(p) for p in prompts]
+    results: dict[int, str] = {}
+    both = prompts + prompts[:2]                  # 6 clients at once: 1 running + up to 8 queued
+    threads = [threading.Thread(target=lambda i=i, p=p: results.__setitem__(i, ask(p)))
+               for i, p in enumerate(both)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert [results.get(i) for i in range(len(both))] == sequential + sequential[:2]
+
+
+def test_disconnect_stops_generation(server, client):
+    """A client that goes away mid-stream, or while its request waits in the queue,
+    cancels its job: the worker does not generate its 2000 tokens."""
+    before = health(server)
+    body = {"model": "m", "prompt": "Once upon a time", "max_tokens": 2000, "temperature": 0,
+            "logit_bias": NO_EOG, "stream": True}
+    base = str(client.base_url)
+    a = raw_request(base + "completions", body)
+    got = read_until(a, b"data: ", 4)                # a few streamed chunks arrived
+    assert got.startswith(b"HTTP/1.1 200") and b"text/event-stream" in got
+    # a second client queues behind it and gives up
+    b = raw_request(base + "completions", dict(body, stream=False))
+    time.sleep(0.5)
+    b.close()
+    a.close()
+    # both connections are closed now; the worker notices within a token or two
+    for _ in range(300):
+        h = health(server)
+        if not h["busy"] and h["cancelled"] >= before["cancelled"] + 2:
+            break
+        time.sleep(0.1)
+    assert h["cancelled"] == before["cancelled"] + 2 and h["completed"] == before["completed"]
+    assert h["busy"] is False and h["queued"] == 0
+    # and the server still answers correctly
+    r = client.chat.completions.create(model="m", messages=CHAT, temperature=0, max_tokens=32)
+    assert "4" in r.choices[0].message.content
+
+
+def test_api_key_busy_and_in_process_server(llm):
+    from pyrt.server import Server
+    srv = Server(llm, "127.0.0.1", 0, api_key="sekret", alias="smol", max_queue=1)
+    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t.start()
+    try:
+        bad = openai.OpenAI(base_url=srv.url, api_key="wrong", max_retries=0)
+        with pytest.raises(openai.AuthenticationError):
+            bad.models.list()
+        good = openai.OpenAI(base_url=srv.url, api_key="sekret", max_retries=0)
+        assert good.models.list().data[0].id == "smol"
+        r = good.completions.create(model="smol", prompt="The capital of France is", max_tokens=3, temperature=0)
+        assert r.choices[0].text.startswith(" Paris")
+        assert request("GET", srv.url[:-3] + "/health")[0] == 200             # health needs no key
+        # one request running, one queued (max_queue=1): the next is turned away with 503
+        long = {"prompt": "Once upon a time", "max_tokens": 2000, "logit_bias": NO_EOG, "stream": True}
+        a = raw_request(srv.url + "/completions", long, "sekret")
+        read_until(a, b"data: ", 2)
+        b = raw_request(srv.url + "/completions", long, "sekret")
+        for _ in range(100):
+            if srv.app.worker.jobs.qsize() == 1:
+                break
+            time.sleep(0.05)
+        st, r = request("POST", srv.url + "/completions", {"prompt": "x"}, {"Authorization": "Bearer sekret"})
+        assert st == 503 and r["error"]["code"] == "server_busy"
+        a.close()
+        b.close()
+    finally:
+        srv.shutdown()
