@@ -92,6 +92,8 @@ static void overlay(pyrt_kernels *dst, const pyrt_kernels *base, void (*fill)(py
         if (simd.quantize_act[t]) dst->quantize_act[t] = simd.quantize_act[t];
         if (simd.vec_dot[t])      dst->vec_dot[t]      = simd.vec_dot[t];
         dst->vec_dot_r8[t] = simd.vec_dot_r8[t];   /* never inherited: an ISA's own choice */
+        dst->gemm[t] = simd.gemm[t];
+        dst->gemm_r8[t] = simd.gemm_r8[t];
         dst->vec_dot_r8x4[t] = simd.vec_dot_r8x4[t];
         if (simd.vec_dot_tiled[t]) dst->vec_dot_tiled[t] = simd.vec_dot_tiled[t];
     }
@@ -108,6 +110,7 @@ static void fill_avx2_all(pyrt_kernels *k) {
 #if PYRT_BUILD_AVX2
     pyrt_kernels_fill_avx2(k);
     pyrt_ops_fill_avx2(k);
+    pyrt_gemm_fill_avx2(k);
 #else
     (void)k;
 #endif

@@ -15,6 +15,10 @@ typedef void  (*pyrt_dequant_fn)(const void *src, float *dst, int64_t n);
 typedef void  (*pyrt_quant_fn)(const float *src, void *dst, int64_t n);
 /* *s = dot(w[0..n), a[0..n)), w in the weight type, a in its activation type */
 typedef void  (*pyrt_vec_dot_fn)(int64_t n, float *s, const void *w, const void *a);
+/* y[t*ldy + r] = dot(w row r, a row t) for r < n_rows, t < n_tok, with exactly
+ * the arithmetic of the matching vec_dot (register-tiled for speed). */
+typedef void  (*pyrt_gemm_fn)(int64_t n, const void *w, int64_t w_row_bytes, int64_t n_rows,
+                              const void *a, int64_t a_row_bytes, int64_t n_tok, float *y, int64_t ldy);
 
 /* One query head attending to cached positions [first, last] (causal). */
 typedef struct {
@@ -51,6 +55,9 @@ typedef struct {
      * uses on x86 for batches of >= 8 tokens (kquants_avx2.c). NULL: use
      * vec_dot. Choose between the three with pyrt_pick_vec_dot() below. */
     pyrt_vec_dot_fn vec_dot_tiled[PYRT_TYPE_COUNT];
+    /* Tiled equivalents of vec_dot / vec_dot_r8 (NULL: loop over the dots). */
+    pyrt_gemm_fn    gemm[PYRT_TYPE_COUNT];
+    pyrt_gemm_fn    gemm_r8[PYRT_TYPE_COUNT];
 
     /* F16 helpers for the KV cache and attention */
     void  (*fp32_to_fp16)(const float *x, pyrt_fp16 *y, int64_t n);
@@ -84,6 +91,7 @@ void pyrt_kquants_fill_scalar(pyrt_kernels *k);   /* kquants_ref.c            */
 void pyrt_kquants_fill_avx2(pyrt_kernels *k);     /* kquants_avx2.c, x86-64   */
 void pyrt_ops_fill_scalar(pyrt_kernels *k);       /* ops.c                   */
 void pyrt_ops_fill_avx2(pyrt_kernels *k);         /* ops_avx2.c, x86-64 only */
+void pyrt_gemm_fill_avx2(pyrt_kernels *k);        /* gemm_avx2.c, x86-64 only */
 
 /* The row dot product for W (type, rows) times activation row t of a batch of
  * n_tok rows, with the arithmetic llama.cpp uses for that shape and row. */

@@ -7,6 +7,10 @@
 /* Rows per tile: a tile of weight rows stays in L1/L2 while every token of
  * the batch is multiplied against it. */
 #define MM_ROW_TILE 16
+/* gemm blocking: a 32-row weight panel (a few KB) stays in L1 while up to 64
+ * tokens' activations (~40 KB at 576 columns) stream from L2 */
+#define MM_GEMM_ROWS 32
+#define MM_GEMM_TOKS 64
 
 int64_t mm_act_bytes_bound(int64_t cols) { return cols * (int64_t)sizeof(float); }
 
@@ -16,8 +20,9 @@ static int64_t act_row_bytes(int32_t act_type, int64_t cols) {
 }
 
 void mm_group(const pyrt_kernels *k, pyrt_pool *pool, int ith, int nth,
-              const float *x, int64_t ldx, int64_t n_tok,
+              const float *x, int64_t ldx, int64_t n_tok, int64_t n_shape,
               const mm_task *tasks, int n_tasks, void *qbuf[2]) {
+    const int64_t shape = n_shape > n_tok ? n_shape : n_tok;
     const int64_t cols = tasks[0].w->cols;
 
     /* 1. quantize activations, once per distinct activation type (<= 2) */
@@ -52,15 +57,32 @@ void mm_group(const pyrt_kernels *k, pyrt_pool *pool, int ith, int nth,
         const int32_t a = pyrt_type_traits_table[w->type].act_type;
         const void *q = qbuf[a == act[0] ? 0 : 1];
         const int64_t rb = act_row_bytes(a, cols);
-        const pyrt_vec_dot_fn dot = (w->rows % 8 == 0 && k->vec_dot_r8[w->type])
-                                  ? k->vec_dot_r8[w->type] : k->vec_dot[w->type];
+        const int32_t ty = w->type;
+        const char *wd = (const char *)w->data;
+        /* a tiled kernel exists for this type and shape? (same arithmetic) */
+        const int r8 = k->vec_dot_r8[ty] && w->rows % 8 == 0;
+        const pyrt_gemm_fn g = r8 ? (k->vec_dot_r8x4[ty] ? NULL : k->gemm_r8[ty])
+                                  : (k->vec_dot_tiled[ty] && shape >= 8 ? NULL : k->gemm[ty]);
+        if (g) {
+            for (int64_t rt = r0; rt < r1; rt += MM_GEMM_ROWS) {
+                const int64_t nr = rt + MM_GEMM_ROWS < r1 ? MM_GEMM_ROWS : r1 - rt;
+                for (int64_t t0 = 0; t0 < n_tok; t0 += MM_GEMM_TOKS) {
+                    const int64_t nt = t0 + MM_GEMM_TOKS < n_tok ? MM_GEMM_TOKS : n_tok - t0;
+                    g(cols, wd + rt * w->row_bytes, w->row_bytes, nr, (const char *)q + t0 * rb, rb, nt,
+                      tasks[i].y + t0 * tasks[i].ldy + rt, tasks[i].ldy);
+                }
+            }
+            continue;
+        }
         for (int64_t rt = r0; rt < r1; rt += MM_ROW_TILE) {
             const int64_t re = rt + MM_ROW_TILE < r1 ? rt + MM_ROW_TILE : r1;
             for (int64_t t = 0; t < n_tok; t++) {
+                /* the tokens of a chunk are the last of a batch of `shape` */
+                const pyrt_vec_dot_fn dot = pyrt_pick_vec_dot(k, ty, w->rows, shape, shape - n_tok + t);
                 const void *qa = (const char *)q + t * rb;
                 float *yt = tasks[i].y + t * tasks[i].ldy;
                 for (int64_t r = rt; r < re; r++)
-                    dot(cols, &yt[r], (const char *)w->data + r * w->row_bytes, qa);
+                    dot(cols, &yt[r], wd + r * w->row_bytes, qa);
             }
         }
     }
@@ -80,7 +102,7 @@ typedef struct {
 
 static void mm_job_fn(void *arg, int ith, int nth) {
     mm_job *j = arg;
-    mm_group(j->k, j->pool, ith, nth, j->x, j->task.w->cols, j->n_tok, &j->task, 1, j->qbuf);
+    mm_group(j->k, j->pool, ith, nth, j->x, j->task.w->cols, j->n_tok, 0, &j->task, 1, j->qbuf);
 }
 
 int pyrt_matmul(int32_t variant, int32_t wtype, const void *w, int64_t rows, int64_t cols,

@@ -327,6 +327,8 @@ static void forward_job(void *arg, int ith, int nth) {
     const int32_t B = c->n_tok, gqa = hp->n_head / hp->n_head_kv;
     const float attn_scale = hp->attn_scale > 0 ? hp->attn_scale : 1.0f / sqrtf((float)HD);
     const int g3 = is_gemma3(hp);
+    /* batch shape for llama.cpp-equivalent arithmetic (pyrt_ctx_set_numerics) */
+#define SHAPE(n) ((n) == B && c->n_shape > 0 ? (int64_t)c->n_shape : (int64_t)(n))
     pyrt_attn_args attn = {
         .stride = KVD, .head_dim = (int32_t)HD,
         .batched = (c->n_shape > 0 ? c->n_shape : B) > 1,
@@ -360,7 +362,7 @@ static void forward_job(void *arg, int ith, int nth) {
         for (int64_t t = lo; t < hi; t++) op_rmsnorm(c->xn + t * E, c->x + t * E, L->attn_norm, E, hp->norm_eps);
         pool_barrier(P);
         mm_task qkv[3] = { { &L->wq, c->q, QD }, { &L->wk, c->k, KVD }, { &L->wv, c->v, KVD } };
-        mm_group(K, P, ith, nth, c->xn, E, B, qkv, 3, c->qbuf);
+        mm_group(K, P, ith, nth, c->xn, E, B, SHAPE(B), qkv, 3, c->qbuf);
 
         /* ---- (qk-norm), rope, store k/v into the F16 cache ---- */
         const int64_t n_items = (int64_t)B * (hp->n_head + hp->n_head_kv);
@@ -406,7 +408,7 @@ static void forward_job(void *arg, int ith, int nth) {
 
         /* ---- output projection + residual ---- */
         mm_task o[1] = { { &L->wo, c->tmp, E } };
-        mm_group(K, P, ith, nth, c->att, QD, B, o, 1, c->qbuf);
+        mm_group(K, P, ith, nth, c->att, QD, B, SHAPE(B), o, 1, c->qbuf);
         pool_split(B, ith, nth, &lo, &hi);
         for (int64_t t = lo; t < hi; t++) {
             float *tt = c->tmp + t * E;
@@ -418,13 +420,13 @@ static void forward_job(void *arg, int ith, int nth) {
 
         /* ---- feed-forward: gate/up, activation, down + residual ---- */
         mm_task gu[2] = { { &L->w_gate, c->g, FF }, { &L->w_up, c->u, FF } };
-        mm_group(K, P, ith, nth, c->xn, E, B, gu, 2, c->qbuf);
+        mm_group(K, P, ith, nth, c->xn, E, B, SHAPE(B), gu, 2, c->qbuf);
         pool_split((int64_t)B * FF, ith, nth, &lo, &hi);   /* element-wise: split flat */
         if (g3) op_geglu(c->g + lo, c->u + lo, hi - lo);
         else    K->swiglu(c->g + lo, c->u + lo, hi - lo);
         pool_barrier(P);
         mm_task d[1] = { { &L->w_down, c->tmp, E } };
-        mm_group(K, P, ith, nth, c->g, FF, B, d, 1, c->qbuf);
+        mm_group(K, P, ith, nth, c->g, FF, B, SHAPE(B), d, 1, c->qbuf);
         pool_split(B, ith, nth, &lo, &hi);
         for (int64_t t = lo; t < hi; t++) {
             float *tt = c->tmp + t * E;
@@ -449,7 +451,7 @@ static void forward_job(void *arg, int ith, int nth) {
     pool_barrier(P);
     if (c->out_kind == PYRT_OUT_EMBD_ALL) return;
     mm_task lg[1] = { { &m->output, c->out, hp->n_vocab } };
-    mm_group(K, P, ith, nth, c->xn, E, c->n_out, lg, 1, c->qbuf);
+    mm_group(K, P, ith, nth, c->xn, E, c->n_out, SHAPE(c->n_out), lg, 1, c->qbuf);
 }
 
 int pyrt_decode(pyrt_ctx *c, const int32_t *tokens, int32_t n_tokens, int32_t pos0,

@@ -221,12 +221,43 @@ def read_hparams(g: GGUFFile) -> HParams:
         n_ctx_train=_int(g, f"{a}.context_length", 2048, hi=1 << 24),
     )
     if arch == "gemma3":
-        hp.sliding_window = _int(g, f"{a}.attention.sliding_window", 512, hi=1 << 24)
-        hp.swa_period = 6
-        hp.rope_freq_base_swa = 10000.0
-        hp.embd_scale = math.sqrt(n_embd)
-        hp.attn_scale = 1.0 / math.sqrt(head_dim)
+        # as llama.cpp's llama_model_gemma3::load_arch_hparams and gemma3.cpp
+        f32 = np.float32
+        hp.sliding_window = _int(g, f"{a}.attention.sliding_window", 0, lo=0, hi=1 << 24)
+        if hp.sliding_window > 0:
+            hp.swa_period = _gemma3_swa_period(g, a, hp.n_layer)
+            hp.rope_freq_base_swa = _float(g, f"{a}.rope.freq_base_swa", 10000.0, hi=1e12)
+        softcap = g.get(f"{a}.final_logit_softcapping", 0.0, (float, int))
+        if softcap:
+            raise UnsupportedError(f"{a}.final_logit_softcapping = {softcap}: final logit "
+                                   f"soft-capping is not supported by pyrt")
+        hp.embd_scale = float(np.sqrt(f32(n_embd)))
+        # 27B (62 layers) scales by the model width per head, the others by the head size
+        scale_dim = n_embd // n_head if hp.n_layer == 62 else head_dim
+        hp.attn_scale = float(f32(1.0) / np.sqrt(f32(scale_dim)))
     return hp
+
+
+def _gemma3_swa_period(g: GGUFFile, a: str, n_layer: int) -> int:
+    """Sliding-window layer pattern as a period P (every P-th layer is global, the rest use the
+    window; llama.cpp's default P is 6, and P = 0 there means "every layer"): from
+    {arch}.attention.sliding_window_pattern, an integer or a per-layer array of booleans."""
+    key = f"{a}.attention.sliding_window_pattern"
+    v = g.get(key, 6, (int, list))
+    if isinstance(v, bool):
+        raise GGUFError(f"metadata {key!r} must be an integer or an array of booleans")
+    if isinstance(v, int):
+        if not 0 <= v <= 1 << 16:
+            raise GGUFError(f"metadata {key!r} = {v} is out of range")
+        return v if v > 0 else n_layer + 1       # 0: all layers windowed
+    flags = [bool(x) for x in v]
+    if len(flags) < n_layer:
+        raise GGUFError(f"metadata {key!r} has {len(flags)} entries for {n_layer} layers")
+    for period in range(1, n_layer + 2):
+        if all(flags[il] == ((il + 1) % period != 0) for il in range(n_layer)):
+            return period
+    raise UnsupportedError(f"{key}: this per-layer sliding-window pattern is not periodic "
+                           f"(every P-th layer global), which is all pyrt supports")
 
 
 def expected_tensors(hp: HParams) -> dict[str, tuple[tuple[int, ...], bool]]:

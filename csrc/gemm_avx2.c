@@ -1,0 +1,246 @@
+/* gemm_avx2.c — register-tiled matmul kernels for the 32-element block types
+ * (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0) against Q8_0/Q8_1 activations.
+ *
+ * Each output y[t][r] is computed with exactly the arithmetic of the single
+ * row kernels in kernels_avx2.c (and so of llama.cpp): one 8-lane float
+ * accumulator per (row, token), fma(d_w*d_a, float(lane sums of block b), acc)
+ * for b in order, horizontal sum at the end, plus the scalar min-term chain for
+ * Q4_1/Q5_1. Tiling only changes which loads are shared: an RM x RN tile loads
+ * and unpacks each weight block once for RN tokens and each activation block
+ * once for RM rows, and keeps RM*RN independent FMA chains in flight (the
+ * single-row kernel is latency-bound on its one chain).
+ *
+ * The _r8 variants reproduce llama.cpp's repacked Q4_0 order instead (exact
+ * integer block sum, then one scalar-equivalent FMA per block), for weights
+ * with rows % 8 == 0. */
+#if defined(__x86_64__)
+#include <immintrin.h>
+#include <math.h>
+#include <string.h>
+#include "kernels.h"
+
+#define RM 2           /* rows per tile   */
+#define RN 4           /* tokens per tile */
+#define RV 4           /* rows per tile when there is a single token (generation) */
+#define RMAX 4
+#define MAX_NB 512     /* blocks per row handled by the scale caches (16384 columns) */
+
+static inline float f16(pyrt_fp16 h) { return _cvtsh_ss(h); }
+
+static inline float hsum8(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+static inline __m256i nibbles(const uint8_t *qs) {
+    const __m128i t = _mm_loadu_si128((const __m128i *)qs);
+    return _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(t, 4), t), _mm256_set1_epi8(0x0F));
+}
+
+static inline __m256i bit4(const uint8_t qh[4]) {
+    uint32_t u;
+    memcpy(&u, qh, 4);
+    const __m256i shuf = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1,
+                                          2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
+    const __m256i bits = _mm256_set1_epi64x((long long)0x8040201008040201ULL);
+    __m256i v = _mm256_shuffle_epi8(_mm256_set1_epi32((int)u), shuf);
+    v = _mm256_cmpeq_epi8(_mm256_and_si256(v, bits), bits);
+    return _mm256_and_si256(v, _mm256_set1_epi8(0x10));
+}
+
+/* int32 lanes (lane j = bytes 4j..4j+3) of unsigned w . signed a */
+static inline __m256i lanes_us(__m256i w, __m256i a) {
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(w, a), _mm256_set1_epi16(1));
+}
+
+/* ---- per-type weight unpacking: produce either unsigned bytes (then
+ * lanes_us(w, a)) or signed bytes in |w| + sign form (lanes_us(|w|, sign(a, w))) */
+#define W_Q4_1(x) nibbles((x)->qs)
+#define W_Q5_1(x) _mm256_or_si256(nibbles((x)->qs), bit4((x)->qh))
+#define W_Q4_0(x) _mm256_sub_epi8(nibbles((x)->qs), _mm256_set1_epi8(8))
+#define W_Q5_0(x) _mm256_sub_epi8(_mm256_or_si256(nibbles((x)->qs), bit4((x)->qh)), _mm256_set1_epi8(16))
+#define W_Q8_0(x) _mm256_loadu_si256((const __m256i *)(x)->qs)
+
+/* Tile kernel body for rows r0.. (rm of them) x tokens t0.. (rn). Scales come
+ * from the float caches ws/wm (rows) and as/asum (tokens), filled per panel:
+ * the per-block product d_w*d_a is formed as broadcast(d_w) * broadcast(d_a),
+ * the same float value ggml computes as a scalar product. SIGNED weights use
+ * the sign trick (|w| . sign(a, w)); HAS_MIN adds the Q4_1/Q5_1 min chain. */
+#define GEMM_TILE(WT, AT, WLOAD, SIGNED, HAS_MIN, rm, rn)                                         \
+    do {                                                                                          \
+        __m256 acc[RMAX][RN];                                                                     \
+        float summs[RMAX][RN];                                                                    \
+        for (int i = 0; i < rm; i++)                                                              \
+            for (int j = 0; j < rn; j++) { acc[i][j] = _mm256_setzero_ps(); summs[i][j] = 0.0f; } \
+        for (int64_t b = 0; b < nb; b++) {                                                        \
+            __m256 dav[RN];                                                                       \
+            for (int j = 0; j < rn; j++) dav[j] = _mm256_broadcast_ss(&as[(t0 - tb + j) * nb + b]); \
+            for (int i = 0; i < rm; i++) {                                                        \
+                const WT *wb = (const WT *)((const char *)w + (r0 + i) * w_row) + b;              \
+                const __m256i wv = WLOAD(wb);                                                     \
+                const __m256i wabs = SIGNED ? _mm256_sign_epi8(wv, wv) : wv;                      \
+                const __m256 dwv = _mm256_broadcast_ss(&ws[(r0 - rb + i) * nb + b]);              \
+                for (int j = 0; j < rn; j++) {                                                    \
+                    const __m256i aj = _mm256_loadu_si256(                                        \
+                        (const __m256i *)(((const AT *)((const char *)a + (t0 + j) * a_row) + b)->qs)); \
+                    const __m256 p = _mm256_cvtepi32_ps(                                          \
+                        lanes_us(wabs, SIGNED ? _mm256_sign_epi8(aj, wv) : aj));                   \
+                    acc[i][j] = _mm256_fmadd_ps(_mm256_mul_ps(dwv, dav[j]), p, acc[i][j]);        \
+                    if (HAS_MIN)                                                                  \
+                        summs[i][j] = fmaf(wm[(r0 - rb + i) * nb + b], asum[(t0 - tb + j) * nb + b], \
+                                           summs[i][j]);                                          \
+                }                                                                                 \
+            }                                                                                     \
+        }                                                                                         \
+        for (int i = 0; i < rm; i++)                                                              \
+            for (int j = 0; j < rn; j++)                                                          \
+                y[(t0 + j) * ldy + r0 + i] = hsum8(acc[i][j]) + summs[i][j];                      \
+    } while (0)
+
+/* y[t*ldy + r] for r < n_rows, t < n_tok; rows of w and a are w_row / a_row
+ * bytes apart. Rows are processed in panels of PANEL_R, tokens in chunks of
+ * PANEL_T, with their fp16 scales converted to float once per panel. */
+#define PANEL_R 16
+#define PANEL_T 32
+#define DEFINE_GEMM(NAME, WT, AT, WLOAD, SIGNED, HAS_MIN)                                        \
+    static void NAME(int64_t n, const void *w, int64_t w_row, int64_t n_rows,                    \
+                     const void *a, int64_t a_row, int64_t n_tok, float *y, int64_t ldy) {      \
+        const int64_t nb = n / 32;                                                                \
+        float ws[PANEL_R * MAX_NB], wm[HAS_MIN ? PANEL_R * MAX_NB : 1];                           \
+        float as[PANEL_T * MAX_NB], asum[HAS_MIN ? PANEL_T * MAX_NB : 1];                         \
+        for (int64_t tb = 0; tb < n_tok; tb += PANEL_T) {                                         \
+            const int64_t te = tb + PANEL_T < n_tok ? tb + PANEL_T : n_tok;                       \
+            for (int64_t t = tb; t < te; t++) {                                                   \
+                const AT *ab = (const AT *)((const char *)a + t * a_row);                         \
+                for (int64_t b = 0; b < nb; b++) {                                                \
+                    as[(t - tb) * nb + b] = f16(ab[b].d);                                         \
+                    if (HAS_MIN) asum[(t - tb) * nb + b] = f16(SUM_OF(&ab[b]));                   \
+                }                                                                                 \
+            }                                                                                     \
+            for (int64_t rb = 0; rb < n_rows; rb += PANEL_R) {                                    \
+                const int64_t re = rb + PANEL_R < n_rows ? rb + PANEL_R : n_rows;                 \
+                for (int64_t r = rb; r < re; r++) {                                               \
+                    const WT *wr = (const WT *)((const char *)w + r * w_row);                     \
+                    for (int64_t b = 0; b < nb; b++) {                                            \
+                        ws[(r - rb) * nb + b] = f16(wr[b].d);                                     \
+                        if (HAS_MIN) wm[(r - rb) * nb + b] = f16(MIN_OF(&wr[b]));                 \
+                    }                                                                             \
+                }                                                                                 \
+                int64_t r0 = rb;                                                                  \
+                if (te - tb == 1)   /* one token: more rows per tile, more chains in flight */   \
+                    for (; r0 + RV <= re; r0 += RV) { const int64_t t0 = tb;                     \
+                        GEMM_TILE(WT, AT, WLOAD, SIGNED, HAS_MIN, RV, 1); }                       \
+                for (; r0 + RM <= re; r0 += RM) {                                                 \
+                    int64_t t0 = tb;                                                              \
+                    for (; t0 + RN <= te; t0 += RN) GEMM_TILE(WT, AT, WLOAD, SIGNED, HAS_MIN, RM, RN); \
+                    for (; t0 < te; t0++) GEMM_TILE(WT, AT, WLOAD, SIGNED, HAS_MIN, RM, 1);       \
+                }                                                                                 \
+                for (; r0 < re; r0++) {                                                           \
+                    int64_t t0 = tb;                                                              \
+                    for (; t0 + RN <= te; t0 += RN) GEMM_TILE(WT, AT, WLOAD, SIGNED, HAS_MIN, 1, RN); \
+                    for (; t0 < te; t0++) GEMM_TILE(WT, AT, WLOAD, SIGNED, HAS_MIN, 1, 1);        \
+                }                                                                                 \
+            }                                                                                     \
+        }                                                                                         \
+    }
+
+#define MIN_OF(wb) ((wb)->m)
+#define SUM_OF(ab) ((ab)->s)
+DEFINE_GEMM(gemm_q4_1, block_q4_1, block_q8_1, W_Q4_1, 0, 1)
+DEFINE_GEMM(gemm_q5_1, block_q5_1, block_q8_1, W_Q5_1, 0, 1)
+#undef MIN_OF
+#undef SUM_OF
+#define MIN_OF(wb) ((pyrt_fp16)0)
+#define SUM_OF(ab) ((pyrt_fp16)0)
+DEFINE_GEMM(gemm_q4_0, block_q4_0, block_q8_0, W_Q4_0, 1, 0)
+DEFINE_GEMM(gemm_q5_0, block_q5_0, block_q8_0, W_Q5_0, 1, 0)
+DEFINE_GEMM(gemm_q8_0, block_q8_0, block_q8_0, W_Q8_0, 1, 0)
+#undef MIN_OF
+#undef SUM_OF
+
+/* ---- llama.cpp's repacked Q4_0 order: acc = fma(float(isum_b), d_w*d_a, acc) ---- */
+
+/* exact integer totals of 8 lane vectors -> one vector (lane k = total of v[k]) */
+static inline __m256i totals8(const __m256i v[8]) {
+    const __m256i h01 = _mm256_hadd_epi32(v[0], v[1]), h23 = _mm256_hadd_epi32(v[2], v[3]);
+    const __m256i h45 = _mm256_hadd_epi32(v[4], v[5]), h67 = _mm256_hadd_epi32(v[6], v[7]);
+    const __m256i q0 = _mm256_hadd_epi32(h01, h23), q1 = _mm256_hadd_epi32(h45, h67);
+    /* q0 = [v0lo v1lo v2lo v3lo | v0hi v1hi v2hi v3hi], q1 likewise for v4..v7 */
+    const __m256i lo = _mm256_permute2x128_si256(q0, q1, 0x20);
+    const __m256i hi = _mm256_permute2x128_si256(q0, q1, 0x31);
+    return _mm256_add_epi32(lo, hi);
+}
+
+/* one (row, token) in the repacked order, for tile remainders */
+static float dot_q4_0_r8_one(int64_t nb, const block_q4_0 *x, const block_q8_0 *y) {
+    float acc = 0.0f;
+    for (int64_t b = 0; b < nb; b++) {
+        const __m256i wv = W_Q4_0(&x[b]);
+        const __m256i l = lanes_us(_mm256_sign_epi8(wv, wv),
+                                   _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)y[b].qs), wv));
+        __m128i s = _mm_add_epi32(_mm256_castsi256_si128(l), _mm256_extracti128_si256(l, 1));
+        s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4E));
+        s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xB1));
+        acc = _mm_cvtss_f32(_mm_fmadd_ss(_mm_set_ss((float)_mm_cvtsi128_si32(s)),
+                                         _mm_set_ss(f16(x[b].d) * f16(y[b].d)), _mm_set_ss(acc)));
+    }
+    return acc;
+}
+
+static void gemm_q4_0_r8(int64_t n, const void *w, int64_t w_row, int64_t n_rows,
+                         const void *a, int64_t a_row, int64_t n_tok, float *y, int64_t ldy) {
+    const int64_t nb = n / 32;
+#define WROW(r) ((const block_q4_0 *)((const char *)w + (r) * w_row))
+#define AROW(t) ((const block_q8_0 *)((const char *)a + (t) * a_row))
+    int64_t r0 = 0;
+    /* 4 rows x 2 tokens = 8 independent chains, one per lane */
+    for (; r0 + 4 <= n_rows; r0 += 4) {
+        int64_t t0 = 0;
+        for (; t0 + 2 <= n_tok; t0 += 2) {
+            __m256 acc = _mm256_setzero_ps();
+            for (int64_t b = 0; b < nb; b++) {
+                const block_q8_0 *a0 = AROW(t0) + b, *a1 = AROW(t0 + 1) + b;
+                const __m256i av0 = _mm256_loadu_si256((const __m256i *)a0->qs);
+                const __m256i av1 = _mm256_loadu_si256((const __m256i *)a1->qs);
+                const float da0 = f16(a0->d), da1 = f16(a1->d);
+                __m256i l[8];
+                float sc[8];
+                for (int i = 0; i < 4; i++) {
+                    const block_q4_0 *wb = WROW(r0 + i) + b;
+                    const __m256i wv = W_Q4_0(wb);
+                    const __m256i wabs = _mm256_sign_epi8(wv, wv);
+                    const float dw = f16(wb->d);
+                    l[2 * i] = lanes_us(wabs, _mm256_sign_epi8(av0, wv));
+                    l[2 * i + 1] = lanes_us(wabs, _mm256_sign_epi8(av1, wv));
+                    sc[2 * i] = dw * da0;
+                    sc[2 * i + 1] = dw * da1;
+                }
+                acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(totals8(l)), _mm256_loadu_ps(sc), acc);
+            }
+            float out[8];
+            _mm256_storeu_ps(out, acc);
+            for (int i = 0; i < 4; i++) {
+                y[t0 * ldy + r0 + i] = out[2 * i];
+                y[(t0 + 1) * ldy + r0 + i] = out[2 * i + 1];
+            }
+        }
+        for (; t0 < n_tok; t0++)
+            for (int i = 0; i < 4; i++) y[t0 * ldy + r0 + i] = dot_q4_0_r8_one(nb, WROW(r0 + i), AROW(t0));
+    }
+    for (; r0 < n_rows; r0++)
+        for (int64_t t = 0; t < n_tok; t++) y[t * ldy + r0] = dot_q4_0_r8_one(nb, WROW(r0), AROW(t));
+#undef WROW
+#undef AROW
+}
+
+void pyrt_gemm_fill_avx2(pyrt_kernels *k) {
+    k->gemm[PYRT_TYPE_Q4_0] = gemm_q4_0;
+    k->gemm[PYRT_TYPE_Q4_1] = gemm_q4_1;
+    k->gemm[PYRT_TYPE_Q5_0] = gemm_q5_0;
+    k->gemm[PYRT_TYPE_Q5_1] = gemm_q5_1;
+    k->gemm[PYRT_TYPE_Q8_0] = gemm_q8_0;
+    k->gemm_r8[PYRT_TYPE_Q4_0] = gemm_q4_0_r8;
+}
+#endif
