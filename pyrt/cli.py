@@ -193,6 +193,9 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("output")
     q.add_argument("--type", required=True, help="target type: q8_0, q4_0, q4_1, f16, ...")
     q.set_defaults(func=cmd_quantize)
+
+    from .bench import add_parser as add_bench_parser
+    add_bench_parser(sub)
     return p
 
 

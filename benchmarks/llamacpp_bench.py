@@ -1,0 +1,113 @@
+"""llama.cpp side of benchmarks/compare_llamacpp.py: pp/tg throughput through
+llama-cpp-python's low-level API, measured exactly like `pyrt bench` (random
+tokens, a warm-up run, mean ± stdev over repetitions), printed as JSON records
+with llama-bench's field names. Runs inside the separate benchmark venv; never
+imported by pyrt."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import sys
+import time
+
+import numpy as np
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("-m", "--model", required=True)
+    ap.add_argument("-p", "--n-prompt", type=int, default=512)
+    ap.add_argument("-n", "--n-gen", type=int, default=128)
+    ap.add_argument("-t", "--threads", type=int, default=2)
+    ap.add_argument("-r", "--repetitions", type=int, default=5)
+    ap.add_argument("--generate", type=int, default=0,
+                    help="also time Llama.generate (greedy) for this many tokens")
+    args = ap.parse_args()
+
+    import llama_cpp
+    from llama_cpp import llama_cpp as L
+
+    t0 = time.perf_counter()
+    llm = llama_cpp.Llama(args.model, n_ctx=max(args.n_prompt + args.n_gen, 512), n_batch=512,
+                          n_threads=args.threads, n_threads_batch=args.threads, verbose=False)
+    load_ms = (time.perf_counter() - t0) * 1e3
+    ctx = llm._ctx.ctx
+    n_vocab = llm.n_vocab()
+    rng = np.random.default_rng(0)
+    mem = L.llama_get_memory(ctx)
+
+    def decode(tokens, pos0):
+        batch = L.llama_batch_init(len(tokens), 0, 1)
+        try:
+            batch.n_tokens = len(tokens)
+            for i, t in enumerate(tokens):
+                batch.token[i] = int(t)
+                batch.pos[i] = pos0 + i
+                batch.n_seq_id[i] = 1
+                batch.seq_id[i][0] = 0
+                batch.logits[i] = i == len(tokens) - 1
+            rc = L.llama_decode(ctx, batch)
+            if rc != 0:
+                raise RuntimeError(f"llama_decode failed: {rc}")
+        finally:
+            L.llama_batch_free(batch)
+
+    def clear():
+        L.llama_memory_clear(mem, True)
+
+    def measure(run, n):
+        run()
+        samples = []
+        for _ in range(args.repetitions):
+            t = time.perf_counter()
+            run()
+            samples.append(n / (time.perf_counter() - t))
+        return samples
+
+    base = dict(model_filename=os.path.basename(args.model), n_threads=args.threads, n_batch=512,
+                load_ms=load_ms, tool="llama.cpp", build=getattr(llama_cpp, "__version__", "?"))
+    out = []
+    if args.n_prompt:
+        toks = rng.integers(0, n_vocab, args.n_prompt)
+
+        def pp():
+            clear()
+            decode(toks, 0)
+        s = measure(pp, args.n_prompt)
+        out.append(dict(base, n_prompt=args.n_prompt, n_gen=0, avg_ts=statistics.mean(s),
+                        stddev_ts=statistics.stdev(s), samples_ts=s))
+    if args.n_gen:
+        toks = rng.integers(0, n_vocab, args.n_gen)
+
+        def tg():
+            clear()
+            for i in range(args.n_gen):
+                decode(toks[i:i + 1], i)
+        s = measure(tg, args.n_gen)
+        out.append(dict(base, n_prompt=0, n_gen=args.n_gen, avg_ts=statistics.mean(s),
+                        stddev_ts=statistics.stdev(s), samples_ts=s))
+    if args.generate:
+        prompt = llm.tokenize(b"The capital of France is")
+
+        def gen():
+            llm.reset()
+            n = 0
+            for _ in llm.generate(prompt, temp=0.0, top_k=1, reset=True):
+                n += 1
+                if n >= args.generate:
+                    break
+        s = measure(gen, args.generate)
+        out.append(dict(base, n_prompt=len(prompt), n_gen=args.generate, test="generate", avg_ts=statistics.mean(s),
+                        stddev_ts=statistics.stdev(s), samples_ts=s))
+    for r in out:
+        r["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    json.dump(out, sys.stdout)
+    print()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

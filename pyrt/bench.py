@@ -1,0 +1,199 @@
+"""`pyrt bench`: prompt-processing (pp) and token-generation (tg) throughput,
+measured like llama-bench: random tokens, one warm-up run, mean ± stdev of
+tokens/second over repetitions; plus model load time and peak RSS.
+
+`--json` prints llama-bench's field names (model_filename, n_threads,
+n_prompt, n_gen, avg_ts, stddev_ts, samples_ts, ...) so the two tools'
+records compare directly."""
+from __future__ import annotations
+
+import json
+import os
+import resource
+import statistics
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class BenchRecord:
+    model_filename: str
+    model_type: str
+    model_size: int
+    model_n_params: int
+    n_threads: int
+    n_prompt: int
+    n_gen: int
+    n_batch: int
+    avg_ts: float
+    stddev_ts: float
+    samples_ts: list = field(default_factory=list)
+    avg_ns: float = 0.0
+    load_ms: float = 0.0
+    peak_rss_mb: float = 0.0
+    kernels: str = ""
+    backend: str = "CPU"
+    tool: str = "pyrt"
+    python_overhead_pct: float | None = None
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0   # KiB on Linux
+
+
+def run_bench(model: str, n_prompt: int = 512, n_gen: int = 128, n_threads: int | None = None,
+              repetitions: int = 5, n_batch: int = 512, seed: int = 0) -> list[BenchRecord]:
+    """Measure pp{n_prompt} and tg{n_gen} (either may be 0 to skip)."""
+    from ._native import ffi, lib
+    from .model import Context, Model
+    from .models import ensure_model
+
+    if n_prompt < 0 or n_gen < 0 or n_prompt + n_gen == 0:
+        raise ValueError("n_prompt and n_gen must be >= 0 and not both 0")
+    if repetitions < 1:
+        raise ValueError(f"repetitions must be >= 1, got {repetitions}")
+    path = str(ensure_model(model))
+    t0 = time.perf_counter()
+    m = Model(path)
+    ctx = Context(m, max(n_prompt + n_gen, 16), n_threads, n_batch)
+    load_ms = (time.perf_counter() - t0) * 1e3
+    try:
+        rng = np.random.default_rng(seed)
+        n_vocab = m.n_vocab
+        g = m.gguf
+        n_params = sum(t.n_elements for t in g.tensors.values())
+        size = sum(t.nbytes for t in g.tensors.values())
+        ftype = {t.type_name for t in g.tensors.values() if len(t.shape) > 1}
+        base = dict(model_filename=os.path.basename(path),
+                    model_type=f"{m.hparams.arch} {'/'.join(sorted(ftype))}",
+                    model_size=size, model_n_params=n_params, n_threads=ctx.n_threads, n_batch=n_batch,
+                    load_ms=load_ms, kernels=ffi.string(lib.pyrt_kernels_name(lib.pyrt_kernels_active())).decode())
+        records = []
+
+        def measure(run, n_tokens):
+            run()                                           # warm-up
+            samples = []
+            for _ in range(repetitions):
+                t = time.perf_counter()
+                run()
+                samples.append(n_tokens / (time.perf_counter() - t))
+            return samples
+
+        if n_prompt:
+            toks = rng.integers(0, n_vocab, n_prompt).astype(np.int32)
+            samples = measure(lambda: ctx.decode(toks, 0, lib.PYRT_OUT_LOGITS_LAST), n_prompt)
+            records.append(BenchRecord(**base, n_prompt=n_prompt, n_gen=0, avg_ts=statistics.mean(samples),
+                                       stddev_ts=statistics.stdev(samples) if len(samples) > 1 else 0.0,
+                                       samples_ts=samples, avg_ns=1e9 * n_prompt / statistics.mean(samples)))
+        if n_gen:
+            toks = rng.integers(0, n_vocab, n_gen).astype(np.int32)
+
+            def tg():
+                for i in range(n_gen):
+                    ctx.decode(toks[i:i + 1], i, lib.PYRT_OUT_LOGITS_LAST)
+            samples = measure(tg, n_gen)
+            records.append(BenchRecord(**base, n_prompt=0, n_gen=n_gen, avg_ts=statistics.mean(samples),
+                                       stddev_ts=statistics.stdev(samples) if len(samples) > 1 else 0.0,
+                                       samples_ts=samples, avg_ns=1e9 * n_gen / statistics.mean(samples)))
+        for r in records:
+            r.peak_rss_mb = _peak_rss_mb()
+        return records
+    finally:
+        ctx.close()
+        m.close()
+
+
+def run_generate_bench(model: str, n_gen: int = 128, n_threads: int | None = None,
+                       repetitions: int = 5, prompt: str = "The capital of France is") -> BenchRecord:
+    """Time the Python-level loop: Llama.generate, greedy, n_gen tokens, and how
+    much of each step is spent outside C (Python overhead)."""
+    from ._native import ffi, lib
+    from .api import Llama
+
+    t0 = time.perf_counter()
+    llm = Llama(model, n_ctx=max(512, n_gen + 64), n_threads=n_threads)
+    load_ms = (time.perf_counter() - t0) * 1e3
+    try:
+        ids = llm.tokenize(prompt)
+        ctx = llm._ctx
+        in_c = [0.0]
+        real_decode = ctx.decode
+
+        def timed_decode(*a, **kw):
+            t = time.perf_counter()
+            try:
+                return real_decode(*a, **kw)
+            finally:
+                in_c[0] += time.perf_counter() - t
+        ctx.decode = timed_decode
+
+        def gen():
+            llm.reset()
+            n = 0
+            for _ in llm.generate(ids, max_tokens=n_gen, temperature=0, stop=[]):
+                n += 1
+            return n
+        gen()
+        samples, overhead = [], []
+        for _ in range(repetitions):
+            in_c[0] = 0.0
+            t = time.perf_counter()
+            n = gen()
+            wall = time.perf_counter() - t
+            samples.append(n / wall)
+            overhead.append(100.0 * (wall - in_c[0]) / wall)
+        g = llm._model.gguf
+        rec = BenchRecord(model_filename=os.path.basename(llm.model_path), model_type="generate",
+                          model_size=sum(t.nbytes for t in g.tensors.values()),
+                          model_n_params=sum(t.n_elements for t in g.tensors.values()),
+                          n_threads=llm.n_threads(), n_prompt=len(ids), n_gen=n_gen, n_batch=512,
+                          avg_ts=statistics.mean(samples),
+                          stddev_ts=statistics.stdev(samples) if len(samples) > 1 else 0.0,
+                          samples_ts=samples, load_ms=load_ms, peak_rss_mb=_peak_rss_mb(),
+                          kernels=ffi.string(lib.pyrt_kernels_name(lib.pyrt_kernels_active())).decode())
+        rec.python_overhead_pct = statistics.mean(overhead)   # time outside the C forward (incl. sampling)
+        return rec
+    finally:
+        llm.close()
+
+
+def format_table(records: list[BenchRecord]) -> str:
+    lines = ["| model | size | params | kernels | threads | test | t/s | load | peak RSS |",
+             "| ----- | ---: | -----: | ------- | ------: | ---- | --: | ---: | -------: |"]
+    for r in records:
+        test = ("generate" if r.model_type == "generate" else
+                f"pp{r.n_prompt}" if r.n_prompt else f"tg{r.n_gen}")
+        lines.append(f"| {r.model_type} | {r.model_size / 2**20:.2f} MiB | {r.model_n_params / 1e6:.1f} M "
+                     f"| {r.kernels} | {r.n_threads} | {test} | {r.avg_ts:.2f} ± {r.stddev_ts:.2f} "
+                     f"| {r.load_ms:.0f} ms | {r.peak_rss_mb:.0f} MiB |")
+    return "\n".join(lines)
+
+
+def main(args) -> int:
+    records = run_bench(args.model, n_prompt=args.n_prompt, n_gen=args.n_gen, n_threads=args.threads,
+                        repetitions=args.repetitions, n_batch=args.batch_size)
+    if args.generate:
+        records.append(run_generate_bench(args.model, args.generate, args.threads, args.repetitions))
+    if args.json:
+        json.dump([asdict(r) for r in records], sys.stdout, indent=2)
+        print()
+    else:
+        print(format_table(records))
+    return 0
+
+
+def add_parser(sub) -> None:
+    b = sub.add_parser("bench", help="prompt-processing and generation throughput (like llama-bench)")
+    b.add_argument("-m", "--model", default=None, help="GGUF file or known model name")
+    b.add_argument("-p", "--n-prompt", type=int, default=512)
+    b.add_argument("-n", "--n-gen", type=int, default=128)
+    b.add_argument("-t", "--threads", type=int, default=None)
+    b.add_argument("-b", "--batch-size", type=int, default=512)
+    b.add_argument("-r", "--repetitions", type=int, default=5)
+    b.add_argument("--generate", type=int, default=0, metavar="N",
+                   help="also time Llama.generate (greedy, N tokens) and its Python overhead")
+    b.add_argument("--json", action="store_true", help="print llama-bench-style JSON records")
+    b.set_defaults(func=main)
