@@ -19,8 +19,14 @@
 #include <string.h>
 #include "kernels.h"
 
+#if defined(PYRT_GEMM_VNNI)
+#define GEMM_FN(name) name##_vnni
+#else
+#define GEMM_FN(name) name
+#endif
+
 #define RM 2           /* rows per tile   */
-#define RN 4           /* tokens per tile */
+#define RN 3           /* tokens per tile */
 #define RV 4           /* rows per tile when there is a single token (generation) */
 #define RMAX 4
 #define MAX_NB 512     /* blocks per row handled by the scale caches (16384 columns) */
@@ -50,9 +56,14 @@ static inline __m256i bit4(const uint8_t qh[4]) {
     return _mm256_and_si256(v, _mm256_set1_epi8(0x10));
 }
 
-/* int32 lanes (lane j = bytes 4j..4j+3) of unsigned w . signed a */
+/* int32 lanes (lane j = bytes 4j..4j+3) of unsigned w . signed a; AVX-VNNI
+ * does it in one instruction with the same (exact) integer result */
 static inline __m256i lanes_us(__m256i w, __m256i a) {
+#if defined(PYRT_GEMM_VNNI)
+    return _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), w, a);
+#else
     return _mm256_madd_epi16(_mm256_maddubs_epi16(w, a), _mm256_set1_epi16(1));
+#endif
 }
 
 /* ---- per-type weight unpacking: produce either unsigned bytes (then
@@ -64,19 +75,18 @@ static inline __m256i lanes_us(__m256i w, __m256i a) {
 #define W_Q8_0(x) _mm256_loadu_si256((const __m256i *)(x)->qs)
 
 /* Tile kernel body for rows r0.. (rm of them) x tokens t0.. (rn). Scales come
- * from the float caches ws/wm (rows) and as/asum (tokens), filled per panel:
- * the per-block product d_w*d_a is formed as broadcast(d_w) * broadcast(d_a),
- * the same float value ggml computes as a scalar product. SIGNED weights use
- * the sign trick (|w| . sign(a, w)); HAS_MIN adds the Q4_1/Q5_1 min chain. */
-#define GEMM_TILE(WT, AT, WLOAD, SIGNED, HAS_MIN, rm, rn)                                         \
+ * from the float cache ws (rows) and as (tokens), filled per panel: the
+ * per-block product d_w*d_a is broadcast(d_w) * broadcast(d_a), the same float
+ * ggml computes as a scalar product. SIGNED weights use the sign trick
+ * (|w| . sign(a, w)). The Q4_1/Q5_1 min terms are a separate chain per
+ * (row, token), added afterwards (gemm_add_mins): ggml's result is
+ * hsum(acc) + summs either way, and the tile keeps all registers for acc. */
+#define GEMM_TILE(WT, AT, WLOAD, SIGNED, rm, rn)                                                  \
     do {                                                                                          \
         __m256 acc[RMAX][RN];                                                                     \
-        float summs[RMAX][RN];                                                                    \
         for (int i = 0; i < rm; i++)                                                              \
-            for (int j = 0; j < rn; j++) { acc[i][j] = _mm256_setzero_ps(); summs[i][j] = 0.0f; } \
+            for (int j = 0; j < rn; j++) acc[i][j] = _mm256_setzero_ps();                         \
         for (int64_t b = 0; b < nb; b++) {                                                        \
-            __m256 dav[RN];                                                                       \
-            for (int j = 0; j < rn; j++) dav[j] = _mm256_broadcast_ss(&as[(t0 - tb + j) * nb + b]); \
             for (int i = 0; i < rm; i++) {                                                        \
                 const WT *wb = (const WT *)((const char *)w + (r0 + i) * w_row) + b;              \
                 const __m256i wv = WLOAD(wb);                                                     \
@@ -87,17 +97,37 @@ static inline __m256i lanes_us(__m256i w, __m256i a) {
                         (const __m256i *)(((const AT *)((const char *)a + (t0 + j) * a_row) + b)->qs)); \
                     const __m256 p = _mm256_cvtepi32_ps(                                          \
                         lanes_us(wabs, SIGNED ? _mm256_sign_epi8(aj, wv) : aj));                   \
-                    acc[i][j] = _mm256_fmadd_ps(_mm256_mul_ps(dwv, dav[j]), p, acc[i][j]);        \
-                    if (HAS_MIN)                                                                  \
-                        summs[i][j] = fmaf(wm[(r0 - rb + i) * nb + b], asum[(t0 - tb + j) * nb + b], \
-                                           summs[i][j]);                                          \
+                    const __m256 sc = _mm256_mul_ps(dwv, _mm256_broadcast_ss(&as[b * PANEL_T + t0 - tb + j])); \
+                    acc[i][j] = _mm256_fmadd_ps(sc, p, acc[i][j]);                                \
                 }                                                                                 \
             }                                                                                     \
         }                                                                                         \
         for (int i = 0; i < rm; i++)                                                              \
             for (int j = 0; j < rn; j++)                                                          \
-                y[(t0 + j) * ldy + r0 + i] = hsum8(acc[i][j]) + summs[i][j];                      \
+                y[(t0 + j) * ldy + r0 + i] = hsum8(acc[i][j]);                                    \
     } while (0)
+
+/* y[t][r] += sum_b m_rb * s_tb, as ggml's scalar FMA chain, 8 tokens per vector
+ * (wm: [rows][nb] mins, asT: [nb][PANEL_T] activation sums) */
+__attribute__((unused)) static void gemm_add_mins(int64_t nb, const float *wm, int64_t n_r, const float *asT, int64_t n_t,
+                          float *y, int64_t ldy) {
+    for (int64_t r = 0; r < n_r; r++) {
+        int64_t t = 0;
+        for (; t + 8 <= n_t; t += 8) {
+            __m256 v = _mm256_setzero_ps();
+            for (int64_t b = 0; b < nb; b++)
+                v = _mm256_fmadd_ps(_mm256_broadcast_ss(&wm[r * nb + b]), _mm256_loadu_ps(&asT[b * PANEL_T + t]), v);
+            float out[8];
+            _mm256_storeu_ps(out, v);
+            for (int k = 0; k < 8; k++) y[(t + k) * ldy + r] += out[k];
+        }
+        for (; t < n_t; t++) {
+            float v = 0.0f;
+            for (int64_t b = 0; b < nb; b++) v = fmaf(wm[r * nb + b], asT[b * PANEL_T + t], v);
+            y[t * ldy + r] += v;
+        }
+    }
+}
 
 /* y[t*ldy + r] for r < n_rows, t < n_tok; rows of w and a are w_row / a_row
  * bytes apart. Rows are processed in panels of PANEL_R, tokens in chunks of
@@ -109,14 +139,15 @@ static inline __m256i lanes_us(__m256i w, __m256i a) {
                      const void *a, int64_t a_row, int64_t n_tok, float *y, int64_t ldy) {      \
         const int64_t nb = n / 32;                                                                \
         float ws[PANEL_R * MAX_NB], wm[HAS_MIN ? PANEL_R * MAX_NB : 1];                           \
-        float as[PANEL_T * MAX_NB], asum[HAS_MIN ? PANEL_T * MAX_NB : 1];                         \
+        float as[PANEL_T * MAX_NB], asT[HAS_MIN ? PANEL_T * MAX_NB : 1];                          \
+        (void)wm; (void)asT;                                                                      \
         for (int64_t tb = 0; tb < n_tok; tb += PANEL_T) {                                         \
             const int64_t te = tb + PANEL_T < n_tok ? tb + PANEL_T : n_tok;                       \
             for (int64_t t = tb; t < te; t++) {                                                   \
                 const AT *ab = (const AT *)((const char *)a + t * a_row);                         \
                 for (int64_t b = 0; b < nb; b++) {                                                \
-                    as[(t - tb) * nb + b] = f16(ab[b].d);                                         \
-                    if (HAS_MIN) asum[(t - tb) * nb + b] = f16(SUM_OF(&ab[b]));                   \
+                    as[b * PANEL_T + t - tb] = f16(ab[b].d);                                      \
+                    if (HAS_MIN) asT[b * PANEL_T + t - tb] = f16(SUM_OF(&ab[b]));                 \
                 }                                                                                 \
             }                                                                                     \
             for (int64_t rb = 0; rb < n_rows; rb += PANEL_R) {                                    \
@@ -131,32 +162,33 @@ static inline __m256i lanes_us(__m256i w, __m256i a) {
                 int64_t r0 = rb;                                                                  \
                 if (te - tb == 1)   /* one token: more rows per tile, more chains in flight */   \
                     for (; r0 + RV <= re; r0 += RV) { const int64_t t0 = tb;                     \
-                        GEMM_TILE(WT, AT, WLOAD, SIGNED, HAS_MIN, RV, 1); }                       \
+                        GEMM_TILE(WT, AT, WLOAD, SIGNED, RV, 1); }                                \
                 for (; r0 + RM <= re; r0 += RM) {                                                 \
                     int64_t t0 = tb;                                                              \
-                    for (; t0 + RN <= te; t0 += RN) GEMM_TILE(WT, AT, WLOAD, SIGNED, HAS_MIN, RM, RN); \
-                    for (; t0 < te; t0++) GEMM_TILE(WT, AT, WLOAD, SIGNED, HAS_MIN, RM, 1);       \
+                    for (; t0 + RN <= te; t0 += RN) GEMM_TILE(WT, AT, WLOAD, SIGNED, RM, RN);     \
+                    for (; t0 < te; t0++) GEMM_TILE(WT, AT, WLOAD, SIGNED, RM, 1);                \
                 }                                                                                 \
                 for (; r0 < re; r0++) {                                                           \
                     int64_t t0 = tb;                                                              \
-                    for (; t0 + RN <= te; t0 += RN) GEMM_TILE(WT, AT, WLOAD, SIGNED, HAS_MIN, 1, RN); \
-                    for (; t0 < te; t0++) GEMM_TILE(WT, AT, WLOAD, SIGNED, HAS_MIN, 1, 1);        \
+                    for (; t0 + RN <= te; t0 += RN) GEMM_TILE(WT, AT, WLOAD, SIGNED, 1, RN);      \
+                    for (; t0 < te; t0++) GEMM_TILE(WT, AT, WLOAD, SIGNED, 1, 1);                 \
                 }                                                                                 \
+                if (HAS_MIN) gemm_add_mins(nb, wm, re - rb, asT, te - tb, y + tb * ldy + rb, ldy); \
             }                                                                                     \
         }                                                                                         \
     }
 
 #define MIN_OF(wb) ((wb)->m)
 #define SUM_OF(ab) ((ab)->s)
-DEFINE_GEMM(gemm_q4_1, block_q4_1, block_q8_1, W_Q4_1, 0, 1)
-DEFINE_GEMM(gemm_q5_1, block_q5_1, block_q8_1, W_Q5_1, 0, 1)
+DEFINE_GEMM(GEMM_FN(gemm_q4_1), block_q4_1, block_q8_1, W_Q4_1, 0, 1)
+DEFINE_GEMM(GEMM_FN(gemm_q5_1), block_q5_1, block_q8_1, W_Q5_1, 0, 1)
 #undef MIN_OF
 #undef SUM_OF
 #define MIN_OF(wb) ((pyrt_fp16)0)
 #define SUM_OF(ab) ((pyrt_fp16)0)
-DEFINE_GEMM(gemm_q4_0, block_q4_0, block_q8_0, W_Q4_0, 1, 0)
-DEFINE_GEMM(gemm_q5_0, block_q5_0, block_q8_0, W_Q5_0, 1, 0)
-DEFINE_GEMM(gemm_q8_0, block_q8_0, block_q8_0, W_Q8_0, 1, 0)
+DEFINE_GEMM(GEMM_FN(gemm_q4_0), block_q4_0, block_q8_0, W_Q4_0, 1, 0)
+DEFINE_GEMM(GEMM_FN(gemm_q5_0), block_q5_0, block_q8_0, W_Q5_0, 1, 0)
+DEFINE_GEMM(GEMM_FN(gemm_q8_0), block_q8_0, block_q8_0, W_Q8_0, 1, 0)
 #undef MIN_OF
 #undef SUM_OF
 
@@ -189,7 +221,7 @@ static float dot_q4_0_r8_one(int64_t nb, const block_q4_0 *x, const block_q8_0 *
     return acc;
 }
 
-static void gemm_q4_0_r8(int64_t n, const void *w, int64_t w_row, int64_t n_rows,
+static void GEMM_FN(gemm_q4_0_r8)(int64_t n, const void *w, int64_t w_row, int64_t n_rows,
                          const void *a, int64_t a_row, int64_t n_tok, float *y, int64_t ldy) {
     const int64_t nb = n / 32;
 #define WROW(r) ((const block_q4_0 *)((const char *)w + (r) * w_row))
@@ -235,12 +267,12 @@ static void gemm_q4_0_r8(int64_t n, const void *w, int64_t w_row, int64_t n_rows
 #undef AROW
 }
 
-void pyrt_gemm_fill_avx2(pyrt_kernels *k) {
-    k->gemm[PYRT_TYPE_Q4_0] = gemm_q4_0;
-    k->gemm[PYRT_TYPE_Q4_1] = gemm_q4_1;
-    k->gemm[PYRT_TYPE_Q5_0] = gemm_q5_0;
-    k->gemm[PYRT_TYPE_Q5_1] = gemm_q5_1;
-    k->gemm[PYRT_TYPE_Q8_0] = gemm_q8_0;
-    k->gemm_r8[PYRT_TYPE_Q4_0] = gemm_q4_0_r8;
+void GEMM_FN(pyrt_gemm_fill_avx2)(pyrt_kernels *k) {
+    k->gemm[PYRT_TYPE_Q4_0] = GEMM_FN(gemm_q4_0);
+    k->gemm[PYRT_TYPE_Q4_1] = GEMM_FN(gemm_q4_1);
+    k->gemm[PYRT_TYPE_Q5_0] = GEMM_FN(gemm_q5_0);
+    k->gemm[PYRT_TYPE_Q5_1] = GEMM_FN(gemm_q5_1);
+    k->gemm[PYRT_TYPE_Q8_0] = GEMM_FN(gemm_q8_0);
+    k->gemm_r8[PYRT_TYPE_Q4_0] = GEMM_FN(gemm_q4_0_r8);
 }
 #endif
