@@ -107,6 +107,31 @@ static inline __m256i lanes_us(__m256i w, __m256i a) {
                 y[(t0 + j) * ldy + r0 + i] = hsum8(acc[i][j]);                                    \
     } while (0)
 
+/* Single-token tile (generation): rows r0..r0+RV-1, the block scales read
+ * straight from the weights (each block is touched once, as it streams in
+ * from memory), min terms chained inline. Same arithmetic as GEMM_TILE. */
+#define GEMV_TILE(WT, AT, WLOAD, SIGNED, HAS_MIN)                                                 \
+    do {                                                                                          \
+        __m256 acc[RV];                                                                           \
+        float summs[RV];                                                                          \
+        for (int i = 0; i < RV; i++) { acc[i] = _mm256_setzero_ps(); summs[i] = 0.0f; }          \
+        const AT *ar = (const AT *)((const char *)a + t0 * a_row);                                \
+        for (int64_t b = 0; b < nb; b++) {                                                        \
+            const __m256i av = _mm256_loadu_si256((const __m256i *)ar[b].qs);                     \
+            const __m256 dav = _mm256_broadcast_ss(&as[b * PANEL_T]);                             \
+            for (int i = 0; i < RV; i++) {                                                        \
+                const WT *wb = (const WT *)((const char *)w + (r0 + i) * w_row) + b;              \
+                const __m256i wv = WLOAD(wb);                                                     \
+                const __m256i wabs = SIGNED ? _mm256_sign_epi8(wv, wv) : wv;                      \
+                const __m256 p = _mm256_cvtepi32_ps(lanes_us(wabs, SIGNED ? _mm256_sign_epi8(av, wv) : av)); \
+                const float dw = f16(wb->d);                                                      \
+                acc[i] = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_set1_ps(dw), dav), p, acc[i]);      \
+                if (HAS_MIN) summs[i] = fmaf(f16(MIN_OF(wb)), asT[b * PANEL_T], summs[i]);        \
+            }                                                                                     \
+        }                                                                                         \
+        for (int i = 0; i < RV; i++) y[t0 * ldy + r0 + i] = hsum8(acc[i]) + summs[i];            \
+    } while (0)
+
 /* y[t][r] += sum_b m_rb * s_tb, as ggml's scalar FMA chain, 8 tokens per vector
  * (wm: [rows][nb] mins, asT: [nb][PANEL_T] activation sums) */
 __attribute__((unused)) static void gemm_add_mins(int64_t nb, const float *wm, int64_t n_r, const float *asT, int64_t n_t,
@@ -150,6 +175,22 @@ __attribute__((unused)) static void gemm_add_mins(int64_t nb, const float *wm, i
                     if (HAS_MIN) asT[b * PANEL_T + t - tb] = f16(SUM_OF(&ab[b]));                 \
                 }                                                                                 \
             }                                                                                     \
+            if (te - tb == 1) {     /* one token: stream the rows once, no panel caches */       \
+                const int64_t t0 = tb;                                                            \
+                int64_t r0 = 0;                                                                   \
+                for (; r0 + RV <= n_rows; r0 += RV) GEMV_TILE(WT, AT, WLOAD, SIGNED, HAS_MIN);   \
+                for (const int64_t rb = r0; r0 < n_rows; r0++) {                                  \
+                    for (int64_t b = 0; b < nb; b++) {                                            \
+                        const WT *wr = (const WT *)((const char *)w + r0 * w_row);                \
+                        ws[b] = f16(wr[b].d);                                                     \
+                        if (HAS_MIN) wm[b] = f16(MIN_OF(&wr[b]));                                 \
+                    }                                                                             \
+                    GEMM_TILE(WT, AT, WLOAD, SIGNED, 1, 1);                                       \
+                    if (HAS_MIN) gemm_add_mins(nb, wm, 1, asT, 1, y + t0 * ldy + r0, ldy);        \
+                    (void)rb;                                                                     \
+                }                                                                                 \
+                continue;                                                                         \
+            }                                                                                     \
             for (int64_t rb = 0; rb < n_rows; rb += PANEL_R) {                                    \
                 const int64_t re = rb + PANEL_R < n_rows ? rb + PANEL_R : n_rows;                 \
                 for (int64_t r = rb; r < re; r++) {                                               \
@@ -160,9 +201,6 @@ __attribute__((unused)) static void gemm_add_mins(int64_t nb, const float *wm, i
                     }                                                                             \
                 }                                                                                 \
                 int64_t r0 = rb;                                                                  \
-                if (te - tb == 1)   /* one token: more rows per tile, more chains in flight */   \
-                    for (; r0 + RV <= re; r0 += RV) { const int64_t t0 = tb;                     \
-                        GEMM_TILE(WT, AT, WLOAD, SIGNED, RV, 1); }                                \
                 for (; r0 + RM <= re; r0 += RM) {                                                 \
                     int64_t t0 = tb;                                                              \
                     for (; t0 + RN <= te; t0 += RN) GEMM_TILE(WT, AT, WLOAD, SIGNED, RM, RN);     \
