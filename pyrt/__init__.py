@@ -19,6 +19,8 @@ _LAZY = {
     "ContextFullError": ("_native", "ContextFullError"),
     "AbortedError": ("_native", "AbortedError"),
     "UnsupportedError": ("_native", "UnsupportedError"),
+    "LlamaState": ("api", "LlamaState"),
+    "TemplateError": ("chat", "TemplateError"),
 }
 __all__ = [*_LAZY, "__version__"]
 

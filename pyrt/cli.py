@@ -46,7 +46,9 @@ def cmd_generate(args) -> int:
         try:
             for tok in llm.generate(ids, max_tokens=args.n_predict, temperature=args.temp,
                                     top_k=args.top_k, top_p=args.top_p, min_p=args.min_p,
-                                    repeat_penalty=args.repeat_penalty, seed=seed):
+                                    repeat_penalty=args.repeat_penalty, seed=seed,
+                                    logit_bias=({t: float("-inf") for t in llm.tokenizer.eog_ids}
+                                                if args.ignore_eos else None)):
                 if t_first is None:
                     t_first = time.perf_counter()
                 n += 1
@@ -174,6 +176,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("-c", "--ctx-size", type=int, default=4096)
     g.add_argument("-t", "--threads", type=int, default=None)
     g.add_argument("--echo", action="store_true", help="print the prompt before the continuation")
+    g.add_argument("--ignore-eos", action="store_true",
+                   help="never stop at end-of-generation tokens (ban them), like llama.cpp's --ignore-eos")
     g.add_argument("-v", "--verbose", action="store_true", help="print timings to stderr")
     _add_sampling_args(g)
     g.set_defaults(func=cmd_generate)

@@ -141,8 +141,8 @@ def test_cli_errors_are_messages_not_tracebacks(tmp_path):
 
 
 def test_cli_ctrl_c_stops_generation_cleanly(smollm2_path):
-    p = subprocess.Popen([sys.executable, "-m", "pyrt.cli", "generate", "-m", str(smollm2_path), "-n", "100000",
-                          "--temp", "0.8", "--seed", "1", "Tell me a story."],
+    p = subprocess.Popen([sys.executable, "-m", "pyrt.cli", "generate", "-m", str(smollm2_path), "-n", "4000",
+                          "--ignore-eos", "--temp", "0.8", "--seed", "1", "Tell me a story."],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         first = p.stdout.read(1)          # wait for the first streamed character
