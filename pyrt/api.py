@@ -859,12 +859,19 @@ class LlamaState:
         return cls(tokens=toks, kv=kv, n_ctx=n_ctx, model_fingerprint=fp, extra=extra)
 
     def save(self, path: str | os.PathLike) -> None:
-        """Write atomically (temporary file + rename)."""
+        """Write atomically (temporary file + rename), readable by the owner only
+        (a saved chat holds the conversation)."""
         path = os.fspath(path)
         tmp = f"{path}.tmp{os.getpid()}"
-        with open(tmp, "wb") as f:
-            f.write(self.to_bytes())
-        os.replace(tmp, path)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(self.to_bytes())
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "LlamaState":

@@ -44,6 +44,15 @@ from jinja2.runtime import BlockReference, LoopContext, Macro, Undefined
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.utils import Cycler, Joiner, Namespace
 
+def _version_tuple(v: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in re.findall(r"\d+", v)[:3])
+
+
+# 3.1.5 and older let |attr('format') escape the sandbox (CVE-2025-27516)
+if _version_tuple(jinja2.__version__) < (3, 1, 6):
+    raise ImportError(f"pyrt needs jinja2 >= 3.1.6 to render chat templates safely "
+                      f"(found {jinja2.__version__}); pip install -U 'jinja2>=3.1.6'")
+
 __all__ = ["TemplateError", "ChatTemplate", "BUILTIN_TEMPLATES", "normalize_messages",
            "Conversation", "DEFAULT_MAX_OUTPUT_CHARS", "DEFAULT_RENDER_TIMEOUT"]
 

@@ -16,7 +16,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, TextIO
+from typing import Any, TextIO
 
 HELP = """Available commands:
   /set            Set session variables
@@ -280,6 +280,7 @@ class ChatREPL:
             self.say(f"[context full: dropped the {dropped} oldest message{'s' if dropped != 1 else ''} "
                      f"(the system prompt is kept) and re-read the conversation]")
         progress = Progress("reading the prompt")
+        llm.last_stats = {}
         reply: list[str] = []
         finish = None
         t0 = time.perf_counter()
@@ -457,7 +458,6 @@ class ChatREPL:
         return sessions_dir() / f"{name}.session"
 
     def cmd_save(self, name: str) -> None:
-        from .api import LlamaState  # noqa: F401  (type of save_state)
         path = self._session_path(name)
         if path is None:
             return

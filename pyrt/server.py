@@ -313,6 +313,20 @@ class Handler(BaseHTTPRequestHandler):
         given = auth[7:].strip() if auth.lower().startswith("bearer ") else ""
         return hmac.compare_digest(given.encode(), key.encode())
 
+    def _host_allowed(self) -> bool:
+        """On a loopback bind, only loopback Host names are served: a web page whose
+        domain re-resolves to 127.0.0.1 (DNS rebinding, as in ollama's CVE-2024-28224)
+        must not reach the model through the user's browser."""
+        if not self.server.app.loopback_only:
+            return True
+        host = (self.headers.get("Host") or "").strip().lower()
+        if host.startswith("["):
+            name = host[1:host.find("]")] if "]" in host else host
+        else:
+            name = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+        return name in ("localhost", "127.0.0.1", "::1", "") or name.startswith("127.") \
+            or name.endswith(".localhost")
+
     def _route(self) -> str:
         path = self.path.split("?", 1)[0].rstrip("/") or "/"
         if path.startswith("/v1/"):
@@ -337,6 +351,9 @@ class Handler(BaseHTTPRequestHandler):
         self._body_read = False
         path = self._route()
         try:
+            if not self._host_allowed():
+                raise APIError(403, "this server only answers requests addressed to localhost "
+                                    "(the Host header names another host)", code="forbidden_host")
             if path == "/health":
                 if method != "GET":
                     raise APIError(405, "use GET /health", code="method_not_allowed")
@@ -460,6 +477,7 @@ class App:
         llm.model_name = self.alias
         self.api_key = api_key
         self.verbose = verbose
+        self.loopback_only = False      # set by Server when bound to a loopback address
         self.created = int(time.time())
         self.worker = Worker(llm, max_queue)
 
@@ -590,6 +608,7 @@ class Server:
         self.app = App(llm, **app_kw)
         self.httpd = _HTTPServer((host, port), Handler, self.app)
         self.host, self.port = self.httpd.server_address[:2]
+        self.app.loopback_only = _is_loopback(str(self.host))
 
     @property
     def url(self) -> str:

@@ -122,6 +122,11 @@ def test_gemma_without_a_template_chats_through_the_fallback():
     assert t.name == "gemma"
     assert t.render([{"role": "user", "content": "hi"}]) == \
         "<bos><start_of_turn>user\nhi<end_of_turn>\n<start_of_turn>model\n"
+    with pyrt.Llama(str(path), n_ctx=64) as llm:        # the template writes <bos>: not doubled
+        toks = llm.chat_tokens([{"role": "user", "content": "hi"}])
+        sot, eot = llm.tokenizer.token_to_id("<start_of_turn>"), llm.tokenizer.token_to_id("<end_of_turn>")
+        assert toks[:2] == [llm.token_bos(), sot] and toks.count(llm.token_bos()) == 1
+        assert eot in llm.chat_stop_tokens()
 
 
 def test_bos_is_added_once(smollm2_path):

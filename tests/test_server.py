@@ -93,7 +93,7 @@ def raw_request(url: str, body: dict, key: str = "") -> socket.socket:
     data = json.dumps(body).encode()
     s = socket.create_connection((u.hostname, u.port), timeout=60)
     auth = f"Authorization: Bearer {key}\r\n" if key else ""
-    s.sendall(f"POST {u.path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n{auth}"
+    s.sendall(f"POST {u.path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n{auth}"
               f"Content-Length: {len(data)}\r\n\r\n".encode() + data)
     return s
 
@@ -231,11 +231,15 @@ def test_http_errors(server):
     s.close()
     u = urlsplit(base)
     s = socket.create_connection((u.hostname, u.port), timeout=30)
-    s.sendall(f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: {64 << 20}\r\n\r\n".encode())
+    s.sendall(f"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {64 << 20}\r\n\r\n".encode())
     assert s.recv(4096).startswith(b"HTTP/1.1 413")
     s.close()
     st, r = request("POST", base + "/v1/completions", {"model": "m"})
     assert st == 400 and r["error"]["param"] == "prompt"
+    # DNS rebinding: a page from evil.example that resolves to 127.0.0.1 is refused
+    st, r = request("GET", base + "/v1/models", headers={"Host": "evil.example:8080"})
+    assert st == 403 and r["error"]["code"] == "forbidden_host"
+    assert request("GET", base + "/v1/models", headers={"Host": "localhost:8080"})[0] == 200
     h = health(server)
     assert h["status"] == "ok" and h["busy"] is False
 

@@ -136,3 +136,63 @@ ORDINARY = [
 @pytest.mark.parametrize("src, want", ORDINARY)
 def test_ordinary_template_code_still_works(src, want):
     assert render(src) == want
+
+
+# Constructs used by widely published chat templates (Llama 3.1, Qwen 2.5/3, Mistral, Gemma 3):
+# the sandbox's limits must not break them.
+LLAMA31_LIKE = """{{- bos_token }}
+{%- set date_string = strftime_now("%d %b %Y") %}
+{%- set builtin_tools = ['brave_search', 'code_interpreter', 'wolfram_alpha'] %}
+{%- if messages[0]['role'] == 'system' %}{%- set system_message = messages[0]['content']|trim %}
+{%- set messages = messages[1:] %}{%- else %}{%- set system_message = "" %}{%- endif %}
+{{- "<|start_header_id|>system<|end_header_id|>\\n\\n" }}
+{{- "Tools: " + builtin_tools | reject('equalto', 'code_interpreter') | join(", ") + "\\n" }}
+{{- "Today Date: " + date_string|length|string + "\\n\\n" }}{{- system_message }}{{- "<|eot_id|>" }}
+{%- for message in messages %}
+{{- '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n' + message['content'] | trim + '<|eot_id|>' }}
+{%- endfor %}
+{%- if add_generation_prompt %}{{- '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{%- endif %}"""
+
+QWEN_LIKE = """{%- if tools %}{{- '<|im_start|>system\\n# Tools\\n<tools>' }}{%- for tool in tools %}{{- "\\n" }}
+{{- tool | tojson }}{%- endfor %}{{- "\\n</tools><|im_end|>\\n" }}{%- endif %}
+{%- set ns = namespace(multi_step_tool=true, last_query_index=messages|length - 1) %}
+{%- for message in messages[::-1] %}{%- set index = (messages|length - 1) - loop.index0 %}
+{%- if ns.multi_step_tool and message.role == "user" and message.content is string
+      and not(message.content.startswith('<tool_response>') and message.content.endswith('</tool_response>')) %}
+{%- set ns.multi_step_tool = false %}{%- set ns.last_query_index = index %}{%- endif %}{%- endfor %}
+{%- for message in messages %}
+{%- if message.role == "assistant" and not message.tool_calls %}
+{%- set content = message.content.split('</think>')[-1].lstrip('\\n') %}
+{{- '<|im_start|>' + message.role + '\\n' + content + '<|im_end|>\\n' }}
+{%- else %}{{- '<|im_start|>' + message.role + '\\n' + message.content + '<|im_end|>' + '\\n' }}{%- endif %}
+{%- endfor %}{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}
+{{- '[last query ' ~ ns.last_query_index ~ ']' }}"""
+
+MISTRAL_LIKE = """{%- if messages[0]["role"] == "system" %}{%- set system_message = messages[0]["content"] %}
+{%- set loop_messages = messages[1:] %}{%- else %}{%- set loop_messages = messages %}{%- endif %}
+{{- bos_token }}{%- for message in loop_messages %}
+{%- if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}
+{{- raise_exception('After the optional system message, conversation roles must alternate user/assistant/user/assistant/...') }}
+{%- endif %}{%- if message["role"] == "user" %}
+{%- if loop.last and system_message is defined %}{{- "[INST] " + system_message + "\\n\\n" + message["content"] + "[/INST]" }}
+{%- else %}{{- "[INST] " + message["content"] + "[/INST]" }}{%- endif %}
+{%- else %}{{- " " + message["content"] + eos_token }}{%- endif %}{%- endfor %}"""
+
+CONV = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": "<think>hmm</think>\nhello"}, {"role": "user", "content": "bye"}]
+
+
+def test_published_template_constructs_render():
+    t = ChatTemplate(LLAMA31_LIKE, bos_token="<|begin_of_text|>")
+    out = t.render(CONV)
+    assert out.startswith("<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nTools: brave_search, "
+                          "wolfram_alpha\nToday Date: ")
+    assert out.endswith("bye<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n")
+    tools = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]
+    out = ChatTemplate(QWEN_LIKE).render(CONV, tools=tools)
+    assert '<tools>\n{"type": "function", "function": {"name": "f"' in out
+    assert "<|im_start|>assistant\nhello<|im_end|>" in out and out.endswith("[last query 3]")
+    t = ChatTemplate(MISTRAL_LIKE, bos_token="<s>", eos_token="</s>")
+    assert t.render(CONV) == "<s>[INST] hi[/INST] <think>hmm</think>\nhello</s>[INST] Be brief.\n\nbye[/INST]"
+    with pytest.raises(TemplateError, match="roles must alternate"):
+        t.render([{"role": "user", "content": "a"}, {"role": "user", "content": "b"}])
