@@ -28,6 +28,8 @@
 #define RM 2           /* rows per tile   */
 #define RN 3           /* tokens per tile */
 #define RV 4           /* rows per tile when there is a single token (generation) */
+#define PANEL_R 16     /* rows whose scales are cached per panel  */
+#define PANEL_T 32     /* tokens whose scales are cached per panel */
 #define RMAX 4
 #define MAX_NB 512     /* blocks per row handled by the scale caches (16384 columns) */
 
@@ -157,8 +159,6 @@ __attribute__((unused)) static void gemm_add_mins(int64_t nb, const float *wm, i
 /* y[t*ldy + r] for r < n_rows, t < n_tok; rows of w and a are w_row / a_row
  * bytes apart. Rows are processed in panels of PANEL_R, tokens in chunks of
  * PANEL_T, with their fp16 scales converted to float once per panel. */
-#define PANEL_R 16
-#define PANEL_T 32
 #define DEFINE_GEMM(NAME, WT, AT, WLOAD, SIGNED, HAS_MIN)                                        \
     static void NAME(int64_t n, const void *w, int64_t w_row, int64_t n_rows,                    \
                      const void *a, int64_t a_row, int64_t n_tok, float *y, int64_t ldy) {      \
@@ -179,7 +179,8 @@ __attribute__((unused)) static void gemm_add_mins(int64_t nb, const float *wm, i
                 const int64_t t0 = tb;                                                            \
                 int64_t r0 = 0;                                                                   \
                 for (; r0 + RV <= n_rows; r0 += RV) GEMV_TILE(WT, AT, WLOAD, SIGNED, HAS_MIN);   \
-                for (const int64_t rb = r0; r0 < n_rows; r0++) {                                  \
+                for (; r0 < n_rows; r0++) {                                                       \
+                    const int64_t rb = r0;   /* the scale caches hold this one row */            \
                     for (int64_t b = 0; b < nb; b++) {                                            \
                         const WT *wr = (const WT *)((const char *)w + r0 * w_row);                \
                         ws[b] = f16(wr[b].d);                                                     \
@@ -187,7 +188,6 @@ __attribute__((unused)) static void gemm_add_mins(int64_t nb, const float *wm, i
                     }                                                                             \
                     GEMM_TILE(WT, AT, WLOAD, SIGNED, 1, 1);                                       \
                     if (HAS_MIN) gemm_add_mins(nb, wm, 1, asT, 1, y + t0 * ldy + r0, ldy);        \
-                    (void)rb;                                                                     \
                 }                                                                                 \
                 continue;                                                                         \
             }                                                                                     \

@@ -28,6 +28,8 @@ def _cdef() -> str:
 typedef void  (*pyrt_dequant_fn)(const void *src, float *dst, int64_t n);
 typedef void  (*pyrt_quant_fn)(const float *src, void *dst, int64_t n);
 typedef void  (*pyrt_vec_dot_fn)(int64_t n, float *s, const void *w, const void *a);
+typedef void  (*pyrt_gemm_fn)(int64_t n, const void *w, int64_t w_row_bytes, int64_t n_rows,
+                              const void *a, int64_t a_row_bytes, int64_t n_tok, float *y, int64_t ldy);
 """
     return typedefs + body + "\nconst pyrt_kernels *pyrt_kernels_get(int32_t variant);\n"
 

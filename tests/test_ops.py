@@ -132,3 +132,41 @@ def test_q4_0_repacked_order_dot(n):
     ad = quants.dequantize(a, T.Q8_0).astype(np.float64).ravel()
     ref = wd @ ad
     assert abs(float(s[0]) - ref) <= DOT_RTOL * np.abs(wd * ad).sum()
+
+
+GEMM_TYPES = ["Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0"]
+
+
+@pytest.mark.skipif(not lib.pyrt_kernels_available(lib.PYRT_KERNELS_AVX2), reason="no AVX2 on this CPU")
+@pytest.mark.parametrize("tname", GEMM_TYPES)
+@pytest.mark.parametrize("rows,cols,n_tok", [(1, 32, 1), (3, 64, 1), (5, 576, 1), (37, 768, 1), (64, 576, 1),
+                                             (2, 32, 2), (7, 96, 3), (8, 576, 5), (37, 1536, 33), (40, 64, 70)])
+def test_tiled_gemm_is_bit_identical_to_the_row_kernels(tname, rows, cols, n_tok):
+    """pyrt_matmul's tiled kernels must compute exactly what the single-row
+    dot computes for every (row, token), on every tile remainder, since the
+    model's fidelity to llama.cpp rests on that arithmetic."""
+    from pyrt._native import check, ffi
+    k = table(lib.PYRT_KERNELS_AVX2)
+    ty = int(getattr(lib, f"PYRT_TYPE_{tname}"))
+    rng = np.random.default_rng(rows * 1000 + cols + n_tok)
+    w = quants.quantize(rng.standard_normal((rows, cols)).astype(np.float32), getattr(T, tname))
+    x = rng.standard_normal((n_tok, cols)).astype(np.float32)
+    y = np.zeros((n_tok, rows), np.float32)
+    check(lib.pyrt_matmul(lib.PYRT_KERNELS_AVX2, ty, ffi.cast("void *", w.ctypes.data), rows, cols,
+                          ffi.cast("float *", x.ctypes.data), n_tok, ffi.cast("float *", y.ctypes.data), 2))
+    at = lib.pyrt_type_act_type(ty)
+    a_row = cols // 32 * int(lib.pyrt_type_block_bytes(at))
+    acts = np.zeros((n_tok, a_row), np.uint8)
+    for t in range(n_tok):
+        check(lib.pyrt_quantize_act(lib.PYRT_KERNELS_AVX2, at, ffi.cast("float *", x[t].ctypes.data),
+                                    ffi.cast("void *", acts[t].ctypes.data), cols))
+    dot = k.vec_dot_r8[ty] if (rows % 8 == 0 and k.vec_dot_r8[ty] != kffi.NULL) else k.vec_dot[ty]
+    dot = kffi.cast("pyrt_vec_dot_fn", dot)
+    ref = np.zeros_like(y)
+    s = np.zeros(1, np.float32)
+    w_row = w.reshape(rows, -1)
+    for t in range(n_tok):
+        for r in range(rows):
+            dot(cols, kptr(s, "float *"), kptr(np.ascontiguousarray(w_row[r]), "void *"), kptr(acts[t], "void *"))
+            ref[t, r] = s[0]
+    np.testing.assert_array_equal(y.view(np.uint32), ref.view(np.uint32))
