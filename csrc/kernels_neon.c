@@ -17,7 +17,14 @@
  *     dotprod the lane sums are formed as ggml's fallback does (vmull_s8 on
  *     each half, pairwise widening add), so lane j holds different elements
  *     than SDOT's lane j: the two paths may differ in the last bits.
- * Dequantization is bit-exact with the reference (d*q is exact in f32). */
+ *   - K-quants (Q2_K..Q6_K x Q8_K): the exact integer sum of each super-block,
+ *     then kquants_ref.c's float expression; Q8_K quantization is the
+ *     reference's algorithm, bit for bit.
+ * llama.cpp itself repacks Q4_0 (and more) into interleaved rows on Arm CPUs
+ * with dotprod/i8mm, so bit-exactness with its Arm build is not a goal here;
+ * the tests hold these kernels to the scalar reference's tolerances.
+ * Dequantization is bit-exact with the reference (d*q is exact in f32); the
+ * K-quant dequantizers are the scalar ones (AVX2 has none either). */
 #if defined(__aarch64__)
 #include <arm_neon.h>
 #include <string.h>
@@ -58,6 +65,13 @@ static inline pyrt_fp16 fp16_from(float x) {
     pyrt_fp16 h;
     memcpy(&h, &f, sizeof h);
     return h;
+}
+
+/* the fp16 at a byte address (block scales) */
+static inline float qt_f16(const uint8_t *p) {
+    pyrt_fp16 h;
+    memcpy(&h, p, 2);
+    return fp16_1(h);
 }
 
 static inline float32x4_t ld4_f16(const pyrt_fp16 *p) {
@@ -518,6 +532,11 @@ void pyrt_kernels_fill_neon_ex(pyrt_kernels *k, int use_dotprod) {
     k->vec_dot[PYRT_TYPE_Q4_1] = dot_q4_1_base;
     k->vec_dot[PYRT_TYPE_Q5_0] = dot_q5_0_base;
     k->vec_dot[PYRT_TYPE_Q5_1] = dot_q5_1_base;
+    k->gemm[PYRT_TYPE_Q8_0] = gemm_q8_0_base;
+    k->gemm[PYRT_TYPE_Q4_0] = gemm_q4_0_base;
+    k->gemm[PYRT_TYPE_Q4_1] = gemm_q4_1_base;
+    k->gemm[PYRT_TYPE_Q5_0] = gemm_q5_0_base;
+    k->gemm[PYRT_TYPE_Q5_1] = gemm_q5_1_base;
     k->vec_dot[PYRT_TYPE_Q2_K] = dot_q2_K_base;
     k->vec_dot[PYRT_TYPE_Q3_K] = dot_q3_K_base;
     k->vec_dot[PYRT_TYPE_Q4_K] = dot_q4_K_base;
@@ -531,6 +550,11 @@ void pyrt_kernels_fill_neon_ex(pyrt_kernels *k, int use_dotprod) {
         k->vec_dot[PYRT_TYPE_Q4_1] = dot_q4_1_sdot;
         k->vec_dot[PYRT_TYPE_Q5_0] = dot_q5_0_sdot;
         k->vec_dot[PYRT_TYPE_Q5_1] = dot_q5_1_sdot;
+        k->gemm[PYRT_TYPE_Q8_0] = gemm_q8_0_sdot;
+        k->gemm[PYRT_TYPE_Q4_0] = gemm_q4_0_sdot;
+        k->gemm[PYRT_TYPE_Q4_1] = gemm_q4_1_sdot;
+        k->gemm[PYRT_TYPE_Q5_0] = gemm_q5_0_sdot;
+        k->gemm[PYRT_TYPE_Q5_1] = gemm_q5_1_sdot;
         k->vec_dot[PYRT_TYPE_Q2_K] = dot_q2_K_sdot;
         k->vec_dot[PYRT_TYPE_Q3_K] = dot_q3_K_sdot;
         k->vec_dot[PYRT_TYPE_Q4_K] = dot_q4_K_sdot;

@@ -627,6 +627,50 @@ static void test_matmul(int variant) {
     }
 }
 
+/* Register-tiled products: every output bit-identical to the table's own
+ * row kernel on the same bytes (the driver may use either), nothing written
+ * outside the n_rows x n_tok block. */
+static void test_gemm(const pyrt_kernels *V) {
+    static const int64_t ns[] = { 32, 64, 96, 576, 32 * 37, 4096 + 32 };
+    static const int64_t rows_l[] = { 1, 2, 3, 5 }, toks_l[] = { 1, 2, 3, 4, 7 };
+    enum { MAXR = 5, MAXT = 7, LDY = 9 };
+    static uint8_t W[MAXR * (MAXN / 32) * 36], A[MAXT * (MAXN / 32) * 36];
+    static float Y[MAXT * LDY];
+    for (int ti = 0; ti < N_WTYPES; ti++) {
+        const int t = WEIGHT_TYPES[ti], at = pyrt_type_traits_table[t].act_type;
+        if (!V->gemm[t]) continue;
+        for (int ni = 0; ni < (int)(sizeof ns / sizeof ns[0]); ni++) {
+            const int64_t n = ns[ni], wrb = row_bytes(t, n), arb = row_bytes(at, n);
+            seed(6000 + (uint64_t)n + 31 * (uint64_t)t);
+            for (int r = 0; r < MAXR; r++) random_weights(t, n, W + r * wrb, -10, -3);
+            for (int k = 0; k < MAXT; k++) {
+                act_input(n, xbuf);
+                V->quantize_act[at](xbuf, A + k * arb, n);
+            }
+            int bad = 0, untouched = 1;
+            for (int ri = 0; ri < 4; ri++)
+                for (int tj = 0; tj < 5; tj++) {
+                    const int64_t nr = rows_l[ri], nt = toks_l[tj];
+                    for (int i = 0; i < MAXT * LDY; i++) Y[i] = -12345.0f;
+                    V->gemm[t](n, W, wrb, nr, A, arb, nt, Y, LDY);
+                    for (int64_t k = 0; k < MAXT; k++)
+                        for (int64_t r = 0; r < LDY; r++) {
+                            const float got = Y[k * LDY + r];
+                            if (k < nt && r < nr) {
+                                float ref = NAN;
+                                V->vec_dot[t](n, &ref, W + r * wrb, A + k * arb);
+                                bad += bits32(got) != bits32(ref);
+                            } else {
+                                untouched &= got == -12345.0f;
+                            }
+                        }
+                }
+            check(bad == 0 && untouched, "gemm %s n=%lld, 1..5 rows x 1..7 tokens: bit-identical to vec_dot "
+                  "(%d differ)%s", tname(t), (long long)n, bad, untouched ? "" : ", wrote outside its block");
+        }
+    }
+}
+
 /* Every entry of V that exists, against S. */
 static void test_table(const char *label, const pyrt_kernels *S, const pyrt_kernels *V) {
     g_table = label;
@@ -646,6 +690,7 @@ static void test_table(const char *label, const pyrt_kernels *S, const pyrt_kern
     test_vec_dot_float_odd(S, V);
     test_vec_dot_nmse(S, V);
     test_f16_helpers(S, V);
+    test_gemm(V);
 }
 
 #if TEST_NEON
@@ -657,6 +702,12 @@ static void overlay(pyrt_kernels *dst, const pyrt_kernels *base, const pyrt_kern
         if (simd->dequantize[t])   dst->dequantize[t]   = simd->dequantize[t];
         if (simd->quantize_act[t]) dst->quantize_act[t] = simd->quantize_act[t];
         if (simd->vec_dot[t])      dst->vec_dot[t]      = simd->vec_dot[t];
+        if (simd->vec_dot_tiled[t]) dst->vec_dot_tiled[t] = simd->vec_dot_tiled[t];
+        /* an instruction set's own choices, never inherited */
+        dst->vec_dot_r8[t] = simd->vec_dot_r8[t];
+        dst->vec_dot_r8x4[t] = simd->vec_dot_r8x4[t];
+        dst->gemm[t] = simd->gemm[t];
+        dst->gemm_r8[t] = simd->gemm_r8[t];
     }
     if (simd->fp32_to_fp16) dst->fp32_to_fp16 = simd->fp32_to_fp16;
     if (simd->fp16_to_fp32) dst->fp16_to_fp32 = simd->fp16_to_fp32;
@@ -732,7 +783,7 @@ int main(int argc, char **argv) {
         int same = 1;
         for (int t = 0; t < PYRT_TYPE_COUNT; t++)
             same &= D->vec_dot[t] == expect->vec_dot[t] && D->dequantize[t] == expect->dequantize[t] &&
-                    D->quantize_act[t] == expect->quantize_act[t];
+                    D->quantize_act[t] == expect->quantize_act[t] && D->gemm[t] == expect->gemm[t];
         check(same, "dispatch picked the %s set", has_dp ? "dotprod" : "baseline");
     }
     test_dispatch(PYRT_KERNELS_NEON);
