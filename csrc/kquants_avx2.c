@@ -21,12 +21,14 @@
  *            acc = fma(r, d_a, acc).
  *   rep8     Q4_K weights whose row count is a multiple of 8 are repacked at
  *            load into 8-row interleaved blocks (ggml-cpu/repack.cpp) and always
- *            go through its GEMV/GEMM, for every batch size: per super-block
- *            acc = fma(float(S1), d_w*d_a, acc), accm = fma(float(S2),
- *            dmin_w*d_a, accm), result acc - accm.
+ *            go through its GEMV/GEMM, for every batch size. GEMV: per
+ *            super-block acc = fma(float(S1), d_w*d_a, acc), accm = fma(float(S2),
+ *            dmin_w*d_a, accm), result acc - accm. GEMM (the tokens of a batch
+ *            of > 3 in groups of 4): the same, once per pair of sub-blocks.
  *
- * They fill vec_dot[], vec_dot_tiled[] and vec_dot_r8[]; the matmul driver
- * picks one per weight and batch with pyrt_pick_vec_dot() (kernels.h). */
+ * They fill vec_dot[], vec_dot_tiled[], vec_dot_r8[] and vec_dot_r8x4[]; the
+ * matmul driver picks one per weight and token with pyrt_pick_vec_dot()
+ * (kernels.h). */
 #if defined(__x86_64__)
 #include <immintrin.h>
 #include <math.h>
@@ -376,7 +378,7 @@ static inline void subdots_q4_K(const block_q4_K *x, const block_q8_K *y, int32_
 /* Tokens of a batch in groups of 4 go through the repacked GEMM, which
  * accumulates in float once per pair of sub-blocks (64 elements) instead of once
  * per super-block; the remaining n_tok % 4 tokens (all of them when n_tok < 4)
- * through the GEMV above. */
+ * through the GEMV (rep8_q4_K below). */
 static void rep8x4_q4_K(int64_t n, float *s, const void *w, const void *a) {
     const block_q4_K *x = (const block_q4_K *)w;      /* [n/256] */
     const block_q8_K *y = (const block_q8_K *)a;      /* [n/256] */

@@ -813,6 +813,8 @@ class BPETokenizer(Tokenizer):
 # ----------------------------------------------------------------------------------------------
 
 _SPACE_ESCAPE = "\u2581"      # '▁', how SPM vocabularies spell a space
+_SURROGATE = regex.compile(r"[\ud800-\udfff]")
+_SURROGATE_SPLIT = regex.compile(r"([\ud800-\udfff])")
 _PB_NORMAL, _PB_UNKNOWN, _PB_BYTE = 1, 2, 6     # sentencepiece ModelProto.SentencePiece.Type
 
 
@@ -943,16 +945,15 @@ class SPMTokenizer(Tokenizer):
 
     def _tokenize_text(self, text: str, out: list[int]) -> None:
         text = text.replace(" ", _SPACE_ESCAPE)
-        try:
-            ids = self._encode(text)
-        except UnicodeEncodeError:
-            # lone surrogates: tokenize the valid runs, surrogates become bytes
-            for run in regex.split(r"([\ud800-\udfff])", text):
-                if len(run) == 1 and 0xD800 <= ord(run) <= 0xDFFF:
+        if _SURROGATE.search(text):
+            # lone surrogates (not UTF-8): tokenize the valid runs, surrogates become bytes
+            for run in _SURROGATE_SPLIT.split(text):
+                if _SURROGATE.fullmatch(run):
                     self._emit_bytes(run.encode("utf-8", "surrogatepass"), out)
                 elif run:
                     self._tokenize_text(run, out)
             return
+        ids = self._encode(text)
         if self._unk_piece in ids:
             # no full set of byte tokens: fall back per character, as llama.cpp does
             pieces = self._sp.EncodeAsPieces(text)

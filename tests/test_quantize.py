@@ -48,8 +48,8 @@ FTYPE = {"q8_0": 7, "q4_0": 2, "q4_1": 3, "f16": 1}
     # with its own output.weight, token_embd is an ordinary weight
     ("token_embd.weight", (576, 49152), QT.F32, "q4_0", True, QT.Q4_0),
     ("output.weight", (576, 49152), QT.F32, "q4_0", True, QT.Q8_0),
-    # llama.cpp would keep Q6_K (ne0 % 256 == 0); pyrt substitutes Q8_0
-    ("output.weight", (512, 1000), QT.F32, "q4_0", True, QT.Q8_0),
+    # the output projection gets Q6_K where ne0 % 256 == 0
+    ("output.weight", (512, 1000), QT.F32, "q4_0", True, QT.Q6_K),
     # ne0 not a multiple of 32: F16 fallback, for ordinary and output tensors alike
     ("blk.0.ffn_down.weight", (48, 64), QT.F32, "q8_0", False, QT.F16),
     ("output.weight", (48, 64), QT.F32, "q4_0", True, QT.F16),
@@ -69,15 +69,15 @@ def test_choose_tensor_type(name, ne, src, qtype, has_output, want):
 def test_choose_tensor_type_notes_the_fallbacks():
     _, note = pq.choose_tensor_type("token_embd.weight", (576, 10), QT.Q8_0, "q4_0", has_output=False)
     assert "Q6_K" in note and "576" in note
-    _, note = pq.choose_tensor_type("output.weight", (512, 10), QT.F32, "q4_0", has_output=True)
-    assert "Q6_K" in note and "Q8_0" in note
+    t, note = pq.choose_tensor_type("output.weight", (512, 10), QT.F32, "q4_0", has_output=True)
+    assert t == QT.Q6_K and note == ""
     _, note = pq.choose_tensor_type("blk.0.attn_q.weight", (64, 64), QT.F32, "q4_0", has_output=True)
     assert note == ""
 
 
 def test_unknown_qtype_lists_choices():
-    with pytest.raises(ValueError, match=r"q8_0, q4_0, q4_1, f16"):
-        pq.choose_tensor_type("x.weight", (32, 32), QT.F32, "q5_k", has_output=False)
+    with pytest.raises(ValueError, match=r"q8_0, q4_0, q4_1, q5_0, q5_1, q4_k_m, .*q6_k, f16"):
+        pq.choose_tensor_type("x.weight", (32, 32), QT.F32, "q3_k", has_output=False)
 
 
 # --------------------------------------------------------------------------------------------
@@ -249,8 +249,8 @@ def test_tied_embeddings_get_output_type(tmp_path):
 
 def test_bad_arguments(tmp_path):
     src = _write_tiny(tmp_path / "tiny.gguf")
-    with pytest.raises(ValueError, match="q8_0, q4_0, q4_1, f16"):
-        pq.quantize_file(src, tmp_path / "o.gguf", "q6_k")
+    with pytest.raises(ValueError, match="q8_0, q4_0, q4_1, q5_0"):
+        pq.quantize_file(src, tmp_path / "o.gguf", "q3_k_s")
     with pytest.raises(ValueError, match="same file"):
         pq.quantize_file(src, src, "q8_0")
     with pytest.raises(ValueError, match="same file"):
@@ -308,3 +308,167 @@ def test_cli_main(tmp_path, capsys):
         pq.main([str(src), str(tmp_path / "p.gguf"), "--type", "q3_k"])
     assert pq.main([str(src), str(src), "--type", "q8_0"]) == 2
     assert "same file" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------------------------
+# Q5_0/Q5_1 and the K-quant files (issue #4)
+# --------------------------------------------------------------------------------------------
+
+# ggml's C reference quantizers (quantize_row_*_ref of llama-cpp-python 0.3.36's ggml-base, which
+# llama.cpp compiles without -march, so without FMA contraction) on _kq_rows(): sha256 of the
+# blocks. Pins pyrt's numpy ports of the K-quant searches to ggml's bytes.
+GGML_C_QUANT_SHA256 = {
+    QT.Q4_K: "3cd9b246a262f81fb55e643f1da2bd8f2a58a9e4402f7b18e68ce8004b45103c",
+    QT.Q5_K: "d68f81499db3bf7a82f9f14d9577d03fbb774cb687bb2ea2d2432d736d85557d",
+    QT.Q6_K: "14ddc40b698a708b4d1693777c4085444fe2ca79ccd5c9bb0b0c6fa323c55a8b",
+    QT.Q5_0: "46181d07bff8fb68dd5c8ec10cb281171e70a1fbdbc7e2af52d8dd8518d40319",
+    QT.Q5_1: "fdcba23b5ac5d302b58288c9994ef7583348cb9c2decf175c1297eda08435b96",
+}
+# llama-quantize (llama-cpp-python 0.3.36) on SmolLM2-135M-Instruct.Q4_1.gguf with
+# --allow-requantize: sha256 of its tensor data, taken in the source file's tensor order
+# (llama-quantize writes the tensors sorted by layer and name; pyrt keeps the source order).
+LLAMA_QUANTIZE_SMOLLM2_SHA256 = {
+    "q4_k_m": "2b6d51c92e85b0154151b924e7cd4157208b50941c0feb8126f391e6d3555e78",
+}
+# the same check made during development for the other new types (not run here: ~20 s each)
+#   q5_k_m 9ab080ac0c8e4b83..., q6_k 718fa7c8b2cd136d..., q5_0 666dd0ec66f52af4..., q5_1 d264760cce6317ec...
+
+
+def _kq_rows() -> np.ndarray:
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((24, 512)) * np.exp(rng.uniform(-4, 2, (24, 1)))
+    x[3] = 0
+    x[5, :256] = 0
+    x[7] = np.abs(x[7])
+    x[9] = -np.abs(x[9])
+    x[11, ::5] = 0
+    x[13] = rng.integers(-3, 4, 512)
+    x[15] *= 1e-20
+    x[17] *= 1e20
+    return x.astype(np.float32)
+
+
+@pytest.mark.parametrize("qt", list(GGML_C_QUANT_SHA256), ids=lambda t: t.name)
+def test_quantizers_match_ggml_c_reference(qt):
+    got = pq.quantize_rows(_kq_rows(), qt)
+    assert got.shape == (24, 512 // gguf.GGML_QUANT_SIZES[qt][0] * gguf.GGML_QUANT_SIZES[qt][1])
+    assert hashlib.sha256(got.tobytes()).hexdigest() == GGML_C_QUANT_SHA256[qt]
+
+
+@pytest.mark.parametrize("qt", [QT.Q4_K, QT.Q5_K, QT.Q6_K], ids=lambda t: t.name)
+def test_kquant_quantizers_roundtrip(qt):
+    """What the blocks mean (gguf.quants' dequantizer): close to the input, and close to
+    optimal for the format (the error of plain rounding on the same grid is not better)."""
+    rng = np.random.default_rng(int(qt))
+    x = rng.standard_normal((16, 1024)).astype(np.float32)
+    y = gguf.quants.dequantize(pq.quantize_rows(x, qt), qt)
+    nmse = float(np.mean((x - y) ** 2) / np.mean(x ** 2))
+    assert nmse < {QT.Q4_K: 0.012, QT.Q5_K: 0.003, QT.Q6_K: 0.0008}[qt]
+    with pytest.raises(ValueError, match="cannot be quantized"):
+        pq.quantize_rows(x[:, :100], qt)
+
+
+@pytest.mark.parametrize("name,ne,qtype,want", [
+    # 32-element targets: every weight, output to Q6_K, or Q8_0 where 256 does not divide
+    ("blk.0.attn_q.weight", (576, 576), "q5_0", QT.Q5_0),
+    ("blk.0.attn_v.weight", (576, 192), "q5_1", QT.Q5_1),
+    ("output.weight", (576, 100), "q5_0", QT.Q8_0),
+    ("output.weight", (512, 100), "q5_1", QT.Q6_K),
+    ("blk.0.ffn_down.weight", (48, 64), "q5_0", QT.F16),
+    # K files: the default type, and llama.cpp's fallbacks where ne0 % 256 != 0
+    ("blk.0.attn_q.weight", (512, 512), "q4_k_m", QT.Q4_K),
+    ("blk.0.attn_q.weight", (576, 576), "q4_k_m", QT.Q5_0),
+    ("blk.0.attn_q.weight", (576, 576), "q4_k", QT.Q5_0),
+    ("blk.0.attn_q.weight", (576, 576), "q5_k_m", QT.Q5_1),
+    ("blk.0.attn_q.weight", (576, 576), "q6_k", QT.Q8_0),
+    ("blk.0.attn_q.weight", (512, 512), "q6_k", QT.Q6_K),
+    ("blk.0.attn_q.weight", (48, 48), "q4_k_m", QT.F16),
+    ("token_embd.weight", (512, 1000), "q4_k_m", QT.Q4_K),       # own output.weight: ordinary
+    ("output.weight", (512, 1000), "q4_k_m", QT.Q6_K),
+    ("output.weight", (576, 1000), "q4_k_m", QT.Q8_0),
+    ("output.weight", (512, 1000), "q8_0", QT.Q8_0),
+])
+def test_choose_tensor_type_new_targets(name, ne, qtype, want):
+    assert pq.choose_tensor_type(name, ne, QT.F32, qtype, has_output=True)[0] == want
+
+
+def test_k_mix_layer_rules():
+    """use_more_bits: the first and last eighth of the layers and every third in between get
+    Q6_K for attn_v and ffn_down (q4_k_m and q5_k_m); counters run in llama.cpp's order."""
+    more = {0, 1, 2, 5, 8, 11, 14, 17, 20, 23, 26, 27, 28, 29}          # n_layer = 30
+    for qtype, base in (("q4_k_m", QT.Q4_K), ("q5_k_m", QT.Q5_K)):
+        ctx = pq.MixContext(arch="llama", n_layer=30, n_attention_wv=30)
+        got = [pq.choose_tensor_type(f"blk.{il}.attn_v.weight", (512, 128), QT.F32, qtype,
+                                     has_output=True, ctx=ctx)[0] for il in range(30)]
+        assert got == [QT.Q6_K if il in more else base for il in range(30)]
+        got = [pq.choose_tensor_type(f"blk.{il}.ffn_down.weight", (1024, 512), QT.F32, qtype,
+                                     has_output=True, ctx=ctx)[0] for il in range(30)]
+        assert got == [QT.Q6_K if il in more else base for il in range(30)]
+    # 8-expert models: attn_v and attn_k in Q8_0, attn_output Q5_K (q4_k_m)
+    ctx = pq.MixContext(arch="llama", n_layer=32, n_expert=8, n_attention_wv=32)
+    assert pq.choose_tensor_type("blk.3.attn_v.weight", (512, 128), QT.F32, "q4_k_m", has_output=True, ctx=ctx)[0] == QT.Q8_0
+    assert pq.choose_tensor_type("blk.3.attn_k.weight", (512, 128), QT.F32, "q4_k_m", has_output=True, ctx=ctx)[0] == QT.Q8_0
+    assert pq.choose_tensor_type("blk.3.attn_output.weight", (512, 512), QT.F32, "q4_k_m", has_output=True, ctx=ctx)[0] == QT.Q5_K
+    # falcon: output Q8_0; ffn_down by layer position
+    ctx = pq.MixContext(arch="falcon", n_layer=32, n_attention_wv=32)
+    assert pq.choose_tensor_type("output.weight", (512, 100), QT.F32, "q4_k_m", has_output=True, ctx=ctx)[0] == QT.Q8_0
+    got = [pq.choose_tensor_type(f"blk.{il}.ffn_down.weight", (1024, 512), QT.F32, "q4_k_m",
+                                 has_output=True, ctx=ctx)[0] for il in range(4)]
+    assert got == [QT.Q6_K, QT.Q6_K, QT.Q5_K, QT.Q5_K]
+
+
+@pytest.fixture(scope="module")
+def smollm2_q4_k_m_path(smollm2_path):
+    return pq.cached_quantize(smollm2_path, "q4_k_m")
+
+
+def test_smollm2_q4_k_m_is_llama_quantize_byte_for_byte(smollm2_q4_k_m_path, smollm2_reader, open_gguf):
+    out = open_gguf(smollm2_q4_k_m_path)
+    assert [t.name for t in out.tensors] == [t.name for t in smollm2_reader.tensors]
+    types = {t.name: t.tensor_type for t in out.tensors}
+    more = {0, 1, 2, 5, 8, 11, 14, 17, 20, 23, 26, 27, 28, 29}
+    for il in range(30):
+        assert types[f"blk.{il}.attn_v.weight"] == (QT.Q8_0 if il in more else QT.Q5_0)   # Q6_K -> Q8_0
+        assert types[f"blk.{il}.ffn_down.weight"] == (QT.Q6_K if il in more else QT.Q4_K)  # ne0 = 1536
+        assert types[f"blk.{il}.attn_q.weight"] == QT.Q5_0                                  # Q4_K -> Q5_0
+    assert types["token_embd.weight"] == QT.Q8_0
+    assert out.fields["general.file_type"].contents() == 15
+    h = hashlib.sha256()
+    for t in out.tensors:
+        h.update(t.data.tobytes())
+    assert h.hexdigest() == LLAMA_QUANTIZE_SMOLLM2_SHA256["q4_k_m"]
+
+
+@pytest.mark.parametrize("qtype", ["q5_0", "q5_1", "q6_k", "q4_k_m", "q5_k_m"])
+def test_tiny_roundtrip_new_types(tmp_path, qtype):
+    src = tmp_path / "tiny256.gguf"
+    rng = np.random.default_rng(3)
+    w = gguf.GGUFWriter(src, "llama")
+    w.add_key_value("llama.block_count", 1, VT.UINT32)
+    w.add_tensor("token_embd.weight", rng.standard_normal((8, 256), dtype=np.float32))
+    w.add_tensor("blk.0.attn_norm.weight", rng.standard_normal(256, dtype=np.float32))
+    w.add_tensor("blk.0.attn_q.weight", rng.standard_normal((64, 256), dtype=np.float32))
+    w.add_tensor("blk.0.attn_v.weight", rng.standard_normal((16, 256), dtype=np.float32))
+    w.add_tensor("blk.0.ffn_down.weight", rng.standard_normal((256, 96), dtype=np.float32))   # ne0 = 96
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    dst = tmp_path / f"tiny-{qtype}.gguf"
+    pq.quantize_file(src, dst, qtype)
+    r, r_src = gguf.GGUFReader(dst), gguf.GGUFReader(src)
+    assert r.fields["general.file_type"].contents() == pq.QTYPES[qtype][1]
+    base = pq.QTYPES[qtype][0]
+    types = {t.name: t.tensor_type for t in r.tensors}
+    fallback = {QT.Q4_K: QT.Q5_0, QT.Q5_K: QT.Q5_1, QT.Q6_K: QT.Q8_0}.get(base, base)
+    assert types["blk.0.attn_q.weight"] == base
+    assert types["token_embd.weight"] == QT.Q6_K                      # tied: the output rule
+    # one layer: it is in the first eighth, so the K mixes raise attn_v and ffn_down
+    assert types["blk.0.attn_v.weight"] == (QT.Q6_K if qtype in ("q4_k_m", "q5_k_m") else base)
+    assert types["blk.0.ffn_down.weight"] == (QT.Q8_0 if qtype in ("q4_k_m", "q5_k_m", "q6_k") else fallback)
+    src_t = {t.name: t for t in r_src.tensors}
+    for t in r.tensors:
+        if t.tensor_type in (QT.F32,):
+            continue
+        rows = gguf.quants.dequantize(src_t[t.name].data, src_t[t.name].tensor_type).reshape(t.shape[1] if len(t.shape) > 1 else 1, -1)
+        assert t.data.tobytes() == pq.quantize_rows(rows, t.tensor_type).tobytes(), t.name
