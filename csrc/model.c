@@ -13,6 +13,7 @@
 #include "matmul.h"
 #include "ops.h"
 #include "threadpool.h"
+#include "cuda/pyrt_cuda.h"
 
 #define MAX_LAYERS 1024
 
@@ -38,6 +39,8 @@ struct pyrt_model {
     int has_output;
     layer_weights *layers;       /* [n_layer] */
     int finalized;
+    pyrt_cuda_model *cuda;       /* device copy of the weights (pyrt_model_offload) */
+    int32_t cuda_device;
 };
 
 /* ---- model creation --------------------------------------------------------- */
@@ -79,6 +82,7 @@ int pyrt_model_create(const pyrt_hparams *hp, pyrt_model **out) {
 
 void pyrt_model_free(pyrt_model *m) {
     if (!m) return;
+    pyrt_cuda_model_free(m->cuda);
     free(m->layers);
     free(m);
 }
@@ -215,6 +219,8 @@ struct pyrt_ctx {
     float *attn_acc;             /* [n_threads][32 * head_dim] */
     _Atomic int abort_req;
     int stop_now;
+    int32_t backend;             /* PYRT_BACKEND_*                              */
+    pyrt_cuda_ctx *cuda;         /* CUDA: KV cache + scratch on the device      */
     int32_t n_shape;             /* 0, or the batch size whose arithmetic to use */
     /* current job */
     const int32_t *tokens;
@@ -231,12 +237,30 @@ static void *alloc_aligned(size_t n) {
 
 void pyrt_ctx_free(pyrt_ctx *c) {
     if (!c) return;
+    pyrt_cuda_ctx_free(c->cuda);
     pool_free(c->pool);
     void *bufs[] = { c->kc, c->vc, c->x, c->xn, c->q, c->k, c->v, c->att, c->tmp, c->g, c->u,
                      c->qbuf[0], c->qbuf[1], c->scores, c->probs16, c->q16, c->attn_acc };
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
     free(c);
 }
+
+static int ctx_create_cuda(const pyrt_model *m, int32_t n_ctx, int32_t n_batch, int32_t device, pyrt_ctx **out);
+
+int pyrt_ctx_create_ex(const pyrt_model *m, const pyrt_ctx_params *p, pyrt_ctx **out) {
+    if (!p) return pyrt_set_error(PYRT_ERR_INVALID_ARG, "ctx_create_ex: NULL params");
+    for (int i = 0; i < 7; i++)
+        if (p->reserved[i]) return pyrt_set_error(PYRT_ERR_INVALID_ARG, "ctx_create_ex: reserved fields must be zero");
+    if (p->backend == PYRT_BACKEND_CPU) {
+        if (p->device != 0) return pyrt_set_error(PYRT_ERR_INVALID_ARG, "CPU backend has one device (0), not %d", p->device);
+        return pyrt_ctx_create(m, p->n_ctx, p->n_threads, p->n_batch, out);
+    }
+    if (p->backend == PYRT_BACKEND_CUDA) return ctx_create_cuda(m, p->n_ctx, p->n_batch, p->device, out);
+    if (out) *out = NULL;
+    return pyrt_set_error(PYRT_ERR_INVALID_ARG, "unknown backend %d", p->backend);
+}
+
+int32_t pyrt_ctx_backend(const pyrt_ctx *c) { return c ? c->backend : -1; }
 
 int pyrt_ctx_create(const pyrt_model *m, int32_t n_ctx, int32_t n_threads, int32_t n_batch, pyrt_ctx **out) {
     if (!m || !out) return pyrt_set_error(PYRT_ERR_INVALID_ARG, "ctx_create: NULL argument");
@@ -293,7 +317,92 @@ int pyrt_ctx_create(const pyrt_model *m, int32_t n_ctx, int32_t n_threads, int32
 
 int32_t pyrt_ctx_n_ctx(const pyrt_ctx *c) { return c ? c->n_ctx : 0; }
 int32_t pyrt_ctx_n_past(const pyrt_ctx *c) { return c ? c->n_past : 0; }
-int32_t pyrt_ctx_n_threads(const pyrt_ctx *c) { return c ? pool_size(c->pool) : 0; }
+int32_t pyrt_ctx_n_threads(const pyrt_ctx *c) { return c && c->pool ? pool_size(c->pool) : 0; }
+
+/* ---- backends --------------------------------------------------------------------- */
+
+int32_t pyrt_backend_device_count(int32_t backend) {
+    if (backend == PYRT_BACKEND_CPU) return 1;
+    if (backend == PYRT_BACKEND_CUDA) return pyrt_cuda_device_count();
+    return 0;
+}
+
+int32_t pyrt_backend_available(int32_t backend) { return pyrt_backend_device_count(backend) > 0; }
+
+int pyrt_backend_device_name(int32_t backend, int32_t device, char *buf, int32_t len) {
+    if (!buf || len <= 0) return pyrt_set_error(PYRT_ERR_INVALID_ARG, "device_name: empty buffer");
+    buf[0] = 0;
+    if (backend == PYRT_BACKEND_CPU) {
+        if (device != 0) return pyrt_set_error(PYRT_ERR_INVALID_ARG, "CPU backend has one device (0), not %d", device);
+        snprintf(buf, (size_t)len, "CPU (%s kernels)", pyrt_kernels_name(pyrt_kernels_active()));
+        return PYRT_OK;
+    }
+    if (backend == PYRT_BACKEND_CUDA) return pyrt_cuda_device_name(device, buf, (size_t)len);
+    return pyrt_set_error(PYRT_ERR_INVALID_ARG, "unknown backend %d", backend);
+}
+
+static pyrt_cuda_tensor cuda_w(const pyrt_weight *w) {
+    pyrt_cuda_tensor t = { w->data, w->type, w->cols, w->rows };
+    return t;
+}
+static pyrt_cuda_tensor cuda_v(const float *v, int64_t n) {
+    pyrt_cuda_tensor t = { v, PYRT_TYPE_F32, n, 1 };
+    return t;
+}
+
+int pyrt_model_offload(pyrt_model *m, int32_t backend, int32_t device) {
+    if (!m) return pyrt_set_error(PYRT_ERR_INVALID_ARG, "offload: NULL model");
+    if (!m->finalized) return pyrt_set_error(PYRT_ERR_INVALID_ARG, "offload: model not finalized");
+    if (backend == PYRT_BACKEND_CPU) return PYRT_OK;
+    if (backend != PYRT_BACKEND_CUDA) return pyrt_set_error(PYRT_ERR_INVALID_ARG, "offload: unknown backend %d", backend);
+    if (m->cuda)
+        return m->cuda_device == device ? PYRT_OK
+             : pyrt_set_error(PYRT_ERR_INVALID_ARG, "offload: model already on CUDA device %d", m->cuda_device);
+    const pyrt_hparams *hp = &m->hp;
+    const int64_t E = hp->n_embd, HD = hp->head_dim;
+    pyrt_cuda_layer *L = calloc((size_t)hp->n_layer, sizeof *L);
+    if (!L) return pyrt_set_error(PYRT_ERR_OOM, "offload: out of memory");
+    for (int il = 0; il < hp->n_layer; il++) {
+        const layer_weights *l = &m->layers[il];
+        L[il].attn_norm = cuda_v(l->attn_norm, E);
+        L[il].wq = cuda_w(&l->wq); L[il].wk = cuda_w(&l->wk); L[il].wv = cuda_w(&l->wv); L[il].wo = cuda_w(&l->wo);
+        L[il].ffn_norm = cuda_v(l->ffn_norm, E);
+        L[il].w_gate = cuda_w(&l->w_gate); L[il].w_up = cuda_w(&l->w_up); L[il].w_down = cuda_w(&l->w_down);
+        L[il].q_norm = cuda_v(l->q_norm, HD); L[il].k_norm = cuda_v(l->k_norm, HD);
+        L[il].post_attn_norm = cuda_v(l->post_attn_norm, E); L[il].post_ffn_norm = cuda_v(l->post_ffn_norm, E);
+    }
+    pyrt_cuda_model_desc d = { *hp, cuda_w(&m->tok_embd), cuda_v(m->out_norm, E), cuda_w(&m->output), L };
+    const int st = pyrt_cuda_model_upload(&d, device, &m->cuda);
+    free(L);
+    if (st == PYRT_OK) m->cuda_device = device;
+    return st;
+}
+
+int64_t pyrt_model_device_bytes(const pyrt_model *m, int32_t backend) {
+    return m && backend == PYRT_BACKEND_CUDA ? pyrt_cuda_model_device_bytes(m->cuda) : 0;
+}
+
+static int ctx_create_cuda(const pyrt_model *m, int32_t n_ctx, int32_t n_batch, int32_t device, pyrt_ctx **out) {
+    if (!m || !out) return pyrt_set_error(PYRT_ERR_INVALID_ARG, "ctx_create: NULL argument");
+    *out = NULL;
+    if (!m->finalized) return pyrt_set_error(PYRT_ERR_INVALID_ARG, "ctx_create: model not finalized");
+    if (!m->cuda || m->cuda_device != device)
+        return pyrt_set_error(PYRT_ERR_INVALID_ARG, "ctx_create: offload the model to CUDA device %d first", device);
+    if (n_ctx <= 0 || n_ctx > (1 << 24)) return pyrt_set_error(PYRT_ERR_INVALID_ARG, "n_ctx %d out of range", n_ctx);
+    if (n_batch <= 0) n_batch = 512;
+    if (n_batch > n_ctx) n_batch = n_ctx;
+    pyrt_ctx *c = calloc(1, sizeof *c);
+    if (!c) return pyrt_set_error(PYRT_ERR_OOM, "ctx_create: out of memory");
+    c->m = m;
+    c->n_ctx = n_ctx;
+    c->n_batch = n_batch;
+    c->kv_dim = (int64_t)m->hp.n_head_kv * m->hp.head_dim;
+    c->backend = PYRT_BACKEND_CUDA;
+    const int st = pyrt_cuda_ctx_create(m->cuda, n_ctx, n_batch, &c->cuda);
+    if (st) { free(c); return st; }
+    *out = c;
+    return PYRT_OK;
+}
 
 int pyrt_ctx_truncate(pyrt_ctx *c, int32_t n_keep) {
     if (!c) return pyrt_set_error(PYRT_ERR_INVALID_ARG, "truncate: NULL ctx");
@@ -480,6 +589,12 @@ int pyrt_decode(pyrt_ctx *c, const int32_t *tokens, int32_t n_tokens, int32_t po
 
     atomic_store(&c->abort_req, 0);
     c->n_past = pos0;
+    if (c->cuda) {
+        const int st = pyrt_cuda_decode(c->cuda, tokens, n_tokens, pos0, out_kind, out, out_len,
+                                        (const volatile int *)&c->abort_req);
+        if (st == PYRT_OK) c->n_past = pos0 + n_tokens;
+        return st;
+    }
     for (int32_t done = 0; done < n_tokens; ) {
         const int32_t n = n_tokens - done < c->n_batch ? n_tokens - done : c->n_batch;
         const int last_chunk = done + n == n_tokens;
@@ -532,6 +647,12 @@ int pyrt_ctx_state_get(const pyrt_ctx *c, void *buf, int64_t len) {
     p += sizeof h;
     const size_t layer_bytes = (size_t)c->n_past * c->kv_dim * sizeof(pyrt_fp16);
     for (int il = 0; il < c->m->hp.n_layer; il++) {
+        if (c->cuda) {
+            const int st = pyrt_cuda_kv_read(c->cuda, il, c->n_past, (uint16_t *)p, (uint16_t *)(p + layer_bytes));
+            if (st) return st;
+            p += 2 * layer_bytes;
+            continue;
+        }
         const size_t off = (size_t)il * c->n_ctx * c->kv_dim;
         memcpy(p, c->kc + off, layer_bytes); p += layer_bytes;
         memcpy(p, c->vc + off, layer_bytes); p += layer_bytes;
@@ -554,6 +675,12 @@ int pyrt_ctx_state_set(pyrt_ctx *c, const void *buf, int64_t len) {
         return pyrt_set_error(PYRT_ERR_INVALID_ARG, "state_set: length %lld does not match header", (long long)len);
     const char *p = (const char *)buf + sizeof h;
     for (int il = 0; il < h.n_layer; il++) {
+        if (c->cuda) {
+            const int st = pyrt_cuda_kv_write(c->cuda, il, h.n_past, (const uint16_t *)p, (const uint16_t *)(p + layer_bytes));
+            if (st) { c->n_past = 0; return st; }   /* partially written: nothing is valid */
+            p += 2 * layer_bytes;
+            continue;
+        }
         const size_t off = (size_t)il * c->n_ctx * c->kv_dim;
         memcpy(c->kc + off, p, layer_bytes); p += layer_bytes;
         memcpy(c->vc + off, p, layer_bytes); p += layer_bytes;

@@ -203,6 +203,43 @@ int  pyrt_sampler_set_bias(pyrt_sampler *s, const int32_t *ids, const float *bia
 /* Sample from n_vocab logits (not modified). */
 int  pyrt_sampler_sample(pyrt_sampler *s, const float *logits, int32_t *out_token);
 
+/* ---- compute backends ---------------------------------------------------- */
+enum {
+    PYRT_BACKEND_CPU  = 0,
+    PYRT_BACKEND_CUDA = 1
+};
+
+/* 1 if the backend is compiled in and has at least one usable device. */
+int32_t pyrt_backend_available(int32_t backend);
+/* Devices of a backend (CPU: 1; CUDA: 0 when built without it or no GPU). */
+int32_t pyrt_backend_device_count(int32_t backend);
+/* Human-readable device description into buf (len bytes, NUL-terminated). */
+int     pyrt_backend_device_name(int32_t backend, int32_t device, char *buf, int32_t len);
+
+/* Copy the weights of a finalized model to a device, once. Required before
+ * creating a context on that backend; the host weights stay mapped (the CPU
+ * path and the tied-embedding lookup keep working). Idempotent for the same
+ * device; a different device -> INVALID_ARG. Returns UNSUPPORTED naming the
+ * first tensor whose type has no kernels on that backend, OOM when the device
+ * is full. */
+int     pyrt_model_offload(pyrt_model *m, int32_t backend, int32_t device);
+/* Device memory held by the offloaded weights (0 when not offloaded). */
+int64_t pyrt_model_device_bytes(const pyrt_model *m, int32_t backend);
+
+typedef struct {
+    int32_t n_ctx;
+    int32_t n_threads;        /* CPU: worker threads (<= 0: online CPUs); CUDA: ignored */
+    int32_t n_batch;          /* tokens per internal chunk                   */
+    int32_t backend;          /* PYRT_BACKEND_*                              */
+    int32_t device;           /* device index within the backend             */
+    int32_t reserved[7];      /* zero                                        */
+} pyrt_ctx_params;
+
+/* A context (KV cache + scratch) on the given backend. The model must have
+ * been offloaded to (backend, device) unless backend is CPU. */
+int     pyrt_ctx_create_ex(const pyrt_model *m, const pyrt_ctx_params *p, pyrt_ctx **out);
+int32_t pyrt_ctx_backend(const pyrt_ctx *c);
+
 /* PYRT_CDEF_END */
 
 #ifdef __cplusplus
