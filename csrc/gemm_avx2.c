@@ -18,6 +18,7 @@
 #include <math.h>
 #include <string.h>
 #include "kernels.h"
+#include "simd_avx2.h"
 
 #if defined(PYRT_GEMM_VNNI)
 #define GEMM_FN(name) name##_vnni
@@ -33,30 +34,10 @@
 #define RMAX 4
 #define MAX_NB 512     /* blocks per row handled by the scale caches (16384 columns) */
 
-static inline float f16(pyrt_fp16 h) { return _cvtsh_ss(h); }
-
-static inline float hsum8(__m256 v) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-}
-
-static inline __m256i nibbles(const uint8_t *qs) {
-    const __m128i t = _mm_loadu_si128((const __m128i *)qs);
-    return _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(t, 4), t), _mm256_set1_epi8(0x0F));
-}
-
-static inline __m256i bit4(const uint8_t qh[4]) {
-    uint32_t u;
-    memcpy(&u, qh, 4);
-    const __m256i shuf = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1,
-                                          2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
-    const __m256i bits = _mm256_set1_epi64x((long long)0x8040201008040201ULL);
-    __m256i v = _mm256_shuffle_epi8(_mm256_set1_epi32((int)u), shuf);
-    v = _mm256_cmpeq_epi8(_mm256_and_si256(v, bits), bits);
-    return _mm256_and_si256(v, _mm256_set1_epi8(0x10));
-}
+#define f16 fp16_1
+#define hsum8 hsum_ps
+#define nibbles unpack_nibbles
+#define bit4 qh_to_bit4
 
 /* int32 lanes (lane j = bytes 4j..4j+3) of unsigned w . signed a; AVX-VNNI
  * does it in one instruction with the same (exact) integer result */

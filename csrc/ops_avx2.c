@@ -25,6 +25,7 @@
 
 #include "kernels.h"
 #include "ops.h"
+#include "simd_avx2.h"
 
 /* ---- exp and silu ------------------------------------------------------------ */
 
@@ -95,13 +96,7 @@ static void rope_avx2(float *x, int32_t n_rot, int32_t mode, float pos, float fr
 
 /* ---- reductions ---------------------------------------------------------------- */
 
-/* Horizontal sum of the tiled GEMM: ((a0+a4)+(a2+a6)) + ((a1+a5)+(a3+a7)). */
-static inline float hsum8(__m256 x) {
-    __m128 r = _mm_add_ps(_mm256_extractf128_ps(x, 1), _mm256_castps256_ps128(x));
-    r = _mm_add_ps(r, _mm_movehl_ps(r, r));
-    r = _mm_add_ss(r, _mm_movehdup_ps(r));
-    return _mm_cvtss_f32(r);
-}
+#define hsum8 hsum_ps   /* the tiled GEMM's horizontal sum (simd_avx2.h) */
 
 /* ggml_vec_dot_f16's reduction of its four accumulators. */
 static inline float reduce4(__m256 s0, __m256 s1, __m256 s2, __m256 s3) {

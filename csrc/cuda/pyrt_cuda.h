@@ -1,7 +1,7 @@
 /* pyrt_cuda.h — internal C interface between model.c and the optional CUDA
  * backend (the .cu files next to it, built only with -DPYRT_CUDA=ON, which defines
  * PYRT_HAVE_CUDA). Not part of the public ABI: pyrt.h gains the small
- * backend/device API proposed in pyrt_backend.h, and model.c routes a
+ * backend/device API of pyrt.h (pyrt_ctx_create_ex, pyrt_model_offload, ...), and model.c routes a
  * context created for PYRT_BACKEND_CUDA through these functions.
  *
  * Without PYRT_HAVE_CUDA every function below is an inline stub that reports
