@@ -39,6 +39,23 @@ def _find_header() -> Path:
     raise ImportError("pyrt: cannot find pyrt.h next to the package or in csrc/")
 
 
+def _installed_library() -> str | None:
+    """The library of an installed pyrt wheel, found through its file list:
+    used when `import pyrt` resolves to a source checkout (e.g. tests run
+    from the repository root after `pip install .`)."""
+    try:
+        from importlib.metadata import PackageNotFoundError, distribution
+        files = distribution("pyrt").files or []
+    except (ImportError, PackageNotFoundError):
+        return None
+    for f in files:
+        if f.name in ("libpyrt.so", "libpyrt.dylib", "pyrt.dll"):
+            path = Path(f.locate())
+            if path.is_file():
+                return str(path)
+    return None
+
+
 def _find_library() -> str:
     env = os.environ.get("PYRT_LIB")
     if env:
@@ -48,6 +65,9 @@ def _find_library() -> str:
         for n in names:
             if (d / n).is_file():
                 return str(d / n)
+    installed = _installed_library()
+    if installed:
+        return installed
     raise ImportError(
         "pyrt: the native library was not found; install the package with "
         "`pip install .` (or build it with `cmake -B build && cmake --build build`)")
