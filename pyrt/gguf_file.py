@@ -69,6 +69,11 @@ _NP = {_U8: "<u1", _I8: "<i1", _U16: "<u2", _I16: "<i2", _U32: "<u4", _I32: "<i4
 _MIN_KV_BYTES = 8 + 1 + 4 + 1
 _MIN_TENSOR_INFO_BYTES = 8 + 1 + 4 + 8 + 4 + 8
 
+# Block geometry (weights, bytes) per ggml type. gguf-py 0.19 lists Q8_1 as 40 bytes per
+# block; ggml's block_q8_1 (two fp16 + 32 int8, static_assert in ggml-common.h) is 36, which
+# is what llama.cpp and our C core use.
+BLOCK_SIZES = {**GGML_QUANT_SIZES, GGMLQuantizationType.Q8_1: (32, 36)}
+
 # Alignment C needs for a tensor's first byte: the widest scalar its blocks hold
 # (fp16 d/m in quant blocks; f32 d in Q8_K; plain f32/i32/f64/i64 tensors).
 _ELEMENT_ALIGN = {
@@ -298,9 +303,9 @@ class GGUFFile:
                 qt = GGMLQuantizationType(ttype)
             except ValueError:
                 raise GGUFError(f"tensor {name!r}: unknown type id {ttype}") from None
-            if qt not in GGML_QUANT_SIZES:
+            if qt not in BLOCK_SIZES:
                 raise GGUFError(f"tensor {name!r}: type {qt.name} has no known block size")
-            block, bsize = GGML_QUANT_SIZES[qt]
+            block, bsize = BLOCK_SIZES[qt]
             if shape[0] % block:
                 raise GGUFError(f"tensor {name!r}: row length ne[0] = {shape[0]} is not a multiple "
                                 f"of the {qt.name} block size {block}")

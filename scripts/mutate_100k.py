@@ -79,7 +79,7 @@ def main() -> int:
 
     print(f"\n{r.total} mutants in {r.elapsed:.0f} s "
           f"({r.total / max(r.elapsed, 1e-9):.0f}/s); slowest {r.slowest:.2f} s; "
-          f"max worker RSS {r.maxrss / 2**20:.0f} MiB")
+          f"max worker RSS {r.maxrss / 2**20:.0f} MiB (after {':'.join(map(str, r.maxrss_at))})")
     width = max(len(k) for k in mutation.CLEAN + mutation.BUGS)
     for k in mutation.CLEAN + mutation.BUGS:
         per_seed = ", ".join(f"{s} {c[k]}" for s, c in r.by_seed.items() if c[k])

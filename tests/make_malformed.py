@@ -21,7 +21,7 @@ from __future__ import annotations
 import copy
 import struct
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 

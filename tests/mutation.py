@@ -280,6 +280,20 @@ def run_one(path: str, truncated_view=None) -> tuple[str, str]:
         llm.close()
 
 
+def _peak_rss() -> int:
+    """This process's peak RSS in bytes. VmHWM belongs to the current address space;
+    ru_maxrss would also count the parent's RSS inherited through fork (kept across exec)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
 def worker(seed: str, start: int, stop: int, master: int) -> None:
     import resource
     if "asan" not in os.environ.get("LD_PRELOAD", ""):   # ASan reserves terabytes of shadow
@@ -316,9 +330,10 @@ def worker(seed: str, start: int, stop: int, master: int) -> None:
             dt = time.perf_counter() - t0
             if dt > HANG_S and outcome not in BUGS:
                 outcome, msg = "hang", f"took {dt:.2f} s ({outcome}: {msg})"
-            print(json.dumps({"i": i, "outcome": outcome, "msg": msg, "t": round(dt, 4)}), flush=True)
-        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-        print(json.dumps({"done": True, "maxrss": rss}), flush=True)
+            rss = _peak_rss()
+            print(json.dumps({"i": i, "outcome": outcome, "msg": msg, "t": round(dt, 4), "rss": rss}),
+                  flush=True)
+        print(json.dumps({"done": True, "maxrss": _peak_rss()}), flush=True)
     finally:
         if fd >= 0:
             os.close(fd)
@@ -336,13 +351,16 @@ class Report:
     samples: dict = field(default_factory=dict)     # outcome -> [(seed, i, msg)]
     bugs: list = field(default_factory=list)        # (seed, i, outcome, msg, mutant)
     maxrss: int = 0
+    maxrss_at: tuple = ()                           # (seed, i) of the mutant that raised maxrss
     slowest: float = 0.0
     elapsed: float = 0.0
 
-    def add(self, seed: str, i: int, outcome: str, msg: str, t: float = 0.0) -> None:
+    def add(self, seed: str, i: int, outcome: str, msg: str, t: float = 0.0, rss: int = 0) -> None:
         self.counts[outcome] += 1
         self.by_seed.setdefault(seed, Counter())[outcome] += 1
         self.slowest = max(self.slowest, t)
+        if rss > self.maxrss:
+            self.maxrss, self.maxrss_at = rss, (seed, i)
         s = self.samples.setdefault(outcome, {})
         key = msg.split(":", 1)[0] + ":" + msg.split(":", 1)[-1][:60] if msg else ""
         if key not in s and len(s) < 40:
@@ -403,7 +421,7 @@ class _Run:
         elif "start" in msg:
             self.current = msg["start"]
         elif "i" in msg:
-            self.report.add(self.seed, msg["i"], msg["outcome"], msg["msg"], msg["t"])
+            self.report.add(self.seed, msg["i"], msg["outcome"], msg["msg"], msg["t"], msg.get("rss", 0))
             self.next = msg["i"] + 1
             self.current = None
         elif msg.get("done"):

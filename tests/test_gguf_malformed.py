@@ -144,3 +144,17 @@ def test_real_models_still_load(smollm2_path):
     m = Model(smollm2_path)
     assert m.hparams.n_vocab == 49152 and m.hparams.n_layer == 30
     m.close()
+
+
+def test_block_sizes_agree_with_c():
+    """The parser sizes tensors with the table the C core checks against (a mismatch made
+    every Q8_1 tensor fail in C with a bare byte-count error: gguf-py says 40 bytes per
+    block, ggml 36)."""
+    from pyrt._native import lib
+    from pyrt.gguf_file import BLOCK_SIZES
+    checked = 0
+    for t, (block, nbytes) in BLOCK_SIZES.items():
+        if lib.pyrt_type_block_size(int(t)):
+            assert (lib.pyrt_type_block_size(int(t)), lib.pyrt_type_block_bytes(int(t))) == (block, nbytes), t.name
+            checked += 1
+    assert checked >= 14

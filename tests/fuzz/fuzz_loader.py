@@ -1,3 +1,4 @@
+#!/usr/bin/env python3
 """Coverage-guided fuzz target (atheris) for the GGUF loader: arbitrary bytes -> parser ->
 hyper-parameters / vocabulary / tensor checks -> tokenizer -> C model -> a short generation.
 
@@ -26,8 +27,10 @@ with atheris.instrument_imports(include=["pyrt"]):
     from pyrt.model import check_tensors, read_hparams
     from pyrt.tokenizer import load_tokenizer
 
-_DIR = tempfile.mkdtemp(prefix="pyrt-fuzz-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
-_PATH = os.path.join(_DIR, "input.gguf")
+# one scratch file per process, removed after every input (libFuzzer exits without running
+# Python's atexit handlers)
+_PATH = os.path.join("/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir(),
+                     f"pyrt-fuzz-{os.getpid()}.gguf")
 _LOG = os.environ.get("PYRT_FUZZ_LOG", "/tmp/pyrt-fuzz-loader.log")
 _SEEN: set[str] = set()
 _CLEAN = (GGUFError, UnsupportedError, MemoryError)
@@ -76,6 +79,8 @@ def TestOneInput(data: bytes) -> None:
             _gap("bind", e)
             return
         raise
+    finally:
+        os.unlink(_PATH)          # the mapping stays valid until llm.close()
     try:
         ids = llm.tokenize("Hello world! <|im_start|>user 123", special=True)[:8] or [0]
         out = list(llm.generate(ids, max_tokens=3, temperature=0))

@@ -1,3 +1,4 @@
+#!/usr/bin/env python3
 """Coverage-guided fuzz target (atheris) for the tokenizer and detokenizer on arbitrary bytes,
 with the real SmolLM2 vocabulary (49k byte-level BPE tokens, 'smollm' pre-tokenizer) and the
 tiny test vocabulary.

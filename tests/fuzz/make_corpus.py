@@ -1,3 +1,4 @@
+#!/usr/bin/env python3
 """Regenerate the committed seed corpora of the fuzz targets (deterministic output).
 
     python tests/fuzz/make_corpus.py        # rewrites tests/fuzz/corpus/{loader,tokenizer}/seed-*
