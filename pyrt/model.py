@@ -321,7 +321,12 @@ class Model:
             self.metadata = self.gguf.metadata
             self.hparams = read_hparams(self.gguf)
             from .tokenizer import load_tokenizer
-            self.tokenizer = load_tokenizer(self.metadata)
+            try:
+                self.tokenizer = load_tokenizer(self.metadata)
+            except GGUFError:
+                raise
+            except ValueError as e:       # name the file's tokenizer as the culprit
+                raise GGUFError(f"{self.path}: tokenizer metadata: {e}") from None
             self._bind()
         except BaseException:
             self.close()
@@ -370,11 +375,25 @@ class Model:
             pass
 
 
+def _physical_memory() -> int:
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 0
+
+
 class Context:
     """A KV cache (F16) and thread pool over a Model; evaluates token batches."""
 
     def __init__(self, model: Model, n_ctx: int, n_threads: int | None = None, n_batch: int = 512):
         self.model = model
+        self._handle = ffi.NULL
+        hp = model.hparams
+        kv_bytes = 2 * hp.n_layer * int(n_ctx) * hp.n_head_kv * hp.head_dim * 2    # K and V, F16
+        ram = _physical_memory()
+        if ram and kv_bytes > ram:
+            raise MemoryError(f"n_ctx={n_ctx} needs a {kv_bytes / 2**30:.1f} GiB KV cache, more than this "
+                              f"machine's {ram / 2**30:.1f} GiB of memory; use a smaller n_ctx")
         out = ffi.new("pyrt_ctx **")
         check(lib.pyrt_ctx_create(model._handle, int(n_ctx), int(n_threads or 0), int(n_batch), out),
               "context")

@@ -597,6 +597,13 @@ def quantize_file(src: Union[str, os.PathLike], dst: Union[str, os.PathLike], qt
     if dst.is_dir():
         raise ValueError(f"destination {dst} is a directory; give a file name")
     t0 = time.monotonic()
+    # validate with pyrt's own hostile-input checks first (gguf.GGUFReader
+    # would happily plan from a malformed header)
+    from .gguf_file import GGUFError, GGUFFile
+    try:
+        GGUFFile(src).close()
+    except GGUFError as e:
+        raise ValueError(f"{src} is not a readable GGUF: {e}") from None
     reader = _open(src)
     plans = _plan_reader(reader, qtype)
     _, ftype = QTYPES[qtype]
