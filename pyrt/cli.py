@@ -195,7 +195,8 @@ def build_parser() -> argparse.ArgumentParser:
     q = sub.add_parser("quantize", help="requantize a GGUF file")
     q.add_argument("input")
     q.add_argument("output")
-    q.add_argument("--type", required=True, help="target type: q8_0, q4_0, q4_1, f16, ...")
+    q.add_argument("--type", required=True,
+                   help="target type: q8_0, q4_0, q4_1, q5_0, q5_1, q4_k_m, q5_k_m, q6_k, f16 (see pyrt.quantize.QTYPES)")
     q.set_defaults(func=cmd_quantize)
 
     from .bench import add_parser as add_bench_parser
