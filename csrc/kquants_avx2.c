@@ -34,25 +34,13 @@
 #include <math.h>
 #include <string.h>
 #include "kernels.h"
+#include "simd_avx2.h"
 
 /* ---- helpers ------------------------------------------------------------- */
 
-static inline float fp16_1(pyrt_fp16 h) { return _cvtsh_ss(h); }
-
-/* ggml's hsum_float_8: (hi + lo), then pairwise within the 128-bit half */
-static inline float hsum8(__m256 v) {
-    __m128 r = _mm_add_ps(_mm256_extractf128_ps(v, 1), _mm256_castps256_ps128(v));
-    r = _mm_add_ps(r, _mm_movehl_ps(r, r));
-    r = _mm_add_ss(r, _mm_movehdup_ps(r));
-    return _mm_cvtss_f32(r);
-}
-
-static inline int32_t hsum_i32x8(__m256i v) {
-    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
-    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(1, 0, 3, 2)));
-    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(2, 3, 0, 1)));
-    return _mm_cvtsi128_si32(s);
-}
+/* shared helpers (simd_avx2.h): ggml's hsum_float_8 order, exact int sums */
+#define hsum8 hsum_ps
+#define hsum_i32x8 hsum_epi32
 
 static inline int32_t hsum_i32x4(__m128i s) {
     s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(1, 0, 3, 2)));
