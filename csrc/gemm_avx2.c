@@ -33,6 +33,7 @@
 #define PANEL_T 32     /* tokens whose scales are cached per panel */
 #define RMAX 4
 #define MAX_NB 512     /* blocks per row handled by the scale caches (16384 columns) */
+#define PF_DIST 10240  /* software prefetch distance in bytes for streamed weights (see matmul.h) */
 
 #define f16 fp16_1
 #define hsum8 hsum_ps
@@ -104,6 +105,7 @@ static inline __m256i lanes_us(__m256i w, __m256i a) {
             const __m256 dav = _mm256_broadcast_ss(&as[b * PANEL_T]);                             \
             for (int i = 0; i < RV; i++) {                                                        \
                 const WT *wb = (const WT *)((const char *)w + (r0 + i) * w_row) + b;              \
+                _mm_prefetch((const char *)wb + PF_DIST, _MM_HINT_T0);                         \
                 const __m256i wv = WLOAD(wb);                                                     \
                 const __m256i wabs = SIGNED ? _mm256_sign_epi8(wv, wv) : wv;                      \
                 const __m256 p = _mm256_cvtepi32_ps(lanes_us(wabs, SIGNED ? _mm256_sign_epi8(av, wv) : av)); \
