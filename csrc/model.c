@@ -329,6 +329,16 @@ int32_t pyrt_backend_device_count(int32_t backend) {
 
 int32_t pyrt_backend_available(int32_t backend) { return pyrt_backend_device_count(backend) > 0; }
 
+int32_t pyrt_backend_compiled(int32_t backend) {
+    return backend == PYRT_BACKEND_CPU || (backend == PYRT_BACKEND_CUDA && pyrt_cuda_compiled());
+}
+
+int32_t pyrt_backend_type_supported(int32_t backend, int32_t type) {
+    if (backend == PYRT_BACKEND_CPU) return pyrt_type_supported(type);
+    if (backend == PYRT_BACKEND_CUDA) return pyrt_cuda_type_supported(type);
+    return 0;
+}
+
 int pyrt_backend_device_name(int32_t backend, int32_t device, char *buf, int32_t len) {
     if (!buf || len <= 0) return pyrt_set_error(PYRT_ERR_INVALID_ARG, "device_name: empty buffer");
     buf[0] = 0;

@@ -215,6 +215,12 @@ int32_t pyrt_backend_available(int32_t backend);
 int32_t pyrt_backend_device_count(int32_t backend);
 /* Human-readable device description into buf (len bytes, NUL-terminated). */
 int     pyrt_backend_device_name(int32_t backend, int32_t device, char *buf, int32_t len);
+/* 1 if the backend is compiled into this library (CUDA: built with
+ * -DPYRT_CUDA=ON), whether or not a device is present; CPU: always 1. */
+int32_t pyrt_backend_compiled(int32_t backend);
+/* 1 if the backend has kernels (matmul, embedding rows) for weights of this
+ * type; 0 for a backend that is not compiled in. */
+int32_t pyrt_backend_type_supported(int32_t backend, int32_t type);
 
 /* Copy the weights of a finalized model to a device, once. Required before
  * creating a context on that backend; the host weights stay mapped (the CPU

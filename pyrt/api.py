@@ -14,6 +14,7 @@ import math
 import os
 import random
 import struct
+import sys
 import threading
 import time
 import uuid
@@ -49,6 +50,12 @@ class Llama:
     `pyrt.chat.BUILTIN_TEMPLATES`) or jinja source. `seed` seeds the sampling
     of calls that pass no seed of their own, so a script is reproducible.
 
+    `device` is "cpu" (default), "cuda" / "cuda:N" (a GPU; needs a build
+    with CMAKE_ARGS=-DPYRT_CUDA=ON, raises UnsupportedError when the build,
+    the machine or the model's weight types cannot run there) or "auto"
+    (the GPU when all of that holds, the CPU otherwise). `llm.device` says
+    where the model runs ("cpu" or "cuda:N") and `llm.device_reason` why.
+
     One Llama is not thread-safe: use it from one thread at a time (the server
     serializes requests through one worker). A stream that is interleaved with
     another call on the same Llama raises RuntimeError instead of continuing
@@ -57,7 +64,7 @@ class Llama:
 
     def __init__(self, model_path: str | os.PathLike | None = None, n_ctx: int = 4096,
                  n_threads: int | None = None, seed: int = 0, n_batch: int = 512,
-                 verbose: bool = False, chat_template: str | None = None):
+                 verbose: bool = False, chat_template: str | None = None, device: str = "cpu"):
         if not isinstance(n_ctx, int) or isinstance(n_ctx, bool) or n_ctx < 0:
             raise ValueError(f"n_ctx must be an int >= 0 (0: the model's training context), got {n_ctx!r}")
         if n_threads is not None and (not isinstance(n_threads, int) or not 1 <= n_threads <= 512):
@@ -68,6 +75,8 @@ class Llama:
             raise ValueError(f"chat_template must be None, a built-in template name or jinja source, "
                              f"got {type(chat_template).__name__}")
         _check_seed(seed)
+        from .device import check_requested, place_model
+        check_requested(device)           # a malformed or impossible device fails before loading
         from .models import ensure_model
         self.model_path = str(ensure_model(model_path))
         self.verbose = verbose
@@ -78,12 +87,15 @@ class Llama:
         try:
             hp = self._model.hparams
             self._n_ctx = n_ctx or hp.n_ctx_train
-            self._ctx = Context(self._model, self._n_ctx, n_threads, n_batch)
+            self._placement = place_model(self._model, device)
+            self._ctx = self._new_context(n_threads, n_batch)
         except BaseException:
             self._model.close()
             raise
         self._n_threads_arg = n_threads
         self._n_batch = n_batch
+        if verbose and self._placement.reason != "requested":
+            print(f"pyrt: device {self._placement.device} ({self._placement.reason})", file=sys.stderr)
         self.tokenizer = self._model.tokenizer
         self._tokens: list[int] = []     # tokens whose K/V are in the cache, in order
         self._epoch = 0                  # bumped whenever the cache is repositioned
@@ -98,7 +110,21 @@ class Llama:
         #: prompt_ms, predicted_n, predicted_ms (llama.cpp server's names).
         self.last_stats: dict[str, float] = {}
 
+    def _new_context(self, n_threads: int | None, n_batch: int) -> Context:
+        p = self._placement
+        return Context(self._model, self._n_ctx, n_threads, n_batch, backend=p.backend, device=p.index)
+
     # ---- properties ---------------------------------------------------------------
+    @property
+    def device(self) -> str:
+        """Where the model runs: "cpu" or "cuda:N"."""
+        return self._placement.device
+
+    @property
+    def device_reason(self) -> str:
+        """Why: "requested", or for device="auto" what decided it."""
+        return self._placement.reason
+
     @property
     def metadata(self) -> dict:
         return self._model.metadata
@@ -697,7 +723,7 @@ class Llama:
                                            f"holds {self._n_ctx} (n_ctx)")
                 seqs[i] = toks[:self._n_ctx]
         if self._embd_ctx is None:
-            self._embd_ctx = Context(self._model, self._n_ctx, self._n_threads_arg, self._n_batch)
+            self._embd_ctx = self._new_context(self._n_threads_arg, self._n_batch)
         out = []
         n_tok = 0
         for toks in seqs:

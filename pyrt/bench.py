@@ -44,10 +44,20 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0   # KiB on Linux
 
 
-def run_bench(model: str, n_prompt: int = 512, n_gen: int = 128, n_threads: int | None = None,
-              repetitions: int = 5, n_batch: int = 512, seed: int = 0) -> list[BenchRecord]:
-    """Measure pp{n_prompt} and tg{n_gen} (either may be 0 to skip)."""
+def _where(device: str) -> dict:
+    """backend (llama-bench's "CPU" / "CUDA") and kernels fields of a record."""
     from ._native import ffi, lib
+    if device == "cpu":
+        return {"backend": "CPU", "kernels": ffi.string(lib.pyrt_kernels_name(lib.pyrt_kernels_active())).decode()}
+    return {"backend": "CUDA", "kernels": device}
+
+
+def run_bench(model: str, n_prompt: int = 512, n_gen: int = 128, n_threads: int | None = None,
+              repetitions: int = 5, n_batch: int = 512, seed: int = 0, device: str = "cpu") -> list[BenchRecord]:
+    """Measure pp{n_prompt} and tg{n_gen} (either may be 0 to skip) on `device`
+    (as Llama's: "cpu", "cuda", "cuda:N", "auto")."""
+    from ._native import lib
+    from .device import check_requested, place_model
     from .model import Context, Model
     from .models import ensure_model
 
@@ -55,10 +65,16 @@ def run_bench(model: str, n_prompt: int = 512, n_gen: int = 128, n_threads: int 
         raise ValueError("n_prompt and n_gen must be >= 0 and not both 0")
     if repetitions < 1:
         raise ValueError(f"repetitions must be >= 1, got {repetitions}")
+    check_requested(device)
     path = str(ensure_model(model))
     t0 = time.perf_counter()
     m = Model(path)
-    ctx = Context(m, max(n_prompt + n_gen, 16), n_threads, n_batch)
+    try:
+        where = place_model(m, device)
+        ctx = Context(m, max(n_prompt + n_gen, 16), n_threads, n_batch, backend=where.backend, device=where.index)
+    except BaseException:
+        m.close()
+        raise
     load_ms = (time.perf_counter() - t0) * 1e3
     try:
         rng = np.random.default_rng(seed)
@@ -70,7 +86,7 @@ def run_bench(model: str, n_prompt: int = 512, n_gen: int = 128, n_threads: int 
         base = dict(model_filename=os.path.basename(path),
                     model_type=f"{m.hparams.arch} {'/'.join(sorted(ftype))}",
                     model_size=size, model_n_params=n_params, n_threads=ctx.n_threads, n_batch=n_batch,
-                    load_ms=load_ms, kernels=ffi.string(lib.pyrt_kernels_name(lib.pyrt_kernels_active())).decode())
+                    load_ms=load_ms, **_where(where.device))
         records = []
 
         def measure(run, n_tokens):
@@ -107,14 +123,14 @@ def run_bench(model: str, n_prompt: int = 512, n_gen: int = 128, n_threads: int 
 
 
 def run_generate_bench(model: str, n_gen: int = 128, n_threads: int | None = None,
-                       repetitions: int = 5, prompt: str = "The capital of France is") -> BenchRecord:
+                       repetitions: int = 5, prompt: str = "The capital of France is",
+                       device: str = "cpu") -> BenchRecord:
     """Time the Python-level loop: Llama.generate, greedy, n_gen tokens, and how
     much of each step is spent outside C (Python overhead)."""
-    from ._native import ffi, lib
     from .api import Llama
 
     t0 = time.perf_counter()
-    llm = Llama(model, n_ctx=max(512, n_gen + 64), n_threads=n_threads)
+    llm = Llama(model, n_ctx=max(512, n_gen + 64), n_threads=n_threads, device=device)
     load_ms = (time.perf_counter() - t0) * 1e3
     try:
         ids = llm.tokenize(prompt)
@@ -152,8 +168,7 @@ def run_generate_bench(model: str, n_gen: int = 128, n_threads: int | None = Non
                           n_threads=llm.n_threads(), n_prompt=len(ids), n_gen=n_gen, n_batch=512,
                           avg_ts=statistics.mean(samples),
                           stddev_ts=statistics.stdev(samples) if len(samples) > 1 else 0.0,
-                          samples_ts=samples, load_ms=load_ms, peak_rss_mb=_peak_rss_mb(),
-                          kernels=ffi.string(lib.pyrt_kernels_name(lib.pyrt_kernels_active())).decode())
+                          samples_ts=samples, load_ms=load_ms, peak_rss_mb=_peak_rss_mb(), **_where(llm.device))
         rec.python_overhead_pct = statistics.mean(overhead)   # time outside the C forward (incl. sampling)
         return rec
     finally:
@@ -174,9 +189,10 @@ def format_table(records: list[BenchRecord]) -> str:
 
 def main(args) -> int:
     records = run_bench(args.model, n_prompt=args.n_prompt, n_gen=args.n_gen, n_threads=args.threads,
-                        repetitions=args.repetitions, n_batch=args.batch_size)
+                        repetitions=args.repetitions, n_batch=args.batch_size, device=args.device)
     if args.generate:
-        records.append(run_generate_bench(args.model, args.generate, args.threads, args.repetitions))
+        records.append(run_generate_bench(args.model, args.generate, args.threads, args.repetitions,
+                                          device=args.device))
     if args.json:
         json.dump([asdict(r) for r in records], sys.stdout, indent=2)
         print()
@@ -196,4 +212,6 @@ def add_parser(sub) -> None:
     b.add_argument("--generate", type=int, default=0, metavar="N",
                    help="also time Llama.generate (greedy, N tokens) and its Python overhead")
     b.add_argument("--json", action="store_true", help="print llama-bench-style JSON records")
+    from .cli import add_device_arg
+    add_device_arg(b)
     b.set_defaults(func=main)

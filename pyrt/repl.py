@@ -431,7 +431,8 @@ class ChatREPL:
                     ("architecture", hp.arch), ("parameters", f"{n_params / 1e6:.1f}M"),
                     ("context length", f"{hp.n_ctx_train} (this session: {llm.n_ctx()})"),
                     ("embedding length", hp.n_embd), ("layers", hp.n_layer),
-                    ("chat template", llm.chat_template.name), ("threads", llm.n_threads())]
+                    ("chat template", llm.chat_template.name), ("device", llm.device),
+                    ("threads", llm.n_threads())]
             for k, v in rows:
                 self.say(f"    {k:18}{v}")
         elif what in ("parameters", "params"):
@@ -547,7 +548,7 @@ def run_chat(args) -> int:
     seed = args.seed if args.seed is not None else int.from_bytes(os.urandom(8), "little")
     with Progress("loading the model"):
         llm = Llama(args.model, n_ctx=args.ctx_size, n_threads=args.threads, seed=seed,
-                    chat_template=template)
+                    chat_template=template, device=args.device, verbose=args.verbose)
     try:
         llm.model_name = os.path.basename(llm.model_path)
         tmpl = llm.chat_template

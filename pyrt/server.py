@@ -645,7 +645,8 @@ def run_server(args) -> int:
             with open(template, encoding="utf-8") as f:
                 template = f.read()
     seed = args.seed if args.seed is not None else int.from_bytes(os.urandom(8), "little")
-    llm = Llama(args.model, n_ctx=args.ctx_size, n_threads=args.threads, seed=seed, chat_template=template)
+    llm = Llama(args.model, n_ctx=args.ctx_size, n_threads=args.threads, seed=seed, chat_template=template,
+                device=args.device)
     try:
         tmpl = llm.chat_template
         if tmpl.notice:

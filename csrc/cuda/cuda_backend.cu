@@ -82,6 +82,8 @@ static const int32_t OUT_ROWS = 64;
 /* devices                                                                   */
 /* ======================================================================== */
 
+extern "C" int32_t pyrt_cuda_compiled(void) { return 1; }
+
 extern "C" int32_t pyrt_cuda_device_count(void) {
     int n = 0;
     if (cudaGetDeviceCount(&n) != cudaSuccess) {

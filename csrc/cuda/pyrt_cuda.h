@@ -54,6 +54,8 @@ typedef struct pyrt_cuda_ctx   pyrt_cuda_ctx;
 
 #if defined(PYRT_HAVE_CUDA)
 
+/* 1: the backend is compiled in (the stub below returns 0). */
+int32_t pyrt_cuda_compiled(void);
 /* Number of usable devices; 0 when there is no driver, no device, or the
  * driver is older than the runtime (never an error). */
 int32_t pyrt_cuda_device_count(void);
@@ -91,6 +93,7 @@ int  pyrt_cuda_kv_write(pyrt_cuda_ctx *c, int32_t il, int32_t n_pos, const uint1
 
 int pyrt_set_error(int status, const char *fmt, ...);
 
+static inline int32_t pyrt_cuda_compiled(void) { return 0; }
 static inline int32_t pyrt_cuda_device_count(void) { return 0; }
 static inline int pyrt_cuda_device_name(int32_t device, char *buf, size_t len) {
     (void)device; if (buf && len) buf[0] = 0;
