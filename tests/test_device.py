@@ -86,18 +86,35 @@ def test_cuda_without_backend_or_gpu_raises_clearly(spec, tiny_path):
         pyrt.Llama("/nonexistent/model.gguf", device=spec)
 
 
+def _gpu_model_path(name: str):
+    from pyrt.models import ensure_model
+    if name == "smollm2-135m-q4_k_m":            # Q4_K / Q5_0 / Q6_K / Q8_0 mix, as llama-quantize
+        from pyrt.quantize import cached_quantize
+        return cached_quantize(ensure_model("smollm2-135m"), "q4_k_m")
+    return ensure_model(name)
+
+
 @pytest.mark.skipif(not HAS_GPU, reason="needs a CUDA build and a GPU")
-def test_cuda_on_a_gpu(smollm2_path):
-    with pyrt.Llama(str(smollm2_path), n_ctx=128, device="cuda") as g, \
-            pyrt.Llama(str(smollm2_path), n_ctx=128) as c:
+@pytest.mark.parametrize("name", ["smollm2-135m", "smollm2-135m-q4_k_m", "gemma3-270m"])
+def test_cuda_on_a_gpu(name):
+    path = str(_gpu_model_path(name))
+    with pyrt.Llama(path, n_ctx=128, device="cuda") as g, pyrt.Llama(path, n_ctx=128) as c:
         assert g.device == "cuda:0" and g._ctx.backend == lib.PYRT_BACKEND_CUDA
         ids = c.tokenize(PROMPT)
         lg, lc = g.logits(ids), c.logits(ids)
         assert np.mean((lg - lc) ** 2) / np.mean(lc ** 2) < 1e-3
-        assert g.create_completion(PROMPT, max_tokens=4, temperature=0)["choices"][0]["text"].startswith(" Paris")
+        assert np.array_equal(lg[-1].argmax(), lc[-1].argmax())
+        want = c.create_completion(PROMPT, max_tokens=8, temperature=0)["choices"][0]["text"]
+        got = g.create_completion(PROMPT, max_tokens=8, temperature=0)["choices"][0]["text"]
+        assert got[:6] == want[:6], (got, want)
+        state = g.save_state()                   # a GPU cache moves to a CPU context and back
+        c.load_state(state)
+        g.load_state(c.save_state())
     n = dev.cuda_device_count()
     with pytest.raises(ValueError, match="does not exist"):
-        pyrt.Llama(str(smollm2_path), device=f"cuda:{n}")
+        pyrt.Llama(path, device=f"cuda:{n}")
+    with pyrt.Llama(path, n_ctx=64, device="auto") as a:
+        assert a.device == "cuda:0" and a.device_reason.startswith("auto: CUDA")
 
 
 # ---- "auto" --------------------------------------------------------------------------------------

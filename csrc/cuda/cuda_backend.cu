@@ -150,7 +150,7 @@ int check_tensor(const pyrt_cuda_tensor &t, const char *name, int il, int64_t ne
     if (!type_supported(t.type))
         return pyrt_set_error(PYRT_ERR_UNSUPPORTED,
                               "CUDA upload: tensor %s has type %s, which has no CUDA kernels yet (supported: "
-                              "f32 f16 bf16 q8_0 q4_0 q4_1 q5_0 q5_1)",
+                              "f32 f16 bf16 q8_0 q4_0 q4_1 q5_0 q5_1 q2_K q3_K q4_K q5_K q6_K)",
                               nm, pyrt_type_block_size(t.type) ? pyrt_type_traits_table[t.type].name : "unknown");
     if (ne0 % 32 && type_uses_q8(t.type))
         return pyrt_set_error(PYRT_ERR_INVALID_ARG, "CUDA upload: tensor %s row length %lld not a multiple of 32", nm,

@@ -1,5 +1,6 @@
 /* cuda_ops.cu — device kernels of the CUDA backend (see cuda_ops.cuh). */
 #include "cuda_ops.cuh"
+#include "kquants_block.h"
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -70,13 +71,13 @@ bool type_supported(int32_t type) {
     case PYRT_TYPE_Q8_0: case PYRT_TYPE_Q4_0: case PYRT_TYPE_Q4_1: case PYRT_TYPE_Q5_0: case PYRT_TYPE_Q5_1:
         return true;
     default:
-        return false;
+        return pyrt_kq::is_k(type);
     }
 }
 
 bool type_uses_q8(int32_t type) {
     return type == PYRT_TYPE_Q8_0 || type == PYRT_TYPE_Q4_0 || type == PYRT_TYPE_Q4_1 ||
-           type == PYRT_TYPE_Q5_0 || type == PYRT_TYPE_Q5_1;
+           type == PYRT_TYPE_Q5_0 || type == PYRT_TYPE_Q5_1 || pyrt_kq::is_k(type);
 }
 
 template <int T> struct qtraits;
@@ -85,6 +86,7 @@ template <> struct qtraits<PYRT_TYPE_Q4_0> { static constexpr int bytes = 18; st
 template <> struct qtraits<PYRT_TYPE_Q4_1> { static constexpr int bytes = 20; static constexpr bool min = true; };
 template <> struct qtraits<PYRT_TYPE_Q5_0> { static constexpr int bytes = 22; static constexpr bool min = false; };
 template <> struct qtraits<PYRT_TYPE_Q5_1> { static constexpr int bytes = 24; static constexpr bool min = true; };
+/* K-quants (256-weight super-blocks): pyrt_kq::ktraits in kquants_block.h */
 
 /* Quarter `sub` (0..3) of a weight block as two ints of 4 signed bytes each,
  * the activation byte offsets they pair with, and the block's d (and m). */
@@ -154,7 +156,9 @@ constexpr int MM_WARPS = 4;   /* rows per thread block: one warp per weight row 
 
 /* Quantized weights: a warp takes one row; 4 lanes share a 32-block (a
  * quarter each: 8 weights, two dp4a), 8 blocks per step. The row's quarter is
- * decoded once and multiplied with NT token rows. */
+ * decoded once and multiplied with NT token rows. K-quants: the 8 blocks of a
+ * step are one super-block, lane = its chunk (kquants_block.h); the quarter
+ * of a K-quant is 8 consecutive weights. */
 template <int T, int NT>
 __global__ void __launch_bounds__(32 * MM_WARPS)
 mmq_kernel(const uint8_t *__restrict__ W, int64_t row_bytes, int64_t rows, int64_t nb,
@@ -168,19 +172,34 @@ mmq_kernel(const uint8_t *__restrict__ W, int64_t row_bytes, int64_t rows, int64
     float acc[NT];
 #pragma unroll
     for (int k = 0; k < NT; k++) acc[k] = 0.0f;
-    for (int64_t b = lane >> 2; b < nb; b += 8) {
-        int w0, w1, o0, o1;
-        float d, m;
-        decode_quarter<T>(wr + b * qtraits<T>::bytes, sub, w0, w1, o0, o1, d, m);
+    if constexpr (pyrt_kq::is_k(T)) {
+        for (int64_t b = lane >> 2; b < nb; b += 8) {      /* nb % 8 == 0: whole super-blocks */
+            const pyrt_kq::chunk q = pyrt_kq::decode<T>(wr + (b >> 3) * pyrt_kq::ktraits<T>::bytes, lane);
 #pragma unroll
-        for (int k = 0; k < NT; k++) {
-            const int64_t t = t0 + k;
-            if (t < n_tok) {
-                const int8_t *ab = aq + (t * nb + b) * 32;
-                const int sumi = __dp4a(w0, *(const int *)(ab + o0), __dp4a(w1, *(const int *)(ab + o1), 0));
-                const float2 ds = ads[t * nb + b];
-                acc[k] += d * ds.x * (float)sumi;
-                if (qtraits<T>::min && sub == 0) acc[k] += m * ds.y;
+            for (int k = 0; k < NT; k++) {
+                const int64_t t = t0 + k;
+                if (t < n_tok) {
+                    const int8_t *ab = aq + (t * nb + b) * 32 + 8 * sub;
+                    acc[k] += pyrt_kq::dot<pyrt_kq::ktraits<T>::min>(q, *(const int *)ab, *(const int *)(ab + 4),
+                                                              ads[t * nb + b].x);
+                }
+            }
+        }
+    } else {
+        for (int64_t b = lane >> 2; b < nb; b += 8) {
+            int w0, w1, o0, o1;
+            float d, m;
+            decode_quarter<T>(wr + b * qtraits<T>::bytes, sub, w0, w1, o0, o1, d, m);
+#pragma unroll
+            for (int k = 0; k < NT; k++) {
+                const int64_t t = t0 + k;
+                if (t < n_tok) {
+                    const int8_t *ab = aq + (t * nb + b) * 32;
+                    const int sumi = __dp4a(w0, *(const int *)(ab + o0), __dp4a(w1, *(const int *)(ab + o1), 0));
+                    const float2 ds = ads[t * nb + b];
+                    acc[k] += d * ds.x * (float)sumi;
+                    if (qtraits<T>::min && sub == 0) acc[k] += m * ds.y;
+                }
             }
         }
     }
@@ -240,6 +259,7 @@ static void launch_mm(const dweight &w, const float *x, int64_t ldx, act_q8 a, i
 #define MMQ(TY) case TY: mmq_kernel<TY, NT><<<grid, block, 0, st>>>(w.data, w.row_bytes, w.rows, nb, a.qs, a.ds, n_tok, y, ldy); break;
 #define MMF(TY) case TY: mmf_kernel<TY, NT><<<grid, block, 0, st>>>(w.data, w.row_bytes, w.rows, w.cols, x, ldx, n_tok, y, ldy); break;
     MMQ(PYRT_TYPE_Q8_0) MMQ(PYRT_TYPE_Q4_0) MMQ(PYRT_TYPE_Q4_1) MMQ(PYRT_TYPE_Q5_0) MMQ(PYRT_TYPE_Q5_1)
+    MMQ(PYRT_TYPE_Q2_K) MMQ(PYRT_TYPE_Q3_K) MMQ(PYRT_TYPE_Q4_K) MMQ(PYRT_TYPE_Q5_K) MMQ(PYRT_TYPE_Q6_K)
     MMF(PYRT_TYPE_F32) MMF(PYRT_TYPE_F16) MMF(PYRT_TYPE_BF16)
 #undef MMQ
 #undef MMF
@@ -291,7 +311,7 @@ __device__ float dequant_elem(int32_t type, const uint8_t *row, int64_t j) {
         const int q = (e < 16 ? (v & 15) : (v >> 4)) | (int)(((qh >> e) & 1u) << 4);
         return q51 ? (float)q * ld_f16(blk) + ld_f16(blk + 2) : (float)(q - 16) * ld_f16(blk);
     }
-    default: return 0.0f;
+    default: return pyrt_kq::dequant_row_elem(type, row, j);   /* K-quants; 0 for others */
     }
 }
 

@@ -11,6 +11,10 @@
  *   - RMSNorm sums the float squares in double; RoPE builds theta by the same
  *     chain of float multiplications and rotates without FMA contraction;
  *   - attention rounds q to F16 (the cache is F16) and accumulates in f32.
+ *   - K-quant weights (Q2_K..Q6_K) are dotted with these 32-blocks, not with
+ *     the CPU's 256-element Q8_K activations, as llama.cpp's CUDA backend
+ *     does: same weights, activations rounded on another grid (its per-block
+ *     math is checked on the CPU by tests/c/test_cuda_kquants.cpp).
  * What differs, within the kernel tolerances of DESIGN §5: summation order
  * (warp reductions), attention's online softmax (the CPU rounds the
  * probabilities to F16 before P·V, this path keeps them in f32), and
@@ -37,7 +41,8 @@ struct dweight {
 /* Activations quantized for the integer kernels, for n_tok rows of cols:
  * qs [n_tok][cols] int8 and ds [n_tok][cols/32] = (d, s), both already
  * rounded to fp16 precision as the CPU's block_q8_1 stores them. Serves
- * Q8_0-activation weights (which ignore s) and Q8_1 ones alike. */
+ * Q8_0-activation weights (which ignore s), Q8_1 ones, and the K-quants
+ * (which take exact integer sums of the activations for their min terms). */
 struct act_q8 {
     int8_t *qs = nullptr;
     float2 *ds = nullptr;

@@ -7,8 +7,10 @@
  * Every device kernel against the CPU scalar reference (libpyrt's own
  * kernels and ops), with DESIGN.md §5's tolerances:
  *   quantize_q8  bit-exact vs quantize_row_q8_1 (scalar)
- *   matmul       |gpu - cpu| <= 1e-5 * sum|w*x| (same activation bytes)
- *   get_rows     bit-exact vs dequantize
+ *   matmul       |gpu - cpu| <= 1e-5 * sum|w*x| (same activation bytes);
+ *                K-quants: vs the float64 dot of the dequantized weights and
+ *                the q8 activations the GPU used (the CPU uses Q8_K there)
+ *   get_rows     bit-exact vs dequantize (K-quants included)
  *   rmsnorm / residual_norm / rope / glu   <= a few ulp per element
  *   attention    NMSE <= 5e-4 vs op_attention_head (many positions, GQA,
  *                sliding window, odd head_dim, split and unsplit)
@@ -25,6 +27,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <chrono>
+#include <iterator>
 #include <string>
 #include <vector>
 
@@ -110,6 +113,19 @@ struct dbuf {
 static const int WTYPES[] = { PYRT_TYPE_F32, PYRT_TYPE_F16, PYRT_TYPE_BF16, PYRT_TYPE_Q8_0,
                               PYRT_TYPE_Q4_0, PYRT_TYPE_Q4_1, PYRT_TYPE_Q5_0, PYRT_TYPE_Q5_1 };
 static const int N_WTYPES = (int)(sizeof WTYPES / sizeof WTYPES[0]);
+/* K-quants: kernel tests only (no encoder for the synthetic models here; the
+ * real Q4_K_M models are checked end to end by tests/test_device.py) */
+static const int KTYPES[] = { PYRT_TYPE_Q2_K, PYRT_TYPE_Q3_K, PYRT_TYPE_Q4_K, PYRT_TYPE_Q5_K, PYRT_TYPE_Q6_K };
+
+/* byte offsets of a K-quant block's fp16 d and dmin (-1: none) */
+static void kquant_scale_offsets(int t, int *d, int *dmin) {
+    switch (t) {
+    case PYRT_TYPE_Q2_K: *d = 80; *dmin = 82; break;
+    case PYRT_TYPE_Q3_K: *d = 108; *dmin = -1; break;
+    case PYRT_TYPE_Q6_K: *d = 208; *dmin = -1; break;
+    default: *d = 0; *dmin = 2; break;   /* Q4_K, Q5_K */
+    }
+}
 
 /* Random valid bytes of a row: all bit patterns of qs/qh, fp16 scales 2^[lo,hi) */
 static void random_row(int t, int64_t n, uint8_t *raw, double lo, double hi) {
@@ -119,8 +135,20 @@ static void random_row(int t, int64_t n, uint8_t *raw, double lo, double hi) {
             ((uint16_t *)raw)[i] = t == PYRT_TYPE_F16 ? pyrt_fp32_to_fp16((float)gauss()) : pyrt_fp32_to_bf16((float)gauss());
         return;
     }
-    const int64_t bb = pyrt_type_block_bytes(t), nb = n / 32;
+    const int64_t bb = pyrt_type_block_bytes(t), nb = n / pyrt_type_block_size(t);
     for (int64_t i = 0; i < nb * bb; i++) raw[i] = (uint8_t)next_u64();
+    if (pyrt_type_block_size(t) == 256) {   /* K-quants */
+        int offs[2];
+        kquant_scale_offsets(t, &offs[0], &offs[1]);
+        for (int64_t b = 0; b < nb; b++)
+            for (int off : offs) {
+                if (off < 0) continue;
+                const double sign = uniform() < 0.5 ? -1.0 : 1.0;
+                const pyrt_fp16 h = pyrt_fp32_to_fp16((float)(sign * exp2(lo + (hi - lo) * uniform())));
+                memcpy(raw + b * bb + off, &h, 2);
+            }
+        return;
+    }
     const int ns = (t == PYRT_TYPE_Q4_1 || t == PYRT_TYPE_Q5_1) ? 2 : 1;
     for (int64_t b = 0; b < nb; b++)
         for (int k = 0; k < ns; k++) {
@@ -280,10 +308,66 @@ static void test_matmul() {
     }
 }
 
+/* K-quants: the CPU dots them with Q8_K activations, the GPU with the q8
+ * 32-blocks, so the reference is the float64 dot of the dequantized weights
+ * and the very activations the GPU used (quantized on the host the same way) */
+static void test_matmul_kquants() {
+    const int64_t cols_list[] = { 256, 1536, 4352 };
+    const int64_t ntok_list[] = { 1, 2, 3, 5, 8, 17 };
+    const int64_t rows_list[] = { 1, 37 };
+    for (int t : KTYPES)
+        for (int64_t cols : cols_list)
+            for (int64_t rows : rows_list) {
+                seed((uint64_t)(t * 1000 + cols + rows));
+                std::vector<uint8_t> W((size_t)(rows * row_bytes(t, cols)));
+                for (int64_t r = 0; r < rows; r++) random_row(t, cols, &W[(size_t)(r * row_bytes(t, cols))], -10, -3);
+                std::vector<float> wf((size_t)(rows * cols));
+                pyrt_dequantize(PYRT_KERNELS_SCALAR, t, W.data(), wf.data(), rows * cols);
+                dbuf<uint8_t> dW(W.size());
+                CK(dW.put(W.data()));
+                const dweight w = up_weight(dW, t, rows, cols);
+                for (int64_t nt : ntok_list) {
+                    std::vector<float> x((size_t)(nt * cols)), xq(x.size()), yg((size_t)(nt * rows));
+                    for (auto &v : x) v = (float)gauss();
+                    std::vector<block_q8_1> q8((size_t)(cols / 32));
+                    for (int64_t tk = 0; tk < nt; tk++) {   /* the activations as the device rounds them */
+                        pyrt_quantize_act(PYRT_KERNELS_SCALAR, PYRT_TYPE_Q8_1, &x[(size_t)(tk * cols)], q8.data(), cols);
+                        for (int64_t c = 0; c < cols; c++)
+                            xq[(size_t)(tk * cols + c)] = pyrt_fp16_to_fp32(q8[(size_t)(c / 32)].d) * q8[(size_t)(c / 32)].qs[c % 32];
+                    }
+                    dbuf<float> dx(x.size()), dy(yg.size());
+                    dbuf<int8_t> dq(x.size());
+                    dbuf<float2> dds(x.size() / 32);
+                    CK(dx.put(x.data()));
+                    act_q8 a; a.qs = dq.p; a.ds = dds.p;
+                    check(type_uses_q8(t) && type_supported(t), "%s: supported, reads q8 activations", tname(t));
+                    CK(quantize_q8(dx.p, cols, nt, cols, a, 0));
+                    CK(matmul(w, dx.p, cols, a, nt, dy.p, rows, 0));
+                    CK(cudaDeviceSynchronize());
+                    CK(dy.get(yg.data()));
+                    double worst = 0;
+                    for (int64_t tk = 0; tk < nt; tk++)
+                        for (int64_t r = 0; r < rows; r++) {
+                            double ref = 0, mag = 0;
+                            for (int64_t c = 0; c < cols; c++) {
+                                const double p = (double)wf[(size_t)(r * cols + c)] * xq[(size_t)(tk * cols + c)];
+                                ref += p;
+                                mag += fabs(p);
+                            }
+                            const double err = fabs((double)yg[(size_t)(tk * rows + r)] - ref) / (mag + 1e-30);
+                            if (!(err <= worst)) worst = err;   /* NaN sticks */
+                        }
+                    check(worst <= DOT_SAME_ACT_RTOL, "matmul %s %lldx%lld, %lld token(s): max |gpu-ref|/sum|wx| %.3g",
+                          tname(t), (long long)rows, (long long)cols, (long long)nt, worst);
+                }
+            }
+}
+
 static void test_get_rows() {
-    for (int ti = 0; ti < N_WTYPES; ti++) {
-        const int t = WTYPES[ti];
-        const int64_t rows = 50, cols = 576;
+    std::vector<int> types(WTYPES, WTYPES + N_WTYPES);
+    types.insert(types.end(), std::begin(KTYPES), std::end(KTYPES));
+    for (int t : types) {
+        const int64_t rows = 50, cols = pyrt_type_block_size(t) == 256 ? 768 : 576;
         seed((uint64_t)t + 99);
         std::vector<uint8_t> W((size_t)(rows * row_bytes(t, cols)));
         for (int64_t r = 0; r < rows; r++) random_row(t, cols, &W[(size_t)(r * row_bytes(t, cols))], -14, 2);
@@ -771,14 +855,14 @@ static void test_upload_errors() {
     seed(5);
     synth_model s = make_model(PYRT_ARCH_LLAMA, PYRT_TYPE_Q8_0, nullptr, true);
     for (auto &t : s.tensors)
-        if (t.name == "blk.1.ffn_down.weight") {   /* a K-quant: no CUDA kernels yet */
-            t.type = PYRT_TYPE_Q4_K;
-            t.data.assign((size_t)(row_bytes(PYRT_TYPE_Q4_K, t.ne0) * t.ne1), 0);
+        if (t.name == "blk.1.ffn_down.weight") {   /* Q8_K: an activation type, no weight kernels */
+            t.type = PYRT_TYPE_Q8_K;
+            t.data.assign((size_t)(row_bytes(PYRT_TYPE_Q8_K, t.ne0) * t.ne1), 0);
         }
     pyrt_cuda_model *gm = nullptr;
     const int st = gpu_model(s, &gm);
     check(st == PYRT_ERR_UNSUPPORTED && gm == nullptr && strstr(pyrt_last_error(), "blk.1.ffn_down.weight"),
-          "upload of a Q4_K tensor: UNSUPPORTED naming it (%s)", pyrt_last_error());
+          "upload of a Q8_K tensor: UNSUPPORTED naming it (%s)", pyrt_last_error());
     pyrt_cuda_model_desc d;
     memset(&d, 0, sizeof d);
     check(pyrt_cuda_model_upload(&d, 0, &gm) == PYRT_ERR_INVALID_ARG, "upload of an empty description rejected");
@@ -859,11 +943,12 @@ int main(int argc, char **argv) {
     printf("device 0 of %d: %s\n", n_dev, name);
     if (cudaSetDevice(0) != cudaSuccess) { printf("cudaSetDevice failed\n0 passed, 1 failed\n"); return 1; }
     if (do_bench) {
-        for (int t : { PYRT_TYPE_Q4_1, PYRT_TYPE_Q8_0, PYRT_TYPE_Q4_0 }) bench(t, with_cpu);
+        for (int t : { PYRT_TYPE_Q4_1, PYRT_TYPE_Q8_0, PYRT_TYPE_Q4_0, PYRT_TYPE_Q4_K, PYRT_TYPE_Q6_K }) bench(t, with_cpu);
         return 0;
     }
     test_quantize();
     test_matmul();
+    test_matmul_kquants();
     test_get_rows();
     test_norms_glu();
     test_rope();
