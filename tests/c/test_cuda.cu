@@ -33,6 +33,7 @@
 
 #include "cuda/cuda_ops.cuh"
 #include "cuda/pyrt_cuda.h"
+#include "test_rng.h"
 extern "C" {
 #include "ops.h"
 }
@@ -74,20 +75,6 @@ static void check(bool ok, const char *fmt, ...) {
         }                                                                                     \
     } while (0)
 
-/* ---- random numbers (splitmix64, as tests/c/test_kernels.c) ----------------- */
-static uint64_t g_rng;
-static void seed(uint64_t s) { g_rng = s * 0x9E3779B97F4A7C15ULL + 12345; }
-static uint64_t next_u64() {
-    uint64_t z = (g_rng += 0x9E3779B97F4A7C15ULL);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
-    return z ^ (z >> 31);
-}
-static double uniform() { return (double)(next_u64() >> 11) * (1.0 / 9007199254740992.0); }
-static double gauss() {
-    const double u = uniform() + 1e-300, v = uniform();
-    return sqrt(-2.0 * log(u)) * cos(6.283185307179586 * v);
-}
 
 static int64_t row_bytes(int t, int64_t n) { return n / pyrt_type_block_size(t) * pyrt_type_block_bytes(t); }
 static const char *tname(int t) { return pyrt_type_traits_table[t].name; }
@@ -264,14 +251,30 @@ static void test_quantize() {
         }
 }
 
+/* The CPU reference for a K-quant dots it with Q8_K activations, the GPU with
+ * the q8 32-blocks: there the reference is the float64 dot of the dequantized
+ * weights and the very activations the GPU used (quantized on the host the
+ * same way). Every other type: the scalar CPU matmul on the same activations. */
+static void q8_rounded(const float *x, int64_t nt, int64_t cols, float *xq) {
+    std::vector<block_q8_1> q8((size_t)(cols / 32));
+    for (int64_t tk = 0; tk < nt; tk++) {
+        pyrt_quantize_act(PYRT_KERNELS_SCALAR, PYRT_TYPE_Q8_1, x + tk * cols, q8.data(), cols);
+        for (int64_t c = 0; c < cols; c++)
+            xq[tk * cols + c] = pyrt_fp16_to_fp32(q8[(size_t)(c / 32)].d) * q8[(size_t)(c / 32)].qs[c % 32];
+    }
+}
+
 static void test_matmul() {
-    const int64_t cols_list[] = { 32, 96, 576, 1536, 4128 };
+    const int64_t cols_list[] = { 32, 96, 256, 576, 1536, 4128, 4352 };
     const int64_t ntok_list[] = { 1, 2, 3, 5, 8, 17 };
     const int64_t rows_list[] = { 1, 37 };
-    for (int ti = 0; ti < N_WTYPES; ti++) {
-        const int t = WTYPES[ti];
+    std::vector<int> types(WTYPES, WTYPES + N_WTYPES);
+    types.insert(types.end(), std::begin(KTYPES), std::end(KTYPES));
+    for (int t : types) {
+        const bool kq = pyrt_type_block_size(t) == 256;
         for (int64_t cols : cols_list)
             for (int64_t rows : rows_list) {
+                if (cols % pyrt_type_block_size(t)) continue;
                 seed((uint64_t)(t * 1000 + cols + rows));
                 std::vector<uint8_t> W((size_t)(rows * row_bytes(t, cols)));
                 for (int64_t r = 0; r < rows; r++) random_row(t, cols, &W[(size_t)(r * row_bytes(t, cols))], -10, -3);
@@ -281,9 +284,20 @@ static void test_matmul() {
                 CK(dW.put(W.data()));
                 const dweight w = up_weight(dW, t, rows, cols);
                 for (int64_t nt : ntok_list) {
-                    std::vector<float> x((size_t)(nt * cols)), yc((size_t)(nt * rows)), yg(yc.size());
+                    std::vector<float> x((size_t)(nt * cols)), xq(x.size()), yc((size_t)(nt * rows)), yg(yc.size());
                     for (auto &v : x) v = (float)gauss();
-                    pyrt_matmul(PYRT_KERNELS_SCALAR, t, W.data(), rows, cols, x.data(), nt, yc.data(), 1);
+                    if (kq) {
+                        q8_rounded(x.data(), nt, cols, xq.data());
+                        for (int64_t tk = 0; tk < nt; tk++)
+                            for (int64_t r = 0; r < rows; r++) {
+                                double ref = 0;
+                                for (int64_t c = 0; c < cols; c++)
+                                    ref += (double)wf[(size_t)(r * cols + c)] * xq[(size_t)(tk * cols + c)];
+                                yc[(size_t)(tk * rows + r)] = (float)ref;
+                            }
+                    } else {
+                        pyrt_matmul(PYRT_KERNELS_SCALAR, t, W.data(), rows, cols, x.data(), nt, yc.data(), 1);
+                    }
                     dbuf<float> dx(x.size()), dy(yg.size());
                     dbuf<int8_t> dq(x.size());
                     dbuf<float2> dds(x.size() / 32);
@@ -293,74 +307,20 @@ static void test_matmul() {
                     CK(matmul(w, dx.p, cols, a, nt, dy.p, rows, 0));
                     CK(cudaDeviceSynchronize());
                     CK(dy.get(yg.data()));
+                    const std::vector<float> &xm = kq ? xq : x;
                     double worst = 0;
                     for (int64_t tk = 0; tk < nt; tk++)
                         for (int64_t r = 0; r < rows; r++) {
                             double mag = 0;
-                            for (int64_t c = 0; c < cols; c++) mag += fabs((double)wf[(size_t)(r * cols + c)] * x[(size_t)(tk * cols + c)]);
+                            for (int64_t c = 0; c < cols; c++) mag += fabs((double)wf[(size_t)(r * cols + c)] * xm[(size_t)(tk * cols + c)]);
                             const double err = fabs((double)yg[(size_t)(tk * rows + r)] - yc[(size_t)(tk * rows + r)]) / (mag + 1e-30);
-                            if (!(err <= worst)) worst = err;   /* NaN sticks */
-                        }
-                    check(worst <= DOT_SAME_ACT_RTOL, "matmul %s %lldx%lld, %lld token(s): max |gpu-cpu|/sum|wx| %.3g",
-                          tname(t), (long long)rows, (long long)cols, (long long)nt, worst);
-                }
-            }
-    }
-}
-
-/* K-quants: the CPU dots them with Q8_K activations, the GPU with the q8
- * 32-blocks, so the reference is the float64 dot of the dequantized weights
- * and the very activations the GPU used (quantized on the host the same way) */
-static void test_matmul_kquants() {
-    const int64_t cols_list[] = { 256, 1536, 4352 };
-    const int64_t ntok_list[] = { 1, 2, 3, 5, 8, 17 };
-    const int64_t rows_list[] = { 1, 37 };
-    for (int t : KTYPES)
-        for (int64_t cols : cols_list)
-            for (int64_t rows : rows_list) {
-                seed((uint64_t)(t * 1000 + cols + rows));
-                std::vector<uint8_t> W((size_t)(rows * row_bytes(t, cols)));
-                for (int64_t r = 0; r < rows; r++) random_row(t, cols, &W[(size_t)(r * row_bytes(t, cols))], -10, -3);
-                std::vector<float> wf((size_t)(rows * cols));
-                pyrt_dequantize(PYRT_KERNELS_SCALAR, t, W.data(), wf.data(), rows * cols);
-                dbuf<uint8_t> dW(W.size());
-                CK(dW.put(W.data()));
-                const dweight w = up_weight(dW, t, rows, cols);
-                for (int64_t nt : ntok_list) {
-                    std::vector<float> x((size_t)(nt * cols)), xq(x.size()), yg((size_t)(nt * rows));
-                    for (auto &v : x) v = (float)gauss();
-                    std::vector<block_q8_1> q8((size_t)(cols / 32));
-                    for (int64_t tk = 0; tk < nt; tk++) {   /* the activations as the device rounds them */
-                        pyrt_quantize_act(PYRT_KERNELS_SCALAR, PYRT_TYPE_Q8_1, &x[(size_t)(tk * cols)], q8.data(), cols);
-                        for (int64_t c = 0; c < cols; c++)
-                            xq[(size_t)(tk * cols + c)] = pyrt_fp16_to_fp32(q8[(size_t)(c / 32)].d) * q8[(size_t)(c / 32)].qs[c % 32];
-                    }
-                    dbuf<float> dx(x.size()), dy(yg.size());
-                    dbuf<int8_t> dq(x.size());
-                    dbuf<float2> dds(x.size() / 32);
-                    CK(dx.put(x.data()));
-                    act_q8 a; a.qs = dq.p; a.ds = dds.p;
-                    check(type_uses_q8(t) && type_supported(t), "%s: supported, reads q8 activations", tname(t));
-                    CK(quantize_q8(dx.p, cols, nt, cols, a, 0));
-                    CK(matmul(w, dx.p, cols, a, nt, dy.p, rows, 0));
-                    CK(cudaDeviceSynchronize());
-                    CK(dy.get(yg.data()));
-                    double worst = 0;
-                    for (int64_t tk = 0; tk < nt; tk++)
-                        for (int64_t r = 0; r < rows; r++) {
-                            double ref = 0, mag = 0;
-                            for (int64_t c = 0; c < cols; c++) {
-                                const double p = (double)wf[(size_t)(r * cols + c)] * xq[(size_t)(tk * cols + c)];
-                                ref += p;
-                                mag += fabs(p);
-                            }
-                            const double err = fabs((double)yg[(size_t)(tk * rows + r)] - ref) / (mag + 1e-30);
                             if (!(err <= worst)) worst = err;   /* NaN sticks */
                         }
                     check(worst <= DOT_SAME_ACT_RTOL, "matmul %s %lldx%lld, %lld token(s): max |gpu-ref|/sum|wx| %.3g",
                           tname(t), (long long)rows, (long long)cols, (long long)nt, worst);
                 }
             }
+    }
 }
 
 static void test_get_rows() {
@@ -948,7 +908,6 @@ int main(int argc, char **argv) {
     }
     test_quantize();
     test_matmul();
-    test_matmul_kquants();
     test_get_rows();
     test_norms_glu();
     test_rope();

@@ -28,6 +28,7 @@
 #include <vector>
 
 #include "cuda/kquants_block.h"
+#include "test_rng.h"
 
 static int g_passed, g_failed;
 
@@ -40,20 +41,6 @@ static void check(bool ok, const char *fmt, ...) {
     vprintf(fmt, ap);
     printf("\n");
     va_end(ap);
-}
-
-/* splitmix64, as tests/c/test_kernels.c */
-static uint64_t g_rng;
-static uint64_t next_u64() {
-    uint64_t z = (g_rng += 0x9E3779B97F4A7C15ULL);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
-    return z ^ (z >> 31);
-}
-static double uniform() { return (double)(next_u64() >> 11) * (1.0 / 9007199254740992.0); }
-static double gauss() {
-    const double u = uniform() + 1e-300, v = uniform();
-    return sqrt(-2.0 * log(u)) * cos(6.283185307179586 * v);
 }
 
 struct kinfo { int type; const char *name; int bytes; int d_off, dmin_off; };   /* dmin_off < 0: none */
@@ -191,7 +178,7 @@ static void test_is_k() {
 }
 
 int main() {
-    g_rng = 0x5EED;
+    seed(0x5EED);
     test_is_k();
     for (const kinfo &k : KTYPES) {
         test_dequant(k);
