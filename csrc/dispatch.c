@@ -61,7 +61,7 @@ int32_t pyrt_type_act_type(int32_t type) {
 /* kernel tables                                                             */
 /* ======================================================================== */
 
-enum { N_VARIANTS = 3 };
+enum { N_VARIANTS = 4 };
 
 static pyrt_kernels g_tables[N_VARIANTS];
 static int g_available[N_VARIANTS];
@@ -78,6 +78,16 @@ static int cpu_has_avx2(void) {
     return 0;
 #endif
 }
+
+#if PYRT_BUILD_AVX2 && defined(PYRT_HAVE_AVX512)
+/* __builtin_cpu_supports also checks that the OS saves the zmm state */
+static int cpu_has_avx512(void) {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+           __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
+           __builtin_cpu_supports("avx512vnni") && !getenv("PYRT_NO_AVX512");
+}
+#endif
 
 /* A SIMD table starts as a copy of the scalar one; the variant's fill then
  * overrides what it implements, so NULL entries fall back to scalar. */
@@ -123,17 +133,19 @@ static void fill_avx2_all(pyrt_kernels *k) {
 }
 
 static int best_available(void) {
+    if (g_available[PYRT_KERNELS_AVX512]) return PYRT_KERNELS_AVX512;
     if (g_available[PYRT_KERNELS_AVX2]) return PYRT_KERNELS_AVX2;
     if (g_available[PYRT_KERNELS_NEON]) return PYRT_KERNELS_NEON;
     return PYRT_KERNELS_SCALAR;
 }
 
-/* PYRT_KERNELS=scalar|avx2|neon|auto; unknown or unavailable -> best. */
+/* PYRT_KERNELS=scalar|avx2|avx512|neon|auto; unknown or unavailable -> best. */
 static int variant_from_env(void) {
     const char *e = getenv("PYRT_KERNELS");
     if (e) {
         if (strcmp(e, "scalar") == 0) return PYRT_KERNELS_SCALAR;
         if (strcmp(e, "avx2") == 0 && g_available[PYRT_KERNELS_AVX2]) return PYRT_KERNELS_AVX2;
+        if (strcmp(e, "avx512") == 0 && g_available[PYRT_KERNELS_AVX512]) return PYRT_KERNELS_AVX512;
         if (strcmp(e, "neon") == 0 && g_available[PYRT_KERNELS_NEON]) return PYRT_KERNELS_NEON;
     }
     return best_available();
@@ -149,6 +161,15 @@ static void init_once(void) {
         overlay(&g_tables[PYRT_KERNELS_AVX2], &g_tables[PYRT_KERNELS_SCALAR], fill_avx2_all);
         g_tables[PYRT_KERNELS_AVX2].name = "avx2";
         g_available[PYRT_KERNELS_AVX2] = 1;
+#if defined(PYRT_HAVE_AVX512)
+        /* the AVX2 table with the GEMM tiles in 512-bit registers */
+        if (cpu_has_avx512()) {
+            g_tables[PYRT_KERNELS_AVX512] = g_tables[PYRT_KERNELS_AVX2];
+            pyrt_gemm_fill_avx512(&g_tables[PYRT_KERNELS_AVX512]);
+            g_tables[PYRT_KERNELS_AVX512].name = "avx512";
+            g_available[PYRT_KERNELS_AVX512] = 1;
+        }
+#endif
     }
 #endif
 #if PYRT_BUILD_NEON
@@ -197,6 +218,7 @@ const char *pyrt_kernels_name(int32_t variant) {
     case PYRT_KERNELS_SCALAR: return "scalar";
     case PYRT_KERNELS_AVX2:   return "avx2";
     case PYRT_KERNELS_NEON:   return "neon";
+    case PYRT_KERNELS_AVX512: return "avx512";
     default:                  return "unknown";
     }
 }

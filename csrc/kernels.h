@@ -93,6 +93,7 @@ void pyrt_ops_fill_scalar(pyrt_kernels *k);       /* ops.c                   */
 void pyrt_ops_fill_avx2(pyrt_kernels *k);         /* ops_avx2.c, x86-64 only */
 void pyrt_gemm_fill_avx2(pyrt_kernels *k);        /* gemm_avx2.c, x86-64 only */
 void pyrt_gemm_fill_avx2_vnni(pyrt_kernels *k);   /* gemm_avxvnni.c, if the compiler has AVX-VNNI */
+void pyrt_gemm_fill_avx512(pyrt_kernels *k);      /* gemm_avx512.c, if the compiler has AVX-512 */
 
 /* The row dot product for W (type, rows) times activation row t of a batch of
  * n_tok rows, with the arithmetic llama.cpp uses for that shape and row. */

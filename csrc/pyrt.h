@@ -71,7 +71,8 @@ enum {
     PYRT_KERNELS_AUTO   = -1,
     PYRT_KERNELS_SCALAR = 0,
     PYRT_KERNELS_AVX2   = 1,
-    PYRT_KERNELS_NEON   = 2
+    PYRT_KERNELS_NEON   = 2,
+    PYRT_KERNELS_AVX512 = 3     /* the AVX2 set + AVX-512 GEMM tiles; same results */
 };
 int32_t     pyrt_kernels_available(int32_t variant);  /* 1 if this CPU + build can run it */
 int32_t     pyrt_kernels_active(void);                /* variant in use                   */

@@ -43,6 +43,8 @@ ACT_OF = {T.F32: T.F32, T.F16: T.F16, T.BF16: T.BF16, T.Q8_0: T.Q8_0, T.Q4_0: T.
 
 SCALAR = lib.PYRT_KERNELS_SCALAR
 AVX2 = lib.PYRT_KERNELS_AVX2
+AVX512 = lib.PYRT_KERNELS_AVX512   # the AVX2 table with AVX-512 GEMM tiles (same results)
+BEST_X86 = AVX512 if lib.pyrt_kernels_available(AVX512) else AVX2
 HAVE_AVX2 = bool(lib.pyrt_kernels_available(AVX2))
 VARIANTS = [
     pytest.param(SCALAR, id="scalar"),
@@ -194,7 +196,7 @@ def test_kernel_names_and_select():
     assert lib.pyrt_kernels_available(lib.PYRT_KERNELS_AUTO) == 1
     assert lib.pyrt_kernels_available(99) == 0
     for v, name in [(SCALAR, b"scalar"), (AVX2, b"avx2"), (lib.PYRT_KERNELS_NEON, b"neon"),
-                    (lib.PYRT_KERNELS_AUTO, b"auto")]:
+                    (AVX512, b"avx512"), (lib.PYRT_KERNELS_AUTO, b"auto")]:
         assert ffi.string(lib.pyrt_kernels_name(v)) == name
     before = lib.pyrt_kernels_active()
     try:
@@ -210,7 +212,7 @@ def test_kernel_names_and_select():
             check(lib.pyrt_kernels_select(17))
         check(lib.pyrt_kernels_select(lib.PYRT_KERNELS_AUTO))
         env = os.environ.get("PYRT_KERNELS")
-        expect = SCALAR if env == "scalar" or not HAVE_AVX2 else AVX2
+        expect = SCALAR if env == "scalar" or not HAVE_AVX2 else AVX2 if env == "avx2" else BEST_X86
         if sys.platform.startswith("linux") and os.uname().machine in ("aarch64", "arm64"):
             pytest.skip("expectation written for x86-64")
         assert lib.pyrt_kernels_active() == expect
@@ -219,14 +221,17 @@ def test_kernel_names_and_select():
 
 
 @pytest.mark.parametrize("value,expect", [
-    ("scalar", "scalar"), ("avx2", "best"), ("auto", "best"), ("bogus", "best"), ("", "best")])
+    ("scalar", "scalar"), ("avx2", "avx2"), ("avx512", "best"), ("auto", "best"), ("bogus", "best"), ("", "best")])
 def test_env_override_read_at_first_use(value, expect):
     code = ("from pyrt._native import lib, ffi;"
             "print(ffi.string(lib.pyrt_kernels_name(lib.pyrt_kernels_active())).decode())")
     env = dict(os.environ, PYRT_KERNELS=value)
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                          check=True).stdout.strip()
-    best = "avx2" if HAVE_AVX2 else out if out == "neon" else "scalar"
+    best = (ffi.string(lib.pyrt_kernels_name(BEST_X86)).decode() if HAVE_AVX2
+            else out if out == "neon" else "scalar")
+    if expect == "avx2" and not HAVE_AVX2:
+        expect = "best"
     assert out == (best if expect == "best" else expect)
 
 

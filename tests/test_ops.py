@@ -135,16 +135,24 @@ def test_q4_0_repacked_order_dot(n):
 
 
 GEMM_TYPES = ["Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0"]
+GEMM_VARIANTS = [
+    pytest.param(lib.PYRT_KERNELS_AVX2, id="avx2", marks=pytest.mark.skipif(
+        not lib.pyrt_kernels_available(lib.PYRT_KERNELS_AVX2), reason="no AVX2 on this CPU")),
+    pytest.param(lib.PYRT_KERNELS_AVX512, id="avx512", marks=pytest.mark.skipif(
+        not lib.pyrt_kernels_available(lib.PYRT_KERNELS_AVX512), reason="no AVX-512 on this CPU/build")),
+]
 
 
-@pytest.mark.skipif(not lib.pyrt_kernels_available(lib.PYRT_KERNELS_AVX2), reason="no AVX2 on this CPU")
+@pytest.mark.parametrize("variant", GEMM_VARIANTS)
 @pytest.mark.parametrize("tname", GEMM_TYPES)
 @pytest.mark.parametrize("rows,cols,n_tok", [(1, 32, 1), (3, 64, 1), (5, 576, 1), (37, 768, 1), (64, 576, 1),
-                                             (2, 32, 2), (7, 96, 3), (8, 576, 5), (37, 1536, 33), (40, 64, 70)])
-def test_tiled_gemm_is_bit_identical_to_the_row_kernels(tname, rows, cols, n_tok):
-    """pyrt_matmul's tiled kernels must compute exactly what the single-row
-    dot computes for every (row, token), on every tile remainder, since the
-    model's fidelity to llama.cpp rests on that arithmetic."""
+                                             (8, 96, 1), (13, 64, 1), (47, 96, 1), (2, 32, 2), (7, 96, 3),
+                                             (8, 576, 5), (37, 1536, 33), (40, 64, 70), (35, 64, 17)])
+def test_tiled_gemm_is_bit_identical_to_the_row_kernels(variant, tname, rows, cols, n_tok):
+    """pyrt_matmul's tiled kernels (AVX2 and, where the CPU has it, the
+    AVX-512 ones) must compute exactly what the AVX2 single-row dot computes
+    for every (row, token), on every tile remainder, since the model's
+    fidelity to llama.cpp rests on that arithmetic."""
     from pyrt._native import check, ffi
     k = table(lib.PYRT_KERNELS_AVX2)
     ty = int(getattr(lib, f"PYRT_TYPE_{tname}"))
@@ -152,7 +160,7 @@ def test_tiled_gemm_is_bit_identical_to_the_row_kernels(tname, rows, cols, n_tok
     w = quants.quantize(rng.standard_normal((rows, cols)).astype(np.float32), getattr(T, tname))
     x = rng.standard_normal((n_tok, cols)).astype(np.float32)
     y = np.zeros((n_tok, rows), np.float32)
-    check(lib.pyrt_matmul(lib.PYRT_KERNELS_AVX2, ty, ffi.cast("void *", w.ctypes.data), rows, cols,
+    check(lib.pyrt_matmul(variant, ty, ffi.cast("void *", w.ctypes.data), rows, cols,
                           ffi.cast("float *", x.ctypes.data), n_tok, ffi.cast("float *", y.ctypes.data), 2))
     at = lib.pyrt_type_act_type(ty)
     a_row = cols // 32 * int(lib.pyrt_type_block_bytes(at))

@@ -1,0 +1,229 @@
+/* gemm_avx512.c — gemm_avx2.c's tiled kernels for CPUs with AVX-512 (F, BW,
+ * VL, VNNI), bit-identical to them and so to llama.cpp's AVX2 arithmetic.
+ *
+ * Two weight rows share one 512-bit register: lanes 0-7 carry row r's 8-lane
+ * accumulator, lanes 8-15 row r+1's. Every float operation (the d_w*d_a
+ * product, the int->float conversion, the FMA into the accumulator, the final
+ * horizontal sum in ggml's order) is the same per lane as in the 8-lane AVX2
+ * kernel, so the results are equal bit for bit while each instruction does
+ * the work of two.
+ *
+ * The integer block dot is one vpdpbusd per (row pair, token). vpdpbusd wants
+ * unsigned weights, so signed weights are offset (q4_0: nibble = w + 8, q5_0:
+ * w + 16, q8_0: w ^ 0x80 = w + 128) and the accumulator starts at
+ * -offset * (sum of the lane's four activation bytes): each int32 lane ends
+ * up holding exactly sum(w * a) over its four bytes, the integer ggml's
+ * sign-trick vpmaddubsw + vpmaddwd produces. */
+#if defined(__x86_64__)
+#include <immintrin.h>
+#include <math.h>
+#include <string.h>
+#include "kernels.h"
+#include "simd_avx2.h"
+
+#define RP 2           /* row pairs per tile  */
+#define RN 4           /* tokens per tile     */
+#define GV 4           /* row pairs per tile when there is a single token */
+#define PANEL_R 32     /* rows whose scales are cached per panel   */
+#define PANEL_T 32     /* tokens whose scales are cached per panel */
+#define MAX_NB 512     /* blocks per row handled by the scale caches (16384 columns) */
+#define PF_DIST 10240  /* software prefetch distance for streamed weights (bytes) */
+
+/* unsigned weight bytes of one block, and the offset subtracted from them */
+#define U_Q4_0(x) unpack_nibbles((x)->qs)
+#define U_Q4_1(x) unpack_nibbles((x)->qs)
+#define U_Q5_0(x) _mm256_or_si256(unpack_nibbles((x)->qs), qh_to_bit4((x)->qh))
+#define U_Q5_1(x) U_Q5_0(x)
+#define U_Q8_0(x) _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(x)->qs), _mm256_set1_epi8((char)0x80))
+
+static inline __m512i pair512(__m256i lo, __m256i hi) {
+    return _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
+}
+
+/* activation block broadcast to both halves, and the lanes' offset correction */
+static inline __m512i act512(const int8_t *qs) {
+    return _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)qs));
+}
+static inline __m512i corr512(__m512i a, int off) {
+    if (!off) return _mm512_setzero_si512();
+    const __m512i s = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi8((char)off), a);
+    return _mm512_sub_epi32(_mm512_setzero_si512(), s);
+}
+
+/* lanes 0-7 <- v[i], lanes 8-15 <- v[j] */
+static inline __m512 spread2(__m256 v, int i, int j) {
+    const __m512i idx = _mm512_set_epi32(j, j, j, j, j, j, j, j, i, i, i, i, i, i, i, i);
+    return _mm512_permutexvar_ps(idx, _mm512_castps256_ps512(v));
+}
+
+static inline void store_pair(float *y0, float *y1, __m512 acc) {
+    *y0 = hsum_ps(_mm512_castps512_ps256(acc));
+    if (y1) *y1 = hsum_ps(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(acc), 1)));
+}
+
+/* y[t][r] += sum_b m_rb * s_tb as ggml's scalar FMA chain, 16 tokens per vector
+ * (wm: [nb][PANEL_R] mins, asT: [nb][PANEL_T] activation sums) */
+static void add_mins(int64_t nb, const float *wm, int64_t n_r, const float *asT, int64_t n_t, float *y, int64_t ldy) {
+    for (int64_t r = 0; r < n_r; r++) {
+        int64_t t = 0;
+        for (; t + 16 <= n_t; t += 16) {
+            __m512 v = _mm512_setzero_ps();
+            for (int64_t b = 0; b < nb; b++)
+                v = _mm512_fmadd_ps(_mm512_set1_ps(wm[b * PANEL_R + r]), _mm512_loadu_ps(&asT[b * PANEL_T + t]), v);
+            float out[16];
+            _mm512_storeu_ps(out, v);
+            for (int k = 0; k < 16; k++) y[(t + k) * ldy + r] += out[k];
+        }
+        for (; t < n_t; t++) {
+            float v = 0.0f;
+            for (int64_t b = 0; b < nb; b++) v = fmaf(wm[b * PANEL_R + r], asT[b * PANEL_T + t], v);
+            y[t * ldy + r] += v;
+        }
+    }
+}
+
+/* rows r0 .. r0+2*rp-1 (the pair of the last row may repeat it: rdup) x
+ * tokens t0 .. t0+rn-1, scales from the panel caches */
+#define TILE(WT, AT, UNPACK, OFF, rp, rn)                                                          \
+    do {                                                                                           \
+        __m512 acc[RP][RN];                                                                        \
+        for (int p = 0; p < rp; p++)                                                               \
+            for (int j = 0; j < rn; j++) acc[p][j] = _mm512_setzero_ps();                          \
+        for (int64_t b = 0; b < nb; b++) {                                                         \
+            __m512i av[RN], cv[RN];                                                                \
+            __m512 dav[RN];                                                                        \
+            for (int j = 0; j < rn; j++) {                                                         \
+                av[j] = act512(((const AT *)((const char *)a + (t0 + j) * a_row) + b)->qs);       \
+                cv[j] = corr512(av[j], OFF);                                                       \
+                dav[j] = _mm512_set1_ps(as[b * PANEL_T + t0 - tb + j]);                            \
+            }                                                                                      \
+            for (int p = 0; p < rp; p++) {                                                         \
+                const int64_t ra = r0 + 2 * p, rb1 = ra + 1 < re ? ra + 1 : ra;                   \
+                const WT *w0 = (const WT *)((const char *)w + ra * w_row) + b;                     \
+                const WT *w1 = (const WT *)((const char *)w + rb1 * w_row) + b;                    \
+                const __m512i wv = pair512(UNPACK(w0), UNPACK(w1));                                \
+                const __m512 dw = _mm512_insertf32x8(_mm512_set1_ps(ws[b * PANEL_R + ra - rb]),    \
+                                                     _mm256_set1_ps(ws[b * PANEL_R + rb1 - rb]), 1); \
+                for (int j = 0; j < rn; j++) {                                                     \
+                    const __m512 pj = _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(cv[j], wv, av[j]));   \
+                    acc[p][j] = _mm512_fmadd_ps(_mm512_mul_ps(dw, dav[j]), pj, acc[p][j]);         \
+                }                                                                                  \
+            }                                                                                      \
+        }                                                                                          \
+        for (int p = 0; p < rp; p++) {                                                             \
+            const int64_t ra = r0 + 2 * p;                                                         \
+            for (int j = 0; j < rn; j++)                                                           \
+                store_pair(&y[(t0 + j) * ldy + ra], ra + 1 < re ? &y[(t0 + j) * ldy + ra + 1] : NULL, \
+                           acc[p][j]);                                                             \
+        }                                                                                          \
+    } while (0)
+
+/* One token, 2*GV rows: scales read straight from the streaming blocks, the
+ * min terms as one 8-row vector chain (lane r: fmaf(m_r, s_b, summs_r)). */
+#define GEMV8(WT, AT, UNPACK, OFF, HAS_MIN)                                                         \
+    do {                                                                                           \
+        __m512 acc[GV];                                                                            \
+        for (int p = 0; p < GV; p++) acc[p] = _mm512_setzero_ps();                                 \
+        __m256 summs = _mm256_setzero_ps();                                                        \
+        for (int64_t b = 0; b < nb; b++) {                                                         \
+            const AT *ab = ar + b;                                                                 \
+            const __m512i av = act512(ab->qs), cv = corr512(av, OFF);                              \
+            const __m512 da = _mm512_set1_ps(fp16_1(ab->d));                                       \
+            const WT *wb[8];                                                                       \
+            for (int i = 0; i < 8; i++) {                                                          \
+                wb[i] = (const WT *)((const char *)w + (r0 + i) * w_row) + b;                      \
+                _mm_prefetch((const char *)wb[i] + PF_DIST, _MM_HINT_T0);                          \
+            }                                                                                      \
+            const __m256 d8 = _mm256_cvtph_ps(_mm_setr_epi16(                                      \
+                (short)wb[0]->d, (short)wb[1]->d, (short)wb[2]->d, (short)wb[3]->d,                \
+                (short)wb[4]->d, (short)wb[5]->d, (short)wb[6]->d, (short)wb[7]->d));              \
+            for (int p = 0; p < GV; p++) {                                                         \
+                const __m512i wv = pair512(UNPACK(wb[2 * p]), UNPACK(wb[2 * p + 1]));              \
+                const __m512 pj = _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(cv, wv, av));             \
+                acc[p] = _mm512_fmadd_ps(_mm512_mul_ps(spread2(d8, 2 * p, 2 * p + 1), da), pj, acc[p]); \
+            }                                                                                      \
+            if (HAS_MIN) {                                                                         \
+                const __m256 m8 = _mm256_cvtph_ps(_mm_setr_epi16(                                  \
+                    (short)MIN_OF(wb[0]), (short)MIN_OF(wb[1]), (short)MIN_OF(wb[2]), (short)MIN_OF(wb[3]), \
+                    (short)MIN_OF(wb[4]), (short)MIN_OF(wb[5]), (short)MIN_OF(wb[6]), (short)MIN_OF(wb[7]))); \
+                summs = _mm256_fmadd_ps(m8, _mm256_set1_ps(fp16_1(SUM_OF(ab))), summs);           \
+            }                                                                                      \
+        }                                                                                          \
+        float sm[8];                                                                               \
+        _mm256_storeu_ps(sm, summs);                                                               \
+        for (int p = 0; p < GV; p++) {                                                             \
+            store_pair(&y[r0 + 2 * p], &y[r0 + 2 * p + 1], acc[p]);                                \
+            if (HAS_MIN) { y[r0 + 2 * p] += sm[2 * p]; y[r0 + 2 * p + 1] += sm[2 * p + 1]; }      \
+        }                                                                                          \
+    } while (0)
+
+#define DEFINE_GEMM(NAME, WT, AT, UNPACK, OFF, HAS_MIN)                                            \
+    static void NAME(int64_t n, const void *w, int64_t w_row, int64_t n_rows,                     \
+                     const void *a, int64_t a_row, int64_t n_tok, float *y, int64_t ldy) {       \
+        const int64_t nb = n / 32;                                                                 \
+        float ws[PANEL_R * MAX_NB], wm[HAS_MIN ? PANEL_R * MAX_NB : 1];                            \
+        float as[PANEL_T * MAX_NB], asT[HAS_MIN ? PANEL_T * MAX_NB : 1];                           \
+        (void)wm; (void)asT;                                                                       \
+        int64_t r_first = 0;                                                                       \
+        if (n_tok == 1) {       /* generation: stream 8 rows at a time */                        \
+            const AT *ar = (const AT *)a;                                                          \
+            for (int64_t r0 = 0; r0 + 2 * GV <= n_rows; r0 += 2 * GV) GEMV8(WT, AT, UNPACK, OFF, HAS_MIN); \
+            r_first = n_rows - n_rows % (2 * GV);                                                  \
+            if (r_first == n_rows) return;                                                         \
+        }                                                                                          \
+        for (int64_t tb = 0; tb < n_tok; tb += PANEL_T) {                                          \
+            const int64_t te = tb + PANEL_T < n_tok ? tb + PANEL_T : n_tok;                        \
+            for (int64_t t = tb; t < te; t++) {                                                    \
+                const AT *ab = (const AT *)((const char *)a + t * a_row);                          \
+                for (int64_t b = 0; b < nb; b++) {                                                 \
+                    as[b * PANEL_T + t - tb] = fp16_1(ab[b].d);                                    \
+                    if (HAS_MIN) asT[b * PANEL_T + t - tb] = fp16_1(SUM_OF(&ab[b]));               \
+                }                                                                                  \
+            }                                                                                      \
+            for (int64_t rb = r_first; rb < n_rows; rb += PANEL_R) {                               \
+                const int64_t re = rb + PANEL_R < n_rows ? rb + PANEL_R : n_rows;                  \
+                for (int64_t r = rb; r < re; r++) {                                                \
+                    const WT *wr = (const WT *)((const char *)w + r * w_row);                      \
+                    for (int64_t b = 0; b < nb; b++) {                                             \
+                        ws[b * PANEL_R + r - rb] = fp16_1(wr[b].d);                                \
+                        if (HAS_MIN) wm[b * PANEL_R + r - rb] = fp16_1(MIN_OF(&wr[b]));            \
+                    }                                                                              \
+                }                                                                                  \
+                int64_t r0 = rb;                                                                   \
+                for (; r0 + 2 * RP <= re; r0 += 2 * RP) {                                          \
+                    int64_t t0 = tb;                                                               \
+                    for (; t0 + RN <= te; t0 += RN) TILE(WT, AT, UNPACK, OFF, RP, RN);             \
+                    for (; t0 < te; t0++) TILE(WT, AT, UNPACK, OFF, RP, 1);                        \
+                }                                                                                  \
+                for (; r0 < re; r0 += 2) {                                                         \
+                    int64_t t0 = tb;                                                               \
+                    for (; t0 + RN <= te; t0 += RN) TILE(WT, AT, UNPACK, OFF, 1, RN);              \
+                    for (; t0 < te; t0++) TILE(WT, AT, UNPACK, OFF, 1, 1);                         \
+                }                                                                                  \
+                if (HAS_MIN) add_mins(nb, wm, re - rb, asT, te - tb, y + tb * ldy + rb, ldy);     \
+            }                                                                                      \
+        }                                                                                          \
+    }
+
+#define MIN_OF(wb) ((wb)->m)
+#define SUM_OF(ab) ((ab)->s)
+DEFINE_GEMM(gemm512_q4_1, block_q4_1, block_q8_1, U_Q4_1, 0, 1)
+DEFINE_GEMM(gemm512_q5_1, block_q5_1, block_q8_1, U_Q5_1, 0, 1)
+#undef MIN_OF
+#undef SUM_OF
+#define MIN_OF(wb) ((pyrt_fp16)0)
+#define SUM_OF(ab) ((pyrt_fp16)0)
+DEFINE_GEMM(gemm512_q4_0, block_q4_0, block_q8_0, U_Q4_0, 8, 0)
+DEFINE_GEMM(gemm512_q5_0, block_q5_0, block_q8_0, U_Q5_0, 16, 0)
+DEFINE_GEMM(gemm512_q8_0, block_q8_0, block_q8_0, U_Q8_0, 128, 0)
+#undef MIN_OF
+#undef SUM_OF
+
+void pyrt_gemm_fill_avx512(pyrt_kernels *k) {
+    k->gemm[PYRT_TYPE_Q4_0] = gemm512_q4_0;
+    k->gemm[PYRT_TYPE_Q4_1] = gemm512_q4_1;
+    k->gemm[PYRT_TYPE_Q5_0] = gemm512_q5_0;
+    k->gemm[PYRT_TYPE_Q5_1] = gemm512_q5_1;
+    k->gemm[PYRT_TYPE_Q8_0] = gemm512_q8_0;
+}
+#endif
