@@ -125,6 +125,9 @@ def _decode_text(raw: bytes) -> str:
         return raw.decode("utf-8", "surrogateescape")
 
 
+_U64_LE = struct.Struct("<Q")
+
+
 class _Cursor:
     __slots__ = ("buf", "pos", "end")
 
@@ -372,9 +375,9 @@ class GGUFFile:
     @staticmethod
     def _string_array(cur: _Cursor, n: int, key: str) -> list[str]:
         buf, pos, end = cur.buf, cur.pos, cur.end
-        unpack = struct.Struct("<Q").unpack_from
-        out = []
-        append = out.append
+        unpack = _U64_LE.unpack_from
+        raws = []
+        append = raws.append
         for i in range(n):
             if pos + 8 > end:
                 raise GGUFError(f"truncated file: {key}[{i}] length at offset {pos}")
@@ -383,14 +386,18 @@ class GGUFFile:
             if ln > MAX_STRING or ln > end - pos:
                 raise GGUFError(f"{key}[{i}]: string length {ln} runs past the end of the file "
                                 f"or exceeds the limit {MAX_STRING}")
-            raw = bytes(buf[pos:pos + ln])
+            append(buf[pos:pos + ln])
             pos += ln
-            try:
-                append(raw.decode("utf-8"))
-            except UnicodeDecodeError:
-                append(raw.decode("utf-8", "surrogateescape"))
         cur.pos = pos
-        return out
+        # Fast path (one decode for the whole array): valid UTF-8 without NUL bytes, so that
+        # splitting the NUL-joined text gives back exactly the n strings.
+        try:
+            out = b"\0".join(raws).decode("utf-8").split("\0")
+        except UnicodeDecodeError:
+            out = None
+        if out is not None and len(out) == n:
+            return out
+        return [_decode_text(bytes(raw)) for raw in raws]
 
     # ---- access ---------------------------------------------------------------
 

@@ -35,13 +35,15 @@ from __future__ import annotations
 
 import functools
 import heapq
-import math
+import itertools
+import operator
+import re
 import struct
 import warnings
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
-import regex
+import numpy as np
 
 __all__ = [
     "Tokenizer",
@@ -126,6 +128,15 @@ _EOG_TEXTS = frozenset((
     "<end_of_turn>", "<|endoftext|>", "</s>", "<|eom_id|>", "<EOT>", "_<EOT>", "[EOT]", "[EOS]",
     "<|end_of_text|>", "<end_of_utterance>", "<eos>", "<turn|>", "<|tool_response>",
     "<｜end▁of▁sentence｜>",
+))
+
+# Texts looked up while loading a vocabulary (token_to_id finds them without the full map).
+_KNOWN_TEXTS = frozenset((
+    *itertools.chain.from_iterable(_AUTO_SPECIAL_TEXTS.values()), *_EOG_TEXTS,
+    "<|channel|>", "<|message|>", "<|start|>", "<|constrain|>",     # gpt-oss
+    "<mask>", "[MASK]", "</s>", "<unk>", "<s>", "<|endoftext|>",     # per-model fix-ups
+    *map(chr, range(0x80)),                                          # SPM one-byte fallbacks
+    "<pyrt-unknown>",                                                # SPM unknown piece
 ))
 
 # C isspace() in the "C" locale: what llama.cpp strips next to LSTRIP/RSTRIP special tokens.
@@ -340,24 +351,35 @@ class Tokenizer:
         n = len(tokens)
         self.n_vocab = n
 
-        texts: list[str] = []
-        for i, t in enumerate(tokens):
-            if not isinstance(t, str):
-                raise ValueError(f"tokenizer.ggml.tokens[{i}] is not a string")
-            texts.append(t if t else f"[EMPTY_{i}]")
+        texts: list[str] = list(tokens)
+        if not set(map(type, texts)) <= {str}:
+            for i, t in enumerate(texts):
+                if not isinstance(t, str):
+                    raise ValueError(f"tokenizer.ggml.tokens[{i}] is not a string")
+        if "" in texts:
+            texts = [t if t else f"[EMPTY_{i}]" for i, t in enumerate(texts)]
         self._texts = texts
-        self._token_to_id: dict[str, int] = {t: i for i, t in enumerate(texts)}
-        if len(self._token_to_id) != n:
-            seen: set[str] = set()
-            dup = next(t for t in texts if t in seen or seen.add(t))  # type: ignore[func-returns-value]
-            raise ValueError(f"tokenizer.ggml.tokens has duplicate token {dup!r}")
+        if len(set(texts)) != n:
+            first: dict[str, int] = {}
+            for i, t in enumerate(texts):
+                if t in first:
+                    raise ValueError(f"tokenizer.ggml.tokens[{i}] = {t!r} duplicates "
+                                     f"tokenizer.ggml.tokens[{first[t]}]")
+                first[t] = i
+        # The full text -> id map (tens of ms for a 262k vocabulary) is built on first use;
+        # the texts looked up while loading are found by one scan.
+        self._known_ids = {texts[i]: i for i in
+                           itertools.compress(range(n), map(_KNOWN_TEXTS.__contains__, texts))}
 
         types = meta.get("tokenizer.ggml.token_type")
         if types is not None:
             if not isinstance(types, (list, tuple)) or len(types) != n:
                 raise ValueError(f"tokenizer.ggml.token_type has {len(types) if isinstance(types, (list, tuple)) else '?'}"
                                  f" entries for {n} tokens")
-            attrs = [_TYPE_TO_ATTR.get(int(t), ATTR_UNDEFINED) for t in types]
+            if set(map(type, types)) <= {int}:
+                attrs = list(map(_TYPE_TO_ATTR.get, types, itertools.repeat(ATTR_UNDEFINED)))
+            else:
+                attrs = [_TYPE_TO_ATTR.get(int(t), ATTR_UNDEFINED) for t in types]
         else:
             attrs = [ATTR_NORMAL] * n
         self._attrs = attrs
@@ -397,15 +419,15 @@ class Tokenizer:
             if special[name] is not None:
                 continue
             for text in candidates:
-                tid = self._token_to_id.get(text)
+                tid = self._id_of(text)
                 if tid is not None:
                     special[name] = tid
                     attrs[tid] |= ATTR_CONTROL
                     break
 
         # control tokens whose text says "unused" are unused
-        for i, t in enumerate(texts):
-            if attrs[i] & ATTR_CONTROL and "unused" in t:
+        for i in _ids_with(attrs, ATTR_CONTROL):
+            if "unused" in texts[i]:
                 attrs[i] |= ATTR_UNUSED
 
         # --- end-of-generation set
@@ -414,13 +436,13 @@ class Tokenizer:
             if special[name] is not None:
                 eog.add(special[name])  # type: ignore[arg-type]
         for text in _EOG_TEXTS:
-            tid = self._token_to_id.get(text)
+            tid = self._id_of(text)
             if tid is not None:
                 eog.add(tid)
                 attrs[tid] |= ATTR_CONTROL
         # gpt-oss: these are always rendered
         for text in ("<|channel|>", "<|message|>", "<|start|>", "<|constrain|>"):
-            tid = self._token_to_id.get(text)
+            tid = self._id_of(text)
             if tid is not None:
                 attrs[tid] = ATTR_USER_DEFINED
         for name in ("eos", "eot", "eom"):
@@ -450,8 +472,8 @@ class Tokenizer:
             raise ValueError("tokenizer.ggml.add_eos_token is true but the model has no EOS token")
 
         # --- special-token cache: longest text first (llama.cpp's order of partitioning)
-        special_list = [i for i in range(n) if attrs[i] & (ATTR_CONTROL | ATTR_USER_DEFINED | ATTR_UNKNOWN)]
-        special_list.sort(key=lambda i: (-len(texts[i].encode("utf-8", "surrogatepass")), i))
+        special_list = _ids_with(attrs, ATTR_CONTROL | ATTR_USER_DEFINED | ATTR_UNKNOWN)
+        special_list.sort(key=lambda i: (-_utf8_len(texts[i]), i))
 
         # per-model attribute fix-ups (llama.cpp keys them on names)
         model_name = str(meta.get("general.name", "")).lower()
@@ -459,7 +481,7 @@ class Tokenizer:
         arch = str(meta.get("general.architecture", ""))
 
         def set_attr(text: str, attr: int, value: bool) -> None:
-            tid = self._token_to_id.get(text)
+            tid = self._id_of(text)
             if tid is not None:
                 attrs[tid] = (attrs[tid] | attr) if value else (attrs[tid] & ~attr)
 
@@ -545,7 +567,7 @@ class Tokenizer:
         return self._attrs[id]
 
     def token_to_id(self, piece: str) -> int | None:
-        return self._token_to_id.get(piece)
+        return self._id_of(piece)
 
     def is_eog(self, id: int) -> bool:
         return id in self.eog_ids
@@ -561,6 +583,16 @@ class Tokenizer:
                 f"add_bos={self.add_bos})")
 
     # ------------------------------------------------------------------ internals
+
+    @functools.cached_property
+    def _token_to_id(self) -> dict[str, int]:
+        return dict(zip(self._texts, range(self.n_vocab)))
+
+    def _id_of(self, text: str) -> int | None:
+        """Id of a token text; the texts of ``_KNOWN_TEXTS`` without building the full map."""
+        if text in _KNOWN_TEXTS:
+            return self._known_ids.get(text)
+        return self._token_to_id.get(text)
 
     def _partition(self, text: str, parse_special: bool) -> list[str | int]:
         """Split special-token text out of ``text`` (llama.cpp's tokenizer_st_partition):
@@ -613,6 +645,15 @@ class Tokenizer:
 
     def _normal_token_bytes(self, text: str) -> bytes:  # pragma: no cover - abstract
         raise NotImplementedError
+
+
+def _utf8_len(text: str) -> int:
+    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
+
+
+def _ids_with(attrs: list[int], mask: int) -> list[int]:
+    """Ids whose attributes have any bit of ``mask`` (ascending), without a Python-level loop."""
+    return list(itertools.compress(range(len(attrs)), map(operator.and_, attrs, itertools.repeat(mask))))
 
 
 def _clean_up_spaces(data: bytes) -> bytes:
@@ -691,15 +732,16 @@ class BPETokenizer(Tokenizer):
         merges = meta.get("tokenizer.ggml.merges")
         if not isinstance(merges, (list, tuple)):
             raise ValueError("gpt2 tokenizer needs a tokenizer.ggml.merges array of strings")
-        ranks: dict[tuple[str, str], int] = {}
-        for i, m in enumerate(merges):
-            if not isinstance(m, str):
-                raise ValueError(f"tokenizer.ggml.merges[{i}] is not a string")
-            sp = m.find(" ", 1)
-            pair = (m[:sp], m[sp + 1:]) if sp >= 0 else ("", "")
-            ranks.setdefault(pair, i)
-        self._ranks = ranks
+        if not set(map(type, merges)) <= {str}:
+            for i, m in enumerate(merges):
+                if not isinstance(m, str):
+                    raise ValueError(f"tokenizer.ggml.merges[{i}] is not a string")
+        # "left right" -> rank of its first occurrence. llama.cpp splits a merge at its first
+        # space after the first character; the symbols looked up never hold a space (it is
+        # byte-encoded as 'Ġ'), so a merge matches exactly when it is f"{left} {right}".
+        self._ranks: dict[str, int] = dict(zip(reversed(merges), range(len(merges) - 1, -1, -1)))
         # (compiled regex, whether it sees non-ASCII whitespace as U+000B)
+        import regex
         self._splitters = tuple((regex.compile(p), not any(c in p for c in _CATEGORY_MARKERS))
                                 for p in pre.regexes)
         self._ignore_merges = pre.ignore_merges
@@ -751,7 +793,7 @@ class BPETokenizer(Tokenizer):
             nxt[-1] = -1
             heap = []
             for i in range(n - 1):
-                r = ranks.get((syms[i], syms[i + 1]))
+                r = ranks.get(f"{syms[i]} {syms[i + 1]}")
                 if r is not None:
                     heap.append((r, i, i + 1, syms[i] + syms[i + 1]))
             heapq.heapify(heap)
@@ -769,11 +811,11 @@ class BPETokenizer(Tokenizer):
                     prev[r_next] = left
                 p = prev[left]
                 if p >= 0:
-                    r = ranks.get((syms[p], merged))
+                    r = ranks.get(f"{syms[p]} {merged}")
                     if r is not None:
                         push(heap, (r, p, left, syms[p] + merged))
                 if r_next >= 0:
-                    r = ranks.get((merged, syms[r_next]))
+                    r = ranks.get(f"{merged} {syms[r_next]}")
                     if r is not None:
                         push(heap, (r, left, r_next, merged + syms[r_next]))
         ids: list[int] = []
@@ -813,8 +855,8 @@ class BPETokenizer(Tokenizer):
 # ----------------------------------------------------------------------------------------------
 
 _SPACE_ESCAPE = "\u2581"      # '▁', how SPM vocabularies spell a space
-_SURROGATE = regex.compile(r"[\ud800-\udfff]")
-_SURROGATE_SPLIT = regex.compile(r"([\ud800-\udfff])")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_SURROGATE_SPLIT = re.compile("([\ud800-\udfff])")
 _PB_NORMAL, _PB_UNKNOWN, _PB_BYTE = 1, 2, 6     # sentencepiece ModelProto.SentencePiece.Type
 
 
@@ -839,6 +881,68 @@ def _pb_field(num: int, value: bytes | int | float) -> bytes:
     if isinstance(value, float):
         return _pb_varint(num << 3 | 5) + struct.pack("<f", value)
     return _pb_varint(num << 3) + _pb_varint(int(value))
+
+
+def _varint_len(x: np.ndarray) -> np.ndarray:
+    """Bytes of the protobuf varint of each (non-negative int64) value."""
+    n = np.ones(x.shape, np.int64)
+    for k in range(1, 10):
+        n += x >= (1 << (7 * k))
+    return n
+
+
+def _put_varints(out: np.ndarray, pos: np.ndarray, x: np.ndarray, xlen: np.ndarray) -> None:
+    """Write the varint of each ``x`` (``xlen`` bytes) into ``out`` at ``pos``."""
+    for k in range(int(xlen.max(initial=0))):
+        sel = np.flatnonzero(xlen > k)
+        out[pos[sel] + k] = ((x[sel] >> (7 * k)) & 0x7F) | ((xlen[sel] > k + 1) << 7)
+
+
+def _utf8_concat(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """UTF-8 (surrogatepass) bytes of all texts back to back, and each one's length."""
+    n = len(texts)
+    joined = "\0".join(texts)
+    if joined.count("\0") == n - 1:       # no text holds a NUL: one encode, split at the NULs
+        data = np.frombuffer(joined.encode("utf-8", "surrogatepass"), np.uint8)
+        nul = data == 0
+        bounds = np.concatenate(([-1], np.flatnonzero(nul), [data.size]))
+        return data[~nul], np.diff(bounds) - 1
+    enc = [t.encode("utf-8", "surrogatepass") for t in texts]
+    return np.frombuffer(b"".join(enc), np.uint8), np.fromiter(map(len, enc), np.int64, n)
+
+
+def _pb_pieces(texts: list[str], scores: np.ndarray, types: np.ndarray) -> bytes:
+    """The repeated ``ModelProto.pieces`` field, one ``SentencePiece {1: piece, 2: score,
+    3: type}`` per text: what ``_pb_field`` would give piece by piece, built with numpy
+    (a 262k-token vocabulary in milliseconds). ``scores`` float32, ``types`` < 128."""
+    n = len(texts)
+    data, tlen = _utf8_concat(texts)
+    tlen_len = _varint_len(tlen)
+    inner = 1 + tlen_len + tlen + 5 + 2      # tag+len+text, tag+fixed32 score, tag+type
+    inner_len = _varint_len(inner)
+    rec = 1 + inner_len + inner
+    start = np.zeros(n, np.int64)
+    np.cumsum(rec[:-1], out=start[1:])
+    total = int(rec.sum())
+    out = np.zeros(total, np.uint8)
+    out[start] = 1 << 3 | 2                  # ModelProto.pieces, length-delimited
+    _put_varints(out, start + 1, inner, inner_len)
+    p = start + 1 + inner_len
+    out[p] = 1 << 3 | 2                      # SentencePiece.piece
+    _put_varints(out, p + 1, tlen, tlen_len)
+    t = p + 1 + tlen_len                     # text bytes: [t, e)
+    e = t + tlen
+    run = np.zeros(total + 1, np.int8)
+    run[t] = 1
+    run[e] -= 1
+    out[np.cumsum(run[:-1], dtype=np.int8).view(np.bool_)] = data
+    out[e] = 2 << 3 | 5                      # SentencePiece.score, fixed32
+    score_bytes = np.ascontiguousarray(scores, dtype="<f4").view(np.uint8).reshape(n, 4)
+    for k in range(4):
+        out[e + 1 + k] = score_bytes[:, k]
+    out[e + 5] = 3 << 3                      # SentencePiece.type, varint
+    out[e + 6] = types
+    return out.tobytes()
 
 
 class SPMTokenizer(Tokenizer):
@@ -872,41 +976,46 @@ class SPMTokenizer(Tokenizer):
         asp = meta.get("tokenizer.ggml.add_space_prefix")
         self.add_space_prefix = True if asp is None else bool(asp)
         n = self.n_vocab
-        scores = self._scores if self._scores is not None else [0.0] * n
+        texts = self._texts
         # byte tokens, and whether the full set exists for sentencepiece's fallback
         self._byte_ids: dict[int, int] = {}
-        byte_type = [False] * n
-        for i, t in enumerate(self._texts):
-            if self._attrs[i] & ATTR_BYTE and len(t) == 6 and t.startswith("<0x") and t.endswith(">"):
+        for i in _ids_with(self._attrs, ATTR_BYTE):
+            t = texts[i]
+            if len(t) == 6 and t.startswith("<0x") and t.endswith(">"):
                 b = int(t[3:5], 16)
                 if f"<0x{b:02X}>" == t and b not in self._byte_ids:
                     self._byte_ids[b] = i
-                    byte_type[i] = True
         byte_fallback = len(self._byte_ids) == 256
-        if not byte_fallback:
-            byte_type = [False] * n
+        piece_types = np.full(n, _PB_NORMAL, np.uint8)
+        if byte_fallback:
+            piece_types[list(self._byte_ids.values())] = _PB_BYTE
         # bytes of a character that formed no token: "<0xXX>", else the one-byte token
         for b in range(256):
             if b not in self._byte_ids:
-                tid = self._token_to_id.get(chr(b)) if b < 0x80 else None
+                tid = self._id_of(chr(b)) if b < 0x80 else None
                 if tid is not None:
                     self._byte_ids[b] = tid
         self._unk_piece = n          # id sentencepiece reports for a character it cannot place
-        pieces = bytearray()
-        for i, t in enumerate(self._texts):
-            sc = float(scores[i])
-            if not math.isfinite(sc):
-                raise ValueError(f"tokenizer.ggml.scores[{i}] = {sc} is not finite")
-            pieces += _pb_field(1, _pb_field(1, t.encode("utf-8", "surrogatepass"))
-                                + _pb_field(2, sc) + _pb_field(3, _PB_BYTE if byte_type[i] else _PB_NORMAL))
+        if self._scores is None:
+            scores = np.zeros(n, np.float32)
+        else:
+            scores64 = np.asarray(self._scores, dtype=np.float64)
+            with np.errstate(over="ignore"):
+                scores = scores64.astype(np.float32)
+            bad = np.flatnonzero(~np.isfinite(scores))
+            if bad.size:
+                i = int(bad[0])
+                raise ValueError(f"tokenizer.ggml.scores[{i}] = {float(scores64[i])} is not finite"
+                                 + ("" if not np.isfinite(scores64[i]) else " as a float32"))
+        pieces = _pb_pieces(texts, scores, piece_types)
         unk_text = "<pyrt-unknown>"
-        while unk_text in self._token_to_id:
+        while self._id_of(unk_text) is not None:
             unk_text += "_"
         pieces += _pb_field(1, _pb_field(1, unk_text.encode()) + _pb_field(2, 0.0) + _pb_field(3, _PB_UNKNOWN))
         trainer = (_pb_field(3, 2) + _pb_field(4, n + 1) + _pb_field(35, int(byte_fallback))
                    + _pb_field(40, n) + _pb_field(41, -1) + _pb_field(42, -1) + _pb_field(43, -1))
         normalizer = (_pb_field(1, b"identity") + _pb_field(3, 0) + _pb_field(4, 0) + _pb_field(5, 0))
-        proto = bytes(pieces) + _pb_field(2, trainer) + _pb_field(3, normalizer)
+        proto = pieces + _pb_field(2, trainer) + _pb_field(3, normalizer)
         import sentencepiece
         sp = sentencepiece.SentencePieceProcessor()
         try:
