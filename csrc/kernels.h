@@ -20,7 +20,13 @@ typedef void  (*pyrt_vec_dot_fn)(int64_t n, float *s, const void *w, const void 
 typedef void  (*pyrt_gemm_fn)(int64_t n, const void *w, int64_t w_row_bytes, int64_t n_rows,
                               const void *a, int64_t a_row_bytes, int64_t n_tok, float *y, int64_t ldy);
 
-/* One query head attending to cached positions [first, last] (causal). */
+/* One query head attending to cached positions [first, last] (causal), or a
+ * group of queries that share one kv head (n_tok > 1 or n_head > 1): query
+ * head g of token t reads q + t*q_stride + g*head_dim, writes out likewise,
+ * and sees positions [first_t, last + t] with first_t = max(first, last + t -
+ * window + 1) if window > 0, else first. Zero n_tok/n_head count as 1. Every
+ * query's result is bit-identical to a one-query call with its own q, out,
+ * first and last (tests/test_ops.py checks it). */
 typedef struct {
     float           *out;       /* [head_dim] result                               */
     const float     *q;         /* [head_dim] query after rope                     */
@@ -31,10 +37,14 @@ typedef struct {
     int32_t          last;      /* last visible position (the query's own)         */
     int32_t          batched;   /* 1: part of a multi-token batch, 0: single token */
     float            scale;     /* applied to q.k before softmax                   */
-    float           *scores;    /* scratch [n_ctx + 32]                            */
+    float           *scores;    /* scratch [n_q * (n_ctx + 32)], n_q = n_tok*n_head */
     pyrt_fp16       *probs16;   /* scratch [n_ctx + 32]                            */
     pyrt_fp16       *q16;       /* scratch [head_dim]                              */
-    float           *acc;       /* scratch [32 * head_dim]                         */
+    float           *acc;       /* scratch [max(32, n_q) * head_dim]               */
+    int32_t          n_tok;     /* group: consecutive tokens (0 or 1: one)         */
+    int32_t          n_head;    /* group: query heads of the kv head (0 or 1: one) */
+    int64_t          q_stride;  /* group: floats from one token's q/out to the next */
+    int32_t          window;    /* group: sliding window length, 0 = none          */
 } pyrt_attn_args;
 
 typedef struct {
@@ -58,6 +68,10 @@ typedef struct {
     /* Tiled equivalents of vec_dot / vec_dot_r8 (NULL: loop over the dots). */
     pyrt_gemm_fn    gemm[PYRT_TYPE_COUNT];
     pyrt_gemm_fn    gemm_r8[PYRT_TYPE_COUNT];
+    /* Tiled equivalents of vec_dot_tiled / vec_dot_r8x4 (NULL: loop over the
+     * dots); the driver hands them only the tokens that take that order. */
+    pyrt_gemm_fn    gemm_tiled[PYRT_TYPE_COUNT];
+    pyrt_gemm_fn    gemm_r8x4[PYRT_TYPE_COUNT];
 
     /* F16 helpers for the KV cache and attention */
     void  (*fp32_to_fp16)(const float *x, pyrt_fp16 *y, int64_t n);
@@ -94,6 +108,20 @@ void pyrt_ops_fill_avx2(pyrt_kernels *k);         /* ops_avx2.c, x86-64 only */
 void pyrt_gemm_fill_avx2(pyrt_kernels *k);        /* gemm_avx2.c, x86-64 only */
 void pyrt_gemm_fill_avx2_vnni(pyrt_kernels *k);   /* gemm_avxvnni.c, if the compiler has AVX-VNNI */
 void pyrt_gemm_fill_avx512(pyrt_kernels *k);      /* gemm_avx512.c, if the compiler has AVX-512 */
+void pyrt_kquants_fill_avx512(pyrt_kernels *k);   /* kquants_avx512.c, likewise */
+
+/* Query (t, g) of an attention group as a one-query call (same scratch). */
+static inline pyrt_attn_args pyrt_attn_query(const pyrt_attn_args *a, int32_t t, int32_t g) {
+    pyrt_attn_args o = *a;
+    const int64_t off = (int64_t)t * a->q_stride + (int64_t)g * a->head_dim;
+    o.q = a->q + off;
+    o.out = a->out + off;
+    o.last = a->last + t;
+    if (a->window > 0 && o.last - a->window + 1 > o.first) o.first = o.last - a->window + 1;
+    o.n_tok = o.n_head = 1;
+    o.window = 0;
+    return o;
+}
 
 /* The row dot product for W (type, rows) times activation row t of a batch of
  * n_tok rows, with the arithmetic llama.cpp uses for that shape and row. */

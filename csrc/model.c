@@ -213,10 +213,11 @@ struct pyrt_ctx {
     /* activations, [n_batch][width] */
     float *x, *xn, *q, *k, *v, *att, *tmp, *g, *u;
     void *qbuf[2];               /* quantized activations, 2 act types */
-    float *scores;               /* [n_threads][n_ctx + 32]   */
+    int32_t attn_tok;            /* tokens per attention group (kernels.h)     */
+    float *scores;               /* [n_threads][n_q][n_ctx + 32], n_q = attn_tok * gqa */
     pyrt_fp16 *probs16;          /* [n_threads][n_ctx + 32]   */
     pyrt_fp16 *q16;              /* [n_threads][head_dim]     */
-    float *attn_acc;             /* [n_threads][32 * head_dim] */
+    float *attn_acc;             /* [n_threads][max(32, n_q) * head_dim] */
     _Atomic int abort_req;
     int stop_now;
     int32_t backend;             /* PYRT_BACKEND_*                              */
@@ -301,10 +302,16 @@ int pyrt_ctx_create(const pyrt_model *m, int32_t n_ctx, int32_t n_threads, int32
     c->u = alloc_aligned(B * hp->n_ff * sizeof(float));
     c->qbuf[0] = alloc_aligned(B * (size_t)mm_act_bytes_bound(widest));
     c->qbuf[1] = alloc_aligned(B * (size_t)mm_act_bytes_bound(widest));
-    c->scores = alloc_aligned((size_t)n_threads * (n_ctx + 32) * sizeof(float));
+    /* attention groups: all query heads of a kv head for attn_tok consecutive
+     * tokens (about 8 queries); one token for very long contexts, where the
+     * per-query score rows would take too much memory */
+    const int32_t gqa = hp->n_head / hp->n_head_kv;
+    c->attn_tok = gqa >= 8 || n_ctx > 65536 ? 1 : 8 / gqa;
+    const size_t n_q = (size_t)c->attn_tok * gqa;
+    c->scores = alloc_aligned((size_t)n_threads * n_q * (n_ctx + 32) * sizeof(float));
     c->probs16 = alloc_aligned((size_t)n_threads * (n_ctx + 32) * sizeof(pyrt_fp16));
     c->q16 = alloc_aligned((size_t)n_threads * hp->head_dim * sizeof(pyrt_fp16));
-    c->attn_acc = alloc_aligned((size_t)n_threads * 32 * hp->head_dim * sizeof(float));
+    c->attn_acc = alloc_aligned((size_t)n_threads * (n_q > 32 ? n_q : 32) * hp->head_dim * sizeof(float));
     c->pool = pool_create(n_threads);
     if (!c->kc || !c->vc || !c->x || !c->xn || !c->tmp || !c->q || !c->att || !c->k || !c->v ||
         !c->g || !c->u || !c->qbuf[0] || !c->qbuf[1] || !c->scores || !c->probs16 || !c->q16 || !c->attn_acc || !c->pool) {
@@ -452,10 +459,11 @@ static void forward_job(void *arg, int ith, int nth) {
         .stride = KVD, .head_dim = (int32_t)HD,
         .batched = (c->n_shape > 0 ? c->n_shape : B) > 1,
         .scale = g3 ? 1.0f : attn_scale,   /* gemma3 scales q itself, below */
-        .scores = c->scores + (size_t)ith * (c->n_ctx + 32),
+        .scores = c->scores + (size_t)ith * c->attn_tok * gqa * (c->n_ctx + 32),
         .probs16 = c->probs16 + (size_t)ith * (c->n_ctx + 32),
         .q16 = c->q16 + (size_t)ith * HD,
-        .acc = c->attn_acc + (size_t)ith * 32 * HD,
+        .acc = c->attn_acc + (size_t)ith * (c->attn_tok * gqa > 32 ? c->attn_tok * gqa : 32) * HD,
+        .n_head = gqa, .q_stride = QD,
     };
     int64_t lo, hi;
 
@@ -507,21 +515,24 @@ static void forward_job(void *arg, int ith, int nth) {
         }
         pool_barrier(P);
 
-        /* ---- causal attention over the cache, per (token, head) ---- */
-        pool_split((int64_t)B * hp->n_head, ith, nth, &lo, &hi);
-        for (int64_t it = lo; it < hi; it++) {
-            const int64_t t = it / hp->n_head, h = it % hp->n_head;
-            const int32_t pos = c->pos0 + (int32_t)t;
-            int32_t first = 0;
-            if (swa && pos - hp->sliding_window + 1 > 0) first = pos - hp->sliding_window + 1;
-            const int64_t off = (h / gqa) * HD;
-            attn.out = c->att + t * QD + h * HD;
-            attn.q = c->q + t * QD + h * HD;
-            attn.k = kc + off;
-            attn.v = vc + off;
-            attn.first = first;
-            attn.last = pos;
-            K->attn_head(&attn);
+        /* ---- causal attention over the cache, per group: the gqa query heads
+         * of one kv head for attn_tok consecutive tokens. Groups go round-robin
+         * so that early (short) and late (long) ones spread over the threads. */
+        {
+            const int64_t n_kv = hp->n_head_kv, n_blk = (B + c->attn_tok - 1) / c->attn_tok;
+            attn.first = 0;
+            attn.window = swa ? hp->sliding_window : 0;
+            for (int64_t it = ith; it < n_blk * n_kv; it += nth) {
+                const int64_t t0 = it / n_kv * c->attn_tok, hk = it % n_kv;
+                const int64_t off = t0 * QD + hk * gqa * HD;
+                attn.out = c->att + off;
+                attn.q = c->q + off;
+                attn.k = kc + hk * HD;
+                attn.v = vc + hk * HD;
+                attn.last = c->pos0 + (int32_t)t0;
+                attn.n_tok = (int32_t)(B - t0 < c->attn_tok ? B - t0 : c->attn_tok);
+                K->attn_head(&attn);
+            }
         }
         pool_barrier(P);
 

@@ -85,7 +85,7 @@ void op_softmax(float *x, int64_t n) {
     for (int64_t i = 0; i < n; i++) x[i] *= inv;
 }
 
-void op_attention_head(const pyrt_attn_args *a) {
+static void attention_one(const pyrt_attn_args *a) {
     const int32_t hd = a->head_dim, n = a->last - a->first + 1;
     const pyrt_fp16 *k = a->k + (int64_t)a->first * a->stride;
     const pyrt_fp16 *v = a->v + (int64_t)a->first * a->stride;
@@ -103,6 +103,15 @@ void op_attention_head(const pyrt_attn_args *a) {
         const pyrt_fp16 *vj = v + (int64_t)j * a->stride;
         for (int32_t d = 0; d < hd; d++) a->out[d] += p * pyrt_fp16_to_fp32(vj[d]);
     }
+}
+
+void op_attention_head(const pyrt_attn_args *a) {
+    const int32_t nt = a->n_tok > 1 ? a->n_tok : 1, nh = a->n_head > 1 ? a->n_head : 1;
+    for (int32_t t = 0; t < nt; t++)
+        for (int32_t g = 0; g < nh; g++) {
+            const pyrt_attn_args o = pyrt_attn_query(a, t, g);
+            attention_one(&o);
+        }
 }
 
 void pyrt_ops_fill_scalar(pyrt_kernels *k) {

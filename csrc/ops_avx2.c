@@ -135,7 +135,8 @@ static inline float dot_kq_single(const pyrt_fp16 *k, const pyrt_fp16 *q, int32_
 
 /* ---- attention ----------------------------------------------------------------- */
 
-static void attn_head_avx2(const pyrt_attn_args *a) {
+/* One query (the reference shape for the group kernel below). */
+static void attn_one_avx2(const pyrt_attn_args *a) {
     const int32_t hd = a->head_dim, first = a->first, last = a->last;
     const int64_t st = a->stride;
     /* tiled GEMM needs head_dim % 8 == 0; llama.cpp falls back to vec_dot too */
@@ -204,6 +205,153 @@ static void attn_head_avx2(const pyrt_attn_args *a) {
             r = (t0 + t1) + (t2 + t3);
         }
         a->out[d] = r;
+    }
+}
+
+/* ---- attention for a group of queries sharing a kv head (batched shape) ---------
+ * Same arithmetic per query as attn_one_avx2, reorganized: K rows are loaded
+ * and converted once per tile of 4 positions x 2 queries, the 8 dot products
+ * of a tile are summed horizontally together, q is converted to f32 once, and
+ * the 8 V slots of each 8-dim chunk live in registers. */
+
+/* The horizontal sums of v0..v7 as one vector, each paired exactly as hsum_ps:
+ * ((x0+x4)+(x2+x6))+((x1+x5)+(x3+x7)). */
+static inline __m256 hsum_ps_x8(__m256 v0, __m256 v1, __m256 v2, __m256 v3,
+                                __m256 v4, __m256 v5, __m256 v6, __m256 v7) {
+#define LOHI(a, b) _mm256_add_ps(_mm256_permute2f128_ps(a, b, 0x20), _mm256_permute2f128_ps(a, b, 0x31))
+    const __m256 y04 = LOHI(v0, v4), y15 = LOHI(v1, v5), y26 = LOHI(v2, v6), y37 = LOHI(v3, v7);
+#undef LOHI
+    const __m256 x = _mm256_add_ps(_mm256_shuffle_ps(y04, y15, 0x44), _mm256_shuffle_ps(y04, y15, 0xEE));
+    const __m256 y = _mm256_add_ps(_mm256_shuffle_ps(y26, y37, 0x44), _mm256_shuffle_ps(y26, y37, 0xEE));
+    return _mm256_hadd_ps(x, y);
+}
+
+/* scale * q.k for queries qa, qb (f32 values of f16) at the 4 cache rows from
+ * k: ra[0..4) for qa, rb[0..4) for qb (dot_kq_batched's sequence each). */
+static inline void score_tile_4x2(const pyrt_fp16 *k, int64_t st, const float *qa, const float *qb,
+                                  int32_t hd, __m256 scale, float *ra, float *rb) {
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
+    for (int32_t d = 0; d < hd; d += 8) {
+        const __m256 va = _mm256_loadu_ps(qa + d), vb = _mm256_loadu_ps(qb + d);
+        __m256 kr = ld16(k + d);
+        a0 = _mm256_fmadd_ps(kr, va, a0); b0 = _mm256_fmadd_ps(kr, vb, b0);
+        kr = ld16(k + st + d);
+        a1 = _mm256_fmadd_ps(kr, va, a1); b1 = _mm256_fmadd_ps(kr, vb, b1);
+        kr = ld16(k + 2 * st + d);
+        a2 = _mm256_fmadd_ps(kr, va, a2); b2 = _mm256_fmadd_ps(kr, vb, b2);
+        kr = ld16(k + 3 * st + d);
+        a3 = _mm256_fmadd_ps(kr, va, a3); b3 = _mm256_fmadd_ps(kr, vb, b3);
+    }
+    const __m256 s = _mm256_mul_ps(hsum_ps_x8(a0, a1, a2, a3, b0, b1, b2, b3), scale);
+    _mm_storeu_ps(ra, _mm256_castps256_ps128(s));
+    _mm_storeu_ps(rb, _mm256_extractf128_ps(s, 1));
+}
+
+static inline float dot_kq_f32(const pyrt_fp16 *k, const float *q, int32_t n) {
+    __m256 acc = _mm256_setzero_ps();
+    for (int32_t d = 0; d < n; d += 8) acc = _mm256_fmadd_ps(ld16(k + d), _mm256_loadu_ps(q + d), acc);
+    return hsum8(acc);
+}
+
+/* Softmax of row[first..last] (absolute positions) in place, as attn_one_avx2,
+ * leaving the f16-rounded probabilities as f32 in row[g0..g1) (0 outside
+ * [first, last]). */
+static void softmax_row(float *row, int32_t first, int32_t last) {
+    const int32_t g0 = first & ~7, g1 = (last + 8) & ~7;
+    for (int32_t j = g0; j < first; j++) row[j] = -INFINITY;
+    for (int32_t j = last + 1; j < g1; j++) row[j] = -INFINITY;
+    /* max: NaN scores are skipped, as the scalar `s > mx`; a +-0 maximum
+     * gives the same differences either way */
+    __m256 vm = _mm256_set1_ps(-INFINITY);
+    for (int32_t j = g0; j < g1; j += 8) vm = _mm256_max_ps(_mm256_loadu_ps(row + j), vm);
+    __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(vm), _mm256_extractf128_ps(vm, 1));
+    m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+    m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+    const __m256 vmax = _mm256_broadcastss_ps(m4);
+    double sum = 0.0;
+    for (int32_t j = g0; j < g1; j += 8) {
+        const __m256 x = _mm256_loadu_ps(row + j);
+        __m256 e = exp8(_mm256_sub_ps(x, vmax));
+        e = _mm256_and_ps(e, _mm256_cmp_ps(x, _mm256_set1_ps(-INFINITY), _CMP_NEQ_OQ));
+        _mm256_storeu_ps(row + j, e);
+        sum += (double)hsum8(e);
+    }
+    const __m256 inv = _mm256_set1_ps((float)(1.0 / sum));
+    for (int32_t j = g0; j < g1; j += 8)
+        _mm256_storeu_ps(row + j, _mm256_cvtph_ps(_mm256_cvtps_ph(_mm256_mul_ps(_mm256_loadu_ps(row + j), inv), 0)));
+}
+
+/* out[0..hd) = sum_j p[j] v_j over [g0, g1) in 8 slots (j mod 8), zero p skipped */
+static void attn_pv(float *out, const float *p, const pyrt_fp16 *v, int64_t st, int32_t hd, int32_t g0, int32_t g1) {
+    for (int32_t c = 0; c < hd; c += 8) {
+        __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0, s4 = s0, s5 = s0, s6 = s0, s7 = s0;
+        for (int32_t jb = g0; jb < g1; jb += 8) {
+            const int m = _mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(p + jb), _mm256_setzero_ps(), _CMP_EQ_OQ));
+            if (m == 0xFF) continue;
+            const pyrt_fp16 *vb = v + (int64_t)jb * st + c;
+#define PV(i) s##i = _mm256_fmadd_ps(ld16(vb + (i) * st), _mm256_broadcast_ss(p + jb + (i)), s##i)
+            if (m == 0) {
+                PV(0); PV(1); PV(2); PV(3); PV(4); PV(5); PV(6); PV(7);
+            } else {
+#define PVM(i) if (!(m & (1 << (i)))) PV(i)
+                PVM(0); PVM(1); PVM(2); PVM(3); PVM(4); PVM(5); PVM(6); PVM(7);
+#undef PVM
+            }
+#undef PV
+        }
+        const __m256 r = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(s0, s4), _mm256_add_ps(s2, s6)),
+                                       _mm256_add_ps(_mm256_add_ps(s1, s5), _mm256_add_ps(s3, s7)));
+        _mm256_storeu_ps(out + c, r);
+    }
+}
+
+static void attn_head_avx2(const pyrt_attn_args *a) {
+    const int32_t nt = a->n_tok > 1 ? a->n_tok : 1, nh = a->n_head > 1 ? a->n_head : 1, nq = nt * nh;
+    const int32_t hd = a->head_dim;
+    if (nq == 1 || !a->batched || hd % 8 != 0) {
+        for (int32_t t = 0; t < nt; t++)
+            for (int32_t g = 0; g < nh; g++) {
+                const pyrt_attn_args o = pyrt_attn_query(a, t, g);
+                attn_one_avx2(&o);
+            }
+        return;
+    }
+    const int64_t st = a->stride;
+    /* positions [lo, hi] cover every query; rows of R scores from base */
+    const int32_t lo = pyrt_attn_query(a, 0, 0).first, hi = a->last + nt - 1;
+    const int32_t base = lo & ~7, R = ((hi + 8) & ~7) - base;
+    float *qf = a->acc;                  /* [nq][hd]: q rounded to f16, as f32 */
+    for (int32_t t = 0; t < nt; t++)
+        for (int32_t g = 0; g < nh; g++) {
+            const float *q = a->q + (int64_t)t * a->q_stride + (int64_t)g * hd;
+            float *dst = qf + (int64_t)(t * nh + g) * hd;
+            for (int32_t d = 0; d < hd; d++) dst[d] = _cvtsh_ss(pyrt_fp32_to_fp16(q[d]));
+        }
+
+    /* scores of every query at every position of [lo, hi] (a query's
+     * positions outside its own range are overwritten by the softmax) */
+    const __m256 vscale = _mm256_set1_ps(a->scale);
+    float *sc = a->scores - base;        /* row i at sc + i*R, by absolute position */
+    int32_t j = lo;
+    for (; j + 3 <= hi; j += 4) {
+        const pyrt_fp16 *kj = a->k + (int64_t)j * st;
+        for (int32_t i = 0; i < nq; i += 2) {
+            const int32_t i2 = i + 1 < nq ? i + 1 : i;
+            score_tile_4x2(kj, st, qf + (int64_t)i * hd, qf + (int64_t)i2 * hd, hd, vscale,
+                           sc + (int64_t)i * R + j, sc + (int64_t)i2 * R + j);
+        }
+    }
+    for (; j <= hi; j++)
+        for (int32_t i = 0; i < nq; i++)
+            sc[(int64_t)i * R + j] = dot_kq_f32(a->k + (int64_t)j * st, qf + (int64_t)i * hd, hd) * a->scale;
+
+    for (int32_t t = 0; t < nt; t++) {
+        const pyrt_attn_args o = pyrt_attn_query(a, t, 0);
+        for (int32_t g = 0; g < nh; g++) {
+            float *row = sc + (int64_t)(t * nh + g) * R;
+            softmax_row(row, o.first, o.last);
+            attn_pv(o.out + (int64_t)g * hd, row, a->v, st, hd, o.first & ~7, (o.last + 8) & ~7);
+        }
     }
 }
 

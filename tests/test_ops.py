@@ -178,3 +178,62 @@ def test_tiled_gemm_is_bit_identical_to_the_row_kernels(variant, tname, rows, co
             dot(cols, kptr(s, "float *"), kptr(np.ascontiguousarray(w_row[r]), "void *"), kptr(acts[t], "void *"))
             ref[t, r] = s[0]
     np.testing.assert_array_equal(y.view(np.uint32), ref.view(np.uint32))
+
+
+def _attn_args(k, cache_k, cache_v, hd, stride, kv_off, n_ctx, n_q, scale, batched):
+    """A pyrt_attn_args with fresh scratch for n_q queries; returns (args, keepalive)."""
+    scratch = [np.zeros(n_q * (n_ctx + 32), np.float32), np.zeros(n_ctx + 32, np.uint16),
+               np.zeros(hd, np.uint16), np.zeros(max(32, n_q) * hd, np.float32)]
+    a = kffi.new("pyrt_attn_args *")
+    a.k = kffi.cast("uint16_t *", cache_k.ctypes.data) + kv_off
+    a.v = kffi.cast("uint16_t *", cache_v.ctypes.data) + kv_off
+    a.stride, a.head_dim, a.batched, a.scale = stride, hd, batched, scale
+    a.scores, a.probs16 = kptr(scratch[0], "float *"), kptr(scratch[1], "uint16_t *")
+    a.q16, a.acc = kptr(scratch[2], "uint16_t *"), kptr(scratch[3], "float *")
+    return a, scratch
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("batched", [1, 0])
+@pytest.mark.parametrize("head_dim", [64, 256, 40])
+@pytest.mark.parametrize("gqa", [1, 3, 4])
+@pytest.mark.parametrize("n_tok,last,window", [(1, 0, 0), (2, 0, 0), (3, 1, 0), (5, 37, 0), (8, 299, 0),
+                                               (7, 250, 100), (3, 1000, 61), (6, 5, 3), (4, 13, 8)])
+def test_attention_group_is_bit_identical_to_single_queries(variant, batched, head_dim, gqa, n_tok, last, window):
+    """A group call (gqa heads x n_tok tokens sharing a kv head, as the forward
+    pass makes them) gives each query exactly the one-query result, including
+    sliding windows and the positions around the 8-aligned blocks."""
+    k = table(variant)
+    rng = np.random.default_rng(head_dim * 7 + gqa * 1000 + last + n_tok)
+    n_ctx, n_kv = 1024 + 8, 2
+    stride = head_dim * n_kv
+    cache_k = rng.standard_normal((n_ctx, stride)).astype(np.float16)
+    cache_v = rng.standard_normal((n_ctx, stride)).astype(np.float16)
+    cache_v[last % 5::7, :3] = 0                          # some exact zeros and sign mixes
+    qd = head_dim * gqa * n_kv
+    q = (rng.standard_normal((n_tok, qd)) * 3).astype(np.float32)
+    q[0, :head_dim] *= 8                                  # peaked: many probabilities round to 0
+    scale = 1.0 / np.sqrt(head_dim)
+    hk = 1
+    nq = n_tok * gqa
+    got = np.full((n_tok, qd), np.nan, np.float32)
+    a, keep = _attn_args(k, cache_k, cache_v, head_dim, stride, hk * head_dim, n_ctx, nq, scale, batched)
+    a.q = kptr(q, "float *") + hk * gqa * head_dim
+    a.out = kptr(got, "float *") + hk * gqa * head_dim
+    a.n_tok, a.n_head, a.q_stride, a.window, a.first, a.last = n_tok, gqa, qd, window, 0, last
+    k.attn_head(a)
+    for t in range(n_tok):
+        pos = last + t
+        first = max(0, pos - window + 1) if window else 0
+        for g in range(gqa):
+            h = hk * gqa + g
+            want = np.zeros(head_dim, np.float32)
+            b, keep1 = _attn_args(k, cache_k, cache_v, head_dim, stride, hk * head_dim, n_ctx, 1, scale, batched)
+            b.q = kptr(q[t], "float *") + h * head_dim
+            b.out = kptr(want, "float *")
+            b.first, b.last = first, pos
+            k.attn_head(b)
+            assert np.array_equal(got[t, h * head_dim:(h + 1) * head_dim].view(np.uint32), want.view(np.uint32)), (t, g)
+    untouched = np.ones(qd, bool)
+    untouched[hk * gqa * head_dim:(hk + 1) * gqa * head_dim] = False
+    assert np.all(np.isnan(got[:, untouched]))
