@@ -105,6 +105,8 @@ static void overlay(pyrt_kernels *dst, const pyrt_kernels *base, void (*fill)(py
         dst->gemm[t] = simd.gemm[t];
         dst->gemm_r8[t] = simd.gemm_r8[t];
         dst->vec_dot_r8x4[t] = simd.vec_dot_r8x4[t];
+        dst->gemm_tiled[t] = simd.gemm_tiled[t];
+        dst->gemm_r8x4[t] = simd.gemm_r8x4[t];
         if (simd.vec_dot_tiled[t]) dst->vec_dot_tiled[t] = simd.vec_dot_tiled[t];
     }
     if (simd.fp32_to_fp16) dst->fp32_to_fp16 = simd.fp32_to_fp16;
@@ -166,6 +168,7 @@ static void init_once(void) {
         if (cpu_has_avx512()) {
             g_tables[PYRT_KERNELS_AVX512] = g_tables[PYRT_KERNELS_AVX2];
             pyrt_gemm_fill_avx512(&g_tables[PYRT_KERNELS_AVX512]);
+            pyrt_kquants_fill_avx512(&g_tables[PYRT_KERNELS_AVX512]);
             g_tables[PYRT_KERNELS_AVX512].name = "avx512";
             g_available[PYRT_KERNELS_AVX512] = 1;
         }

@@ -61,22 +61,33 @@ void mm_group(const pyrt_kernels *k, pyrt_pool *pool, int ith, int nth,
         const char *wd = (const char *)w->data;
         /* a tiled kernel exists for this type and shape? (same arithmetic) */
         const int r8 = k->vec_dot_r8[ty] && w->rows % 8 == 0;
-        const pyrt_gemm_fn g = r8 ? (k->vec_dot_r8x4[ty] ? NULL : k->gemm_r8[ty])
+        pyrt_gemm_fn g = r8 ? (k->vec_dot_r8x4[ty] ? NULL : k->gemm_r8[ty])
                                   : (k->vec_dot_tiled[ty] && shape >= 8 ? NULL : k->gemm[ty]);
-        if (g) {
+        /* tokens [0, n_g) go through a tiled kernel, the rest through the row dots */
+        int64_t n_g = g ? n_tok : 0;
+        if (!g && r8 && k->gemm_r8x4[ty] && k->vec_dot_r8x4[ty] && shape > 3) {
+            /* batch positions below shape - shape % 4 take the repacked GEMM's order */
+            g = k->gemm_r8x4[ty];
+            n_g = shape - shape % 4 - (shape - n_tok);
+            n_g = n_g < 0 ? 0 : n_g > n_tok ? n_tok : n_g;
+        } else if (!g && !r8 && k->gemm_tiled[ty] && k->vec_dot_tiled[ty] && shape >= 8) {
+            g = k->gemm_tiled[ty];
+            n_g = n_tok;
+        }
+        if (g && n_g > 0) {
             for (int64_t rt = r0; rt < r1; rt += MM_GEMM_ROWS) {
                 const int64_t nr = rt + MM_GEMM_ROWS < r1 ? MM_GEMM_ROWS : r1 - rt;
-                for (int64_t t0 = 0; t0 < n_tok; t0 += MM_GEMM_TOKS) {
-                    const int64_t nt = t0 + MM_GEMM_TOKS < n_tok ? MM_GEMM_TOKS : n_tok - t0;
+                for (int64_t t0 = 0; t0 < n_g; t0 += MM_GEMM_TOKS) {
+                    const int64_t nt = t0 + MM_GEMM_TOKS < n_g ? MM_GEMM_TOKS : n_g - t0;
                     g(cols, wd + rt * w->row_bytes, w->row_bytes, nr, (const char *)q + t0 * rb, rb, nt,
                       tasks[i].y + t0 * tasks[i].ldy + rt, tasks[i].ldy);
                 }
             }
-            continue;
         }
+        if (g && n_g == n_tok) continue;
         for (int64_t rt = r0; rt < r1; rt += MM_ROW_TILE) {
             const int64_t re = rt + MM_ROW_TILE < r1 ? rt + MM_ROW_TILE : r1;
-            for (int64_t t = 0; t < n_tok; t++) {
+            for (int64_t t = g ? n_g : 0; t < n_tok; t++) {
                 /* the tokens of a chunk are the last of a batch of `shape` */
                 const pyrt_vec_dot_fn dot = pyrt_pick_vec_dot(k, ty, w->rows, shape, shape - n_tok + t);
                 const void *qa = (const char *)q + t * rb;

@@ -42,6 +42,12 @@ VARIANTS = [
         not HAVE_AVX2, reason="AVX2/FMA/F16C kernels not available on this CPU/build")),
 ]
 needs_avx2 = pytest.mark.skipif(not HAVE_AVX2, reason="AVX2/FMA/F16C kernels not available")
+AVX512 = lib.PYRT_KERNELS_AVX512
+X86_VARIANTS = [   # the matmul tables that must reproduce llama.cpp's AVX2 results bit for bit
+    pytest.param(AVX2, id="avx2", marks=needs_avx2),
+    pytest.param(AVX512, id="avx512", marks=pytest.mark.skipif(
+        not lib.pyrt_kernels_available(AVX512), reason="no AVX-512 on this CPU/build")),
+]
 
 # byte offsets of the fp16 super-block scales (d, and dmin where there is one)
 _SCALE_OFFS = {T.Q2_K: (80, 82), T.Q3_K: (108,), T.Q4_K: (0, 2), T.Q5_K: (0, 2), T.Q6_K: (208,)}
@@ -287,13 +293,31 @@ def golden_case(t_name: str, rows: int, cols: int, n_tok: int):
     return w, x
 
 
-@needs_avx2
+@pytest.mark.parametrize("variant", X86_VARIANTS)
 @pytest.mark.parametrize("case", list(GOLDEN), ids=lambda c: f"{c[0]}-{c[1]}x{c[2]}-tok{c[3]}")
-def test_matmul_bit_identical_to_llamacpp(case):
+def test_matmul_bit_identical_to_llamacpp(variant, case):
     t_name, rows, cols, n_tok = case
     w, x = golden_case(*case)
-    y = c_matmul(AVX2, T[t_name], w, rows, cols, x)
+    y = c_matmul(variant, T[t_name], w, rows, cols, x)
     assert hashlib.sha256(y.tobytes()).hexdigest()[:16] == GOLDEN[case]
+
+
+@pytest.mark.skipif(not lib.pyrt_kernels_available(AVX512), reason="no AVX-512 on this CPU/build")
+@pytest.mark.parametrize("t", K_TYPES, ids=lambda t: t.name)
+@pytest.mark.parametrize("rows,cols,n_tok", [(8, 256, 4), (8, 256, 7), (16, 512, 8), (13, 256, 9),
+                                             (24, 768, 5), (40, 1536, 33), (7, 512, 70), (32, 256, 64),
+                                             (64, 512, 130), (3, 256, 12)])
+def test_avx512_batched_kernels_match_avx2(t, rows, cols, n_tok):
+    """The AVX-512 tiled K-quant GEMMs (4x4 tiles, tile remainders, several
+    panels and token chunks) give exactly the AVX2 row kernels' results, whose
+    agreement with llama.cpp the golden tests above pin down."""
+    rng = np.random.default_rng([rows, cols, n_tok, int(t), 512])
+    w = random_kblocks(t, rows * cols, rng)
+    x = np.stack([random_acts(cols, rng, k % 4) for k in range(n_tok)])
+    want = c_matmul(AVX2, t, w, rows, cols, x)
+    np.testing.assert_array_equal(c_matmul(AVX512, t, w, rows, cols, x).view(np.uint32), want.view(np.uint32))
+    np.testing.assert_array_equal(c_matmul(AVX512, t, w, rows, cols, x, n_threads=1).view(np.uint32),
+                                  want.view(np.uint32))
 
 
 # ---- bad input -----------------------------------------------------------------------------------
