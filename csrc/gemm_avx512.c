@@ -21,7 +21,7 @@
 #include "kernels.h"
 #include "simd_avx2.h"
 
-#define RP 2           /* row pairs per tile  */
+#define RP 4           /* row pairs per tile  */
 #define RN 4           /* tokens per tile     */
 #define GV 4           /* row pairs per tile when there is a single token */
 #define PANEL_R 32     /* rows whose scales are cached per panel   */
@@ -30,15 +30,33 @@
 #define PF_DIST 10240  /* software prefetch distance for streamed weights (bytes) */
 
 /* unsigned weight bytes of one block, and the offset subtracted from them */
-#define U_Q4_0(x) unpack_nibbles((x)->qs)
-#define U_Q4_1(x) unpack_nibbles((x)->qs)
-#define U_Q5_0(x) _mm256_or_si256(unpack_nibbles((x)->qs), qh_to_bit4((x)->qh))
-#define U_Q5_1(x) U_Q5_0(x)
 #define U_Q8_0(x) _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(x)->qs), _mm256_set1_epi8((char)0x80))
 
 static inline __m512i pair512(__m256i lo, __m256i hi) {
     return _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
 }
+
+/* the 64 codes of two 4-bit blocks (rows r, r+1): [lo0 hi0 | lo1 hi1] */
+static inline __m512i nibbles2(const uint8_t *qs0, const uint8_t *qs1) {
+    const __m256i t = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)qs0)),
+                                              _mm_loadu_si128((const __m128i *)qs1), 1);
+    const __m512i z = _mm512_permutexvar_epi64(_mm512_setr_epi64(0, 1, 0, 1, 2, 3, 2, 3), _mm512_castsi256_si512(t));
+    return _mm512_and_si512(_mm512_mask_srli_epi16(z, 0xFF00FF00u, z, 4), _mm512_set1_epi8(0x0F));
+}
+
+/* 0x10 where bit j of the two blocks' 32-bit qh is set */
+static inline __m512i bit4x2(const uint8_t *qh0, const uint8_t *qh1) {
+    uint32_t a, b;
+    memcpy(&a, qh0, 4);
+    memcpy(&b, qh1, 4);
+    return _mm512_maskz_mov_epi8((__mmask64)a | ((__mmask64)b << 32), _mm512_set1_epi8(0x10));
+}
+
+#define U2_Q4_0(x0, x1) nibbles2((x0)->qs, (x1)->qs)
+#define U2_Q4_1(x0, x1) nibbles2((x0)->qs, (x1)->qs)
+#define U2_Q5_0(x0, x1) _mm512_or_si512(nibbles2((x0)->qs, (x1)->qs), bit4x2((x0)->qh, (x1)->qh))
+#define U2_Q5_1(x0, x1) U2_Q5_0(x0, x1)
+#define U2_Q8_0(x0, x1) pair512(U_Q8_0(x0), U_Q8_0(x1))
 
 /* activation block broadcast to both halves, and the lanes' offset correction */
 static inline __m512i act512(const int8_t *qs) {
@@ -101,7 +119,7 @@ static void add_mins(int64_t nb, const float *wm, int64_t n_r, const float *asT,
                 const int64_t ra = r0 + 2 * p, rb1 = ra + 1 < re ? ra + 1 : ra;                   \
                 const WT *w0 = (const WT *)((const char *)w + ra * w_row) + b;                     \
                 const WT *w1 = (const WT *)((const char *)w + rb1 * w_row) + b;                    \
-                const __m512i wv = pair512(UNPACK(w0), UNPACK(w1));                                \
+                const __m512i wv = U2##UNPACK(w0, w1);                                \
                 const __m512 dw = _mm512_insertf32x8(_mm512_set1_ps(ws[b * PANEL_R + ra - rb]),    \
                                                      _mm256_set1_ps(ws[b * PANEL_R + rb1 - rb]), 1); \
                 for (int j = 0; j < rn; j++) {                                                     \
@@ -138,7 +156,7 @@ static void add_mins(int64_t nb, const float *wm, int64_t n_r, const float *asT,
                 (short)wb[0]->d, (short)wb[1]->d, (short)wb[2]->d, (short)wb[3]->d,                \
                 (short)wb[4]->d, (short)wb[5]->d, (short)wb[6]->d, (short)wb[7]->d));              \
             for (int p = 0; p < GV; p++) {                                                         \
-                const __m512i wv = pair512(UNPACK(wb[2 * p]), UNPACK(wb[2 * p + 1]));              \
+                const __m512i wv = U2##UNPACK(wb[2 * p], wb[2 * p + 1]);              \
                 const __m512 pj = _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(cv, wv, av));             \
                 acc[p] = _mm512_fmadd_ps(_mm512_mul_ps(spread2(d8, 2 * p, 2 * p + 1), da), pj, acc[p]); \
             }                                                                                      \
@@ -207,15 +225,15 @@ static void add_mins(int64_t nb, const float *wm, int64_t n_r, const float *asT,
 
 #define MIN_OF(wb) ((wb)->m)
 #define SUM_OF(ab) ((ab)->s)
-DEFINE_GEMM(gemm512_q4_1, block_q4_1, block_q8_1, U_Q4_1, 0, 1)
-DEFINE_GEMM(gemm512_q5_1, block_q5_1, block_q8_1, U_Q5_1, 0, 1)
+DEFINE_GEMM(gemm512_q4_1, block_q4_1, block_q8_1, _Q4_1, 0, 1)
+DEFINE_GEMM(gemm512_q5_1, block_q5_1, block_q8_1, _Q5_1, 0, 1)
 #undef MIN_OF
 #undef SUM_OF
 #define MIN_OF(wb) ((pyrt_fp16)0)
 #define SUM_OF(ab) ((pyrt_fp16)0)
-DEFINE_GEMM(gemm512_q4_0, block_q4_0, block_q8_0, U_Q4_0, 8, 0)
-DEFINE_GEMM(gemm512_q5_0, block_q5_0, block_q8_0, U_Q5_0, 16, 0)
-DEFINE_GEMM(gemm512_q8_0, block_q8_0, block_q8_0, U_Q8_0, 128, 0)
+DEFINE_GEMM(gemm512_q4_0, block_q4_0, block_q8_0, _Q4_0, 8, 0)
+DEFINE_GEMM(gemm512_q5_0, block_q5_0, block_q8_0, _Q5_0, 16, 0)
+DEFINE_GEMM(gemm512_q8_0, block_q8_0, block_q8_0, _Q8_0, 128, 0)
 #undef MIN_OF
 #undef SUM_OF
 
