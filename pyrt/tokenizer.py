@@ -139,6 +139,8 @@ _KNOWN_TEXTS = frozenset((
     "<pyrt-unknown>",                                                # SPM unknown piece
 ))
 
+_SPECIAL_OR_BYTE = ATTR_CONTROL | ATTR_USER_DEFINED | ATTR_UNKNOWN | ATTR_BYTE
+
 # C isspace() in the "C" locale: what llama.cpp strips next to LSTRIP/RSTRIP special tokens.
 _C_SPACE = " \t\n\v\f\r"
 
@@ -359,13 +361,8 @@ class Tokenizer:
         if "" in texts:
             texts = [t if t else f"[EMPTY_{i}]" for i, t in enumerate(texts)]
         self._texts = texts
-        if len(set(texts)) != n:
-            first: dict[str, int] = {}
-            for i, t in enumerate(texts):
-                if t in first:
-                    raise ValueError(f"tokenizer.ggml.tokens[{i}] = {t!r} duplicates "
-                                     f"tokenizer.ggml.tokens[{first[t]}]")
-                first[t] = i
+        # Duplicate texts are rejected by the subclasses, which learn whether there are any
+        # for free (BPE: building the text -> id map; SPM: sentencepiece refuses them).
         # The full text -> id map (tens of ms for a 262k vocabulary) is built on first use;
         # the texts looked up while loading are found by one scan.
         self._known_ids = {texts[i]: i for i in
@@ -383,6 +380,12 @@ class Tokenizer:
         else:
             attrs = [ATTR_NORMAL] * n
         self._attrs = attrs
+        # Every id whose attributes can matter below (special or byte ones). Attributes change
+        # below only for tokens found by text, all among _known_ids: with them, this list holds
+        # every id that may later carry a special or byte attribute, so that no rule below
+        # needs another scan of the whole vocabulary.
+        self._special_candidates = sorted(set(_ids_with(attrs, _SPECIAL_OR_BYTE))
+                                          .union(self._known_ids.values()))
 
         scores = meta.get("tokenizer.ggml.scores")
         if scores is not None and (not isinstance(scores, (list, tuple)) or len(scores) != n):
@@ -426,8 +429,8 @@ class Tokenizer:
                     break
 
         # control tokens whose text says "unused" are unused
-        for i in _ids_with(attrs, ATTR_CONTROL):
-            if "unused" in texts[i]:
+        for i in self._special_candidates:
+            if attrs[i] & ATTR_CONTROL and "unused" in texts[i]:
                 attrs[i] |= ATTR_UNUSED
 
         # --- end-of-generation set
@@ -472,7 +475,8 @@ class Tokenizer:
             raise ValueError("tokenizer.ggml.add_eos_token is true but the model has no EOS token")
 
         # --- special-token cache: longest text first (llama.cpp's order of partitioning)
-        special_list = _ids_with(attrs, ATTR_CONTROL | ATTR_USER_DEFINED | ATTR_UNKNOWN)
+        special_list = [i for i in self._special_candidates
+                        if attrs[i] & (ATTR_CONTROL | ATTR_USER_DEFINED | ATTR_UNKNOWN)]
         special_list.sort(key=lambda i: (-_utf8_len(texts[i]), i))
 
         # per-model attribute fix-ups (llama.cpp keys them on names)
@@ -583,6 +587,15 @@ class Tokenizer:
                 f"add_bos={self.add_bos})")
 
     # ------------------------------------------------------------------ internals
+
+    def _reject_duplicates(self) -> None:
+        """Raise ValueError naming the first duplicate token text, if there is one."""
+        first: dict[str, int] = {}
+        for i, t in enumerate(self._texts):
+            if t in first:
+                raise ValueError(f"tokenizer.ggml.tokens[{i}] = {t!r} duplicates "
+                                 f"tokenizer.ggml.tokens[{first[t]}]")
+            first[t] = i
 
     @functools.cached_property
     def _token_to_id(self) -> dict[str, int]:
@@ -728,6 +741,8 @@ class BPETokenizer(Tokenizer):
         self.pre_name = pre_name
         self.pre = pre = PRE_TOKENIZERS[pre_name]
         super().__init__(meta, pre=pre)
+        if len(self._token_to_id) != self.n_vocab:   # the map is needed to tokenize anyway
+            self._reject_duplicates()
 
         merges = meta.get("tokenizer.ggml.merges")
         if not isinstance(merges, (list, tuple)):
@@ -979,9 +994,9 @@ class SPMTokenizer(Tokenizer):
         texts = self._texts
         # byte tokens, and whether the full set exists for sentencepiece's fallback
         self._byte_ids: dict[int, int] = {}
-        for i in _ids_with(self._attrs, ATTR_BYTE):
+        for i in self._special_candidates:
             t = texts[i]
-            if len(t) == 6 and t.startswith("<0x") and t.endswith(">"):
+            if self._attrs[i] & ATTR_BYTE and len(t) == 6 and t.startswith("<0x") and t.endswith(">"):
                 b = int(t[3:5], 16)
                 if f"<0x{b:02X}>" == t and b not in self._byte_ids:
                     self._byte_ids[b] = i
@@ -1021,6 +1036,7 @@ class SPMTokenizer(Tokenizer):
         try:
             sp.LoadFromSerializedProto(proto)
         except Exception as e:   # sentencepiece reports bad vocabularies as RuntimeError/OSError
+            self._reject_duplicates()   # one reason it refuses them: name the tokens as BPE does
             raise ValueError(f"cannot build the SPM tokenizer from this vocabulary: {e}") from None
         self._sp = sp
         self._encode = sp.EncodeAsIds
