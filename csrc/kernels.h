@@ -40,7 +40,7 @@ typedef struct {
     float           *scores;    /* scratch [n_q * (n_ctx + 32)], n_q = n_tok*n_head */
     pyrt_fp16       *probs16;   /* scratch [n_ctx + 32]                            */
     pyrt_fp16       *q16;       /* scratch [head_dim]                              */
-    float           *acc;       /* scratch [max(32, 9 * n_q) * head_dim]           */
+    float           *acc;       /* scratch [max(32*head_dim, n_q*(head_dim+264))]  */
     int32_t          n_tok;     /* group: consecutive tokens (0 or 1: one)         */
     int32_t          n_head;    /* group: query heads of the kv head (0 or 1: one) */
     int64_t          q_stride;  /* group: floats from one token's q/out to the next */

@@ -217,7 +217,7 @@ struct pyrt_ctx {
     float *scores;               /* [n_threads][n_q][n_ctx + 32], n_q = attn_tok * gqa */
     pyrt_fp16 *probs16;          /* [n_threads][n_ctx + 32]   */
     pyrt_fp16 *q16;              /* [n_threads][head_dim]     */
-    float *attn_acc;             /* [n_threads][max(32, n_q) * head_dim] */
+    float *attn_acc;             /* [n_threads][attn_acc_floats()] */
     _Atomic int abort_req;
     int stop_now;
     int32_t backend;             /* PYRT_BACKEND_*                              */
@@ -228,6 +228,13 @@ struct pyrt_ctx {
     int32_t n_tok, pos0, out_first, n_out, out_kind;
     float *out;
 };
+
+/* attention scratch per thread (kernels.h: pyrt_attn_args.acc) */
+static size_t attn_acc_floats(const pyrt_ctx *c) {
+    const pyrt_hparams *hp = &c->m->hp;
+    const size_t n_q = (size_t)c->attn_tok * (hp->n_head / hp->n_head_kv), hd = (size_t)hp->head_dim;
+    return 32 * hd > n_q * (hd + 264) ? 32 * hd : n_q * (hd + 264);
+}
 
 static void *alloc_aligned(size_t n) {
     void *p = NULL;
@@ -311,7 +318,7 @@ int pyrt_ctx_create(const pyrt_model *m, int32_t n_ctx, int32_t n_threads, int32
     c->scores = alloc_aligned((size_t)n_threads * n_q * (n_ctx + 32) * sizeof(float));
     c->probs16 = alloc_aligned((size_t)n_threads * (n_ctx + 32) * sizeof(pyrt_fp16));
     c->q16 = alloc_aligned((size_t)n_threads * hp->head_dim * sizeof(pyrt_fp16));
-    c->attn_acc = alloc_aligned((size_t)n_threads * (n_q > 32 ? n_q : 32) * hp->head_dim * sizeof(float));
+    c->attn_acc = alloc_aligned((size_t)n_threads * attn_acc_floats(c) * sizeof(float));
     c->pool = pool_create(n_threads);
     if (!c->kc || !c->vc || !c->x || !c->xn || !c->tmp || !c->q || !c->att || !c->k || !c->v ||
         !c->g || !c->u || !c->qbuf[0] || !c->qbuf[1] || !c->scores || !c->probs16 || !c->q16 || !c->attn_acc || !c->pool) {
@@ -462,7 +469,7 @@ static void forward_job(void *arg, int ith, int nth) {
         .scores = c->scores + (size_t)ith * c->attn_tok * gqa * (c->n_ctx + 32),
         .probs16 = c->probs16 + (size_t)ith * (c->n_ctx + 32),
         .q16 = c->q16 + (size_t)ith * HD,
-        .acc = c->attn_acc + (size_t)ith * (c->attn_tok * gqa > 32 ? c->attn_tok * gqa : 32) * HD,
+        .acc = c->attn_acc + (size_t)ith * attn_acc_floats(c),
         .n_head = gqa, .q_stride = QD,
     };
     int64_t lo, hi;

@@ -209,10 +209,14 @@ static void attn_one_avx2(const pyrt_attn_args *a) {
 }
 
 /* ---- attention for a group of queries sharing a kv head (batched shape) ---------
- * Same arithmetic per query as attn_one_avx2, reorganized: K rows are loaded
- * and converted once per tile of 4 positions x 2 queries, the 8 dot products
- * of a tile are summed horizontally together, q is converted to f32 once, and
- * the 8 V slots of each 8-dim chunk live in registers. */
+ * Each query gets exactly attn_one_avx2's arithmetic; what changes is which
+ * loads are shared and how many independent chains are in flight:
+ *   - q is rounded to f16 once per query, kept as f32;
+ *   - scores come in tiles of 4 positions x 2 queries (each K row converted
+ *     once per tile), the 8 dot products summed horizontally together;
+ *   - V is converted to f32 once per tile of positions x 32 dims for all
+ *     queries, and two queries x 32 dims of one slot (j mod 8) run in
+ *     registers, each slot still an FMA chain over increasing j. */
 
 /* The horizontal sums of v0..v7 as one vector, each paired exactly as hsum_ps:
  * ((x0+x4)+(x2+x6))+((x1+x5)+(x3+x7)). */
@@ -247,16 +251,31 @@ static inline void score_tile_4x2(const pyrt_fp16 *k, int64_t st, const float *q
     _mm_storeu_ps(rb, _mm256_extractf128_ps(s, 1));
 }
 
-static inline float dot_kq_f32(const pyrt_fp16 *k, const float *q, int32_t n) {
-    __m256 acc = _mm256_setzero_ps();
-    for (int32_t d = 0; d < n; d += 8) acc = _mm256_fmadd_ps(ld16(k + d), _mm256_loadu_ps(q + d), acc);
-    return hsum8(acc);
+/* sc[i*R + j] = scale * q_i.k_j for queries i < nq (qf: [nq][hd]), j in [lo, hi] */
+static void attn_scores(float *sc, int64_t R, const pyrt_fp16 *k, int64_t st, const float *qf,
+                        int32_t nq, int32_t hd, int32_t lo, int32_t hi, float scale) {
+    const __m256 vscale = _mm256_set1_ps(scale);
+    int32_t j = lo;
+    for (; j + 3 <= hi; j += 4) {
+        const pyrt_fp16 *kj = k + (int64_t)j * st;
+        for (int32_t i = 0; i < nq; i += 2) {
+            const int32_t i2 = i + 1 < nq ? i + 1 : i;
+            score_tile_4x2(kj, st, qf + (int64_t)i * hd, qf + (int64_t)i2 * hd, hd, vscale,
+                           sc + (int64_t)i * R + j, sc + (int64_t)i2 * R + j);
+        }
+    }
+    for (; j <= hi; j++)
+        for (int32_t i = 0; i < nq; i++) {
+            __m256 acc = _mm256_setzero_ps();
+            for (int32_t d = 0; d < hd; d += 8)
+                acc = _mm256_fmadd_ps(ld16(k + (int64_t)j * st + d), _mm256_loadu_ps(qf + (int64_t)i * hd + d), acc);
+            sc[(int64_t)i * R + j] = hsum8(acc) * scale;
+        }
 }
 
-/* Softmax of row[first..last] (absolute positions) in place, as attn_one_avx2,
- * leaving the f16-rounded probabilities as f32 in row[g0..g1) (0 outside
- * [first, last]). */
-static void softmax_row(float *row, int32_t first, int32_t last) {
+/* Softmax of row[first..last] (absolute positions) as attn_one_avx2, leaving
+ * the f16-rounded probabilities as f32 in row[base..end) (0 outside). */
+static void softmax_row(float *row, int32_t first, int32_t last, int32_t base, int32_t end) {
     const int32_t g0 = first & ~7, g1 = (last + 8) & ~7;
     for (int32_t j = g0; j < first; j++) row[j] = -INFINITY;
     for (int32_t j = last + 1; j < g1; j++) row[j] = -INFINITY;
@@ -279,29 +298,92 @@ static void softmax_row(float *row, int32_t first, int32_t last) {
     const __m256 inv = _mm256_set1_ps((float)(1.0 / sum));
     for (int32_t j = g0; j < g1; j += 8)
         _mm256_storeu_ps(row + j, _mm256_cvtph_ps(_mm256_cvtps_ph(_mm256_mul_ps(_mm256_loadu_ps(row + j), inv), 0)));
+    memset(row + base, 0, sizeof(float) * (size_t)(g0 - base));
+    memset(row + g1, 0, sizeof(float) * (size_t)(end - g1));
 }
 
-/* out[0..hd) = sum_j p[j] v_j over [g0, g1) in 8 slots (j mod 8), zero p skipped */
-static void attn_pv(float *out, const float *p, const pyrt_fp16 *v, int64_t st, int32_t hd, int32_t g0, int32_t g1) {
-    for (int32_t c = 0; c < hd; c += 8) {
-        __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0, s4 = s0, s5 = s0, s6 = s0, s7 = s0;
-        for (int32_t jb = g0; jb < g1; jb += 8) {
-            const int m = _mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(p + jb), _mm256_setzero_ps(), _CMP_EQ_OQ));
-            if (m == 0xFF) continue;
-            const pyrt_fp16 *vb = v + (int64_t)jb * st + c;
-#define PV(i) s##i = _mm256_fmadd_ps(ld16(vb + (i) * st), _mm256_broadcast_ss(p + jb + (i)), s##i)
-            if (m == 0) {
-                PV(0); PV(1); PV(2); PV(3); PV(4); PV(5); PV(6); PV(7);
-            } else {
-#define PVM(i) if (!(m & (1 << (i)))) PV(i)
-                PVM(0); PVM(1); PVM(2); PVM(3); PVM(4); PVM(5); PVM(6); PVM(7);
-#undef PVM
-            }
-#undef PV
+#define PV_D 32     /* dims per V tile (4 chunks of 8)  */
+#define PV_S 256    /* positions per V tile (32 KiB f32) */
+
+/* Slots k of queries a and b (sla/slb: [8][PV_D]) over the tile's positions
+ * [p0, p1) (p0 % 8 == 0) from vf [p1 - p0][PV_D], probabilities pa/pb. */
+static inline void pv_tile_pair(float *sla, float *slb, const float *pa, const float *pb,
+                                const float *vf, int32_t p0, int32_t p1) {
+    for (int32_t k = 0; k < 8; k++) {
+        float *sa = sla + k * PV_D, *sb = slb + k * PV_D;
+        __m256 a0 = _mm256_load_ps(sa), a1 = _mm256_load_ps(sa + 8), a2 = _mm256_load_ps(sa + 16), a3 = _mm256_load_ps(sa + 24);
+        __m256 b0 = _mm256_load_ps(sb), b1 = _mm256_load_ps(sb + 8), b2 = _mm256_load_ps(sb + 16), b3 = _mm256_load_ps(sb + 24);
+        for (int32_t j = p0 + k; j < p1; j += 8) {
+            const float *v = vf + (int64_t)(j - p0) * PV_D;
+            const __m256 v0 = _mm256_load_ps(v), v1 = _mm256_load_ps(v + 8), v2 = _mm256_load_ps(v + 16), v3 = _mm256_load_ps(v + 24);
+            const __m256 x = _mm256_broadcast_ss(pa + j), y = _mm256_broadcast_ss(pb + j);
+            a0 = _mm256_fmadd_ps(v0, x, a0); b0 = _mm256_fmadd_ps(v0, y, b0);
+            a1 = _mm256_fmadd_ps(v1, x, a1); b1 = _mm256_fmadd_ps(v1, y, b1);
+            a2 = _mm256_fmadd_ps(v2, x, a2); b2 = _mm256_fmadd_ps(v2, y, b2);
+            a3 = _mm256_fmadd_ps(v3, x, a3); b3 = _mm256_fmadd_ps(v3, y, b3);
         }
-        const __m256 r = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(s0, s4), _mm256_add_ps(s2, s6)),
-                                       _mm256_add_ps(_mm256_add_ps(s1, s5), _mm256_add_ps(s3, s7)));
-        _mm256_storeu_ps(out + c, r);
+        _mm256_store_ps(sa, a0); _mm256_store_ps(sa + 8, a1); _mm256_store_ps(sa + 16, a2); _mm256_store_ps(sa + 24, a3);
+        _mm256_store_ps(sb, b0); _mm256_store_ps(sb + 8, b1); _mm256_store_ps(sb + 16, b2); _mm256_store_ps(sb + 24, b3);
+    }
+}
+
+/* The same for one query and any dn (multiple of 8), skipping zero
+ * probabilities as attn_one_avx2 does (sl: [8][PV_D]). */
+static inline void pv_tile_one(float *sl, const float *p, const float *vf, int32_t dn, int32_t p0, int32_t p1) {
+    for (int32_t c = 0; c < dn; c += 8)
+        for (int32_t j = p0; j < p1; j++)
+            if (p[j] != 0.0f) {
+                float *s = sl + (j & 7) * PV_D + c;
+                _mm256_store_ps(s, _mm256_fmadd_ps(_mm256_load_ps(vf + (int64_t)(j - p0) * PV_D + c),
+                                                   _mm256_set1_ps(p[j]), _mm256_load_ps(s)));
+            }
+}
+
+/* out_i = sum_j p_ij v_j for all queries of a group (probability rows over
+ * [base, end), zero outside each query's range), in 8 slots (j mod 8) per
+ * dimension combined in the batched order. slots: [nq][8][PV_D]. */
+static void attn_pv_group(const pyrt_attn_args *a, const float *sc, int64_t R, int32_t base, int32_t end,
+                          float *slots, float *vf) {
+    const int32_t nh = a->n_head > 1 ? a->n_head : 1, nq = (a->n_tok > 1 ? a->n_tok : 1) * nh;
+    const int32_t hd = a->head_dim, hi = a->last + nq / nh - 1;
+    const int64_t st = a->stride;
+    for (int32_t d0 = 0; d0 < hd; d0 += PV_D) {
+        const int32_t dn = hd - d0 < PV_D ? hd - d0 : PV_D;
+        memset(slots, 0, sizeof(float) * (size_t)nq * 8 * PV_D);
+        for (int32_t p0 = base; p0 < end; p0 += PV_S) {
+            const int32_t p1 = end - p0 < PV_S ? end : p0 + PV_S;
+            /* V tile to f32; rows past every query's last are zero */
+            __m256 nonfinite = _mm256_setzero_ps();
+            for (int32_t j = p0; j < p1; j++)
+                for (int32_t c = 0; c < dn; c += 8) {
+                    const __m256 x = j <= hi ? ld16(a->v + (int64_t)j * st + d0 + c) : _mm256_setzero_ps();
+                    nonfinite = _mm256_or_ps(nonfinite, _mm256_sub_ps(x, x));
+                    _mm256_store_ps(vf + (int64_t)(j - p0) * PV_D + c, x);
+                }
+            /* A zero probability adds exactly nothing to a slot, so the pair
+             * kernel need not skip it: slots start at +0 and never become -0
+             * (products of nonzero f16 values are multiples of 2^-48, so no
+             * nonzero sum rounds to zero), unless the value is inf or NaN. */
+            const int finite = !_mm256_movemask_ps(_mm256_cmp_ps(nonfinite, nonfinite, _CMP_UNORD_Q));
+            int32_t i = 0;
+            if (finite && dn == PV_D)
+                for (; i + 1 < nq; i += 2)
+                    pv_tile_pair(slots + (size_t)i * 8 * PV_D, slots + (size_t)(i + 1) * 8 * PV_D,
+                                 sc + (int64_t)i * R, sc + (int64_t)(i + 1) * R, vf, p0, p1);
+            for (; i < nq; i++)
+                pv_tile_one(slots + (size_t)i * 8 * PV_D, sc + (int64_t)i * R, vf, dn, p0, p1);
+        }
+        for (int32_t i = 0; i < nq; i++) {
+            const float *sl = slots + (size_t)i * 8 * PV_D;
+            float *out = a->out + (int64_t)(i / nh) * a->q_stride + (int64_t)(i % nh) * hd + d0;
+            for (int32_t c = 0; c < dn; c += 8) {
+#define S(k) _mm256_load_ps(sl + (k) * PV_D + c)
+                const __m256 r = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(S(0), S(4)), _mm256_add_ps(S(2), S(6))),
+                                               _mm256_add_ps(_mm256_add_ps(S(1), S(5)), _mm256_add_ps(S(3), S(7))));
+#undef S
+                _mm256_storeu_ps(out + c, r);
+            }
+        }
     }
 }
 
@@ -316,43 +398,30 @@ static void attn_head_avx2(const pyrt_attn_args *a) {
             }
         return;
     }
-    const int64_t st = a->stride;
-    /* positions [lo, hi] cover every query; rows of R scores from base */
+    /* positions [lo, hi] cover every query; score rows of R from base */
     const int32_t lo = pyrt_attn_query(a, 0, 0).first, hi = a->last + nt - 1;
     const int32_t base = lo & ~7, R = ((hi + 8) & ~7) - base;
-    float *qf = a->acc;                  /* [nq][hd]: q rounded to f16, as f32 */
-    for (int32_t t = 0; t < nt; t++)
-        for (int32_t g = 0; g < nh; g++) {
-            const float *q = a->q + (int64_t)t * a->q_stride + (int64_t)g * hd;
-            float *dst = qf + (int64_t)(t * nh + g) * hd;
-            for (int32_t d = 0; d < hd; d++) dst[d] = _cvtsh_ss(pyrt_fp32_to_fp16(q[d]));
-        }
-
-    /* scores of every query at every position of [lo, hi] (a query's
-     * positions outside its own range are overwritten by the softmax) */
-    const __m256 vscale = _mm256_set1_ps(a->scale);
-    float *sc = a->scores - base;        /* row i at sc + i*R, by absolute position */
-    int32_t j = lo;
-    for (; j + 3 <= hi; j += 4) {
-        const pyrt_fp16 *kj = a->k + (int64_t)j * st;
-        for (int32_t i = 0; i < nq; i += 2) {
-            const int32_t i2 = i + 1 < nq ? i + 1 : i;
-            score_tile_4x2(kj, st, qf + (int64_t)i * hd, qf + (int64_t)i2 * hd, hd, vscale,
-                           sc + (int64_t)i * R + j, sc + (int64_t)i2 * R + j);
+    float *qf = a->acc;                           /* [nq][hd]: q rounded to f16, as f32 */
+    float *slots = (float *)(((uintptr_t)(qf + (int64_t)nq * hd) + 31) & ~(uintptr_t)31);   /* [nq][8][PV_D] */
+    float vf[PV_S * PV_D] __attribute__((aligned(32)));
+    for (int32_t i = 0; i < nq; i++) {
+        const float *q = a->q + (int64_t)(i / nh) * a->q_stride + (int64_t)(i % nh) * hd;
+        float *dst = qf + (int64_t)i * hd;
+        for (int32_t d = 0; d < hd; d += 8) {
+            const __m256 x = _mm256_loadu_ps(q + d);
+            if (_mm256_movemask_ps(_mm256_cmp_ps(x, x, _CMP_UNORD_Q)))     /* NaN payloads: as the scalar */
+                for (int32_t e = d; e < d + 8; e++) dst[e] = _cvtsh_ss(pyrt_fp32_to_fp16(q[e]));
+            else
+                _mm256_storeu_ps(dst + d, _mm256_cvtph_ps(_mm256_cvtps_ph(x, 0)));
         }
     }
-    for (; j <= hi; j++)
-        for (int32_t i = 0; i < nq; i++)
-            sc[(int64_t)i * R + j] = dot_kq_f32(a->k + (int64_t)j * st, qf + (int64_t)i * hd, hd) * a->scale;
-
+    float *sc = a->scores - base;                 /* row i at sc + i*R, by absolute position */
+    attn_scores(sc, R, a->k, a->stride, qf, nq, hd, lo, hi, a->scale);
     for (int32_t t = 0; t < nt; t++) {
         const pyrt_attn_args o = pyrt_attn_query(a, t, 0);
-        for (int32_t g = 0; g < nh; g++) {
-            float *row = sc + (int64_t)(t * nh + g) * R;
-            softmax_row(row, o.first, o.last);
-            attn_pv(o.out + (int64_t)g * hd, row, a->v, st, hd, o.first & ~7, (o.last + 8) & ~7);
-        }
+        for (int32_t g = 0; g < nh; g++) softmax_row(sc + (int64_t)(t * nh + g) * R, o.first, o.last, base, base + R);
     }
+    attn_pv_group(a, sc, R, base, base + R, slots, vf);
 }
 
 void pyrt_ops_fill_avx2(pyrt_kernels *k) {

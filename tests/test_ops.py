@@ -183,7 +183,7 @@ def test_tiled_gemm_is_bit_identical_to_the_row_kernels(variant, tname, rows, co
 def _attn_args(k, cache_k, cache_v, hd, stride, kv_off, n_ctx, n_q, scale, batched):
     """A pyrt_attn_args with fresh scratch for n_q queries; returns (args, keepalive)."""
     scratch = [np.zeros(n_q * (n_ctx + 32), np.float32), np.zeros(n_ctx + 32, np.uint16),
-               np.zeros(hd, np.uint16), np.zeros(max(32, n_q) * hd, np.float32)]
+               np.zeros(hd, np.uint16), np.zeros(max(32 * hd, n_q * (hd + 264)), np.float32)]
     a = kffi.new("pyrt_attn_args *")
     a.k = kffi.cast("uint16_t *", cache_k.ctypes.data) + kv_off
     a.v = kffi.cast("uint16_t *", cache_v.ctypes.data) + kv_off
@@ -195,7 +195,7 @@ def _attn_args(k, cache_k, cache_v, hd, stride, kv_off, n_ctx, n_q, scale, batch
 
 @pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("batched", [1, 0])
-@pytest.mark.parametrize("head_dim", [64, 256, 40])
+@pytest.mark.parametrize("head_dim", [64, 256, 40, 72])
 @pytest.mark.parametrize("gqa", [1, 3, 4])
 @pytest.mark.parametrize("n_tok,last,window", [(1, 0, 0), (2, 0, 0), (3, 1, 0), (5, 37, 0), (8, 299, 0),
                                                (7, 250, 100), (3, 1000, 61), (6, 5, 3), (4, 13, 8)])
@@ -210,6 +210,8 @@ def test_attention_group_is_bit_identical_to_single_queries(variant, batched, he
     cache_k = rng.standard_normal((n_ctx, stride)).astype(np.float16)
     cache_v = rng.standard_normal((n_ctx, stride)).astype(np.float16)
     cache_v[last % 5::7, :3] = 0                          # some exact zeros and sign mixes
+    if n_tok == 4:                                        # inf/NaN values where probabilities may be 0
+        cache_v[3, head_dim + 5], cache_v[9, head_dim + 70 % head_dim] = np.inf, np.nan
     qd = head_dim * gqa * n_kv
     q = (rng.standard_normal((n_tok, qd)) * 3).astype(np.float32)
     q[0, :head_dim] *= 8                                  # peaked: many probabilities round to 0
