@@ -530,11 +530,7 @@ class Tokenizer:
                 raise ValueError("this model has no BOS token")
             out.append(self.bos_id)
         if text:
-            for frag in self._partition(text, special):
-                if type(frag) is int:
-                    out.append(frag)
-                else:
-                    self._tokenize_text(frag, out)
+            self._tokenize_fragments(self._partition(text, special), out)
         if want_eos:
             out.append(self.eos_id)  # type: ignore[arg-type]
         return out
@@ -652,6 +648,14 @@ class Tokenizer:
         if attr & ATTR_BYTE:
             return bytes((int(text[3:5], 16),))
         return b""  # unused / undefined tokens render as nothing
+
+    def _tokenize_fragments(self, frags: list[str | int], out: list[int]) -> None:
+        """Append the ids of ``_partition``'s output: special token ids, tokenized text."""
+        for frag in frags:
+            if type(frag) is int:
+                out.append(frag)
+            else:
+                self._tokenize_text(frag, out)  # type: ignore[arg-type]
 
     def _tokenize_text(self, text: str, out: list[int]) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -1043,30 +1047,17 @@ class SPMTokenizer(Tokenizer):
 
     # -- tokenization
 
-    def tokenize(self, text: str, add_bos: bool | None = None, special: bool = False) -> list[int]:
-        if not isinstance(text, str):
-            raise TypeError(f"text must be str, not {type(text).__name__}")
-        out: list[int] = []
-        want_bos = self.add_bos if add_bos is None else bool(add_bos)
-        want_eos = self.add_eos if add_bos is None else (self.add_eos and bool(add_bos))
-        if want_bos:
-            if self.bos_id is None:
-                raise ValueError("this model has no BOS token")
-            out.append(self.bos_id)
-        if text:
-            prev_special = True          # the text start counts as "after a special token"
-            for frag in self._partition(text, special):
-                if type(frag) is int:
-                    out.append(frag)
-                    prev_special = True
-                else:
-                    if self.add_space_prefix and prev_special:
-                        frag = " " + frag   # type: ignore[operator]
-                    self._tokenize_text(frag, out)  # type: ignore[arg-type]
-                    prev_special = False
-        if want_eos:
-            out.append(self.eos_id)  # type: ignore[arg-type]
-        return out
+    def _tokenize_fragments(self, frags: list[str | int], out: list[int]) -> None:
+        prev_special = True          # the text start counts as "after a special token"
+        for frag in frags:
+            if type(frag) is int:
+                out.append(frag)
+                prev_special = True
+            else:
+                if self.add_space_prefix and prev_special:
+                    frag = " " + frag   # type: ignore[operator]
+                self._tokenize_text(frag, out)  # type: ignore[arg-type]
+                prev_special = False
 
     def _tokenize_text(self, text: str, out: list[int]) -> None:
         text = text.replace(" ", _SPACE_ESCAPE)
