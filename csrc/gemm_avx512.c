@@ -237,7 +237,132 @@ DEFINE_GEMM(gemm512_q8_0, block_q8_0, block_q8_0, _Q8_0, 128, 0)
 #undef MIN_OF
 #undef SUM_OF
 
+/* ---- llama.cpp's repacked Q4_0 order (gemm_avx2.c's gemm_q4_0_r8): per
+ * (row, token) acc = fma(float(exact block sum), d_w * d_a, acc) ---- */
+
+/* v[4k+m] holds two 8-lane groups (halves h); lane 4*(2k+h)+m of the result
+ * is the exact total of v[4k+m]'s half h */
+static inline __m512i totals_halves8(const __m512i v[8]) {
+    __m512i t[4], u[2];
+    for (int i = 0; i < 4; i++)
+        t[i] = _mm512_add_epi32(_mm512_unpacklo_epi32(v[2 * i], v[2 * i + 1]),
+                                _mm512_unpackhi_epi32(v[2 * i], v[2 * i + 1]));
+    for (int i = 0; i < 2; i++)
+        u[i] = _mm512_add_epi32(_mm512_unpacklo_epi64(t[2 * i], t[2 * i + 1]),
+                                _mm512_unpackhi_epi64(t[2 * i], t[2 * i + 1]));
+    return _mm512_add_epi32(_mm512_shuffle_i32x4(u[0], u[1], _MM_SHUFFLE(2, 0, 2, 0)),
+                            _mm512_shuffle_i32x4(u[0], u[1], _MM_SHUFFLE(3, 1, 3, 1)));
+}
+
+/* the d of 8 rows' block b, as floats */
+static inline __m256 scales8_q4_0(const block_q4_0 *const wr[8], int64_t b) {
+    return _mm256_cvtph_ps(_mm_setr_epi16((short)wr[0][b].d, (short)wr[1][b].d, (short)wr[2][b].d, (short)wr[3][b].d,
+                                          (short)wr[4][b].d, (short)wr[5][b].d, (short)wr[6][b].d, (short)wr[7][b].d));
+}
+
+/* lane l of a totals_halves8 result over 4 row pairs: row 2*(l%4) + (l/4)%2 */
+#define ROW_OF_LANE _mm512_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7, 0, 2, 4, 6, 1, 3, 5, 7)
+
+static inline __m512i act_q8_0(const block_q8_0 *ab, __m512i *corr) {
+    const __m512i av = act512(ab->qs);
+    *corr = corr512(av, 8);
+    return av;
+}
+
+/* 8 rows (clamped to n_rows: the repeats are not stored) x one token, two
+ * blocks per reduction */
+static void gemv_q4_0_r8_x8(int64_t nb, const block_q4_0 *const wr[8], const block_q8_0 *ar, float *y, int nr) {
+    __m256 acc = _mm256_setzero_ps();
+    const __m512i rows = ROW_OF_LANE;
+    for (int64_t b = 0; b < nb; b += 2) {
+        const int64_t b1 = b + 1 < nb ? b + 1 : b;
+        __m512i c0, c1;
+        const __m512i a0 = act_q8_0(&ar[b], &c0), a1 = act_q8_0(&ar[b1], &c1);
+        __m512i l[8];
+        for (int m = 0; m < 4; m++) {
+            _mm_prefetch((const char *)&wr[2 * m][b] + PF_DIST, _MM_HINT_T0);
+            _mm_prefetch((const char *)&wr[2 * m + 1][b] + PF_DIST, _MM_HINT_T0);
+            l[m] = _mm512_dpbusd_epi32(c0, nibbles2(wr[2 * m][b].qs, wr[2 * m + 1][b].qs), a0);
+            l[4 + m] = _mm512_dpbusd_epi32(c1, nibbles2(wr[2 * m][b1].qs, wr[2 * m + 1][b1].qs), a1);
+        }
+        const __m512 tot = _mm512_cvtepi32_ps(totals_halves8(l));
+        const __m512 d0 = _mm512_permutexvar_ps(rows, _mm512_castps256_ps512(scales8_q4_0(wr, b)));
+        acc = _mm256_fmadd_ps(_mm512_castps512_ps256(tot),
+                              _mm256_mul_ps(_mm512_castps512_ps256(d0), _mm256_set1_ps(fp16_1(ar[b].d))), acc);
+        if (b1 != b) {
+            const __m512 d1 = _mm512_permutexvar_ps(rows, _mm512_castps256_ps512(scales8_q4_0(wr, b1)));
+            acc = _mm256_fmadd_ps(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(tot), 1)),
+                                  _mm256_mul_ps(_mm512_castps512_ps256(d1), _mm256_set1_ps(fp16_1(ar[b1].d))), acc);
+        }
+    }
+    float out[8];
+    _mm256_storeu_ps(out, acc);
+    for (int l = 0; l < 8; l++) {
+        const int r = 2 * (l % 4) + (l / 4) % 2;
+        if (r < nr) y[r] = out[l];
+    }
+}
+
+/* 8 rows x 4 tokens: lanes (row, token) of two 16-lane accumulators */
+static void tile_q4_0_r8(int64_t nb, const block_q4_0 *const wr[8], const block_q8_0 *const at[4],
+                         float *y, int64_t ldy, int nr, int nt) {
+    __m512 acc[2] = { _mm512_setzero_ps(), _mm512_setzero_ps() };
+    const __m512i rows = ROW_OF_LANE;
+    const __m512i tok[2] = { _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1),
+                             _mm512_setr_epi32(2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3) };
+    for (int64_t b = 0; b < nb; b++) {
+        __m512i av[4], cv[4], wv[4];
+        float da[4];
+        for (int t = 0; t < 4; t++) {
+            av[t] = act_q8_0(&at[t][b], &cv[t]);
+            da[t] = fp16_1(at[t][b].d);
+        }
+        for (int m = 0; m < 4; m++) wv[m] = nibbles2(wr[2 * m][b].qs, wr[2 * m + 1][b].qs);
+        const __m512 dw = _mm512_permutexvar_ps(rows, _mm512_castps256_ps512(scales8_q4_0(wr, b)));
+        const __m512 da4 = _mm512_castps128_ps512(_mm_loadu_ps(da));
+        for (int h = 0; h < 2; h++) {            /* tokens 2h, 2h+1 */
+            __m512i l[8];
+            for (int k = 0; k < 2; k++)
+                for (int m = 0; m < 4; m++)
+                    l[4 * k + m] = _mm512_dpbusd_epi32(cv[2 * h + k], wv[m], av[2 * h + k]);
+            const __m512 sc = _mm512_mul_ps(dw, _mm512_permutexvar_ps(tok[h], da4));
+            acc[h] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(totals_halves8(l)), sc, acc[h]);
+        }
+    }
+    for (int h = 0; h < 2; h++) {
+        float out[16];
+        _mm512_storeu_ps(out, acc[h]);
+        for (int l = 0; l < 16; l++) {
+            const int r = 2 * (l % 4) + (l / 4) % 2, t = 2 * h + l / 8;
+            if (r < nr && t < nt) y[t * ldy + r] = out[l];
+        }
+    }
+}
+
+static void gemm512_q4_0_r8(int64_t n, const void *w, int64_t w_row, int64_t n_rows,
+                            const void *a, int64_t a_row, int64_t n_tok, float *y, int64_t ldy) {
+    const int64_t nb = n / 32;
+    for (int64_t r0 = 0; r0 < n_rows; r0 += 8) {
+        const int nr = n_rows - r0 < 8 ? (int)(n_rows - r0) : 8;
+        const block_q4_0 *wr[8];
+        for (int i = 0; i < 8; i++)
+            wr[i] = (const block_q4_0 *)((const char *)w + (r0 + (i < nr ? i : nr - 1)) * w_row);
+        if (n_tok == 1) {
+            gemv_q4_0_r8_x8(nb, wr, (const block_q8_0 *)a, y + r0, nr);
+            continue;
+        }
+        for (int64_t t0 = 0; t0 < n_tok; t0 += 4) {
+            const int nt = n_tok - t0 < 4 ? (int)(n_tok - t0) : 4;
+            const block_q8_0 *at[4];
+            for (int t = 0; t < 4; t++)
+                at[t] = (const block_q8_0 *)((const char *)a + (t0 + (t < nt ? t : nt - 1)) * a_row);
+            tile_q4_0_r8(nb, wr, at, y + t0 * ldy + r0, ldy, nr, nt);
+        }
+    }
+}
+
 void pyrt_gemm_fill_avx512(pyrt_kernels *k) {
+    k->gemm_r8[PYRT_TYPE_Q4_0] = gemm512_q4_0_r8;
     k->gemm[PYRT_TYPE_Q4_0] = gemm512_q4_0;
     k->gemm[PYRT_TYPE_Q4_1] = gemm512_q4_1;
     k->gemm[PYRT_TYPE_Q5_0] = gemm512_q5_0;
