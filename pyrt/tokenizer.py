@@ -137,6 +137,8 @@ _KNOWN_TEXTS = frozenset((
     "<mask>", "[MASK]", "</s>", "<unk>", "<s>", "<|endoftext|>",     # per-model fix-ups
     *map(chr, range(0x80)),                                          # SPM one-byte fallbacks
     "<pyrt-unknown>",                                                # SPM unknown piece
+    # what pyrt.chat looks up to pick a template and its stop tokens (kept in sync by a test)
+    "<start_of_turn>", "<|start_header_id|>", "<|im_start|>", "<|assistant|>", "[INST]", "[/INST]",
 ))
 
 _SPECIAL_OR_BYTE = ATTR_CONTROL | ATTR_USER_DEFINED | ATTR_UNKNOWN | ATTR_BYTE

@@ -121,3 +121,10 @@ def test_duplicate_tokens_rejected(kind, dup, orig):
     with pytest.raises(ValueError, match=rf"tokenizer.ggml.tokens\[{dup}\] = .* duplicates "
                                          rf"tokenizer.ggml.tokens\[{orig}\]"):
         load_tokenizer({**meta, "tokenizer.ggml.tokens": toks})
+
+
+def test_chat_lookups_need_no_full_map():
+    from pyrt.chat import _DETECT, END_OF_TURN_TEXTS
+    from pyrt.tokenizer import _KNOWN_TEXTS
+    assert {t for markers, _ in _DETECT for t in markers} <= _KNOWN_TEXTS
+    assert set(END_OF_TURN_TEXTS) <= _KNOWN_TEXTS
