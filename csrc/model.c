@@ -310,10 +310,12 @@ int pyrt_ctx_create(const pyrt_model *m, int32_t n_ctx, int32_t n_threads, int32
     c->qbuf[0] = alloc_aligned(B * (size_t)mm_act_bytes_bound(widest));
     c->qbuf[1] = alloc_aligned(B * (size_t)mm_act_bytes_bound(widest));
     /* attention groups: all query heads of a kv head for attn_tok consecutive
-     * tokens (about 8 queries); one token for very long contexts, where the
-     * per-query score rows would take too much memory */
+     * tokens, at least 16 queries (an even number: the kernel pairs them; more
+     * queries share each converted V tile); one token for very long
+     * contexts, where the per-query score rows would take too much memory */
     const int32_t gqa = hp->n_head / hp->n_head_kv;
-    c->attn_tok = gqa >= 8 || n_ctx > 65536 ? 1 : 8 / gqa;
+    c->attn_tok = gqa >= 16 || n_ctx > 65536 ? 1 : (16 + gqa - 1) / gqa;
+    if (c->attn_tok > 1 && (c->attn_tok * gqa) % 2) c->attn_tok++;
     const size_t n_q = (size_t)c->attn_tok * gqa;
     c->scores = alloc_aligned((size_t)n_threads * n_q * (n_ctx + 32) * sizeof(float));
     c->probs16 = alloc_aligned((size_t)n_threads * (n_ctx + 32) * sizeof(pyrt_fp16));

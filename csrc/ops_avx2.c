@@ -252,7 +252,7 @@ static inline void score_tile_4x2(const pyrt_fp16 *k, int64_t st, const float *q
 }
 
 /* sc[i*R + j] = scale * q_i.k_j for queries i < nq (qf: [nq][hd]), j in [lo, hi] */
-static void attn_scores(float *sc, int64_t R, const pyrt_fp16 *k, int64_t st, const float *qf,
+static __attribute__((noinline)) void attn_scores(float *sc, int64_t R, const pyrt_fp16 *k, int64_t st, const float *qf,
                         int32_t nq, int32_t hd, int32_t lo, int32_t hi, float scale) {
     const __m256 vscale = _mm256_set1_ps(scale);
     int32_t j = lo;
@@ -275,7 +275,7 @@ static void attn_scores(float *sc, int64_t R, const pyrt_fp16 *k, int64_t st, co
 
 /* Softmax of row[first..last] (absolute positions) as attn_one_avx2, leaving
  * the f16-rounded probabilities as f32 in row[base..end) (0 outside). */
-static void softmax_row(float *row, int32_t first, int32_t last, int32_t base, int32_t end) {
+static __attribute__((noinline)) void softmax_row(float *row, int32_t first, int32_t last, int32_t base, int32_t end) {
     const int32_t g0 = first & ~7, g1 = (last + 8) & ~7;
     for (int32_t j = g0; j < first; j++) row[j] = -INFINITY;
     for (int32_t j = last + 1; j < g1; j++) row[j] = -INFINITY;
@@ -339,10 +339,23 @@ static inline void pv_tile_one(float *sl, const float *p, const float *vf, int32
             }
 }
 
+/* vf[j][0..dn) = v[j*st + 0..dn) as f32 for j < n; returns a vector with a
+ * NaN lane if any value is inf or NaN */
+static inline __m256 v_tile_f32(float *vf, const pyrt_fp16 *v, int64_t st, int32_t n, int32_t dn) {
+    __m256 nonfinite = _mm256_setzero_ps();
+    for (int32_t j = 0; j < n; j++)
+        for (int32_t c = 0; c < dn; c += 8) {
+            const __m256 x = ld16(v + (int64_t)j * st + c);
+            nonfinite = _mm256_or_ps(nonfinite, _mm256_sub_ps(x, x));
+            _mm256_store_ps(vf + (int64_t)j * PV_D + c, x);
+        }
+    return nonfinite;
+}
+
 /* out_i = sum_j p_ij v_j for all queries of a group (probability rows over
  * [base, end), zero outside each query's range), in 8 slots (j mod 8) per
  * dimension combined in the batched order. slots: [nq][8][PV_D]. */
-static void attn_pv_group(const pyrt_attn_args *a, const float *sc, int64_t R, int32_t base, int32_t end,
+static __attribute__((noinline)) void attn_pv_group(const pyrt_attn_args *a, const float *sc, int64_t R, int32_t base, int32_t end,
                           float *slots, float *vf) {
     const int32_t nh = a->n_head > 1 ? a->n_head : 1, nq = (a->n_tok > 1 ? a->n_tok : 1) * nh;
     const int32_t hd = a->head_dim, hi = a->last + nq / nh - 1;
@@ -353,25 +366,24 @@ static void attn_pv_group(const pyrt_attn_args *a, const float *sc, int64_t R, i
         for (int32_t p0 = base; p0 < end; p0 += PV_S) {
             const int32_t p1 = end - p0 < PV_S ? end : p0 + PV_S;
             /* V tile to f32; rows past every query's last are zero */
-            __m256 nonfinite = _mm256_setzero_ps();
-            for (int32_t j = p0; j < p1; j++)
-                for (int32_t c = 0; c < dn; c += 8) {
-                    const __m256 x = j <= hi ? ld16(a->v + (int64_t)j * st + d0 + c) : _mm256_setzero_ps();
-                    nonfinite = _mm256_or_ps(nonfinite, _mm256_sub_ps(x, x));
-                    _mm256_store_ps(vf + (int64_t)(j - p0) * PV_D + c, x);
-                }
+            const int32_t jv = p1 <= hi ? p1 : hi + 1;
+            const __m256 nonfinite = dn == PV_D ? v_tile_f32(vf, a->v + (int64_t)p0 * st + d0, st, jv - p0, PV_D)
+                                                : v_tile_f32(vf, a->v + (int64_t)p0 * st + d0, st, jv - p0, dn);
+            if (jv < p1) memset(vf + (int64_t)(jv - p0) * PV_D, 0, sizeof(float) * (size_t)(p1 - jv) * PV_D);
             /* A zero probability adds exactly nothing to a slot, so the pair
              * kernel need not skip it: slots start at +0 and never become -0
              * (products of nonzero f16 values are multiples of 2^-48, so no
              * nonzero sum rounds to zero), unless the value is inf or NaN. */
             const int finite = !_mm256_movemask_ps(_mm256_cmp_ps(nonfinite, nonfinite, _CMP_UNORD_Q));
-            int32_t i = 0;
             if (finite && dn == PV_D)
-                for (; i + 1 < nq; i += 2)
-                    pv_tile_pair(slots + (size_t)i * 8 * PV_D, slots + (size_t)(i + 1) * 8 * PV_D,
-                                 sc + (int64_t)i * R, sc + (int64_t)(i + 1) * R, vf, p0, p1);
-            for (; i < nq; i++)
-                pv_tile_one(slots + (size_t)i * 8 * PV_D, sc + (int64_t)i * R, vf, dn, p0, p1);
+                for (int32_t i = 0; i < nq; i += 2) {
+                    const int32_t i2 = i + 1 < nq ? i + 1 : i;    /* an odd one pairs with itself */
+                    pv_tile_pair(slots + (size_t)i * 8 * PV_D, slots + (size_t)i2 * 8 * PV_D,
+                                 sc + (int64_t)i * R, sc + (int64_t)i2 * R, vf, p0, p1);
+                }
+            else
+                for (int32_t i = 0; i < nq; i++)
+                    pv_tile_one(slots + (size_t)i * 8 * PV_D, sc + (int64_t)i * R, vf, dn, p0, p1);
         }
         for (int32_t i = 0; i < nq; i++) {
             const float *sl = slots + (size_t)i * 8 * PV_D;
