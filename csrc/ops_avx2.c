@@ -273,33 +273,50 @@ static __attribute__((noinline)) void attn_scores(float *sc, int64_t R, const py
         }
 }
 
-/* Softmax of row[first..last] (absolute positions) as attn_one_avx2, leaving
- * the f16-rounded probabilities as f32 in row[base..end) (0 outside). */
-static __attribute__((noinline)) void softmax_row(float *row, int32_t first, int32_t last, int32_t base, int32_t end) {
+/* Softmax of the nr rows at row0 + r*R (by absolute position), all over
+ * [first, last], each as attn_one_avx2, leaving the f16-rounded
+ * probabilities as f32 in [base, end) (0 outside [first, last]). Rows are
+ * done together so their serial double sums overlap. */
+#define SM_ROWS 4
+static __attribute__((noinline)) void softmax_rows(float *row0, int64_t R, int32_t nr, int32_t first, int32_t last,
+                                                   int32_t base, int32_t end) {
     const int32_t g0 = first & ~7, g1 = (last + 8) & ~7;
-    for (int32_t j = g0; j < first; j++) row[j] = -INFINITY;
-    for (int32_t j = last + 1; j < g1; j++) row[j] = -INFINITY;
-    /* max: NaN scores are skipped, as the scalar `s > mx`; a +-0 maximum
-     * gives the same differences either way */
-    __m256 vm = _mm256_set1_ps(-INFINITY);
-    for (int32_t j = g0; j < g1; j += 8) vm = _mm256_max_ps(_mm256_loadu_ps(row + j), vm);
-    __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(vm), _mm256_extractf128_ps(vm, 1));
-    m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
-    m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
-    const __m256 vmax = _mm256_broadcastss_ps(m4);
-    double sum = 0.0;
-    for (int32_t j = g0; j < g1; j += 8) {
-        const __m256 x = _mm256_loadu_ps(row + j);
-        __m256 e = exp8(_mm256_sub_ps(x, vmax));
-        e = _mm256_and_ps(e, _mm256_cmp_ps(x, _mm256_set1_ps(-INFINITY), _CMP_NEQ_OQ));
-        _mm256_storeu_ps(row + j, e);
-        sum += (double)hsum8(e);
+    for (int32_t r0 = 0; r0 < nr; r0 += SM_ROWS) {
+        const int32_t n = nr - r0 < SM_ROWS ? nr - r0 : SM_ROWS;
+        float *rows[SM_ROWS];
+        __m256 vmax[SM_ROWS];
+        double sum[SM_ROWS];
+        for (int32_t r = 0; r < n; r++) {
+            float *row = rows[r] = row0 + (int64_t)(r0 + r) * R;
+            for (int32_t j = g0; j < first; j++) row[j] = -INFINITY;
+            for (int32_t j = last + 1; j < g1; j++) row[j] = -INFINITY;
+            /* max: NaN scores are skipped, as the scalar `s > mx`; a +-0
+             * maximum gives the same differences either way */
+            __m256 vm = _mm256_set1_ps(-INFINITY);
+            for (int32_t j = g0; j < g1; j += 8) vm = _mm256_max_ps(_mm256_loadu_ps(row + j), vm);
+            __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(vm), _mm256_extractf128_ps(vm, 1));
+            m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+            m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+            vmax[r] = _mm256_broadcastss_ps(m4);
+            sum[r] = 0.0;
+        }
+        for (int32_t j = g0; j < g1; j += 8)
+            for (int32_t r = 0; r < n; r++) {
+                const __m256 x = _mm256_loadu_ps(rows[r] + j);
+                __m256 e = exp8(_mm256_sub_ps(x, vmax[r]));
+                e = _mm256_and_ps(e, _mm256_cmp_ps(x, _mm256_set1_ps(-INFINITY), _CMP_NEQ_OQ));
+                _mm256_storeu_ps(rows[r] + j, e);
+                sum[r] += (double)hsum8(e);
+            }
+        for (int32_t r = 0; r < n; r++) {
+            float *row = rows[r];
+            const __m256 inv = _mm256_set1_ps((float)(1.0 / sum[r]));
+            for (int32_t j = g0; j < g1; j += 8)
+                _mm256_storeu_ps(row + j, _mm256_cvtph_ps(_mm256_cvtps_ph(_mm256_mul_ps(_mm256_loadu_ps(row + j), inv), 0)));
+            memset(row + base, 0, sizeof(float) * (size_t)(g0 - base));
+            memset(row + g1, 0, sizeof(float) * (size_t)(end - g1));
+        }
     }
-    const __m256 inv = _mm256_set1_ps((float)(1.0 / sum));
-    for (int32_t j = g0; j < g1; j += 8)
-        _mm256_storeu_ps(row + j, _mm256_cvtph_ps(_mm256_cvtps_ph(_mm256_mul_ps(_mm256_loadu_ps(row + j), inv), 0)));
-    memset(row + base, 0, sizeof(float) * (size_t)(g0 - base));
-    memset(row + g1, 0, sizeof(float) * (size_t)(end - g1));
 }
 
 #define PV_D 32     /* dims per V tile (4 chunks of 8)  */
@@ -315,7 +332,9 @@ static inline void pv_tile_pair(float *sla, float *slb, const float *pa, const f
         __m256 b0 = _mm256_load_ps(sb), b1 = _mm256_load_ps(sb + 8), b2 = _mm256_load_ps(sb + 16), b3 = _mm256_load_ps(sb + 24);
         for (int32_t j = p0 + k; j < p1; j += 8) {
             const float *v = vf + (int64_t)(j - p0) * PV_D;
-            const __m256 v0 = _mm256_load_ps(v), v1 = _mm256_load_ps(v + 8), v2 = _mm256_load_ps(v + 16), v3 = _mm256_load_ps(v + 24);
+            __m256 v0 = _mm256_load_ps(v), v1 = _mm256_load_ps(v + 8), v2 = _mm256_load_ps(v + 16), v3 = _mm256_load_ps(v + 24);
+            /* one load per value for both queries (GCC would fold each into both FMAs) */
+            __asm__("" : "+x"(v0), "+x"(v1), "+x"(v2), "+x"(v3));
             const __m256 x = _mm256_broadcast_ss(pa + j), y = _mm256_broadcast_ss(pb + j);
             a0 = _mm256_fmadd_ps(v0, x, a0); b0 = _mm256_fmadd_ps(v0, y, b0);
             a1 = _mm256_fmadd_ps(v1, x, a1); b1 = _mm256_fmadd_ps(v1, y, b1);
@@ -431,7 +450,7 @@ static void attn_head_avx2(const pyrt_attn_args *a) {
     attn_scores(sc, R, a->k, a->stride, qf, nq, hd, lo, hi, a->scale);
     for (int32_t t = 0; t < nt; t++) {
         const pyrt_attn_args o = pyrt_attn_query(a, t, 0);
-        for (int32_t g = 0; g < nh; g++) softmax_row(sc + (int64_t)(t * nh + g) * R, o.first, o.last, base, base + R);
+        softmax_rows(sc + (int64_t)t * nh * R, R, nh, o.first, o.last, base, base + R);
     }
     attn_pv_group(a, sc, R, base, base + R, slots, vf);
 }
