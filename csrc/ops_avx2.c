@@ -278,43 +278,54 @@ static __attribute__((noinline)) void attn_scores(float *sc, int64_t R, const py
  * probabilities as f32 in [base, end) (0 outside [first, last]). Rows are
  * done together so their serial double sums overlap. */
 #define SM_ROWS 4
+/* n (1..SM_ROWS) rows from row0; inlined with a constant n so the sums stay in registers */
+static inline __attribute__((always_inline)) void softmax_rows_n(float *row0, int64_t R, const int32_t n,
+                                                                 int32_t first, int32_t last, int32_t base, int32_t end) {
+    const int32_t g0 = first & ~7, g1 = (last + 8) & ~7;
+    float *rows[SM_ROWS];
+    __m256 vmax[SM_ROWS];
+    double sum[SM_ROWS];
+    for (int32_t r = 0; r < n; r++) {
+        float *row = rows[r] = row0 + (int64_t)r * R;
+        for (int32_t j = g0; j < first; j++) row[j] = -INFINITY;
+        for (int32_t j = last + 1; j < g1; j++) row[j] = -INFINITY;
+        /* max: NaN scores are skipped, as the scalar `s > mx`; a +-0
+         * maximum gives the same differences either way */
+        __m256 vm = _mm256_set1_ps(-INFINITY);
+        for (int32_t j = g0; j < g1; j += 8) vm = _mm256_max_ps(_mm256_loadu_ps(row + j), vm);
+        __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(vm), _mm256_extractf128_ps(vm, 1));
+        m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+        m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+        vmax[r] = _mm256_broadcastss_ps(m4);
+        sum[r] = 0.0;
+    }
+    for (int32_t j = g0; j < g1; j += 8)
+        for (int32_t r = 0; r < n; r++) {
+            const __m256 x = _mm256_loadu_ps(rows[r] + j);
+            __m256 e = exp8(_mm256_sub_ps(x, vmax[r]));
+            e = _mm256_and_ps(e, _mm256_cmp_ps(x, _mm256_set1_ps(-INFINITY), _CMP_NEQ_OQ));
+            _mm256_storeu_ps(rows[r] + j, e);
+            sum[r] += (double)hsum8(e);
+        }
+    for (int32_t r = 0; r < n; r++) {
+        float *row = rows[r];
+        const __m256 inv = _mm256_set1_ps((float)(1.0 / sum[r]));
+        for (int32_t j = g0; j < g1; j += 8)
+            _mm256_storeu_ps(row + j, _mm256_cvtph_ps(_mm256_cvtps_ph(_mm256_mul_ps(_mm256_loadu_ps(row + j), inv), 0)));
+        memset(row + base, 0, sizeof(float) * (size_t)(g0 - base));
+        memset(row + g1, 0, sizeof(float) * (size_t)(end - g1));
+    }
+}
+
 static __attribute__((noinline)) void softmax_rows(float *row0, int64_t R, int32_t nr, int32_t first, int32_t last,
                                                    int32_t base, int32_t end) {
-    const int32_t g0 = first & ~7, g1 = (last + 8) & ~7;
     for (int32_t r0 = 0; r0 < nr; r0 += SM_ROWS) {
-        const int32_t n = nr - r0 < SM_ROWS ? nr - r0 : SM_ROWS;
-        float *rows[SM_ROWS];
-        __m256 vmax[SM_ROWS];
-        double sum[SM_ROWS];
-        for (int32_t r = 0; r < n; r++) {
-            float *row = rows[r] = row0 + (int64_t)(r0 + r) * R;
-            for (int32_t j = g0; j < first; j++) row[j] = -INFINITY;
-            for (int32_t j = last + 1; j < g1; j++) row[j] = -INFINITY;
-            /* max: NaN scores are skipped, as the scalar `s > mx`; a +-0
-             * maximum gives the same differences either way */
-            __m256 vm = _mm256_set1_ps(-INFINITY);
-            for (int32_t j = g0; j < g1; j += 8) vm = _mm256_max_ps(_mm256_loadu_ps(row + j), vm);
-            __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(vm), _mm256_extractf128_ps(vm, 1));
-            m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
-            m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
-            vmax[r] = _mm256_broadcastss_ps(m4);
-            sum[r] = 0.0;
-        }
-        for (int32_t j = g0; j < g1; j += 8)
-            for (int32_t r = 0; r < n; r++) {
-                const __m256 x = _mm256_loadu_ps(rows[r] + j);
-                __m256 e = exp8(_mm256_sub_ps(x, vmax[r]));
-                e = _mm256_and_ps(e, _mm256_cmp_ps(x, _mm256_set1_ps(-INFINITY), _CMP_NEQ_OQ));
-                _mm256_storeu_ps(rows[r] + j, e);
-                sum[r] += (double)hsum8(e);
-            }
-        for (int32_t r = 0; r < n; r++) {
-            float *row = rows[r];
-            const __m256 inv = _mm256_set1_ps((float)(1.0 / sum[r]));
-            for (int32_t j = g0; j < g1; j += 8)
-                _mm256_storeu_ps(row + j, _mm256_cvtph_ps(_mm256_cvtps_ph(_mm256_mul_ps(_mm256_loadu_ps(row + j), inv), 0)));
-            memset(row + base, 0, sizeof(float) * (size_t)(g0 - base));
-            memset(row + g1, 0, sizeof(float) * (size_t)(end - g1));
+        float *rows = row0 + (int64_t)r0 * R;
+        switch (nr - r0 < SM_ROWS ? nr - r0 : SM_ROWS) {
+        case 1: softmax_rows_n(rows, R, 1, first, last, base, end); break;
+        case 2: softmax_rows_n(rows, R, 2, first, last, base, end); break;
+        case 3: softmax_rows_n(rows, R, 3, first, last, base, end); break;
+        default: softmax_rows_n(rows, R, SM_ROWS, first, last, base, end); break;
         }
     }
 }
