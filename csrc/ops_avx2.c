@@ -111,29 +111,37 @@ static inline float reduce4(__m256 s0, __m256 s1, __m256 s2, __m256 s3) {
 static inline __m256 ld16(const pyrt_fp16 *p) { return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p)); }
 
 /* q . k for one cache row, batched shape (one accumulator, lanes d mod 8) */
-static inline float dot_kq_batched(const pyrt_fp16 *k, const pyrt_fp16 *q, int32_t n) {
+static inline float dot_kq_batched(const pyrt_fp16 *k, const float *q, int32_t n) {
     __m256 acc = _mm256_setzero_ps();
-    for (int32_t d = 0; d < n; d += 8) acc = _mm256_fmadd_ps(ld16(k + d), ld16(q + d), acc);
+    for (int32_t d = 0; d < n; d += 8) acc = _mm256_fmadd_ps(ld16(k + d), _mm256_loadu_ps(q + d), acc);
     return hsum8(acc);
 }
 
 /* q . k, single-token shape (ggml_vec_dot_f16) */
-static inline float dot_kq_single(const pyrt_fp16 *k, const pyrt_fp16 *q, int32_t n) {
+static inline float dot_kq_single(const pyrt_fp16 *k, const float *q, int32_t n) {
     const int32_t np = n & ~31;
     __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
     for (int32_t d = 0; d < np; d += 32) {
-        s0 = _mm256_fmadd_ps(ld16(k + d), ld16(q + d), s0);
-        s1 = _mm256_fmadd_ps(ld16(k + d + 8), ld16(q + d + 8), s1);
-        s2 = _mm256_fmadd_ps(ld16(k + d + 16), ld16(q + d + 16), s2);
-        s3 = _mm256_fmadd_ps(ld16(k + d + 24), ld16(q + d + 24), s3);
+        s0 = _mm256_fmadd_ps(ld16(k + d), _mm256_loadu_ps(q + d), s0);
+        s1 = _mm256_fmadd_ps(ld16(k + d + 8), _mm256_loadu_ps(q + d + 8), s1);
+        s2 = _mm256_fmadd_ps(ld16(k + d + 16), _mm256_loadu_ps(q + d + 16), s2);
+        s3 = _mm256_fmadd_ps(ld16(k + d + 24), _mm256_loadu_ps(q + d + 24), s3);
     }
     double sum = reduce4(s0, s1, s2, s3);
     for (int32_t d = np; d < n; d++)
-        sum += (double)(_cvtsh_ss(k[d]) * _cvtsh_ss(q[d]));
+        sum += (double)(_cvtsh_ss(k[d]) * q[d]);
     return (float)sum;
 }
 
 /* ---- attention ----------------------------------------------------------------- */
+
+/* Cache rows come from memory in token generation (the weights streamed
+ * since the last token evicted them): fetch a few rows ahead (a prefetch
+ * past the end of the cache is harmless: it never faults). */
+#define PF_AHEAD 8
+static inline void prefetch_row(const pyrt_fp16 *p, int32_t n) {
+    for (int32_t d = 0; d < n; d += 32) _mm_prefetch((const char *)(p + d), _MM_HINT_T0);
+}
 
 /* One query (the reference shape for the group kernel below). */
 static void attn_one_avx2(const pyrt_attn_args *a) {
@@ -144,13 +152,16 @@ static void attn_one_avx2(const pyrt_attn_args *a) {
     float *sc = a->scores;                 /* indexed by absolute position */
     pyrt_fp16 *p16 = a->probs16;
 
-    for (int32_t d = 0; d < hd; d++) a->q16[d] = pyrt_fp32_to_fp16(a->q[d]);
+    /* q rounded to f16, kept as f32 in acc (free until the V pass) */
+    float *qf = a->acc;
+    for (int32_t d = 0; d < hd; d++) qf[d] = _cvtsh_ss(pyrt_fp32_to_fp16(a->q[d]));
 
     /* scores, scaled; max over the visible positions */
     float mx = -INFINITY;
     for (int32_t j = first; j <= last; j++) {
         const pyrt_fp16 *kj = a->k + (int64_t)j * st;
-        const float s = (batched ? dot_kq_batched(kj, a->q16, hd) : dot_kq_single(kj, a->q16, hd)) * a->scale;
+        prefetch_row(kj + PF_AHEAD * st, hd);
+        const float s = (batched ? dot_kq_batched(kj, qf, hd) : dot_kq_single(kj, qf, hd)) * a->scale;
         sc[j] = s;
         if (s > mx) mx = s;
     }
@@ -183,6 +194,7 @@ static void attn_one_avx2(const pyrt_attn_args *a) {
         const float p = _cvtsh_ss(p16[j]);
         if (p == 0.0f) continue;            /* adds exactly +0 */
         const pyrt_fp16 *vj = a->v + (int64_t)j * st;
+        prefetch_row(vj + PF_AHEAD * st, hd);
         float *slot = acc + (size_t)(j % nslot) * hd;
         const __m256 pv = _mm256_set1_ps(p);
         int32_t d = 0;
@@ -265,12 +277,8 @@ static __attribute__((noinline)) void attn_scores(float *sc, int64_t R, const py
         }
     }
     for (; j <= hi; j++)
-        for (int32_t i = 0; i < nq; i++) {
-            __m256 acc = _mm256_setzero_ps();
-            for (int32_t d = 0; d < hd; d += 8)
-                acc = _mm256_fmadd_ps(ld16(k + (int64_t)j * st + d), _mm256_loadu_ps(qf + (int64_t)i * hd + d), acc);
-            sc[(int64_t)i * R + j] = hsum8(acc) * scale;
-        }
+        for (int32_t i = 0; i < nq; i++)
+            sc[(int64_t)i * R + j] = dot_kq_batched(k + (int64_t)j * st, qf + (int64_t)i * hd, hd) * scale;
 }
 
 /* Softmax of the nr rows at row0 + r*R (by absolute position), all over
