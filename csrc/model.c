@@ -229,10 +229,14 @@ struct pyrt_ctx {
     float *out;
 };
 
-/* attention scratch per thread (kernels.h: pyrt_attn_args.acc) */
+/* queries per attention group, and its scratch per thread (kernels.h:
+ * pyrt_attn_args.scores and .acc) */
+static size_t attn_n_q(const pyrt_ctx *c) {
+    return (size_t)c->attn_tok * (size_t)(c->m->hp.n_head / c->m->hp.n_head_kv);
+}
+static size_t attn_scores_floats(const pyrt_ctx *c) { return attn_n_q(c) * ((size_t)c->n_ctx + 32); }
 static size_t attn_acc_floats(const pyrt_ctx *c) {
-    const pyrt_hparams *hp = &c->m->hp;
-    const size_t n_q = (size_t)c->attn_tok * (hp->n_head / hp->n_head_kv), hd = (size_t)hp->head_dim;
+    const size_t n_q = attn_n_q(c), hd = (size_t)c->m->hp.head_dim;
     return 32 * hd > n_q * (hd + 264) ? 32 * hd : n_q * (hd + 264);
 }
 
@@ -316,8 +320,7 @@ int pyrt_ctx_create(const pyrt_model *m, int32_t n_ctx, int32_t n_threads, int32
     const int32_t gqa = hp->n_head / hp->n_head_kv;
     c->attn_tok = gqa >= 16 || n_ctx > 65536 ? 1 : (16 + gqa - 1) / gqa;
     if (c->attn_tok > 1 && (c->attn_tok * gqa) % 2) c->attn_tok++;
-    const size_t n_q = (size_t)c->attn_tok * gqa;
-    c->scores = alloc_aligned((size_t)n_threads * n_q * (n_ctx + 32) * sizeof(float));
+    c->scores = alloc_aligned((size_t)n_threads * attn_scores_floats(c) * sizeof(float));
     c->probs16 = alloc_aligned((size_t)n_threads * (n_ctx + 32) * sizeof(pyrt_fp16));
     c->q16 = alloc_aligned((size_t)n_threads * hp->head_dim * sizeof(pyrt_fp16));
     c->attn_acc = alloc_aligned((size_t)n_threads * attn_acc_floats(c) * sizeof(float));
@@ -468,7 +471,7 @@ static void forward_job(void *arg, int ith, int nth) {
         .stride = KVD, .head_dim = (int32_t)HD,
         .batched = (c->n_shape > 0 ? c->n_shape : B) > 1,
         .scale = g3 ? 1.0f : attn_scale,   /* gemma3 scales q itself, below */
-        .scores = c->scores + (size_t)ith * c->attn_tok * gqa * (c->n_ctx + 32),
+        .scores = c->scores + (size_t)ith * attn_scores_floats(c),
         .probs16 = c->probs16 + (size_t)ith * (c->n_ctx + 32),
         .q16 = c->q16 + (size_t)ith * HD,
         .acc = c->attn_acc + (size_t)ith * attn_acc_floats(c),

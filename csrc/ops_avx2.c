@@ -341,7 +341,7 @@ static __attribute__((noinline)) void softmax_rows(float *row0, int64_t R, int32
 #define PV_D 32     /* dims per V tile (4 chunks of 8)  */
 #define PV_S 256    /* positions per V tile (32 KiB f32) */
 
-/* Slots k of queries a and b (sla/slb: [8][PV_D]) over the tile's positions
+/* The 8 slots of queries a and b (sla/slb: [8][PV_D]) over the tile's positions
  * [p0, p1) (p0 % 8 == 0) from vf [p1 - p0][PV_D], probabilities pa/pb. */
 static inline void pv_tile_pair(float *sla, float *slb, const float *pa, const float *pb,
                                 const float *vf, int32_t p0, int32_t p1) {
