@@ -121,7 +121,31 @@ static inline __m256i lanes_us(__m256i w, __m256i a) {
  * (wm: [rows][nb] mins, asT: [nb][PANEL_T] activation sums) */
 __attribute__((unused)) static void gemm_add_mins(int64_t nb, const float *wm, int64_t n_r, const float *asT, int64_t n_t,
                           float *y, int64_t ldy) {
-    for (int64_t r = 0; r < n_r; r++) {
+    int64_t r = 0;
+    /* 4 rows at a time: independent chains hide the FMA latency */
+    for (; r + 4 <= n_r; r += 4) {
+        int64_t t = 0;
+        for (; t + 8 <= n_t; t += 8) {
+            __m256 v[4] = { _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps() };
+            for (int64_t b = 0; b < nb; b++) {
+                const __m256 at = _mm256_loadu_ps(&asT[b * PANEL_T + t]);
+                for (int i = 0; i < 4; i++)
+                    v[i] = _mm256_fmadd_ps(_mm256_broadcast_ss(&wm[(r + i) * nb + b]), at, v[i]);
+            }
+            for (int i = 0; i < 4; i++) {
+                float out[8];
+                _mm256_storeu_ps(out, v[i]);
+                for (int k = 0; k < 8; k++) y[(t + k) * ldy + r + i] += out[k];
+            }
+        }
+        for (; t < n_t; t++)
+            for (int i = 0; i < 4; i++) {
+                float v = 0.0f;
+                for (int64_t b = 0; b < nb; b++) v = fmaf(wm[(r + i) * nb + b], asT[b * PANEL_T + t], v);
+                y[t * ldy + r + i] += v;
+            }
+    }
+    for (; r < n_r; r++) {
         int64_t t = 0;
         for (; t + 8 <= n_t; t += 8) {
             __m256 v = _mm256_setzero_ps();

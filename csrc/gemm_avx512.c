@@ -82,9 +82,25 @@ static inline void store_pair(float *y0, float *y1, __m512 acc) {
 /* y[t][r] += sum_b m_rb * s_tb as ggml's scalar FMA chain, 16 tokens per vector
  * (wm: [nb][PANEL_R] mins, asT: [nb][PANEL_T] activation sums) */
 static void add_mins(int64_t nb, const float *wm, int64_t n_r, const float *asT, int64_t n_t, float *y, int64_t ldy) {
-    for (int64_t r = 0; r < n_r; r++) {
-        int64_t t = 0;
-        for (; t + 16 <= n_t; t += 16) {
+    /* 8 rows x 16 tokens at a time: independent chains hide the FMA latency */
+    int64_t t = 0;
+    for (; t + 16 <= n_t; t += 16) {
+        int64_t r = 0;
+        for (; r + 8 <= n_r; r += 8) {
+            __m512 v[8];
+            for (int i = 0; i < 8; i++) v[i] = _mm512_setzero_ps();
+            for (int64_t b = 0; b < nb; b++) {
+                const __m512 at = _mm512_loadu_ps(&asT[b * PANEL_T + t]);
+                for (int i = 0; i < 8; i++)
+                    v[i] = _mm512_fmadd_ps(_mm512_set1_ps(wm[b * PANEL_R + r + i]), at, v[i]);
+            }
+            for (int i = 0; i < 8; i++) {
+                float out[16];
+                _mm512_storeu_ps(out, v[i]);
+                for (int k = 0; k < 16; k++) y[(t + k) * ldy + r + i] += out[k];
+            }
+        }
+        for (; r < n_r; r++) {
             __m512 v = _mm512_setzero_ps();
             for (int64_t b = 0; b < nb; b++)
                 v = _mm512_fmadd_ps(_mm512_set1_ps(wm[b * PANEL_R + r]), _mm512_loadu_ps(&asT[b * PANEL_T + t]), v);
@@ -92,14 +108,15 @@ static void add_mins(int64_t nb, const float *wm, int64_t n_r, const float *asT,
             _mm512_storeu_ps(out, v);
             for (int k = 0; k < 16; k++) y[(t + k) * ldy + r] += out[k];
         }
-        for (; t < n_t; t++) {
+    }
+    for (int64_t r = 0; r < n_r; r++) {
+        for (int64_t tt = t; tt < n_t; tt++) {
             float v = 0.0f;
-            for (int64_t b = 0; b < nb; b++) v = fmaf(wm[b * PANEL_R + r], asT[b * PANEL_T + t], v);
-            y[t * ldy + r] += v;
+            for (int64_t b = 0; b < nb; b++) v = fmaf(wm[b * PANEL_R + r], asT[b * PANEL_T + tt], v);
+            y[tt * ldy + r] += v;
         }
     }
 }
-
 /* rows r0 .. r0+2*rp-1 (the pair of the last row may repeat it: rdup) x
  * tokens t0 .. t0+rn-1, scales from the panel caches */
 #define TILE(WT, AT, UNPACK, OFF, rp, rn)                                                          \
