@@ -169,16 +169,18 @@ static void add_mins(int64_t nb, const float *wm, int64_t n_r, const float *asT,
                 wb[i] = (const WT *)((const char *)w + (r0 + i) * w_row) + b;                      \
                 _mm_prefetch((const char *)wb[i] + PF_DIST, _MM_HINT_T0);                          \
             }                                                                                      \
-            /* the first 4 bytes of the 8 blocks: d, and m where there is one */            \
-            const __m256i dm = _mm256_i32gather_epi32((const int *)wb[0], voff, 1);                \
-            const __m256 d8 = _mm256_cvtph_ps(_mm256_cvtepi32_epi16(dm));                          \
+            const __m256 d8 = _mm256_cvtph_ps(_mm_setr_epi16(                                      \
+                (short)wb[0]->d, (short)wb[1]->d, (short)wb[2]->d, (short)wb[3]->d,                \
+                (short)wb[4]->d, (short)wb[5]->d, (short)wb[6]->d, (short)wb[7]->d));              \
             for (int p = 0; p < GV; p++) {                                                         \
                 const __m512i wv = U2##UNPACK(wb[2 * p], wb[2 * p + 1]);              \
                 const __m512 pj = _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(cv, wv, av));             \
                 acc[p] = _mm512_fmadd_ps(_mm512_mul_ps(spread2(d8, 2 * p, 2 * p + 1), da), pj, acc[p]); \
             }                                                                                      \
             if (HAS_MIN) {                                                                         \
-                const __m256 m8 = _mm256_cvtph_ps(_mm256_cvtepi32_epi16(_mm256_srli_epi32(dm, 16))); \
+                const __m256 m8 = _mm256_cvtph_ps(_mm_setr_epi16(                                  \
+                    (short)MIN_OF(wb[0]), (short)MIN_OF(wb[1]), (short)MIN_OF(wb[2]), (short)MIN_OF(wb[3]), \
+                    (short)MIN_OF(wb[4]), (short)MIN_OF(wb[5]), (short)MIN_OF(wb[6]), (short)MIN_OF(wb[7]))); \
                 summs = _mm256_fmadd_ps(m8, _mm256_set1_ps(fp16_1(SUM_OF(ab))), summs);           \
             }                                                                                      \
         }                                                                                          \
@@ -199,8 +201,6 @@ static void add_mins(int64_t nb, const float *wm, int64_t n_r, const float *asT,
         (void)wm; (void)asT;                                                                       \
         int64_t r_first = 0;                                                                       \
         if (n_tok == 1) {       /* generation: stream 8 rows at a time */                        \
-            const __m256i voff = _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),     \
-                                                    _mm256_set1_epi32((int)w_row));                \
             const AT *ar = (const AT *)a;                                                          \
             for (int64_t r0 = 0; r0 + 2 * GV <= n_rows; r0 += 2 * GV) GEMV8(WT, AT, UNPACK, OFF, HAS_MIN); \
             r_first = n_rows - n_rows % (2 * GV);                                                  \
