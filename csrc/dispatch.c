@@ -124,10 +124,14 @@ static void fill_avx2_all(pyrt_kernels *k) {
     pyrt_ops_fill_avx2(k);
 #if defined(PYRT_HAVE_AVXVNNI)
     __builtin_cpu_init();
-    if (__builtin_cpu_supports("avxvnni") && !getenv("PYRT_NO_VNNI")) pyrt_gemm_fill_avx2_vnni(k);
+    const int vnni = __builtin_cpu_supports("avxvnni") && !getenv("PYRT_NO_VNNI");
+    if (vnni) pyrt_gemm_fill_avx2_vnni(k);
     else pyrt_gemm_fill_avx2(k);
+    if (vnni) pyrt_kquants_gemm_fill_avx2_vnni(k);
+    else pyrt_kquants_gemm_fill_avx2(k);
 #else
     pyrt_gemm_fill_avx2(k);
+    pyrt_kquants_gemm_fill_avx2(k);
 #endif
 #else
     (void)k;

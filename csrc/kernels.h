@@ -109,6 +109,8 @@ void pyrt_gemm_fill_avx2(pyrt_kernels *k);        /* gemm_avx2.c, x86-64 only */
 void pyrt_gemm_fill_avx2_vnni(pyrt_kernels *k);   /* gemm_avxvnni.c, if the compiler has AVX-VNNI */
 void pyrt_gemm_fill_avx512(pyrt_kernels *k);      /* gemm_avx512.c, if the compiler has AVX-512 */
 void pyrt_kquants_fill_avx512(pyrt_kernels *k);   /* kquants_avx512.c, likewise */
+void pyrt_kquants_gemm_fill_avx2(pyrt_kernels *k);      /* kquants_gemm_avx2.c, x86-64 only */
+void pyrt_kquants_gemm_fill_avx2_vnni(pyrt_kernels *k); /* kquants_gemm_avxvnni.c, if the compiler has AVX-VNNI */
 
 /* Query (t, g) of an attention group as a one-query call (same scratch). */
 static inline pyrt_attn_args pyrt_attn_query(const pyrt_attn_args *a, int32_t t, int32_t g) {
