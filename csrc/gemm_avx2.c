@@ -239,112 +239,113 @@ DEFINE_GEMM(GEMM_FN(gemm_q8_0), block_q8_0, block_q8_0, W_Q8_0, 1, 0)
 
 /* ---- llama.cpp's repacked Q4_0 order: acc = fma(float(isum_b), d_w*d_a, acc) ---- */
 
-/* exact integer totals of 8 lane vectors -> one vector (lane k = total of v[k]) */
-static inline __m256i totals8(const __m256i v[8]) {
-    const __m256i h01 = _mm256_hadd_epi32(v[0], v[1]), h23 = _mm256_hadd_epi32(v[2], v[3]);
-    const __m256i h45 = _mm256_hadd_epi32(v[4], v[5]), h67 = _mm256_hadd_epi32(v[6], v[7]);
-    const __m256i q0 = _mm256_hadd_epi32(h01, h23), q1 = _mm256_hadd_epi32(h45, h67);
-    /* q0 = [v0lo v1lo v2lo v3lo | v0hi v1hi v2hi v3hi], q1 likewise for v4..v7 */
-    const __m256i lo = _mm256_permute2x128_si256(q0, q1, 0x20);
-    const __m256i hi = _mm256_permute2x128_si256(q0, q1, 0x31);
-    return _mm256_add_epi32(lo, hi);
+/* Two rows' 4-bit blocks side by side, unsigned (0..15): lo = [elements
+ * 0..15 of row A | of row B], hi = elements 16..31 of both. Dotted with an
+ * activation block whose halves are broadcast to both 128-bit lanes, int32
+ * lanes 0-3 of the result belong to row A and 4-7 to row B, so two rows'
+ * exact block totals need half the reduction of two separate 8-lane dots. */
+static inline void nibble_pair(const uint8_t *qa, const uint8_t *qb, __m256i *lo, __m256i *hi) {
+    const __m256i t = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)qa)),
+                                              _mm_loadu_si128((const __m128i *)qb), 1);
+    const __m256i m = _mm256_set1_epi8(0x0F);
+    *lo = _mm256_and_si256(t, m);
+    *hi = _mm256_and_si256(_mm256_srli_epi16(t, 4), m);
 }
 
-/* one (row, token) in the repacked order, for tile remainders */
-static float dot_q4_0_r8_one(int64_t nb, const block_q4_0 *x, const block_q8_0 *y) {
-    float acc = 0.0f;
-    for (int64_t b = 0; b < nb; b++) {
-        const __m256i wv = W_Q4_0(&x[b]);
-        const __m256i l = lanes_us(_mm256_sign_epi8(wv, wv),
-                                   _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)y[b].qs), wv));
-        __m128i s = _mm_add_epi32(_mm256_castsi256_si128(l), _mm256_extracti128_si256(l, 1));
-        s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4E));
-        s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xB1));
-        acc = _mm_cvtss_f32(_mm_fmadd_ss(_mm_set_ss((float)_mm_cvtsi128_si32(s)),
-                                         _mm_set_ss(f16(x[b].d) * f16(y[b].d)), _mm_set_ss(acc)));
-    }
-    return acc;
+/* one Q8_0 activation block, prepared once per (token, block): its halves
+ * broadcast, and the nibble offset's correction -8 * (the lane's 8 bytes)
+ * (int32 lanes under VNNI, where it seeds the accumulator; int16 otherwise) */
+typedef struct { __m256i lo, hi, corr; } act_r8;
+
+static inline act_r8 act_r8_load(const block_q8_0 *ab) {
+    act_r8 r;
+    r.lo = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)ab->qs));
+    r.hi = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(ab->qs + 16)));
+    const __m256i eight = _mm256_set1_epi8(8);
+#if defined(PYRT_GEMM_VNNI)
+    const __m256i c = _mm256_dpbusd_avx_epi32(_mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), eight, r.lo), eight, r.hi);
+    r.corr = _mm256_sub_epi32(_mm256_setzero_si256(), c);
+#else
+    const __m256i c = _mm256_add_epi16(_mm256_maddubs_epi16(eight, r.lo), _mm256_maddubs_epi16(eight, r.hi));
+    r.corr = _mm256_sub_epi16(_mm256_setzero_si256(), c);
+#endif
+    return r;
 }
 
-/* 8 rows x one token in the repacked order: lane i carries row i's chain
- * acc_i = fma(float(isum_b), d_w * d_a, acc_i), the same per-lane operations
- * as dot_q4_0_r8_one (generation streams each weight block once). */
-static void gemv_q4_0_r8_8(int64_t nb, const void *w, int64_t w_row, const block_q8_0 *ar, float *y, int64_t ystride) {
-    __m256 acc = _mm256_setzero_ps();
+/* int32 lanes of (nibble - 8) . a for a row pair (lanes 0-3 row A, 4-7 row B):
+ * every int16 partial stays below 2^15 in magnitude, so no saturation */
+static inline __m256i dot_pair(__m256i wlo, __m256i whi, const act_r8 *a) {
+#if defined(PYRT_GEMM_VNNI)
+    return _mm256_dpbusd_avx_epi32(_mm256_dpbusd_avx_epi32(a->corr, wlo, a->lo), whi, a->hi);
+#else
+    const __m256i s = _mm256_add_epi16(_mm256_maddubs_epi16(wlo, a->lo), _mm256_maddubs_epi16(whi, a->hi));
+    return _mm256_madd_epi16(_mm256_add_epi16(s, a->corr), _mm256_set1_epi16(1));
+#endif
+}
+
+/* 8 rows x NT tokens (rows and tokens clamped by the caller; only nr x nt
+ * stored). Pair p = rows (p, p+4), so the two-level hadd of the 4 pair dots
+ * leaves row i's exact block total in lane i; lane i then runs row i's chain
+ * acc = fma(float(total), d_w * d_a, acc), the repacked order's scalar op. */
+static inline __attribute__((always_inline)) void tile_q4_0_r8(int64_t nb, const block_q4_0 *const wr[8],
+                                                               const block_q8_0 *const at[], const int NT,
+                                                               float *y, int64_t ldy, int nr, int nt) {
+    __m256 acc[4];
+    for (int j = 0; j < NT; j++) acc[j] = _mm256_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
-        const __m256i av = _mm256_loadu_si256((const __m256i *)ar[b].qs);
-        const __m256 da = _mm256_broadcast_ss(&(float){ f16(ar[b].d) });
-        const __m256i off = lanes_us(_mm256_set1_epi8(8), av);
-        __m256i l[8];
-        const block_q4_0 *wb[8];
-        for (int i = 0; i < 8; i++) {
-            wb[i] = (const block_q4_0 *)((const char *)w + i * w_row) + b;
-            _mm_prefetch((const char *)wb[i] + PF_DIST, _MM_HINT_T0);
-            l[i] = _mm256_sub_epi32(lanes_us(nibbles(wb[i]->qs), av), off);
+        __m256i wlo[4], whi[4];
+        for (int p = 0; p < 4; p++) {
+            if (NT == 1) {      /* generation streams the weights once */
+                _mm_prefetch((const char *)&wr[p][b] + PF_DIST, _MM_HINT_T0);
+                _mm_prefetch((const char *)&wr[p + 4][b] + PF_DIST, _MM_HINT_T0);
+            }
+            nibble_pair(wr[p][b].qs, wr[p + 4][b].qs, &wlo[p], &whi[p]);
         }
-        /* the 8 scales go straight into a vector (8 small stores + one wide
-         * load would stall on store forwarding) */
+        /* the 8 scales straight into a vector (no store-forwarding stall) */
         const __m256 dw = _mm256_cvtph_ps(_mm_setr_epi16(
-            (short)wb[0]->d, (short)wb[1]->d, (short)wb[2]->d, (short)wb[3]->d,
-            (short)wb[4]->d, (short)wb[5]->d, (short)wb[6]->d, (short)wb[7]->d));
-        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(totals8(l)), _mm256_mul_ps(dw, da), acc);
+            (short)wr[0][b].d, (short)wr[1][b].d, (short)wr[2][b].d, (short)wr[3][b].d,
+            (short)wr[4][b].d, (short)wr[5][b].d, (short)wr[6][b].d, (short)wr[7][b].d));
+        for (int j = 0; j < NT; j++) {
+            const act_r8 a = act_r8_load(&at[j][b]);
+            __m256i v[4];
+            for (int p = 0; p < 4; p++) v[p] = dot_pair(wlo[p], whi[p], &a);
+            const __m256i tot = _mm256_hadd_epi32(_mm256_hadd_epi32(v[0], v[1]), _mm256_hadd_epi32(v[2], v[3]));
+            const __m256 sc = _mm256_mul_ps(dw, _mm256_set1_ps(f16(at[j][b].d)));
+            acc[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(tot), sc, acc[j]);
+        }
     }
-    float out[8];
-    _mm256_storeu_ps(out, acc);
-    for (int i = 0; i < 8; i++) y[i * ystride] = out[i];
+    for (int j = 0; j < nt; j++) {
+        if (nr == 8) {
+            _mm256_storeu_ps(y + j * ldy, acc[j]);
+        } else {
+            float out[8];
+            _mm256_storeu_ps(out, acc[j]);
+            for (int i = 0; i < nr; i++) y[j * ldy + i] = out[i];
+        }
+    }
 }
 
 static void GEMM_FN(gemm_q4_0_r8)(int64_t n, const void *w, int64_t w_row, int64_t n_rows,
                          const void *a, int64_t a_row, int64_t n_tok, float *y, int64_t ldy) {
     const int64_t nb = n / 32;
-#define WROW(r) ((const block_q4_0 *)((const char *)w + (r) * w_row))
-#define AROW(t) ((const block_q8_0 *)((const char *)a + (t) * a_row))
-    int64_t r0 = 0;
-    if (n_tok % 2) {     /* the odd token: 8 rows per pass, then the rest as pairs */
-        const int64_t t = n_tok - 1;
-        for (; r0 + 8 <= n_rows; r0 += 8) gemv_q4_0_r8_8(nb, WROW(r0), w_row, AROW(t), y + t * ldy + r0, 1);
-        for (; r0 < n_rows; r0++) y[t * ldy + r0] = dot_q4_0_r8_one(nb, WROW(r0), AROW(t));
-        if (--n_tok == 0) return;
-        r0 = 0;
-    }
-    /* 4 rows x 2 tokens = 8 independent chains, one per lane */
-    for (; r0 + 4 <= n_rows; r0 += 4) {
+    for (int64_t r0 = 0; r0 < n_rows; r0 += 8) {
+        const int nr = n_rows - r0 < 8 ? (int)(n_rows - r0) : 8;
+        const block_q4_0 *wr[8];
+        for (int i = 0; i < 8; i++)
+            wr[i] = (const block_q4_0 *)((const char *)w + (r0 + (i < nr ? i : nr - 1)) * w_row);
         int64_t t0 = 0;
-        for (; t0 + 2 <= n_tok; t0 += 2) {
-            __m256 acc = _mm256_setzero_ps();
-            for (int64_t b = 0; b < nb; b++) {
-                const block_q8_0 *a0 = AROW(t0) + b, *a1 = AROW(t0 + 1) + b;
-                const __m256i av0 = _mm256_loadu_si256((const __m256i *)a0->qs);
-                const __m256i av1 = _mm256_loadu_si256((const __m256i *)a1->qs);
-                const float da0 = f16(a0->d), da1 = f16(a1->d);
-                const __m256i off0 = lanes_us(_mm256_set1_epi8(8), av0), off1 = lanes_us(_mm256_set1_epi8(8), av1);
-                __m256i l[8];
-                float sc[8];
-                for (int i = 0; i < 4; i++) {
-                    const block_q4_0 *wb = WROW(r0 + i) + b;
-                    const __m256i q = nibbles(wb->qs);
-                    const float dw = f16(wb->d);
-                    l[2 * i] = _mm256_sub_epi32(lanes_us(q, av0), off0);
-                    l[2 * i + 1] = _mm256_sub_epi32(lanes_us(q, av1), off1);
-                    sc[2 * i] = dw * da0;
-                    sc[2 * i + 1] = dw * da1;
-                }
-                acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(totals8(l)), _mm256_loadu_ps(sc), acc);
-            }
-            float out[8];
-            _mm256_storeu_ps(out, acc);
-            for (int i = 0; i < 4; i++) {
-                y[t0 * ldy + r0 + i] = out[2 * i];
-                y[(t0 + 1) * ldy + r0 + i] = out[2 * i + 1];
-            }
+        while (t0 < n_tok) {
+            const int64_t left = n_tok - t0;
+            const int NT = left >= 4 ? 4 : left >= 2 ? 2 : 1;
+            const block_q8_0 *at[4];
+            for (int j = 0; j < NT; j++) at[j] = (const block_q8_0 *)((const char *)a + (t0 + j) * a_row);
+            float *yt = y + t0 * ldy + r0;
+            if (NT == 4) tile_q4_0_r8(nb, wr, at, 4, yt, ldy, nr, 4);
+            else if (NT == 2) tile_q4_0_r8(nb, wr, at, 2, yt, ldy, nr, 2);
+            else tile_q4_0_r8(nb, wr, at, 1, yt, ldy, nr, 1);
+            t0 += NT;
         }
-        for (; t0 < n_tok; t0++)
-            for (int i = 0; i < 4; i++) y[t0 * ldy + r0 + i] = dot_q4_0_r8_one(nb, WROW(r0 + i), AROW(t0));
     }
-    for (; r0 < n_rows; r0++)
-        for (int64_t t = 0; t < n_tok; t++) y[t * ldy + r0] = dot_q4_0_r8_one(nb, WROW(r0), AROW(t));
-#undef WROW
-#undef AROW
 }
 
 void GEMM_FN(pyrt_gemm_fill_avx2)(pyrt_kernels *k) {

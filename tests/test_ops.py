@@ -147,7 +147,10 @@ GEMM_VARIANTS = [
 @pytest.mark.parametrize("tname", GEMM_TYPES)
 @pytest.mark.parametrize("rows,cols,n_tok", [(1, 32, 1), (3, 64, 1), (5, 576, 1), (37, 768, 1), (64, 576, 1),
                                              (8, 96, 1), (13, 64, 1), (47, 96, 1), (2, 32, 2), (7, 96, 3),
-                                             (8, 576, 5), (37, 1536, 33), (40, 64, 70), (35, 64, 17)])
+                                             (8, 576, 5), (37, 1536, 33), (40, 64, 70), (35, 64, 17),
+                                             # 8-row tiles x 1/2/4-token tails (two threads split 24 and 40 mid-tile)
+                                             (8, 64, 2), (16, 96, 3), (24, 64, 4), (40, 96, 6), (8, 32, 7),
+                                             (16, 64, 8), (24, 96, 9), (40, 64, 1), (72, 160, 1)])
 def test_tiled_gemm_is_bit_identical_to_the_row_kernels(variant, tname, rows, cols, n_tok):
     """pyrt_matmul's tiled kernels (AVX2 and, where the CPU has it, the
     AVX-512 ones) must compute exactly what the AVX2 single-row dot computes
