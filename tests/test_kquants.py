@@ -15,6 +15,9 @@ Runtime: ~2 s.
 from __future__ import annotations
 
 import hashlib
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -318,6 +321,52 @@ def test_avx512_batched_kernels_match_avx2(t, rows, cols, n_tok):
     np.testing.assert_array_equal(c_matmul(AVX512, t, w, rows, cols, x).view(np.uint32), want.view(np.uint32))
     np.testing.assert_array_equal(c_matmul(AVX512, t, w, rows, cols, x, n_threads=1).view(np.uint32),
                                   want.view(np.uint32))
+
+
+# The AVX2 table's batched K-quant GEMMs (csrc/kquants_gemm_avx2.c: 2-row x 4-token tiles, with an
+# AVX-VNNI build) against the row kernels, which PYRT_NO_KQ_GEMM=1 makes the matmul use for every
+# token. Tables are built once per process, so the other settings run in subprocesses.
+_TILE_SHAPES = [(t, rows, cols, n_tok)
+                for i, t in enumerate(K_TYPES)
+                for j, (rows, n_tok) in enumerate([(1, 8), (2, 9), (3, 70), (4, 4), (5, 11), (7, 33), (8, 1),
+                                                   (8, 3), (8, 4), (8, 5), (8, 7), (8, 12), (9, 8), (13, 17),
+                                                   (16, 66), (16, 6), (24, 13), (31, 64), (32, 65), (40, 70),
+                                                   (40, 10), (37, 2), (6, 69), (12, 9)])
+                for cols in [(256, 512, 768, 1024, 1280, 1536)[(i + j) % 6]]]
+
+
+def _tile_shape_results() -> list[np.ndarray]:
+    out = []
+    for t, rows, cols, n_tok in _TILE_SHAPES:
+        rng = np.random.default_rng([rows, cols, n_tok, int(t), 256])
+        w = random_kblocks(t, rows * cols, rng)
+        x = np.stack([random_acts(cols, rng, k % 4) for k in range(n_tok)])
+        out.append(c_matmul(AVX2, t, w, rows, cols, x, n_threads=1))
+        out.append(c_matmul(AVX2, t, w, rows, cols, x, n_threads=3))
+    return out
+
+
+def _tile_shape_results_with(tmp_path, **env) -> list[np.ndarray]:
+    f = tmp_path / "out.npz"
+    code = (f"import sys, numpy as np; sys.path.insert(0, {os.path.dirname(__file__)!r}); "
+            f"import test_kquants as m; np.savez({str(f)!r}, *m._tile_shape_results())")
+    subprocess.run([sys.executable, "-c", code], env={**os.environ, **env}, check=True)
+    with np.load(f) as z:
+        return [z[f"arr_{i}"] for i in range(len(z.files))]
+
+
+@pytest.mark.skipif(not HAVE_AVX2, reason="no AVX2 on this CPU/build")
+def test_avx2_batched_kernels_match_row_kernels(tmp_path):
+    """Tile remainders (rows not a multiple of 2/8, token counts not a multiple
+    of 4), Q4_K's repacked order (rows % 8 == 0) and the tiled one, with and
+    without AVX-VNNI: bit for bit the row kernels' results."""
+    want = _tile_shape_results_with(tmp_path, PYRT_NO_KQ_GEMM="1")
+    runs = {"default": _tile_shape_results(), "no-vnni": _tile_shape_results_with(tmp_path, PYRT_NO_VNNI="1")}
+    for name, got in runs.items():
+        assert len(got) == len(want)
+        for i, (g, e) in enumerate(zip(got, want)):
+            np.testing.assert_array_equal(g.view(np.uint32), e.view(np.uint32),
+                                          err_msg=f"{name}: {_TILE_SHAPES[i // 2]}")
 
 
 # ---- bad input -----------------------------------------------------------------------------------
