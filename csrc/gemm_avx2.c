@@ -28,7 +28,7 @@
 
 #define RM 2           /* rows per tile   */
 #define RN 3           /* tokens per tile */
-#define RV 4           /* rows per tile when there is a single token (generation) */
+#define GV 8           /* rows per tile when there is a single token (generation) */
 #define PANEL_R 16     /* rows whose scales are cached per panel  */
 #define PANEL_T 32     /* tokens whose scales are cached per panel */
 #define RMAX 4
@@ -50,6 +50,19 @@ static inline __m256i lanes_us(__m256i w, __m256i a) {
 #endif
 }
 
+/* Two rows' 4-bit blocks side by side, unsigned (0..15): lo = [elements
+ * 0..15 of row A | of row B], hi = elements 16..31 of both. Dotted with an
+ * activation block whose halves are broadcast to both 128-bit lanes, int32
+ * lanes 0-3 of the result belong to row A and 4-7 to row B, so two rows'
+ * exact block totals need half the reduction of two separate 8-lane dots. */
+static inline void nibble_pair(const uint8_t *qa, const uint8_t *qb, __m256i *lo, __m256i *hi) {
+    const __m256i t = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)qa)),
+                                              _mm_loadu_si128((const __m128i *)qb), 1);
+    const __m256i m = _mm256_set1_epi8(0x0F);
+    *lo = _mm256_and_si256(t, m);
+    *hi = _mm256_and_si256(_mm256_srli_epi16(t, 4), m);
+}
+
 /* ---- per-type weight unpacking: produce either unsigned bytes (then
  * lanes_us(w, a)) or signed bytes in |w| + sign form (lanes_us(|w|, sign(a, w))) */
 #define W_Q4_1(x) nibbles((x)->qs)
@@ -57,6 +70,19 @@ static inline __m256i lanes_us(__m256i w, __m256i a) {
 #define W_Q4_0(x) _mm256_sub_epi8(nibbles((x)->qs), _mm256_set1_epi8(8))
 #define W_Q5_0(x) _mm256_sub_epi8(_mm256_or_si256(nibbles((x)->qs), bit4((x)->qh)), _mm256_set1_epi8(16))
 #define W_Q8_0(x) _mm256_loadu_si256((const __m256i *)(x)->qs)
+
+/* the same for a row pair in nibble_pair's layout (lo: elements 0..15 of
+ * rows A, B; hi: 16..31), for the generation tile GEMV_PAIRS */
+static inline void bit4_pair(const uint8_t *qha, const uint8_t *qhb, __m256i *lo, __m256i *hi) {
+    uint32_t a, b;
+    memcpy(&a, qha, 4);
+    memcpy(&b, qhb, 4);
+    const uint32_t l = (a & 0xFFFFu) | (b << 16), h = (a >> 16) | (b & 0xFFFF0000u);
+    *lo = _mm256_or_si256(*lo, bit4((const uint8_t *)&l));
+    *hi = _mm256_or_si256(*hi, bit4((const uint8_t *)&h));
+}
+#define PW_Q4_1(xa, xb, lo, hi) nibble_pair((xa)->qs, (xb)->qs, &(lo), &(hi))
+#define PW_Q5_1(xa, xb, lo, hi) (PW_Q4_1(xa, xb, lo, hi), bit4_pair((xa)->qh, (xb)->qh, &(lo), &(hi)))
 
 /* Tile kernel body for rows r0.. (rm of them) x tokens t0.. (rn). Scales come
  * from the float cache ws (rows) and as (tokens), filled per panel: the
@@ -91,30 +117,97 @@ static inline __m256i lanes_us(__m256i w, __m256i a) {
                 y[(t0 + j) * ldy + r0 + i] = hsum8(acc[i][j]);                                    \
     } while (0)
 
-/* Single-token tile (generation): rows r0..r0+RV-1, the block scales read
- * straight from the weights (each block is touched once, as it streams in
- * from memory), min terms chained inline. Same arithmetic as GEMM_TILE. */
+/* 8 rows' fp16 fields (FIELD of block b) as one float vector, without going
+ * through memory (8 small stores + a wide load stall on store forwarding) */
+#define HALF8(wb, FIELD)                                                                          \
+    _mm256_cvtph_ps(_mm_setr_epi16((short)FIELD(wb[0]), (short)FIELD(wb[1]), (short)FIELD(wb[2]), \
+                                   (short)FIELD(wb[3]), (short)FIELD(wb[4]), (short)FIELD(wb[5]), \
+                                   (short)FIELD(wb[6]), (short)FIELD(wb[7])))
+#define D_OF(wb) ((wb)->d)
+
+/* Single-token tile (generation): rows r0..r0+GV-1, each block touched once
+ * as it streams in from memory. Per block the 8 rows' d_w*d_a are one vector
+ * multiply (lane i = the scalar product row i's kernel computes), broadcast
+ * per row by a lane permute, and the 8 min-term chains are one 8-lane FMA
+ * chain (lane i: fmaf(m_i, s_b, summs_i)). Same arithmetic as GEMM_TILE. */
 #define GEMV_TILE(WT, AT, WLOAD, SIGNED, HAS_MIN)                                                 \
     do {                                                                                          \
-        __m256 acc[RV];                                                                           \
-        float summs[RV];                                                                          \
-        for (int i = 0; i < RV; i++) { acc[i] = _mm256_setzero_ps(); summs[i] = 0.0f; }          \
+        __m256 acc[GV], summs = _mm256_setzero_ps();                                              \
+        for (int i = 0; i < GV; i++) acc[i] = _mm256_setzero_ps();                                \
         const AT *ar = (const AT *)((const char *)a + t0 * a_row);                                \
         for (int64_t b = 0; b < nb; b++) {                                                        \
             const __m256i av = _mm256_loadu_si256((const __m256i *)ar[b].qs);                     \
-            const __m256 dav = _mm256_broadcast_ss(&as[b * PANEL_T]);                             \
-            for (int i = 0; i < RV; i++) {                                                        \
-                const WT *wb = (const WT *)((const char *)w + (r0 + i) * w_row) + b;              \
-                _mm_prefetch((const char *)wb + PF_DIST, _MM_HINT_T0);                         \
-                const __m256i wv = WLOAD(wb);                                                     \
+            const WT *wb[GV];                                                                     \
+            for (int i = 0; i < GV; i++) {                                                        \
+                wb[i] = (const WT *)((const char *)w + (r0 + i) * w_row) + b;                     \
+                _mm_prefetch((const char *)wb[i] + PF_DIST, _MM_HINT_T0);                         \
+            }                                                                                     \
+            const __m256 sc = _mm256_mul_ps(HALF8(wb, D_OF), _mm256_broadcast_ss(&as[b * PANEL_T])); \
+            for (int i = 0; i < GV; i++) {                                                        \
+                const __m256i wv = WLOAD(wb[i]);                                                  \
                 const __m256i wabs = SIGNED ? _mm256_sign_epi8(wv, wv) : wv;                      \
                 const __m256 p = _mm256_cvtepi32_ps(lanes_us(wabs, SIGNED ? _mm256_sign_epi8(av, wv) : av)); \
-                const float dw = f16(wb->d);                                                      \
-                acc[i] = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_set1_ps(dw), dav), p, acc[i]);      \
-                if (HAS_MIN) summs[i] = fmaf(f16(MIN_OF(wb)), asT[b * PANEL_T], summs[i]);        \
+                acc[i] = _mm256_fmadd_ps(_mm256_permutevar8x32_ps(sc, _mm256_set1_epi32(i)), p, acc[i]); \
             }                                                                                     \
+            if (HAS_MIN)                                                                          \
+                summs = _mm256_fmadd_ps(HALF8(wb, MIN_OF), _mm256_broadcast_ss(&asT[b * PANEL_T]), summs); \
         }                                                                                         \
-        for (int i = 0; i < RV; i++) y[t0 * ldy + r0 + i] = hsum8(acc[i]) + summs[i];            \
+        float sm[GV];                                                                             \
+        _mm256_storeu_ps(sm, summs);                                                              \
+        for (int i = 0; i < GV; i++)                                                              \
+            y[t0 * ldy + r0 + i] = HAS_MIN ? hsum8(acc[i]) + sm[i] : hsum8(acc[i]);               \
+    } while (0)
+
+/* The generation tile for the unsigned types with a min (Q4_1, Q5_1): rows
+ * (2q, 2q+1) share each integer dot (nibble_pair's layout), so accumulator
+ * pair q holds [row 2q lanes 0-3 | row 2q+1 lanes 0-3] (lo) and lanes 4-7
+ * (hi); the lanes are put back in order for the horizontal sum. d and m of
+ * the 8 rows come in as one 8-dword vector ([d0 m0 d1 m1 ..]): lane 2r of
+ * its product with d_a is row r's d_w*d_a, lane 2r+1 of the FMA chain with
+ * s_b is row r's min chain fmaf(m_r, s_b, summs_r). Per lane the operations
+ * are exactly GEMV_TILE's. */
+#define GEMV_PAIRS(WT, AT, WLOAD, SIGNED, HAS_MIN)                                                \
+    do {                                                                                          \
+        __m256 acc[GV], sm_lo = _mm256_setzero_ps(), sm_hi = _mm256_setzero_ps();                \
+        for (int i = 0; i < GV; i++) acc[i] = _mm256_setzero_ps();                                \
+        const AT *ar = (const AT *)((const char *)a + t0 * a_row);                                \
+        for (int64_t b = 0; b < nb; b++) {                                                        \
+            const __m256i a_lo = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)ar[b].qs)); \
+            const __m256i a_hi = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(ar[b].qs + 16))); \
+            const WT *wb[GV];                                                                     \
+            int32_t dm[GV];                                                                       \
+            for (int i = 0; i < GV; i++) {                                                        \
+                wb[i] = (const WT *)((const char *)w + (r0 + i) * w_row) + b;                     \
+                _mm_prefetch((const char *)wb[i] + PF_DIST, _MM_HINT_T0);                         \
+                memcpy(&dm[i], wb[i], 4);                                                         \
+            }                                                                                     \
+            const __m256i dmv = _mm256_setr_epi32(dm[0], dm[1], dm[2], dm[3], dm[4], dm[5], dm[6], dm[7]); \
+            const __m256 dm_lo = _mm256_cvtph_ps(_mm256_castsi256_si128(dmv));                    \
+            const __m256 dm_hi = _mm256_cvtph_ps(_mm256_extracti128_si256(dmv, 1));               \
+            const __m256 da = _mm256_broadcast_ss(&as[b * PANEL_T]);                              \
+            const __m256 sc_lo = _mm256_mul_ps(dm_lo, da), sc_hi = _mm256_mul_ps(dm_hi, da);      \
+            for (int q = 0; q < GV / 2; q++) {                                                    \
+                const __m256 sq = _mm256_permutevar8x32_ps(q < 2 ? sc_lo : sc_hi,                 \
+                    _mm256_setr_epi32(4 * (q % 2), 4 * (q % 2), 4 * (q % 2), 4 * (q % 2),         \
+                                      4 * (q % 2) + 2, 4 * (q % 2) + 2, 4 * (q % 2) + 2, 4 * (q % 2) + 2)); \
+                __m256i lo, hi;                                                                   \
+                P##WLOAD(wb[2 * q], wb[2 * q + 1], lo, hi);                                       \
+                acc[2 * q] = _mm256_fmadd_ps(sq, _mm256_cvtepi32_ps(lanes_us(lo, a_lo)), acc[2 * q]); \
+                acc[2 * q + 1] = _mm256_fmadd_ps(sq, _mm256_cvtepi32_ps(lanes_us(hi, a_hi)), acc[2 * q + 1]); \
+            }                                                                                     \
+            const __m256 s = _mm256_broadcast_ss(&asT[b * PANEL_T]);                              \
+            sm_lo = _mm256_fmadd_ps(dm_lo, s, sm_lo);                                             \
+            sm_hi = _mm256_fmadd_ps(dm_hi, s, sm_hi);                                             \
+        }                                                                                         \
+        float sm[2 * GV];                                                                         \
+        _mm256_storeu_ps(sm, sm_lo);                                                              \
+        _mm256_storeu_ps(sm + GV, sm_hi);                                                         \
+        for (int q = 0; q < GV / 2; q++) {                                                        \
+            const __m256 ra = _mm256_permute2f128_ps(acc[2 * q], acc[2 * q + 1], 0x20);          \
+            const __m256 rb2 = _mm256_permute2f128_ps(acc[2 * q], acc[2 * q + 1], 0x31);         \
+            y[t0 * ldy + r0 + 2 * q] = hsum8(ra) + sm[4 * q + 1];                                 \
+            y[t0 * ldy + r0 + 2 * q + 1] = hsum8(rb2) + sm[4 * q + 3];                            \
+        }                                                                                         \
     } while (0)
 
 /* y[t][r] += sum_b m_rb * s_tb, as ggml's scalar FMA chain, 8 tokens per vector
@@ -166,7 +259,7 @@ __attribute__((unused)) static void gemm_add_mins(int64_t nb, const float *wm, i
 /* y[t*ldy + r] for r < n_rows, t < n_tok; rows of w and a are w_row / a_row
  * bytes apart. Rows are processed in panels of PANEL_R, tokens in chunks of
  * PANEL_T, with their fp16 scales converted to float once per panel. */
-#define DEFINE_GEMM(NAME, WT, AT, WLOAD, SIGNED, HAS_MIN)                                        \
+#define DEFINE_GEMM(NAME, WT, AT, WLOAD, SIGNED, HAS_MIN, GEMV)                                      \
     static void NAME(int64_t n, const void *w, int64_t w_row, int64_t n_rows,                    \
                      const void *a, int64_t a_row, int64_t n_tok, float *y, int64_t ldy) {      \
         const int64_t nb = n / 32;                                                                \
@@ -185,7 +278,7 @@ __attribute__((unused)) static void gemm_add_mins(int64_t nb, const float *wm, i
             if (te - tb == 1) {     /* one token: stream the rows once, no panel caches */       \
                 const int64_t t0 = tb;                                                            \
                 int64_t r0 = 0;                                                                   \
-                for (; r0 + RV <= n_rows; r0 += RV) GEMV_TILE(WT, AT, WLOAD, SIGNED, HAS_MIN);   \
+                for (; r0 + GV <= n_rows; r0 += GV) GEMV(WT, AT, WLOAD, SIGNED, HAS_MIN);        \
                 for (; r0 < n_rows; r0++) {                                                       \
                     const int64_t rb = r0;   /* the scale caches hold this one row */            \
                     for (int64_t b = 0; b < nb; b++) {                                            \
@@ -225,32 +318,19 @@ __attribute__((unused)) static void gemm_add_mins(int64_t nb, const float *wm, i
 
 #define MIN_OF(wb) ((wb)->m)
 #define SUM_OF(ab) ((ab)->s)
-DEFINE_GEMM(GEMM_FN(gemm_q4_1), block_q4_1, block_q8_1, W_Q4_1, 0, 1)
-DEFINE_GEMM(GEMM_FN(gemm_q5_1), block_q5_1, block_q8_1, W_Q5_1, 0, 1)
+DEFINE_GEMM(GEMM_FN(gemm_q4_1), block_q4_1, block_q8_1, W_Q4_1, 0, 1, GEMV_PAIRS)
+DEFINE_GEMM(GEMM_FN(gemm_q5_1), block_q5_1, block_q8_1, W_Q5_1, 0, 1, GEMV_PAIRS)
 #undef MIN_OF
 #undef SUM_OF
 #define MIN_OF(wb) ((pyrt_fp16)0)
 #define SUM_OF(ab) ((pyrt_fp16)0)
-DEFINE_GEMM(GEMM_FN(gemm_q4_0), block_q4_0, block_q8_0, W_Q4_0, 1, 0)
-DEFINE_GEMM(GEMM_FN(gemm_q5_0), block_q5_0, block_q8_0, W_Q5_0, 1, 0)
-DEFINE_GEMM(GEMM_FN(gemm_q8_0), block_q8_0, block_q8_0, W_Q8_0, 1, 0)
+DEFINE_GEMM(GEMM_FN(gemm_q4_0), block_q4_0, block_q8_0, W_Q4_0, 1, 0, GEMV_TILE)
+DEFINE_GEMM(GEMM_FN(gemm_q5_0), block_q5_0, block_q8_0, W_Q5_0, 1, 0, GEMV_TILE)
+DEFINE_GEMM(GEMM_FN(gemm_q8_0), block_q8_0, block_q8_0, W_Q8_0, 1, 0, GEMV_TILE)
 #undef MIN_OF
 #undef SUM_OF
 
 /* ---- llama.cpp's repacked Q4_0 order: acc = fma(float(isum_b), d_w*d_a, acc) ---- */
-
-/* Two rows' 4-bit blocks side by side, unsigned (0..15): lo = [elements
- * 0..15 of row A | of row B], hi = elements 16..31 of both. Dotted with an
- * activation block whose halves are broadcast to both 128-bit lanes, int32
- * lanes 0-3 of the result belong to row A and 4-7 to row B, so two rows'
- * exact block totals need half the reduction of two separate 8-lane dots. */
-static inline void nibble_pair(const uint8_t *qa, const uint8_t *qb, __m256i *lo, __m256i *hi) {
-    const __m256i t = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)qa)),
-                                              _mm_loadu_si128((const __m128i *)qb), 1);
-    const __m256i m = _mm256_set1_epi8(0x0F);
-    *lo = _mm256_and_si256(t, m);
-    *hi = _mm256_and_si256(_mm256_srli_epi16(t, 4), m);
-}
 
 /* one Q8_0 activation block, prepared once per (token, block): its halves
  * broadcast, and the nibble offset's correction -8 * (the lane's 8 bytes)
