@@ -60,19 +60,6 @@ static inline __m256i mac(__m256i lanes, __m256i u, __m256i s, __m256i scale16) 
     return _mm256_add_epi32(lanes, _mm256_madd_epi16(scale16, _mm256_maddubs_epi16(u, s)));
 }
 
-/* Q4_K/Q5_K 12-byte scales -> 8 scales (bytes 0..7) and 8 mins (bytes 8..15) */
-static inline __m128i scales_mins_k4(const uint8_t packed[12]) {
-    uint32_t u[4];
-    memcpy(u, packed, 12);
-    const uint32_t m1 = 0x3f3f3f3f, m2 = 0x0f0f0f0f, m3 = 0x03030303;
-    u[3] = ((u[2] >> 4) & m2) | (((u[1] >> 6) & m3) << 4);
-    const uint32_t mins_lo = u[1] & m1;
-    u[1] = (u[2] & m2) | (((u[0] >> 6) & m3) << 4);
-    u[2] = mins_lo;
-    u[0] &= m1;
-    return _mm_set_epi32((int)u[3], (int)u[2], (int)u[1], (int)u[0]);
-}
-
 /* Q4_K/Q5_K mins . (bsums pairs): 4 int32 lanes, lane l = sum over j in {2l, 2l+1}
  * of m_j * (bsums[2j] + bsums[2j+1]) */
 static inline __m128i mins_bsums_k4(__m128i scales_mins, const block_q8_K *y) {

@@ -21,6 +21,7 @@
 #include <immintrin.h>
 #include <string.h>
 #include "kernels.h"
+#include "simd_avx2.h"
 
 #define KR 4   /* rows per tile   */
 #define KT 4   /* tokens per tile */
@@ -55,18 +56,9 @@ static inline __m512 per_tok(const float v[KT]) {
     return _mm512_permutexvar_ps(idx, _mm512_castps128_ps512(_mm_loadu_ps(v)));
 }
 
-/* Q4_K/Q5_K 12-byte scales -> 8 scales and 8 mins as 16 int32 (kquants_avx2.c's
- * scales_mins_k4, widened) */
+/* Q4_K/Q5_K 12-byte scales -> 8 scales and 8 mins as 16 int32 */
 static inline __m512i scales_mins32(const uint8_t packed[12]) {
-    uint32_t u[4];
-    memcpy(u, packed, 12);
-    const uint32_t m1 = 0x3f3f3f3f, m2 = 0x0f0f0f0f, m3 = 0x03030303;
-    u[3] = ((u[2] >> 4) & m2) | (((u[1] >> 6) & m3) << 4);
-    const uint32_t mins_lo = u[1] & m1;
-    u[1] = (u[2] & m2) | (((u[0] >> 6) & m3) << 4);
-    u[2] = mins_lo;
-    u[0] &= m1;
-    return _mm512_cvtepu8_epi32(_mm_set_epi32((int)u[3], (int)u[2], (int)u[1], (int)u[0]));
+    return _mm512_cvtepu8_epi32(scales_mins_k4(packed));
 }
 
 /* the 64 codes of Q4_K sub-blocks 2p (low nibbles) and 2p+1 (high nibbles) */

@@ -68,20 +68,6 @@ static inline __m256i lane_totals(const __m256i v[NL]) {
     _mm256_madd_epi16(_mm256_maddubs_epi16((u1), (a1)), SCALE_SEL(s, i1, i1, j1, j1)))
 #endif
 
-/* Q4_K/Q5_K 12-byte scales -> 8 scales (bytes 0..7) and 8 mins (bytes 8..15)
- * (kquants_avx2.c's scales_mins_k4) */
-static inline __m128i scales_mins(const uint8_t packed[12]) {
-    uint32_t u[4];
-    memcpy(u, packed, 12);
-    const uint32_t m1 = 0x3f3f3f3f, m2 = 0x0f0f0f0f, m3 = 0x03030303;
-    u[3] = ((u[2] >> 4) & m2) | (((u[1] >> 6) & m3) << 4);
-    const uint32_t mins_lo = u[1] & m1;
-    u[1] = (u[2] & m2) | (((u[0] >> 6) & m3) << 4);
-    u[2] = mins_lo;
-    u[0] &= m1;
-    return _mm_set_epi32((int)u[3], (int)u[2], (int)u[1], (int)u[0]);
-}
-
 /* lane c = t*KR + r of a tile: the row's fp16 value / the token's float */
 static inline __m256 per_row_h(const uint16_t h[KR]) {
 #if KR == 2
@@ -154,7 +140,7 @@ static inline void tile_k4(codes_fn codes, size_t blk_bytes, int r8x4, int64_t n
         float da[KT];
         for (int r = 0; r < KR; r++) {
             x[r] = (const block_q4_K *)((const char *)w + ri[r] * w_row + b * (int64_t)blk_bytes);
-            const __m128i sm = scales_mins(x[r]->scales);
+            const __m128i sm = scales_mins_k4(x[r]->scales);
             sc[r] = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(sm));
             mins[r] = _mm_cvtepu8_epi16(_mm_srli_si128(sm, 8));
             hd[r] = x[r]->d;

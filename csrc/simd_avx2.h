@@ -44,4 +44,17 @@ static inline __m256i qh_to_bit4(const uint8_t qh[4]) {
     return _mm256_and_si256(v, _mm256_set1_epi8(0x10));
 }
 
+/* Q4_K/Q5_K 12-byte scales -> 8 scales (bytes 0..7) and 8 mins (bytes 8..15) */
+static inline __m128i scales_mins_k4(const uint8_t packed[12]) {
+    uint32_t u[4];
+    memcpy(u, packed, 12);
+    const uint32_t m1 = 0x3f3f3f3f, m2 = 0x0f0f0f0f, m3 = 0x03030303;
+    u[3] = ((u[2] >> 4) & m2) | (((u[1] >> 6) & m3) << 4);
+    const uint32_t mins_lo = u[1] & m1;
+    u[1] = (u[2] & m2) | (((u[0] >> 6) & m3) << 4);
+    u[2] = mins_lo;
+    u[0] &= m1;
+    return _mm_set_epi32((int)u[3], (int)u[2], (int)u[1], (int)u[0]);
+}
+
 #endif
