@@ -615,18 +615,6 @@ static void forward_job(void *arg, int ith, int nth) {
 
     /* ---- final norm and output ---- */
     if (c->n_out == 0) return;
-    if (solo) {
-        /* no barrier since the last residual: each thread reads only its own
-         * row (thread 0's is the one returned) */
-        if (c->out_kind == PYRT_OUT_EMBD_ALL) {
-            if (ith == 0) op_rmsnorm(c->out, xr, m->out_norm, E, hp->norm_eps);
-            return;
-        }
-        op_rmsnorm(xnr, xr, m->out_norm, E, hp->norm_eps);
-        mm_task lg[1] = { { &m->output, c->out, hp->n_vocab } };
-        mm_group(K, P, ith, nth, xnr, E, 1, SHAPE(1), lg, 1, c->qbuf);
-        return;
-    }
     pool_split(c->n_out, ith, nth, &lo, &hi);
     for (int64_t t = lo; t < hi; t++) {
         const int64_t src = c->out_first + t;
