@@ -32,21 +32,14 @@ void mm_group(const pyrt_kernels *k, pyrt_pool *pool, int ith, int nth,
         int32_t a = pyrt_type_traits_table[tasks[i].w->type].act_type;
         if (a != act[0] && a != act[1] && n_act < 2) act[n_act++] = a;
     }
-    /* one token: every thread quantizes it into its own row of qbuf (the
-     * buffers hold at least nth rows), which saves a barrier; same values */
-    const int solo = n_tok == 1 && nth > 1;
     for (int j = 0; j < n_act; j++) {
         const int64_t rb = act_row_bytes(act[j], cols);
-        if (solo) {
-            k->quantize_act[act[j]](x, (char *)qbuf[j] + ith * rb, cols);
-            continue;
-        }
         int64_t lo, hi;
         pool_split(n_tok, ith, nth, &lo, &hi);
         for (int64_t t = lo; t < hi; t++)
             k->quantize_act[act[j]](x + t * ldx, (char *)qbuf[j] + t * rb, cols);
     }
-    if (!solo) pool_barrier(pool);
+    pool_barrier(pool);
 
     /* 2. rows of all tasks, concatenated, split contiguously over threads */
     int64_t total = 0;
@@ -62,8 +55,8 @@ void mm_group(const pyrt_kernels *k, pyrt_pool *pool, int ith, int nth,
         base += w->rows;
         if (r0 >= r1) continue;
         const int32_t a = pyrt_type_traits_table[w->type].act_type;
+        const void *q = qbuf[a == act[0] ? 0 : 1];
         const int64_t rb = act_row_bytes(a, cols);
-        const void *q = (const char *)qbuf[a == act[0] ? 0 : 1] + (solo ? ith * rb : 0);
         const int32_t ty = w->type;
         const char *wd = (const char *)w->data;
         /* a tiled kernel exists for this type and shape? (same arithmetic) */
@@ -140,7 +133,7 @@ int pyrt_matmul(int32_t variant, int32_t wtype, const void *w, int64_t rows, int
 
     pyrt_weight wt = { w, wtype, cols, rows, cols / pyrt_type_block_size(wtype) * pyrt_type_block_bytes(wtype) };
     mm_job j = { k, NULL, x, n_tok, { &wt, y, rows }, { NULL, NULL } };
-    const size_t qb = (size_t)((n_tok > n_threads ? n_tok : n_threads) * mm_act_bytes_bound(cols));
+    const size_t qb = (size_t)(n_tok * mm_act_bytes_bound(cols));
     j.qbuf[0] = malloc(qb);
     j.qbuf[1] = malloc(qb);
     j.pool = pool_create(n_threads);

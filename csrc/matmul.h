@@ -29,9 +29,7 @@ int64_t mm_act_bytes_bound(int64_t cols);
 /* SPMD: called by all nth threads of a pool job. Tasks must share cols.
  * n_shape: compute in the arithmetic llama.cpp uses for a batch of
  * max(n_shape, n_tok) tokens whose last n_tok tokens these are (0: n_tok).
- * qbuf: two scratch buffers of max(n_tok, nth) * mm_act_bytes_bound(cols)
- * bytes. With one token, x may differ per thread (each thread's own copy of
- * the same values) and the activations are quantized without a barrier.
+ * qbuf: two scratch buffers of n_tok * mm_act_bytes_bound(cols) bytes.
  * Ends with a barrier so y is complete on return. */
 void mm_group(const pyrt_kernels *k, pyrt_pool *pool, int ith, int nth,
               const float *x, int64_t ldx, int64_t n_tok, int64_t n_shape,

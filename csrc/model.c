@@ -297,16 +297,13 @@ int pyrt_ctx_create(const pyrt_model *m, int32_t n_ctx, int32_t n_threads, int32
         return pyrt_set_error(PYRT_ERR_OOM, "KV cache of %d positions is too large", n_ctx);
     }
     const size_t B = (size_t)n_batch;
-    /* x, xn and the quantized activations hold one row per thread too: a
-     * single-token step keeps a private copy per thread (forward_job) */
-    const size_t BT = B > (size_t)n_threads ? B : (size_t)n_threads;
     int64_t widest = hp->n_embd;
     if (qd > widest) widest = qd;
     if (hp->n_ff > widest) widest = hp->n_ff;
     c->kc = alloc_aligned(kv_elems * sizeof(pyrt_fp16));
     c->vc = alloc_aligned(kv_elems * sizeof(pyrt_fp16));
-    c->x = alloc_aligned(BT * hp->n_embd * sizeof(float));
-    c->xn = alloc_aligned(BT * hp->n_embd * sizeof(float));
+    c->x = alloc_aligned(B * hp->n_embd * sizeof(float));
+    c->xn = alloc_aligned(B * hp->n_embd * sizeof(float));
     c->tmp = alloc_aligned(B * hp->n_embd * sizeof(float));
     c->q = alloc_aligned(B * qd * sizeof(float));
     c->att = alloc_aligned(B * qd * sizeof(float));
@@ -314,8 +311,8 @@ int pyrt_ctx_create(const pyrt_model *m, int32_t n_ctx, int32_t n_threads, int32
     c->v = alloc_aligned(B * c->kv_dim * sizeof(float));
     c->g = alloc_aligned(B * hp->n_ff * sizeof(float));
     c->u = alloc_aligned(B * hp->n_ff * sizeof(float));
-    c->qbuf[0] = alloc_aligned(BT * (size_t)mm_act_bytes_bound(widest));
-    c->qbuf[1] = alloc_aligned(BT * (size_t)mm_act_bytes_bound(widest));
+    c->qbuf[0] = alloc_aligned(B * (size_t)mm_act_bytes_bound(widest));
+    c->qbuf[1] = alloc_aligned(B * (size_t)mm_act_bytes_bound(widest));
     /* attention groups: all query heads of a kv head for attn_tok consecutive
      * tokens, at least 16 queries (an even number: the kernel pairs them; more
      * queries share each converted V tile); one token for very long
@@ -481,22 +478,15 @@ static void forward_job(void *arg, int ith, int nth) {
         .n_head = gqa, .q_stride = QD,
     };
     int64_t lo, hi;
-    /* One token (generation): every thread keeps its own copy of the residual
-     * row (xr) and of its norm (xnr), computed with the same operations on the
-     * same values, so the norms and activation quantizations need no barrier;
-     * only the matmul outputs, shared, are. Thread 0's copy is row 0. */
-    const int solo = B == 1 && nth > 1;
-    float *xr = c->x + (solo ? ith * E : 0), *xnr = c->xn + (solo ? ith * E : 0);
 
     /* ---- token embeddings ---- */
-    if (solo) { lo = 0; hi = 1; } else pool_split(B, ith, nth, &lo, &hi);
+    pool_split(B, ith, nth, &lo, &hi);
     for (int64_t t = lo; t < hi; t++) {
         const pyrt_weight *te = &m->tok_embd;
-        float *xt = solo ? xr : c->x + t * E;
-        K->dequantize[te->type]((const char *)te->data + (int64_t)c->tokens[t] * te->row_bytes, xt, E);
-        if (hp->embd_scale > 0) op_scale(xt, hp->embd_scale, E);
+        K->dequantize[te->type]((const char *)te->data + (int64_t)c->tokens[t] * te->row_bytes, c->x + t * E, E);
+        if (hp->embd_scale > 0) op_scale(c->x + t * E, hp->embd_scale, E);
     }
-    if (!solo) pool_barrier(P);
+    pool_barrier(P);
 
     for (int il = 0; il < hp->n_layer; il++) {
         const layer_weights *L = &m->layers[il];
@@ -507,15 +497,11 @@ static void forward_job(void *arg, int ith, int nth) {
         pyrt_fp16 *vc = c->vc + (size_t)il * c->n_ctx * KVD;
 
         /* ---- attention: norm, q/k/v projections ---- */
-        if (solo) {
-            op_rmsnorm(xnr, xr, L->attn_norm, E, hp->norm_eps);
-        } else {
-            pool_split(B, ith, nth, &lo, &hi);
-            for (int64_t t = lo; t < hi; t++) op_rmsnorm(c->xn + t * E, c->x + t * E, L->attn_norm, E, hp->norm_eps);
-            pool_barrier(P);
-        }
+        pool_split(B, ith, nth, &lo, &hi);
+        for (int64_t t = lo; t < hi; t++) op_rmsnorm(c->xn + t * E, c->x + t * E, L->attn_norm, E, hp->norm_eps);
+        pool_barrier(P);
         mm_task qkv[3] = { { &L->wq, c->q, QD }, { &L->wk, c->k, KVD }, { &L->wv, c->v, KVD } };
-        mm_group(K, P, ith, nth, xnr, E, B, SHAPE(B), qkv, 3, c->qbuf);
+        mm_group(K, P, ith, nth, c->xn, E, B, SHAPE(B), qkv, 3, c->qbuf);
 
         /* ---- (qk-norm), rope, store k/v into the F16 cache ---- */
         const int64_t n_items = (int64_t)B * (hp->n_head + hp->n_head_kv);
@@ -565,49 +551,32 @@ static void forward_job(void *arg, int ith, int nth) {
         /* ---- output projection + residual ---- */
         mm_task o[1] = { { &L->wo, c->tmp, E } };
         mm_group(K, P, ith, nth, c->att, QD, B, SHAPE(B), o, 1, c->qbuf);
-        if (solo) {             /* c->tmp is shared: post-norm into the private row */
-            const float *tt = c->tmp;
-            if (g3) { op_rmsnorm(xnr, tt, L->post_attn_norm, E, hp->norm_eps); tt = xnr; }
-            op_add(xr, tt, E);
-            op_rmsnorm(xnr, xr, L->ffn_norm, E, hp->norm_eps);
-        } else {
-            pool_split(B, ith, nth, &lo, &hi);
-            for (int64_t t = lo; t < hi; t++) {
-                float *tt = c->tmp + t * E;
-                if (g3) op_rmsnorm(tt, tt, L->post_attn_norm, E, hp->norm_eps);
-                op_add(c->x + t * E, tt, E);
-                op_rmsnorm(c->xn + t * E, c->x + t * E, L->ffn_norm, E, hp->norm_eps);
-            }
-            pool_barrier(P);
+        pool_split(B, ith, nth, &lo, &hi);
+        for (int64_t t = lo; t < hi; t++) {
+            float *tt = c->tmp + t * E;
+            if (g3) op_rmsnorm(tt, tt, L->post_attn_norm, E, hp->norm_eps);
+            op_add(c->x + t * E, tt, E);
+            op_rmsnorm(c->xn + t * E, c->x + t * E, L->ffn_norm, E, hp->norm_eps);
         }
+        pool_barrier(P);
 
         /* ---- feed-forward: gate/up, activation, down + residual ---- */
         mm_task gu[2] = { { &L->w_gate, c->g, FF }, { &L->w_up, c->u, FF } };
-        mm_group(K, P, ith, nth, xnr, E, B, SHAPE(B), gu, 2, c->qbuf);
+        mm_group(K, P, ith, nth, c->xn, E, B, SHAPE(B), gu, 2, c->qbuf);
         pool_split((int64_t)B * FF, ith, nth, &lo, &hi);   /* element-wise: split flat */
         if (g3) op_geglu(c->g + lo, c->u + lo, hi - lo);
         else    K->swiglu(c->g + lo, c->u + lo, hi - lo);
         pool_barrier(P);
         mm_task d[1] = { { &L->w_down, c->tmp, E } };
-        /* one consistent abort decision for all threads: written by thread 0
-         * before a barrier, read after it by everyone (solo: the one that
-         * ends mm_group; thread 0 cannot write the next layer's decision
-         * before every thread has passed this layer's later barriers) */
-        if (solo && ith == 0) c->stop_now = atomic_load(&c->abort_req);
         mm_group(K, P, ith, nth, c->g, FF, B, SHAPE(B), d, 1, c->qbuf);
-        if (solo) {
-            const float *tt = c->tmp;
-            if (g3) { op_rmsnorm(xnr, tt, L->post_ffn_norm, E, hp->norm_eps); tt = xnr; }
-            op_add(xr, tt, E);
-            if (c->stop_now) return;
-            continue;
-        }
         pool_split(B, ith, nth, &lo, &hi);
         for (int64_t t = lo; t < hi; t++) {
             float *tt = c->tmp + t * E;
             if (g3) op_rmsnorm(tt, tt, L->post_ffn_norm, E, hp->norm_eps);
             op_add(c->x + t * E, tt, E);
         }
+        /* one consistent abort decision for all threads: written before the
+         * barrier by thread 0, read after it by everyone */
         if (ith == 0) c->stop_now = atomic_load(&c->abort_req);
         pool_barrier(P);
         if (c->stop_now) return;
