@@ -115,6 +115,7 @@ static void overlay(pyrt_kernels *dst, const pyrt_kernels *base, void (*fill)(py
     if (simd.mad_f16)      dst->mad_f16      = simd.mad_f16;
     if (simd.rope)         dst->rope         = simd.rope;
     if (simd.swiglu)       dst->swiglu       = simd.swiglu;
+    if (simd.geglu)        dst->geglu        = simd.geglu;
     if (simd.attn_head)    dst->attn_head    = simd.attn_head;
 }
 

@@ -85,6 +85,7 @@ typedef struct {
      * decorrelates everything after it (see ops_avx2.c). */
     void  (*rope)(float *x, int32_t n_rot, int32_t mode, float pos, float freq_base, float freq_scale);
     void  (*swiglu)(float *g, const float *u, int64_t n);             /* g = silu(g)*u */
+    void  (*geglu)(float *g, const float *u, int64_t n);              /* g = gelu(g)*u (ggml's fp16 table) */
     void  (*attn_head)(const pyrt_attn_args *a);
 } pyrt_kernels;
 

@@ -564,7 +564,7 @@ static void forward_job(void *arg, int ith, int nth) {
         mm_task gu[2] = { { &L->w_gate, c->g, FF }, { &L->w_up, c->u, FF } };
         mm_group(K, P, ith, nth, c->xn, E, B, SHAPE(B), gu, 2, c->qbuf);
         pool_split((int64_t)B * FF, ith, nth, &lo, &hi);   /* element-wise: split flat */
-        if (g3) op_geglu(c->g + lo, c->u + lo, hi - lo);
+        if (g3) K->geglu(c->g + lo, c->u + lo, hi - lo);
         else    K->swiglu(c->g + lo, c->u + lo, hi - lo);
         pool_barrier(P);
         mm_task d[1] = { { &L->w_down, c->tmp, E } };

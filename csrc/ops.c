@@ -54,7 +54,8 @@ void op_swiglu(float *g, const float *u, int64_t n) {
  * 0.5x(1 + tanh(sqrt(2/pi) x (1 + 0.044715 x^2))) with 1 + 0.044715 x^2 as one
  * FMA, which is how its table initializer compiles on x86 (checked against
  * all 65536 entries of llama.cpp's table). */
-static uint16_t g_gelu_f16[1 << 16];
+/* one spare entry: vector kernels fetch 4 bytes per 2-byte entry */
+static uint16_t g_gelu_f16[(1 << 16) + 2];
 static pthread_once_t g_gelu_once = PTHREAD_ONCE_INIT;
 
 static void gelu_table_init(void) {
@@ -64,6 +65,11 @@ static void gelu_table_init(void) {
         const float inner = fmaf(a * x, x, 1.0f);
         g_gelu_f16[i] = pyrt_fp32_to_fp16(0.5f * x * (1.0f + tanhf(s * x * inner)));
     }
+}
+
+const uint16_t *pyrt_gelu_table(void) {
+    pthread_once(&g_gelu_once, gelu_table_init);
+    return g_gelu_f16;
 }
 
 void op_geglu(float *g, const float *u, int64_t n) {
@@ -117,5 +123,6 @@ void op_attention_head(const pyrt_attn_args *a) {
 void pyrt_ops_fill_scalar(pyrt_kernels *k) {
     k->rope = op_rope;
     k->swiglu = op_swiglu;
+    k->geglu = op_geglu;
     k->attn_head = op_attention_head;
 }

@@ -20,6 +20,8 @@ void op_rope(float *x, int32_t n_rot, int32_t mode, float pos, float freq_base, 
 /* g[n] = silu(g) * u  /  gelu_tanh(g) * u (llama.cpp's fp16-table GELU) */
 void op_swiglu(float *g, const float *u, int64_t n);
 void op_geglu(float *g, const float *u, int64_t n);
+/* ggml's GELU table: entry h = fp16(gelu(fp16 value h)), 2^16 entries (+ padding) */
+const uint16_t *pyrt_gelu_table(void);
 
 /* In-place softmax over x[n]; returns nothing, x sums to 1. */
 void op_softmax(float *x, int64_t n);

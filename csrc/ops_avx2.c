@@ -474,7 +474,27 @@ static void attn_head_avx2(const pyrt_attn_args *a) {
     attn_pv_group(a, sc, R, base, base + R, slots, vf);
 }
 
+/* op_geglu with 8 lanes: the fp16 rounding of g by vcvtps2ph (round to
+ * nearest even, as pyrt_fp32_to_fp16), the table entries by one gather, the
+ * same clamps at +-10 and the same product. */
+static void geglu_avx2(float *g, const float *u, int64_t n) {
+    const uint16_t *tab = pyrt_gelu_table();
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const __m256 v = _mm256_loadu_ps(g + i), uv = _mm256_loadu_ps(u + i);
+        const __m256i idx = _mm256_cvtepu16_epi32(_mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT));
+        const __m256i t = _mm256_and_si256(_mm256_i32gather_epi32((const int *)tab, idx, 2), _mm256_set1_epi32(0xFFFF));
+        const __m128i t16 = _mm_packus_epi32(_mm256_castsi256_si128(t), _mm256_extracti128_si256(t, 1));
+        __m256 r = _mm256_mul_ps(_mm256_cvtph_ps(t16), uv);
+        r = _mm256_blendv_ps(r, _mm256_mul_ps(v, uv), _mm256_cmp_ps(v, _mm256_set1_ps(10.0f), _CMP_GE_OQ));
+        r = _mm256_andnot_ps(_mm256_cmp_ps(v, _mm256_set1_ps(-10.0f), _CMP_LE_OQ), r);
+        _mm256_storeu_ps(g + i, r);
+    }
+    if (i < n) op_geglu(g + i, u + i, n - i);
+}
+
 void pyrt_ops_fill_avx2(pyrt_kernels *k) {
+    k->geglu = geglu_avx2;
     k->rope = rope_avx2;
     k->swiglu = swiglu_avx2;
     k->attn_head = attn_head_avx2;

@@ -71,6 +71,35 @@ def test_swiglu(variant, n):
     assert nmse(got, ref) <= NMSE_ELEMENTWISE
 
 
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("n", [1, 7, 8, 9, 64, 1000])
+def test_geglu_is_ggml_table_gelu(variant, n):
+    """g = gelu(g) * u with ggml's fp16 GELU table: the value looked up at
+    fp16(g) (round to nearest even), 0 at or below -10, g itself at or above
+    10. Exact for every variant (the vector one rounds and gathers in lanes)."""
+    k = table(variant)
+    rng = np.random.default_rng(n + 77)
+    g = (rng.standard_normal(n) * 4).astype(np.float32)
+    edge = np.array([-10.0, 10.0, -10.000001, 9.999999, 0.0, -0.0, 1e-6, -3e-8, 6e-5, 65504.0, -1e30],
+                    np.float32)
+    g[:min(n, edge.size)] = edge[:min(n, edge.size)]
+    u = rng.standard_normal(n).astype(np.float32)
+    got = g.copy()
+    k.geglu(kptr(got, "float *"), kptr(u, "float *"), n)
+    a, s = np.float32(0.044715), np.float32(0.79788456080286535587989211986876)
+    with np.errstate(over="ignore", invalid="ignore"):
+        x = g.astype(np.float16).astype(np.float32)      # the table's index value
+        inner = (a * x).astype(np.float64) * x + 1.0
+        gel = (np.float32(0.5) * x * (np.float32(1.0) + np.tanh((s * x).astype(np.float64) * inner))).astype(np.float16)
+        want = np.where(g <= -10, np.float32(0), np.where(g >= 10, g * u, gel.astype(np.float32) * u)).astype(np.float32)
+    # tanh in float64 vs the C tanhf can differ in the last bit before the fp16 rounding:
+    # compare against the scalar reference exactly, and against the formula to one fp16 ulp
+    ref = g.copy()
+    table(lib.PYRT_KERNELS_SCALAR).geglu(kptr(ref, "float *"), kptr(u, "float *"), n)
+    np.testing.assert_array_equal(got.view(np.uint32), ref.view(np.uint32))
+    np.testing.assert_allclose(got, want, rtol=2e-3, atol=1e-6)
+
+
 def attention_ref(q, K, V, first, last, scale):
     q16 = q.astype(np.float16).astype(np.float64)
     s = K[first:last + 1].astype(np.float64) @ q16 * scale
