@@ -8,6 +8,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")   # as pyrt's CLI: no BLAS threads competing
 import resource
 import statistics
 import sys

@@ -3,8 +3,15 @@ from __future__ import annotations
 
 import argparse
 import codecs
+import os
 import sys
 import time
+
+# pyrt does no BLAS work; numpy's OpenBLAS would start a thread per core whose
+# idle spinning competes with the inference threads (~2 % of the samples of
+# `pyrt bench` on 2 cores). Only for the CLI process, before numpy loads;
+# library users keep their own setting.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 
 def _add_model_arg(p: argparse.ArgumentParser) -> None:
