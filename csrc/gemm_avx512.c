@@ -258,15 +258,17 @@ DEFINE_GEMM(gemm512_q8_0, block_q8_0, block_q8_0, _Q8_0, 128, 0)
  * (row, token) acc = fma(float(exact block sum), d_w * d_a, acc) ---- */
 
 /* v[4k+m] holds two 8-lane groups (halves h); lane 4*(2k+h)+m of the result
- * is the exact total of v[4k+m]'s half h */
+ * is the exact total of v[4k+m]'s half h. Every lane is a sum of four
+ * (q - 8) * a products, |lane| <= 4 * 8 * 128, so the first two levels can go
+ * through int16 (vpackssdw is exact below 2^15, and the sums stay below
+ * 2^14): pack two vectors, add neighbours with vpmaddwd. */
 static inline __m512i totals_halves8(const __m512i v[8]) {
+    const __m512i ones = _mm512_set1_epi16(1);
     __m512i t[4], u[2];
-    for (int i = 0; i < 4; i++)
-        t[i] = _mm512_add_epi32(_mm512_unpacklo_epi32(v[2 * i], v[2 * i + 1]),
-                                _mm512_unpackhi_epi32(v[2 * i], v[2 * i + 1]));
-    for (int i = 0; i < 2; i++)
-        u[i] = _mm512_add_epi32(_mm512_unpacklo_epi64(t[2 * i], t[2 * i + 1]),
-                                _mm512_unpackhi_epi64(t[2 * i], t[2 * i + 1]));
+    /* t[i], per 128-bit lane: [a0+a1, a2+a3, b0+b1, b2+b3] (a = v[2i], b = v[2i+1]) */
+    for (int i = 0; i < 4; i++) t[i] = _mm512_madd_epi16(_mm512_packs_epi32(v[2 * i], v[2 * i + 1]), ones);
+    /* u[k], per 128-bit lane L: the lane-L totals of v[4k], v[4k+1], v[4k+2], v[4k+3] */
+    for (int i = 0; i < 2; i++) u[i] = _mm512_madd_epi16(_mm512_packs_epi32(t[2 * i], t[2 * i + 1]), ones);
     return _mm512_add_epi32(_mm512_shuffle_i32x4(u[0], u[1], _MM_SHUFFLE(2, 0, 2, 0)),
                             _mm512_shuffle_i32x4(u[0], u[1], _MM_SHUFFLE(3, 1, 3, 1)));
 }

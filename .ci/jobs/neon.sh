@@ -10,7 +10,8 @@
 #                                      no SDOT instruction is reached there)
 #     each table compared with the scalar reference at tests/test_kernels.py's
 #     tolerances, plus pyrt_matmul on 2 threads.
-#  4. The same test program built natively on x86-64 against the AVX2 table.
+#  4. The same test program built natively on x86-64 against the AVX2 (and, where the CPU
+#     has it, AVX-512) table.
 # Cost on the 2-core build machine: 8-15 s for apt (update + install, cold),
 # ~30 s for the two CMake builds, the qemu runs and the native run.
 set -euo pipefail

@@ -791,8 +791,16 @@ int main(int argc, char **argv) {
     if (pyrt_kernels_available(PYRT_KERNELS_AVX2)) {
         printf("x86-64: testing the AVX2 table\n");
         test_table("avx2", S, pyrt_kernels_get(PYRT_KERNELS_AVX2));
-        test_dispatch(PYRT_KERNELS_AVX2);
         tested++;
+        int best = PYRT_KERNELS_AVX2;
+        if (pyrt_kernels_available(PYRT_KERNELS_AVX512)) {
+            printf("x86-64: testing the AVX-512 table\n");
+            test_table("avx512", S, pyrt_kernels_get(PYRT_KERNELS_AVX512));
+            tested++;
+            test_matmul(PYRT_KERNELS_AVX2);
+            best = PYRT_KERNELS_AVX512;
+        }
+        test_dispatch(best);     /* auto picks the best table */
     } else {
         printf("x86-64: this CPU/build has no AVX2 table; nothing to compare\n");
     }
