@@ -26,7 +26,7 @@
 #define GV 4           /* row pairs per tile when there is a single token */
 #define PANEL_R 32     /* rows whose scales are cached per panel   */
 #define PANEL_T 32     /* tokens whose scales are cached per panel */
-#define MAX_NB 512     /* blocks per row handled by the scale caches (16384 columns) */
+#define MAX_NB (PYRT_GEMM_MAX_COLS / 32)   /* blocks per row the scale caches hold */
 #define PF_DIST 10240  /* software prefetch distance for streamed weights (bytes) */
 
 /* unsigned weight bytes of one block, and the offset subtracted from them */
@@ -323,7 +323,7 @@ static void gemv_q4_0_r8_x8(int64_t nb, const block_q4_0 *const wr[8], const blo
 }
 
 /* 8 rows x 4 tokens: lanes (row, token) of two 16-lane accumulators */
-static void tile_q4_0_r8(int64_t nb, const block_q4_0 *const wr[8], const block_q8_0 *const at[4],
+static void tile_q4_0_r8(int64_t nb, const block_q4_0 *const wr[8], const float *dw8, const block_q8_0 *const at[4],
                          float *y, int64_t ldy, int nr, int nt) {
     __m512 acc[2] = { _mm512_setzero_ps(), _mm512_setzero_ps() };
     const __m512i rows = ROW_OF_LANE;
@@ -337,7 +337,7 @@ static void tile_q4_0_r8(int64_t nb, const block_q4_0 *const wr[8], const block_
             da[t] = fp16_1(at[t][b].d);
         }
         for (int m = 0; m < 4; m++) wv[m] = nibbles2(wr[2 * m][b].qs, wr[2 * m + 1][b].qs);
-        const __m512 dw = _mm512_permutexvar_ps(rows, _mm512_castps256_ps512(scales8_q4_0(wr, b)));
+        const __m512 dw = _mm512_permutexvar_ps(rows, _mm512_castps256_ps512(_mm256_loadu_ps(dw8 + 8 * b)));
         const __m512 da4 = _mm512_castps128_ps512(_mm_loadu_ps(da));
         for (int h = 0; h < 2; h++) {            /* tokens 2h, 2h+1 */
             __m512i l[8];
@@ -370,12 +370,15 @@ static void gemm512_q4_0_r8(int64_t n, const void *w, int64_t w_row, int64_t n_r
             gemv_q4_0_r8_x8(nb, wr, (const block_q8_0 *)a, y + r0, nr);
             continue;
         }
+        /* the 8 rows' block scales, converted once for all token tiles */
+        float dw8[8 * MAX_NB];
+        for (int64_t b = 0; b < nb; b++) _mm256_storeu_ps(dw8 + 8 * b, scales8_q4_0(wr, b));
         for (int64_t t0 = 0; t0 < n_tok; t0 += 4) {
             const int nt = n_tok - t0 < 4 ? (int)(n_tok - t0) : 4;
             const block_q8_0 *at[4];
             for (int t = 0; t < 4; t++)
                 at[t] = (const block_q8_0 *)((const char *)a + (t0 + (t < nt ? t : nt - 1)) * a_row);
-            tile_q4_0_r8(nb, wr, at, y + t0 * ldy + r0, ldy, nr, nt);
+            tile_q4_0_r8(nb, wr, dw8, at, y + t0 * ldy + r0, ldy, nr, nt);
         }
     }
 }

@@ -63,6 +63,9 @@ void mm_group(const pyrt_kernels *k, pyrt_pool *pool, int ith, int nth,
         const int r8 = k->vec_dot_r8[ty] && w->rows % 8 == 0;
         pyrt_gemm_fn g = r8 ? (k->vec_dot_r8x4[ty] ? NULL : k->gemm_r8[ty])
                                   : (k->vec_dot_tiled[ty] && shape >= 8 ? NULL : k->gemm[ty]);
+        /* the 32-block tiles cache per-block scales for rows of at most
+         * PYRT_GEMM_MAX_COLS; wider rows take the row dots (same arithmetic) */
+        if (cols > PYRT_GEMM_MAX_COLS) g = NULL;
         /* tokens [0, n_g) go through a tiled kernel, the rest through the row dots */
         int64_t n_g = g ? n_tok : 0;
         if (!g && r8 && k->gemm_r8x4[ty] && k->vec_dot_r8x4[ty] && shape > 3) {

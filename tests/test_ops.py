@@ -177,6 +177,9 @@ GEMM_VARIANTS = [
 @pytest.mark.parametrize("rows,cols,n_tok", [(1, 32, 1), (3, 64, 1), (5, 576, 1), (37, 768, 1), (64, 576, 1),
                                              (8, 96, 1), (13, 64, 1), (47, 96, 1), (2, 32, 2), (7, 96, 3),
                                              (8, 576, 5), (37, 1536, 33), (40, 64, 70), (35, 64, 17),
+                                             # wider than the tiles' scale caches (PYRT_GEMM_MAX_COLS):
+                                             # the row dots take over
+                                             (8, 16416, 3), (3, 16416, 1),
                                              # 8-row tiles x 1/2/4-token tails (two threads split 24 and 40 mid-tile)
                                              (8, 64, 2), (16, 96, 3), (24, 64, 4), (40, 96, 6), (8, 32, 7),
                                              (16, 64, 8), (24, 96, 9), (40, 64, 1), (72, 160, 1)])
