@@ -15,6 +15,34 @@ def load_reference(name: str) -> dict:
     return json.loads((REF / name).read_text(encoding="utf-8"))
 
 
+def reference_llm(request, table: dict):
+    """Body of a module-scoped fixture parametrized over `table` (name -> (path fixture,
+    reference file)): yields (name, an open pyrt.Llama on that model, its reference)."""
+    import pyrt
+    fixture, ref_name = table[request.param]
+    path = request.getfixturevalue(fixture)
+    llm = pyrt.Llama(str(path), n_ctx=1024, n_threads=2, seed=0)
+    yield request.param, llm, load_reference(ref_name)
+    llm.close()
+
+
+def logit_agreement(llm, L: dict) -> dict:
+    """pyrt's log-probs on the reference text `L` (a reference's "logits" entry) against
+    llama.cpp's: top-1 agreement, |Δ logprob| of the next token, perplexity and its relative
+    error; `lp` keeps the whole log-softmax for further checks."""
+    import numpy as np
+    x = llm.logits(L["ids"]).astype(np.float64)
+    x = x - x.max(axis=-1, keepdims=True)
+    lp = x - np.log(np.exp(x).sum(axis=-1, keepdims=True))
+    ids, n = L["ids"], len(L["next_logprob"])
+    ours_next = lp[np.arange(n), ids[1:n + 1]]
+    ppl = float(np.exp(-ours_next.mean()))
+    return {"lp": lp, "n": n,
+            "top1": float(np.mean([lp[i].argmax() == L["top"][i][0][0] for i in range(n)])),
+            "dlp": np.abs(ours_next - np.array(L["next_logprob"])),
+            "ppl": ppl, "rel": ppl / L["ppl"] - 1}
+
+
 def public_prompts() -> list[str]:
     lines = (REF / "prompts_public.txt").read_text(encoding="utf-8").splitlines()
     return [ln.replace("\\n", "\n") for ln in lines if ln]

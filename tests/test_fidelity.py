@@ -6,10 +6,9 @@ perplexity within 0.3 %, greedy 32-token continuations identical (a divergence i
 accepted only at a near-tie, and then reported with its margin)."""
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
-from conftest import load_reference, public_prompts
+from conftest import load_reference, logit_agreement, public_prompts, reference_llm
 
 TOP1_MIN = 0.995
 MEAN_DLOGPROB_MAX = 0.01
@@ -25,32 +24,14 @@ VARIANTS = {
 
 @pytest.fixture(scope="module", params=list(VARIANTS))
 def variant(request):
-    import pyrt
-    fixture, ref_name = VARIANTS[request.param]
-    path = request.getfixturevalue(fixture)
-    llm = pyrt.Llama(str(path), n_ctx=1024, n_threads=2, seed=0)
-    yield request.param, llm, load_reference(ref_name)
-    llm.close()
-
-
-def log_softmax(x: np.ndarray) -> np.ndarray:
-    x = x.astype(np.float64)
-    x = x - x.max(axis=-1, keepdims=True)
-    return x - np.log(np.exp(x).sum(axis=-1, keepdims=True))
+    yield from reference_llm(request, VARIANTS)
 
 
 def test_logits_match_llamacpp(variant):
     name, llm, ref = variant
     L = ref["logits"]
-    ids = L["ids"]
-    lp = log_softmax(llm.logits(ids))
-    n = len(L["next_logprob"])
-    ours_next = lp[np.arange(n), ids[1:n + 1]]
-    ref_next = np.array(L["next_logprob"])
-    top1 = np.mean([lp[i].argmax() == L["top"][i][0][0] for i in range(n)])
-    dlp = np.abs(ours_next - ref_next)
-    ppl = float(np.exp(-ours_next.mean()))
-    rel = ppl / L["ppl"] - 1
+    a = logit_agreement(llm, L)
+    top1, dlp, ppl, rel = a["top1"], a["dlp"], a["ppl"], a["rel"]
     print(f"\n{name}: top-1 {top1:.4f}, mean |Δlogprob| {dlp.mean():.5f} (max {dlp.max():.4f}), "
           f"ppl {ppl:.4f} vs {L['ppl']:.4f} ({100 * rel:+.3f} %)")
     assert top1 >= TOP1_MIN

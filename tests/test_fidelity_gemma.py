@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import REF, load_reference
+from conftest import REF, logit_agreement, reference_llm
 
 TOP1_MIN = 0.995
 MEAN_DLOGPROB_MAX = 0.01
@@ -50,18 +50,7 @@ def smollm2_q4_k_m_path(smollm2_path: Path) -> Path:
 
 @pytest.fixture(scope="module", params=list(MODELS))
 def model(request):
-    import pyrt
-    fixture, ref_name = MODELS[request.param]
-    path = request.getfixturevalue(fixture)
-    llm = pyrt.Llama(str(path), n_ctx=1024, n_threads=2, seed=0)
-    yield request.param, llm, load_reference(ref_name)
-    llm.close()
-
-
-def log_softmax(x: np.ndarray) -> np.ndarray:
-    x = x.astype(np.float64)
-    x = x - x.max(axis=-1, keepdims=True)
-    return x - np.log(np.exp(x).sum(axis=-1, keepdims=True))
+    yield from reference_llm(request, MODELS)
 
 
 def test_tokenization_identical(model):
@@ -78,15 +67,8 @@ def test_tokenization_identical(model):
 def test_logits_match_llamacpp(model):
     name, llm, ref = model
     L = ref["logits"]
-    ids = L["ids"]
-    lp = log_softmax(llm.logits(ids))
-    n = len(L["next_logprob"])
-    ours_next = lp[np.arange(n), ids[1:n + 1]]
-    ref_next = np.array(L["next_logprob"])
-    top1 = np.mean([lp[i].argmax() == L["top"][i][0][0] for i in range(n)])
-    dlp = np.abs(ours_next - ref_next)
-    ppl = float(np.exp(-ours_next.mean()))
-    rel = ppl / L["ppl"] - 1
+    a = logit_agreement(llm, L)
+    lp, n, top1, dlp, ppl, rel = a["lp"], a["n"], a["top1"], a["dlp"], a["ppl"], a["rel"]
     # the reference's 32 most likely tokens and their log-probs, everywhere
     top_err = max(abs(lp[i, t] - v) for i in range(n) for t, v in L["top"][i])
     print(f"\n{name}: top-1 {top1:.4f}, mean |Δlogprob| {dlp.mean():.6f} (max {dlp.max():.5f}), "
