@@ -8,8 +8,29 @@ import re
 from pathlib import Path
 
 import cffi
+import pytest
 
 from pyrt._native import _find_library, ffi, lib
+
+# ---- kernel variants as pytest parameters, shared by the kernel test modules ----
+SCALAR = lib.PYRT_KERNELS_SCALAR
+AVX2 = lib.PYRT_KERNELS_AVX2
+AVX512 = lib.PYRT_KERNELS_AVX512   # the AVX2 table with AVX-512 GEMM tiles (same results)
+HAVE_AVX2 = bool(lib.pyrt_kernels_available(AVX2))
+HAVE_AVX512 = bool(lib.pyrt_kernels_available(AVX512))
+needs_avx2 = pytest.mark.skipif(not HAVE_AVX2, reason="AVX2/FMA/F16C kernels not available")
+# scalar reference + AVX2
+VARIANTS = [
+    pytest.param(SCALAR, id="scalar"),
+    pytest.param(AVX2, id="avx2", marks=pytest.mark.skipif(
+        not HAVE_AVX2, reason="AVX2/FMA/F16C kernels not available on this CPU/build")),
+]
+# the matmul tables that must reproduce llama.cpp's AVX2 results bit for bit
+X86_VARIANTS = [
+    pytest.param(AVX2, id="avx2", marks=needs_avx2),
+    pytest.param(AVX512, id="avx512", marks=pytest.mark.skipif(
+        not HAVE_AVX512, reason="no AVX-512 on this CPU/build")),
+]
 
 _HEADER = Path(__file__).resolve().parent.parent / "csrc" / "kernels.h"
 

@@ -14,6 +14,7 @@ from gguf import GGMLQuantizationType as T
 from gguf import quants
 from gguf.constants import GGML_QUANT_SIZES
 
+from kernel_table import AVX2, AVX512, HAVE_AVX2, HAVE_AVX512, SCALAR, VARIANTS, needs_avx2
 from pyrt._native import UnsupportedError, check, ffi, lib, ptr
 
 # ---- named tolerances ---------------------------------------------------------
@@ -41,17 +42,8 @@ QUANT_TYPES = [T.Q8_0, T.Q4_0, T.Q4_1, T.Q5_0, T.Q5_1]
 ACT_OF = {T.F32: T.F32, T.F16: T.F16, T.BF16: T.BF16, T.Q8_0: T.Q8_0, T.Q4_0: T.Q8_0,
           T.Q5_0: T.Q8_0, T.Q4_1: T.Q8_1, T.Q5_1: T.Q8_1}
 
-SCALAR = lib.PYRT_KERNELS_SCALAR
-AVX2 = lib.PYRT_KERNELS_AVX2
-AVX512 = lib.PYRT_KERNELS_AVX512   # the AVX2 table with AVX-512 GEMM tiles (same results)
-BEST_X86 = AVX512 if lib.pyrt_kernels_available(AVX512) else AVX2
-HAVE_AVX2 = bool(lib.pyrt_kernels_available(AVX2))
-VARIANTS = [
-    pytest.param(SCALAR, id="scalar"),
-    pytest.param(AVX2, id="avx2", marks=pytest.mark.skipif(
-        not HAVE_AVX2, reason="AVX2/FMA/F16C kernels not available on this CPU/build")),
-]
-needs_avx2 = pytest.mark.skipif(not HAVE_AVX2, reason="AVX2/FMA/F16C kernels not available")
+
+BEST_X86 = AVX512 if HAVE_AVX512 else AVX2
 
 
 # ---- helpers -------------------------------------------------------------------

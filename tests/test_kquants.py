@@ -24,6 +24,7 @@ import pytest
 from gguf import GGMLQuantizationType as T
 from gguf import quants
 
+from kernel_table import AVX2, AVX512, HAVE_AVX2, SCALAR, VARIANTS, X86_VARIANTS, needs_avx2
 from pyrt._native import check, ffi, lib, ptr
 
 K_TYPES = [T.Q2_K, T.Q3_K, T.Q4_K, T.Q5_K, T.Q6_K]
@@ -36,21 +37,6 @@ DOT_EXACT_RTOL = 4e-6
 # NMSE of the kernel's dot vs the float64 dot of dequantized weights and f32 activations
 DOT_NMSE_TOL = 5e-4
 
-SCALAR = lib.PYRT_KERNELS_SCALAR
-AVX2 = lib.PYRT_KERNELS_AVX2
-HAVE_AVX2 = bool(lib.pyrt_kernels_available(AVX2))
-VARIANTS = [
-    pytest.param(SCALAR, id="scalar"),
-    pytest.param(AVX2, id="avx2", marks=pytest.mark.skipif(
-        not HAVE_AVX2, reason="AVX2/FMA/F16C kernels not available on this CPU/build")),
-]
-needs_avx2 = pytest.mark.skipif(not HAVE_AVX2, reason="AVX2/FMA/F16C kernels not available")
-AVX512 = lib.PYRT_KERNELS_AVX512
-X86_VARIANTS = [   # the matmul tables that must reproduce llama.cpp's AVX2 results bit for bit
-    pytest.param(AVX2, id="avx2", marks=needs_avx2),
-    pytest.param(AVX512, id="avx512", marks=pytest.mark.skipif(
-        not lib.pyrt_kernels_available(AVX512), reason="no AVX-512 on this CPU/build")),
-]
 
 # byte offsets of the fp16 super-block scales (d, and dmin where there is one)
 _SCALE_OFFS = {T.Q2_K: (80, 82), T.Q3_K: (108,), T.Q4_K: (0, 2), T.Q5_K: (0, 2), T.Q6_K: (208,)}

@@ -8,7 +8,7 @@ import pytest
 from gguf import GGMLQuantizationType as T
 from gguf import quants
 
-from kernel_table import kffi, kptr, table
+from kernel_table import X86_VARIANTS, kffi, kptr, table
 from pyrt._native import lib
 
 NMSE_ELEMENTWISE = 1e-7      # rope, swiglu
@@ -164,15 +164,7 @@ def test_q4_0_repacked_order_dot(n):
 
 
 GEMM_TYPES = ["Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0"]
-GEMM_VARIANTS = [
-    pytest.param(lib.PYRT_KERNELS_AVX2, id="avx2", marks=pytest.mark.skipif(
-        not lib.pyrt_kernels_available(lib.PYRT_KERNELS_AVX2), reason="no AVX2 on this CPU")),
-    pytest.param(lib.PYRT_KERNELS_AVX512, id="avx512", marks=pytest.mark.skipif(
-        not lib.pyrt_kernels_available(lib.PYRT_KERNELS_AVX512), reason="no AVX-512 on this CPU/build")),
-]
-
-
-@pytest.mark.parametrize("variant", GEMM_VARIANTS)
+@pytest.mark.parametrize("variant", X86_VARIANTS)
 @pytest.mark.parametrize("tname", GEMM_TYPES)
 @pytest.mark.parametrize("rows,cols,n_tok", [(1, 32, 1), (3, 64, 1), (5, 576, 1), (37, 768, 1), (64, 576, 1),
                                              (8, 96, 1), (13, 64, 1), (47, 96, 1), (2, 32, 2), (7, 96, 3),
