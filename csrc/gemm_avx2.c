@@ -32,8 +32,7 @@
 #define PANEL_R 16     /* rows whose scales are cached per panel  */
 #define PANEL_T 32     /* tokens whose scales are cached per panel */
 #define RMAX 4
-#define MAX_NB (PYRT_GEMM_MAX_COLS / 32)   /* blocks per row the scale caches hold */
-#define PF_DIST 10240  /* software prefetch distance in bytes for streamed weights (see matmul.h) */
+#define MAX_NB PYRT_GEMM_MAX_NB
 
 #define f16 fp16_1
 #define hsum8 hsum_ps

@@ -26,8 +26,7 @@
 #define GV 4           /* row pairs per tile when there is a single token */
 #define PANEL_R 32     /* rows whose scales are cached per panel   */
 #define PANEL_T 32     /* tokens whose scales are cached per panel */
-#define MAX_NB (PYRT_GEMM_MAX_COLS / 32)   /* blocks per row the scale caches hold */
-#define PF_DIST 10240  /* software prefetch distance for streamed weights (bytes) */
+#define MAX_NB PYRT_GEMM_MAX_NB
 
 /* unsigned weight bytes of one block, and the offset subtracted from them */
 #define U_Q8_0(x) _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(x)->qs), _mm256_set1_epi8((char)0x80))

@@ -141,6 +141,7 @@ static inline pyrt_vec_dot_fn pyrt_pick_vec_dot(const pyrt_kernels *k, int32_t t
 /* Widest row (elements) the gemm / gemm_r8 tiles take: their per-panel scale
  * caches hold PYRT_GEMM_MAX_COLS / 32 blocks per row (MAX_NB in gemm_*.c). */
 #define PYRT_GEMM_MAX_COLS 16384
+#define PYRT_GEMM_MAX_NB (PYRT_GEMM_MAX_COLS / 32)
 
 /* dispatch.c: table for a variant (NULL if unavailable), and the active one. */
 const pyrt_kernels *pyrt_kernels_get(int32_t variant);
