@@ -81,6 +81,8 @@ static inline void bit4_pair(const uint8_t *qha, const uint8_t *qhb, __m256i *lo
 }
 #define PW_Q4_1(xa, xb, lo, hi) nibble_pair((xa)->qs, (xb)->qs, &(lo), &(hi))
 #define PW_Q5_1(xa, xb, lo, hi) (PW_Q4_1(xa, xb, lo, hi), bit4_pair((xa)->qh, (xb)->qh, &(lo), &(hi)))
+#define PW_Q4_0 PW_Q4_1
+#define PW_Q5_0 PW_Q5_1
 
 /* ---- the batched tiles (several tokens) ----
  *
@@ -198,7 +200,7 @@ static inline __m256i dot_ub(__m256i u, __m256i uabs, __m256i a, __m256i corr, i
  * multiply (lane i = the scalar product row i's kernel computes), broadcast
  * per row by a lane permute, and the 8 min-term chains are one 8-lane FMA
  * chain (lane i: fmaf(m_i, s_b, summs_i)). Same arithmetic as GEMM_TILE. */
-#define GEMV_TILE(WT, AT, WLOAD, SIGNED, HAS_MIN)                                                 \
+#define GEMV_TILE(WT, AT, WLOAD, SIGNED, HAS_MIN, NG)                                                 \
     do {                                                                                          \
         __m256 acc[GV], summs = _mm256_setzero_ps();                                              \
         for (int i = 0; i < GV; i++) acc[i] = _mm256_setzero_ps();                                \
@@ -226,25 +228,29 @@ static inline __m256i dot_ub(__m256i u, __m256i uabs, __m256i a, __m256i corr, i
             y[t0 * ldy + r0 + i] = HAS_MIN ? hsum8(acc[i]) + sm[i] : hsum8(acc[i]);               \
     } while (0)
 
-/* The generation tile for the unsigned types with a min (Q4_1, Q5_1): rows
- * (2q, 2q+1) share each integer dot (nibble_pair's layout), so accumulator
- * pair q holds [row 2q lanes 0-3 | row 2q+1 lanes 0-3] (lo) and lanes 4-7
- * (hi); the lanes are put back in order for the horizontal sum. d and m of
- * the 8 rows come in as one 8-dword vector ([d0 m0 d1 m1 ..]): lane 2r of
- * its product with d_a is row r's d_w*d_a, lane 2r+1 of the FMA chain with
- * s_b is row r's min chain fmaf(m_r, s_b, summs_r). Per lane the operations
- * are exactly GEMV_TILE's. */
-#define GEMV_PAIRS(WT, AT, WLOAD, SIGNED, HAS_MIN)                                                \
+/* The generation tile for the 4- and 5-bit types: rows (2q, 2q+1) share each
+ * integer dot (nibble_pair's layout), so accumulator pair q holds [row 2q
+ * lanes 0-3 | row 2q+1 lanes 0-3] (lo) and lanes 4-7 (hi); the lanes are put
+ * back in order for the horizontal sum. Weights are unsigned (w + OFF), the
+ * offset taken back by the dot's start value (dot_corr of the block's
+ * activation halves, once per block for the 8 rows). The 8 rows' first 4
+ * bytes come in as one 8-dword vector: for Q4_1/Q5_1 [d0 m0 d1 m1 ..], lane
+ * 2r of its product with d_a is row r's d_w*d_a, lane 2r+1 of the FMA chain
+ * with s_b is row r's min chain fmaf(m_r, s_b, summs_r); for Q4_0/Q5_0 only
+ * the d lanes are used. Per lane the operations are exactly GEMV_TILE's. */
+#define GEMV_PAIRS(WT, AT, WLOAD, OFF, HAS_MIN, NG)                                                \
     do {                                                                                          \
-        __m256 acc[GV], sm_lo = _mm256_setzero_ps(), sm_hi = _mm256_setzero_ps();                \
-        for (int i = 0; i < GV; i++) acc[i] = _mm256_setzero_ps();                                \
+        __m256 acc[NG], sm_lo = _mm256_setzero_ps(), sm_hi = _mm256_setzero_ps();                \
+        for (int i = 0; i < NG; i++) acc[i] = _mm256_setzero_ps();                                \
         const AT *ar = (const AT *)((const char *)a + t0 * a_row);                                \
         for (int64_t b = 0; b < nb; b++) {                                                        \
             const __m256i a_lo = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)ar[b].qs)); \
             const __m256i a_hi = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(ar[b].qs + 16))); \
-            const WT *wb[GV];                                                                     \
-            int32_t dm[GV];                                                                       \
-            for (int i = 0; i < GV; i++) {                                                        \
+            const __m256i c_lo = OFF > 0 ? dot_corr(a_lo, OFF) : _mm256_setzero_si256();          \
+            const __m256i c_hi = OFF > 0 ? dot_corr(a_hi, OFF) : _mm256_setzero_si256();          \
+            const WT *wb[NG];                                                                     \
+            int32_t dm[8] = { 0 };                                                                \
+            for (int i = 0; i < NG; i++) {                                                        \
                 wb[i] = (const WT *)((const char *)w + (r0 + i) * w_row) + b;                     \
                 _mm_prefetch((const char *)wb[i] + PF_DIST, _MM_HINT_T0);                         \
                 memcpy(&dm[i], wb[i], 4);                                                         \
@@ -254,27 +260,29 @@ static inline __m256i dot_ub(__m256i u, __m256i uabs, __m256i a, __m256i corr, i
             const __m256 dm_hi = _mm256_cvtph_ps(_mm256_extracti128_si256(dmv, 1));               \
             const __m256 da = _mm256_broadcast_ss(&ga[b]);                              \
             const __m256 sc_lo = _mm256_mul_ps(dm_lo, da), sc_hi = _mm256_mul_ps(dm_hi, da);      \
-            for (int q = 0; q < GV / 2; q++) {                                                    \
+            for (int q = 0; q < NG / 2; q++) {                                                    \
                 const __m256 sq = _mm256_permutevar8x32_ps(q < 2 ? sc_lo : sc_hi,                 \
                     _mm256_setr_epi32(4 * (q % 2), 4 * (q % 2), 4 * (q % 2), 4 * (q % 2),         \
                                       4 * (q % 2) + 2, 4 * (q % 2) + 2, 4 * (q % 2) + 2, 4 * (q % 2) + 2)); \
                 __m256i lo, hi;                                                                   \
                 P##WLOAD(wb[2 * q], wb[2 * q + 1], lo, hi);                                       \
-                acc[2 * q] = _mm256_fmadd_ps(sq, _mm256_cvtepi32_ps(lanes_us(lo, a_lo)), acc[2 * q]); \
-                acc[2 * q + 1] = _mm256_fmadd_ps(sq, _mm256_cvtepi32_ps(lanes_us(hi, a_hi)), acc[2 * q + 1]); \
+                acc[2 * q] = _mm256_fmadd_ps(sq, _mm256_cvtepi32_ps(dot_ub(lo, lo, a_lo, c_lo, OFF)), acc[2 * q]); \
+                acc[2 * q + 1] = _mm256_fmadd_ps(sq, _mm256_cvtepi32_ps(dot_ub(hi, hi, a_hi, c_hi, OFF)), acc[2 * q + 1]); \
             }                                                                                     \
-            const __m256 s = _mm256_broadcast_ss(&gs[b]);                              \
-            sm_lo = _mm256_fmadd_ps(dm_lo, s, sm_lo);                                             \
-            sm_hi = _mm256_fmadd_ps(dm_hi, s, sm_hi);                                             \
+            if (HAS_MIN) {                                                                        \
+                const __m256 s = _mm256_broadcast_ss(&gs[b]);                                     \
+                sm_lo = _mm256_fmadd_ps(dm_lo, s, sm_lo);                                         \
+                sm_hi = _mm256_fmadd_ps(dm_hi, s, sm_hi);                                         \
+            }                                                                                     \
         }                                                                                         \
-        float sm[2 * GV];                                                                         \
+        float sm[16];                                                                             \
         _mm256_storeu_ps(sm, sm_lo);                                                              \
-        _mm256_storeu_ps(sm + GV, sm_hi);                                                         \
-        for (int q = 0; q < GV / 2; q++) {                                                        \
+        _mm256_storeu_ps(sm + 8, sm_hi);                                                          \
+        for (int q = 0; q < NG / 2; q++) {                                                        \
             const __m256 ra = _mm256_permute2f128_ps(acc[2 * q], acc[2 * q + 1], 0x20);          \
             const __m256 rb2 = _mm256_permute2f128_ps(acc[2 * q], acc[2 * q + 1], 0x31);         \
-            y[t0 * ldy + r0 + 2 * q] = hsum8(ra) + sm[4 * q + 1];                                 \
-            y[t0 * ldy + r0 + 2 * q + 1] = hsum8(rb2) + sm[4 * q + 3];                            \
+            y[t0 * ldy + r0 + 2 * q] = HAS_MIN ? hsum8(ra) + sm[4 * q + 1] : hsum8(ra);           \
+            y[t0 * ldy + r0 + 2 * q + 1] = HAS_MIN ? hsum8(rb2) + sm[4 * q + 3] : hsum8(rb2);     \
         }                                                                                         \
     } while (0)
 
@@ -329,7 +337,7 @@ __attribute__((unused)) static void gemm_add_mins(int64_t nb, const float *wm, i
  * the remainder rows through the batched tiles. Several: rows in panels of
  * at most PANEL_R (unpacked once per token panel), tokens in panels of at
  * most PANEL_T (scales, corrections), both bounded by the buffers. */
-#define DEFINE_GEMM(NAME, WT, AT, UNPACK, OFF, HAS_MIN, GEMV, GWLOAD, GSIGNED)                      \
+#define DEFINE_GEMM(NAME, WT, AT, UNPACK, OFF, HAS_MIN, GEMV, GWLOAD, GARG, NG)                      \
     static void NAME(int64_t n, const void *w, int64_t w_row, int64_t n_rows,                    \
                      const void *a, int64_t a_row, int64_t n_tok, float *y, int64_t ldy) {      \
         const int64_t nb = n / 32;                                                                \
@@ -344,7 +352,7 @@ __attribute__((unused)) static void gemm_add_mins(int64_t nb, const float *wm, i
             }                                                                                     \
             const int64_t t0 = 0;                                                                 \
             int64_t r0 = 0;                                                                       \
-            for (; r0 + GV <= n_rows; r0 += GV) GEMV(WT, AT, GWLOAD, GSIGNED, HAS_MIN);           \
+            for (; r0 + NG <= n_rows; r0 += NG) GEMV(WT, AT, GWLOAD, GARG, HAS_MIN, NG);           \
             if (r0 == n_rows) return;                                                             \
             r_first = r0;                                                                         \
         }                                                                                         \
@@ -402,15 +410,15 @@ __attribute__((unused)) static void gemm_add_mins(int64_t nb, const float *wm, i
 
 #define MIN_OF(wb) ((wb)->m)
 #define SUM_OF(ab) ((ab)->s)
-DEFINE_GEMM(GEMM_FN(gemm_q4_1), block_q4_1, block_q8_1, U_Q4_1, OFF_Q4_1, 1, GEMV_PAIRS, W_Q4_1, 0)
-DEFINE_GEMM(GEMM_FN(gemm_q5_1), block_q5_1, block_q8_1, U_Q5_1, OFF_Q5_1, 1, GEMV_PAIRS, W_Q5_1, 0)
+DEFINE_GEMM(GEMM_FN(gemm_q4_1), block_q4_1, block_q8_1, U_Q4_1, OFF_Q4_1, 1, GEMV_PAIRS, W_Q4_1, OFF_Q4_1, 8)
+DEFINE_GEMM(GEMM_FN(gemm_q5_1), block_q5_1, block_q8_1, U_Q5_1, OFF_Q5_1, 1, GEMV_PAIRS, W_Q5_1, OFF_Q5_1, 4)
 #undef MIN_OF
 #undef SUM_OF
 #define MIN_OF(wb) ((pyrt_fp16)0)
 #define SUM_OF(ab) ((pyrt_fp16)0)
-DEFINE_GEMM(GEMM_FN(gemm_q4_0), block_q4_0, block_q8_0, U_Q4_0, OFF_Q4_0, 0, GEMV_TILE, W_Q4_0, 1)
-DEFINE_GEMM(GEMM_FN(gemm_q5_0), block_q5_0, block_q8_0, U_Q5_0, OFF_Q5_0, 0, GEMV_TILE, W_Q5_0, 1)
-DEFINE_GEMM(GEMM_FN(gemm_q8_0), block_q8_0, block_q8_0, U_Q8_0, OFF_Q8_0, 0, GEMV_TILE, W_Q8_0, 1)
+DEFINE_GEMM(GEMM_FN(gemm_q4_0), block_q4_0, block_q8_0, U_Q4_0, OFF_Q4_0, 0, GEMV_PAIRS, W_Q4_0, OFF_Q4_0, 8)
+DEFINE_GEMM(GEMM_FN(gemm_q5_0), block_q5_0, block_q8_0, U_Q5_0, OFF_Q5_0, 0, GEMV_PAIRS, W_Q5_0, OFF_Q5_0, 4)
+DEFINE_GEMM(GEMM_FN(gemm_q8_0), block_q8_0, block_q8_0, U_Q8_0, OFF_Q8_0, 0, GEMV_TILE, W_Q8_0, 1, GV)
 #undef MIN_OF
 #undef SUM_OF
 
