@@ -497,9 +497,131 @@ static inline __attribute__((always_inline)) void tile_q4_0_r8(int64_t nb, const
     }
 }
 
+/* ---- the same order with one weight row per lane (batches) ----
+ *
+ * 8 rows x 4 tokens: a lane holds one (row, token); step g of a block
+ * multiplies the 8 rows' bytes 4g..4g+3 (one dword per lane, from a
+ * transposed panel made once per call) by the token's bytes 4g..4g+3
+ * broadcast, so each lane collects the block's exact (q - 8) . a total with no
+ * horizontal reduction (AVX-VNNI: vpdpbusd from -8 * (activation sum); else
+ * vpmaddubsw pairs, whose 8 steps stay below 8 * 2 * 15 * 128 < 2^15, summed
+ * in int16, one vpmaddwd, then the correction). Then the repacked order's
+ * float steps, one (row, token) per lane. */
+#define L8_MAX_NB 128      /* rows up to 4096 columns; wider ones take tile_q4_0_r8 */
+#define L8_TOK 64          /* tokens whose sums and scales are prepared at once */
+
+/* rows r0..r0+7 (clamped to n_rows) of each block -> wt[b][g], 8 dwords of
+ * unsigned codes (elements 4g..4g+3 of each row), and their scales dw[b][8] */
+static void l8_panel(const void *w, int64_t w_row, int64_t r0, int64_t n_rows, int64_t nb, __m256i *wt, float *dw) {
+    const block_q4_0 *wr[8];
+    for (int i = 0; i < 8; i++)
+        wr[i] = (const block_q4_0 *)((const char *)w + (r0 + i < n_rows ? r0 + i : n_rows - 1) * w_row);
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    for (int64_t b = 0; b < nb; b++) {
+        __m256i z[4];   /* z[i]'s 128-bit lane L: row 4L + i's 16 code bytes */
+        for (int i = 0; i < 4; i++)
+            z[i] = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)wr[i][b].qs)),
+                                           _mm_loadu_si128((const __m128i *)wr[4 + i][b].qs), 1);
+        /* 4x4 dword transpose within each lane: t[k] dword 4L + i = row 4L + i's dword k */
+        const __m256i u0 = _mm256_unpacklo_epi32(z[0], z[1]), u1 = _mm256_unpackhi_epi32(z[0], z[1]);
+        const __m256i u2 = _mm256_unpacklo_epi32(z[2], z[3]), u3 = _mm256_unpackhi_epi32(z[2], z[3]);
+        const __m256i t[4] = { _mm256_unpacklo_epi64(u0, u2), _mm256_unpackhi_epi64(u0, u2),
+                               _mm256_unpacklo_epi64(u1, u3), _mm256_unpackhi_epi64(u1, u3) };
+        for (int k = 0; k < 4; k++) {
+            wt[b * 8 + k] = _mm256_and_si256(t[k], m4);                            /* elements 4k.. */
+            wt[b * 8 + 4 + k] = _mm256_and_si256(_mm256_srli_epi16(t[k], 4), m4);  /* 16 + 4k.. */
+        }
+        _mm256_store_ps(dw + 8 * b, _mm256_cvtph_ps(_mm_setr_epi16(
+            (short)wr[0][b].d, (short)wr[1][b].d, (short)wr[2][b].d, (short)wr[3][b].d,
+            (short)wr[4][b].d, (short)wr[5][b].d, (short)wr[6][b].d, (short)wr[7][b].d)));
+    }
+}
+
+/* NT tokens at[] (prepared corrections cs / scales ds, [token][nb]) against a panel */
+static inline __attribute__((always_inline)) void l8_tile(int64_t nb, const __m256i *wt, const float *dw,
+                                                          const block_q8_0 *const at[], const int32_t *cs,
+                                                          const float *ds, const int NT, __m256 acc[]) {
+    for (int j = 0; j < NT; j++) acc[j] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        const __m256i *wb = wt + 8 * b;
+        const __m256 d = _mm256_load_ps(dw + 8 * b);
+        for (int j = 0; j < NT; j++) {
+            const int32_t *q = (const int32_t *)at[j][b].qs;
+#if defined(PYRT_GEMM_VNNI)
+            /* two chains of four steps, joined (integer sums: exact in any order) */
+            __m256i s0 = _mm256_set1_epi32(cs[j * nb + b]), s1 = _mm256_setzero_si256();
+            for (int g = 0; g < 4; g++) {
+                s0 = _mm256_dpbusd_avx_epi32(s0, wb[g], _mm256_set1_epi32(q[g]));
+                s1 = _mm256_dpbusd_avx_epi32(s1, wb[4 + g], _mm256_set1_epi32(q[4 + g]));
+            }
+            const __m256i s = _mm256_add_epi32(s0, s1);
+#else
+            __m256i h0 = _mm256_maddubs_epi16(wb[0], _mm256_set1_epi32(q[0]));
+            __m256i h1 = _mm256_maddubs_epi16(wb[4], _mm256_set1_epi32(q[4]));
+            for (int g = 1; g < 4; g++) {
+                h0 = _mm256_add_epi16(h0, _mm256_maddubs_epi16(wb[g], _mm256_set1_epi32(q[g])));
+                h1 = _mm256_add_epi16(h1, _mm256_maddubs_epi16(wb[4 + g], _mm256_set1_epi32(q[4 + g])));
+            }
+            const __m256i s = _mm256_add_epi32(_mm256_madd_epi16(_mm256_add_epi16(h0, h1), _mm256_set1_epi16(1)),
+                                               _mm256_set1_epi32(cs[j * nb + b]));
+#endif
+            const __m256 sc = _mm256_mul_ps(d, _mm256_set1_ps(ds[j * nb + b]));
+            acc[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), sc, acc[j]);
+        }
+    }
+}
+
+static void GEMM_FN(gemm_q4_0_l8)(int64_t n, const void *w, int64_t w_row, int64_t n_rows,
+                                  const void *a, int64_t a_row, int64_t n_tok, float *y, int64_t ldy) {
+    const int64_t nb = n / 32;
+    __m256i wt[8 * L8_MAX_NB];
+    _Alignas(32) float dw[8 * L8_MAX_NB];
+    float ds[L8_TOK * L8_MAX_NB];
+    int32_t cs[L8_TOK * L8_MAX_NB];
+    for (int64_t tb = 0; tb < n_tok; tb += L8_TOK) {
+        const int64_t nt_all = n_tok - tb < L8_TOK ? n_tok - tb : L8_TOK;
+        for (int64_t t = 0; t < nt_all; t++) {
+            const block_q8_0 *ab = (const block_q8_0 *)((const char *)a + (tb + t) * a_row);
+            for (int64_t b = 0; b < nb; b++) {
+                const __m256i q = _mm256_loadu_si256((const __m256i *)ab[b].qs);
+                cs[t * nb + b] = -hsum_epi32(_mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(8), q),
+                                                               _mm256_set1_epi16(1)));
+                ds[t * nb + b] = f16(ab[b].d);
+            }
+        }
+        for (int64_t r0 = 0; r0 < n_rows; r0 += 8) {
+            const int nr = n_rows - r0 < 8 ? (int)(n_rows - r0) : 8;
+            l8_panel(w, w_row, r0, n_rows, nb, wt, dw);
+            for (int64_t t0 = 0; t0 < nt_all;) {
+                const int NT = nt_all - t0 >= 4 ? 4 : 1;
+                const block_q8_0 *at[4];
+                for (int j = 0; j < NT; j++) at[j] = (const block_q8_0 *)((const char *)a + (tb + t0 + j) * a_row);
+                __m256 acc[4];
+                if (NT == 4) l8_tile(nb, wt, dw, at, cs + t0 * nb, ds + t0 * nb, 4, acc);
+                else l8_tile(nb, wt, dw, at, cs + t0 * nb, ds + t0 * nb, 1, acc);
+                for (int j = 0; j < NT; j++) {
+                    float *yt = y + (tb + t0 + j) * ldy + r0;
+                    if (nr == 8) {
+                        _mm256_storeu_ps(yt, acc[j]);
+                    } else {
+                        float out[8];
+                        _mm256_storeu_ps(out, acc[j]);
+                        for (int i = 0; i < nr; i++) yt[i] = out[i];
+                    }
+                }
+                t0 += NT;
+            }
+        }
+    }
+}
+
 static void GEMM_FN(gemm_q4_0_r8)(int64_t n, const void *w, int64_t w_row, int64_t n_rows,
                          const void *a, int64_t a_row, int64_t n_tok, float *y, int64_t ldy) {
     const int64_t nb = n / 32;
+    if (n_tok > 1 && nb <= L8_MAX_NB) {
+        GEMM_FN(gemm_q4_0_l8)(n, w, w_row, n_rows, a, a_row, n_tok, y, ldy);
+        return;
+    }
     for (int64_t r0 = 0; r0 < n_rows; r0 += 8) {
         const int nr = n_rows - r0 < 8 ? (int)(n_rows - r0) : 8;
         const block_q4_0 *wr[8];
