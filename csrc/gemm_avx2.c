@@ -5,14 +5,18 @@
  * row kernels in kernels_avx2.c (and so of llama.cpp): one 8-lane float
  * accumulator per (row, token), fma(d_w*d_a, float(lane sums of block b), acc)
  * for b in order, horizontal sum at the end, plus the scalar min-term chain for
- * Q4_1/Q5_1. Tiling only changes which loads are shared: an RM x RN tile loads
- * and unpacks each weight block once for RN tokens and each activation block
- * once for RM rows, and keeps RM*RN independent FMA chains in flight (the
- * single-row kernel is latency-bound on its one chain).
+ * Q4_1/Q5_1. The integer lane sums are exact, so any way of forming them
+ * gives the same floats; what the kernels change is how much work is shared:
+ *   - batches: rows and tokens in panels, each weight block unpacked once per
+ *     panel, each activation block's offset correction and each tile's
+ *     d_w*d_a products formed once, then RM x RN tiles whose inner loop is
+ *     one integer dot, one conversion and one FMA per (row, token, block);
+ *   - generation (one token): GV rows per pass streaming the weights once,
+ *     with software prefetch.
  *
- * The _r8 variants reproduce llama.cpp's repacked Q4_0 order instead (exact
- * integer block sum, then one scalar-equivalent FMA per block), for weights
- * with rows % 8 == 0. */
+ * The _r8 / _l8 variants reproduce llama.cpp's repacked Q4_0 order instead
+ * (exact integer block sum, then one scalar-equivalent FMA per block), for
+ * weights with rows % 8 == 0. */
 #if defined(__x86_64__)
 #include <immintrin.h>
 #include <math.h>
@@ -61,12 +65,11 @@ static inline void nibble_pair(const uint8_t *qa, const uint8_t *qb, __m256i *lo
     *hi = _mm256_and_si256(_mm256_srli_epi16(t, 4), m);
 }
 
-/* ---- per-type weight unpacking: produce either unsigned bytes (then
- * lanes_us(w, a)) or signed bytes in |w| + sign form (lanes_us(|w|, sign(a, w))) */
+/* ---- per-type weight unpacking (32 bytes in element order): unsigned codes
+ * for Q4_1/Q5_1 (the 4- and 5-bit signed types are offset, see U_Q4_0 /
+ * U_Q5_0 below), signed bytes for Q8_0 (|w| + sign form in GEMV_TILE) */
 #define W_Q4_1(x) nibbles((x)->qs)
 #define W_Q5_1(x) _mm256_or_si256(nibbles((x)->qs), bit4((x)->qh))
-#define W_Q4_0(x) _mm256_sub_epi8(nibbles((x)->qs), _mm256_set1_epi8(8))
-#define W_Q5_0(x) _mm256_sub_epi8(_mm256_or_si256(nibbles((x)->qs), bit4((x)->qh)), _mm256_set1_epi8(16))
 #define W_Q8_0(x) _mm256_loadu_si256((const __m256i *)(x)->qs)
 
 /* the same for a row pair in nibble_pair's layout (lo: elements 0..15 of
