@@ -431,15 +431,7 @@ static void gemm512_q4_0_l16(int64_t n, const void *w, int64_t w_row, int64_t n_
     int32_t cs[L16_TOK * L16_MAX_NB];
     for (int64_t tb = 0; tb < n_tok; tb += L16_TOK) {
         const int64_t nt_all = n_tok - tb < L16_TOK ? n_tok - tb : L16_TOK;
-        for (int64_t t = 0; t < nt_all; t++) {
-            const block_q8_0 *ab = (const block_q8_0 *)((const char *)a + (tb + t) * a_row);
-            for (int64_t b = 0; b < nb; b++) {
-                const __m256i q = _mm256_loadu_si256((const __m256i *)ab[b].qs);
-                const __m256i s = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(8), q), _mm256_set1_epi16(1));
-                cs[t * nb + b] = -hsum_epi32(s);
-                ds[t * nb + b] = fp16_1(ab[b].d);
-            }
-        }
+        q8_0_corr_scales((const char *)a + tb * a_row, a_row, nt_all, nb, cs, ds);
         for (int64_t r0 = 0; r0 < n_rows; r0 += 16) {
             const int nr = n_rows - r0 < 16 ? (int)(n_rows - r0) : 16;
             const __mmask16 keep = (__mmask16)((1u << nr) - 1);
