@@ -395,9 +395,9 @@ static void l16_panel(const void *w, int64_t w_row, int64_t r0, int64_t n_rows, 
             wt[b * 8 + k] = _mm512_and_si512(t[k], m4);                            /* elements 4k.. */
             wt[b * 8 + 4 + k] = _mm512_and_si512(_mm512_srli_epi16(t[k], 4), m4);  /* 16 + 4k.. */
         }
-        __m256i h = _mm256_setzero_si256();
-        for (int i = 0; i < 16; i++) h = _mm256_insert_epi16(h, (short)wr[i][b].d, i);
-        _mm512_store_ps(dw + 16 * b, _mm512_cvtph_ps(h));
+        uint16_t h[16];
+        for (int i = 0; i < 16; i++) h[i] = wr[i][b].d;
+        _mm512_store_ps(dw + 16 * b, _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)h)));
     }
 }
 
