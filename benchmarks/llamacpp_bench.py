@@ -8,14 +8,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")   # as pyrt's CLI: no BLAS threads competing
 import resource
 import statistics
 import sys
 import time
 
-import numpy as np
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")   # as pyrt's CLI: no BLAS threads competing (before numpy)
+import numpy as np  # noqa: E402
 
 
 def main() -> int:

@@ -73,12 +73,12 @@ const uint16_t *pyrt_gelu_table(void) {
 }
 
 void op_geglu(float *g, const float *u, int64_t n) {
-    pthread_once(&g_gelu_once, gelu_table_init);
+    const uint16_t *tab = pyrt_gelu_table();
     for (int64_t i = 0; i < n; i++) {
         const float v = g[i];
         if (v <= -10.0f)     g[i] = 0.0f;
         else if (v >= 10.0f) g[i] = v * u[i];
-        else                 g[i] = pyrt_fp16_to_fp32(g_gelu_f16[pyrt_fp32_to_fp16(v)]) * u[i];
+        else                 g[i] = pyrt_fp16_to_fp32(tab[pyrt_fp32_to_fp16(v)]) * u[i];
     }
 }
 
