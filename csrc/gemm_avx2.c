@@ -5,14 +5,18 @@
  * row kernels in kernels_avx2.c (and so of llama.cpp): one 8-lane float
  * accumulator per (row, token), fma(d_w*d_a, float(lane sums of block b), acc)
  * for b in order, horizontal sum at the end, plus the scalar min-term chain for
- * Q4_1/Q5_1. Tiling only changes which loads are shared: an RM x RN tile loads
- * and unpacks each weight block once for RN tokens and each activation block
- * once for RM rows, and keeps RM*RN independent FMA chains in flight (the
- * single-row kernel is latency-bound on its one chain).
+ * Q4_1/Q5_1. The integer lane sums are exact, so any way of forming them
+ * gives the same floats; what the kernels change is how much work is shared:
+ *   - batches: rows and tokens in panels, each weight block unpacked once per
+ *     panel, each activation block's offset correction and each tile's
+ *     d_w*d_a products formed once, then RM x RN tiles whose inner loop is
+ *     one integer dot, one conversion and one FMA per (row, token, block);
+ *   - generation (one token): GV rows per pass streaming the weights once,
+ *     with software prefetch.
  *
- * The _r8 variants reproduce llama.cpp's repacked Q4_0 order instead (exact
- * integer block sum, then one scalar-equivalent FMA per block), for weights
- * with rows % 8 == 0. */
+ * The _r8 / _l8 variants reproduce llama.cpp's repacked Q4_0 order instead
+ * (exact integer block sum, then one scalar-equivalent FMA per block), for
+ * weights with rows % 8 == 0. */
 #if defined(__x86_64__)
 #include <immintrin.h>
 #include <math.h>
@@ -27,11 +31,10 @@
 #endif
 
 #define RM 2           /* rows per tile   */
-#define RN 3           /* tokens per tile */
+#define RN 4           /* tokens per tile (GEMM_TILE forms 4 scale products at once) */
 #define GV 8           /* rows per tile when there is a single token (generation) */
 #define PANEL_R 16     /* rows whose scales are cached per panel  */
-#define PANEL_T 32     /* tokens whose scales are cached per panel */
-#define RMAX 4
+#define PANEL_T 64     /* tokens whose scales are cached per panel */
 #define MAX_NB PYRT_GEMM_MAX_NB
 
 #define f16 fp16_1
@@ -62,12 +65,11 @@ static inline void nibble_pair(const uint8_t *qa, const uint8_t *qb, __m256i *lo
     *hi = _mm256_and_si256(_mm256_srli_epi16(t, 4), m);
 }
 
-/* ---- per-type weight unpacking: produce either unsigned bytes (then
- * lanes_us(w, a)) or signed bytes in |w| + sign form (lanes_us(|w|, sign(a, w))) */
+/* ---- per-type weight unpacking (32 bytes in element order): unsigned codes
+ * for Q4_1/Q5_1 (the 4- and 5-bit signed types are offset, see U_Q4_0 /
+ * U_Q5_0 below), signed bytes for Q8_0 (|w| + sign form in GEMV_TILE) */
 #define W_Q4_1(x) nibbles((x)->qs)
 #define W_Q5_1(x) _mm256_or_si256(nibbles((x)->qs), bit4((x)->qh))
-#define W_Q4_0(x) _mm256_sub_epi8(nibbles((x)->qs), _mm256_set1_epi8(8))
-#define W_Q5_0(x) _mm256_sub_epi8(_mm256_or_si256(nibbles((x)->qs), bit4((x)->qh)), _mm256_set1_epi8(16))
 #define W_Q8_0(x) _mm256_loadu_si256((const __m256i *)(x)->qs)
 
 /* the same for a row pair in nibble_pair's layout (lo: elements 0..15 of
@@ -82,32 +84,104 @@ static inline void bit4_pair(const uint8_t *qha, const uint8_t *qhb, __m256i *lo
 }
 #define PW_Q4_1(xa, xb, lo, hi) nibble_pair((xa)->qs, (xb)->qs, &(lo), &(hi))
 #define PW_Q5_1(xa, xb, lo, hi) (PW_Q4_1(xa, xb, lo, hi), bit4_pair((xa)->qh, (xb)->qh, &(lo), &(hi)))
+#define PW_Q4_0 PW_Q4_1
+#define PW_Q5_0 PW_Q5_1
 
-/* Tile kernel body for rows r0.. (rm of them) x tokens t0.. (rn). Scales come
- * from the float cache ws (rows) and as (tokens), filled per panel: the
- * per-block product d_w*d_a is broadcast(d_w) * broadcast(d_a), the same float
- * ggml computes as a scalar product. SIGNED weights use the sign trick
- * (|w| . sign(a, w)). The Q4_1/Q5_1 min terms are a separate chain per
- * (row, token), added afterwards (gemm_add_mins): ggml's result is
- * hsum(acc) + summs either way, and the tile keeps all registers for acc. */
-#define GEMM_TILE(WT, AT, WLOAD, SIGNED, rm, rn)                                                  \
+/* ---- the batched tiles (several tokens) ----
+ *
+ * Per (row, token, block) the integer block dot, its conversion and ggml's
+ * fma(d_w*d_a, float(lane sums), acc) are the only work left in the tile
+ * loop; everything shared is prepared once per panel:
+ *   - the rows' blocks unpacked to 32 bytes each (ub), in the form the dot
+ *     takes: unsigned u = w + OFF, whose offset is taken back by starting
+ *     the dot from -OFF * (the activation's lane sums) (cb, per token and
+ *     block: int32 lanes for vpdpbusd, int16 pair sums for vpmaddubsw);
+ *     Q8_0 without VNNI keeps ggml's sign trick (w + 128 would saturate
+ *     vpmaddubsw), OFF 0 types (Q4_1, Q5_1) need no correction;
+ *   - the per-block products d_w*d_a of the tile (sc), 8 at a time, the same
+ *     floats ggml forms one scalar product at a time.
+ * The integer lanes are exact sums, so every float operation is the row
+ * kernel's. The Q4_1/Q5_1 min terms are a separate chain per (row, token),
+ * added afterwards (gemm_add_mins): ggml's result is hsum(acc) + summs. */
+#if defined(PYRT_GEMM_VNNI)
+#define OFF_Q8_0 128
+#define U_Q8_0(x) _mm256_xor_si256(W_Q8_0(x), _mm256_set1_epi8((char)0x80))
+#else
+#define OFF_Q8_0 (-1)   /* sign trick: ub holds the signed weights */
+#define U_Q8_0(x) W_Q8_0(x)
+#endif
+#define OFF_Q4_0 8
+#define U_Q4_0(x) nibbles((x)->qs)
+#define OFF_Q5_0 16
+#define U_Q5_0(x) _mm256_or_si256(nibbles((x)->qs), bit4((x)->qh))
+#define OFF_Q4_1 0
+#define U_Q4_1(x) W_Q4_1(x)
+#define OFF_Q5_1 0
+#define U_Q5_1(x) W_Q5_1(x)
+
+#define UB_BLOCKS 2048  /* unpacked weight blocks per row panel (64 KB) */
+#define CB_BLOCKS 2048  /* activation blocks per token panel (64 KB each: qs, corrections) */
+
+/* the start of a block dot: -OFF * (lane sums of a) */
+static inline __m256i dot_corr(__m256i a, int off) {
+    const __m256i o = _mm256_set1_epi8((char)off);
+#if defined(PYRT_GEMM_VNNI)
+    return _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), o, a));
+#else
+    return _mm256_sub_epi16(_mm256_setzero_si256(), _mm256_maddubs_epi16(o, a));
+#endif
+}
+
+/* int32 lanes of w . a, w given as ub holds it (see above), corr = the
+ * block's dot_corr (unused for off <= 0) */
+static inline __m256i dot_ub(__m256i u, __m256i uabs, __m256i a, __m256i corr, int off) {
+#if defined(PYRT_GEMM_VNNI)
+    (void)uabs;
+    return _mm256_dpbusd_avx_epi32(off > 0 ? corr : _mm256_setzero_si256(), u, a);
+#else
+    const __m256i ones = _mm256_set1_epi16(1);
+    if (off < 0) return _mm256_madd_epi16(_mm256_maddubs_epi16(uabs, _mm256_sign_epi8(a, u)), ones);
+    const __m256i s = _mm256_maddubs_epi16(u, a);
+    return _mm256_madd_epi16(off > 0 ? _mm256_add_epi16(s, corr) : s, ones);
+#endif
+}
+
+/* keep v in a register (the compiler would rather fold the load into each use) */
+#define IN_REG(v) __asm__("" : "+x"(v))
+
+/* Rows r0.. (rm) x tokens t0.. (rn) of the current panels, which are block
+ * major (ub: [b][pr], aq/cb/ad: [b][pt]) so that a tile reads each block's
+ * operands at fixed offsets from one pointer per array. */
+#define GEMM_TILE(OFF, rm, rn)                                                                    \
     do {                                                                                          \
-        __m256 acc[RMAX][RN];                                                                     \
+        for (int64_t b = 0; b < nb; b++) {                                                        \
+            const __m128 a4 = _mm_loadu_ps(&ad[b * pt + t0 - tb]);                                \
+            const float *w4 = &ws[(b * pr + r0 - rb) * 4];                                        \
+            if (rm == 2)                                                                          \
+                _mm256_store_ps(&sc[b * RM * RN], _mm256_mul_ps(_mm256_load_ps(w4), _mm256_set_m128(a4, a4))); \
+            else                                                                                  \
+                for (int i = 0; i < rm; i++)                                                      \
+                    _mm_store_ps(&sc[b * RM * RN + i * RN], _mm_mul_ps(_mm_load_ps(w4 + 4 * i), a4)); \
+        }                                                                                         \
+        __m256 acc[RM][RN];                                                                       \
         for (int i = 0; i < rm; i++)                                                              \
             for (int j = 0; j < rn; j++) acc[i][j] = _mm256_setzero_ps();                         \
-        for (int64_t b = 0; b < nb; b++) {                                                        \
+        const __m256i *ubp = ub + (r0 - rb), *aqp = aq + (t0 - tb), *cbp = cb + (t0 - tb);        \
+        const float *scp = sc;                                                                    \
+        for (int64_t b = 0; b < nb; b++, ubp += pr, aqp += pq, cbp += pq, scp += RM * RN) {       \
+            __m256i u[RM], uabs[RM];                                                              \
             for (int i = 0; i < rm; i++) {                                                        \
-                const WT *wb = (const WT *)((const char *)w + (r0 + i) * w_row) + b;              \
-                const __m256i wv = WLOAD(wb);                                                     \
-                const __m256i wabs = SIGNED ? _mm256_sign_epi8(wv, wv) : wv;                      \
-                const __m256 dwv = _mm256_broadcast_ss(&ws[(r0 - rb + i) * nb + b]);              \
-                for (int j = 0; j < rn; j++) {                                                    \
-                    const __m256i aj = _mm256_loadu_si256(                                        \
-                        (const __m256i *)(((const AT *)((const char *)a + (t0 + j) * a_row) + b)->qs)); \
-                    const __m256 p = _mm256_cvtepi32_ps(                                          \
-                        lanes_us(wabs, SIGNED ? _mm256_sign_epi8(aj, wv) : aj));                   \
-                    const __m256 sc = _mm256_mul_ps(dwv, _mm256_broadcast_ss(&as[b * PANEL_T + t0 - tb + j])); \
-                    acc[i][j] = _mm256_fmadd_ps(sc, p, acc[i][j]);                                \
+                u[i] = _mm256_load_si256(ubp + i);                                                \
+                uabs[i] = OFF < 0 ? _mm256_sign_epi8(u[i], u[i]) : u[i];                          \
+            }                                                                                     \
+            for (int j = 0; j < rn; j++) {                                                        \
+                __m256i aj = _mm256_load_si256(aqp + j);                                          \
+                __m256i cj = OFF > 0 ? _mm256_load_si256(cbp + j) : _mm256_setzero_si256();       \
+                if (rm > 1) IN_REG(aj);                                                           \
+                if (rm > 1 && OFF > 0) IN_REG(cj);                                                \
+                for (int i = 0; i < rm; i++) {                                                    \
+                    const __m256 p = _mm256_cvtepi32_ps(dot_ub(u[i], uabs[i], aj, cj, OFF));      \
+                    acc[i][j] = _mm256_fmadd_ps(_mm256_broadcast_ss(scp + i * RN + j), p, acc[i][j]); \
                 }                                                                                 \
             }                                                                                     \
         }                                                                                         \
@@ -129,7 +203,7 @@ static inline void bit4_pair(const uint8_t *qha, const uint8_t *qhb, __m256i *lo
  * multiply (lane i = the scalar product row i's kernel computes), broadcast
  * per row by a lane permute, and the 8 min-term chains are one 8-lane FMA
  * chain (lane i: fmaf(m_i, s_b, summs_i)). Same arithmetic as GEMM_TILE. */
-#define GEMV_TILE(WT, AT, WLOAD, SIGNED, HAS_MIN)                                                 \
+#define GEMV_TILE(WT, AT, WLOAD, SIGNED, HAS_MIN, NG)                                                 \
     do {                                                                                          \
         __m256 acc[GV], summs = _mm256_setzero_ps();                                              \
         for (int i = 0; i < GV; i++) acc[i] = _mm256_setzero_ps();                                \
@@ -141,7 +215,7 @@ static inline void bit4_pair(const uint8_t *qha, const uint8_t *qhb, __m256i *lo
                 wb[i] = (const WT *)((const char *)w + (r0 + i) * w_row) + b;                     \
                 _mm_prefetch((const char *)wb[i] + PF_DIST, _MM_HINT_T0);                         \
             }                                                                                     \
-            const __m256 sc = _mm256_mul_ps(HALF8(wb, D_OF), _mm256_broadcast_ss(&as[b * PANEL_T])); \
+            const __m256 sc = _mm256_mul_ps(HALF8(wb, D_OF), _mm256_broadcast_ss(&ga[b])); \
             for (int i = 0; i < GV; i++) {                                                        \
                 const __m256i wv = WLOAD(wb[i]);                                                  \
                 const __m256i wabs = SIGNED ? _mm256_sign_epi8(wv, wv) : wv;                      \
@@ -149,7 +223,7 @@ static inline void bit4_pair(const uint8_t *qha, const uint8_t *qhb, __m256i *lo
                 acc[i] = _mm256_fmadd_ps(_mm256_permutevar8x32_ps(sc, _mm256_set1_epi32(i)), p, acc[i]); \
             }                                                                                     \
             if (HAS_MIN)                                                                          \
-                summs = _mm256_fmadd_ps(HALF8(wb, MIN_OF), _mm256_broadcast_ss(&asT[b * PANEL_T]), summs); \
+                summs = _mm256_fmadd_ps(HALF8(wb, MIN_OF), _mm256_broadcast_ss(&gs[b]), summs); \
         }                                                                                         \
         float sm[GV];                                                                             \
         _mm256_storeu_ps(sm, summs);                                                              \
@@ -157,25 +231,29 @@ static inline void bit4_pair(const uint8_t *qha, const uint8_t *qhb, __m256i *lo
             y[t0 * ldy + r0 + i] = HAS_MIN ? hsum8(acc[i]) + sm[i] : hsum8(acc[i]);               \
     } while (0)
 
-/* The generation tile for the unsigned types with a min (Q4_1, Q5_1): rows
- * (2q, 2q+1) share each integer dot (nibble_pair's layout), so accumulator
- * pair q holds [row 2q lanes 0-3 | row 2q+1 lanes 0-3] (lo) and lanes 4-7
- * (hi); the lanes are put back in order for the horizontal sum. d and m of
- * the 8 rows come in as one 8-dword vector ([d0 m0 d1 m1 ..]): lane 2r of
- * its product with d_a is row r's d_w*d_a, lane 2r+1 of the FMA chain with
- * s_b is row r's min chain fmaf(m_r, s_b, summs_r). Per lane the operations
- * are exactly GEMV_TILE's. */
-#define GEMV_PAIRS(WT, AT, WLOAD, SIGNED, HAS_MIN)                                                \
+/* The generation tile for the 4- and 5-bit types: rows (2q, 2q+1) share each
+ * integer dot (nibble_pair's layout), so accumulator pair q holds [row 2q
+ * lanes 0-3 | row 2q+1 lanes 0-3] (lo) and lanes 4-7 (hi); the lanes are put
+ * back in order for the horizontal sum. Weights are unsigned (w + OFF), the
+ * offset taken back by the dot's start value (dot_corr of the block's
+ * activation halves, once per block for the 8 rows). The 8 rows' first 4
+ * bytes come in as one 8-dword vector: for Q4_1/Q5_1 [d0 m0 d1 m1 ..], lane
+ * 2r of its product with d_a is row r's d_w*d_a, lane 2r+1 of the FMA chain
+ * with s_b is row r's min chain fmaf(m_r, s_b, summs_r); for Q4_0/Q5_0 only
+ * the d lanes are used. Per lane the operations are exactly GEMV_TILE's. */
+#define GEMV_PAIRS(WT, AT, WLOAD, OFF, HAS_MIN, NG)                                                \
     do {                                                                                          \
-        __m256 acc[GV], sm_lo = _mm256_setzero_ps(), sm_hi = _mm256_setzero_ps();                \
-        for (int i = 0; i < GV; i++) acc[i] = _mm256_setzero_ps();                                \
+        __m256 acc[NG], sm_lo = _mm256_setzero_ps(), sm_hi = _mm256_setzero_ps();                \
+        for (int i = 0; i < NG; i++) acc[i] = _mm256_setzero_ps();                                \
         const AT *ar = (const AT *)((const char *)a + t0 * a_row);                                \
         for (int64_t b = 0; b < nb; b++) {                                                        \
             const __m256i a_lo = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)ar[b].qs)); \
             const __m256i a_hi = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(ar[b].qs + 16))); \
-            const WT *wb[GV];                                                                     \
-            int32_t dm[GV];                                                                       \
-            for (int i = 0; i < GV; i++) {                                                        \
+            const __m256i c_lo = OFF > 0 ? dot_corr(a_lo, OFF) : _mm256_setzero_si256();          \
+            const __m256i c_hi = OFF > 0 ? dot_corr(a_hi, OFF) : _mm256_setzero_si256();          \
+            const WT *wb[NG];                                                                     \
+            int32_t dm[8] = { 0 };                                                                \
+            for (int i = 0; i < NG; i++) {                                                        \
                 wb[i] = (const WT *)((const char *)w + (r0 + i) * w_row) + b;                     \
                 _mm_prefetch((const char *)wb[i] + PF_DIST, _MM_HINT_T0);                         \
                 memcpy(&dm[i], wb[i], 4);                                                         \
@@ -183,36 +261,38 @@ static inline void bit4_pair(const uint8_t *qha, const uint8_t *qhb, __m256i *lo
             const __m256i dmv = _mm256_setr_epi32(dm[0], dm[1], dm[2], dm[3], dm[4], dm[5], dm[6], dm[7]); \
             const __m256 dm_lo = _mm256_cvtph_ps(_mm256_castsi256_si128(dmv));                    \
             const __m256 dm_hi = _mm256_cvtph_ps(_mm256_extracti128_si256(dmv, 1));               \
-            const __m256 da = _mm256_broadcast_ss(&as[b * PANEL_T]);                              \
+            const __m256 da = _mm256_broadcast_ss(&ga[b]);                              \
             const __m256 sc_lo = _mm256_mul_ps(dm_lo, da), sc_hi = _mm256_mul_ps(dm_hi, da);      \
-            for (int q = 0; q < GV / 2; q++) {                                                    \
+            for (int q = 0; q < NG / 2; q++) {                                                    \
                 const __m256 sq = _mm256_permutevar8x32_ps(q < 2 ? sc_lo : sc_hi,                 \
                     _mm256_setr_epi32(4 * (q % 2), 4 * (q % 2), 4 * (q % 2), 4 * (q % 2),         \
                                       4 * (q % 2) + 2, 4 * (q % 2) + 2, 4 * (q % 2) + 2, 4 * (q % 2) + 2)); \
                 __m256i lo, hi;                                                                   \
                 P##WLOAD(wb[2 * q], wb[2 * q + 1], lo, hi);                                       \
-                acc[2 * q] = _mm256_fmadd_ps(sq, _mm256_cvtepi32_ps(lanes_us(lo, a_lo)), acc[2 * q]); \
-                acc[2 * q + 1] = _mm256_fmadd_ps(sq, _mm256_cvtepi32_ps(lanes_us(hi, a_hi)), acc[2 * q + 1]); \
+                acc[2 * q] = _mm256_fmadd_ps(sq, _mm256_cvtepi32_ps(dot_ub(lo, lo, a_lo, c_lo, OFF)), acc[2 * q]); \
+                acc[2 * q + 1] = _mm256_fmadd_ps(sq, _mm256_cvtepi32_ps(dot_ub(hi, hi, a_hi, c_hi, OFF)), acc[2 * q + 1]); \
             }                                                                                     \
-            const __m256 s = _mm256_broadcast_ss(&asT[b * PANEL_T]);                              \
-            sm_lo = _mm256_fmadd_ps(dm_lo, s, sm_lo);                                             \
-            sm_hi = _mm256_fmadd_ps(dm_hi, s, sm_hi);                                             \
+            if (HAS_MIN) {                                                                        \
+                const __m256 s = _mm256_broadcast_ss(&gs[b]);                                     \
+                sm_lo = _mm256_fmadd_ps(dm_lo, s, sm_lo);                                         \
+                sm_hi = _mm256_fmadd_ps(dm_hi, s, sm_hi);                                         \
+            }                                                                                     \
         }                                                                                         \
-        float sm[2 * GV];                                                                         \
+        float sm[16];                                                                             \
         _mm256_storeu_ps(sm, sm_lo);                                                              \
-        _mm256_storeu_ps(sm + GV, sm_hi);                                                         \
-        for (int q = 0; q < GV / 2; q++) {                                                        \
+        _mm256_storeu_ps(sm + 8, sm_hi);                                                          \
+        for (int q = 0; q < NG / 2; q++) {                                                        \
             const __m256 ra = _mm256_permute2f128_ps(acc[2 * q], acc[2 * q + 1], 0x20);          \
             const __m256 rb2 = _mm256_permute2f128_ps(acc[2 * q], acc[2 * q + 1], 0x31);         \
-            y[t0 * ldy + r0 + 2 * q] = hsum8(ra) + sm[4 * q + 1];                                 \
-            y[t0 * ldy + r0 + 2 * q + 1] = hsum8(rb2) + sm[4 * q + 3];                            \
+            y[t0 * ldy + r0 + 2 * q] = HAS_MIN ? hsum8(ra) + sm[4 * q + 1] : hsum8(ra);           \
+            y[t0 * ldy + r0 + 2 * q + 1] = HAS_MIN ? hsum8(rb2) + sm[4 * q + 3] : hsum8(rb2);     \
         }                                                                                         \
     } while (0)
 
 /* y[t][r] += sum_b m_rb * s_tb, as ggml's scalar FMA chain, 8 tokens per vector
- * (wm: [rows][nb] mins, asT: [nb][PANEL_T] activation sums) */
-__attribute__((unused)) static void gemm_add_mins(int64_t nb, const float *wm, int64_t n_r, const float *asT, int64_t n_t,
-                          float *y, int64_t ldy) {
+ * (wm: [rows][nb] mins, asT: [nb][lds] activation sums) */
+__attribute__((unused)) static void gemm_add_mins(int64_t nb, const float *wm, int64_t n_r, const float *asT, int64_t lds,
+                          int64_t n_t, float *y, int64_t ldy) {
     int64_t r = 0;
     /* 4 rows at a time: independent chains hide the FMA latency */
     for (; r + 4 <= n_r; r += 4) {
@@ -220,7 +300,7 @@ __attribute__((unused)) static void gemm_add_mins(int64_t nb, const float *wm, i
         for (; t + 8 <= n_t; t += 8) {
             __m256 v[4] = { _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps() };
             for (int64_t b = 0; b < nb; b++) {
-                const __m256 at = _mm256_loadu_ps(&asT[b * PANEL_T + t]);
+                const __m256 at = _mm256_loadu_ps(&asT[b * lds + t]);
                 for (int i = 0; i < 4; i++)
                     v[i] = _mm256_fmadd_ps(_mm256_broadcast_ss(&wm[(r + i) * nb + b]), at, v[i]);
             }
@@ -233,7 +313,7 @@ __attribute__((unused)) static void gemm_add_mins(int64_t nb, const float *wm, i
         for (; t < n_t; t++)
             for (int i = 0; i < 4; i++) {
                 float v = 0.0f;
-                for (int64_t b = 0; b < nb; b++) v = fmaf(wm[(r + i) * nb + b], asT[b * PANEL_T + t], v);
+                for (int64_t b = 0; b < nb; b++) v = fmaf(wm[(r + i) * nb + b], asT[b * lds + t], v);
                 y[t * ldy + r + i] += v;
             }
     }
@@ -242,90 +322,106 @@ __attribute__((unused)) static void gemm_add_mins(int64_t nb, const float *wm, i
         for (; t + 8 <= n_t; t += 8) {
             __m256 v = _mm256_setzero_ps();
             for (int64_t b = 0; b < nb; b++)
-                v = _mm256_fmadd_ps(_mm256_broadcast_ss(&wm[r * nb + b]), _mm256_loadu_ps(&asT[b * PANEL_T + t]), v);
+                v = _mm256_fmadd_ps(_mm256_broadcast_ss(&wm[r * nb + b]), _mm256_loadu_ps(&asT[b * lds + t]), v);
             float out[8];
             _mm256_storeu_ps(out, v);
             for (int k = 0; k < 8; k++) y[(t + k) * ldy + r] += out[k];
         }
         for (; t < n_t; t++) {
             float v = 0.0f;
-            for (int64_t b = 0; b < nb; b++) v = fmaf(wm[r * nb + b], asT[b * PANEL_T + t], v);
+            for (int64_t b = 0; b < nb; b++) v = fmaf(wm[r * nb + b], asT[b * lds + t], v);
             y[t * ldy + r] += v;
         }
     }
 }
 
 /* y[t*ldy + r] for r < n_rows, t < n_tok; rows of w and a are w_row / a_row
- * bytes apart. Rows are processed in panels of PANEL_R, tokens in chunks of
- * PANEL_T, with their fp16 scales converted to float once per panel. */
-#define DEFINE_GEMM(NAME, WT, AT, WLOAD, SIGNED, HAS_MIN, GEMV)                                      \
+ * bytes apart. One token: GEMV tiles of GV rows streaming the weights once,
+ * the remainder rows through the batched tiles. Several: rows in panels of
+ * at most PANEL_R (unpacked once per token panel), tokens in panels of at
+ * most PANEL_T (scales, corrections), both bounded by the buffers. */
+#define DEFINE_GEMM(NAME, WT, AT, UNPACK, OFF, HAS_MIN, GEMV, GWLOAD, GARG, NG)                      \
     static void NAME(int64_t n, const void *w, int64_t w_row, int64_t n_rows,                    \
                      const void *a, int64_t a_row, int64_t n_tok, float *y, int64_t ldy) {      \
         const int64_t nb = n / 32;                                                                \
-        float ws[PANEL_R * MAX_NB], wm[HAS_MIN ? PANEL_R * MAX_NB : 1];                           \
-        float as[PANEL_T * MAX_NB], asT[HAS_MIN ? PANEL_T * MAX_NB : 1];                          \
-        (void)wm; (void)asT;                                                                      \
-        for (int64_t tb = 0; tb < n_tok; tb += PANEL_T) {                                         \
-            const int64_t te = tb + PANEL_T < n_tok ? tb + PANEL_T : n_tok;                       \
+        int64_t r_first = 0;                                                                      \
+        if (n_tok == 1) {       /* generation: stream the rows once */                           \
+            float ga[MAX_NB], gs[HAS_MIN ? MAX_NB : 1];                                           \
+            (void)gs;                                                                             \
+            const AT *ab = (const AT *)a;                                                         \
+            for (int64_t b = 0; b < nb; b++) {                                                    \
+                ga[b] = f16(ab[b].d);                                                             \
+                if (HAS_MIN) gs[b] = f16(SUM_OF(&ab[b]));                                         \
+            }                                                                                     \
+            const int64_t t0 = 0;                                                                 \
+            int64_t r0 = 0;                                                                       \
+            for (; r0 + NG <= n_rows; r0 += NG) GEMV(WT, AT, GWLOAD, GARG, HAS_MIN, NG);           \
+            if (r0 == n_rows) return;                                                             \
+            r_first = r0;                                                                         \
+        }                                                                                         \
+        _Alignas(32) float ws[4 * UB_BLOCKS], wm[HAS_MIN ? UB_BLOCKS : 1];                           \
+        _Alignas(32) float ad[CB_BLOCKS + RN], asT[HAS_MIN ? CB_BLOCKS : 1];                 \
+        _Alignas(32) float sc[RM * RN * MAX_NB];                                                  \
+        __m256i ub[UB_BLOCKS], aq[CB_BLOCKS], cb[OFF > 0 ? CB_BLOCKS : 1];                       \
+        (void)wm; (void)asT; (void)cb;                                                            \
+        int64_t pr = UB_BLOCKS / nb < PANEL_R ? UB_BLOCKS / nb : PANEL_R;                         \
+        int64_t pt = CB_BLOCKS / nb - 1 < PANEL_T ? CB_BLOCKS / nb - 1 : PANEL_T;                 \
+        pr -= pr % RM;                                                                            \
+        pt -= pt % RN;                                                                            \
+        const int64_t pq = pt + 1;  /* aq, cb: an odd block stride, against cache-set conflicts */ \
+        for (int64_t tb = 0; tb < n_tok; tb += pt) {                                              \
+            const int64_t te = tb + pt < n_tok ? tb + pt : n_tok;                                 \
             for (int64_t t = tb; t < te; t++) {                                                   \
-                const AT *ab = (const AT *)((const char *)a + t * a_row);                         \
+                const AT *abt = (const AT *)((const char *)a + t * a_row);                        \
                 for (int64_t b = 0; b < nb; b++) {                                                \
-                    as[b * PANEL_T + t - tb] = f16(ab[b].d);                                      \
-                    if (HAS_MIN) asT[b * PANEL_T + t - tb] = f16(SUM_OF(&ab[b]));                 \
+                    const __m256i q = _mm256_loadu_si256((const __m256i *)abt[b].qs);             \
+                    aq[b * pq + t - tb] = q;                                                      \
+                    ad[b * pt + t - tb] = f16(abt[b].d);                                          \
+                    if (HAS_MIN) asT[b * pt + t - tb] = f16(SUM_OF(&abt[b]));                     \
+                    if (OFF > 0) cb[b * pq + t - tb] = dot_corr(q, OFF);                          \
                 }                                                                                 \
             }                                                                                     \
-            if (te - tb == 1) {     /* one token: stream the rows once, no panel caches */       \
-                const int64_t t0 = tb;                                                            \
-                int64_t r0 = 0;                                                                   \
-                for (; r0 + GV <= n_rows; r0 += GV) GEMV(WT, AT, WLOAD, SIGNED, HAS_MIN);        \
-                for (; r0 < n_rows; r0++) {                                                       \
-                    const int64_t rb = r0;   /* the scale caches hold this one row */            \
-                    for (int64_t b = 0; b < nb; b++) {                                            \
-                        const WT *wr = (const WT *)((const char *)w + r0 * w_row);                \
-                        ws[b] = f16(wr[b].d);                                                     \
-                        if (HAS_MIN) wm[b] = f16(MIN_OF(&wr[b]));                                 \
-                    }                                                                             \
-                    GEMM_TILE(WT, AT, WLOAD, SIGNED, 1, 1);                                       \
-                    if (HAS_MIN) gemm_add_mins(nb, wm, 1, asT, 1, y + t0 * ldy + r0, ldy);        \
-                }                                                                                 \
-                continue;                                                                         \
-            }                                                                                     \
-            for (int64_t rb = 0; rb < n_rows; rb += PANEL_R) {                                    \
-                const int64_t re = rb + PANEL_R < n_rows ? rb + PANEL_R : n_rows;                 \
+            for (int64_t t = te; t < tb + pt; t++)    /* read by tail tiles' 4-wide loads */      \
+                for (int64_t b = 0; b < nb; b++) ad[b * pt + t - tb] = 0.0f;                      \
+            for (int j = 0; j < RN; j++) ad[nb * pt + j] = 0.0f;                                  \
+            for (int64_t rb = r_first; rb < n_rows; rb += pr) {                                   \
+                const int64_t re = rb + pr < n_rows ? rb + pr : n_rows;                           \
                 for (int64_t r = rb; r < re; r++) {                                               \
                     const WT *wr = (const WT *)((const char *)w + r * w_row);                     \
                     for (int64_t b = 0; b < nb; b++) {                                            \
-                        ws[(r - rb) * nb + b] = f16(wr[b].d);                                     \
+                        _mm_store_ps(&ws[(b * pr + r - rb) * 4], _mm_set1_ps(f16(wr[b].d)));      \
                         if (HAS_MIN) wm[(r - rb) * nb + b] = f16(MIN_OF(&wr[b]));                 \
+                        ub[b * pr + r - rb] = UNPACK(&wr[b]);                                     \
                     }                                                                             \
                 }                                                                                 \
-                int64_t r0 = rb;                                                                  \
-                for (; r0 + RM <= re; r0 += RM) {                                                 \
-                    int64_t t0 = tb;                                                              \
-                    for (; t0 + RN <= te; t0 += RN) GEMM_TILE(WT, AT, WLOAD, SIGNED, RM, RN);     \
-                    for (; t0 < te; t0++) GEMM_TILE(WT, AT, WLOAD, SIGNED, RM, 1);                \
+                /* token tiles outer: the row panel's blocks stay in L1 */                       \
+                int64_t t0 = tb;                                                                  \
+                for (; t0 + RN <= te; t0 += RN) {                                                 \
+                    int64_t r0 = rb;                                                              \
+                    for (; r0 + RM <= re; r0 += RM) GEMM_TILE(OFF, RM, RN);                       \
+                    for (; r0 < re; r0++) GEMM_TILE(OFF, 1, RN);                                  \
                 }                                                                                 \
-                for (; r0 < re; r0++) {                                                           \
-                    int64_t t0 = tb;                                                              \
-                    for (; t0 + RN <= te; t0 += RN) GEMM_TILE(WT, AT, WLOAD, SIGNED, 1, RN);      \
-                    for (; t0 < te; t0++) GEMM_TILE(WT, AT, WLOAD, SIGNED, 1, 1);                 \
+                for (; t0 < te; t0++) {                                                           \
+                    int64_t r0 = rb;                                                              \
+                    for (; r0 + RM <= re; r0 += RM) GEMM_TILE(OFF, RM, 1);                        \
+                    for (; r0 < re; r0++) GEMM_TILE(OFF, 1, 1);                                   \
                 }                                                                                 \
-                if (HAS_MIN) gemm_add_mins(nb, wm, re - rb, asT, te - tb, y + tb * ldy + rb, ldy); \
+                if (HAS_MIN) gemm_add_mins(nb, wm, re - rb, asT, pt, te - tb, y + tb * ldy + rb, ldy); \
             }                                                                                     \
         }                                                                                         \
     }
 
 #define MIN_OF(wb) ((wb)->m)
 #define SUM_OF(ab) ((ab)->s)
-DEFINE_GEMM(GEMM_FN(gemm_q4_1), block_q4_1, block_q8_1, W_Q4_1, 0, 1, GEMV_PAIRS)
-DEFINE_GEMM(GEMM_FN(gemm_q5_1), block_q5_1, block_q8_1, W_Q5_1, 0, 1, GEMV_PAIRS)
+DEFINE_GEMM(GEMM_FN(gemm_q4_1), block_q4_1, block_q8_1, U_Q4_1, OFF_Q4_1, 1, GEMV_PAIRS, W_Q4_1, OFF_Q4_1, 8)
+DEFINE_GEMM(GEMM_FN(gemm_q5_1), block_q5_1, block_q8_1, U_Q5_1, OFF_Q5_1, 1, GEMV_PAIRS, W_Q5_1, OFF_Q5_1, 4)
 #undef MIN_OF
 #undef SUM_OF
 #define MIN_OF(wb) ((pyrt_fp16)0)
 #define SUM_OF(ab) ((pyrt_fp16)0)
-DEFINE_GEMM(GEMM_FN(gemm_q4_0), block_q4_0, block_q8_0, W_Q4_0, 1, 0, GEMV_TILE)
-DEFINE_GEMM(GEMM_FN(gemm_q5_0), block_q5_0, block_q8_0, W_Q5_0, 1, 0, GEMV_TILE)
-DEFINE_GEMM(GEMM_FN(gemm_q8_0), block_q8_0, block_q8_0, W_Q8_0, 1, 0, GEMV_TILE)
+DEFINE_GEMM(GEMM_FN(gemm_q4_0), block_q4_0, block_q8_0, U_Q4_0, OFF_Q4_0, 0, GEMV_PAIRS, W_Q4_0, OFF_Q4_0, 8)
+DEFINE_GEMM(GEMM_FN(gemm_q5_0), block_q5_0, block_q8_0, U_Q5_0, OFF_Q5_0, 0, GEMV_PAIRS, W_Q5_0, OFF_Q5_0, 4)
+DEFINE_GEMM(GEMM_FN(gemm_q8_0), block_q8_0, block_q8_0, U_Q8_0, OFF_Q8_0, 0, GEMV_TILE, W_Q8_0, 1, GV)
 #undef MIN_OF
 #undef SUM_OF
 
@@ -404,9 +500,123 @@ static inline __attribute__((always_inline)) void tile_q4_0_r8(int64_t nb, const
     }
 }
 
+/* ---- the same order with one weight row per lane (batches) ----
+ *
+ * 8 rows x 4 tokens: a lane holds one (row, token); step g of a block
+ * multiplies the 8 rows' bytes 4g..4g+3 (one dword per lane, from a
+ * transposed panel made once per call) by the token's bytes 4g..4g+3
+ * broadcast, so each lane collects the block's exact (q - 8) . a total with no
+ * horizontal reduction (AVX-VNNI: vpdpbusd from -8 * (activation sum); else
+ * vpmaddubsw pairs, whose 8 steps stay below 8 * 2 * 15 * 128 < 2^15, summed
+ * in int16, one vpmaddwd, then the correction). Then the repacked order's
+ * float steps, one (row, token) per lane. */
+#define L8_MAX_NB 128      /* rows up to 4096 columns; wider ones take tile_q4_0_r8 */
+#define L8_TOK 64          /* tokens whose sums and scales are prepared at once */
+
+/* rows r0..r0+7 (clamped to n_rows) of each block -> wt[b][g], 8 dwords of
+ * unsigned codes (elements 4g..4g+3 of each row), and their scales dw[b][8] */
+static void l8_panel(const void *w, int64_t w_row, int64_t r0, int64_t n_rows, int64_t nb, __m256i *wt, float *dw) {
+    const block_q4_0 *wr[8];
+    for (int i = 0; i < 8; i++)
+        wr[i] = (const block_q4_0 *)((const char *)w + (r0 + i < n_rows ? r0 + i : n_rows - 1) * w_row);
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    for (int64_t b = 0; b < nb; b++) {
+        __m256i z[4];   /* z[i]'s 128-bit lane L: row 4L + i's 16 code bytes */
+        for (int i = 0; i < 4; i++)
+            z[i] = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)wr[i][b].qs)),
+                                           _mm_loadu_si128((const __m128i *)wr[4 + i][b].qs), 1);
+        /* 4x4 dword transpose within each lane: t[k] dword 4L + i = row 4L + i's dword k */
+        const __m256i u0 = _mm256_unpacklo_epi32(z[0], z[1]), u1 = _mm256_unpackhi_epi32(z[0], z[1]);
+        const __m256i u2 = _mm256_unpacklo_epi32(z[2], z[3]), u3 = _mm256_unpackhi_epi32(z[2], z[3]);
+        const __m256i t[4] = { _mm256_unpacklo_epi64(u0, u2), _mm256_unpackhi_epi64(u0, u2),
+                               _mm256_unpacklo_epi64(u1, u3), _mm256_unpackhi_epi64(u1, u3) };
+        for (int k = 0; k < 4; k++) {
+            wt[b * 8 + k] = _mm256_and_si256(t[k], m4);                            /* elements 4k.. */
+            wt[b * 8 + 4 + k] = _mm256_and_si256(_mm256_srli_epi16(t[k], 4), m4);  /* 16 + 4k.. */
+        }
+        _mm256_store_ps(dw + 8 * b, _mm256_cvtph_ps(_mm_setr_epi16(
+            (short)wr[0][b].d, (short)wr[1][b].d, (short)wr[2][b].d, (short)wr[3][b].d,
+            (short)wr[4][b].d, (short)wr[5][b].d, (short)wr[6][b].d, (short)wr[7][b].d)));
+    }
+}
+
+/* NT tokens at[] (prepared corrections cs / scales ds, [token][nb]) against a panel */
+static inline __attribute__((always_inline)) void l8_tile(int64_t nb, const __m256i *wt, const float *dw,
+                                                          const block_q8_0 *const at[], const int32_t *cs,
+                                                          const float *ds, const int NT, __m256 acc[]) {
+    for (int j = 0; j < NT; j++) acc[j] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        const __m256i *wb = wt + 8 * b;
+        const __m256 d = _mm256_load_ps(dw + 8 * b);
+        for (int j = 0; j < NT; j++) {
+            const int8_t *q = at[j][b].qs;
+#if defined(PYRT_GEMM_VNNI)
+            /* two chains of four steps, joined (integer sums: exact in any order) */
+            __m256i s0 = _mm256_set1_epi32(cs[j * nb + b]), s1 = _mm256_setzero_si256();
+            for (int g = 0; g < 4; g++) {
+                s0 = _mm256_dpbusd_avx_epi32(s0, wb[g], _mm256_set1_epi32(pyrt_load_i32(q + 4 * g)));
+                s1 = _mm256_dpbusd_avx_epi32(s1, wb[4 + g], _mm256_set1_epi32(pyrt_load_i32(q + 16 + 4 * g)));
+            }
+            const __m256i s = _mm256_add_epi32(s0, s1);
+#else
+            __m256i h0 = _mm256_maddubs_epi16(wb[0], _mm256_set1_epi32(pyrt_load_i32(q)));
+            __m256i h1 = _mm256_maddubs_epi16(wb[4], _mm256_set1_epi32(pyrt_load_i32(q + 16)));
+            for (int g = 1; g < 4; g++) {
+                h0 = _mm256_add_epi16(h0, _mm256_maddubs_epi16(wb[g], _mm256_set1_epi32(pyrt_load_i32(q + 4 * g))));
+                h1 = _mm256_add_epi16(h1, _mm256_maddubs_epi16(wb[4 + g], _mm256_set1_epi32(pyrt_load_i32(q + 16 + 4 * g))));
+            }
+            const __m256i s = _mm256_add_epi32(_mm256_madd_epi16(_mm256_add_epi16(h0, h1), _mm256_set1_epi16(1)),
+                                               _mm256_set1_epi32(cs[j * nb + b]));
+#endif
+            const __m256 sc = _mm256_mul_ps(d, _mm256_set1_ps(ds[j * nb + b]));
+            acc[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), sc, acc[j]);
+        }
+    }
+}
+
+static void GEMM_FN(gemm_q4_0_l8)(int64_t n, const void *w, int64_t w_row, int64_t n_rows,
+                                  const void *a, int64_t a_row, int64_t n_tok, float *y, int64_t ldy) {
+    const int64_t nb = n / 32;
+    __m256i wt[8 * L8_MAX_NB];
+    _Alignas(32) float dw[8 * L8_MAX_NB];
+    float ds[L8_TOK * L8_MAX_NB];
+    int32_t cs[L8_TOK * L8_MAX_NB];
+    for (int64_t tb = 0; tb < n_tok; tb += L8_TOK) {
+        const int64_t nt_all = n_tok - tb < L8_TOK ? n_tok - tb : L8_TOK;
+        q8_0_corr_scales((const char *)a + tb * a_row, a_row, nt_all, nb, cs, ds);
+        for (int64_t r0 = 0; r0 < n_rows; r0 += 8) {
+            const int nr = n_rows - r0 < 8 ? (int)(n_rows - r0) : 8;
+            l8_panel(w, w_row, r0, n_rows, nb, wt, dw);
+            for (int64_t t0 = 0; t0 < nt_all;) {
+                const int NT = nt_all - t0 >= 4 ? 4 : 1;
+                const block_q8_0 *at[4];
+                for (int j = 0; j < NT; j++) at[j] = (const block_q8_0 *)((const char *)a + (tb + t0 + j) * a_row);
+                __m256 acc[4];
+                if (NT == 4) l8_tile(nb, wt, dw, at, cs + t0 * nb, ds + t0 * nb, 4, acc);
+                else l8_tile(nb, wt, dw, at, cs + t0 * nb, ds + t0 * nb, 1, acc);
+                for (int j = 0; j < NT; j++) {
+                    float *yt = y + (tb + t0 + j) * ldy + r0;
+                    if (nr == 8) {
+                        _mm256_storeu_ps(yt, acc[j]);
+                    } else {
+                        float out[8];
+                        _mm256_storeu_ps(out, acc[j]);
+                        for (int i = 0; i < nr; i++) yt[i] = out[i];
+                    }
+                }
+                t0 += NT;
+            }
+        }
+    }
+}
+
 static void GEMM_FN(gemm_q4_0_r8)(int64_t n, const void *w, int64_t w_row, int64_t n_rows,
                          const void *a, int64_t a_row, int64_t n_tok, float *y, int64_t ldy) {
     const int64_t nb = n / 32;
+    if (n_tok > 1 && nb <= L8_MAX_NB) {
+        GEMM_FN(gemm_q4_0_l8)(n, w, w_row, n_rows, a, a_row, n_tok, y, ldy);
+        return;
+    }
     for (int64_t r0 = 0; r0 < n_rows; r0 += 8) {
         const int nr = n_rows - r0 < 8 ? (int)(n_rows - r0) : 8;
         const block_q4_0 *wr[8];

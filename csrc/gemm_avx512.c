@@ -357,9 +357,106 @@ static void tile_q4_0_r8(int64_t nb, const block_q4_0 *const wr[8], const float 
     }
 }
 
+/* ---- the same order with one weight row per lane (batches) ----
+ *
+ * 16 rows x NT tokens: a lane holds one (row, token) and vpdpbusd sums the
+ * whole block into it, four bytes per step: step g multiplies the 16 rows'
+ * bytes 4g..4g+3 (one dword per lane, a transposed panel made once per
+ * call) by the token's bytes 4g..4g+3 (a broadcast memory operand). The
+ * accumulator starts at -8 * (the block's activation sum), so the lane ends
+ * at the exact (q - 8) . a total with no horizontal reduction; then the
+ * float steps of the repacked order, one (row, token) per lane. */
+#define L16_MAX_NB 128     /* rows up to 4096 columns; wider ones take tile_q4_0_r8 */
+#define L16_TOK 64         /* tokens whose sums and scales are prepared at once */
+
+/* rows r0..r0+15 (clamped to n_rows) of each block -> wt[b][g], 16 dwords of
+ * unsigned codes (elements 4g..4g+3 of each row), and their scales dw[b][16] */
+static void l16_panel(const void *w, int64_t w_row, int64_t r0, int64_t n_rows, int64_t nb,
+                      __m512i *wt, float *dw) {
+    const block_q4_0 *wr[16];
+    for (int i = 0; i < 16; i++)
+        wr[i] = (const block_q4_0 *)((const char *)w + (r0 + i < n_rows ? r0 + i : n_rows - 1) * w_row);
+    const __m512i m4 = _mm512_set1_epi8(0x0F);
+    for (int64_t b = 0; b < nb; b++) {
+        /* z[i]'s 128-bit lane L: row 4L + i's 16 code bytes */
+        __m512i z[4];
+        for (int i = 0; i < 4; i++) {
+            __m512i v = _mm512_castsi128_si512(_mm_loadu_si128((const __m128i *)wr[i][b].qs));
+            v = _mm512_inserti32x4(v, _mm_loadu_si128((const __m128i *)wr[4 + i][b].qs), 1);
+            v = _mm512_inserti32x4(v, _mm_loadu_si128((const __m128i *)wr[8 + i][b].qs), 2);
+            z[i] = _mm512_inserti32x4(v, _mm_loadu_si128((const __m128i *)wr[12 + i][b].qs), 3);
+        }
+        /* 4x4 dword transpose within each 128-bit lane: t[k] dword 4L + i = row 4L + i's dword k */
+        const __m512i u0 = _mm512_unpacklo_epi32(z[0], z[1]), u1 = _mm512_unpackhi_epi32(z[0], z[1]);
+        const __m512i u2 = _mm512_unpacklo_epi32(z[2], z[3]), u3 = _mm512_unpackhi_epi32(z[2], z[3]);
+        const __m512i t[4] = { _mm512_unpacklo_epi64(u0, u2), _mm512_unpackhi_epi64(u0, u2),
+                               _mm512_unpacklo_epi64(u1, u3), _mm512_unpackhi_epi64(u1, u3) };
+        for (int k = 0; k < 4; k++) {
+            wt[b * 8 + k] = _mm512_and_si512(t[k], m4);                            /* elements 4k.. */
+            wt[b * 8 + 4 + k] = _mm512_and_si512(_mm512_srli_epi16(t[k], 4), m4);  /* 16 + 4k.. */
+        }
+        uint16_t h[16];
+        for (int i = 0; i < 16; i++) h[i] = wr[i][b].d;
+        _mm512_store_ps(dw + 16 * b, _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)h)));
+    }
+}
+
+/* NT tokens at[] (prepared sums cs / scales ds, [token][nb]) against a panel */
+static inline __attribute__((always_inline)) void l16_tile(int64_t nb, const __m512i *wt, const float *dw,
+                                                           const block_q8_0 *const at[], const int32_t *cs,
+                                                           const float *ds, const int NT, __m512 acc[]) {
+    for (int j = 0; j < NT; j++) acc[j] = _mm512_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        const __m512i *wb = wt + 8 * b;
+        const __m512 d = _mm512_load_ps(dw + 16 * b);
+        for (int j = 0; j < NT; j++) {
+            const int8_t *q = at[j][b].qs;
+            /* two chains of four steps, joined (integer sums: exact in any order) */
+            __m512i s0 = _mm512_set1_epi32(cs[j * nb + b]), s1 = _mm512_setzero_si512();
+            for (int g = 0; g < 4; g++) {
+                s0 = _mm512_dpbusd_epi32(s0, wb[g], _mm512_set1_epi32(pyrt_load_i32(q + 4 * g)));
+                s1 = _mm512_dpbusd_epi32(s1, wb[4 + g], _mm512_set1_epi32(pyrt_load_i32(q + 16 + 4 * g)));
+            }
+            const __m512 sc = _mm512_mul_ps(d, _mm512_set1_ps(ds[j * nb + b]));
+            acc[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(s0, s1)), sc, acc[j]);
+        }
+    }
+}
+
+static void gemm512_q4_0_l16(int64_t n, const void *w, int64_t w_row, int64_t n_rows,
+                             const void *a, int64_t a_row, int64_t n_tok, float *y, int64_t ldy) {
+    const int64_t nb = n / 32;
+    __m512i wt[8 * L16_MAX_NB];
+    _Alignas(64) float dw[16 * L16_MAX_NB], ds[L16_TOK * L16_MAX_NB];
+    int32_t cs[L16_TOK * L16_MAX_NB];
+    for (int64_t tb = 0; tb < n_tok; tb += L16_TOK) {
+        const int64_t nt_all = n_tok - tb < L16_TOK ? n_tok - tb : L16_TOK;
+        q8_0_corr_scales((const char *)a + tb * a_row, a_row, nt_all, nb, cs, ds);
+        for (int64_t r0 = 0; r0 < n_rows; r0 += 16) {
+            const int nr = n_rows - r0 < 16 ? (int)(n_rows - r0) : 16;
+            const __mmask16 keep = (__mmask16)((1u << nr) - 1);
+            l16_panel(w, w_row, r0, n_rows, nb, wt, dw);
+            for (int64_t t0 = 0; t0 < nt_all;) {
+                const int NT = nt_all - t0 >= 4 ? 4 : 1;
+                const block_q8_0 *at[4];
+                for (int j = 0; j < NT; j++) at[j] = (const block_q8_0 *)((const char *)a + (tb + t0 + j) * a_row);
+                __m512 acc[4];
+                if (NT == 4) l16_tile(nb, wt, dw, at, cs + t0 * nb, ds + t0 * nb, 4, acc);
+                else l16_tile(nb, wt, dw, at, cs + t0 * nb, ds + t0 * nb, 1, acc);
+                for (int j = 0; j < NT; j++) _mm512_mask_storeu_ps(y + (tb + t0 + j) * ldy + r0, keep, acc[j]);
+                t0 += NT;
+            }
+        }
+    }
+}
+
 static void gemm512_q4_0_r8(int64_t n, const void *w, int64_t w_row, int64_t n_rows,
                             const void *a, int64_t a_row, int64_t n_tok, float *y, int64_t ldy) {
     const int64_t nb = n / 32;
+    if (n_tok > 1 && nb <= L16_MAX_NB) {
+        gemm512_q4_0_l16(n, w, w_row, n_rows, a, a_row, n_tok, y, ldy);
+        return;
+    }
     for (int64_t r0 = 0; r0 < n_rows; r0 += 8) {
         const int nr = n_rows - r0 < 8 ? (int)(n_rows - r0) : 8;
         const block_q4_0 *wr[8];

@@ -7,9 +7,11 @@
 /* Rows per tile: a tile of weight rows stays in L1/L2 while every token of
  * the batch is multiplied against it. */
 #define MM_ROW_TILE 16
-/* gemm blocking: a 32-row weight panel (a few KB) stays in L1 while up to 64
- * tokens' activations (~40 KB at 576 columns) stream from L2 */
-#define MM_GEMM_ROWS 32
+/* gemm blocking: up to 128 rows x 64 tokens per tiled-kernel call; the
+ * kernels block further inside (the AVX2 32-block tiles unpack a row panel
+ * once per call and prepare each token's blocks once per call, so fewer,
+ * larger calls amortize that: +4 % on Q5_0/Q8_0 over 32-row calls) */
+#define MM_GEMM_ROWS 128
 #define MM_GEMM_TOKS 64
 
 int64_t mm_act_bytes_bound(int64_t cols) { return cols * (int64_t)sizeof(float); }

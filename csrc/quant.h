@@ -46,6 +46,8 @@ static_assert(sizeof(block_q8_K) == 292, "q8_K size");
 /* ---- fp16 <-> fp32, exact IEEE semantics, round-to-nearest-even ---------- */
 static inline float pyrt_fp32_from_bits(uint32_t w) { float f; memcpy(&f, &w, 4); return f; }
 static inline uint32_t pyrt_fp32_to_bits(float f) { uint32_t w; memcpy(&w, &f, 4); return w; }
+/* a 32-bit load from any address (block_q8_0.qs sits at offset 2: a plain int32_t read is misaligned) */
+static inline int32_t pyrt_load_i32(const void *p) { int32_t v; memcpy(&v, p, 4); return v; }
 
 static inline float pyrt_fp16_to_fp32(pyrt_fp16 h) {
     const uint32_t w = (uint32_t)h << 16;

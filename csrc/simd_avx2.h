@@ -62,4 +62,19 @@ static inline __m128i scales_mins_k4(const uint8_t packed[12]) {
     return _mm_set_epi32((int)u[3], (int)u[2], (int)u[1], (int)u[0]);
 }
 
+/* For the row-per-lane repacked Q4_0 GEMMs: per token t < nt and block b <
+ * nb of Q8_0 activation rows a_row bytes apart, the vpdpbusd start value
+ * -8 * (sum of the block's bytes) and the block scale as a float, [t][nb]. */
+static inline void q8_0_corr_scales(const void *a, int64_t a_row, int64_t nt, int64_t nb, int32_t *cs, float *ds) {
+    for (int64_t t = 0; t < nt; t++) {
+        const block_q8_0 *ab = (const block_q8_0 *)((const char *)a + t * a_row);
+        for (int64_t b = 0; b < nb; b++) {
+            const __m256i q = _mm256_loadu_si256((const __m256i *)ab[b].qs);
+            cs[t * nb + b] = -hsum_epi32(_mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(8), q),
+                                                           _mm256_set1_epi16(1)));
+            ds[t * nb + b] = fp16_1(ab[b].d);
+        }
+    }
+}
+
 #endif

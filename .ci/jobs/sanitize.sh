@@ -49,9 +49,12 @@ fi
 rm -f "$CANARY_LOG"
 echo "sanitize: ASan is live ($PYRT_LIB)"
 
-python -m pytest -q -p no:cacheprovider \
-  tests/test_kernels.py tests/test_sampler.py \
+# --capture=sys: pytest captures Python's sys.stdout/stderr only, so a sanitizer report (written to
+# fd 2 by the C runtime right before it exits the process) reaches the log instead of dying unseen
+# inside pytest's fd capture.
+python -m pytest -q --capture=sys -p no:cacheprovider \
+  tests/test_kernels.py tests/test_ops.py tests/test_sampler.py \
   tests/test_gguf_malformed.py tests/test_mutation.py tests/test_models.py
 # generation on the real model, every weight type's path (the logit-comparison half of
 # test_fidelity.py repeats the same forward passes; ~80 s saved)
-python -m pytest -q -p no:cacheprovider tests/test_fidelity.py -k greedy
+python -m pytest -q --capture=sys -p no:cacheprovider tests/test_fidelity.py -k greedy
