@@ -366,8 +366,8 @@ __attribute__((unused)) static void gemm_add_mins(int64_t nb, const float *wm, i
         (void)wm; (void)asT; (void)cb;                                                            \
         int64_t pr = UB_BLOCKS / nb < PANEL_R ? UB_BLOCKS / nb : PANEL_R;                         \
         int64_t pt = CB_BLOCKS / nb - 1 < PANEL_T ? CB_BLOCKS / nb - 1 : PANEL_T;                 \
-        pr -= pr % RM;                                                                            \
-        pt -= pt % RN;                                                                            \
+        if (pr >= RM) pr -= pr % RM;                                                              \
+        if (pt >= RN) pt -= pt % RN;  /* (rows of ~16K columns leave room for < RN tokens) */     \
         const int64_t pq = pt + 1;  /* aq, cb: an odd block stride, against cache-set conflicts */ \
         for (int64_t tb = 0; tb < n_tok; tb += pt) {                                              \
             const int64_t te = tb + pt < n_tok ? tb + pt : n_tok;                                 \

@@ -176,6 +176,8 @@ GEMM_TYPES = ["Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0"]
                                              # wider than the tiles' scale caches (PYRT_GEMM_MAX_COLS):
                                              # the row dots take over
                                              (8, 16416, 3), (3, 16416, 1),
+                                             # at and just under that width: token panels of 1-3
+                                             (5, 16384, 9), (3, 13120, 6),
                                              # 8-row tiles x 1/2/4-token tails (two threads split 24 and 40 mid-tile)
                                              (8, 64, 2), (16, 96, 3), (24, 64, 4), (40, 96, 6), (8, 32, 7),
                                              (16, 64, 8), (24, 96, 9), (40, 64, 1), (72, 160, 1)])
