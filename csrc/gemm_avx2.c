@@ -102,7 +102,7 @@ static inline void bit4_pair(const uint8_t *qha, const uint8_t *qhb, __m256i *lo
  *     floats ggml forms one scalar product at a time.
  * The integer lanes are exact sums, so every float operation is the row
  * kernel's. The Q4_1/Q5_1 min terms are a separate chain per (row, token),
- * added afterwards (gemm_add_mins): ggml's result is hsum(acc) + summs. */
+ * added to the tiles' sums (gemm_min_terms): ggml's result is hsum(acc) + summs. */
 #if defined(PYRT_GEMM_VNNI)
 #define OFF_Q8_0 128
 #define U_Q8_0(x) _mm256_xor_si256(W_Q8_0(x), _mm256_set1_epi8((char)0x80))
@@ -149,10 +149,32 @@ static inline __m256i dot_ub(__m256i u, __m256i uabs, __m256i a, __m256i corr, i
 /* keep v in a register (the compiler would rather fold the load into each use) */
 #define IN_REG(v) __asm__("" : "+x"(v))
 
+/* hsum8 of 8 accumulators at once: lane k of the result is hsum8(v_k) bit
+ * for bit (the same pairs added in the same order), in lane order
+ * [v0 v2 v4 v6 | v1 v3 v5 v7] */
+static inline __m256 hsum8x8(__m256 v0, __m256 v1, __m256 v2, __m256 v3, __m256 v4, __m256 v5, __m256 v6, __m256 v7) {
+    /* x_k[i] = a_i + a_(i+4), two accumulators per vector: [x_k | x_(k+1)] */
+    const __m256 x01 = _mm256_add_ps(_mm256_permute2f128_ps(v0, v1, 0x20), _mm256_permute2f128_ps(v0, v1, 0x31));
+    const __m256 x23 = _mm256_add_ps(_mm256_permute2f128_ps(v2, v3, 0x20), _mm256_permute2f128_ps(v2, v3, 0x31));
+    const __m256 x45 = _mm256_add_ps(_mm256_permute2f128_ps(v4, v5, 0x20), _mm256_permute2f128_ps(v4, v5, 0x31));
+    const __m256 x67 = _mm256_add_ps(_mm256_permute2f128_ps(v6, v7, 0x20), _mm256_permute2f128_ps(v6, v7, 0x31));
+    /* y_k[i] = x_k[i] + x_k[i+2] (i < 2): [y0 y2 | y1 y3] */
+    const __m256 y0123 = _mm256_add_ps(_mm256_shuffle_ps(x01, x23, _MM_SHUFFLE(1, 0, 1, 0)),
+                                       _mm256_shuffle_ps(x01, x23, _MM_SHUFFLE(3, 2, 3, 2)));
+    const __m256 y4567 = _mm256_add_ps(_mm256_shuffle_ps(x45, x67, _MM_SHUFFLE(1, 0, 1, 0)),
+                                       _mm256_shuffle_ps(x45, x67, _MM_SHUFFLE(3, 2, 3, 2)));
+    /* y_k[0] + y_k[1] */
+    return _mm256_add_ps(_mm256_shuffle_ps(y0123, y4567, _MM_SHUFFLE(2, 0, 2, 0)),
+                         _mm256_shuffle_ps(y0123, y4567, _MM_SHUFFLE(3, 1, 3, 1)));
+}
+
+/* two adjacent floats, as the low half of a vector */
+static inline __m128 load2(const float *p) { return _mm_castsi128_ps(_mm_loadl_epi64((const __m128i *)p)); }
+
 /* Rows r0.. (rm) x tokens t0.. (rn) of the current panels, which are block
  * major (ub: [b][pr], aq/cb/ad: [b][pt]) so that a tile reads each block's
  * operands at fixed offsets from one pointer per array. */
-#define GEMM_TILE(OFF, rm, rn)                                                                    \
+#define GEMM_TILE(OFF, HAS_MIN, rm, rn)                                                                    \
     do {                                                                                          \
         for (int64_t b = 0; b < nb; b++) {                                                        \
             const __m128 a4 = _mm_loadu_ps(&ad[b * pt + t0 - tb]);                                \
@@ -185,9 +207,27 @@ static inline __m256i dot_ub(__m256i u, __m256i uabs, __m256i a, __m256i corr, i
                 }                                                                                 \
             }                                                                                     \
         }                                                                                         \
-        for (int i = 0; i < rm; i++)                                                              \
-            for (int j = 0; j < rn; j++)                                                          \
-                y[(t0 + j) * ldy + r0 + i] = hsum8(acc[i][j]);                                    \
+        if (rm == RM && rn == RN) {                                                               \
+            /* lanes [row r0: tokens t0..t0+3 | row r0+1: the same] */                            \
+            const __m256 h = hsum8x8(acc[0][0], acc[1][0], acc[0][1], acc[1][1],                  \
+                                     acc[0][2], acc[1][2], acc[0][3], acc[1][3]);                 \
+            const __m128 hr0 = _mm256_castps256_ps128(h), hr1 = _mm256_extractf128_ps(h, 1);     \
+            __m128 p01 = _mm_unpacklo_ps(hr0, hr1), p23 = _mm_unpackhi_ps(hr0, hr1);             \
+            if (HAS_MIN) {                                                                        \
+                const float *m = &mo[(t0 - tb) * pr + r0 - rb];                                   \
+                p01 = _mm_add_ps(p01, _mm_loadh_pi(load2(m), (const __m64 *)(m + pr)));           \
+                p23 = _mm_add_ps(p23, _mm_loadh_pi(load2(m + 2 * pr), (const __m64 *)(m + 3 * pr))); \
+            }                                                                                     \
+            _mm_storel_pi((__m64 *)&y[t0 * ldy + r0], p01);                                       \
+            _mm_storeh_pi((__m64 *)&y[(t0 + 1) * ldy + r0], p01);                                 \
+            _mm_storel_pi((__m64 *)&y[(t0 + 2) * ldy + r0], p23);                                 \
+            _mm_storeh_pi((__m64 *)&y[(t0 + 3) * ldy + r0], p23);                                 \
+        } else {                                                                                  \
+            for (int i = 0; i < rm; i++)                                                          \
+                for (int j = 0; j < rn; j++)                                                      \
+                    y[(t0 + j) * ldy + r0 + i] = HAS_MIN ? hsum8(acc[i][j]) + mo[(t0 - tb + j) * pr + r0 - rb + i] \
+                                                         : hsum8(acc[i][j]);                      \
+        }                                                                                         \
     } while (0)
 
 /* 8 rows' fp16 fields (FIELD of block b) as one float vector, without going
@@ -289,9 +329,11 @@ static inline __m256i dot_ub(__m256i u, __m256i uabs, __m256i a, __m256i corr, i
         }                                                                                         \
     } while (0)
 
-/* y[t][r] += sum_b m_rb * s_tb, as ggml's scalar FMA chain, 8 tokens per vector
- * (wm: [rows][nb] mins, asT: [nb][lds] activation sums) */
-__attribute__((unused)) static void gemm_add_mins(int64_t nb, const float *wm, int64_t n_r, const float *asT, int64_t lds,
+/* y[t][r] = sum_b m_rb * s_tb, as ggml's scalar FMA chain, 8 tokens per vector
+ * (wm: [rows][nb] mins, asT: [nb][lds] activation sums). The tiles add these
+ * to their sums (ggml: hsum(acc) + summs) from a small panel buffer y, which
+ * keeps the stores off the output's strided lines. */
+__attribute__((unused)) static void gemm_min_terms(int64_t nb, const float *wm, int64_t n_r, const float *asT, int64_t lds,
                           int64_t n_t, float *y, int64_t ldy) {
     int64_t r = 0;
     /* 4 rows at a time: independent chains hide the FMA latency */
@@ -307,14 +349,14 @@ __attribute__((unused)) static void gemm_add_mins(int64_t nb, const float *wm, i
             for (int i = 0; i < 4; i++) {
                 float out[8];
                 _mm256_storeu_ps(out, v[i]);
-                for (int k = 0; k < 8; k++) y[(t + k) * ldy + r + i] += out[k];
+                for (int k = 0; k < 8; k++) y[(t + k) * ldy + r + i] = out[k];
             }
         }
         for (; t < n_t; t++)
             for (int i = 0; i < 4; i++) {
                 float v = 0.0f;
                 for (int64_t b = 0; b < nb; b++) v = fmaf(wm[(r + i) * nb + b], asT[b * lds + t], v);
-                y[t * ldy + r + i] += v;
+                y[t * ldy + r + i] = v;
             }
     }
     for (; r < n_r; r++) {
@@ -325,12 +367,12 @@ __attribute__((unused)) static void gemm_add_mins(int64_t nb, const float *wm, i
                 v = _mm256_fmadd_ps(_mm256_broadcast_ss(&wm[r * nb + b]), _mm256_loadu_ps(&asT[b * lds + t]), v);
             float out[8];
             _mm256_storeu_ps(out, v);
-            for (int k = 0; k < 8; k++) y[(t + k) * ldy + r] += out[k];
+            for (int k = 0; k < 8; k++) y[(t + k) * ldy + r] = out[k];
         }
         for (; t < n_t; t++) {
             float v = 0.0f;
             for (int64_t b = 0; b < nb; b++) v = fmaf(wm[r * nb + b], asT[b * lds + t], v);
-            y[t * ldy + r] += v;
+            y[t * ldy + r] = v;
         }
     }
 }
@@ -363,7 +405,8 @@ __attribute__((unused)) static void gemm_add_mins(int64_t nb, const float *wm, i
         _Alignas(32) float ad[CB_BLOCKS + RN], asT[HAS_MIN ? CB_BLOCKS : 1];                 \
         _Alignas(32) float sc[RM * RN * MAX_NB];                                                  \
         __m256i ub[UB_BLOCKS], aq[CB_BLOCKS], cb[OFF > 0 ? CB_BLOCKS : 1];                       \
-        (void)wm; (void)asT; (void)cb;                                                            \
+        float mo[HAS_MIN ? PANEL_T * PANEL_R : 1];                                                \
+        (void)wm; (void)asT; (void)cb; (void)mo;                                                  \
         int64_t pr = UB_BLOCKS / nb < PANEL_R ? UB_BLOCKS / nb : PANEL_R;                         \
         int64_t pt = CB_BLOCKS / nb - 1 < PANEL_T ? CB_BLOCKS / nb - 1 : PANEL_T;                 \
         if (pr >= RM) pr -= pr % RM;                                                              \
@@ -394,19 +437,19 @@ __attribute__((unused)) static void gemm_add_mins(int64_t nb, const float *wm, i
                         ub[b * pr + r - rb] = UNPACK(&wr[b]);                                     \
                     }                                                                             \
                 }                                                                                 \
+                if (HAS_MIN) gemm_min_terms(nb, wm, re - rb, asT, pt, te - tb, mo, pr);           \
                 /* token tiles outer: the row panel's blocks stay in L1 */                       \
                 int64_t t0 = tb;                                                                  \
                 for (; t0 + RN <= te; t0 += RN) {                                                 \
                     int64_t r0 = rb;                                                              \
-                    for (; r0 + RM <= re; r0 += RM) GEMM_TILE(OFF, RM, RN);                       \
-                    for (; r0 < re; r0++) GEMM_TILE(OFF, 1, RN);                                  \
+                    for (; r0 + RM <= re; r0 += RM) GEMM_TILE(OFF, HAS_MIN, RM, RN);                       \
+                    for (; r0 < re; r0++) GEMM_TILE(OFF, HAS_MIN, 1, RN);                                  \
                 }                                                                                 \
                 for (; t0 < te; t0++) {                                                           \
                     int64_t r0 = rb;                                                              \
-                    for (; r0 + RM <= re; r0 += RM) GEMM_TILE(OFF, RM, 1);                        \
-                    for (; r0 < re; r0++) GEMM_TILE(OFF, 1, 1);                                   \
+                    for (; r0 + RM <= re; r0 += RM) GEMM_TILE(OFF, HAS_MIN, RM, 1);                        \
+                    for (; r0 < re; r0++) GEMM_TILE(OFF, HAS_MIN, 1, 1);                                   \
                 }                                                                                 \
-                if (HAS_MIN) gemm_add_mins(nb, wm, re - rb, asT, pt, te - tb, y + tb * ldy + rb, ldy); \
             }                                                                                     \
         }                                                                                         \
     }

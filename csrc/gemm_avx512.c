@@ -24,8 +24,11 @@
 #define RP 4           /* row pairs per tile  */
 #define RN 4           /* tokens per tile     */
 #define GV 4           /* row pairs per tile when there is a single token */
-#define PANEL_R 32     /* rows whose scales are cached per panel   */
-#define PANEL_T 32     /* tokens whose scales are cached per panel */
+#define PANEL_P 8      /* row pairs per row panel  */
+#define PANEL_T 64     /* tokens per token panel   */
+
+/* keep v in a register (the compiler would rather fold the load into each use) */
+#define IN_REG(v) __asm__("" : "+v"(v))
 #define MAX_NB PYRT_GEMM_MAX_NB
 
 /* unsigned weight bytes of one block, and the offset subtracted from them */
@@ -78,83 +81,122 @@ static inline void store_pair(float *y0, float *y1, __m512 acc) {
     if (y1) *y1 = hsum_ps(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(acc), 1)));
 }
 
-/* y[t][r] += sum_b m_rb * s_tb as ggml's scalar FMA chain, 16 tokens per vector
- * (wm: [nb][PANEL_R] mins, asT: [nb][PANEL_T] activation sums) */
-static void add_mins(int64_t nb, const float *wm, int64_t n_r, const float *asT, int64_t n_t, float *y, int64_t ldy) {
-    /* 8 rows x 16 tokens at a time: independent chains hide the FMA latency */
-    int64_t t = 0;
-    for (; t + 16 <= n_t; t += 16) {
-        int64_t r = 0;
-        for (; r + 8 <= n_r; r += 8) {
-            __m512 v[8];
-            for (int i = 0; i < 8; i++) v[i] = _mm512_setzero_ps();
-            for (int64_t b = 0; b < nb; b++) {
-                const __m512 at = _mm512_loadu_ps(&asT[b * PANEL_T + t]);
-                for (int i = 0; i < 8; i++)
-                    v[i] = _mm512_fmadd_ps(_mm512_set1_ps(wm[b * PANEL_R + r + i]), at, v[i]);
-            }
-            for (int i = 0; i < 8; i++) {
-                float out[16];
-                _mm512_storeu_ps(out, v[i]);
-                for (int k = 0; k < 16; k++) y[(t + k) * ldy + r + i] += out[k];
-            }
-        }
-        for (; r < n_r; r++) {
-            __m512 v = _mm512_setzero_ps();
-            for (int64_t b = 0; b < nb; b++)
-                v = _mm512_fmadd_ps(_mm512_set1_ps(wm[b * PANEL_R + r]), _mm512_loadu_ps(&asT[b * PANEL_T + t]), v);
-            float out[16];
-            _mm512_storeu_ps(out, v);
-            for (int k = 0; k < 16; k++) y[(t + k) * ldy + r] += out[k];
-        }
+/* NR rows' min-term chains for one group of tokens (mask m), added to y */
+static inline __attribute__((always_inline)) void mins_rows(int64_t nb, const float *wm, int64_t ldw,
+                                                            const float *asT, int64_t lds, __mmask16 m, int nt,
+                                                            const int NR, float *y, int64_t ldy) {
+    __m512 v[8];
+#pragma GCC unroll 8
+    for (int i = 0; i < NR; i++) v[i] = _mm512_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        const __m512 at = _mm512_maskz_loadu_ps(m, &asT[b * lds]);
+#pragma GCC unroll 8
+        for (int i = 0; i < NR; i++) v[i] = _mm512_fmadd_ps(_mm512_set1_ps(wm[b * ldw + i]), at, v[i]);
     }
-    for (int64_t r = 0; r < n_r; r++) {
-        for (int64_t tt = t; tt < n_t; tt++) {
-            float v = 0.0f;
-            for (int64_t b = 0; b < nb; b++) v = fmaf(wm[b * PANEL_R + r], asT[b * PANEL_T + tt], v);
-            y[tt * ldy + r] += v;
-        }
+#pragma GCC unroll 8
+    for (int i = 0; i < NR; i++) {
+        float out[16];
+        _mm512_storeu_ps(out, v[i]);
+        for (int k = 0; k < nt; k++) y[k * ldy + i] = out[k];
     }
 }
-/* rows r0 .. r0+2*rp-1 (the pair of the last row may repeat it: rdup) x
- * tokens t0 .. t0+rn-1, scales from the panel caches */
-#define TILE(WT, AT, UNPACK, OFF, rp, rn)                                                          \
+
+/* mo[t][r] = sum_b m_rb * s_tb as ggml's scalar FMA chain, 16 tokens per
+ * vector lane (wm: [nb][ldw] mins, asT: [nb][lds] activation sums; the last
+ * token group masked); 8 rows at a time, independent chains hiding the FMA
+ * latency. The tiles add mo to their sums (ggml: hsum(acc) + summs); going
+ * through a small buffer keeps these stores off y's strided lines. */
+static void min_terms(int64_t nb, const float *wm, int64_t ldw, int64_t n_r, const float *asT, int64_t lds,
+                      int64_t n_t, float *y, int64_t ldy) {
+    for (int64_t t = 0; t < n_t; t += 16) {
+        const int nt = n_t - t < 16 ? (int)(n_t - t) : 16;
+        const __mmask16 m = (__mmask16)((1u << nt) - 1);
+        int64_t r = 0;
+        for (; r + 8 <= n_r; r += 8) mins_rows(nb, wm + r, ldw, asT + t, lds, m, nt, 8, y + t * ldy + r, ldy);
+        for (; r < n_r; r++) mins_rows(nb, wm + r, ldw, asT + t, lds, m, nt, 1, y + t * ldy + r, ldy);
+    }
+}
+
+/* ---- the batched tiles (several tokens) ----
+ *
+ * As in gemm_avx2.c, rows and tokens go in panels whose shared work is done
+ * once: each row pair's blocks unpacked, each token's activation blocks and
+ * offset corrections laid out, the d_w*d_a products formed 16 at a time.
+ * Here a row pair's two 8-lane accumulators are interleaved by 32-bit lane
+ * (lane 2k: row A's lane k, 2k+1: row B's), so the pair's two scale products
+ * for a token are one 8-byte broadcast [sA sB sA sB ..] straight from memory
+ * into the FMA, and the tile loop is one vpdpbusd, one conversion and one FMA
+ * per (row pair, token, block):
+ *   - ub: the pair's unsigned weight codes, dword k of row A at 2k, of B at 2k+1;
+ *   - aq: the activation block with every dword doubled, and cb its -OFF
+ *     correction (the dot's start; OFF 0 types need none);
+ *   - sc: per tile and block, [token][row] products d_w*d_a.
+ * The lanes are put back in order ([A's 8 | B's 8]) before ggml's horizontal
+ * sums. */
+#define P_BLOCKS 1024  /* row-pair blocks per row panel (64 KB) */
+#define T_BLOCKS 1024  /* token blocks per token panel (64 KB each: aq, cb) */
+
+static inline __m512i interleave_pair(__m512i ab) {
+    return _mm512_permutexvar_epi32(_mm512_setr_epi32(0, 8, 1, 9, 2, 10, 3, 11, 4, 12, 5, 13, 6, 14, 7, 15), ab);
+}
+static inline __m512i double_dwords(const int8_t *qs) {
+    return _mm512_permutexvar_epi32(_mm512_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7),
+                                    _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)qs)));
+}
+/* ggml's horizontal sums ((a0+a4)+(a2+a6)) + ((a1+a5)+(a3+a7)) of both rows
+ * of an interleaved accumulator at once, plus the min terms m (HAS_MIN), to
+ * y0[0] and, if both, y0[1] */
+static inline void store_ipair(float *y0, int both, __m512 v, const float *m) {
+    const __m256 x = _mm256_add_ps(_mm512_castps512_ps256(v), _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(x), _mm256_extractf128_ps(x, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    if (m) s = _mm_add_ps(s, _mm_castsi128_ps(_mm_loadl_epi64((const __m128i *)m)));
+    if (both) _mm_storel_pi((__m64 *)y0, s);
+    else _mm_store_ss(y0, s);
+}
+
+/* pairs p0.. (rp) x tokens t0.. (rn) of the current panels (ub: [b][pair],
+ * aq/cb: [b][token], stride pq; ws: [b][row], stride wst; ad: [b][token]) */
+#define TILE(OFF, HAS_MIN, rp, rn)                                                                 \
     do {                                                                                           \
+        for (int64_t b = 0; b < nb; b++) {                                                         \
+            const __m256 w8 = _mm256_loadu_ps(&ws[b * wst + 2 * (p0 - pb)]);                       \
+            for (int j = 0; j < rn; j++)                                                           \
+                _mm256_store_ps(&sc[(b * RN + j) * 8],                                             \
+                                _mm256_mul_ps(w8, _mm256_broadcast_ss(&ad[b * pt + t0 - tb + j]))); \
+        }                                                                                          \
         __m512 acc[RP][RN];                                                                        \
         for (int p = 0; p < rp; p++)                                                               \
             for (int j = 0; j < rn; j++) acc[p][j] = _mm512_setzero_ps();                          \
-        for (int64_t b = 0; b < nb; b++) {                                                         \
-            __m512i av[RN], cv[RN];                                                                \
-            __m512 dav[RN];                                                                        \
+        const __m512i *ubp = ub + (p0 - pb), *aqp = aq + (t0 - tb), *cbp = cb + (t0 - tb);         \
+        const float *scp = sc;                                                                     \
+        for (int64_t b = 0; b < nb; b++, ubp += pr, aqp += pq, cbp += pq, scp += RN * 8) {         \
+            __m512i u[RP];                                                                         \
+            for (int p = 0; p < rp; p++) u[p] = _mm512_load_si512(ubp + p);                        \
             for (int j = 0; j < rn; j++) {                                                         \
-                av[j] = act512(((const AT *)((const char *)a + (t0 + j) * a_row) + b)->qs);       \
-                cv[j] = corr512(av[j], OFF);                                                       \
-                dav[j] = _mm512_set1_ps(as[b * PANEL_T + t0 - tb + j]);                            \
-            }                                                                                      \
-            for (int p = 0; p < rp; p++) {                                                         \
-                const int64_t ra = r0 + 2 * p, rb1 = ra + 1 < re ? ra + 1 : ra;                   \
-                const WT *w0 = (const WT *)((const char *)w + ra * w_row) + b;                     \
-                const WT *w1 = (const WT *)((const char *)w + rb1 * w_row) + b;                    \
-                const __m512i wv = U2##UNPACK(w0, w1);                                \
-                const __m512 dw = _mm512_insertf32x8(_mm512_set1_ps(ws[b * PANEL_R + ra - rb]),    \
-                                                     _mm256_set1_ps(ws[b * PANEL_R + rb1 - rb]), 1); \
-                for (int j = 0; j < rn; j++) {                                                     \
-                    const __m512 pj = _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(cv[j], wv, av[j]));   \
-                    acc[p][j] = _mm512_fmadd_ps(_mm512_mul_ps(dw, dav[j]), pj, acc[p][j]);         \
+                __m512i aj = _mm512_load_si512(aqp + j);                                           \
+                __m512i cj = OFF > 0 ? _mm512_load_si512(cbp + j) : _mm512_setzero_si512();        \
+                if (rp > 1) IN_REG(aj);                                                            \
+                if (rp > 1 && OFF > 0) IN_REG(cj);                                                 \
+                for (int p = 0; p < rp; p++) {                                                     \
+                    double s2; memcpy(&s2, scp + j * 8 + 2 * p, 8);                                \
+                    const __m512 s = _mm512_castpd_ps(_mm512_set1_pd(s2));                         \
+                    acc[p][j] = _mm512_fmadd_ps(s, _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(cj, u[p], aj)), acc[p][j]); \
                 }                                                                                  \
             }                                                                                      \
         }                                                                                          \
         for (int p = 0; p < rp; p++) {                                                             \
-            const int64_t ra = r0 + 2 * p;                                                         \
+            const int64_t ra = r_first + 2 * (p0 + p);                                             \
             for (int j = 0; j < rn; j++)                                                           \
-                store_pair(&y[(t0 + j) * ldy + ra], ra + 1 < re ? &y[(t0 + j) * ldy + ra + 1] : NULL, \
-                           acc[p][j]);                                                             \
+                store_ipair(&y[(t0 + j) * ldy + ra], ra + 1 < n_rows, acc[p][j],                   \
+                            HAS_MIN ? &mo[(t0 - tb + j) * 2 * pr + 2 * (p0 + p - pb)] : NULL);     \
         }                                                                                          \
     } while (0)
 
+
 /* One token, 2*GV rows: scales read straight from the streaming blocks, the
  * min terms as one 8-row vector chain (lane r: fmaf(m_r, s_b, summs_r)). */
-#define GEMV8(WT, AT, UNPACK, OFF, HAS_MIN)                                                         \
+#define GEMV8(WT, AT, UNPACK, OFF, HAS_MIN)                                                        \
     do {                                                                                           \
         __m512 acc[GV];                                                                            \
         for (int p = 0; p < GV; p++) acc[p] = _mm512_setzero_ps();                                 \
@@ -195,9 +237,6 @@ static void add_mins(int64_t nb, const float *wm, int64_t n_r, const float *asT,
     static void NAME(int64_t n, const void *w, int64_t w_row, int64_t n_rows,                     \
                      const void *a, int64_t a_row, int64_t n_tok, float *y, int64_t ldy) {       \
         const int64_t nb = n / 32;                                                                 \
-        float ws[PANEL_R * MAX_NB], wm[HAS_MIN ? PANEL_R * MAX_NB : 1];                            \
-        float as[PANEL_T * MAX_NB], asT[HAS_MIN ? PANEL_T * MAX_NB : 1];                           \
-        (void)wm; (void)asT;                                                                       \
         int64_t r_first = 0;                                                                       \
         if (n_tok == 1) {       /* generation: stream 8 rows at a time */                        \
             const AT *ar = (const AT *)a;                                                          \
@@ -205,36 +244,63 @@ static void add_mins(int64_t nb, const float *wm, int64_t n_r, const float *asT,
             r_first = n_rows - n_rows % (2 * GV);                                                  \
             if (r_first == n_rows) return;                                                         \
         }                                                                                          \
-        for (int64_t tb = 0; tb < n_tok; tb += PANEL_T) {                                          \
-            const int64_t te = tb + PANEL_T < n_tok ? tb + PANEL_T : n_tok;                        \
+        const int64_t n_pairs = (n_rows - r_first + 1) / 2;                                        \
+        int64_t pr = P_BLOCKS / nb < PANEL_P ? P_BLOCKS / nb : PANEL_P;                            \
+        int64_t pt = T_BLOCKS / nb - 1 < PANEL_T ? T_BLOCKS / nb - 1 : PANEL_T;                    \
+        if (pr >= RP) pr -= pr % RP;                                                               \
+        if (pt >= RN) pt -= pt % RN;                                                               \
+        const int64_t pq = pt + 1;   /* aq, cb: an odd block stride, against cache-set conflicts */ \
+        const int64_t wst = 2 * pr + 8; /* ws: room for a tile's 8-wide load past the panel */    \
+        _Alignas(64) __m512i ub[P_BLOCKS], aq[T_BLOCKS], cb[OFF > 0 ? T_BLOCKS : 1];               \
+        _Alignas(64) float sc[RN * 8 * MAX_NB];                                                    \
+        float ws[2 * P_BLOCKS + 8 * MAX_NB], ad[T_BLOCKS];                                         \
+        float wm[HAS_MIN ? 2 * P_BLOCKS : 1], asT[HAS_MIN ? T_BLOCKS : 1];                         \
+        float mo[HAS_MIN ? 2 * PANEL_P * PANEL_T : 1];                                             \
+        (void)wm; (void)asT; (void)cb; (void)mo;                                                   \
+        for (int64_t tb = 0; tb < n_tok; tb += pt) {                                               \
+            const int64_t te = tb + pt < n_tok ? tb + pt : n_tok;                                  \
             for (int64_t t = tb; t < te; t++) {                                                    \
-                const AT *ab = (const AT *)((const char *)a + t * a_row);                          \
+                const AT *abt = (const AT *)((const char *)a + t * a_row);                         \
                 for (int64_t b = 0; b < nb; b++) {                                                 \
-                    as[b * PANEL_T + t - tb] = fp16_1(ab[b].d);                                    \
-                    if (HAS_MIN) asT[b * PANEL_T + t - tb] = fp16_1(SUM_OF(&ab[b]));               \
+                    const __m512i q = double_dwords(abt[b].qs);                                    \
+                    aq[b * pq + t - tb] = q;                                                       \
+                    if (OFF > 0) cb[b * pq + t - tb] = corr512(q, OFF);                            \
+                    ad[b * pt + t - tb] = fp16_1(abt[b].d);                                        \
+                    if (HAS_MIN) asT[b * pt + t - tb] = fp16_1(SUM_OF(&abt[b]));                   \
                 }                                                                                  \
             }                                                                                      \
-            for (int64_t rb = r_first; rb < n_rows; rb += PANEL_R) {                               \
-                const int64_t re = rb + PANEL_R < n_rows ? rb + PANEL_R : n_rows;                  \
-                for (int64_t r = rb; r < re; r++) {                                                \
-                    const WT *wr = (const WT *)((const char *)w + r * w_row);                      \
+            for (int64_t pb = 0; pb < n_pairs; pb += pr) {                                         \
+                const int64_t pe = pb + pr < n_pairs ? pb + pr : n_pairs;                          \
+                for (int64_t b = 0; b < nb; b++)                                                   \
+                    for (int64_t i = 2 * (pe - pb); i < wst; i++) ws[b * wst + i] = 0.0f;          \
+                for (int64_t p = pb; p < pe; p++) {                                                \
+                    const int64_t ra = r_first + 2 * p, rb1 = ra + 1 < n_rows ? ra + 1 : ra;      \
+                    const WT *w0 = (const WT *)((const char *)w + ra * w_row);                     \
+                    const WT *w1 = (const WT *)((const char *)w + rb1 * w_row);                    \
                     for (int64_t b = 0; b < nb; b++) {                                             \
-                        ws[b * PANEL_R + r - rb] = fp16_1(wr[b].d);                                \
-                        if (HAS_MIN) wm[b * PANEL_R + r - rb] = fp16_1(MIN_OF(&wr[b]));            \
+                        ub[b * pr + p - pb] = interleave_pair(U2##UNPACK(&w0[b], &w1[b]));         \
+                        ws[b * wst + 2 * (p - pb)] = fp16_1(w0[b].d);                              \
+                        ws[b * wst + 2 * (p - pb) + 1] = fp16_1(w1[b].d);                          \
+                        if (HAS_MIN) {                                                             \
+                            wm[b * 2 * pr + 2 * (p - pb)] = fp16_1(MIN_OF(&w0[b]));                \
+                            wm[b * 2 * pr + 2 * (p - pb) + 1] = fp16_1(MIN_OF(&w1[b]));            \
+                        }                                                                          \
                     }                                                                              \
                 }                                                                                  \
-                int64_t r0 = rb;                                                                   \
-                for (; r0 + 2 * RP <= re; r0 += 2 * RP) {                                          \
-                    int64_t t0 = tb;                                                               \
-                    for (; t0 + RN <= te; t0 += RN) TILE(WT, AT, UNPACK, OFF, RP, RN);             \
-                    for (; t0 < te; t0++) TILE(WT, AT, UNPACK, OFF, RP, 1);                        \
+                if (HAS_MIN)                                                                       \
+                    min_terms(nb, wm, 2 * pr, 2 * (pe - pb), asT, pt, te - tb, mo, 2 * pr);        \
+                /* token tiles outer: the row panel's blocks stay in L1 */                        \
+                int64_t t0 = tb;                                                                   \
+                for (; t0 + RN <= te; t0 += RN) {                                                  \
+                    int64_t p0 = pb;                                                               \
+                    for (; p0 + RP <= pe; p0 += RP) TILE(OFF, HAS_MIN, RP, RN);                    \
+                    for (; p0 < pe; p0++) TILE(OFF, HAS_MIN, 1, RN);                               \
                 }                                                                                  \
-                for (; r0 < re; r0 += 2) {                                                         \
-                    int64_t t0 = tb;                                                               \
-                    for (; t0 + RN <= te; t0 += RN) TILE(WT, AT, UNPACK, OFF, 1, RN);              \
-                    for (; t0 < te; t0++) TILE(WT, AT, UNPACK, OFF, 1, 1);                         \
+                for (; t0 < te; t0++) {                                                            \
+                    int64_t p0 = pb;                                                               \
+                    for (; p0 + RP <= pe; p0 += RP) TILE(OFF, HAS_MIN, RP, 1);                     \
+                    for (; p0 < pe; p0++) TILE(OFF, HAS_MIN, 1, 1);                                \
                 }                                                                                  \
-                if (HAS_MIN) add_mins(nb, wm, re - rb, asT, te - tb, y + tb * ldy + rb, ldy);     \
             }                                                                                      \
         }                                                                                          \
     }
