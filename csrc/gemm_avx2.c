@@ -329,51 +329,38 @@ static inline __m128 load2(const float *p) { return _mm_castsi128_ps(_mm_loadl_e
         }                                                                                         \
     } while (0)
 
-/* y[t][r] = sum_b m_rb * s_tb, as ggml's scalar FMA chain, 8 tokens per vector
- * (wm: [rows][nb] mins, asT: [nb][lds] activation sums). The tiles add these
- * to their sums (ggml: hsum(acc) + summs) from a small panel buffer y, which
- * keeps the stores off the output's strided lines. */
-__attribute__((unused)) static void gemm_min_terms(int64_t nb, const float *wm, int64_t n_r, const float *asT, int64_t lds,
-                          int64_t n_t, float *y, int64_t ldy) {
-    int64_t r = 0;
-    /* 4 rows at a time: independent chains hide the FMA latency */
-    for (; r + 4 <= n_r; r += 4) {
-        int64_t t = 0;
-        for (; t + 8 <= n_t; t += 8) {
-            __m256 v[4] = { _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps() };
-            for (int64_t b = 0; b < nb; b++) {
-                const __m256 at = _mm256_loadu_ps(&asT[b * lds + t]);
-                for (int i = 0; i < 4; i++)
-                    v[i] = _mm256_fmadd_ps(_mm256_broadcast_ss(&wm[(r + i) * nb + b]), at, v[i]);
-            }
-            for (int i = 0; i < 4; i++) {
-                float out[8];
-                _mm256_storeu_ps(out, v[i]);
-                for (int k = 0; k < 8; k++) y[(t + k) * ldy + r + i] = out[k];
-            }
-        }
-        for (; t < n_t; t++)
-            for (int i = 0; i < 4; i++) {
-                float v = 0.0f;
-                for (int64_t b = 0; b < nb; b++) v = fmaf(wm[(r + i) * nb + b], asT[b * lds + t], v);
-                y[t * ldy + r + i] = v;
-            }
+/* NR rows' min-term chains for up to 8 tokens (lanes below nt), stored to y */
+static inline __attribute__((always_inline)) void min_rows(int64_t nb, const float *wm, const float *asT,
+                                                           int64_t lds, int nt, const int NR, float *y, int64_t ldy) {
+    const __m256i keep = _mm256_cmpgt_epi32(_mm256_set1_epi32(nt), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    __m256 v[8];
+#pragma GCC unroll 8
+    for (int i = 0; i < NR; i++) v[i] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        const __m256 at = _mm256_maskload_ps(&asT[b * lds], keep);
+#pragma GCC unroll 8
+        for (int i = 0; i < NR; i++) v[i] = _mm256_fmadd_ps(_mm256_broadcast_ss(&wm[i * nb + b]), at, v[i]);
     }
-    for (; r < n_r; r++) {
-        int64_t t = 0;
-        for (; t + 8 <= n_t; t += 8) {
-            __m256 v = _mm256_setzero_ps();
-            for (int64_t b = 0; b < nb; b++)
-                v = _mm256_fmadd_ps(_mm256_broadcast_ss(&wm[r * nb + b]), _mm256_loadu_ps(&asT[b * lds + t]), v);
-            float out[8];
-            _mm256_storeu_ps(out, v);
-            for (int k = 0; k < 8; k++) y[(t + k) * ldy + r] = out[k];
-        }
-        for (; t < n_t; t++) {
-            float v = 0.0f;
-            for (int64_t b = 0; b < nb; b++) v = fmaf(wm[r * nb + b], asT[b * lds + t], v);
-            y[t * ldy + r] = v;
-        }
+#pragma GCC unroll 8
+    for (int i = 0; i < NR; i++) {
+        float out[8];
+        _mm256_storeu_ps(out, v[i]);
+        for (int k = 0; k < nt; k++) y[k * ldy + i] = out[k];
+    }
+}
+
+/* y[t][r] = sum_b m_rb * s_tb, as ggml's scalar FMA chain, 8 tokens per vector
+ * (wm: [rows][nb] mins, asT: [nb][lds] activation sums); 8 rows at a time,
+ * independent chains hiding the FMA latency. The tiles add these to their
+ * sums (ggml: hsum(acc) + summs) from a small panel buffer y, which keeps the
+ * stores off the output's strided lines. */
+static void gemm_min_terms(int64_t nb, const float *wm, int64_t n_r, const float *asT, int64_t lds,
+                           int64_t n_t, float *y, int64_t ldy) {
+    for (int64_t t = 0; t < n_t; t += 8) {
+        const int nt = n_t - t < 8 ? (int)(n_t - t) : 8;
+        int64_t r = 0;
+        for (; r + 8 <= n_r; r += 8) min_rows(nb, wm + r * nb, asT + t, lds, nt, 8, y + t * ldy + r, ldy);
+        for (; r < n_r; r++) min_rows(nb, wm + r * nb, asT + t, lds, nt, 1, y + t * ldy + r, ldy);
     }
 }
 

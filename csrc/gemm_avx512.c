@@ -1,12 +1,13 @@
 /* gemm_avx512.c — gemm_avx2.c's tiled kernels for CPUs with AVX-512 (F, BW,
  * VL, VNNI), bit-identical to them and so to llama.cpp's AVX2 arithmetic.
  *
- * Two weight rows share one 512-bit register: lanes 0-7 carry row r's 8-lane
- * accumulator, lanes 8-15 row r+1's. Every float operation (the d_w*d_a
- * product, the int->float conversion, the FMA into the accumulator, the final
- * horizontal sum in ggml's order) is the same per lane as in the 8-lane AVX2
- * kernel, so the results are equal bit for bit while each instruction does
- * the work of two.
+ * Two weight rows share one 512-bit register: in the generation tiles lanes
+ * 0-7 carry row r's 8-lane accumulator and lanes 8-15 row r+1's; in the
+ * batched tiles the two are interleaved by lane (see there). Every float
+ * operation (the d_w*d_a product, the int->float conversion, the FMA into the
+ * accumulator, the final horizontal sum in ggml's order) is the same per lane
+ * as in the 8-lane AVX2 kernel, so the results are equal bit for bit while
+ * each instruction does the work of two.
  *
  * The integer block dot is one vpdpbusd per (row pair, token). vpdpbusd wants
  * unsigned weights, so signed weights are offset (q4_0: nibble = w + 8, q5_0:
