@@ -9,57 +9,18 @@
  *          per pair of sub-blocks acc = fma(S1_p, d_w*d_a, acc),
  *          acc_m = fma(S2_p, dmin_w*d_a, acc_m); result acc - acc_m
  *
- * Only the integer sums are computed differently: a tile of 4 rows x 4 tokens
- * unpacks each weight super-block once for 4 tokens and loads each activation
- * block once for 4 rows; one vpdpbusd gives 16 int32 lanes of 4 products, the
- * scales are applied per lane (vpmulld) and a transposed reduction turns the
- * 16 (row, token) lane vectors into one vector of 16 exact totals. Integer
- * sums do not depend on order, so S1 and S2 are the same integers; the float
- * steps then run with one (row, token) per lane, each lane doing exactly the
- * scalar operations of the row kernel. */
+ * Only the integer sums are computed differently (they do not depend on
+ * order): the rows sit in the 16 lanes of a vector, one row per lane, so a
+ * row's sub-block dot builds up in its lane and no horizontal reduction is
+ * needed; the float steps then run with one (row, token) per lane, each lane
+ * doing exactly the scalar operations of the row kernel. */
 #if defined(__x86_64__)
 #include <immintrin.h>
 #include <string.h>
 #include "kernels.h"
 #include "simd_avx2.h"
 
-#define KR 4   /* rows per tile   */
-#define KT 4   /* tokens per tile */
-
 static inline __m512i load512(const void *p) { return _mm512_loadu_si512(p); }
-
-/* lane i <- the total of v[i]'s 16 lanes (exact integer sums) */
-static inline __m512i totals16(const __m512i v[16]) {
-    __m512i t[8], u[4];
-    for (int i = 0; i < 8; i++)
-        t[i] = _mm512_add_epi32(_mm512_unpacklo_epi32(v[2 * i], v[2 * i + 1]),
-                                _mm512_unpackhi_epi32(v[2 * i], v[2 * i + 1]));
-    for (int i = 0; i < 4; i++)
-        u[i] = _mm512_add_epi32(_mm512_unpacklo_epi64(t[2 * i], t[2 * i + 1]),
-                                _mm512_unpackhi_epi64(t[2 * i], t[2 * i + 1]));
-    /* u[k]: 128-bit lane L holds the lane-L partial totals of v[4k..4k+3] */
-    const __m512i y01 = _mm512_add_epi32(_mm512_shuffle_i32x4(u[0], u[1], _MM_SHUFFLE(1, 0, 1, 0)),
-                                         _mm512_shuffle_i32x4(u[0], u[1], _MM_SHUFFLE(3, 2, 3, 2)));
-    const __m512i y23 = _mm512_add_epi32(_mm512_shuffle_i32x4(u[2], u[3], _MM_SHUFFLE(1, 0, 1, 0)),
-                                         _mm512_shuffle_i32x4(u[2], u[3], _MM_SHUFFLE(3, 2, 3, 2)));
-    return _mm512_add_epi32(_mm512_shuffle_i32x4(y01, y23, _MM_SHUFFLE(2, 0, 2, 0)),
-                            _mm512_shuffle_i32x4(y01, y23, _MM_SHUFFLE(3, 1, 3, 1)));
-}
-
-/* lane c = r * KT + t of a tile: the row's / the token's value */
-static inline __m512 per_row(const float v[KR]) {
-    const __m512i idx = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
-    return _mm512_permutexvar_ps(idx, _mm512_castps128_ps512(_mm_loadu_ps(v)));
-}
-static inline __m512 per_tok(const float v[KT]) {
-    const __m512i idx = _mm512_setr_epi32(0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3);
-    return _mm512_permutexvar_ps(idx, _mm512_castps128_ps512(_mm_loadu_ps(v)));
-}
-
-/* Q4_K/Q5_K 12-byte scales -> 8 scales and 8 mins as 16 int32 */
-static inline __m512i scales_mins32(const uint8_t packed[12]) {
-    return _mm512_cvtepu8_epi32(scales_mins_k4(packed));
-}
 
 /* the 64 codes of Q4_K sub-blocks 2p (low nibbles) and 2p+1 (high nibbles) */
 static inline __m512i codes_q4_K(const block_q4_K *x, int p) {
@@ -67,179 +28,265 @@ static inline __m512i codes_q4_K(const block_q4_K *x, int p) {
     return _mm512_and_si512(_mm512_mask_srli_epi16(z, 0xFFFF0000u, z, 4), _mm512_set1_epi8(0x0F));
 }
 
-/* Row and token indices of a (possibly partial) tile: the missing ones repeat
- * the last valid row / token, and their results are not stored. */
-#define TILE_INDICES                                                                              \
-    int64_t ri[KR], ti[KT];                                                                       \
-    for (int r = 0; r < KR; r++) ri[r] = r0 + (r < nr ? r : nr - 1);                              \
-    for (int t = 0; t < KT; t++) ti[t] = t0 + (t < nt ? t : nt - 1)
+/* ---- Q4_K: rows in lanes ----------------------------------------------------
+ *
+ * A panel of 16 rows is unpacked once per call into row-per-lane order: per
+ * super-block, vector k holds codes 4k..4k+3 of every row (a 16 x 16 dword
+ * transpose per 64 codes), and the sub-block scales, the (min, min) word pairs
+ * and d, dmin are one row per lane as well. Each activation dword of a token
+ * is broadcast into vpdpbusd, so every row's sub-block dot D_j builds up in its
+ * own lane over 8 steps, with no horizontal reductions:
+ *   S1_p = s_2p * D_2p + s_2p+1 * D_2p+1   (vpmulld: |D| <= 32*15*128 is past int16)
+ *   S2_p = m_2p * bp_2p + m_2p+1 * bp_2p+1 (one vpmaddwd against the token's
+ *          block-pair sums broadcast as a word pair)
+ * and the float steps of either order then run per (row, token) lane. */
+#define KL 16        /* rows per panel: one per lane */
+#define K_SB 8       /* super-blocks per column chunk (the float order runs on across chunks) */
+#define K_TG 4       /* tokens per group */
+#define K_TP 64      /* tokens per token panel */
 
-static inline void store_tile(__m512 v, float *y, int64_t ldy, int64_t r0, int64_t t0, int nr, int nt) {
-    float out[KR * KT];
-    _mm512_storeu_ps(out, v);
-    for (int r = 0; r < nr; r++)
-        for (int t = 0; t < nt; t++) y[(t0 + t) * ldy + r0 + r] = out[r * KT + t];
+typedef struct {
+    __m512i w[64];   /* dword k: codes 4k..4k+3 of each row */
+    __m512i sc[16];  /* sub-block scales (Q4_K: 8 of 32 codes, Q6_K: 16 of 16) */
+    __m512i mn[4];   /* Q4_K: (m_2p, m_2p+1) as 16-bit words */
+    __m512 d, dm;
+} k_panel;
+
+/* v[r] dword k -> v[k] dword r */
+static inline void transpose16(__m512i v[16]) {
+    __m512i t[16], u[16];
+    for (int i = 0; i < 8; i++) {
+        t[2 * i] = _mm512_unpacklo_epi32(v[2 * i], v[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_epi32(v[2 * i], v[2 * i + 1]);
+    }
+    /* u[4i+m], 128-bit lane L: dword 4L+m of rows 4i..4i+3 */
+    for (int i = 0; i < 4; i++) {
+        u[4 * i] = _mm512_unpacklo_epi64(t[4 * i], t[4 * i + 2]);
+        u[4 * i + 1] = _mm512_unpackhi_epi64(t[4 * i], t[4 * i + 2]);
+        u[4 * i + 2] = _mm512_unpacklo_epi64(t[4 * i + 1], t[4 * i + 3]);
+        u[4 * i + 3] = _mm512_unpackhi_epi64(t[4 * i + 1], t[4 * i + 3]);
+    }
+    for (int m = 0; m < 4; m++) {
+        const __m512i e0 = _mm512_shuffle_i32x4(u[m], u[4 + m], _MM_SHUFFLE(1, 0, 1, 0));
+        const __m512i e1 = _mm512_shuffle_i32x4(u[m], u[4 + m], _MM_SHUFFLE(3, 2, 3, 2));
+        const __m512i f0 = _mm512_shuffle_i32x4(u[8 + m], u[12 + m], _MM_SHUFFLE(1, 0, 1, 0));
+        const __m512i f1 = _mm512_shuffle_i32x4(u[8 + m], u[12 + m], _MM_SHUFFLE(3, 2, 3, 2));
+        v[m] = _mm512_shuffle_i32x4(e0, f0, _MM_SHUFFLE(2, 0, 2, 0));
+        v[4 + m] = _mm512_shuffle_i32x4(e0, f0, _MM_SHUFFLE(3, 1, 3, 1));
+        v[8 + m] = _mm512_shuffle_i32x4(e1, f1, _MM_SHUFFLE(2, 0, 2, 0));
+        v[12 + m] = _mm512_shuffle_i32x4(e1, f1, _MM_SHUFFLE(3, 1, 3, 1));
+    }
 }
 
-/* ---- Q4_K ------------------------------------------------------------------ */
-
-/* One tile of Q4_K rows x tokens; r8x4: llama.cpp's repacked-GEMM order, else
- * its tiled order. */
-static void tile_q4_K(int64_t n, const void *w, int64_t w_row, const void *a, int64_t a_row,
-                      int64_t r0, int nr, int64_t t0, int nt, float *y, int64_t ldy, int r8x4) {
-    TILE_INDICES;
-    const int64_t nsb = n / QK_K;
-    __m512 acc = _mm512_setzero_ps(), acc_m = _mm512_setzero_ps();
-    for (int64_t b = 0; b < nsb; b++) {
-        const block_q4_K *x[KR];
-        const block_q8_K *q[KT];
-        __m512i sm[KR];
-        float dw[KR], dmw[KR], da[KT];
-        int32_t mins[KR][8], bp[KT][8];
-        for (int r = 0; r < KR; r++) {
-            x[r] = (const block_q4_K *)((const char *)w + ri[r] * w_row) + b;
-            sm[r] = scales_mins32(x[r]->scales);
-            _mm256_storeu_si256((__m256i *)mins[r], _mm512_extracti64x4_epi64(sm[r], 1));
-            dw[r] = _cvtsh_ss(x[r]->d);
-            dmw[r] = _cvtsh_ss(x[r]->dmin);
+/* super-blocks b0 .. b0+nsb-1 of rows r0 .. r0+nr-1 (missing rows repeat the last) */
+static void pack_q4_K(k_panel *pk, const void *w, int64_t w_row, int64_t r0, int nr, int64_t b0, int nsb) {
+    for (int s = 0; s < nsb; s++) {
+        const block_q4_K *x[KL];
+        _Alignas(64) int32_t sc[8][KL], mn[4][KL];
+        _Alignas(64) float d[KL], dm[KL];
+        for (int r = 0; r < KL; r++) {
+            x[r] = (const block_q4_K *)((const char *)w + (r0 + (r < nr ? r : nr - 1)) * w_row) + b0 + s;
+            uint8_t u[16];
+            _mm_storeu_si128((__m128i *)u, scales_mins_k4(x[r]->scales));
+            for (int j = 0; j < 8; j++) sc[j][r] = u[j];
+            for (int p = 0; p < 4; p++) mn[p][r] = u[8 + 2 * p] | (u[9 + 2 * p] << 16);
+            d[r] = _cvtsh_ss(x[r]->d);
+            dm[r] = _cvtsh_ss(x[r]->dmin);
         }
-        for (int t = 0; t < KT; t++) {
-            q[t] = (const block_q8_K *)((const char *)a + ti[t] * a_row) + b;
-            da[t] = q[t]->d;
-            /* pair sums of the 16-element block sums: bp[k] = bsums[2k] + bsums[2k+1] */
-            _mm256_storeu_si256((__m256i *)bp[t], _mm256_madd_epi16(
-                _mm256_loadu_si256((const __m256i *)q[t]->bsums), _mm256_set1_epi16(1)));
-        }
-        const __m512i m_lo = _mm512_loadu_si512(mins[0]), m_hi = _mm512_loadu_si512(mins[2]);
-        const __m512i b_lo = _mm512_loadu_si512(bp[0]), b_hi = _mm512_loadu_si512(bp[2]);
-        const __m512i row8 = _mm512_setr_epi32(0, 0, 0, 0, 8, 8, 8, 8, 16, 16, 16, 16, 24, 24, 24, 24);
-        const __m512i tok8 = _mm512_setr_epi32(0, 8, 16, 24, 0, 8, 16, 24, 0, 8, 16, 24, 0, 8, 16, 24);
-        __m512i s1 = _mm512_setzero_si512(), s2 = _mm512_setzero_si512();
-        __m512 s1f[4], s2f[4];
         for (int p = 0; p < 4; p++) {
-            __m512i wv[KR], sc[KR], av[KT], l[16];
-            const __m512i pick = _mm512_setr_epi32(2 * p, 2 * p, 2 * p, 2 * p, 2 * p, 2 * p, 2 * p, 2 * p,
-                                                   2 * p + 1, 2 * p + 1, 2 * p + 1, 2 * p + 1,
-                                                   2 * p + 1, 2 * p + 1, 2 * p + 1, 2 * p + 1);
-            for (int r = 0; r < KR; r++) {
-                wv[r] = codes_q4_K(x[r], p);
-                sc[r] = _mm512_permutexvar_epi32(pick, sm[r]);
-            }
-            for (int t = 0; t < KT; t++) av[t] = load512(q[t]->qs + 64 * p);
-            for (int r = 0; r < KR; r++)
-                for (int t = 0; t < KT; t++)
-                    l[r * KT + t] = _mm512_mullo_epi32(
-                        _mm512_dpbusd_epi32(_mm512_setzero_si512(), wv[r], av[t]), sc[r]);
-            const __m512i s1p = totals16(l);
-            /* S2_p = m[2p] * bp[2p] + m[2p+1] * bp[2p+1] */
-            const __m512i e0 = _mm512_set1_epi32(2 * p), e1 = _mm512_set1_epi32(2 * p + 1);
-            const __m512i s2p = _mm512_add_epi32(
-                _mm512_mullo_epi32(_mm512_permutex2var_epi32(m_lo, _mm512_add_epi32(row8, e0), m_hi),
-                                   _mm512_permutex2var_epi32(b_lo, _mm512_add_epi32(tok8, e0), b_hi)),
-                _mm512_mullo_epi32(_mm512_permutex2var_epi32(m_lo, _mm512_add_epi32(row8, e1), m_hi),
-                                   _mm512_permutex2var_epi32(b_lo, _mm512_add_epi32(tok8, e1), b_hi)));
-            if (r8x4) {
-                s1f[p] = _mm512_cvtepi32_ps(s1p);
-                s2f[p] = _mm512_cvtepi32_ps(s2p);
-            } else {
-                s1 = _mm512_add_epi32(s1, s1p);
-                s2 = _mm512_add_epi32(s2, s2p);
-            }
+            __m512i v[KL];
+            for (int r = 0; r < KL; r++) v[r] = codes_q4_K(x[r], p);
+            transpose16(v);
+            for (int k = 0; k < 16; k++) pk[s].w[16 * p + k] = v[k];
         }
-        const __m512 vdw = per_row(dw), vdm = per_row(dmw), vda = per_tok(da);
-        if (r8x4) {
-            const __m512 dd = _mm512_mul_ps(vdw, vda), dm = _mm512_mul_ps(vdm, vda);
-            for (int p = 0; p < 4; p++) {
-                acc = _mm512_fmadd_ps(s1f[p], dd, acc);
-                acc_m = _mm512_fmadd_ps(s2f[p], dm, acc_m);
-            }
-        } else {
-            const __m512 rr = _mm512_mul_ps(vdw, _mm512_cvtepi32_ps(s1));
-            acc = _mm512_fmadd_ps(_mm512_fnmadd_ps(vdm, _mm512_cvtepi32_ps(s2), rr), vda, acc);
-        }
+        for (int j = 0; j < 8; j++) pk[s].sc[j] = _mm512_load_si512(sc[j]);
+        for (int p = 0; p < 4; p++) pk[s].mn[p] = _mm512_load_si512(mn[p]);
+        pk[s].d = _mm512_load_ps(d);
+        pk[s].dm = _mm512_load_ps(dm);
     }
-    store_tile(r8x4 ? _mm512_sub_ps(acc, acc_m) : acc, y, ldy, r0, t0, nr, nt);
+}
+
+/* rt tokens (activation rows q[t], at the chunk's first super-block) against
+ * a packed panel of nsb super-blocks; acc/accm carry the float chains */
+static inline __attribute__((always_inline)) void k4_group(const k_panel *pk, int nsb, const block_q8_K *const q0[K_TG],
+                                                           const int rt, const int r8x4, __m512 acc[K_TG], __m512 accm[K_TG]) {
+    for (int s = 0; s < nsb; s++) {
+        const k_panel *P = &pk[s];
+        const block_q8_K *q[K_TG];
+        __m512 dd[K_TG], dm[K_TG];
+        __m512i s1[K_TG], s2[K_TG];
+        for (int t = 0; t < rt; t++) {
+            q[t] = q0[t] + s;
+            const __m512 da = _mm512_set1_ps(q[t]->d);
+            dd[t] = _mm512_mul_ps(P->d, da);
+            dm[t] = _mm512_mul_ps(P->dm, da);
+            s1[t] = s2[t] = _mm512_setzero_si512();
+        }
+        for (int p = 0; p < 4; p++) {
+            __m512i d0[K_TG], d1[K_TG];
+            for (int t = 0; t < rt; t++) d0[t] = d1[t] = _mm512_setzero_si512();
+#pragma GCC unroll 8
+            for (int k = 0; k < 8; k++) {
+                const __m512i w0 = _mm512_load_si512(&P->w[16 * p + k]), w1 = _mm512_load_si512(&P->w[16 * p + 8 + k]);
+                for (int t = 0; t < rt; t++) {
+                    d0[t] = _mm512_dpbusd_epi32(d0[t], w0, _mm512_set1_epi32(pyrt_load_i32(q[t]->qs + 64 * p + 4 * k)));
+                    d1[t] = _mm512_dpbusd_epi32(d1[t], w1, _mm512_set1_epi32(pyrt_load_i32(q[t]->qs + 64 * p + 32 + 4 * k)));
+                }
+            }
+            for (int t = 0; t < rt; t++) {
+                const int16_t *bs = q[t]->bsums + 4 * p;
+                const int32_t bp = (int32_t)(uint16_t)(bs[0] + bs[1]) | (int32_t)((uint32_t)(uint16_t)(bs[2] + bs[3]) << 16);
+                const __m512i S1 = _mm512_add_epi32(_mm512_mullo_epi32(d0[t], P->sc[2 * p]),
+                                                    _mm512_mullo_epi32(d1[t], P->sc[2 * p + 1]));
+                const __m512i S2 = _mm512_madd_epi16(P->mn[p], _mm512_set1_epi32(bp));
+                if (r8x4) {
+                    acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(S1), dd[t], acc[t]);
+                    accm[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(S2), dm[t], accm[t]);
+                } else {
+                    s1[t] = _mm512_add_epi32(s1[t], S1);
+                    s2[t] = _mm512_add_epi32(s2[t], S2);
+                }
+            }
+        }
+        if (!r8x4)
+            for (int t = 0; t < rt; t++) {
+                const __m512 rr = _mm512_mul_ps(P->d, _mm512_cvtepi32_ps(s1[t]));
+                acc[t] = _mm512_fmadd_ps(_mm512_fnmadd_ps(P->dm, _mm512_cvtepi32_ps(s2[t]), rr),
+                                         _mm512_set1_ps(q[t]->d), acc[t]);
+            }
+    }
 }
 
 /* ---- Q6_K (tiled order) ---------------------------------------------------- */
 
-static void tile_q6_K(int64_t n, const void *w, int64_t w_row, const void *a, int64_t a_row,
-                      int64_t r0, int nr, int64_t t0, int nt, float *y, int64_t ldy, int unused) {
-    (void)unused;
-    TILE_INDICES;
-    const int64_t nsb = n / QK_K;
-    const __m512i m15 = _mm512_set1_epi8(15), m3 = _mm512_set1_epi8(3), c32 = _mm512_set1_epi8(32);
+/* the 64 codes (q + 32, 0..63) of Q6_K elements 64g .. 64g+63 */
+static inline __m512i codes_q6_K(const block_q6_K *x, int g) {
+    const int h = g / 2, hi = g % 2;
+    const __m512i m15 = _mm512_set1_epi8(15), m3 = _mm512_set1_epi8(3);
     /* per-16-bit-word shift counts for the two high bits: elements 0..31 / 32..63
-     * of a 64-element group use bits (0,1)/(2,3) (A) or (4,5)/(6,7) (B) */
-    const __m512i shA = _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi16(2), 1);
-    const __m512i shB = _mm512_inserti64x4(_mm512_set1_epi16(4), _mm256_set1_epi16(6), 1);
-    __m512 acc = _mm512_setzero_ps();
-    for (int64_t b = 0; b < nsb; b++) {
-        const block_q6_K *x[KR];
-        const block_q8_K *q[KT];
-        float dw[KR], da[KT];
-        __m512i l[16];
-        for (int c = 0; c < 16; c++) l[c] = _mm512_setzero_si512();
-        for (int r = 0; r < KR; r++) {
-            x[r] = (const block_q6_K *)((const char *)w + ri[r] * w_row) + b;
-            dw[r] = _cvtsh_ss(x[r]->d);
-        }
-        for (int t = 0; t < KT; t++) {
-            q[t] = (const block_q8_K *)((const char *)a + ti[t] * a_row) + b;
-            da[t] = q[t]->d;
-        }
-        for (int g = 0; g < 4; g++) {            /* elements 64g .. 64g+63 */
-            const int h = g / 2, hi = g % 2;
-            __m512i wv[KR], sc[KR], av[KT], cv[KT];
-            /* lane k of group g covers elements 64g + 4k..4k+3: scale 4g + k/4 */
-            const __m128i pick = _mm_setr_epi8(4 * g, 4 * g, 4 * g, 4 * g, 4 * g + 1, 4 * g + 1, 4 * g + 1, 4 * g + 1,
-                                               4 * g + 2, 4 * g + 2, 4 * g + 2, 4 * g + 2, 4 * g + 3, 4 * g + 3, 4 * g + 3, 4 * g + 3);
-            for (int r = 0; r < KR; r++) {
-                const __m512i lq = load512(x[r]->ql + 64 * h);
-                const __m512i hb = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(x[r]->qh + 32 * h)));
-                const __m512i lo = hi ? _mm512_and_si512(_mm512_srli_epi16(lq, 4), m15) : _mm512_and_si512(lq, m15);
-                const __m512i top = _mm512_and_si512(_mm512_srlv_epi16(hb, hi ? shB : shA), m3);
-                wv[r] = _mm512_or_si512(lo, _mm512_slli_epi16(top, 4));
-                sc[r] = _mm512_cvtepi8_epi32(_mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)x[r]->scales), pick));
-            }
-            for (int t = 0; t < KT; t++) {
-                av[t] = load512(q[t]->qs + 64 * g);
-                /* codes are q + 32: start each lane at -32 * (its activation sum) */
-                cv[t] = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_dpbusd_epi32(_mm512_setzero_si512(), c32, av[t]));
-            }
-            for (int r = 0; r < KR; r++)
-                for (int t = 0; t < KT; t++)
-                    l[r * KT + t] = _mm512_add_epi32(l[r * KT + t], _mm512_mullo_epi32(
-                        _mm512_dpbusd_epi32(cv[t], wv[r], av[t]), sc[r]));
-        }
-        const __m512 s1 = _mm512_cvtepi32_ps(totals16(l));
-        acc = _mm512_fmadd_ps(_mm512_mul_ps(per_row(dw), s1), per_tok(da), acc);
-    }
-    store_tile(acc, y, ldy, r0, t0, nr, nt);
+     * of a 64-element group use bits (0,1)/(2,3) (g even) or (4,5)/(6,7) (g odd) */
+    const __m512i sh = hi ? _mm512_inserti64x4(_mm512_set1_epi16(4), _mm256_set1_epi16(6), 1)
+                          : _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi16(2), 1);
+    const __m512i lq = load512(x->ql + 64 * h);
+    const __m512i hb = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(x->qh + 32 * h)));
+    const __m512i lo = hi ? _mm512_and_si512(_mm512_srli_epi16(lq, 4), m15) : _mm512_and_si512(lq, m15);
+    return _mm512_or_si512(lo, _mm512_slli_epi16(_mm512_and_si512(_mm512_srlv_epi16(hb, sh), m3), 4));
 }
 
-typedef void (*tile_fn)(int64_t, const void *, int64_t, const void *, int64_t, int64_t, int, int64_t, int,
-                        float *, int64_t, int);
+static void pack_q6_K(k_panel *pk, const void *w, int64_t w_row, int64_t r0, int nr, int64_t b0, int nsb) {
+    for (int s = 0; s < nsb; s++) {
+        const block_q6_K *x[KL];
+        _Alignas(64) int32_t sc[16][KL];
+        _Alignas(64) float d[KL];
+        for (int r = 0; r < KL; r++) {
+            x[r] = (const block_q6_K *)((const char *)w + (r0 + (r < nr ? r : nr - 1)) * w_row) + b0 + s;
+            for (int j = 0; j < 16; j++) sc[j][r] = x[r]->scales[j];
+            d[r] = _cvtsh_ss(x[r]->d);
+        }
+        for (int g = 0; g < 4; g++) {
+            __m512i v[KL];
+            for (int r = 0; r < KL; r++) v[r] = codes_q6_K(x[r], g);
+            transpose16(v);
+            for (int k = 0; k < 16; k++) pk[s].w[16 * g + k] = v[k];
+        }
+        for (int j = 0; j < 16; j++) pk[s].sc[j] = _mm512_load_si512(sc[j]);
+        pk[s].d = _mm512_load_ps(d);
+    }
+}
 
-static inline void run_tiles(tile_fn f, int flag, int64_t n, const void *w, int64_t w_row, int64_t n_rows,
-                             const void *a, int64_t a_row, int64_t n_tok, float *y, int64_t ldy) {
-    for (int64_t r0 = 0; r0 < n_rows; r0 += KR)
-        for (int64_t t0 = 0; t0 < n_tok; t0 += KT)
-            f(n, w, w_row, a, a_row, r0, (int)(n_rows - r0 < KR ? n_rows - r0 : KR), t0,
-              (int)(n_tok - t0 < KT ? n_tok - t0 : KT), y, ldy, flag);
+/* Q6_K, tiled order: D_j = sum of (code - 32) * a over sub-block j (16
+ * elements: 4 vpdpbusd from -32 * bsums[j]), S1 = sum_j scale_j * D_j,
+ * acc = fma(d_w * S1, d_a, acc) */
+static inline __attribute__((always_inline)) void k6_group(const k_panel *pk, int nsb, const block_q8_K *const q0[K_TG],
+                                                           const int rt, __m512 acc[K_TG]) {
+    for (int s = 0; s < nsb; s++) {
+        const k_panel *P = &pk[s];
+        const block_q8_K *q[K_TG];
+        __m512i s1[K_TG];
+        for (int t = 0; t < rt; t++) {
+            q[t] = q0[t] + s;
+            s1[t] = _mm512_setzero_si512();
+        }
+#pragma GCC unroll 16
+        for (int j = 0; j < 16; j++) {
+            __m512i dj[K_TG];
+            for (int t = 0; t < rt; t++) dj[t] = _mm512_set1_epi32(-32 * q[t]->bsums[j]);
+#pragma GCC unroll 4
+            for (int k = 0; k < 4; k++) {
+                const __m512i wk = _mm512_load_si512(&P->w[4 * j + k]);
+                for (int t = 0; t < rt; t++)
+                    dj[t] = _mm512_dpbusd_epi32(dj[t], wk, _mm512_set1_epi32(pyrt_load_i32(q[t]->qs + 16 * j + 4 * k)));
+            }
+            for (int t = 0; t < rt; t++) s1[t] = _mm512_add_epi32(s1[t], _mm512_mullo_epi32(dj[t], P->sc[j]));
+        }
+        for (int t = 0; t < rt; t++)
+            acc[t] = _mm512_fmadd_ps(_mm512_mul_ps(P->d, _mm512_cvtepi32_ps(s1[t])), _mm512_set1_ps(q[t]->d), acc[t]);
+    }
+}
+
+enum { K_Q4_K_R8X4, K_Q4_K_TILED, K_Q6_K };
+
+#define K_GROUP(FN, ...)                                                                          \
+    do {                                                                                          \
+        if (rt == 4) FN(pk, nsb, q0, 4, __VA_ARGS__);                                             \
+        else if (rt == 3) FN(pk, nsb, q0, 3, __VA_ARGS__);                                        \
+        else if (rt == 2) FN(pk, nsb, q0, 2, __VA_ARGS__);                                        \
+        else FN(pk, nsb, q0, 1, __VA_ARGS__);                                                     \
+    } while (0)
+
+/* Q4_K in llama.cpp's repacked-GEMM order (r8x4) or its tiled order; Q6_K in its tiled order */
+static void gemm_lanes(int kind, int64_t n, const void *w, int64_t w_row, int64_t n_rows, const void *a, int64_t a_row,
+                       int64_t n_tok, float *y, int64_t ldy) {
+    const int64_t nsb_all = n / QK_K;
+    _Alignas(64) k_panel pk[K_SB];
+    _Alignas(64) __m512 keep[K_TP][2];   /* the float chains between column chunks */
+    for (int64_t tb = 0; tb < n_tok; tb += K_TP) {
+        const int64_t te = tb + K_TP < n_tok ? tb + K_TP : n_tok;
+        for (int64_t r0 = 0; r0 < n_rows; r0 += KL) {
+            const int nr = n_rows - r0 < KL ? (int)(n_rows - r0) : KL;
+            for (int64_t b0 = 0; b0 < nsb_all; b0 += K_SB) {
+                const int nsb = nsb_all - b0 < K_SB ? (int)(nsb_all - b0) : K_SB;
+                const int first = b0 == 0, last = b0 + nsb == nsb_all;
+                if (kind == K_Q6_K) pack_q6_K(pk, w, w_row, r0, nr, b0, nsb);
+                else pack_q4_K(pk, w, w_row, r0, nr, b0, nsb);
+                for (int64_t t0 = tb; t0 < te; t0 += K_TG) {
+                    const int rt = te - t0 < K_TG ? (int)(te - t0) : K_TG;
+                    const block_q8_K *q0[K_TG];
+                    __m512 acc[K_TG], accm[K_TG];
+                    for (int t = 0; t < K_TG; t++) {
+                        q0[t] = (const block_q8_K *)((const char *)a + (t0 + (t < rt ? t : rt - 1)) * a_row) + b0;
+                        acc[t] = first ? _mm512_setzero_ps() : keep[t0 - tb + t][0];
+                        accm[t] = first ? _mm512_setzero_ps() : keep[t0 - tb + t][1];
+                    }
+                    if (kind == K_Q4_K_R8X4) K_GROUP(k4_group, 1, acc, accm);
+                    else if (kind == K_Q4_K_TILED) K_GROUP(k4_group, 0, acc, accm);
+                    else K_GROUP(k6_group, acc);
+                    for (int t = 0; t < rt; t++) {
+                        if (last)
+                            _mm512_mask_storeu_ps(&y[(t0 + t) * ldy + r0], (__mmask16)((1u << nr) - 1),
+                                                  kind == K_Q4_K_R8X4 ? _mm512_sub_ps(acc[t], accm[t]) : acc[t]);
+                        else {
+                            keep[t0 - tb + t][0] = acc[t];
+                            keep[t0 - tb + t][1] = accm[t];
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
 
 static void gemm_tiled_q4_K(int64_t n, const void *w, int64_t w_row, int64_t n_rows,
                             const void *a, int64_t a_row, int64_t n_tok, float *y, int64_t ldy) {
-    run_tiles(tile_q4_K, 0, n, w, w_row, n_rows, a, a_row, n_tok, y, ldy);
+    gemm_lanes(K_Q4_K_TILED, n, w, w_row, n_rows, a, a_row, n_tok, y, ldy);
 }
 static void gemm_r8x4_q4_K(int64_t n, const void *w, int64_t w_row, int64_t n_rows,
                            const void *a, int64_t a_row, int64_t n_tok, float *y, int64_t ldy) {
-    run_tiles(tile_q4_K, 1, n, w, w_row, n_rows, a, a_row, n_tok, y, ldy);
+    gemm_lanes(K_Q4_K_R8X4, n, w, w_row, n_rows, a, a_row, n_tok, y, ldy);
 }
 static void gemm_tiled_q6_K(int64_t n, const void *w, int64_t w_row, int64_t n_rows,
                             const void *a, int64_t a_row, int64_t n_tok, float *y, int64_t ldy) {
-    run_tiles(tile_q6_K, 0, n, w, w_row, n_rows, a, a_row, n_tok, y, ldy);
+    gemm_lanes(K_Q6_K, n, w, w_row, n_rows, a, a_row, n_tok, y, ldy);
 }
 
 void pyrt_kquants_fill_avx512(pyrt_kernels *k) {

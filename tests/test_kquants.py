@@ -295,10 +295,12 @@ def test_matmul_bit_identical_to_llamacpp(variant, case):
 @pytest.mark.parametrize("t", K_TYPES, ids=lambda t: t.name)
 @pytest.mark.parametrize("rows,cols,n_tok", [(8, 256, 4), (8, 256, 7), (16, 512, 8), (13, 256, 9),
                                              (24, 768, 5), (40, 1536, 33), (7, 512, 70), (32, 256, 64),
-                                             (64, 512, 130), (3, 256, 12)])
+                                             (64, 512, 130), (3, 256, 12),
+                                             # past 8 super-blocks: the float chains carried across column chunks
+                                             (24, 2560, 9), (13, 4352, 10)])
 def test_avx512_batched_kernels_match_avx2(t, rows, cols, n_tok):
-    """The AVX-512 tiled K-quant GEMMs (4x4 tiles, tile remainders, several
-    panels and token chunks) give exactly the AVX2 row kernels' results, whose
+    """The AVX-512 batched K-quant GEMMs (Q4_K: 16-row panels in lanes, partial
+    panels, token groups and column chunks; Q6_K: 4x4 tiles and their remainders) give exactly the AVX2 row kernels' results, whose
     agreement with llama.cpp the golden tests above pin down."""
     rng = np.random.default_rng([rows, cols, n_tok, int(t), 512])
     w = random_kblocks(t, rows * cols, rng)
