@@ -252,7 +252,7 @@ static inline __m128 load2(const float *p) { return _mm_castsi128_ps(_mm_loadl_e
             const __m256i av = _mm256_loadu_si256((const __m256i *)ar[b].qs);                     \
             const WT *wb[GV];                                                                     \
             for (int i = 0; i < GV; i++) {                                                        \
-                wb[i] = (const WT *)((const char *)w + (r0 + i) * w_row) + b;                     \
+                wb[i] = (const WT *)((const char *)w + (r0 + i * rs) * w_row) + b;                \
                 _mm_prefetch((const char *)wb[i] + PF_DIST, _MM_HINT_T0);                         \
             }                                                                                     \
             const __m256 sc = _mm256_mul_ps(HALF8(wb, D_OF), _mm256_broadcast_ss(&ga[b])); \
@@ -268,7 +268,7 @@ static inline __m128 load2(const float *p) { return _mm_castsi128_ps(_mm_loadl_e
         float sm[GV];                                                                             \
         _mm256_storeu_ps(sm, summs);                                                              \
         for (int i = 0; i < GV; i++)                                                              \
-            y[t0 * ldy + r0 + i] = HAS_MIN ? hsum8(acc[i]) + sm[i] : hsum8(acc[i]);               \
+            y[t0 * ldy + r0 + i * rs] = HAS_MIN ? hsum8(acc[i]) + sm[i] : hsum8(acc[i]);          \
     } while (0)
 
 /* The generation tile for the 4- and 5-bit types: rows (2q, 2q+1) share each
@@ -294,7 +294,7 @@ static inline __m128 load2(const float *p) { return _mm_castsi128_ps(_mm_loadl_e
             const WT *wb[NG];                                                                     \
             int32_t dm[8] = { 0 };                                                                \
             for (int i = 0; i < NG; i++) {                                                        \
-                wb[i] = (const WT *)((const char *)w + (r0 + i) * w_row) + b;                     \
+                wb[i] = (const WT *)((const char *)w + (r0 + i * rs) * w_row) + b;                \
                 _mm_prefetch((const char *)wb[i] + PF_DIST, _MM_HINT_T0);                         \
                 memcpy(&dm[i], wb[i], 4);                                                         \
             }                                                                                     \
@@ -324,8 +324,8 @@ static inline __m128 load2(const float *p) { return _mm_castsi128_ps(_mm_loadl_e
         for (int q = 0; q < NG / 2; q++) {                                                        \
             const __m256 ra = _mm256_permute2f128_ps(acc[2 * q], acc[2 * q + 1], 0x20);          \
             const __m256 rb2 = _mm256_permute2f128_ps(acc[2 * q], acc[2 * q + 1], 0x31);         \
-            y[t0 * ldy + r0 + 2 * q] = HAS_MIN ? hsum8(ra) + sm[4 * q + 1] : hsum8(ra);           \
-            y[t0 * ldy + r0 + 2 * q + 1] = HAS_MIN ? hsum8(rb2) + sm[4 * q + 3] : hsum8(rb2);     \
+            y[t0 * ldy + r0 + 2 * q * rs] = HAS_MIN ? hsum8(ra) + sm[4 * q + 1] : hsum8(ra);      \
+            y[t0 * ldy + r0 + (2 * q + 1) * rs] = HAS_MIN ? hsum8(rb2) + sm[4 * q + 3] : hsum8(rb2); \
         }                                                                                         \
     } while (0)
 
@@ -382,11 +382,10 @@ static void gemm_min_terms(int64_t nb, const float *wm, int64_t n_r, const float
                 ga[b] = f16(ab[b].d);                                                             \
                 if (HAS_MIN) gs[b] = f16(SUM_OF(&ab[b]));                                         \
             }                                                                                     \
-            const int64_t t0 = 0;                                                                 \
-            int64_t r0 = 0;                                                                       \
-            for (; r0 + NG <= n_rows; r0 += NG) GEMV(WT, AT, GWLOAD, GARG, HAS_MIN, NG);           \
-            if (r0 == n_rows) return;                                                             \
-            r_first = r0;                                                                         \
+            const int64_t t0 = 0, rs = n_rows / NG;   /* NG rows rs apart (GEMV_STREAMS) */      \
+            for (int64_t r0 = 0; r0 < rs; r0++) GEMV(WT, AT, GWLOAD, GARG, HAS_MIN, NG);            \
+            if (rs * NG == n_rows) return;                                                        \
+            r_first = rs * NG;                                                                    \
         }                                                                                         \
         _Alignas(32) float ws[4 * UB_BLOCKS], wm[HAS_MIN ? UB_BLOCKS : 1];                           \
         _Alignas(32) float ad[CB_BLOCKS + RN], asT[HAS_MIN ? CB_BLOCKS : 1];                 \
@@ -647,7 +646,20 @@ static void GEMM_FN(gemm_q4_0_r8)(int64_t n, const void *w, int64_t w_row, int64
         GEMM_FN(gemm_q4_0_l8)(n, w, w_row, n_rows, a, a_row, n_tok, y, ldy);
         return;
     }
-    for (int64_t r0 = 0; r0 < n_rows; r0 += 8) {
+    int64_t r_first = 0;
+    if (n_tok == 1) {   /* generation: 8 rows rs apart at a time (GEMV_STREAMS) */
+        const int64_t rs = n_rows / 8;
+        const block_q8_0 *at[1] = { (const block_q8_0 *)a };
+        for (int64_t g = 0; g < rs; g++) {
+            const block_q4_0 *wr[8];
+            for (int i = 0; i < 8; i++) wr[i] = (const block_q4_0 *)((const char *)w + (g + i * rs) * w_row);
+            float out[8];
+            tile_q4_0_r8(nb, wr, at, 1, out, 8, 8, 1);
+            for (int i = 0; i < 8; i++) y[g + i * rs] = out[i];
+        }
+        r_first = 8 * rs;
+    }
+    for (int64_t r0 = r_first; r0 < n_rows; r0 += 8) {
         const int nr = n_rows - r0 < 8 ? (int)(n_rows - r0) : 8;
         const block_q4_0 *wr[8];
         for (int i = 0; i < 8; i++)

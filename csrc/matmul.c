@@ -80,8 +80,11 @@ void mm_group(const pyrt_kernels *k, pyrt_pool *pool, int ith, int nth,
             n_g = n_tok;
         }
         if (g && n_g > 0) {
-            for (int64_t rt = r0; rt < r1; rt += MM_GEMM_ROWS) {
-                const int64_t nr = rt + MM_GEMM_ROWS < r1 ? MM_GEMM_ROWS : r1 - rt;
+            /* one token: the thread's whole row range in one call, so the
+             * kernels' row streams are long (GEMV_STREAMS in kernels.h) */
+            const int64_t step = n_g == 1 ? r1 - r0 : MM_GEMM_ROWS;
+            for (int64_t rt = r0; rt < r1; rt += step) {
+                const int64_t nr = rt + step < r1 ? step : r1 - rt;
                 for (int64_t t0 = 0; t0 < n_g; t0 += MM_GEMM_TOKS) {
                     const int64_t nt = t0 + MM_GEMM_TOKS < n_g ? MM_GEMM_TOKS : n_g - t0;
                     g(cols, wd + rt * w->row_bytes, w->row_bytes, nr, (const char *)q + t0 * rb, rb, nt,

@@ -22,10 +22,14 @@ static inline int hsum_epi32(__m256i v) {
     return _mm_cvtsi128_si32(s);
 }
 
-/* Software prefetch distance (bytes) for weight rows streamed from memory in
- * the single-token tiles: the hardware prefetcher does not follow their 4-8
- * interleaved row streams here (measured: Q8_0 GEMV 5 -> 30 GB/s). */
+/* Software prefetch distance (bytes) along each weight row streamed from
+ * memory in the single-token tiles. It mattered when those tiles read 4-8
+ * adjacent rows (Q8_0 GEMV 5 -> 30 GB/s on one host); with the rows far
+ * apart (GEMV_STREAMS, kernels.h) it is within noise either way. -DPF_DIST=
+ * overrides it for experiments. */
+#ifndef PF_DIST
 #define PF_DIST 10240
+#endif
 
 static inline float fp16_1(pyrt_fp16 h) { return _cvtsh_ss(h); }
 

@@ -180,7 +180,9 @@ GEMM_TYPES = ["Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0"]
                                              (5, 16384, 9), (3, 13120, 6),
                                              # 8-row tiles x 1/2/4-token tails (two threads split 24 and 40 mid-tile)
                                              (8, 64, 2), (16, 96, 3), (24, 64, 4), (40, 96, 6), (8, 32, 7),
-                                             (16, 64, 8), (24, 96, 9), (40, 64, 1), (72, 160, 1)])
+                                             (16, 64, 8), (24, 96, 9), (40, 64, 1), (72, 160, 1),
+                                             # one token: 8 rows rs apart per GEMV group, then the rest
+                                             (203, 96, 1), (256, 64, 1)])
 def test_tiled_gemm_is_bit_identical_to_the_row_kernels(variant, tname, rows, cols, n_tok):
     """pyrt_matmul's tiled kernels (AVX2 and, where the CPU has it, the
     AVX-512 ones) must compute exactly what the AVX2 single-row dot computes
