@@ -516,10 +516,12 @@ static void gemm512_q4_0_l16(int64_t n, const void *w, int64_t w_row, int64_t n_
 }
 
 /* One token of Q4_0 (repacked order) and Q4_1 goes through the AVX2 table's
- * GEMV (same arithmetic, bit-identical): measured on Zen 5 it streams these
- * 4-bit rows faster than the 512-bit versions (L3-resident 16384 x 576, 1
- * thread: Q4_0 0.27 vs 0.36 ms, Q4_1 0.35 vs 0.40 ms), while the 512-bit
- * ones win for Q8_0/Q5_0/Q5_1. Set once by pyrt_gemm_fill_avx512. */
+ * GEMV (same arithmetic, bit-identical): measured on Zen 4, which splits
+ * 512-bit operations in two, it streams these 4-bit rows faster than the
+ * 512-bit versions (L3-resident 16384 x 576, 1 thread: Q4_0 0.27 vs 0.36 ms,
+ * Q4_1 0.35 vs 0.40 ms; tg128 2 threads +8-13 %), while the 512-bit ones win
+ * for Q8_0/Q5_0/Q5_1. Not measured on a full-width AVX-512 core (Zen 5).
+ * Set once by pyrt_gemm_fill_avx512. */
 static pyrt_gemm_fn g_gemv_q4_0_r8, g_gemv_q4_1;
 
 static void gemm512_q4_1_or_gemv(int64_t n, const void *w, int64_t w_row, int64_t n_rows,
