@@ -78,9 +78,17 @@ static inline void bit4_pair(const uint8_t *qha, const uint8_t *qhb, __m256i *lo
     uint32_t a, b;
     memcpy(&a, qha, 4);
     memcpy(&b, qhb, 4);
-    const uint32_t l = (a & 0xFFFFu) | (b << 16), h = (a >> 16) | (b & 0xFFFF0000u);
-    *lo = _mm256_or_si256(*lo, bit4((const uint8_t *)&l));
-    *hi = _mm256_or_si256(*hi, bit4((const uint8_t *)&h));
+    /* both qh words in every 64-bit lane; byte k of lo/hi takes its bit from
+     * byte (A: 0-1 / 2-3, B: 4-5 / 6-7) of that word */
+    const __m256i x = _mm256_set1_epi64x((long long)((uint64_t)a | (uint64_t)b << 32));
+    const __m256i bits = _mm256_set1_epi64x((long long)0x8040201008040201ULL), b4 = _mm256_set1_epi8(0x10);
+    const __m256i sl = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1,
+                                        4, 4, 4, 4, 4, 4, 4, 4, 5, 5, 5, 5, 5, 5, 5, 5);
+    const __m256i sh = _mm256_add_epi8(sl, _mm256_set1_epi8(2));
+    const __m256i vl = _mm256_and_si256(_mm256_shuffle_epi8(x, sl), bits);
+    const __m256i vh = _mm256_and_si256(_mm256_shuffle_epi8(x, sh), bits);
+    *lo = _mm256_or_si256(*lo, _mm256_and_si256(_mm256_cmpeq_epi8(vl, bits), b4));
+    *hi = _mm256_or_si256(*hi, _mm256_and_si256(_mm256_cmpeq_epi8(vh, bits), b4));
 }
 #define PW_Q4_1(xa, xb, lo, hi) nibble_pair((xa)->qs, (xb)->qs, &(lo), &(hi))
 #define PW_Q5_1(xa, xb, lo, hi) (PW_Q4_1(xa, xb, lo, hi), bit4_pair((xa)->qh, (xb)->qh, &(lo), &(hi)))
