@@ -197,6 +197,7 @@ static inline void tile_k4(codes_fn codes, size_t blk_bytes, int r8x4, int64_t n
 
 /* ---- Q6_K (tiled order) -------------------------------------------------- */
 
+#if defined(PYRT_KQ_VNNI)
 static void tile_q6_K(int64_t n, const void *w, int64_t w_row, const void *a, int64_t a_row,
                       int64_t r0, int nr, int64_t t0, int nt, float *y, int64_t ldy) {
     TILE_INDICES;
@@ -255,6 +256,241 @@ static void tile_q6_K(int64_t n, const void *w, int64_t w_row, const void *a, in
     }
     store_tile(acc, y, ldy, r0, t0, nr, nt);
 }
+#endif
+
+/* ---- rows in lanes (the build without AVX-VNNI) -----------------------------
+ *
+ * kquants_avx512.c's scheme in 8-lane form: a panel of 8 rows is unpacked once
+ * per call into row-per-lane order (per super-block, vector k holds codes
+ * 4k..4k+3 of every row: 8 x 8 dword transposes), with the scales, mins and
+ * d, dmin one row per lane. Each activation dword of a token is broadcast into
+ * vpmaddubsw, so a row's sub-block dot builds up in its own lane as int16 pair
+ * sums, with no horizontal reductions:
+ *   Q4_K: 8 steps per 32-element sub-block; |sum| <= 8 * 2 * 15 * 128 < 2^15,
+ *         then one vpmaddwd by the (s_j, s_j) word pair gives s_j * D_j;
+ *         S2_p = one vpmaddwd of (m_2p, m_2p+1) by the block-pair sums
+ *   Q6_K: 2 steps per int16 sum (2 * 2 * 63 * 128 < 2^15), two per 16-element
+ *         sub-block, each widened by vpmaddwd with (sc_j, sc_j); the -32 offset
+ *         of the codes is -32 * sum_j sc_j * bsums_j, vpmaddwd of (sc_2i,
+ *         sc_2i+1) word pairs by the token's (bsums_2i, bsums_2i+1).
+ * The integers are the row kernels' exactly; the float steps run per (row,
+ * token) lane as in the row kernel. The AVX-VNNI build keeps the tiles above
+ * (it has not been measured against this on a VNNI CPU). */
+#if !defined(PYRT_KQ_VNNI)
+#define LR 8         /* rows per panel: one per lane */
+#define L_SB 8       /* super-blocks per column chunk (the float chains carry across chunks) */
+#define L_TG 4       /* tokens per group */
+#define L_TP 64      /* tokens per token panel */
+
+typedef struct {
+    __m256i w[64];   /* dword k: codes 4k..4k+3 of each row */
+    __m256i sc[16];  /* (scale_j, scale_j) word pairs (Q4_K: j < 8) */
+    __m256i mn[8];   /* Q4_K: (m_2p, m_2p+1), p < 4; Q6_K: (sc_2i, sc_2i+1), i < 8 */
+    __m256 d, dm;
+} l_panel;
+
+/* v[r] dword k -> v[k] dword r */
+static inline void transpose8(__m256i v[8]) {
+    __m256i t[8], u[8];
+    for (int i = 0; i < 4; i++) {
+        t[2 * i] = _mm256_unpacklo_epi32(v[2 * i], v[2 * i + 1]);
+        t[2 * i + 1] = _mm256_unpackhi_epi32(v[2 * i], v[2 * i + 1]);
+    }
+    /* u[4h+m], 128-bit lane L: dword 4L+m of rows 4h..4h+3 */
+    for (int h = 0; h < 2; h++) {
+        u[4 * h] = _mm256_unpacklo_epi64(t[4 * h], t[4 * h + 2]);
+        u[4 * h + 1] = _mm256_unpackhi_epi64(t[4 * h], t[4 * h + 2]);
+        u[4 * h + 2] = _mm256_unpacklo_epi64(t[4 * h + 1], t[4 * h + 3]);
+        u[4 * h + 3] = _mm256_unpackhi_epi64(t[4 * h + 1], t[4 * h + 3]);
+    }
+    for (int m = 0; m < 4; m++) {
+        v[m] = _mm256_permute2x128_si256(u[m], u[4 + m], 0x20);
+        v[4 + m] = _mm256_permute2x128_si256(u[m], u[4 + m], 0x31);
+    }
+}
+
+static inline __m256i load_i32x8(const int32_t *p) { return _mm256_load_si256((const __m256i *)p); }
+
+/* super-blocks b0 .. b0+nsb-1 of rows r0 .. r0+nr-1 (missing rows repeat the last) */
+static void pack_l_q4_K(l_panel *pk, const void *w, int64_t w_row, int64_t r0, int nr, int64_t b0, int nsb) {
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    for (int s = 0; s < nsb; s++) {
+        const block_q4_K *x[LR];
+        _Alignas(32) int32_t sc[8][LR], mn[4][LR];
+        _Alignas(32) float d[LR], dm[LR];
+        for (int r = 0; r < LR; r++) {
+            x[r] = (const block_q4_K *)((const char *)w + (r0 + (r < nr ? r : nr - 1)) * w_row) + b0 + s;
+            uint8_t u[16];
+            _mm_storeu_si128((__m128i *)u, scales_mins_k4(x[r]->scales));
+            for (int j = 0; j < 8; j++) sc[j][r] = u[j] | (u[j] << 16);
+            for (int p = 0; p < 4; p++) mn[p][r] = u[8 + 2 * p] | (u[9 + 2 * p] << 16);
+            d[r] = _cvtsh_ss(x[r]->d);
+            dm[r] = _cvtsh_ss(x[r]->dmin);
+        }
+        for (int j = 0; j < 8; j++) {
+            __m256i v[LR];
+            for (int r = 0; r < LR; r++) {
+                const __m256i bits = ld32(x[r]->qs + 32 * (j / 2));
+                v[r] = _mm256_and_si256(j % 2 ? _mm256_srli_epi16(bits, 4) : bits, m4);
+            }
+            transpose8(v);
+            for (int k = 0; k < 8; k++) pk[s].w[8 * j + k] = v[k];
+        }
+        for (int j = 0; j < 8; j++) pk[s].sc[j] = load_i32x8(sc[j]);
+        for (int p = 0; p < 4; p++) pk[s].mn[p] = load_i32x8(mn[p]);
+        pk[s].d = _mm256_load_ps(d);
+        pk[s].dm = _mm256_load_ps(dm);
+    }
+}
+
+/* the 32 codes (q + 32, 0..63) of Q6_K elements 32c .. 32c+31 */
+static inline __m256i codes32_q6_K(const block_q6_K *x, int c) {
+    const int h = c / 4, g = c % 4;
+    const __m256i m15 = _mm256_set1_epi8(15), m3 = _mm256_set1_epi8(3);
+    const __m256i lq = ld32(x->ql + 64 * h + 32 * (g % 2));
+    const __m256i lo = g < 2 ? _mm256_and_si256(lq, m15) : _mm256_and_si256(_mm256_srli_epi16(lq, 4), m15);
+    const __m256i hb = _mm256_and_si256(_mm256_srli_epi16(ld32(x->qh + 32 * h), 2 * g), m3);
+    return _mm256_or_si256(lo, _mm256_slli_epi16(hb, 4));
+}
+
+static void pack_l_q6_K(l_panel *pk, const void *w, int64_t w_row, int64_t r0, int nr, int64_t b0, int nsb) {
+    for (int s = 0; s < nsb; s++) {
+        const block_q6_K *x[LR];
+        _Alignas(32) int32_t sc[16][LR], pr[8][LR];
+        _Alignas(32) float d[LR];
+        for (int r = 0; r < LR; r++) {
+            x[r] = (const block_q6_K *)((const char *)w + (r0 + (r < nr ? r : nr - 1)) * w_row) + b0 + s;
+            for (int j = 0; j < 16; j++) sc[j][r] = (uint16_t)x[r]->scales[j] * 0x10001u;
+            for (int i = 0; i < 8; i++)
+                pr[i][r] = (int32_t)((uint16_t)x[r]->scales[2 * i] | ((uint32_t)(uint16_t)x[r]->scales[2 * i + 1] << 16));
+            d[r] = _cvtsh_ss(x[r]->d);
+        }
+        for (int c = 0; c < 8; c++) {
+            __m256i v[LR];
+            for (int r = 0; r < LR; r++) v[r] = codes32_q6_K(x[r], c);
+            transpose8(v);
+            for (int k = 0; k < 8; k++) pk[s].w[8 * c + k] = v[k];
+        }
+        for (int j = 0; j < 16; j++) pk[s].sc[j] = load_i32x8(sc[j]);
+        for (int i = 0; i < 8; i++) pk[s].mn[i] = load_i32x8(pr[i]);
+        pk[s].d = _mm256_load_ps(d);
+    }
+}
+
+/* int16 pair sums of the codes w[0..NK) against the token's bytes q[0..4*NK) */
+static inline __attribute__((always_inline)) __m256i l_dot16(const __m256i *w, const int8_t *q, const int NK) {
+    __m256i s = _mm256_maddubs_epi16(_mm256_load_si256(&w[0]), _mm256_set1_epi32(pyrt_load_i32(q)));
+    for (int k = 1; k < NK; k++)
+        s = _mm256_add_epi16(s, _mm256_maddubs_epi16(_mm256_load_si256(&w[k]), _mm256_set1_epi32(pyrt_load_i32(q + 4 * k))));
+    return s;
+}
+
+/* rt tokens (activation rows q0[t], at the chunk's first super-block) against
+ * a packed Q4_K panel of nsb super-blocks; acc/accm carry the float chains */
+static inline __attribute__((always_inline)) void l4_group(const l_panel *pk, int nsb, const block_q8_K *const q0[L_TG],
+                                                           const int rt, const int r8x4, __m256 acc[L_TG], __m256 accm[L_TG]) {
+    for (int s = 0; s < nsb; s++) {
+        const l_panel *P = &pk[s];
+        for (int t = 0; t < rt; t++) {
+            const block_q8_K *q = q0[t] + s;
+            const __m256 da = _mm256_set1_ps(q->d);
+            __m256i s1 = _mm256_setzero_si256(), s2 = _mm256_setzero_si256();
+            for (int p = 0; p < 4; p++) {
+                const __m256i S1 = _mm256_add_epi32(_mm256_madd_epi16(l_dot16(&P->w[16 * p], q->qs + 64 * p, 8), P->sc[2 * p]),
+                                                    _mm256_madd_epi16(l_dot16(&P->w[16 * p + 8], q->qs + 64 * p + 32, 8),
+                                                                      P->sc[2 * p + 1]));
+                const int16_t *bs = q->bsums + 4 * p;
+                const int32_t bp = (int32_t)(uint16_t)(bs[0] + bs[1]) | (int32_t)((uint32_t)(uint16_t)(bs[2] + bs[3]) << 16);
+                const __m256i S2 = _mm256_madd_epi16(P->mn[p], _mm256_set1_epi32(bp));
+                if (r8x4) {
+                    acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(S1), _mm256_mul_ps(P->d, da), acc[t]);
+                    accm[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(S2), _mm256_mul_ps(P->dm, da), accm[t]);
+                } else {
+                    s1 = _mm256_add_epi32(s1, S1);
+                    s2 = _mm256_add_epi32(s2, S2);
+                }
+            }
+            if (!r8x4) {
+                const __m256 rr = _mm256_mul_ps(P->d, _mm256_cvtepi32_ps(s1));
+                acc[t] = _mm256_fmadd_ps(_mm256_fnmadd_ps(P->dm, _mm256_cvtepi32_ps(s2), rr), da, acc[t]);
+            }
+        }
+    }
+}
+
+/* Q6_K, tiled order: S1 = sum_j sc_j * (codes . a)_j - 32 * sum_j sc_j * bsums_j,
+ * acc = fma(d_w * S1, d_a, acc) */
+static inline __attribute__((always_inline)) void l6_group(const l_panel *pk, int nsb, const block_q8_K *const q0[L_TG],
+                                                           const int rt, __m256 acc[L_TG]) {
+    for (int s = 0; s < nsb; s++) {
+        const l_panel *P = &pk[s];
+        for (int t = 0; t < rt; t++) {
+            const block_q8_K *q = q0[t] + s;
+            __m256i s1 = _mm256_setzero_si256(), cs = _mm256_setzero_si256();
+            for (int j = 0; j < 16; j++) {
+                s1 = _mm256_add_epi32(s1, _mm256_madd_epi16(l_dot16(&P->w[4 * j], q->qs + 16 * j, 2), P->sc[j]));
+                s1 = _mm256_add_epi32(s1, _mm256_madd_epi16(l_dot16(&P->w[4 * j + 2], q->qs + 16 * j + 8, 2), P->sc[j]));
+            }
+            for (int i = 0; i < 8; i++)
+                cs = _mm256_add_epi32(cs, _mm256_madd_epi16(P->mn[i], _mm256_set1_epi32(pyrt_load_i32(q->bsums + 2 * i))));
+            s1 = _mm256_sub_epi32(s1, _mm256_slli_epi32(cs, 5));
+            acc[t] = _mm256_fmadd_ps(_mm256_mul_ps(P->d, _mm256_cvtepi32_ps(s1)), _mm256_set1_ps(q->d), acc[t]);
+        }
+    }
+}
+
+enum { L_Q4_K_R8X4, L_Q4_K_TILED, L_Q6_K };
+
+#define L_GROUP(FN, ...)                                                                          \
+    do {                                                                                          \
+        if (rt == 4) FN(pk, nsb, q0, 4, __VA_ARGS__);                                             \
+        else if (rt == 3) FN(pk, nsb, q0, 3, __VA_ARGS__);                                        \
+        else if (rt == 2) FN(pk, nsb, q0, 2, __VA_ARGS__);                                        \
+        else FN(pk, nsb, q0, 1, __VA_ARGS__);                                                     \
+    } while (0)
+
+static void gemm_lanes8(int kind, int64_t n, const void *w, int64_t w_row, int64_t n_rows, const void *a,
+                        int64_t a_row, int64_t n_tok, float *y, int64_t ldy) {
+    const int64_t nsb_all = n / QK_K;
+    _Alignas(32) l_panel pk[L_SB];
+    _Alignas(32) __m256 keep[L_TP][2];   /* the float chains between column chunks */
+    for (int64_t tb = 0; tb < n_tok; tb += L_TP) {
+        const int64_t te = tb + L_TP < n_tok ? tb + L_TP : n_tok;
+        for (int64_t r0 = 0; r0 < n_rows; r0 += LR) {
+            const int nr = n_rows - r0 < LR ? (int)(n_rows - r0) : LR;
+            const __m256i keep_rows = _mm256_cmpgt_epi32(_mm256_set1_epi32(nr), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+            for (int64_t b0 = 0; b0 < nsb_all; b0 += L_SB) {
+                const int nsb = nsb_all - b0 < L_SB ? (int)(nsb_all - b0) : L_SB;
+                const int first = b0 == 0, last = b0 + nsb == nsb_all;
+                if (kind == L_Q6_K) pack_l_q6_K(pk, w, w_row, r0, nr, b0, nsb);
+                else pack_l_q4_K(pk, w, w_row, r0, nr, b0, nsb);
+                for (int64_t t0 = tb; t0 < te; t0 += L_TG) {
+                    const int rt = te - t0 < L_TG ? (int)(te - t0) : L_TG;
+                    const block_q8_K *q0[L_TG];
+                    __m256 acc[L_TG], accm[L_TG];
+                    for (int t = 0; t < L_TG; t++) {
+                        q0[t] = (const block_q8_K *)((const char *)a + (t0 + (t < rt ? t : rt - 1)) * a_row) + b0;
+                        acc[t] = first ? _mm256_setzero_ps() : keep[t0 - tb + t][0];
+                        accm[t] = first ? _mm256_setzero_ps() : keep[t0 - tb + t][1];
+                    }
+                    if (kind == L_Q4_K_R8X4) L_GROUP(l4_group, 1, acc, accm);
+                    else if (kind == L_Q4_K_TILED) L_GROUP(l4_group, 0, acc, accm);
+                    else L_GROUP(l6_group, acc);
+                    for (int t = 0; t < rt; t++) {
+                        if (last)
+                            _mm256_maskstore_ps(&y[(t0 + t) * ldy + r0], keep_rows,
+                                                kind == L_Q4_K_R8X4 ? _mm256_sub_ps(acc[t], accm[t]) : acc[t]);
+                        else {
+                            keep[t0 - tb + t][0] = acc[t];
+                            keep[t0 - tb + t][1] = accm[t];
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+#endif
 
 /* ---- drivers --------------------------------------------------------------- */
 
@@ -266,6 +502,7 @@ static void tile_q6_K(int64_t n, const void *w, int64_t w_row, const void *a, in
             CALL;                                                                        \
         }
 
+#if defined(PYRT_KQ_VNNI)
 static void gemm_tiled_q4_K(int64_t n, const void *w, int64_t w_row, int64_t n_rows,
                             const void *a, int64_t a_row, int64_t n_tok, float *y, int64_t ldy) {
     RUN_TILES(tile_k4(codes_q4_K, sizeof(block_q4_K), 0, n, w, w_row, a, a_row, r0, nr, t0, nt, y, ldy));
@@ -274,13 +511,27 @@ static void gemm_r8x4_q4_K(int64_t n, const void *w, int64_t w_row, int64_t n_ro
                            const void *a, int64_t a_row, int64_t n_tok, float *y, int64_t ldy) {
     RUN_TILES(tile_k4(codes_q4_K, sizeof(block_q4_K), 1, n, w, w_row, a, a_row, r0, nr, t0, nt, y, ldy));
 }
+#else
+static void gemm_tiled_q4_K(int64_t n, const void *w, int64_t w_row, int64_t n_rows,
+                            const void *a, int64_t a_row, int64_t n_tok, float *y, int64_t ldy) {
+    gemm_lanes8(L_Q4_K_TILED, n, w, w_row, n_rows, a, a_row, n_tok, y, ldy);
+}
+static void gemm_r8x4_q4_K(int64_t n, const void *w, int64_t w_row, int64_t n_rows,
+                           const void *a, int64_t a_row, int64_t n_tok, float *y, int64_t ldy) {
+    gemm_lanes8(L_Q4_K_R8X4, n, w, w_row, n_rows, a, a_row, n_tok, y, ldy);
+}
+#endif
 static void gemm_tiled_q5_K(int64_t n, const void *w, int64_t w_row, int64_t n_rows,
                             const void *a, int64_t a_row, int64_t n_tok, float *y, int64_t ldy) {
     RUN_TILES(tile_k4(codes_q5_K, sizeof(block_q5_K), 0, n, w, w_row, a, a_row, r0, nr, t0, nt, y, ldy));
 }
 static void gemm_tiled_q6_K(int64_t n, const void *w, int64_t w_row, int64_t n_rows,
                             const void *a, int64_t a_row, int64_t n_tok, float *y, int64_t ldy) {
+#if defined(PYRT_KQ_VNNI)
     RUN_TILES(tile_q6_K(n, w, w_row, a, a_row, r0, nr, t0, nt, y, ldy));
+#else
+    gemm_lanes8(L_Q6_K, n, w, w_row, n_rows, a, a_row, n_tok, y, ldy);
+#endif
 }
 
 void FILL_FN(pyrt_kernels *k) {

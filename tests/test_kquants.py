@@ -321,6 +321,8 @@ _TILE_SHAPES = [(t, rows, cols, n_tok)
                                                    (16, 66), (16, 6), (24, 13), (31, 64), (32, 65), (40, 70),
                                                    (40, 10), (37, 2), (6, 69), (12, 9)])
                 for cols in [(256, 512, 768, 1024, 1280, 1536)[(i + j) % 6]]]
+# past 8 super-blocks: the row-per-lane GEMMs carry their float chains across column chunks
+_TILE_SHAPES += [(t, rows, cols, n_tok) for t in K_TYPES for rows, cols, n_tok in [(24, 2560, 9), (13, 4352, 10)]]
 
 
 def _tile_shape_results() -> list[np.ndarray]:
