@@ -224,70 +224,12 @@ static inline __attribute__((always_inline)) void k6_group(const k_panel *pk, in
     }
 }
 
-enum { K_Q4_K_R8X4, K_Q4_K_TILED, K_Q6_K };
-
-#define K_GROUP(FN, ...)                                                                          \
-    do {                                                                                          \
-        if (rt == 4) FN(pk, nsb, q0, 4, __VA_ARGS__);                                             \
-        else if (rt == 3) FN(pk, nsb, q0, 3, __VA_ARGS__);                                        \
-        else if (rt == 2) FN(pk, nsb, q0, 2, __VA_ARGS__);                                        \
-        else FN(pk, nsb, q0, 1, __VA_ARGS__);                                                     \
-    } while (0)
-
-/* Q4_K in llama.cpp's repacked-GEMM order (r8x4) or its tiled order; Q6_K in its tiled order */
-static void gemm_lanes(int kind, int64_t n, const void *w, int64_t w_row, int64_t n_rows, const void *a, int64_t a_row,
-                       int64_t n_tok, float *y, int64_t ldy) {
-    const int64_t nsb_all = n / QK_K;
-    _Alignas(64) k_panel pk[K_SB];
-    _Alignas(64) __m512 keep[K_TP][2];   /* the float chains between column chunks */
-    for (int64_t tb = 0; tb < n_tok; tb += K_TP) {
-        const int64_t te = tb + K_TP < n_tok ? tb + K_TP : n_tok;
-        for (int64_t r0 = 0; r0 < n_rows; r0 += KL) {
-            const int nr = n_rows - r0 < KL ? (int)(n_rows - r0) : KL;
-            for (int64_t b0 = 0; b0 < nsb_all; b0 += K_SB) {
-                const int nsb = nsb_all - b0 < K_SB ? (int)(nsb_all - b0) : K_SB;
-                const int first = b0 == 0, last = b0 + nsb == nsb_all;
-                if (kind == K_Q6_K) pack_q6_K(pk, w, w_row, r0, nr, b0, nsb);
-                else pack_q4_K(pk, w, w_row, r0, nr, b0, nsb);
-                for (int64_t t0 = tb; t0 < te; t0 += K_TG) {
-                    const int rt = te - t0 < K_TG ? (int)(te - t0) : K_TG;
-                    const block_q8_K *q0[K_TG];
-                    __m512 acc[K_TG], accm[K_TG];
-                    for (int t = 0; t < K_TG; t++) {
-                        q0[t] = (const block_q8_K *)((const char *)a + (t0 + (t < rt ? t : rt - 1)) * a_row) + b0;
-                        acc[t] = first ? _mm512_setzero_ps() : keep[t0 - tb + t][0];
-                        accm[t] = first ? _mm512_setzero_ps() : keep[t0 - tb + t][1];
-                    }
-                    if (kind == K_Q4_K_R8X4) K_GROUP(k4_group, 1, acc, accm);
-                    else if (kind == K_Q4_K_TILED) K_GROUP(k4_group, 0, acc, accm);
-                    else K_GROUP(k6_group, acc);
-                    for (int t = 0; t < rt; t++) {
-                        if (last)
-                            _mm512_mask_storeu_ps(&y[(t0 + t) * ldy + r0], (__mmask16)((1u << nr) - 1),
-                                                  kind == K_Q4_K_R8X4 ? _mm512_sub_ps(acc[t], accm[t]) : acc[t]);
-                        else {
-                            keep[t0 - tb + t][0] = acc[t];
-                            keep[t0 - tb + t][1] = accm[t];
-                        }
-                    }
-                }
-            }
-        }
-    }
-}
-
-static void gemm_tiled_q4_K(int64_t n, const void *w, int64_t w_row, int64_t n_rows,
-                            const void *a, int64_t a_row, int64_t n_tok, float *y, int64_t ldy) {
-    gemm_lanes(K_Q4_K_TILED, n, w, w_row, n_rows, a, a_row, n_tok, y, ldy);
-}
-static void gemm_r8x4_q4_K(int64_t n, const void *w, int64_t w_row, int64_t n_rows,
-                           const void *a, int64_t a_row, int64_t n_tok, float *y, int64_t ldy) {
-    gemm_lanes(K_Q4_K_R8X4, n, w, w_row, n_rows, a, a_row, n_tok, y, ldy);
-}
-static void gemm_tiled_q6_K(int64_t n, const void *w, int64_t w_row, int64_t n_rows,
-                            const void *a, int64_t a_row, int64_t n_tok, float *y, int64_t ldy) {
-    gemm_lanes(K_Q6_K, n, w, w_row, n_rows, a, a_row, n_tok, y, ldy);
-}
+#define KF __m512
+#define KF_ALIGN 64
+#define KF_ZERO() _mm512_setzero_ps()
+#define KF_SUB(a, b) _mm512_sub_ps(a, b)
+#define KF_STORE(p, nr, v) _mm512_mask_storeu_ps(p, (__mmask16)((1u << (nr)) - 1), v)
+#include "kquants_lanes.inc"
 
 void pyrt_kquants_fill_avx512(pyrt_kernels *k) {
     k->gemm_tiled[PYRT_TYPE_Q4_K] = gemm_tiled_q4_K;

@@ -277,17 +277,17 @@ static void tile_q6_K(int64_t n, const void *w, int64_t w_row, const void *a, in
  * token) lane as in the row kernel. The AVX-VNNI build keeps the tiles above
  * (it has not been measured against this on a VNNI CPU). */
 #if !defined(PYRT_KQ_VNNI)
-#define LR 8         /* rows per panel: one per lane */
-#define L_SB 8       /* super-blocks per column chunk (the float chains carry across chunks) */
-#define L_TG 4       /* tokens per group */
-#define L_TP 64      /* tokens per token panel */
+#define KL 8         /* rows per panel: one per lane */
+#define K_SB 8       /* super-blocks per column chunk (the float chains carry across chunks) */
+#define K_TG 4       /* tokens per group */
+#define K_TP 64      /* tokens per token panel */
 
 typedef struct {
     __m256i w[64];   /* dword k: codes 4k..4k+3 of each row */
     __m256i sc[16];  /* (scale_j, scale_j) word pairs (Q4_K: j < 8) */
     __m256i mn[8];   /* Q4_K: (m_2p, m_2p+1), p < 4; Q6_K: (sc_2i, sc_2i+1), i < 8 */
     __m256 d, dm;
-} l_panel;
+} k_panel;
 
 /* v[r] dword k -> v[k] dword r */
 static inline void transpose8(__m256i v[8]) {
@@ -312,13 +312,13 @@ static inline void transpose8(__m256i v[8]) {
 static inline __m256i load_i32x8(const int32_t *p) { return _mm256_load_si256((const __m256i *)p); }
 
 /* super-blocks b0 .. b0+nsb-1 of rows r0 .. r0+nr-1 (missing rows repeat the last) */
-static void pack_l_q4_K(l_panel *pk, const void *w, int64_t w_row, int64_t r0, int nr, int64_t b0, int nsb) {
+static void pack_q4_K(k_panel *pk, const void *w, int64_t w_row, int64_t r0, int nr, int64_t b0, int nsb) {
     const __m256i m4 = _mm256_set1_epi8(0x0F);
     for (int s = 0; s < nsb; s++) {
-        const block_q4_K *x[LR];
-        _Alignas(32) int32_t sc[8][LR], mn[4][LR];
-        _Alignas(32) float d[LR], dm[LR];
-        for (int r = 0; r < LR; r++) {
+        const block_q4_K *x[KL];
+        _Alignas(32) int32_t sc[8][KL], mn[4][KL];
+        _Alignas(32) float d[KL], dm[KL];
+        for (int r = 0; r < KL; r++) {
             x[r] = (const block_q4_K *)((const char *)w + (r0 + (r < nr ? r : nr - 1)) * w_row) + b0 + s;
             uint8_t u[16];
             _mm_storeu_si128((__m128i *)u, scales_mins_k4(x[r]->scales));
@@ -328,8 +328,8 @@ static void pack_l_q4_K(l_panel *pk, const void *w, int64_t w_row, int64_t r0, i
             dm[r] = _cvtsh_ss(x[r]->dmin);
         }
         for (int j = 0; j < 8; j++) {
-            __m256i v[LR];
-            for (int r = 0; r < LR; r++) {
+            __m256i v[KL];
+            for (int r = 0; r < KL; r++) {
                 const __m256i bits = ld32(x[r]->qs + 32 * (j / 2));
                 v[r] = _mm256_and_si256(j % 2 ? _mm256_srli_epi16(bits, 4) : bits, m4);
             }
@@ -353,12 +353,12 @@ static inline __m256i codes32_q6_K(const block_q6_K *x, int c) {
     return _mm256_or_si256(lo, _mm256_slli_epi16(hb, 4));
 }
 
-static void pack_l_q6_K(l_panel *pk, const void *w, int64_t w_row, int64_t r0, int nr, int64_t b0, int nsb) {
+static void pack_q6_K(k_panel *pk, const void *w, int64_t w_row, int64_t r0, int nr, int64_t b0, int nsb) {
     for (int s = 0; s < nsb; s++) {
-        const block_q6_K *x[LR];
-        _Alignas(32) int32_t sc[16][LR], pr[8][LR];
-        _Alignas(32) float d[LR];
-        for (int r = 0; r < LR; r++) {
+        const block_q6_K *x[KL];
+        _Alignas(32) int32_t sc[16][KL], pr[8][KL];
+        _Alignas(32) float d[KL];
+        for (int r = 0; r < KL; r++) {
             x[r] = (const block_q6_K *)((const char *)w + (r0 + (r < nr ? r : nr - 1)) * w_row) + b0 + s;
             for (int j = 0; j < 16; j++) sc[j][r] = (uint16_t)x[r]->scales[j] * 0x10001u;
             for (int i = 0; i < 8; i++)
@@ -366,8 +366,8 @@ static void pack_l_q6_K(l_panel *pk, const void *w, int64_t w_row, int64_t r0, i
             d[r] = _cvtsh_ss(x[r]->d);
         }
         for (int c = 0; c < 8; c++) {
-            __m256i v[LR];
-            for (int r = 0; r < LR; r++) v[r] = codes32_q6_K(x[r], c);
+            __m256i v[KL];
+            for (int r = 0; r < KL; r++) v[r] = codes32_q6_K(x[r], c);
             transpose8(v);
             for (int k = 0; k < 8; k++) pk[s].w[8 * c + k] = v[k];
         }
@@ -387,10 +387,10 @@ static inline __attribute__((always_inline)) __m256i l_dot16(const __m256i *w, c
 
 /* rt tokens (activation rows q0[t], at the chunk's first super-block) against
  * a packed Q4_K panel of nsb super-blocks; acc/accm carry the float chains */
-static inline __attribute__((always_inline)) void l4_group(const l_panel *pk, int nsb, const block_q8_K *const q0[L_TG],
-                                                           const int rt, const int r8x4, __m256 acc[L_TG], __m256 accm[L_TG]) {
+static inline __attribute__((always_inline)) void k4_group(const k_panel *pk, int nsb, const block_q8_K *const q0[K_TG],
+                                                           const int rt, const int r8x4, __m256 acc[K_TG], __m256 accm[K_TG]) {
     for (int s = 0; s < nsb; s++) {
-        const l_panel *P = &pk[s];
+        const k_panel *P = &pk[s];
         for (int t = 0; t < rt; t++) {
             const block_q8_K *q = q0[t] + s;
             const __m256 da = _mm256_set1_ps(q->d);
@@ -420,10 +420,10 @@ static inline __attribute__((always_inline)) void l4_group(const l_panel *pk, in
 
 /* Q6_K, tiled order: S1 = sum_j sc_j * (codes . a)_j - 32 * sum_j sc_j * bsums_j,
  * acc = fma(d_w * S1, d_a, acc) */
-static inline __attribute__((always_inline)) void l6_group(const l_panel *pk, int nsb, const block_q8_K *const q0[L_TG],
-                                                           const int rt, __m256 acc[L_TG]) {
+static inline __attribute__((always_inline)) void k6_group(const k_panel *pk, int nsb, const block_q8_K *const q0[K_TG],
+                                                           const int rt, __m256 acc[K_TG]) {
     for (int s = 0; s < nsb; s++) {
-        const l_panel *P = &pk[s];
+        const k_panel *P = &pk[s];
         for (int t = 0; t < rt; t++) {
             const block_q8_K *q = q0[t] + s;
             __m256i s1 = _mm256_setzero_si256(), cs = _mm256_setzero_si256();
@@ -439,57 +439,13 @@ static inline __attribute__((always_inline)) void l6_group(const l_panel *pk, in
     }
 }
 
-enum { L_Q4_K_R8X4, L_Q4_K_TILED, L_Q6_K };
-
-#define L_GROUP(FN, ...)                                                                          \
-    do {                                                                                          \
-        if (rt == 4) FN(pk, nsb, q0, 4, __VA_ARGS__);                                             \
-        else if (rt == 3) FN(pk, nsb, q0, 3, __VA_ARGS__);                                        \
-        else if (rt == 2) FN(pk, nsb, q0, 2, __VA_ARGS__);                                        \
-        else FN(pk, nsb, q0, 1, __VA_ARGS__);                                                     \
-    } while (0)
-
-static void gemm_lanes8(int kind, int64_t n, const void *w, int64_t w_row, int64_t n_rows, const void *a,
-                        int64_t a_row, int64_t n_tok, float *y, int64_t ldy) {
-    const int64_t nsb_all = n / QK_K;
-    _Alignas(32) l_panel pk[L_SB];
-    _Alignas(32) __m256 keep[L_TP][2];   /* the float chains between column chunks */
-    for (int64_t tb = 0; tb < n_tok; tb += L_TP) {
-        const int64_t te = tb + L_TP < n_tok ? tb + L_TP : n_tok;
-        for (int64_t r0 = 0; r0 < n_rows; r0 += LR) {
-            const int nr = n_rows - r0 < LR ? (int)(n_rows - r0) : LR;
-            const __m256i keep_rows = _mm256_cmpgt_epi32(_mm256_set1_epi32(nr), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-            for (int64_t b0 = 0; b0 < nsb_all; b0 += L_SB) {
-                const int nsb = nsb_all - b0 < L_SB ? (int)(nsb_all - b0) : L_SB;
-                const int first = b0 == 0, last = b0 + nsb == nsb_all;
-                if (kind == L_Q6_K) pack_l_q6_K(pk, w, w_row, r0, nr, b0, nsb);
-                else pack_l_q4_K(pk, w, w_row, r0, nr, b0, nsb);
-                for (int64_t t0 = tb; t0 < te; t0 += L_TG) {
-                    const int rt = te - t0 < L_TG ? (int)(te - t0) : L_TG;
-                    const block_q8_K *q0[L_TG];
-                    __m256 acc[L_TG], accm[L_TG];
-                    for (int t = 0; t < L_TG; t++) {
-                        q0[t] = (const block_q8_K *)((const char *)a + (t0 + (t < rt ? t : rt - 1)) * a_row) + b0;
-                        acc[t] = first ? _mm256_setzero_ps() : keep[t0 - tb + t][0];
-                        accm[t] = first ? _mm256_setzero_ps() : keep[t0 - tb + t][1];
-                    }
-                    if (kind == L_Q4_K_R8X4) L_GROUP(l4_group, 1, acc, accm);
-                    else if (kind == L_Q4_K_TILED) L_GROUP(l4_group, 0, acc, accm);
-                    else L_GROUP(l6_group, acc);
-                    for (int t = 0; t < rt; t++) {
-                        if (last)
-                            _mm256_maskstore_ps(&y[(t0 + t) * ldy + r0], keep_rows,
-                                                kind == L_Q4_K_R8X4 ? _mm256_sub_ps(acc[t], accm[t]) : acc[t]);
-                        else {
-                            keep[t0 - tb + t][0] = acc[t];
-                            keep[t0 - tb + t][1] = accm[t];
-                        }
-                    }
-                }
-            }
-        }
-    }
-}
+#define KF __m256
+#define KF_ALIGN 32
+#define KF_ZERO() _mm256_setzero_ps()
+#define KF_SUB(a, b) _mm256_sub_ps(a, b)
+#define KF_STORE(p, nr, v) \
+    _mm256_maskstore_ps(p, _mm256_cmpgt_epi32(_mm256_set1_epi32(nr), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)), v)
+#include "kquants_lanes.inc"
 #endif
 
 /* ---- drivers --------------------------------------------------------------- */
@@ -511,28 +467,17 @@ static void gemm_r8x4_q4_K(int64_t n, const void *w, int64_t w_row, int64_t n_ro
                            const void *a, int64_t a_row, int64_t n_tok, float *y, int64_t ldy) {
     RUN_TILES(tile_k4(codes_q4_K, sizeof(block_q4_K), 1, n, w, w_row, a, a_row, r0, nr, t0, nt, y, ldy));
 }
-#else
-static void gemm_tiled_q4_K(int64_t n, const void *w, int64_t w_row, int64_t n_rows,
-                            const void *a, int64_t a_row, int64_t n_tok, float *y, int64_t ldy) {
-    gemm_lanes8(L_Q4_K_TILED, n, w, w_row, n_rows, a, a_row, n_tok, y, ldy);
-}
-static void gemm_r8x4_q4_K(int64_t n, const void *w, int64_t w_row, int64_t n_rows,
-                           const void *a, int64_t a_row, int64_t n_tok, float *y, int64_t ldy) {
-    gemm_lanes8(L_Q4_K_R8X4, n, w, w_row, n_rows, a, a_row, n_tok, y, ldy);
-}
-#endif
+#endif   /* without VNNI: kquants_lanes.inc's */
 static void gemm_tiled_q5_K(int64_t n, const void *w, int64_t w_row, int64_t n_rows,
                             const void *a, int64_t a_row, int64_t n_tok, float *y, int64_t ldy) {
     RUN_TILES(tile_k4(codes_q5_K, sizeof(block_q5_K), 0, n, w, w_row, a, a_row, r0, nr, t0, nt, y, ldy));
 }
+#if defined(PYRT_KQ_VNNI)
 static void gemm_tiled_q6_K(int64_t n, const void *w, int64_t w_row, int64_t n_rows,
                             const void *a, int64_t a_row, int64_t n_tok, float *y, int64_t ldy) {
-#if defined(PYRT_KQ_VNNI)
     RUN_TILES(tile_q6_K(n, w, w_row, a, a_row, r0, nr, t0, nt, y, ldy));
-#else
-    gemm_lanes8(L_Q6_K, n, w, w_row, n_rows, a, a_row, n_tok, y, ldy);
-#endif
 }
+#endif
 
 void FILL_FN(pyrt_kernels *k) {
     if (getenv("PYRT_NO_KQ_GEMM")) return;   /* tests: the row kernels for every token */
