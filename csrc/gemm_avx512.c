@@ -356,36 +356,6 @@ static inline __m512i act_q8_0(const block_q8_0 *ab, __m512i *corr) {
     return av;
 }
 
-/* 8 rows x one token, two blocks per reduction: out[i] = row i's result */
-static void gemv_q4_0_r8_x8(int64_t nb, const block_q4_0 *const wr[8], const block_q8_0 *ar, float out[8]) {
-    __m256 acc = _mm256_setzero_ps();
-    const __m512i rows = ROW_OF_LANE;
-    for (int64_t b = 0; b < nb; b += 2) {
-        const int64_t b1 = b + 1 < nb ? b + 1 : b;
-        __m512i c0, c1;
-        const __m512i a0 = act_q8_0(&ar[b], &c0), a1 = act_q8_0(&ar[b1], &c1);
-        __m512i l[8];
-        for (int m = 0; m < 4; m++) {
-            _mm_prefetch((const char *)&wr[2 * m][b] + PF_DIST, _MM_HINT_T0);
-            _mm_prefetch((const char *)&wr[2 * m + 1][b] + PF_DIST, _MM_HINT_T0);
-            l[m] = _mm512_dpbusd_epi32(c0, nibbles2(wr[2 * m][b].qs, wr[2 * m + 1][b].qs), a0);
-            l[4 + m] = _mm512_dpbusd_epi32(c1, nibbles2(wr[2 * m][b1].qs, wr[2 * m + 1][b1].qs), a1);
-        }
-        const __m512 tot = _mm512_cvtepi32_ps(totals_halves8(l));
-        const __m512 d0 = _mm512_permutexvar_ps(rows, _mm512_castps256_ps512(scales8_q4_0(wr, b)));
-        acc = _mm256_fmadd_ps(_mm512_castps512_ps256(tot),
-                              _mm256_mul_ps(_mm512_castps512_ps256(d0), _mm256_set1_ps(fp16_1(ar[b].d))), acc);
-        if (b1 != b) {
-            const __m512 d1 = _mm512_permutexvar_ps(rows, _mm512_castps256_ps512(scales8_q4_0(wr, b1)));
-            acc = _mm256_fmadd_ps(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(tot), 1)),
-                                  _mm256_mul_ps(_mm512_castps512_ps256(d1), _mm256_set1_ps(fp16_1(ar[b1].d))), acc);
-        }
-    }
-    float o[8];
-    _mm256_storeu_ps(o, acc);
-    for (int l = 0; l < 8; l++) out[2 * (l % 4) + (l / 4) % 2] = o[l];
-}
-
 /* 8 rows x 4 tokens: lanes (row, token) of two 16-lane accumulators */
 static void tile_q4_0_r8(int64_t nb, const block_q4_0 *const wr[8], const float *dw8, const block_q8_0 *const at[4],
                          float *y, int64_t ldy, int nr, int nt) {
@@ -521,44 +491,31 @@ static void gemm512_q4_0_l16(int64_t n, const void *w, int64_t w_row, int64_t n_
  * 512-bit versions (L3-resident 16384 x 576, 1 thread: Q4_0 0.27 vs 0.36 ms,
  * Q4_1 0.35 vs 0.40 ms; tg128 2 threads +8-13 %), while the 512-bit ones win
  * for Q8_0/Q5_0/Q5_1. Not measured on a full-width AVX-512 core (Zen 5).
- * Set once by pyrt_gemm_fill_avx512. */
+ * Set once by pyrt_gemm_fill_avx512 from the AVX2 table it starts from, which
+ * always has both. */
 static pyrt_gemm_fn g_gemv_q4_0_r8, g_gemv_q4_1;
 
 static void gemm512_q4_1_or_gemv(int64_t n, const void *w, int64_t w_row, int64_t n_rows,
                                  const void *a, int64_t a_row, int64_t n_tok, float *y, int64_t ldy) {
-    (n_tok == 1 && g_gemv_q4_1 ? g_gemv_q4_1 : gemm512_q4_1)(n, w, w_row, n_rows, a, a_row, n_tok, y, ldy);
+    (n_tok == 1 ? g_gemv_q4_1 : gemm512_q4_1)(n, w, w_row, n_rows, a, a_row, n_tok, y, ldy);
 }
 
 static void gemm512_q4_0_r8(int64_t n, const void *w, int64_t w_row, int64_t n_rows,
                             const void *a, int64_t a_row, int64_t n_tok, float *y, int64_t ldy) {
     const int64_t nb = n / 32;
-    if (n_tok == 1 && g_gemv_q4_0_r8) {
+    if (n_tok == 1) {
         g_gemv_q4_0_r8(n, w, w_row, n_rows, a, a_row, n_tok, y, ldy);
         return;
     }
-    if (n_tok > 1 && nb <= L16_MAX_NB) {
+    if (nb <= L16_MAX_NB) {
         gemm512_q4_0_l16(n, w, w_row, n_rows, a, a_row, n_tok, y, ldy);
         return;
     }
-    const int64_t rs = n_tok == 1 ? n_rows / 8 : 0;
-    for (int64_t g = 0; g < rs; g++) {  /* generation: 8 rows rs apart (GEMV_STREAMS) */
-        const block_q4_0 *wr[8];
-        for (int i = 0; i < 8; i++) wr[i] = (const block_q4_0 *)((const char *)w + (g + i * rs) * w_row);
-        float out[8];
-        gemv_q4_0_r8_x8(nb, wr, (const block_q8_0 *)a, out);
-        for (int i = 0; i < 8; i++) y[g + i * rs] = out[i];
-    }
-    for (int64_t r0 = 8 * rs; r0 < n_rows; r0 += 8) {
+    for (int64_t r0 = 0; r0 < n_rows; r0 += 8) {
         const int nr = n_rows - r0 < 8 ? (int)(n_rows - r0) : 8;
         const block_q4_0 *wr[8];
         for (int i = 0; i < 8; i++)
             wr[i] = (const block_q4_0 *)((const char *)w + (r0 + (i < nr ? i : nr - 1)) * w_row);
-        if (n_tok == 1) {
-            float out[8];
-            gemv_q4_0_r8_x8(nb, wr, (const block_q8_0 *)a, out);
-            for (int i = 0; i < nr; i++) y[r0 + i] = out[i];
-            continue;
-        }
         /* the 8 rows' block scales, converted once for all token tiles */
         float dw8[8 * MAX_NB];
         for (int64_t b = 0; b < nb; b++) _mm256_storeu_ps(dw8 + 8 * b, scales8_q4_0(wr, b));

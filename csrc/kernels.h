@@ -19,7 +19,7 @@ typedef void  (*pyrt_vec_dot_fn)(int64_t n, float *s, const void *w, const void 
  * the arithmetic of the matching vec_dot (register-tiled for speed). */
 typedef void  (*pyrt_gemm_fn)(int64_t n, const void *w, int64_t w_row_bytes, int64_t n_rows,
                               const void *a, int64_t a_row_bytes, int64_t n_tok, float *y, int64_t ldy);
-/* GEMV_STREAMS: with one token the gemm kernels take the 8 (or 4) rows of a
+/* GEMV_STREAMS: with one token the x86 gemm kernels take the 8 (or 4) rows of a
  * register tile rs = n_rows / 8 apart (rows g, g + rs, g + 2 rs, ...), not
  * adjacent, so each is a long sequential stream through memory (the rest,
  * n_rows % 8, goes through the ordinary tiles), and the driver hands them a

@@ -9,11 +9,14 @@
  *          per pair of sub-blocks acc = fma(S1_p, d_w*d_a, acc),
  *          acc_m = fma(S2_p, dmin_w*d_a, acc_m); result acc - acc_m
  *
- * A tile of KR rows x KT tokens (KR*KT = 8) unpacks each weight super-block
- * once for KT tokens and reads each activation block once for KR rows; lane
- * vector c = t*KR + r collects the (row, token) products (vpmaddubsw +
- * vpmaddwd with the scale, or under AVX-VNNI two vpdpbusd packed to int16 and
- * one vpmaddwd with the scales of both sub-blocks), and a transposed reduction
+ * Without AVX-VNNI, Q4_K and Q6_K go through the row-per-lane GEMMs further
+ * down (8 rows per vector, kquants_lanes.inc); Q5_K, and all three with
+ * AVX-VNNI, through the tiles. A tile of KR rows x KT tokens (KR*KT = 8)
+ * unpacks each weight super-block once for KT tokens and reads each
+ * activation block once for KR rows; lane vector c = t*KR + r collects the
+ * (row, token) products (vpmaddubsw + vpmaddwd with the scale, or under
+ * AVX-VNNI two vpdpbusd packed to int16 and one vpmaddwd with the scales of
+ * both sub-blocks), and a transposed reduction
  * turns the 8 lane vectors into one vector of 8 exact totals. Integer sums do
  * not depend on order, so S1 and S2 are the row kernels' integers; the float
  * steps then run with one (row, token) per lane, each lane doing exactly the
@@ -309,8 +312,6 @@ static inline void transpose8(__m256i v[8]) {
     }
 }
 
-static inline __m256i load_i32x8(const int32_t *p) { return _mm256_load_si256((const __m256i *)p); }
-
 /* super-blocks b0 .. b0+nsb-1 of rows r0 .. r0+nr-1 (missing rows repeat the last) */
 static void pack_q4_K(k_panel *pk, const void *w, int64_t w_row, int64_t r0, int nr, int64_t b0, int nsb) {
     const __m256i m4 = _mm256_set1_epi8(0x0F);
@@ -336,8 +337,8 @@ static void pack_q4_K(k_panel *pk, const void *w, int64_t w_row, int64_t r0, int
             transpose8(v);
             for (int k = 0; k < 8; k++) pk[s].w[8 * j + k] = v[k];
         }
-        for (int j = 0; j < 8; j++) pk[s].sc[j] = load_i32x8(sc[j]);
-        for (int p = 0; p < 4; p++) pk[s].mn[p] = load_i32x8(mn[p]);
+        for (int j = 0; j < 8; j++) pk[s].sc[j] = ld32(sc[j]);
+        for (int p = 0; p < 4; p++) pk[s].mn[p] = ld32(mn[p]);
         pk[s].d = _mm256_load_ps(d);
         pk[s].dm = _mm256_load_ps(dm);
     }
@@ -371,8 +372,8 @@ static void pack_q6_K(k_panel *pk, const void *w, int64_t w_row, int64_t r0, int
             transpose8(v);
             for (int k = 0; k < 8; k++) pk[s].w[8 * c + k] = v[k];
         }
-        for (int j = 0; j < 16; j++) pk[s].sc[j] = load_i32x8(sc[j]);
-        for (int i = 0; i < 8; i++) pk[s].mn[i] = load_i32x8(pr[i]);
+        for (int j = 0; j < 16; j++) pk[s].sc[j] = ld32(sc[j]);
+        for (int i = 0; i < 8; i++) pk[s].mn[i] = ld32(pr[i]);
         pk[s].d = _mm256_load_ps(d);
     }
 }
