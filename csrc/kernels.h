@@ -71,7 +71,7 @@ typedef struct {
      * GEMV, i.e. vec_dot_r8). NULL: vec_dot_r8 for every token. */
     pyrt_vec_dot_fn vec_dot_r8x4[PYRT_TYPE_COUNT];
     /* Dot products in the order of llama.cpp's tiled K-quant GEMM, which it
-     * uses on x86 for batches of >= 8 tokens (kquants_avx2.c). NULL: use
+     * uses on x86 for batches of >= 8 tokens (x86/kquants_avx2.c). NULL: use
      * vec_dot. Choose between the three with pyrt_pick_vec_dot() below. */
     pyrt_vec_dot_fn vec_dot_tiled[PYRT_TYPE_COUNT];
     /* Tiled equivalents of vec_dot / vec_dot_r8 (NULL: loop over the dots). */
@@ -91,7 +91,7 @@ typedef struct {
     /* Forward-pass ops. The AVX2 set reproduces llama.cpp's x86 (AVX2+FMA)
      * floating-point sequence exactly, because 8-bit activation quantization
      * makes the model chaotic: one different rounding decision anywhere
-     * decorrelates everything after it (see ops_avx2.c). */
+     * decorrelates everything after it (see x86/ops_avx2.c). */
     void  (*rope)(float *x, int32_t n_rot, int32_t mode, float pos, float freq_base, float freq_scale);
     void  (*swiglu)(float *g, const float *u, int64_t n);             /* g = silu(g)*u */
     void  (*geglu)(float *g, const float *u, int64_t n);              /* g = gelu(g)*u (ggml's fp16 table) */
@@ -111,16 +111,16 @@ extern const pyrt_type_traits pyrt_type_traits_table[PYRT_TYPE_COUNT];
 void pyrt_kernels_fill_scalar(pyrt_kernels *k);
 void pyrt_kernels_fill_avx2(pyrt_kernels *k);     /* defined only on x86-64 */
 void pyrt_kernels_fill_neon(pyrt_kernels *k);     /* defined only on aarch64 */
-void pyrt_kquants_fill_scalar(pyrt_kernels *k);   /* kquants_ref.c            */
-void pyrt_kquants_fill_avx2(pyrt_kernels *k);     /* kquants_avx2.c, x86-64   */
-void pyrt_ops_fill_scalar(pyrt_kernels *k);       /* ops.c                   */
-void pyrt_ops_fill_avx2(pyrt_kernels *k);         /* ops_avx2.c, x86-64 only */
-void pyrt_gemm_fill_avx2(pyrt_kernels *k);        /* gemm_avx2.c, x86-64 only */
-void pyrt_gemm_fill_avx2_vnni(pyrt_kernels *k);   /* gemm_avxvnni.c, if the compiler has AVX-VNNI */
-void pyrt_gemm_fill_avx512(pyrt_kernels *k);      /* gemm_avx512.c, if the compiler has AVX-512 */
-void pyrt_kquants_fill_avx512(pyrt_kernels *k);   /* kquants_avx512.c, likewise */
-void pyrt_kquants_gemm_fill_avx2(pyrt_kernels *k);      /* kquants_gemm_avx2.c, x86-64 only */
-void pyrt_kquants_gemm_fill_avx2_vnni(pyrt_kernels *k); /* kquants_gemm_avxvnni.c, if the compiler has AVX-VNNI */
+void pyrt_kquants_fill_scalar(pyrt_kernels *k);   /* generic/kquants.c            */
+void pyrt_kquants_fill_avx2(pyrt_kernels *k);     /* x86/kquants_avx2.c, x86-64   */
+void pyrt_ops_fill_scalar(pyrt_kernels *k);       /* generic/ops.c                   */
+void pyrt_ops_fill_avx2(pyrt_kernels *k);         /* x86/ops_avx2.c, x86-64 only */
+void pyrt_gemm_fill_avx2(pyrt_kernels *k);        /* x86/quants_gemm_avx2.c, x86-64 only */
+void pyrt_gemm_fill_avx2_vnni(pyrt_kernels *k);   /* x86/quants_gemm_avxvnni.c, if the compiler has AVX-VNNI */
+void pyrt_gemm_fill_avx512(pyrt_kernels *k);      /* x86/quants_gemm_avx512.c, if the compiler has AVX-512 */
+void pyrt_kquants_fill_avx512(pyrt_kernels *k);   /* x86/kquants_gemm_avx512.c, likewise */
+void pyrt_kquants_gemm_fill_avx2(pyrt_kernels *k);      /* x86/kquants_gemm_avx2.c, x86-64 only */
+void pyrt_kquants_gemm_fill_avx2_vnni(pyrt_kernels *k); /* x86/kquants_gemm_avxvnni.c, if the compiler has AVX-VNNI */
 
 /* Query (t, g) of an attention group as a one-query call (same scratch). */
 static inline pyrt_attn_args pyrt_attn_query(const pyrt_attn_args *a, int32_t t, int32_t g) {
@@ -152,11 +152,11 @@ static inline pyrt_vec_dot_fn pyrt_pick_vec_dot(const pyrt_kernels *k, int32_t t
 #define PYRT_GEMM_MAX_COLS 16384
 #define PYRT_GEMM_MAX_NB (PYRT_GEMM_MAX_COLS / 32)
 
-/* dispatch.c: table for a variant (NULL if unavailable), and the active one. */
+/* core/dispatch.c: table for a variant (NULL if unavailable), and the active one. */
 const pyrt_kernels *pyrt_kernels_get(int32_t variant);
 const pyrt_kernels *pyrt_kernels_current(void);
 
-/* error.c: set the thread-local message and return status */
+/* core/error.c: set the thread-local message and return status */
 int pyrt_set_error(int status, const char *fmt, ...);
 
 #endif

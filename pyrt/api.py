@@ -906,7 +906,7 @@ class LlamaState:
 
 
 def _kv_n_past(kv: bytes) -> int:
-    # csrc/model.c state_header: char magic[8] "PYRTKV1\0"; int32 n_layer, n_past; int64 kv_dim
+    # csrc/core/model.c state_header: char magic[8] "PYRTKV1\0"; int32 n_layer, n_past; int64 kv_dim
     if len(kv) < 24 or kv[:8] != b"PYRTKV1\x00":
         raise ValueError("not a pyrt KV cache snapshot")
     return struct.unpack_from("<i", kv, 12)[0]

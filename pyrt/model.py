@@ -255,7 +255,7 @@ def _gemma3_swa_period(g: GGUFFile, a: str, n_layer: int) -> int:
 
 def expected_tensors(hp: HParams) -> dict[str, tuple[tuple[int, ...], bool]]:
     """GGUF tensor name -> (shape in ggml order, required) for this architecture,
-    mirroring what csrc/model.c binds."""
+    mirroring what csrc/core/model.c binds."""
     E, V, FF, HD = hp.n_embd, hp.n_vocab, hp.n_ff, hp.head_dim
     Q, KV = hp.n_head * HD, hp.n_head_kv * HD
     out: dict[str, tuple[tuple[int, ...], bool]] = {

@@ -1,5 +1,5 @@
 """Token sampling: parameters (validated here, before any C call) and a thin
-wrapper around the C sampler (csrc/sampler.c).
+wrapper around the C sampler (csrc/core/sampler.c).
 
 The chain matches llama.cpp's as llama-cpp-python configures it:
 

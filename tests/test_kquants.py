@@ -1,4 +1,4 @@
-"""K-quant kernels (csrc/kquants_ref.c, csrc/kquants_avx2.c): Q2_K..Q6_K weights and their Q8_K
+"""K-quant kernels (csrc/generic/kquants.c, csrc/x86/kquants_avx2.c): Q2_K..Q6_K weights and their Q8_K
 activations, every variant, against independent oracles:
 
 - dequantization: exact against gguf.quants, on random bit patterns;
@@ -311,7 +311,7 @@ def test_avx512_batched_kernels_match_avx2(t, rows, cols, n_tok):
                                   want.view(np.uint32))
 
 
-# The AVX2 table's batched K-quant GEMMs (csrc/kquants_gemm_avx2.c: 2-row x 4-token tiles, with an
+# The AVX2 table's batched K-quant GEMMs (csrc/x86/kquants_gemm_avx2.c: 2-row x 4-token tiles, with an
 # AVX-VNNI build) against the row kernels, which PYRT_NO_KQ_GEMM=1 makes the matmul use for every
 # token. Tables are built once per process, so the other settings run in subprocesses.
 _TILE_SHAPES = [(t, rows, cols, n_tok)

@@ -1,4 +1,4 @@
-"""Sampler (csrc/sampler.c + pyrt/sampling.py): the llama.cpp chain, seeded
+"""Sampler (csrc/core/sampler.c + pyrt/sampling.py): the llama.cpp chain, seeded
 determinism, distributions, penalties, bias and parameter validation.
 
 Statistical tests use fixed seeds, so they are deterministic; their bounds

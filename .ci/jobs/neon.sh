@@ -3,7 +3,7 @@
 #
 #  1. Debian's gcc-aarch64-linux-gnu + qemu-user (skipped when already there).
 #  2. The library through CMakeLists.txt's aarch64 branch with a cross
-#     toolchain (all C sources, kernels_neon.c, the dotprod attribute probe).
+#     toolchain (all C sources, arm/quants_neon.c, the dotprod attribute probe).
 #  3. tests/c/test_kernels.c linked statically against those objects, run as
 #       qemu-aarch64 -cpu max         (reports dotprod: baseline + SDOT tables)
 #       qemu-aarch64 -cpu cortex-a57  (no dotprod: baseline table, and proves

@@ -1,6 +1,6 @@
 /* cuda_backend.cu — the CUDA backend behind csrc/cuda/pyrt_cuda.h: weights
  * copied to the device once, an F16 KV cache and scratch per context, and the
- * whole decoder forward (llama / gemma3, as model.c) as a sequence of kernels
+ * whole decoder forward (llama / gemma3, as core/model.c) as a sequence of kernels
  * on the context's stream. The host only launches: one token-id upload per
  * chunk in, logits or embeddings out, one synchronization per call.
  *
@@ -133,7 +133,7 @@ extern "C" int64_t pyrt_cuda_model_device_bytes(const pyrt_cuda_model *m) { retu
 
 namespace {
 
-/* shapes are model.c's to validate; re-check what the kernels rely on */
+/* shapes are core/model.c's to validate; re-check what the kernels rely on */
 int check_tensor(const pyrt_cuda_tensor &t, const char *name, int il, int64_t ne0, int64_t ne1, bool matmul) {
     char nm[96];
     if (il >= 0) snprintf(nm, sizeof nm, "blk.%d.%s", il, name);
@@ -377,7 +377,7 @@ int forward_chunk(pyrt_cuda_ctx *c, const int32_t *tokens, int32_t n, int32_t po
         const dlayer &L = m->layers[(size_t)il];
         const bool swa = hp.sliding_window > 0 && hp.swa_period > 0 && ((il + 1) % hp.swa_period) != 0;
         const float base = swa ? hp.rope_freq_base_swa : hp.rope_freq_base;
-        const float fscale = swa ? 1.0f : hp.rope_freq_scale;   /* as model.c: no scaling on SWA layers */
+        const float fscale = swa ? 1.0f : hp.rope_freq_scale;   /* as core/model.c: no scaling on SWA layers */
         uint16_t *kc = c->kc + (int64_t)il * c->n_ctx * KVD;
         uint16_t *vc = c->vc + (int64_t)il * c->n_ctx * KVD;
 
@@ -395,7 +395,7 @@ int forward_chunk(pyrt_cuda_ctx *c, const int32_t *tokens, int32_t n, int32_t po
         ra.k_norm = g3 ? L.k_norm : nullptr;
         ra.n_tok = n; ra.pos0 = pos0; ra.n_head = hp.n_head; ra.n_head_kv = hp.n_head_kv;
         ra.head_dim = hp.head_dim; ra.n_rot = hp.n_rot; ra.mode = hp.rope_type;
-        ra.theta_scale = powf(base, -2.0f / (float)hp.n_rot);   /* host powf, as ops.c */
+        ra.theta_scale = powf(base, -2.0f / (float)hp.n_rot);   /* host powf, as generic/ops.c */
         ra.freq_scale = fscale; ra.eps = hp.norm_eps;
         ra.q_scale = g3 ? attn_scale : 1.0f;   /* gemma3 scales q in f32 before its f16 rounding */
         CU_TRY(qk_rope_store(ra, s), "rope");

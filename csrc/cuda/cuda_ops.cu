@@ -414,7 +414,7 @@ __global__ void qk_rope_store_kernel(rope_args a) {
     }
     __syncthreads();
     /* rotate pair i; theta_i = pos * theta_scale^i by the CPU's chain of
-     * float multiplications, rotation without contraction (as ops.c) */
+     * float multiplications, rotation without contraction (as generic/ops.c) */
     const float pos = (float)(a.pos0 + t);
     const int half = a.n_rot / 2;
     for (int i = threadIdx.x; i < half; i += blockDim.x) {

@@ -2,7 +2,7 @@
  * (cuda_ops.cu). Every launcher is asynchronous on the given stream and
  * returns cudaGetLastError() of the launch; callers check it.
  *
- * Numerics follow the scalar CPU reference (kernels_ref.c, ops.c) wherever
+ * Numerics follow the scalar CPU reference (generic/quants.c, generic/ops.c) wherever
  * that costs nothing on a GPU:
  *   - activations are quantized exactly as quantize_row_q8_0/q8_1_ref
  *     (d = amax/127, q = roundf(x/d), s = fp16(d*sum q)), bit for bit;

@@ -170,7 +170,7 @@ PYRT_HD chunk decode(const uint8_t *blk, int c) {
     return k;
 }
 
-/* Element i (0..7) of a chunk, dequantized exactly as kquants_ref.c does */
+/* Element i (0..7) of a chunk, dequantized exactly as generic/kquants.c does */
 PYRT_HD float dequant(const chunk &k, int i) {
     const int q = (int)(int8_t)((i < 4 ? k.w0 : k.w1) >> 8 * (i & 3));
     return mul_sub(k.d, (float)q, k.m);

@@ -10,7 +10,7 @@
  *
  * For Q2_K .. Q6_K, on random blocks (every bit pattern of the quants and
  * scales; fp16 d/dmin of both signs over a wide range):
- *   decode + dequant   bit-exact vs pyrt_dequantize (scalar kquants_ref.c)
+ *   decode + dequant   bit-exact vs pyrt_dequantize (scalar generic/kquants.c)
  *   row dot            the kernel's sum of chunk dots over q8_1 activations
  *                      (pyrt_quantize_act Q8_1, as the device quantizes) vs
  *                      the float64 dot of the dequantized weights and

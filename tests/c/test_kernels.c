@@ -8,8 +8,8 @@
  *   cc -O2 -Icsrc csrc/{error,dispatch,kernels_ref,kernels_neon}.c \
  *      tests/c/test_kernels.c -lm -lpthread -o test_kernels && ./test_kernels
  *
- * (x86-64: kernels_avx2.c compiled with -mavx2 -mfma -mf16c instead of
- * kernels_neon.c, and -DPYRT_HAVE_AVX2_KERNELS is implied by dispatch.c).
+ * (x86-64: x86/quants_avx2.c compiled with -mavx2 -mfma -mf16c instead of
+ * arm/quants_neon.c, and -DPYRT_HAVE_AVX2_KERNELS is implied by core/dispatch.c).
  * Prints one line per failure (up to a limit) and a closing "N passed,
  * M failed"; exits 1 on any failure, 0 otherwise. -v lists every check. */
 #include <math.h>
@@ -22,7 +22,7 @@
 #include "kernels.h"
 
 #if defined(__aarch64__) && defined(PYRT_HAVE_NEON_KERNELS)
-/* kernels_neon.c, outside the ABI: detection and both instruction sets */
+/* arm/quants_neon.c, outside the ABI: detection and both instruction sets */
 int  pyrt_neon_cpu_has_dotprod(void);
 void pyrt_kernels_fill_neon_ex(pyrt_kernels *k, int use_dotprod);
 #define TEST_NEON 1
@@ -694,7 +694,7 @@ static void test_table(const char *label, const pyrt_kernels *S, const pyrt_kern
 }
 
 #if TEST_NEON
-/* as dispatch.c: the variant's entries over the scalar table */
+/* as core/dispatch.c: the variant's entries over the scalar table */
 static void overlay(pyrt_kernels *dst, const pyrt_kernels *base, const pyrt_kernels *simd) {
     *dst = *base;
     dst->name = simd->name;

@@ -1,4 +1,4 @@
-/* ops.c — see ops.h. */
+/* generic/ops.c — see ops.h. */
 #include "ops.h"
 
 #include <math.h>

@@ -1,8 +1,8 @@
-/* gemm_avx2.c — register-tiled matmul kernels for the 32-element block types
+/* x86/quants_gemm_avx2.c — register-tiled matmul kernels for the 32-element block types
  * (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0) against Q8_0/Q8_1 activations.
  *
  * Each output y[t][r] is computed with exactly the arithmetic of the single
- * row kernels in kernels_avx2.c (and so of llama.cpp): one 8-lane float
+ * row kernels in x86/quants_avx2.c (and so of llama.cpp): one 8-lane float
  * accumulator per (row, token), fma(d_w*d_a, float(lane sums of block b), acc)
  * for b in order, horizontal sum at the end, plus the scalar min-term chain for
  * Q4_1/Q5_1. The integer lane sums are exact, so any way of forming them

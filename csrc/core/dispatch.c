@@ -1,4 +1,4 @@
-/* dispatch.c — tensor type traits, CPU feature detection, kernel table
+/* core/dispatch.c — tensor type traits, CPU feature detection, kernel table
  * selection (PYRT_KERNELS override) and the validated kernel entry points
  * used by tests and tools. */
 #include <pthread.h>
@@ -19,7 +19,7 @@
 
 /* ======================================================================== */
 /* type traits (ids are ggml's). act_type -1: not usable as a weight type.   */
-/* Adding a type: one row here + its kernels in kernels_ref.c.               */
+/* Adding a type: one row here + its kernels in generic/quants.c.               */
 /* ======================================================================== */
 
 const pyrt_type_traits pyrt_type_traits_table[PYRT_TYPE_COUNT] = {

@@ -1,4 +1,4 @@
-/* gemm_avx512.c — gemm_avx2.c's tiled kernels for CPUs with AVX-512 (F, BW,
+/* x86/quants_gemm_avx512.c — x86/quants_gemm_avx2.c's tiled kernels for CPUs with AVX-512 (F, BW,
  * VL, VNNI), bit-identical to them and so to llama.cpp's AVX2 arithmetic.
  *
  * Two weight rows share one 512-bit register: in the generation tiles lanes
@@ -120,7 +120,7 @@ static void min_terms(int64_t nb, const float *wm, int64_t ldw, int64_t n_r, con
 
 /* ---- the batched tiles (several tokens) ----
  *
- * As in gemm_avx2.c, rows and tokens go in panels whose shared work is done
+ * As in x86/quants_gemm_avx2.c, rows and tokens go in panels whose shared work is done
  * once: each row pair's blocks unpacked, each token's activation blocks and
  * offset corrections laid out, the d_w*d_a products formed 16 at a time.
  * Here a row pair's two 8-lane accumulators are interleaved by 32-bit lane
@@ -322,7 +322,7 @@ DEFINE_GEMM(gemm512_q8_0, block_q8_0, block_q8_0, _Q8_0, 128, 0, 1)
 #undef MIN_OF
 #undef SUM_OF
 
-/* ---- llama.cpp's repacked Q4_0 order (gemm_avx2.c's gemm_q4_0_r8): per
+/* ---- llama.cpp's repacked Q4_0 order (x86/quants_gemm_avx2.c's gemm_q4_0_r8): per
  * (row, token) acc = fma(float(exact block sum), d_w * d_a, acc) ---- */
 
 /* v[4k+m] holds two 8-lane groups (halves h); lane 4*(2k+h)+m of the result

@@ -1,6 +1,6 @@
-/* kernels_avx2.c — AVX2 + FMA + F16C kernels, same signatures as
- * kernels_ref.c. Only this file is compiled with -mavx2 -mfma -mf16c;
- * dispatch.c calls pyrt_kernels_fill_avx2() only after cpuid said yes.
+/* x86/quants_avx2.c — AVX2 + FMA + F16C kernels, same signatures as
+ * generic/quants.c. Only this file is compiled with -mavx2 -mfma -mf16c;
+ * core/dispatch.c calls pyrt_kernels_fill_avx2() only after cpuid said yes.
  *
  * Integer dot products: per 32-block, bytes are multiplied with
  * _mm256_maddubs_epi16 (unsigned x signed -> pairs of int16), summed to int32

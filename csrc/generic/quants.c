@@ -1,4 +1,4 @@
-/* kernels_ref.c — scalar reference kernels: the readable definition of every
+/* generic/quants.c — scalar reference kernels: the readable definition of every
  * dequantize / quantize-activation / dot product, and the oracle the SIMD
  * variants are tested against.
  *

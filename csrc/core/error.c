@@ -1,4 +1,4 @@
-/* error.c — status strings and the thread-local "last error" message. */
+/* core/error.c — status strings and the thread-local "last error" message. */
 #include <stdarg.h>
 #include <stdio.h>
 #include "kernels.h"

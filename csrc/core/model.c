@@ -1,4 +1,4 @@
-/* model.c — llama-family decoder: weights by GGUF name, F16 KV cache, and one
+/* core/model.c — llama-family decoder: weights by GGUF name, F16 KV cache, and one
  * whole forward pass per pyrt_decode() call, run SPMD on the thread pool.
  *
  * Per-arch differences are hparam flags (arch == GEMMA3: embedding scale,

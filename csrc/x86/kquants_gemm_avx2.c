@@ -1,6 +1,6 @@
-/* kquants_gemm_avx2.c — batched K-quant matmuls for AVX2 CPUs, bit-identical
- * to the per-(row, token) kernels of kquants_avx2.c in the two batched orders
- * llama.cpp uses on x86 (see kquants_avx512.c for the same in 512-bit form):
+/* x86/kquants_gemm_avx2.c — batched K-quant matmuls for AVX2 CPUs, bit-identical
+ * to the per-(row, token) kernels of x86/kquants_avx2.c in the two batched orders
+ * llama.cpp uses on x86 (see x86/kquants_gemm_avx512.c for the same in 512-bit form):
  *
  *   tiled  (Q4_K, Q5_K, Q6_K; batches of >= 8 tokens): per super-block the
  *          exact integers S1 (scaled codes) and S2 (mins x block sums), then
@@ -10,7 +10,7 @@
  *          acc_m = fma(S2_p, dmin_w*d_a, acc_m); result acc - acc_m
  *
  * Without AVX-VNNI, Q4_K and Q6_K go through the row-per-lane GEMMs further
- * down (8 rows per vector, kquants_lanes.inc); Q5_K, and all three with
+ * down (8 rows per vector, x86/kquants_gemm_lanes.inc); Q5_K, and all three with
  * AVX-VNNI, through the tiles. A tile of KR rows x KT tokens (KR*KT = 8)
  * unpacks each weight super-block once for KT tokens and reads each
  * activation block once for KR rows; lane vector c = t*KR + r collects the
@@ -263,7 +263,7 @@ static void tile_q6_K(int64_t n, const void *w, int64_t w_row, const void *a, in
 
 /* ---- rows in lanes (the build without AVX-VNNI) -----------------------------
  *
- * kquants_avx512.c's scheme in 8-lane form: a panel of 8 rows is unpacked once
+ * x86/kquants_gemm_avx512.c's scheme in 8-lane form: a panel of 8 rows is unpacked once
  * per call into row-per-lane order (per super-block, vector k holds codes
  * 4k..4k+3 of every row: 8 x 8 dword transposes), with the scales, mins and
  * d, dmin one row per lane. Each activation dword of a token is broadcast into
@@ -446,7 +446,7 @@ static inline __attribute__((always_inline)) void k6_group(const k_panel *pk, in
 #define KF_SUB(a, b) _mm256_sub_ps(a, b)
 #define KF_STORE(p, nr, v) \
     _mm256_maskstore_ps(p, _mm256_cmpgt_epi32(_mm256_set1_epi32(nr), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)), v)
-#include "kquants_lanes.inc"
+#include "kquants_gemm_lanes.inc"
 #endif
 
 /* ---- drivers --------------------------------------------------------------- */
@@ -468,7 +468,7 @@ static void gemm_r8x4_q4_K(int64_t n, const void *w, int64_t w_row, int64_t n_ro
                            const void *a, int64_t a_row, int64_t n_tok, float *y, int64_t ldy) {
     RUN_TILES(tile_k4(codes_q4_K, sizeof(block_q4_K), 1, n, w, w_row, a, a_row, r0, nr, t0, nt, y, ldy));
 }
-#endif   /* without VNNI: kquants_lanes.inc's */
+#endif   /* without VNNI: x86/kquants_gemm_lanes.inc's */
 static void gemm_tiled_q5_K(int64_t n, const void *w, int64_t w_row, int64_t n_rows,
                             const void *a, int64_t a_row, int64_t n_tok, float *y, int64_t ldy) {
     RUN_TILES(tile_k4(codes_q5_K, sizeof(block_q5_K), 0, n, w, w_row, a, a_row, r0, nr, t0, nt, y, ldy));

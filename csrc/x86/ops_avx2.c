@@ -1,4 +1,4 @@
-/* ops_avx2.c — forward-pass ops (rope, SwiGLU, attention) for the AVX2 kernel
+/* x86/ops_avx2.c — forward-pass ops (rope, SwiGLU, attention) for the AVX2 kernel
  * set, computing exactly the floating-point sequence llama.cpp's x86 CPU
  * backend computes (an AVX2+FMA+F16C build without AVX-512).
  *

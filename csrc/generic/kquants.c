@@ -1,4 +1,4 @@
-/* kquants_ref.c — scalar reference for the K-quant weight types (Q2_K, Q3_K,
+/* generic/kquants.c — scalar reference for the K-quant weight types (Q2_K, Q3_K,
  * Q4_K, Q5_K, Q6_K: 256-element super-blocks with 16 or 8 sub-block scales)
  * and their activation type Q8_K.
  *
@@ -24,7 +24,7 @@
  *
  * Dot products: the exact integer sum of each super-block (scales applied as
  * integers), times d_w*d_a, accumulated in float; the min term (Q2/Q4/Q5_K)
- * uses the activation block sums. The AVX2 variants (kquants_avx2.c) keep
+ * uses the activation block sums. The AVX2 variants (x86/kquants_avx2.c) keep
  * llama.cpp's x86 accumulation order instead. */
 #include <math.h>
 #include <string.h>

@@ -1,5 +1,5 @@
-/* kquants_avx2.c — AVX2 K-quant kernels (Q2_K..Q6_K weights, Q8_K
- * activations), same signatures as kquants_ref.c. Compiled with
+/* x86/kquants_avx2.c — AVX2 K-quant kernels (Q2_K..Q6_K weights, Q8_K
+ * activations), same signatures as generic/kquants.c. Compiled with
  * -mavx2 -mfma -mf16c and without FMA contraction: every fused multiply-add
  * below is spelled out, where llama.cpp's x86 build has one.
  *
@@ -390,7 +390,7 @@ static void rep8_q4_K(int64_t n, float *s, const void *w, const void *a) {
 }
 
 /* ======================================================================== */
-/* Q8_K activations: same values as the reference (kquants_ref.c)           */
+/* Q8_K activations: same values as the reference (generic/kquants.c)           */
 /* ======================================================================== */
 
 static void quant_q8_K(const float *src, void *dst, int64_t n) {

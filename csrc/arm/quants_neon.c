@@ -1,5 +1,5 @@
-/* kernels_neon.c — AArch64 Advanced SIMD kernels, same signatures as
- * kernels_ref.c. Baseline NEON (every AArch64 CPU) plus a second set of the
+/* arm/quants_neon.c — AArch64 Advanced SIMD kernels, same signatures as
+ * generic/quants.c. Baseline NEON (every AArch64 CPU) plus a second set of the
  * quantized dot products that uses the Armv8.2 dot-product instruction
  * (SDOT, vdotq_s32); pyrt_kernels_fill_neon() picks that set only when the
  * kernel reports it (Linux: getauxval(AT_HWCAP) & HWCAP_ASIMDDP; macOS:
@@ -18,7 +18,7 @@
  *     each half, pairwise widening add), so lane j holds different elements
  *     than SDOT's lane j: the two paths may differ in the last bits.
  *   - K-quants (Q2_K..Q6_K x Q8_K): the exact integer sum of each super-block,
- *     then kquants_ref.c's float expression; Q8_K quantization is the
+ *     then generic/kquants.c's float expression; Q8_K quantization is the
  *     reference's algorithm, bit for bit.
  * llama.cpp itself repacks Q4_0 (and more) into interleaved rows on Arm CPUs
  * with dotprod/i8mm, so bit-exactness with its Arm build is not a goal here;
@@ -97,7 +97,7 @@ static inline void qh_to_bit4(const uint8_t qh[4], uint8x16_t *lo, uint8x16_t *h
     *hi = vandq_u8(vtstq_u8(b23, bits), x10);
 }
 
-/* ---- K-quant scales (as kquants_ref.c) ------------------------------------ */
+/* ---- K-quant scales (as generic/kquants.c) ------------------------------------ */
 
 /* Q4_K/Q5_K: sub-block j (0..7) 6-bit scale and min from the 12 packed bytes */
 static inline void scale_min_k4(int j, const uint8_t *q, int32_t *sc, int32_t *m) {
@@ -163,14 +163,14 @@ static inline int32x4_t dot2_base(int8x16_t a0, int8x16_t b0, int8x16_t a1, int8
     return vaddq_s32(dot16_base(a0, b0), dot16_base(a1, b1));
 }
 
-/* Each quantized dot is written once (kernels_neon_qdot.inc) and instantiated
+/* Each quantized dot is written once (arm/quants_neon_qdot.inc) and instantiated
  * per instruction set: NEON_FN(name) names the instance, NEON_ATTR marks it,
  * NEON_DOT1 / NEON_DOT2 form the lane sums of one / two 16-byte products. */
 #define NEON_FN(f) f##_base
 #define NEON_ATTR
 #define NEON_DOT1 dot16_base
 #define NEON_DOT2 dot2_base
-#include "kernels_neon_qdot.inc"
+#include "quants_neon_qdot.inc"
 #undef NEON_FN
 #undef NEON_ATTR
 #undef NEON_DOT1
@@ -189,7 +189,7 @@ static inline int32x4_t dot2_sdot(int8x16_t a0, int8x16_t b0, int8x16_t a1, int8
 #define NEON_ATTR PYRT_TARGET_DOTPROD
 #define NEON_DOT1 dot16_sdot
 #define NEON_DOT2 dot2_sdot
-#include "kernels_neon_qdot.inc"
+#include "quants_neon_qdot.inc"
 #undef NEON_FN
 #undef NEON_ATTR
 #undef NEON_DOT1
@@ -402,7 +402,7 @@ static void quant_q8_1(const float *src, void *dst, int64_t n) {
     }
 }
 
-/* As quantize_row_q8_K_ref (kquants_ref.c), bit for bit: the element of
+/* As quantize_row_q8_K_ref (generic/kquants.c), bit for bit: the element of
  * largest magnitude (the first on ties) maps to -127, q = nearest-even(x *
  * (-127/max)) (vcvtnq rounds as the reference's magic-number add does for
  * |v| <= 127), bsums = sums of 16, d = 1/iscale. */

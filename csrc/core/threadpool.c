@@ -1,4 +1,4 @@
-/* threadpool.c — see threadpool.h.
+/* core/threadpool.c — see threadpool.h.
  *
  * Waiting is spin-then-sleep everywhere: a spinning barrier costs ~0.1 us when
  * both threads are on a core, but when the machine is oversubscribed the

@@ -1,4 +1,4 @@
-/* matmul.c — gemv/gemm drivers over the kernel table (see matmul.h). */
+/* core/matmul.c — gemv/gemm drivers over the kernel table (see matmul.h). */
 #include "matmul.h"
 
 #include <stdlib.h>

@@ -1,4 +1,4 @@
-/* sampler.c — token sampling: logit bias, penalties, top-k, typical, top-p,
+/* core/sampler.c — token sampling: logit bias, penalties, top-k, typical, top-p,
  * min-p, temperature, seeded draw.
  *
  * The chain and each step's rule follow llama.cpp's sampler chain as

@@ -1,6 +1,6 @@
-/* kquants_avx512.c — batched K-quant matmuls for CPUs with AVX-512 (F, BW,
+/* x86/kquants_gemm_avx512.c — batched K-quant matmuls for CPUs with AVX-512 (F, BW,
  * VL, DQ, VNNI), bit-identical to the per-(row, token) kernels of
- * kquants_avx2.c in the two batched orders llama.cpp uses on x86:
+ * x86/kquants_avx2.c in the two batched orders llama.cpp uses on x86:
  *
  *   tiled  (Q4_K, Q6_K; batches of >= 8 tokens): per super-block the exact
  *          integers S1 (scaled codes) and S2 (mins x block sums), then
@@ -229,7 +229,7 @@ static inline __attribute__((always_inline)) void k6_group(const k_panel *pk, in
 #define KF_ZERO() _mm512_setzero_ps()
 #define KF_SUB(a, b) _mm512_sub_ps(a, b)
 #define KF_STORE(p, nr, v) _mm512_mask_storeu_ps(p, (__mmask16)((1u << (nr)) - 1), v)
-#include "kquants_lanes.inc"
+#include "kquants_gemm_lanes.inc"
 
 void pyrt_kquants_fill_avx512(pyrt_kernels *k) {
     k->gemm_tiled[PYRT_TYPE_Q4_K] = gemm_tiled_q4_K;
