@@ -40,7 +40,7 @@ def bench_venv_python(cache: Path) -> Path:
 
 
 def models(cache: Path, llama_py: Path, only: list[str] | None) -> dict[str, Path]:
-    from pyrt.models import ensure_model
+    from pyrt.registry import ensure_model
     from pyrt.quantize import cached_quantize
     src = Path(ensure_model("smollm2-135m"))
     out = {"smollm2-q4_1": src}
@@ -82,7 +82,7 @@ def main() -> int:
     ap.add_argument("--json", help="write all records here")
     args = ap.parse_args()
 
-    from pyrt.models import cache_root
+    from pyrt.registry import cache_root
     cache = Path(cache_root())
     llama_py = Path(args.llama_python) if args.llama_python else bench_venv_python(cache)
     files = models(cache, llama_py, args.models)

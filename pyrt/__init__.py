@@ -5,7 +5,7 @@
     >>> ids = llm.tokenize("The capital of France is")
     >>> print(llm.detokenize(llm.generate(ids, max_tokens=16, temperature=0)))
 
-Names are imported lazily so that the pure-Python parts (pyrt.models,
+Names are imported lazily so that the pure-Python parts (pyrt.registry,
 pyrt.gguf_file, pyrt.quantize) work even before the C library is loaded.
 """
 from __future__ import annotations

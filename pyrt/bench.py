@@ -59,7 +59,7 @@ def run_bench(model: str, n_prompt: int = 512, n_gen: int = 128, n_threads: int 
     from ._native import lib
     from .device import check_requested, place_model
     from .model import Context, Model
-    from .models import ensure_model
+    from .registry import ensure_model
 
     if n_prompt < 0 or n_gen < 0 or n_prompt + n_gen == 0:
         raise ValueError("n_prompt and n_gen must be >= 0 and not both 0")

@@ -106,7 +106,7 @@ def cmd_serve(args) -> int:
 
 
 def cmd_info(args) -> int:
-    from .models import ensure_model
+    from .registry import ensure_model
     from .model import read_hparams
     from .gguf_file import GGUFFile
     path = ensure_model(args.model)
@@ -160,7 +160,7 @@ def cmd_devices(args) -> int:
 
 
 def cmd_pull(args) -> int:
-    from .models import pull
+    from .registry import pull
     path = pull(args.name, force=args.force)
     print(path)
     return 0

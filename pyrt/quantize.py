@@ -643,7 +643,7 @@ def quantize_file(src: Union[str, os.PathLike], dst: Union[str, os.PathLike], qt
         writer.write_kv_data_to_file()
         writer.write_ti_data_to_file()
 
-        from .models import ProgressBar
+        from .registry import ProgressBar
         total_in = sum(int(t.n_bytes) for t in reader.tensors)
         bar = ProgressBar(f"quantizing {src.name} to {qtype}", total_in,
                           enabled=progress is True)
@@ -698,7 +698,7 @@ def cached_quantize(src: Union[str, os.PathLike], qtype: str, *, progress: Progr
     """`src` quantized to `qtype`, made once and kept under <pyrt cache>/quantized/, keyed by the
     source's sha256, QUANTIZE_VERSION and a digest of this code (a changed quantizer never serves
     a stale file; the superseded file of the same source and type is deleted)."""
-    from .models import cache_root, sha256_file
+    from .registry import cache_root, sha256_file
     qtype = _check_qtype(qtype)
     src = Path(src)
     prefix = f"{src.stem}.{qtype}.{sha256_file(src)[:16]}"

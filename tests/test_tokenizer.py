@@ -30,7 +30,7 @@ def read_metadata(path: Path) -> dict:
 def model_path(request) -> Path:
     try:
         return Path(request.getfixturevalue("smollm2_path"))
-    except Exception:  # pyrt.models not usable: fall back to the cache
+    except Exception:  # pyrt.registry not usable: fall back to the cache
         if not CACHED_MODEL.exists():
             pytest.skip(f"SmolLM2 model not available at {CACHED_MODEL}")
         return CACHED_MODEL

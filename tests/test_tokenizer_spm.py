@@ -23,7 +23,7 @@ GEMMA_REF = "gemma-3-270m-q4_k_m.json"
 @pytest.fixture(scope="module")
 def gemma_tok():
     from pyrt.gguf_file import GGUFFile
-    from pyrt.models import ensure_model
+    from pyrt.registry import ensure_model
     g = GGUFFile(ensure_model("gemma3-270m"))
     try:
         tok = load_tokenizer(g.metadata)

@@ -54,7 +54,7 @@ echo "sanitize: ASan is live ($PYRT_LIB)"
 # inside pytest's fd capture.
 python -m pytest -q --capture=sys -p no:cacheprovider \
   tests/test_kernels.py tests/test_ops.py tests/test_sampler.py \
-  tests/test_gguf_malformed.py tests/test_mutation.py tests/test_models.py
+  tests/test_gguf_malformed.py tests/test_mutation.py tests/test_registry.py
 # generation on the real model, every weight type's path (the logit-comparison half of
 # test_fidelity.py repeats the same forward passes; ~80 s saved)
 python -m pytest -q --capture=sys -p no:cacheprovider tests/test_fidelity.py -k greedy

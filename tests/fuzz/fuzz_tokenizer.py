@@ -28,7 +28,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 
 def _tokenizers():
-    from pyrt.models import ensure_model
+    from pyrt.registry import ensure_model
     from tiny_model import write_tiny_llama
     import tempfile
     toks = []

