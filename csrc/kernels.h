@@ -1,9 +1,11 @@
-/* kernels.h — kernel signatures and the dispatch table.
+/* kernels.h — kernel signatures and the kernel table: the one interface
+ * between csrc/core/ and the kernel folders (generic/, x86/, arm/).
  *
- * Every variant (scalar reference, AVX2, NEON) fills the same table; a NULL
- * entry means "not implemented in this variant" and dispatch falls back to the
- * scalar entry. Sizes: n counts weights/elements and is a multiple of the
- * type's block size. */
+ * Every variant (scalar reference, AVX2, AVX-512, NEON) fills the same table;
+ * a NULL entry means "not implemented in this variant" and dispatch falls back
+ * to the scalar entry, except for the matmul orders, which are each ISA's own
+ * choice (see merge_type in core/dispatch.c). Sizes: n counts weights/elements
+ * and is a multiple of the type's block size. */
 #ifndef PYRT_KERNELS_H
 #define PYRT_KERNELS_H
 
@@ -56,31 +58,40 @@ typedef struct {
     int32_t          window;    /* group: sliding window length, 0 = none          */
 } pyrt_attn_args;
 
+/* The kernels of one tensor type (indexed by its ggml id). A weight type has
+ * dequantize and the dot orders; an activation type (Q8_0, Q8_1, Q8_K, F16,
+ * F32) has quantize_act. */
 typedef struct {
-    const char     *name;
-    pyrt_dequant_fn dequantize[PYRT_TYPE_COUNT];    /* weight type -> f32        */
-    pyrt_quant_fn   quantize_act[PYRT_TYPE_COUNT];  /* f32 -> act type (Q8_0, Q8_1, Q8_K, F16, F32) */
-    pyrt_vec_dot_fn vec_dot[PYRT_TYPE_COUNT];       /* indexed by weight type    */
+    pyrt_dequant_fn dequantize;     /* this type -> f32                               */
+    pyrt_quant_fn   quantize_act;   /* f32 -> this type, as a matmul's activations    */
+    pyrt_vec_dot_fn vec_dot;        /* weights of this type . its activation type     */
     /* Dot products in the order llama.cpp uses for weights it repacks into
      * 8-row interleaved blocks (on x86: Q4_0 and Q4_K when rows % 8 == 0): each block's
      * exact integer sum is scaled and accumulated by one scalar FMA. NULL:
      * use vec_dot. */
-    pyrt_vec_dot_fn vec_dot_r8[PYRT_TYPE_COUNT];
+    pyrt_vec_dot_fn vec_dot_r8;
     /* Same weights, for the tokens llama.cpp's repacked GEMM takes: groups of
      * 4 rows of a batch of more than 3 (the n_tok % 4 rest goes through the
      * GEMV, i.e. vec_dot_r8). NULL: vec_dot_r8 for every token. */
-    pyrt_vec_dot_fn vec_dot_r8x4[PYRT_TYPE_COUNT];
+    pyrt_vec_dot_fn vec_dot_r8x4;
     /* Dot products in the order of llama.cpp's tiled K-quant GEMM, which it
      * uses on x86 for batches of >= 8 tokens (x86/kquants_avx2.c). NULL: use
-     * vec_dot. Choose between the three with pyrt_pick_vec_dot() below. */
-    pyrt_vec_dot_fn vec_dot_tiled[PYRT_TYPE_COUNT];
+     * vec_dot. Choose between the four with pyrt_pick_vec_dot() below. */
+    pyrt_vec_dot_fn vec_dot_tiled;
     /* Tiled equivalents of vec_dot / vec_dot_r8 (NULL: loop over the dots). */
-    pyrt_gemm_fn    gemm[PYRT_TYPE_COUNT];
-    pyrt_gemm_fn    gemm_r8[PYRT_TYPE_COUNT];
+    pyrt_gemm_fn    gemm;
+    pyrt_gemm_fn    gemm_r8;
     /* Tiled equivalents of vec_dot_tiled / vec_dot_r8x4 (NULL: loop over the
      * dots); the driver hands them only the tokens that take that order. */
-    pyrt_gemm_fn    gemm_tiled[PYRT_TYPE_COUNT];
-    pyrt_gemm_fn    gemm_r8x4[PYRT_TYPE_COUNT];
+    pyrt_gemm_fn    gemm_tiled;
+    pyrt_gemm_fn    gemm_r8x4;
+} pyrt_type_kernels;
+
+/* One kernel table: every ISA variant (generic/, x86/, arm/) fills the same
+ * struct; core/dispatch.c merges each variant over the scalar table. */
+typedef struct {
+    const char       *name;
+    pyrt_type_kernels type[PYRT_TYPE_COUNT];
 
     /* F16 helpers for the KV cache and attention */
     void  (*fp32_to_fp16)(const float *x, pyrt_fp16 *y, int64_t n);
@@ -107,20 +118,25 @@ typedef struct {
 
 extern const pyrt_type_traits pyrt_type_traits_table[PYRT_TYPE_COUNT];
 
-/* Filled by each kernel file. */
-void pyrt_kernels_fill_scalar(pyrt_kernels *k);
-void pyrt_kernels_fill_avx2(pyrt_kernels *k);     /* defined only on x86-64 */
-void pyrt_kernels_fill_neon(pyrt_kernels *k);     /* defined only on aarch64 */
-void pyrt_kquants_fill_scalar(pyrt_kernels *k);   /* generic/kquants.c            */
-void pyrt_kquants_fill_avx2(pyrt_kernels *k);     /* x86/kquants_avx2.c, x86-64   */
-void pyrt_ops_fill_scalar(pyrt_kernels *k);       /* generic/ops.c                   */
-void pyrt_ops_fill_avx2(pyrt_kernels *k);         /* x86/ops_avx2.c, x86-64 only */
-void pyrt_gemm_fill_avx2(pyrt_kernels *k);        /* x86/quants_gemm_avx2.c, x86-64 only */
-void pyrt_gemm_fill_avx2_vnni(pyrt_kernels *k);   /* x86/quants_gemm_avxvnni.c, if the compiler has AVX-VNNI */
-void pyrt_gemm_fill_avx512(pyrt_kernels *k);      /* x86/quants_gemm_avx512.c, if the compiler has AVX-512 */
-void pyrt_kquants_fill_avx512(pyrt_kernels *k);   /* x86/kquants_gemm_avx512.c, likewise */
-void pyrt_kquants_gemm_fill_avx2(pyrt_kernels *k);      /* x86/kquants_gemm_avx2.c, x86-64 only */
-void pyrt_kquants_gemm_fill_avx2_vnni(pyrt_kernels *k); /* x86/kquants_gemm_avxvnni.c, if the compiler has AVX-VNNI */
+/* Each kernel file FOLDER/NAME.c defines pyrt_fill_NAME(), which sets the
+ * entries it implements; core/dispatch.c calls only those the CPU and the OS
+ * can run and merges them over the scalar table.
+ *   generic/ (every build)  */
+void pyrt_fill_quants_scalar(pyrt_kernels *k);        /* 32-element block types; calls the kquants fill */
+void pyrt_fill_kquants_scalar(pyrt_kernels *k);       /* Q2_K..Q6_K weights, Q8_K activations         */
+void pyrt_fill_ops_scalar(pyrt_kernels *k);           /* f16 helpers, rope, activations, attention     */
+/*   x86/ (x86-64 builds; the VNNI and AVX-512 files where the compiler has those ISAs) */
+void pyrt_fill_quants_avx2(pyrt_kernels *k);          /* calls the kquants_avx2 fill                   */
+void pyrt_fill_kquants_avx2(pyrt_kernels *k);
+void pyrt_fill_ops_avx2(pyrt_kernels *k);
+void pyrt_fill_quants_gemm_avx2(pyrt_kernels *k);     /* AVX2 table on CPUs without AVX-VNNI           */
+void pyrt_fill_quants_gemm_avxvnni(pyrt_kernels *k);  /* the same tiles with vpdpbusd                  */
+void pyrt_fill_kquants_gemm_avx2(pyrt_kernels *k);
+void pyrt_fill_kquants_gemm_avxvnni(pyrt_kernels *k);
+void pyrt_fill_quants_gemm_avx512(pyrt_kernels *k);   /* AVX-512 table = AVX2 table + these two        */
+void pyrt_fill_kquants_gemm_avx512(pyrt_kernels *k);
+/*   arm/ (AArch64 builds) */
+void pyrt_fill_quants_neon(pyrt_kernels *k);          /* baseline NEON, plus SDOT where the CPU has it */
 
 /* Query (t, g) of an attention group as a one-query call (same scratch). */
 static inline pyrt_attn_args pyrt_attn_query(const pyrt_attn_args *a, int32_t t, int32_t g) {
@@ -139,12 +155,12 @@ static inline pyrt_attn_args pyrt_attn_query(const pyrt_attn_args *a, int32_t t,
  * n_tok rows, with the arithmetic llama.cpp uses for that shape and row. */
 static inline pyrt_vec_dot_fn pyrt_pick_vec_dot(const pyrt_kernels *k, int32_t type, int64_t rows,
                                                 int64_t n_tok, int64_t t) {
-    if (k->vec_dot_r8[type] && rows % 8 == 0) {
-        if (k->vec_dot_r8x4[type] && n_tok > 3 && t < n_tok - n_tok % 4) return k->vec_dot_r8x4[type];
-        return k->vec_dot_r8[type];
+    if (k->type[type].vec_dot_r8 && rows % 8 == 0) {
+        if (k->type[type].vec_dot_r8x4 && n_tok > 3 && t < n_tok - n_tok % 4) return k->type[type].vec_dot_r8x4;
+        return k->type[type].vec_dot_r8;
     }
-    if (k->vec_dot_tiled[type] && n_tok >= 8) return k->vec_dot_tiled[type];
-    return k->vec_dot[type];
+    if (k->type[type].vec_dot_tiled && n_tok >= 8) return k->type[type].vec_dot_tiled;
+    return k->type[type].vec_dot;
 }
 
 /* Widest row (elements) the gemm / gemm_r8 tiles take: their per-panel scale

@@ -43,7 +43,7 @@ def _struct(text: str, name: str) -> str:
 
 def _cdef() -> str:
     text = re.sub(r"/\*.*?\*/", "", _HEADER.read_text(), flags=re.S)
-    body = _struct(text, "pyrt_attn_args") + "\n" + _struct(text, "pyrt_kernels")
+    body = "\n".join(_struct(text, s) for s in ("pyrt_attn_args", "pyrt_type_kernels", "pyrt_kernels"))
     body = body.replace("PYRT_TYPE_COUNT", str(int(lib.PYRT_TYPE_COUNT))).replace("pyrt_fp16", "uint16_t")
     typedefs = """
 typedef void  (*pyrt_dequant_fn)(const void *src, float *dst, int64_t n);

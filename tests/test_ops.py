@@ -151,7 +151,7 @@ def test_q4_0_repacked_order_dot(n):
     """The AVX2 Q4_0 dot in llama.cpp's repacked (8-row) order: same value as
     the float64 dot of the dequantized operands, up to float rounding."""
     k = table(lib.PYRT_KERNELS_AVX2)
-    assert k.vec_dot_r8[lib.PYRT_TYPE_Q4_0] != kffi.NULL
+    assert k.type[lib.PYRT_TYPE_Q4_0].vec_dot_r8 != kffi.NULL
     rng = np.random.default_rng(n)
     w = quants.quantize(rng.standard_normal(n).astype(np.float32), T.Q4_0)
     x = rng.standard_normal(n).astype(np.float32)
@@ -160,7 +160,7 @@ def test_q4_0_repacked_order_dot(n):
     check(lib.pyrt_quantize_act(lib.PYRT_KERNELS_AVX2, lib.PYRT_TYPE_Q8_0, ffi.cast("float *", x.ctypes.data),
                                 ffi.cast("void *", a.ctypes.data), n))
     s = np.zeros(1, np.float32)
-    k.vec_dot_r8[lib.PYRT_TYPE_Q4_0](n, kptr(s, "float *"), kptr(w, "void *"), kptr(a, "void *"))
+    k.type[lib.PYRT_TYPE_Q4_0].vec_dot_r8(n, kptr(s, "float *"), kptr(w, "void *"), kptr(a, "void *"))
     wd = quants.dequantize(w, T.Q4_0).astype(np.float64).ravel()
     ad = quants.dequantize(a, T.Q8_0).astype(np.float64).ravel()
     ref = wd @ ad
@@ -205,7 +205,7 @@ def test_tiled_gemm_is_bit_identical_to_the_row_kernels(variant, tname, rows, co
     for t in range(n_tok):
         check(lib.pyrt_quantize_act(lib.PYRT_KERNELS_AVX2, at, ffi.cast("float *", x[t].ctypes.data),
                                     ffi.cast("void *", acts[t].ctypes.data), cols))
-    dot = k.vec_dot_r8[ty] if (rows % 8 == 0 and k.vec_dot_r8[ty] != kffi.NULL) else k.vec_dot[ty]
+    dot = k.type[ty].vec_dot_r8 if (rows % 8 == 0 and k.type[ty].vec_dot_r8 != kffi.NULL) else k.type[ty].vec_dot
     dot = kffi.cast("pyrt_vec_dot_fn", dot)
     ref = np.zeros_like(y)
     s = np.zeros(1, np.float32)

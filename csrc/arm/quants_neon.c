@@ -1,7 +1,7 @@
 /* arm/quants_neon.c — AArch64 Advanced SIMD kernels, same signatures as
  * generic/quants.c. Baseline NEON (every AArch64 CPU) plus a second set of the
  * quantized dot products that uses the Armv8.2 dot-product instruction
- * (SDOT, vdotq_s32); pyrt_kernels_fill_neon() picks that set only when the
+ * (SDOT, vdotq_s32); pyrt_fill_quants_neon() picks that set only when the
  * kernel reports it (Linux: getauxval(AT_HWCAP) & HWCAP_ASIMDDP; macOS:
  * sysctl hw.optional.arm.FEAT_DotProd). The dotprod functions carry a
  * target attribute, so the file builds with the default -march and the
@@ -506,60 +506,60 @@ int pyrt_neon_cpu_has_dotprod(void) {
 
 /* The table with (use_dotprod = 1) or without SDOT; tests fill both. A
  * request for dotprod on a build without the code gives the baseline set. */
-void pyrt_kernels_fill_neon_ex(pyrt_kernels *k, int use_dotprod) {
+void pyrt_fill_quants_neon_ex(pyrt_kernels *k, int use_dotprod) {
     memset(k, 0, sizeof *k);
     k->name = "neon";
 
-    k->dequantize[PYRT_TYPE_F16]  = dequant_f16;
-    k->dequantize[PYRT_TYPE_BF16] = dequant_bf16;
-    k->dequantize[PYRT_TYPE_Q8_0] = dequant_q8_0;
-    k->dequantize[PYRT_TYPE_Q4_0] = dequant_q4_0;
-    k->dequantize[PYRT_TYPE_Q4_1] = dequant_q4_1;
-    k->dequantize[PYRT_TYPE_Q5_0] = dequant_q5_0;
-    k->dequantize[PYRT_TYPE_Q5_1] = dequant_q5_1;
+    k->type[PYRT_TYPE_F16].dequantize  = dequant_f16;
+    k->type[PYRT_TYPE_BF16].dequantize = dequant_bf16;
+    k->type[PYRT_TYPE_Q8_0].dequantize = dequant_q8_0;
+    k->type[PYRT_TYPE_Q4_0].dequantize = dequant_q4_0;
+    k->type[PYRT_TYPE_Q4_1].dequantize = dequant_q4_1;
+    k->type[PYRT_TYPE_Q5_0].dequantize = dequant_q5_0;
+    k->type[PYRT_TYPE_Q5_1].dequantize = dequant_q5_1;
 
-    k->quantize_act[PYRT_TYPE_F16]  = quant_f16;
-    k->quantize_act[PYRT_TYPE_BF16] = quant_bf16;
-    k->quantize_act[PYRT_TYPE_Q8_0] = quant_q8_0;
-    k->quantize_act[PYRT_TYPE_Q8_1] = quant_q8_1;
-    k->quantize_act[PYRT_TYPE_Q8_K] = quant_q8_K;
+    k->type[PYRT_TYPE_F16].quantize_act  = quant_f16;
+    k->type[PYRT_TYPE_BF16].quantize_act = quant_bf16;
+    k->type[PYRT_TYPE_Q8_0].quantize_act = quant_q8_0;
+    k->type[PYRT_TYPE_Q8_1].quantize_act = quant_q8_1;
+    k->type[PYRT_TYPE_Q8_K].quantize_act = quant_q8_K;
 
-    k->vec_dot[PYRT_TYPE_F32]  = dot_f32;
-    k->vec_dot[PYRT_TYPE_F16]  = dot_f16;
-    k->vec_dot[PYRT_TYPE_BF16] = dot_bf16;
-    k->vec_dot[PYRT_TYPE_Q8_0] = dot_q8_0_base;
-    k->vec_dot[PYRT_TYPE_Q4_0] = dot_q4_0_base;
-    k->vec_dot[PYRT_TYPE_Q4_1] = dot_q4_1_base;
-    k->vec_dot[PYRT_TYPE_Q5_0] = dot_q5_0_base;
-    k->vec_dot[PYRT_TYPE_Q5_1] = dot_q5_1_base;
-    k->gemm[PYRT_TYPE_Q8_0] = gemm_q8_0_base;
-    k->gemm[PYRT_TYPE_Q4_0] = gemm_q4_0_base;
-    k->gemm[PYRT_TYPE_Q4_1] = gemm_q4_1_base;
-    k->gemm[PYRT_TYPE_Q5_0] = gemm_q5_0_base;
-    k->gemm[PYRT_TYPE_Q5_1] = gemm_q5_1_base;
-    k->vec_dot[PYRT_TYPE_Q2_K] = dot_q2_K_base;
-    k->vec_dot[PYRT_TYPE_Q3_K] = dot_q3_K_base;
-    k->vec_dot[PYRT_TYPE_Q4_K] = dot_q4_K_base;
-    k->vec_dot[PYRT_TYPE_Q5_K] = dot_q5_K_base;
-    k->vec_dot[PYRT_TYPE_Q6_K] = dot_q6_K_base;
+    k->type[PYRT_TYPE_F32].vec_dot  = dot_f32;
+    k->type[PYRT_TYPE_F16].vec_dot  = dot_f16;
+    k->type[PYRT_TYPE_BF16].vec_dot = dot_bf16;
+    k->type[PYRT_TYPE_Q8_0].vec_dot = dot_q8_0_base;
+    k->type[PYRT_TYPE_Q4_0].vec_dot = dot_q4_0_base;
+    k->type[PYRT_TYPE_Q4_1].vec_dot = dot_q4_1_base;
+    k->type[PYRT_TYPE_Q5_0].vec_dot = dot_q5_0_base;
+    k->type[PYRT_TYPE_Q5_1].vec_dot = dot_q5_1_base;
+    k->type[PYRT_TYPE_Q8_0].gemm = gemm_q8_0_base;
+    k->type[PYRT_TYPE_Q4_0].gemm = gemm_q4_0_base;
+    k->type[PYRT_TYPE_Q4_1].gemm = gemm_q4_1_base;
+    k->type[PYRT_TYPE_Q5_0].gemm = gemm_q5_0_base;
+    k->type[PYRT_TYPE_Q5_1].gemm = gemm_q5_1_base;
+    k->type[PYRT_TYPE_Q2_K].vec_dot = dot_q2_K_base;
+    k->type[PYRT_TYPE_Q3_K].vec_dot = dot_q3_K_base;
+    k->type[PYRT_TYPE_Q4_K].vec_dot = dot_q4_K_base;
+    k->type[PYRT_TYPE_Q5_K].vec_dot = dot_q5_K_base;
+    k->type[PYRT_TYPE_Q6_K].vec_dot = dot_q6_K_base;
 #if PYRT_HAVE_DOTPROD_CODE
     if (use_dotprod) {
         k->name = "neon+dotprod";
-        k->vec_dot[PYRT_TYPE_Q8_0] = dot_q8_0_sdot;
-        k->vec_dot[PYRT_TYPE_Q4_0] = dot_q4_0_sdot;
-        k->vec_dot[PYRT_TYPE_Q4_1] = dot_q4_1_sdot;
-        k->vec_dot[PYRT_TYPE_Q5_0] = dot_q5_0_sdot;
-        k->vec_dot[PYRT_TYPE_Q5_1] = dot_q5_1_sdot;
-        k->gemm[PYRT_TYPE_Q8_0] = gemm_q8_0_sdot;
-        k->gemm[PYRT_TYPE_Q4_0] = gemm_q4_0_sdot;
-        k->gemm[PYRT_TYPE_Q4_1] = gemm_q4_1_sdot;
-        k->gemm[PYRT_TYPE_Q5_0] = gemm_q5_0_sdot;
-        k->gemm[PYRT_TYPE_Q5_1] = gemm_q5_1_sdot;
-        k->vec_dot[PYRT_TYPE_Q2_K] = dot_q2_K_sdot;
-        k->vec_dot[PYRT_TYPE_Q3_K] = dot_q3_K_sdot;
-        k->vec_dot[PYRT_TYPE_Q4_K] = dot_q4_K_sdot;
-        k->vec_dot[PYRT_TYPE_Q5_K] = dot_q5_K_sdot;
-        k->vec_dot[PYRT_TYPE_Q6_K] = dot_q6_K_sdot;
+        k->type[PYRT_TYPE_Q8_0].vec_dot = dot_q8_0_sdot;
+        k->type[PYRT_TYPE_Q4_0].vec_dot = dot_q4_0_sdot;
+        k->type[PYRT_TYPE_Q4_1].vec_dot = dot_q4_1_sdot;
+        k->type[PYRT_TYPE_Q5_0].vec_dot = dot_q5_0_sdot;
+        k->type[PYRT_TYPE_Q5_1].vec_dot = dot_q5_1_sdot;
+        k->type[PYRT_TYPE_Q8_0].gemm = gemm_q8_0_sdot;
+        k->type[PYRT_TYPE_Q4_0].gemm = gemm_q4_0_sdot;
+        k->type[PYRT_TYPE_Q4_1].gemm = gemm_q4_1_sdot;
+        k->type[PYRT_TYPE_Q5_0].gemm = gemm_q5_0_sdot;
+        k->type[PYRT_TYPE_Q5_1].gemm = gemm_q5_1_sdot;
+        k->type[PYRT_TYPE_Q2_K].vec_dot = dot_q2_K_sdot;
+        k->type[PYRT_TYPE_Q3_K].vec_dot = dot_q3_K_sdot;
+        k->type[PYRT_TYPE_Q4_K].vec_dot = dot_q4_K_sdot;
+        k->type[PYRT_TYPE_Q5_K].vec_dot = dot_q5_K_sdot;
+        k->type[PYRT_TYPE_Q6_K].vec_dot = dot_q6_K_sdot;
     }
 #else
     (void)use_dotprod;
@@ -571,8 +571,8 @@ void pyrt_kernels_fill_neon_ex(pyrt_kernels *k, int use_dotprod) {
     k->mad_f16      = mad_f16;
 }
 
-void pyrt_kernels_fill_neon(pyrt_kernels *k) {
-    pyrt_kernels_fill_neon_ex(k, pyrt_neon_cpu_has_dotprod());
+void pyrt_fill_quants_neon(pyrt_kernels *k) {
+    pyrt_fill_quants_neon_ex(k, pyrt_neon_cpu_has_dotprod());
 }
 
 #endif /* __aarch64__ */

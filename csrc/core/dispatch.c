@@ -89,50 +89,51 @@ static int cpu_has_avx512(void) {
 }
 #endif
 
-/* A SIMD table starts as a copy of the scalar one; the variant's fill then
- * overrides what it implements, so NULL entries fall back to scalar. */
+/* What a SIMD variant's entry does where its fill left it NULL: INHERIT takes
+ * the scalar table's kernel (same results, slower); OWN stays NULL, because
+ * the repacked (r8, r8x4) and tiled dot orders and the register-tiled GEMMs
+ * are each ISA's own choice, made to match what llama.cpp's build for that
+ * ISA computes for a shape (pyrt_pick_vec_dot in kernels.h). */
+#define INHERIT(f) if (v->f) d->f = v->f
+#define OWN(f)     d->f = v->f
+static void merge_type(pyrt_type_kernels *d, const pyrt_type_kernels *v) {
+    INHERIT(dequantize); INHERIT(quantize_act); INHERIT(vec_dot); INHERIT(vec_dot_tiled);
+    OWN(vec_dot_r8); OWN(vec_dot_r8x4); OWN(gemm); OWN(gemm_r8); OWN(gemm_tiled); OWN(gemm_r8x4);
+}
+
+static void merge_ops(pyrt_kernels *d, const pyrt_kernels *v) {
+    INHERIT(name);
+    INHERIT(fp32_to_fp16); INHERIT(fp16_to_fp32); INHERIT(dot_f16); INHERIT(mad_f16);
+    INHERIT(rope); INHERIT(swiglu); INHERIT(geglu); INHERIT(attn_head);
+}
+#undef INHERIT
+#undef OWN
+
+/* A SIMD table starts as a copy of the scalar one; the variant's fill sets
+ * what it implements in an empty table, which is then merged over the copy. */
 static void overlay(pyrt_kernels *dst, const pyrt_kernels *base, void (*fill)(pyrt_kernels *)) {
     pyrt_kernels simd;
     memset(&simd, 0, sizeof simd);
     fill(&simd);
     *dst = *base;
-    if (simd.name) dst->name = simd.name;
-    for (int t = 0; t < PYRT_TYPE_COUNT; t++) {
-        if (simd.dequantize[t])   dst->dequantize[t]   = simd.dequantize[t];
-        if (simd.quantize_act[t]) dst->quantize_act[t] = simd.quantize_act[t];
-        if (simd.vec_dot[t])      dst->vec_dot[t]      = simd.vec_dot[t];
-        dst->vec_dot_r8[t] = simd.vec_dot_r8[t];   /* never inherited: an ISA's own choice */
-        dst->gemm[t] = simd.gemm[t];
-        dst->gemm_r8[t] = simd.gemm_r8[t];
-        dst->vec_dot_r8x4[t] = simd.vec_dot_r8x4[t];
-        dst->gemm_tiled[t] = simd.gemm_tiled[t];
-        dst->gemm_r8x4[t] = simd.gemm_r8x4[t];
-        if (simd.vec_dot_tiled[t]) dst->vec_dot_tiled[t] = simd.vec_dot_tiled[t];
-    }
-    if (simd.fp32_to_fp16) dst->fp32_to_fp16 = simd.fp32_to_fp16;
-    if (simd.fp16_to_fp32) dst->fp16_to_fp32 = simd.fp16_to_fp32;
-    if (simd.dot_f16)      dst->dot_f16      = simd.dot_f16;
-    if (simd.mad_f16)      dst->mad_f16      = simd.mad_f16;
-    if (simd.rope)         dst->rope         = simd.rope;
-    if (simd.swiglu)       dst->swiglu       = simd.swiglu;
-    if (simd.geglu)        dst->geglu        = simd.geglu;
-    if (simd.attn_head)    dst->attn_head    = simd.attn_head;
+    for (int t = 0; t < PYRT_TYPE_COUNT; t++) merge_type(&dst->type[t], &simd.type[t]);
+    merge_ops(dst, &simd);
 }
 
 static void fill_avx2_all(pyrt_kernels *k) {
 #if PYRT_BUILD_AVX2
-    pyrt_kernels_fill_avx2(k);
-    pyrt_ops_fill_avx2(k);
+    pyrt_fill_quants_avx2(k);
+    pyrt_fill_ops_avx2(k);
 #if defined(PYRT_HAVE_AVXVNNI)
     __builtin_cpu_init();
     const int vnni = __builtin_cpu_supports("avxvnni") && !getenv("PYRT_NO_VNNI");
-    if (vnni) pyrt_gemm_fill_avx2_vnni(k);
-    else pyrt_gemm_fill_avx2(k);
-    if (vnni) pyrt_kquants_gemm_fill_avx2_vnni(k);
-    else pyrt_kquants_gemm_fill_avx2(k);
+    if (vnni) pyrt_fill_quants_gemm_avxvnni(k);
+    else pyrt_fill_quants_gemm_avx2(k);
+    if (vnni) pyrt_fill_kquants_gemm_avxvnni(k);
+    else pyrt_fill_kquants_gemm_avx2(k);
 #else
-    pyrt_gemm_fill_avx2(k);
-    pyrt_kquants_gemm_fill_avx2(k);
+    pyrt_fill_quants_gemm_avx2(k);
+    pyrt_fill_kquants_gemm_avx2(k);
 #endif
 #else
     (void)k;
@@ -159,8 +160,8 @@ static int variant_from_env(void) {
 }
 
 static void init_once(void) {
-    pyrt_kernels_fill_scalar(&g_tables[PYRT_KERNELS_SCALAR]);
-    pyrt_ops_fill_scalar(&g_tables[PYRT_KERNELS_SCALAR]);
+    pyrt_fill_quants_scalar(&g_tables[PYRT_KERNELS_SCALAR]);
+    pyrt_fill_ops_scalar(&g_tables[PYRT_KERNELS_SCALAR]);
     g_tables[PYRT_KERNELS_SCALAR].name = "scalar";
     g_available[PYRT_KERNELS_SCALAR] = 1;
 #if PYRT_BUILD_AVX2
@@ -172,8 +173,8 @@ static void init_once(void) {
         /* the AVX2 table with the GEMM tiles in 512-bit registers */
         if (cpu_has_avx512()) {
             g_tables[PYRT_KERNELS_AVX512] = g_tables[PYRT_KERNELS_AVX2];
-            pyrt_gemm_fill_avx512(&g_tables[PYRT_KERNELS_AVX512]);
-            pyrt_kquants_fill_avx512(&g_tables[PYRT_KERNELS_AVX512]);
+            pyrt_fill_quants_gemm_avx512(&g_tables[PYRT_KERNELS_AVX512]);
+            pyrt_fill_kquants_gemm_avx512(&g_tables[PYRT_KERNELS_AVX512]);
             g_tables[PYRT_KERNELS_AVX512].name = "avx512";
             g_available[PYRT_KERNELS_AVX512] = 1;
         }
@@ -181,7 +182,7 @@ static void init_once(void) {
     }
 #endif
 #if PYRT_BUILD_NEON
-    overlay(&g_tables[PYRT_KERNELS_NEON], &g_tables[PYRT_KERNELS_SCALAR], pyrt_kernels_fill_neon);
+    overlay(&g_tables[PYRT_KERNELS_NEON], &g_tables[PYRT_KERNELS_SCALAR], pyrt_fill_quants_neon);
     g_tables[PYRT_KERNELS_NEON].name = "neon";
     g_available[PYRT_KERNELS_NEON] = 1;
 #endif
@@ -248,7 +249,7 @@ int32_t pyrt_type_supported(int32_t type) {
     const int32_t at = pyrt_type_traits_table[type].act_type;
     if (at < 0) return 0;
     const pyrt_kernels *k = pyrt_kernels_get(PYRT_KERNELS_SCALAR);
-    return k->vec_dot[type] != NULL && k->quantize_act[at] != NULL;
+    return k->type[type].vec_dot != NULL && k->type[at].quantize_act != NULL;
 }
 
 /* ======================================================================== */
@@ -281,10 +282,10 @@ int pyrt_dequantize(int32_t variant, int32_t type, const void *src, float *dst, 
     if (st) return st;
     if ((st = check_type_n(type, n, "dequantize"))) return st;
     if (!src || !dst) return pyrt_set_error(PYRT_ERR_INVALID_ARG, "dequantize: NULL pointer");
-    if (!k->dequantize[type])
+    if (!k->type[type].dequantize)
         return pyrt_set_error(PYRT_ERR_UNSUPPORTED, "dequantize: no %s kernel for type %s", k->name,
                               pyrt_type_traits_table[type].name);
-    k->dequantize[type](src, dst, n);
+    k->type[type].dequantize(src, dst, n);
     return PYRT_OK;
 }
 
@@ -294,10 +295,10 @@ int pyrt_quantize_act(int32_t variant, int32_t act_type, const float *src, void 
     if (st) return st;
     if ((st = check_type_n(act_type, n, "quantize_act"))) return st;
     if (!src || !dst) return pyrt_set_error(PYRT_ERR_INVALID_ARG, "quantize_act: NULL pointer");
-    if (!k->quantize_act[act_type])
+    if (!k->type[act_type].quantize_act)
         return pyrt_set_error(PYRT_ERR_UNSUPPORTED, "quantize_act: no %s kernel for activation type %s", k->name,
                               pyrt_type_traits_table[act_type].name);
-    k->quantize_act[act_type](src, dst, n);
+    k->type[act_type].quantize_act(src, dst, n);
     return PYRT_OK;
 }
 
@@ -308,7 +309,7 @@ int pyrt_vec_dot(int32_t variant, int32_t wtype, int64_t n, const void *w, const
     if ((st = check_type_n(wtype, n, "vec_dot"))) return st;
     if (!w || !act || !out) return pyrt_set_error(PYRT_ERR_INVALID_ARG, "vec_dot: NULL pointer");
     const int32_t at = pyrt_type_traits_table[wtype].act_type;
-    if (at < 0 || !k->vec_dot[wtype])
+    if (at < 0 || !k->type[wtype].vec_dot)
         return pyrt_set_error(PYRT_ERR_UNSUPPORTED, "vec_dot: no %s kernel for weight type %s", k->name,
                               pyrt_type_traits_table[wtype].name);
     /* the activation row has the same element count; its block size divides n
@@ -316,6 +317,6 @@ int pyrt_vec_dot(int32_t variant, int32_t wtype, int64_t n, const void *w, const
     if (n % pyrt_type_traits_table[at].block_size != 0)
         return pyrt_set_error(PYRT_ERR_INVALID_ARG, "vec_dot: n=%lld is not a multiple of the %s block size",
                               (long long)n, pyrt_type_traits_table[at].name);
-    k->vec_dot[wtype](n, out, w, act);
+    k->type[wtype].vec_dot(n, out, w, act);
     return PYRT_OK;
 }

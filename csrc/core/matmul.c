@@ -39,7 +39,7 @@ void mm_group(const pyrt_kernels *k, pyrt_pool *pool, int ith, int nth,
         int64_t lo, hi;
         pool_split(n_tok, ith, nth, &lo, &hi);
         for (int64_t t = lo; t < hi; t++)
-            k->quantize_act[act[j]](x + t * ldx, (char *)qbuf[j] + t * rb, cols);
+            k->type[act[j]].quantize_act(x + t * ldx, (char *)qbuf[j] + t * rb, cols);
     }
     pool_barrier(pool);
 
@@ -62,21 +62,21 @@ void mm_group(const pyrt_kernels *k, pyrt_pool *pool, int ith, int nth,
         const int32_t ty = w->type;
         const char *wd = (const char *)w->data;
         /* a tiled kernel exists for this type and shape? (same arithmetic) */
-        const int r8 = k->vec_dot_r8[ty] && w->rows % 8 == 0;
-        pyrt_gemm_fn g = r8 ? (k->vec_dot_r8x4[ty] ? NULL : k->gemm_r8[ty])
-                                  : (k->vec_dot_tiled[ty] && shape >= 8 ? NULL : k->gemm[ty]);
+        const int r8 = k->type[ty].vec_dot_r8 && w->rows % 8 == 0;
+        pyrt_gemm_fn g = r8 ? (k->type[ty].vec_dot_r8x4 ? NULL : k->type[ty].gemm_r8)
+                                  : (k->type[ty].vec_dot_tiled && shape >= 8 ? NULL : k->type[ty].gemm);
         /* the 32-block tiles cache per-block scales for rows of at most
          * PYRT_GEMM_MAX_COLS; wider rows take the row dots (same arithmetic) */
         if (cols > PYRT_GEMM_MAX_COLS) g = NULL;
         /* tokens [0, n_g) go through a tiled kernel, the rest through the row dots */
         int64_t n_g = g ? n_tok : 0;
-        if (!g && r8 && k->gemm_r8x4[ty] && k->vec_dot_r8x4[ty] && shape > 3) {
+        if (!g && r8 && k->type[ty].gemm_r8x4 && k->type[ty].vec_dot_r8x4 && shape > 3) {
             /* batch positions below shape - shape % 4 take the repacked GEMM's order */
-            g = k->gemm_r8x4[ty];
+            g = k->type[ty].gemm_r8x4;
             n_g = shape - shape % 4 - (shape - n_tok);
             n_g = n_g < 0 ? 0 : n_g > n_tok ? n_tok : n_g;
-        } else if (!g && !r8 && k->gemm_tiled[ty] && k->vec_dot_tiled[ty] && shape >= 8) {
-            g = k->gemm_tiled[ty];
+        } else if (!g && !r8 && k->type[ty].gemm_tiled && k->type[ty].vec_dot_tiled && shape >= 8) {
+            g = k->type[ty].gemm_tiled;
             n_g = n_tok;
         }
         if (g && n_g > 0) {
@@ -133,7 +133,7 @@ int pyrt_matmul(int32_t variant, int32_t wtype, const void *w, int64_t rows, int
     const pyrt_kernels *k = variant == PYRT_KERNELS_AUTO ? pyrt_kernels_current() : pyrt_kernels_get(variant);
     if (!k) return pyrt_set_error(PYRT_ERR_UNSUPPORTED, "pyrt_matmul: kernel variant %d unavailable", (int)variant);
     const int32_t at = pyrt_type_act_type(wtype);
-    if (!k->vec_dot[wtype] || at < 0 || !k->quantize_act[at])
+    if (!k->type[wtype].vec_dot || at < 0 || !k->type[at].quantize_act)
         return pyrt_set_error(PYRT_ERR_UNSUPPORTED, "pyrt_matmul: no kernel for type %d", (int)wtype);
     if (cols % pyrt_type_block_size(wtype) || cols % pyrt_type_block_size(at))
         return pyrt_set_error(PYRT_ERR_INVALID_ARG, "pyrt_matmul: cols %lld not a multiple of the block size", (long long)cols);

@@ -157,7 +157,7 @@ int pyrt_model_set_tensor(pyrt_model *m, const char *name, int32_t type,
     }
     const pyrt_kernels *k = pyrt_kernels_current();
     const int is_embd = s.w == &m->tok_embd;
-    if (is_embd ? !k->dequantize[type] : !pyrt_type_supported(type))
+    if (is_embd ? !k->type[type].dequantize : !pyrt_type_supported(type))
         return pyrt_set_error(PYRT_ERR_UNSUPPORTED, "tensor '%s': type %d has no kernels in pyrt yet", name, type);
     s.w->data = data;
     s.w->type = type;
@@ -483,7 +483,7 @@ static void forward_job(void *arg, int ith, int nth) {
     pool_split(B, ith, nth, &lo, &hi);
     for (int64_t t = lo; t < hi; t++) {
         const pyrt_weight *te = &m->tok_embd;
-        K->dequantize[te->type]((const char *)te->data + (int64_t)c->tokens[t] * te->row_bytes, c->x + t * E, E);
+        K->type[te->type].dequantize((const char *)te->data + (int64_t)c->tokens[t] * te->row_bytes, c->x + t * E, E);
         if (hp->embd_scale > 0) op_scale(c->x + t * E, hp->embd_scale, E);
     }
     pool_barrier(P);

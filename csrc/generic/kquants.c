@@ -302,18 +302,18 @@ static void dot_q6_K(int64_t n, float *s, const void *w, const void *a) {
 
 /* ======================================================================== */
 
-void pyrt_kquants_fill_scalar(pyrt_kernels *k) {
-    k->dequantize[PYRT_TYPE_Q2_K] = dequant_q2_K;
-    k->dequantize[PYRT_TYPE_Q3_K] = dequant_q3_K;
-    k->dequantize[PYRT_TYPE_Q4_K] = dequant_q4_K;
-    k->dequantize[PYRT_TYPE_Q5_K] = dequant_q5_K;
-    k->dequantize[PYRT_TYPE_Q6_K] = dequant_q6_K;
+void pyrt_fill_kquants_scalar(pyrt_kernels *k) {
+    k->type[PYRT_TYPE_Q2_K].dequantize = dequant_q2_K;
+    k->type[PYRT_TYPE_Q3_K].dequantize = dequant_q3_K;
+    k->type[PYRT_TYPE_Q4_K].dequantize = dequant_q4_K;
+    k->type[PYRT_TYPE_Q5_K].dequantize = dequant_q5_K;
+    k->type[PYRT_TYPE_Q6_K].dequantize = dequant_q6_K;
 
-    k->quantize_act[PYRT_TYPE_Q8_K] = quant_q8_K;
+    k->type[PYRT_TYPE_Q8_K].quantize_act = quant_q8_K;
 
-    k->vec_dot[PYRT_TYPE_Q2_K] = dot_q2_K;
-    k->vec_dot[PYRT_TYPE_Q3_K] = dot_q3_K;
-    k->vec_dot[PYRT_TYPE_Q4_K] = dot_q4_K;
-    k->vec_dot[PYRT_TYPE_Q5_K] = dot_q5_K;
-    k->vec_dot[PYRT_TYPE_Q6_K] = dot_q6_K;
+    k->type[PYRT_TYPE_Q2_K].vec_dot = dot_q2_K;
+    k->type[PYRT_TYPE_Q3_K].vec_dot = dot_q3_K;
+    k->type[PYRT_TYPE_Q4_K].vec_dot = dot_q4_K;
+    k->type[PYRT_TYPE_Q5_K].vec_dot = dot_q5_K;
+    k->type[PYRT_TYPE_Q6_K].vec_dot = dot_q6_K;
 }

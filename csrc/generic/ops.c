@@ -120,7 +120,7 @@ void op_attention_head(const pyrt_attn_args *a) {
         }
 }
 
-void pyrt_ops_fill_scalar(pyrt_kernels *k) {
+void pyrt_fill_ops_scalar(pyrt_kernels *k) {
     k->rope = op_rope;
     k->swiglu = op_swiglu;
     k->geglu = op_geglu;

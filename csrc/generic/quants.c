@@ -283,38 +283,38 @@ static void mad_f16(int64_t n, float *y, const pyrt_fp16 *x, float v) {
 
 /* ======================================================================== */
 
-void pyrt_kernels_fill_scalar(pyrt_kernels *k) {
+void pyrt_fill_quants_scalar(pyrt_kernels *k) {
     memset(k, 0, sizeof *k);
     k->name = "scalar";
 
-    k->dequantize[PYRT_TYPE_F32]  = dequant_f32;
-    k->dequantize[PYRT_TYPE_F16]  = dequant_f16;
-    k->dequantize[PYRT_TYPE_BF16] = dequant_bf16;
-    k->dequantize[PYRT_TYPE_Q8_0] = dequant_q8_0;
-    k->dequantize[PYRT_TYPE_Q4_0] = dequant_q4_0;
-    k->dequantize[PYRT_TYPE_Q4_1] = dequant_q4_1;
-    k->dequantize[PYRT_TYPE_Q5_0] = dequant_q5_0;
-    k->dequantize[PYRT_TYPE_Q5_1] = dequant_q5_1;
+    k->type[PYRT_TYPE_F32].dequantize  = dequant_f32;
+    k->type[PYRT_TYPE_F16].dequantize  = dequant_f16;
+    k->type[PYRT_TYPE_BF16].dequantize = dequant_bf16;
+    k->type[PYRT_TYPE_Q8_0].dequantize = dequant_q8_0;
+    k->type[PYRT_TYPE_Q4_0].dequantize = dequant_q4_0;
+    k->type[PYRT_TYPE_Q4_1].dequantize = dequant_q4_1;
+    k->type[PYRT_TYPE_Q5_0].dequantize = dequant_q5_0;
+    k->type[PYRT_TYPE_Q5_1].dequantize = dequant_q5_1;
 
-    k->quantize_act[PYRT_TYPE_F32]  = quant_f32;
-    k->quantize_act[PYRT_TYPE_F16]  = quant_f16;
-    k->quantize_act[PYRT_TYPE_BF16] = quant_bf16;
-    k->quantize_act[PYRT_TYPE_Q8_0] = quant_q8_0;
-    k->quantize_act[PYRT_TYPE_Q8_1] = quant_q8_1;
+    k->type[PYRT_TYPE_F32].quantize_act  = quant_f32;
+    k->type[PYRT_TYPE_F16].quantize_act  = quant_f16;
+    k->type[PYRT_TYPE_BF16].quantize_act = quant_bf16;
+    k->type[PYRT_TYPE_Q8_0].quantize_act = quant_q8_0;
+    k->type[PYRT_TYPE_Q8_1].quantize_act = quant_q8_1;
 
-    k->vec_dot[PYRT_TYPE_F32]  = dot_f32;
-    k->vec_dot[PYRT_TYPE_F16]  = dot_f16;
-    k->vec_dot[PYRT_TYPE_BF16] = dot_bf16;
-    k->vec_dot[PYRT_TYPE_Q8_0] = dot_q8_0;
-    k->vec_dot[PYRT_TYPE_Q4_0] = dot_q4_0;
-    k->vec_dot[PYRT_TYPE_Q4_1] = dot_q4_1;
-    k->vec_dot[PYRT_TYPE_Q5_0] = dot_q5_0;
-    k->vec_dot[PYRT_TYPE_Q5_1] = dot_q5_1;
+    k->type[PYRT_TYPE_F32].vec_dot  = dot_f32;
+    k->type[PYRT_TYPE_F16].vec_dot  = dot_f16;
+    k->type[PYRT_TYPE_BF16].vec_dot = dot_bf16;
+    k->type[PYRT_TYPE_Q8_0].vec_dot = dot_q8_0;
+    k->type[PYRT_TYPE_Q4_0].vec_dot = dot_q4_0;
+    k->type[PYRT_TYPE_Q4_1].vec_dot = dot_q4_1;
+    k->type[PYRT_TYPE_Q5_0].vec_dot = dot_q5_0;
+    k->type[PYRT_TYPE_Q5_1].vec_dot = dot_q5_1;
 
     k->fp32_to_fp16 = fp32_to_fp16_row;
     k->fp16_to_fp32 = fp16_to_fp32_row;
     k->dot_f16      = dot_f16_f32acc;
     k->mad_f16      = mad_f16;
 
-    pyrt_kquants_fill_scalar(k);
+    pyrt_fill_kquants_scalar(k);
 }

@@ -436,23 +436,23 @@ static void quant_q8_K(const float *src, void *dst, int64_t n) {
 
 /* ======================================================================== */
 
-void pyrt_kquants_fill_avx2(pyrt_kernels *k) {
-    k->quantize_act[PYRT_TYPE_Q8_K] = quant_q8_K;
+void pyrt_fill_kquants_avx2(pyrt_kernels *k) {
+    k->type[PYRT_TYPE_Q8_K].quantize_act = quant_q8_K;
 
-    k->vec_dot[PYRT_TYPE_Q2_K] = dot_q2_K;
-    k->vec_dot[PYRT_TYPE_Q3_K] = dot_q3_K;
-    k->vec_dot[PYRT_TYPE_Q4_K] = dot_q4_K;
-    k->vec_dot[PYRT_TYPE_Q5_K] = dot_q5_K;
-    k->vec_dot[PYRT_TYPE_Q6_K] = dot_q6_K;
+    k->type[PYRT_TYPE_Q2_K].vec_dot = dot_q2_K;
+    k->type[PYRT_TYPE_Q3_K].vec_dot = dot_q3_K;
+    k->type[PYRT_TYPE_Q4_K].vec_dot = dot_q4_K;
+    k->type[PYRT_TYPE_Q5_K].vec_dot = dot_q5_K;
+    k->type[PYRT_TYPE_Q6_K].vec_dot = dot_q6_K;
 
-    k->vec_dot_tiled[PYRT_TYPE_Q2_K] = tiled_q2_K;
-    k->vec_dot_tiled[PYRT_TYPE_Q3_K] = tiled_q3_K;
-    k->vec_dot_tiled[PYRT_TYPE_Q4_K] = tiled_q4_K;
-    k->vec_dot_tiled[PYRT_TYPE_Q5_K] = tiled_q5_K;
-    k->vec_dot_tiled[PYRT_TYPE_Q6_K] = tiled_q6_K;
+    k->type[PYRT_TYPE_Q2_K].vec_dot_tiled = tiled_q2_K;
+    k->type[PYRT_TYPE_Q3_K].vec_dot_tiled = tiled_q3_K;
+    k->type[PYRT_TYPE_Q4_K].vec_dot_tiled = tiled_q4_K;
+    k->type[PYRT_TYPE_Q5_K].vec_dot_tiled = tiled_q5_K;
+    k->type[PYRT_TYPE_Q6_K].vec_dot_tiled = tiled_q6_K;
 
-    k->vec_dot_r8[PYRT_TYPE_Q4_K] = rep8_q4_K;
-    k->vec_dot_r8x4[PYRT_TYPE_Q4_K] = rep8x4_q4_K;
+    k->type[PYRT_TYPE_Q4_K].vec_dot_r8 = rep8_q4_K;
+    k->type[PYRT_TYPE_Q4_K].vec_dot_r8x4 = rep8x4_q4_K;
 }
 
 #endif /* __x86_64__ */

@@ -36,9 +36,9 @@
 #define NL (KR * KT)    /* lanes = 8       */
 
 #if defined(PYRT_KQ_VNNI)
-#define FILL_FN pyrt_kquants_gemm_fill_avx2_vnni
+#define FILL_FN pyrt_fill_kquants_gemm_avxvnni
 #else
-#define FILL_FN pyrt_kquants_gemm_fill_avx2
+#define FILL_FN pyrt_fill_kquants_gemm_avx2
 #endif
 
 static inline __m256i ld32(const void *p) { return _mm256_loadu_si256((const __m256i *)p); }
@@ -482,9 +482,9 @@ static void gemm_tiled_q6_K(int64_t n, const void *w, int64_t w_row, int64_t n_r
 
 void FILL_FN(pyrt_kernels *k) {
     if (getenv("PYRT_NO_KQ_GEMM")) return;   /* tests: the row kernels for every token */
-    k->gemm_tiled[PYRT_TYPE_Q4_K] = gemm_tiled_q4_K;
-    k->gemm_tiled[PYRT_TYPE_Q5_K] = gemm_tiled_q5_K;
-    k->gemm_tiled[PYRT_TYPE_Q6_K] = gemm_tiled_q6_K;
-    k->gemm_r8x4[PYRT_TYPE_Q4_K] = gemm_r8x4_q4_K;
+    k->type[PYRT_TYPE_Q4_K].gemm_tiled = gemm_tiled_q4_K;
+    k->type[PYRT_TYPE_Q5_K].gemm_tiled = gemm_tiled_q5_K;
+    k->type[PYRT_TYPE_Q6_K].gemm_tiled = gemm_tiled_q6_K;
+    k->type[PYRT_TYPE_Q4_K].gemm_r8x4 = gemm_r8x4_q4_K;
 }
 #endif

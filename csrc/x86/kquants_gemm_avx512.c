@@ -231,9 +231,9 @@ static inline __attribute__((always_inline)) void k6_group(const k_panel *pk, in
 #define KF_STORE(p, nr, v) _mm512_mask_storeu_ps(p, (__mmask16)((1u << (nr)) - 1), v)
 #include "kquants_gemm_lanes.inc"
 
-void pyrt_kquants_fill_avx512(pyrt_kernels *k) {
-    k->gemm_tiled[PYRT_TYPE_Q4_K] = gemm_tiled_q4_K;
-    k->gemm_tiled[PYRT_TYPE_Q6_K] = gemm_tiled_q6_K;
-    k->gemm_r8x4[PYRT_TYPE_Q4_K] = gemm_r8x4_q4_K;
+void pyrt_fill_kquants_gemm_avx512(pyrt_kernels *k) {
+    k->type[PYRT_TYPE_Q4_K].gemm_tiled = gemm_tiled_q4_K;
+    k->type[PYRT_TYPE_Q6_K].gemm_tiled = gemm_tiled_q6_K;
+    k->type[PYRT_TYPE_Q4_K].gemm_r8x4 = gemm_r8x4_q4_K;
 }
 #endif

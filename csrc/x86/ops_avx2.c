@@ -493,7 +493,7 @@ static void geglu_avx2(float *g, const float *u, int64_t n) {
     if (i < n) op_geglu(g + i, u + i, n - i);
 }
 
-void pyrt_ops_fill_avx2(pyrt_kernels *k) {
+void pyrt_fill_ops_avx2(pyrt_kernels *k) {
     k->geglu = geglu_avx2;
     k->rope = rope_avx2;
     k->swiglu = swiglu_avx2;

@@ -1,6 +1,6 @@
 /* x86/quants_avx2.c — AVX2 + FMA + F16C kernels, same signatures as
  * generic/quants.c. Only this file is compiled with -mavx2 -mfma -mf16c;
- * core/dispatch.c calls pyrt_kernels_fill_avx2() only after cpuid said yes.
+ * core/dispatch.c calls pyrt_fill_quants_avx2() only after cpuid said yes.
  *
  * Integer dot products: per 32-block, bytes are multiplied with
  * _mm256_maddubs_epi16 (unsigned x signed -> pairs of int16), summed to int32
@@ -353,39 +353,39 @@ static void mad_f16(int64_t n, float *y, const pyrt_fp16 *x, float v) {
 
 /* ======================================================================== */
 
-void pyrt_kernels_fill_avx2(pyrt_kernels *k) {
+void pyrt_fill_quants_avx2(pyrt_kernels *k) {
     memset(k, 0, sizeof *k);
     k->name = "avx2";
 
-    k->dequantize[PYRT_TYPE_F16]  = dequant_f16;
-    k->dequantize[PYRT_TYPE_BF16] = dequant_bf16;
-    k->dequantize[PYRT_TYPE_Q8_0] = dequant_q8_0;
-    k->dequantize[PYRT_TYPE_Q4_0] = dequant_q4_0;
-    k->dequantize[PYRT_TYPE_Q4_1] = dequant_q4_1;
-    k->dequantize[PYRT_TYPE_Q5_0] = dequant_q5_0;
-    k->dequantize[PYRT_TYPE_Q5_1] = dequant_q5_1;
+    k->type[PYRT_TYPE_F16].dequantize  = dequant_f16;
+    k->type[PYRT_TYPE_BF16].dequantize = dequant_bf16;
+    k->type[PYRT_TYPE_Q8_0].dequantize = dequant_q8_0;
+    k->type[PYRT_TYPE_Q4_0].dequantize = dequant_q4_0;
+    k->type[PYRT_TYPE_Q4_1].dequantize = dequant_q4_1;
+    k->type[PYRT_TYPE_Q5_0].dequantize = dequant_q5_0;
+    k->type[PYRT_TYPE_Q5_1].dequantize = dequant_q5_1;
 
-    k->quantize_act[PYRT_TYPE_F16]  = quant_f16;
-    k->quantize_act[PYRT_TYPE_BF16] = quant_bf16;
-    k->quantize_act[PYRT_TYPE_Q8_0] = quant_q8_0;
-    k->quantize_act[PYRT_TYPE_Q8_1] = quant_q8_1;
+    k->type[PYRT_TYPE_F16].quantize_act  = quant_f16;
+    k->type[PYRT_TYPE_BF16].quantize_act = quant_bf16;
+    k->type[PYRT_TYPE_Q8_0].quantize_act = quant_q8_0;
+    k->type[PYRT_TYPE_Q8_1].quantize_act = quant_q8_1;
 
-    k->vec_dot[PYRT_TYPE_F32]  = dot_f32;
-    k->vec_dot[PYRT_TYPE_F16]  = dot_f16;
-    k->vec_dot_r8[PYRT_TYPE_Q4_0] = dot_q4_0_r8;
-    k->vec_dot[PYRT_TYPE_BF16] = dot_bf16;
-    k->vec_dot[PYRT_TYPE_Q8_0] = dot_q8_0;
-    k->vec_dot[PYRT_TYPE_Q4_0] = dot_q4_0;
-    k->vec_dot[PYRT_TYPE_Q4_1] = dot_q4_1;
-    k->vec_dot[PYRT_TYPE_Q5_0] = dot_q5_0;
-    k->vec_dot[PYRT_TYPE_Q5_1] = dot_q5_1;
+    k->type[PYRT_TYPE_F32].vec_dot  = dot_f32;
+    k->type[PYRT_TYPE_F16].vec_dot  = dot_f16;
+    k->type[PYRT_TYPE_Q4_0].vec_dot_r8 = dot_q4_0_r8;
+    k->type[PYRT_TYPE_BF16].vec_dot = dot_bf16;
+    k->type[PYRT_TYPE_Q8_0].vec_dot = dot_q8_0;
+    k->type[PYRT_TYPE_Q4_0].vec_dot = dot_q4_0;
+    k->type[PYRT_TYPE_Q4_1].vec_dot = dot_q4_1;
+    k->type[PYRT_TYPE_Q5_0].vec_dot = dot_q5_0;
+    k->type[PYRT_TYPE_Q5_1].vec_dot = dot_q5_1;
 
     k->fp32_to_fp16 = fp32_to_fp16_row;
     k->fp16_to_fp32 = fp16_to_fp32_row;
     k->dot_f16      = dot_f16_f32acc;
     k->mad_f16      = mad_f16;
 
-    pyrt_kquants_fill_avx2(k);
+    pyrt_fill_kquants_avx2(k);
 }
 
 #endif /* __x86_64__ */

@@ -26,8 +26,10 @@
 
 #if defined(PYRT_GEMM_VNNI)
 #define GEMM_FN(name) name##_vnni
+#define FILL_FN pyrt_fill_quants_gemm_avxvnni
 #else
 #define GEMM_FN(name) name
+#define FILL_FN pyrt_fill_quants_gemm_avx2
 #endif
 
 #define RM 2           /* rows per tile   */
@@ -687,12 +689,12 @@ static void GEMM_FN(gemm_q4_0_r8)(int64_t n, const void *w, int64_t w_row, int64
     }
 }
 
-void GEMM_FN(pyrt_gemm_fill_avx2)(pyrt_kernels *k) {
-    k->gemm[PYRT_TYPE_Q4_0] = GEMM_FN(gemm_q4_0);
-    k->gemm[PYRT_TYPE_Q4_1] = GEMM_FN(gemm_q4_1);
-    k->gemm[PYRT_TYPE_Q5_0] = GEMM_FN(gemm_q5_0);
-    k->gemm[PYRT_TYPE_Q5_1] = GEMM_FN(gemm_q5_1);
-    k->gemm[PYRT_TYPE_Q8_0] = GEMM_FN(gemm_q8_0);
-    k->gemm_r8[PYRT_TYPE_Q4_0] = GEMM_FN(gemm_q4_0_r8);
+void FILL_FN(pyrt_kernels *k) {
+    k->type[PYRT_TYPE_Q4_0].gemm = GEMM_FN(gemm_q4_0);
+    k->type[PYRT_TYPE_Q4_1].gemm = GEMM_FN(gemm_q4_1);
+    k->type[PYRT_TYPE_Q5_0].gemm = GEMM_FN(gemm_q5_0);
+    k->type[PYRT_TYPE_Q5_1].gemm = GEMM_FN(gemm_q5_1);
+    k->type[PYRT_TYPE_Q8_0].gemm = GEMM_FN(gemm_q8_0);
+    k->type[PYRT_TYPE_Q4_0].gemm_r8 = GEMM_FN(gemm_q4_0_r8);
 }
 #endif

@@ -491,7 +491,7 @@ static void gemm512_q4_0_l16(int64_t n, const void *w, int64_t w_row, int64_t n_
  * 512-bit versions (L3-resident 16384 x 576, 1 thread: Q4_0 0.27 vs 0.36 ms,
  * Q4_1 0.35 vs 0.40 ms; tg128 2 threads +8-13 %), while the 512-bit ones win
  * for Q8_0/Q5_0/Q5_1. Not measured on a full-width AVX-512 core (Zen 5).
- * Set once by pyrt_gemm_fill_avx512 from the AVX2 table it starts from, which
+ * Set once by pyrt_fill_quants_gemm_avx512 from the AVX2 table it starts from, which
  * always has both. */
 static pyrt_gemm_fn g_gemv_q4_0_r8, g_gemv_q4_1;
 
@@ -529,14 +529,14 @@ static void gemm512_q4_0_r8(int64_t n, const void *w, int64_t w_row, int64_t n_r
     }
 }
 
-void pyrt_gemm_fill_avx512(pyrt_kernels *k) {
-    g_gemv_q4_0_r8 = k->gemm_r8[PYRT_TYPE_Q4_0];   /* k starts as the AVX2 table */
-    g_gemv_q4_1 = k->gemm[PYRT_TYPE_Q4_1];
-    k->gemm_r8[PYRT_TYPE_Q4_0] = gemm512_q4_0_r8;
-    k->gemm[PYRT_TYPE_Q4_0] = gemm512_q4_0;
-    k->gemm[PYRT_TYPE_Q4_1] = gemm512_q4_1_or_gemv;
-    k->gemm[PYRT_TYPE_Q5_0] = gemm512_q5_0;
-    k->gemm[PYRT_TYPE_Q5_1] = gemm512_q5_1;
-    k->gemm[PYRT_TYPE_Q8_0] = gemm512_q8_0;
+void pyrt_fill_quants_gemm_avx512(pyrt_kernels *k) {
+    g_gemv_q4_0_r8 = k->type[PYRT_TYPE_Q4_0].gemm_r8;   /* k starts as the AVX2 table */
+    g_gemv_q4_1 = k->type[PYRT_TYPE_Q4_1].gemm;
+    k->type[PYRT_TYPE_Q4_0].gemm_r8 = gemm512_q4_0_r8;
+    k->type[PYRT_TYPE_Q4_0].gemm = gemm512_q4_0;
+    k->type[PYRT_TYPE_Q4_1].gemm = gemm512_q4_1_or_gemv;
+    k->type[PYRT_TYPE_Q5_0].gemm = gemm512_q5_0;
+    k->type[PYRT_TYPE_Q5_1].gemm = gemm512_q5_1;
+    k->type[PYRT_TYPE_Q8_0].gemm = gemm512_q8_0;
 }
 #endif

@@ -24,7 +24,7 @@
 #if defined(__aarch64__) && defined(PYRT_HAVE_NEON_KERNELS)
 /* arm/quants_neon.c, outside the ABI: detection and both instruction sets */
 int  pyrt_neon_cpu_has_dotprod(void);
-void pyrt_kernels_fill_neon_ex(pyrt_kernels *k, int use_dotprod);
+void pyrt_fill_quants_neon_ex(pyrt_kernels *k, int use_dotprod);
 #define TEST_NEON 1
 #else
 #define TEST_NEON 0
@@ -202,7 +202,7 @@ static float g_wf[MAXN];
 static double emulate_dot(int t, const uint8_t *w, const uint8_t *a, int64_t n, double *scale) {
     double sum = 0, sc = 0;
     if (is_kquant(t)) {
-        pyrt_kernels_get(PYRT_KERNELS_SCALAR)->dequantize[t](w, g_wf, n);
+        pyrt_kernels_get(PYRT_KERNELS_SCALAR)->type[t].dequantize(w, g_wf, n);
         for (int64_t i = 0; i < n; i++) {
             const block_q8_K *y = (const block_q8_K *)a + i / QK_K;
             const double p = (double)g_wf[i] * ((double)y->d * y->qs[i % QK_K]);
@@ -261,7 +261,7 @@ static float    xbuf[MAXN + GUARD], fs[MAXN + GUARD], fv[MAXN + GUARD];
 static void test_dequantize(const pyrt_kernels *S, const pyrt_kernels *V) {
     for (int ti = 0; ti < N_WTYPES; ti++) {
         const int t = WEIGHT_TYPES[ti];
-        if (V->dequantize[t] == S->dequantize[t]) continue;   /* the scalar kernel itself */
+        if (V->type[t].dequantize == S->type[t].dequantize) continue;   /* the scalar kernel itself */
         int ns;
         const int64_t *sizes = sizes_of(t, &ns);
         for (int si = 0; si < ns; si++) {
@@ -270,8 +270,8 @@ static void test_dequantize(const pyrt_kernels *S, const pyrt_kernels *V) {
             random_weights(t, n, wbuf, -14, -2);
             memset(fs, 0xA5, sizeof fs);
             memset(fv, 0xA5, sizeof fv);
-            S->dequantize[t](wbuf, fs, n);
-            V->dequantize[t](wbuf, fv, n);
+            S->type[t].dequantize(wbuf, fs, n);
+            V->type[t].dequantize(wbuf, fv, n);
             int64_t bad = -1;
             for (int64_t i = 0; i < n && bad < 0; i++)
                 if (bits32(fs[i]) != bits32(fv[i])) bad = i;
@@ -290,8 +290,8 @@ static void test_dequantize_all_f16_bf16(const pyrt_kernels *S, const pyrt_kerne
     for (int i = 0; i < 65536; i++) bits[i] = (uint16_t)i;
     const int types[2] = { PYRT_TYPE_F16, PYRT_TYPE_BF16 };
     for (int k = 0; k < 2; k++) {
-        S->dequantize[types[k]](bits, a, 65536);
-        V->dequantize[types[k]](bits, b, 65536);
+        S->type[types[k]].dequantize(bits, a, 65536);
+        V->type[types[k]].dequantize(bits, b, 65536);
         int bad = -1;
         for (int i = 0; i < 65536 && bad < 0; i++) {
             const int same = bits32(a[i]) == bits32(b[i]);
@@ -313,8 +313,8 @@ static void test_quantize_act_q8(const pyrt_kernels *S, const pyrt_kernels *V) {
             tie_block(xbuf + n - 32);
             memset(abuf_s, 0, sizeof abuf_s);
             memset(abuf_v, 0, sizeof abuf_v);
-            S->quantize_act[at](xbuf, abuf_s, n);
-            V->quantize_act[at](xbuf, abuf_v, n);
+            S->type[at].quantize_act(xbuf, abuf_s, n);
+            V->type[at].quantize_act(xbuf, abuf_v, n);
             int guard_ok = 1;
             for (int i = 0; i < GUARD; i++) guard_ok &= abuf_v[rb + i] == 0;
             int d_ok = 1, q_ok = 1, s_ok = 1, tie_ok = 1;
@@ -362,7 +362,7 @@ static void test_quantize_act_q8(const pyrt_kernels *S, const pyrt_kernels *V) {
 
 /* Q8_K: the SIMD variants implement the reference's algorithm exactly */
 static void test_quantize_act_q8_K(const pyrt_kernels *S, const pyrt_kernels *V) {
-    if (V->quantize_act[PYRT_TYPE_Q8_K] == S->quantize_act[PYRT_TYPE_Q8_K]) return;
+    if (V->type[PYRT_TYPE_Q8_K].quantize_act == S->type[PYRT_TYPE_Q8_K].quantize_act) return;
     for (int si = 0; si < N_K_SIZES; si++) {
         const int64_t n = K_SIZES[si], rb = row_bytes(PYRT_TYPE_Q8_K, n);
         seed((uint64_t)n + 15);
@@ -376,8 +376,8 @@ static void test_quantize_act_q8_K(const pyrt_kernels *S, const pyrt_kernels *V)
         if (n >= 768) for (int j = 0; j < 256; j++) xbuf[512 + j] = (float)(j % 7) - 3.0f + 0.5f;   /* ties */
         memset(abuf_s, 0, sizeof abuf_s);
         memset(abuf_v, 0, sizeof abuf_v);
-        S->quantize_act[PYRT_TYPE_Q8_K](xbuf, abuf_s, n);
-        V->quantize_act[PYRT_TYPE_Q8_K](xbuf, abuf_v, n);
+        S->type[PYRT_TYPE_Q8_K].quantize_act(xbuf, abuf_s, n);
+        V->type[PYRT_TYPE_Q8_K].quantize_act(xbuf, abuf_v, n);
         int guard_ok = 1;
         for (int i = 0; i < GUARD; i++) guard_ok &= abuf_v[rb + i] == 0;
         check(memcmp(abuf_s, abuf_v, (size_t)rb) == 0 && guard_ok, "quantize_act q8_K n=%lld bit-exact (zero "
@@ -405,8 +405,8 @@ static void test_quantize_act_float(const pyrt_kernels *S, const pyrt_kernels *V
             const int64_t rb = row_bytes(t, n);
             memset(abuf_s, 0, sizeof abuf_s);
             memset(abuf_v, 0, sizeof abuf_v);
-            S->quantize_act[t](xbuf, abuf_s, n);
-            V->quantize_act[t](xbuf, abuf_v, n);
+            S->type[t].quantize_act(xbuf, abuf_s, n);
+            V->type[t].quantize_act(xbuf, abuf_v, n);
             int ok = 1;
             for (int i = 0; i < GUARD; i++) ok &= abuf_v[rb + i] == 0;
             if (t == PYRT_TYPE_F16) {
@@ -425,7 +425,7 @@ static void test_quantize_act_float(const pyrt_kernels *S, const pyrt_kernels *V
 static void test_vec_dot(const pyrt_kernels *S, const pyrt_kernels *V) {
     for (int ti = 0; ti < N_WTYPES; ti++) {
         const int t = WEIGHT_TYPES[ti], at = pyrt_type_traits_table[t].act_type;
-        if (V->vec_dot[t] == S->vec_dot[t] && V->quantize_act[at] == S->quantize_act[at]) continue;
+        if (V->type[t].vec_dot == S->type[t].vec_dot && V->type[at].quantize_act == S->type[at].quantize_act) continue;
         int ns;
         const int64_t *sizes = sizes_of(t, &ns);
         for (int si = 0; si < ns; si++) {
@@ -435,15 +435,15 @@ static void test_vec_dot(const pyrt_kernels *S, const pyrt_kernels *V) {
                 if (trial == 0) random_weights(t, n, wbuf, -14, -2);
                 else random_weights(t, n, wbuf, -10, -3);
                 act_input(n, xbuf);
-                S->quantize_act[at](xbuf, abuf_s, n);
-                V->quantize_act[at](xbuf, abuf_v, n);
+                S->type[at].quantize_act(xbuf, abuf_s, n);
+                V->type[at].quantize_act(xbuf, abuf_v, n);
                 double scale_s, scale_v;
                 const double ref_s = emulate_dot(t, wbuf, abuf_s, n, &scale_s);
                 const double ref_v = emulate_dot(t, wbuf, abuf_v, n, &scale_v);
                 float ss = NAN, vs = NAN, vv = NAN;
-                S->vec_dot[t](n, &ss, wbuf, abuf_s);
-                V->vec_dot[t](n, &vs, wbuf, abuf_s);
-                V->vec_dot[t](n, &vv, wbuf, abuf_v);
+                S->type[t].vec_dot(n, &ss, wbuf, abuf_s);
+                V->type[t].vec_dot(n, &vs, wbuf, abuf_s);
+                V->type[t].vec_dot(n, &vv, wbuf, abuf_v);
                 const int ok_ref = fabs(ss - ref_s) <= DOT_EXACT_RTOL * scale_s + 1e-30;
                 const int ok_exact = fabs(vs - ref_s) <= DOT_EXACT_RTOL * scale_s + 1e-30 &&
                                      fabs(vv - ref_v) <= DOT_EXACT_RTOL * scale_v + 1e-30;
@@ -467,12 +467,12 @@ static void test_vec_dot_float_odd(const pyrt_kernels *S, const pyrt_kernels *V)
             seed((uint64_t)n + 100 * (uint64_t)t);
             random_weights(t, n, wbuf, 0, 0);
             for (int64_t i = 0; i < n; i++) xbuf[i] = (float)gauss();
-            V->quantize_act[t](xbuf, abuf_v, n);
+            V->type[t].quantize_act(xbuf, abuf_v, n);
             double scale;
             const double ref = emulate_dot(t, wbuf, abuf_v, n, &scale);
             float ss = NAN, vs = NAN;
-            S->vec_dot[t](n, &ss, wbuf, abuf_v);
-            V->vec_dot[t](n, &vs, wbuf, abuf_v);
+            S->type[t].vec_dot(n, &ss, wbuf, abuf_v);
+            V->type[t].vec_dot(n, &vs, wbuf, abuf_v);
             check(fabs(vs - ref) <= DOT_EXACT_RTOL * scale && fabs(ss - ref) <= DOT_EXACT_RTOL * scale,
                   "vec_dot %s odd n=%lld: emu %.9g scalar %.9g simd %.9g", tname(t), (long long)n, ref, ss, vs);
         }
@@ -484,7 +484,7 @@ static void test_vec_dot_float_odd(const pyrt_kernels *S, const pyrt_kernels *V)
 static void test_vec_dot_nmse(const pyrt_kernels *S, const pyrt_kernels *V) {
     for (int ti = 0; ti < N_WTYPES; ti++) {
         const int t = WEIGHT_TYPES[ti], at = pyrt_type_traits_table[t].act_type;
-        if (V->vec_dot[t] == S->vec_dot[t] && V->quantize_act[at] == S->quantize_act[at]) continue;
+        if (V->type[t].vec_dot == S->type[t].vec_dot && V->type[at].quantize_act == S->type[at].quantize_act) continue;
         seed(77 + (uint64_t)t);
         double err = 0, energy = 0;
         int ns;
@@ -498,10 +498,10 @@ static void test_vec_dot_nmse(const pyrt_kernels *S, const pyrt_kernels *V) {
                  * element of its super-block 4 bits, which is the activation
                  * type's property, not the kernel's; K-quants get gaussians */
                 if (is_kquant(t)) for (int64_t i = 0; i < n; i++) xbuf[i] = (float)gauss();
-                S->dequantize[t](wbuf, fs, n);
-                V->quantize_act[at](xbuf, abuf_v, n);
+                S->type[t].dequantize(wbuf, fs, n);
+                V->type[at].quantize_act(xbuf, abuf_v, n);
                 float got = NAN;
-                V->vec_dot[t](n, &got, wbuf, abuf_v);
+                V->type[t].vec_dot(n, &got, wbuf, abuf_v);
                 double ref = 0;
                 for (int64_t i = 0; i < n; i++) ref += (double)fs[i] * (double)xbuf[i];
                 err += (got - ref) * (got - ref);
@@ -597,7 +597,7 @@ static void test_matmul(int variant) {
         static uint8_t w[ROWS * COLS * 4];
         for (int r = 0; r < ROWS; r++) {
             random_weights(t, COLS, w + r * rb, -10, -3);
-            pyrt_kernels_get(PYRT_KERNELS_SCALAR)->dequantize[t](w + r * rb, wf + r * COLS, COLS);
+            pyrt_kernels_get(PYRT_KERNELS_SCALAR)->type[t].dequantize(w + r * rb, wf + r * COLS, COLS);
         }
         /* plain gaussian activations: the NMSE bound then has a wide margin
          * (outlier blocks are test_vec_dot_nmse's business) */
@@ -638,27 +638,27 @@ static void test_gemm(const pyrt_kernels *V) {
     static float Y[MAXT * LDY];
     for (int ti = 0; ti < N_WTYPES; ti++) {
         const int t = WEIGHT_TYPES[ti], at = pyrt_type_traits_table[t].act_type;
-        if (!V->gemm[t]) continue;
+        if (!V->type[t].gemm) continue;
         for (int ni = 0; ni < (int)(sizeof ns / sizeof ns[0]); ni++) {
             const int64_t n = ns[ni], wrb = row_bytes(t, n), arb = row_bytes(at, n);
             seed(6000 + (uint64_t)n + 31 * (uint64_t)t);
             for (int r = 0; r < MAXR; r++) random_weights(t, n, W + r * wrb, -10, -3);
             for (int k = 0; k < MAXT; k++) {
                 act_input(n, xbuf);
-                V->quantize_act[at](xbuf, A + k * arb, n);
+                V->type[at].quantize_act(xbuf, A + k * arb, n);
             }
             int bad = 0, untouched = 1;
             for (int ri = 0; ri < 4; ri++)
                 for (int tj = 0; tj < 5; tj++) {
                     const int64_t nr = rows_l[ri], nt = toks_l[tj];
                     for (int i = 0; i < MAXT * LDY; i++) Y[i] = -12345.0f;
-                    V->gemm[t](n, W, wrb, nr, A, arb, nt, Y, LDY);
+                    V->type[t].gemm(n, W, wrb, nr, A, arb, nt, Y, LDY);
                     for (int64_t k = 0; k < MAXT; k++)
                         for (int64_t r = 0; r < LDY; r++) {
                             const float got = Y[k * LDY + r];
                             if (k < nt && r < nr) {
                                 float ref = NAN;
-                                V->vec_dot[t](n, &ref, W + r * wrb, A + k * arb);
+                                V->type[t].vec_dot(n, &ref, W + r * wrb, A + k * arb);
                                 bad += bits32(got) != bits32(ref);
                             } else {
                                 untouched &= got == -12345.0f;
@@ -676,9 +676,9 @@ static void test_table(const char *label, const pyrt_kernels *S, const pyrt_kern
     g_table = label;
     int complete = V->fp32_to_fp16 && V->fp16_to_fp32 && V->dot_f16 && V->mad_f16;
     for (int ti = 0; ti < N_WTYPES; ti++)
-        complete &= V->dequantize[WEIGHT_TYPES[ti]] && V->vec_dot[WEIGHT_TYPES[ti]];
+        complete &= V->type[WEIGHT_TYPES[ti]].dequantize && V->type[WEIGHT_TYPES[ti]].vec_dot;
     const int acts[] = { PYRT_TYPE_F32, PYRT_TYPE_F16, PYRT_TYPE_BF16, PYRT_TYPE_Q8_0, PYRT_TYPE_Q8_1, PYRT_TYPE_Q8_K };
-    for (int i = 0; i < 6; i++) complete &= V->quantize_act[acts[i]] != NULL;
+    for (int i = 0; i < 6; i++) complete &= V->type[acts[i]].quantize_act != NULL;
     check(complete, "table has every entry the scalar table has (after fallback)");
     if (!complete) return;
     test_dequantize(S, V);
@@ -699,15 +699,15 @@ static void overlay(pyrt_kernels *dst, const pyrt_kernels *base, const pyrt_kern
     *dst = *base;
     dst->name = simd->name;
     for (int t = 0; t < PYRT_TYPE_COUNT; t++) {
-        if (simd->dequantize[t])   dst->dequantize[t]   = simd->dequantize[t];
-        if (simd->quantize_act[t]) dst->quantize_act[t] = simd->quantize_act[t];
-        if (simd->vec_dot[t])      dst->vec_dot[t]      = simd->vec_dot[t];
-        if (simd->vec_dot_tiled[t]) dst->vec_dot_tiled[t] = simd->vec_dot_tiled[t];
+        if (simd->type[t].dequantize)   dst->type[t].dequantize   = simd->type[t].dequantize;
+        if (simd->type[t].quantize_act) dst->type[t].quantize_act = simd->type[t].quantize_act;
+        if (simd->type[t].vec_dot)      dst->type[t].vec_dot      = simd->type[t].vec_dot;
+        if (simd->type[t].vec_dot_tiled) dst->type[t].vec_dot_tiled = simd->type[t].vec_dot_tiled;
         /* an instruction set's own choices, never inherited */
-        dst->vec_dot_r8[t] = simd->vec_dot_r8[t];
-        dst->vec_dot_r8x4[t] = simd->vec_dot_r8x4[t];
-        dst->gemm[t] = simd->gemm[t];
-        dst->gemm_r8[t] = simd->gemm_r8[t];
+        dst->type[t].vec_dot_r8 = simd->type[t].vec_dot_r8;
+        dst->type[t].vec_dot_r8x4 = simd->type[t].vec_dot_r8x4;
+        dst->type[t].gemm = simd->type[t].gemm;
+        dst->type[t].gemm_r8 = simd->type[t].gemm_r8;
     }
     if (simd->fp32_to_fp16) dst->fp32_to_fp16 = simd->fp32_to_fp16;
     if (simd->fp16_to_fp32) dst->fp16_to_fp32 = simd->fp16_to_fp32;
@@ -762,16 +762,16 @@ int main(int argc, char **argv) {
     printf("aarch64: CPU dot-product instructions: %s\n", has_dp ? "yes" : "no");
     pyrt_kernels raw, base, sdot;
     memset(&raw, 0, sizeof raw);
-    pyrt_kernels_fill_neon_ex(&raw, 0);
+    pyrt_fill_quants_neon_ex(&raw, 0);
     overlay(&base, S, &raw);
     test_table("neon", S, &base);
     tested++;
     if (has_dp) {
         memset(&raw, 0, sizeof raw);
-        pyrt_kernels_fill_neon_ex(&raw, 1);
+        pyrt_fill_quants_neon_ex(&raw, 1);
         overlay(&sdot, S, &raw);
         g_table = "neon+dotprod";
-        check(sdot.vec_dot[PYRT_TYPE_Q8_0] != base.vec_dot[PYRT_TYPE_Q8_0], "dotprod code is built in");
+        check(sdot.type[PYRT_TYPE_Q8_0].vec_dot != base.type[PYRT_TYPE_Q8_0].vec_dot, "dotprod code is built in");
         test_table("neon+dotprod", S, &sdot);
         tested++;
     }
@@ -782,8 +782,8 @@ int main(int argc, char **argv) {
         const pyrt_kernels *expect = has_dp ? &sdot : &base;
         int same = 1;
         for (int t = 0; t < PYRT_TYPE_COUNT; t++)
-            same &= D->vec_dot[t] == expect->vec_dot[t] && D->dequantize[t] == expect->dequantize[t] &&
-                    D->quantize_act[t] == expect->quantize_act[t] && D->gemm[t] == expect->gemm[t];
+            same &= D->type[t].vec_dot == expect->type[t].vec_dot && D->type[t].dequantize == expect->type[t].dequantize &&
+                    D->type[t].quantize_act == expect->type[t].quantize_act && D->type[t].gemm == expect->type[t].gemm;
         check(same, "dispatch picked the %s set", has_dp ? "dotprod" : "baseline");
     }
     test_dispatch(PYRT_KERNELS_NEON);
