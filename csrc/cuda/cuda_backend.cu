@@ -1,6 +1,6 @@
 /* cuda_backend.cu — the CUDA backend behind csrc/cuda/pyrt_cuda.h: weights
  * copied to the device once, an F16 KV cache and scratch per context, and the
- * whole decoder forward (llama / gemma3, as core/model.c) as a sequence of kernels
+ * whole decoder forward (any architecture of core/arch.c, as core/forward.c) as a sequence of kernels
  * on the context's stream. The host only launches: one token-id upload per
  * chunk in, logits or embeddings out, one synchronization per call.
  *
@@ -19,6 +19,7 @@
 
 #include "cuda_ops.cuh"
 #include "pyrt_cuda.h"
+#include "../core/arch.h"
 
 using namespace pyrt_cuda;
 
@@ -189,7 +190,7 @@ int upload_w(pyrt_cuda_model *m, const pyrt_cuda_tensor &t, dweight *w) {
 int upload_all(pyrt_cuda_model *m, const pyrt_cuda_model_desc *d) {
     const pyrt_hparams &hp = d->hp;
     const int64_t E = hp.n_embd, HD = hp.head_dim, QD = (int64_t)hp.n_head * HD, KVD = (int64_t)hp.n_head_kv * HD;
-    const bool g3 = hp.arch == PYRT_ARCH_GEMMA3;
+    const pyrt_arch *A = pyrt_arch_get(hp.arch);   /* model validated: never NULL */
     int st;
     /* validate everything before the first allocation */
     if ((st = check_tensor(d->tok_embd, "token_embd.weight", -1, E, hp.n_vocab, true))) return st;
@@ -206,9 +207,11 @@ int upload_all(pyrt_cuda_model *m, const pyrt_cuda_model_desc *d) {
         if ((st = check_tensor(L.w_gate, "ffn_gate.weight", il, E, hp.n_ff, true))) return st;
         if ((st = check_tensor(L.w_up, "ffn_up.weight", il, E, hp.n_ff, true))) return st;
         if ((st = check_tensor(L.w_down, "ffn_down.weight", il, hp.n_ff, E, true))) return st;
-        if (g3) {
+        if (A->qk_norm) {
             if ((st = check_tensor(L.q_norm, "attn_q_norm.weight", il, HD, 1, false))) return st;
             if ((st = check_tensor(L.k_norm, "attn_k_norm.weight", il, HD, 1, false))) return st;
+        }
+        if (A->post_norms) {
             if ((st = check_tensor(L.post_attn_norm, "post_attention_norm.weight", il, E, 1, false))) return st;
             if ((st = check_tensor(L.post_ffn_norm, "post_ffw_norm.weight", il, E, 1, false))) return st;
         }
@@ -230,9 +233,10 @@ int upload_all(pyrt_cuda_model *m, const pyrt_cuda_model_desc *d) {
             (st = upload_vec(m, L.ffn_norm, &D.ffn_norm)) || (st = upload_w(m, L.w_gate, &D.w_gate)) ||
             (st = upload_w(m, L.w_up, &D.w_up)) || (st = upload_w(m, L.w_down, &D.w_down)))
             return st;
-        if (g3 && ((st = upload_vec(m, L.q_norm, &D.q_norm)) || (st = upload_vec(m, L.k_norm, &D.k_norm)) ||
-                   (st = upload_vec(m, L.post_attn_norm, &D.post_attn_norm)) ||
-                   (st = upload_vec(m, L.post_ffn_norm, &D.post_ffn_norm))))
+        if (A->qk_norm && ((st = upload_vec(m, L.q_norm, &D.q_norm)) || (st = upload_vec(m, L.k_norm, &D.k_norm))))
+            return st;
+        if (A->post_norms && ((st = upload_vec(m, L.post_attn_norm, &D.post_attn_norm)) ||
+                              (st = upload_vec(m, L.post_ffn_norm, &D.post_ffn_norm))))
             return st;
     }
     return PYRT_OK;
@@ -364,7 +368,7 @@ int forward_chunk(pyrt_cuda_ctx *c, const int32_t *tokens, int32_t n, int32_t po
     const pyrt_cuda_model *m = c->m;
     const pyrt_hparams &hp = m->hp;
     const int64_t E = hp.n_embd, HD = hp.head_dim, KVD = c->kv_dim, QD = (int64_t)hp.n_head * HD, FF = hp.n_ff;
-    const bool g3 = hp.arch == PYRT_ARCH_GEMMA3;
+    const pyrt_arch *A = pyrt_arch_get(hp.arch);   /* model validated: never NULL */
     const float attn_scale = hp.attn_scale > 0 ? hp.attn_scale : 1.0f / sqrtf((float)HD);
     cudaStream_t s = c->stream;
     int st;
@@ -377,7 +381,7 @@ int forward_chunk(pyrt_cuda_ctx *c, const int32_t *tokens, int32_t n, int32_t po
         const dlayer &L = m->layers[(size_t)il];
         const bool swa = hp.sliding_window > 0 && hp.swa_period > 0 && ((il + 1) % hp.swa_period) != 0;
         const float base = swa ? hp.rope_freq_base_swa : hp.rope_freq_base;
-        const float fscale = swa ? 1.0f : hp.rope_freq_scale;   /* as core/model.c: no scaling on SWA layers */
+        const float fscale = swa ? 1.0f : hp.rope_freq_scale;   /* as core/forward.c: no scaling on SWA layers */
         uint16_t *kc = c->kc + (int64_t)il * c->n_ctx * KVD;
         uint16_t *vc = c->vc + (int64_t)il * c->n_ctx * KVD;
 
@@ -391,13 +395,13 @@ int forward_chunk(pyrt_cuda_ctx *c, const int32_t *tokens, int32_t n, int32_t po
         /* ---- (qk-norm), rope, k/v into the cache ---- */
         rope_args ra;
         ra.q = c->q; ra.k = c->k; ra.v = c->v; ra.kc = kc; ra.vc = vc;
-        ra.q_norm = g3 ? L.q_norm : nullptr;
-        ra.k_norm = g3 ? L.k_norm : nullptr;
+        ra.q_norm = A->qk_norm ? L.q_norm : nullptr;
+        ra.k_norm = A->qk_norm ? L.k_norm : nullptr;
         ra.n_tok = n; ra.pos0 = pos0; ra.n_head = hp.n_head; ra.n_head_kv = hp.n_head_kv;
         ra.head_dim = hp.head_dim; ra.n_rot = hp.n_rot; ra.mode = hp.rope_type;
         ra.theta_scale = powf(base, -2.0f / (float)hp.n_rot);   /* host powf, as generic/ops.c */
         ra.freq_scale = fscale; ra.eps = hp.norm_eps;
-        ra.q_scale = g3 ? attn_scale : 1.0f;   /* gemma3 scales q in f32 before its f16 rounding */
+        ra.q_scale = A->q_prescale ? attn_scale : 1.0f;   /* in f32 before its f16 rounding */
         CU_TRY(qk_rope_store(ra, s), "rope");
 
         /* ---- attention over the cache ---- */
@@ -406,12 +410,12 @@ int forward_chunk(pyrt_cuda_ctx *c, const int32_t *tokens, int32_t n, int32_t po
         aa.n_tok = n; aa.pos0 = pos0; aa.n_head = hp.n_head; aa.n_head_kv = hp.n_head_kv; aa.head_dim = hp.head_dim;
         aa.window = swa ? hp.sliding_window : 0;
         aa.n_split = n <= 8 ? attn_pick_split(n, hp.n_head, pos0 + n) : 1;
-        aa.scale = g3 ? 1.0f : attn_scale;
+        aa.scale = A->q_prescale ? 1.0f : attn_scale;
         CU_TRY(attention(aa, s), "attention");
 
         /* ---- output projection, residual, ffn norm ---- */
         if ((st = mm(c, L.wo, c->att, QD, n, c->tmp, E, false))) return st;
-        CU_TRY(residual_norm(c->x, c->tmp, g3 ? L.post_attn_norm : nullptr, c->xn, L.ffn_norm, E, n, hp.norm_eps, s),
+        CU_TRY(residual_norm(c->x, c->tmp, A->post_norms ? L.post_attn_norm : nullptr, c->xn, L.ffn_norm, E, n, hp.norm_eps, s),
                "residual + norm");
 
         /* ---- feed-forward ---- */
@@ -419,10 +423,10 @@ int forward_chunk(pyrt_cuda_ctx *c, const int32_t *tokens, int32_t n, int32_t po
         if (gu_act) CU_TRY(quantize_q8(c->xn, E, n, E, c->act, s), "quantize activations");
         if ((st = mm(c, L.w_gate, c->xn, E, n, c->g, FF, gu_act)) || (st = mm(c, L.w_up, c->xn, E, n, c->u, FF, gu_act)))
             return st;
-        CU_TRY(glu(c->g, c->u, (int64_t)n * FF, g3 ? 1 : 0, s), "gated activation");
+        CU_TRY(glu(c->g, c->u, (int64_t)n * FF, A->ffn_act == PYRT_ACT_GELU ? 1 : 0, s), "gated activation");
         if ((st = mm(c, L.w_down, c->g, FF, n, c->tmp, E, false))) return st;
         const float *next_norm = il + 1 < hp.n_layer ? m->layers[(size_t)il + 1].attn_norm : nullptr;
-        CU_TRY(residual_norm(c->x, c->tmp, g3 ? L.post_ffn_norm : nullptr, c->xn, next_norm, E, n, hp.norm_eps, s),
+        CU_TRY(residual_norm(c->x, c->tmp, A->post_norms ? L.post_ffn_norm : nullptr, c->xn, next_norm, E, n, hp.norm_eps, s),
                "residual + norm");
 
         if (abort_flag && *abort_flag) {

@@ -1,11 +1,11 @@
-/* pyrt_cuda.h — internal C interface between core/model.c and the optional CUDA
+/* pyrt_cuda.h — internal C interface between core/ (backend.c, forward.c, state.c) and the optional CUDA
  * backend (the .cu files next to it, built only with -DPYRT_CUDA=ON, which defines
  * PYRT_HAVE_CUDA). Not part of the public ABI: pyrt.h gains the small
- * backend/device API of pyrt.h (pyrt_ctx_create_ex, pyrt_model_offload, ...), and core/model.c routes a
+ * backend/device API of pyrt.h (pyrt_ctx_create_ex, pyrt_model_offload, ...), and core/backend.c routes a
  * context created for PYRT_BACKEND_CUDA through these functions.
  *
  * Without PYRT_HAVE_CUDA every function below is an inline stub that reports
- * PYRT_ERR_UNSUPPORTED ("built without CUDA"), so core/model.c needs no #ifdefs.
+ * PYRT_ERR_UNSUPPORTED ("built without CUDA"), so core/ needs no #ifdefs.
  *
  * Ownership: the backend copies every weight to the device at model upload;
  * host pointers are not kept. The KV cache lives on the device in the CPU

@@ -446,7 +446,7 @@ static void test_rope() {
         std::vector<float> gq(q.size()), gk(k.size());
         std::vector<uint16_t> gkc(dkc.n), gvc(dvc.n);
         CK(dq.get(gq.data())); CK(dk.get(gk.data())); CK(dkc.get(gkc.data())); CK(dvc.get(gvc.data()));
-        /* CPU: op_rmsnorm + op_rope per head, as core/model.c */
+        /* CPU: op_rmsnorm + op_rope per head, as core/forward.c */
         double worst = 0;
         bool ok = true, kv_ok = true;
         for (int t = 0; t < nt; t++)
@@ -639,7 +639,7 @@ static pyrt_cuda_tensor ct(const synth_model &s, const std::string &name) {
     return t;
 }
 
-/* What core/model.c's hook (see the report) builds from its layer table. */
+/* What core/backend.c (pyrt_model_offload) builds from its layer table. */
 static int gpu_model(const synth_model &s, pyrt_cuda_model **out) {
     std::vector<pyrt_cuda_layer> L((size_t)s.hp.n_layer);
     for (int il = 0; il < s.hp.n_layer; il++) {

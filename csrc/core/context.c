@@ -1,0 +1,133 @@
+/* context.c — a context: the F16 KV cache [n_layer][n_ctx][kv_dim], the
+ * activation scratch for n_batch tokens, the per-thread attention scratch
+ * and the thread pool that runs the forward pass (core/forward.c). */
+#include <stdlib.h>
+
+#include "model.h"
+
+/* queries per attention group, and its scratch per thread (kernels.h:
+ * pyrt_attn_args.scores and .acc) */
+static size_t attn_n_q(const pyrt_ctx *c) {
+    return (size_t)c->attn_tok * (size_t)(c->m->hp.n_head / c->m->hp.n_head_kv);
+}
+size_t ctx_attn_scores_floats(const pyrt_ctx *c) { return attn_n_q(c) * ((size_t)c->n_ctx + 32); }
+size_t ctx_attn_acc_floats(const pyrt_ctx *c) {
+    const size_t n_q = attn_n_q(c), hd = (size_t)c->m->hp.head_dim;
+    return 32 * hd > n_q * (hd + 264) ? 32 * hd : n_q * (hd + 264);
+}
+
+static void *alloc_aligned(size_t n) {
+    void *p = NULL;
+    if (n == 0) n = 64;
+    if (posix_memalign(&p, 64, n) != 0) return NULL;
+    return p;
+}
+
+void pyrt_ctx_free(pyrt_ctx *c) {
+    if (!c) return;
+    pyrt_cuda_ctx_free(c->cuda);
+    pool_free(c->pool);
+    void *bufs[] = { c->kc, c->vc, c->x, c->xn, c->q, c->k, c->v, c->att, c->tmp, c->g, c->u,
+                     c->qbuf[0], c->qbuf[1], c->scores, c->probs16, c->q16, c->attn_acc };
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
+    free(c);
+}
+
+int pyrt_ctx_create_ex(const pyrt_model *m, const pyrt_ctx_params *p, pyrt_ctx **out) {
+    if (!p) return pyrt_set_error(PYRT_ERR_INVALID_ARG, "ctx_create_ex: NULL params");
+    for (int i = 0; i < 7; i++)
+        if (p->reserved[i]) return pyrt_set_error(PYRT_ERR_INVALID_ARG, "ctx_create_ex: reserved fields must be zero");
+    if (p->backend == PYRT_BACKEND_CPU) {
+        if (p->device != 0) return pyrt_set_error(PYRT_ERR_INVALID_ARG, "CPU backend has one device (0), not %d", p->device);
+        return pyrt_ctx_create(m, p->n_ctx, p->n_threads, p->n_batch, out);
+    }
+    if (p->backend == PYRT_BACKEND_CUDA) return ctx_create_cuda(m, p->n_ctx, p->n_batch, p->device, out);
+    if (out) *out = NULL;
+    return pyrt_set_error(PYRT_ERR_INVALID_ARG, "unknown backend %d", p->backend);
+}
+
+int32_t pyrt_ctx_backend(const pyrt_ctx *c) { return c ? c->backend : -1; }
+
+int pyrt_ctx_create(const pyrt_model *m, int32_t n_ctx, int32_t n_threads, int32_t n_batch, pyrt_ctx **out) {
+    if (!m || !out) return pyrt_set_error(PYRT_ERR_INVALID_ARG, "ctx_create: NULL argument");
+    *out = NULL;
+    if (!m->finalized) return pyrt_set_error(PYRT_ERR_INVALID_ARG, "ctx_create: model not finalized");
+    if (n_ctx <= 0 || n_ctx > (1 << 24)) return pyrt_set_error(PYRT_ERR_INVALID_ARG, "n_ctx %d out of range", n_ctx);
+    if (n_threads <= 0) n_threads = pool_default_threads();
+    if (n_threads > 512) return pyrt_set_error(PYRT_ERR_INVALID_ARG, "n_threads %d out of range", n_threads);
+    if (n_batch <= 0) n_batch = 512;
+    if (n_batch > n_ctx) n_batch = n_ctx;
+    const pyrt_hparams *hp = &m->hp;
+    pyrt_ctx *c = calloc(1, sizeof *c);
+    if (!c) return pyrt_set_error(PYRT_ERR_OOM, "ctx_create: out of memory");
+    c->m = m;
+    c->n_ctx = n_ctx;
+    c->n_batch = n_batch;
+    c->kv_dim = (int64_t)hp->n_head_kv * hp->head_dim;
+    const int64_t qd = (int64_t)hp->n_head * hp->head_dim;
+    const size_t kv_elems = (size_t)hp->n_layer * (size_t)n_ctx * (size_t)c->kv_dim;
+    if (kv_elems / (size_t)n_ctx / (size_t)hp->n_layer != (size_t)c->kv_dim || kv_elems > ((size_t)1 << 40)) {
+        free(c);
+        return pyrt_set_error(PYRT_ERR_OOM, "KV cache of %d positions is too large", n_ctx);
+    }
+    const size_t B = (size_t)n_batch;
+    int64_t widest = hp->n_embd;
+    if (qd > widest) widest = qd;
+    if (hp->n_ff > widest) widest = hp->n_ff;
+    c->kc = alloc_aligned(kv_elems * sizeof(pyrt_fp16));
+    c->vc = alloc_aligned(kv_elems * sizeof(pyrt_fp16));
+    c->x = alloc_aligned(B * hp->n_embd * sizeof(float));
+    c->xn = alloc_aligned(B * hp->n_embd * sizeof(float));
+    c->tmp = alloc_aligned(B * hp->n_embd * sizeof(float));
+    c->q = alloc_aligned(B * qd * sizeof(float));
+    c->att = alloc_aligned(B * qd * sizeof(float));
+    c->k = alloc_aligned(B * c->kv_dim * sizeof(float));
+    c->v = alloc_aligned(B * c->kv_dim * sizeof(float));
+    c->g = alloc_aligned(B * hp->n_ff * sizeof(float));
+    c->u = alloc_aligned(B * hp->n_ff * sizeof(float));
+    c->qbuf[0] = alloc_aligned(B * (size_t)mm_act_bytes_bound(widest));
+    c->qbuf[1] = alloc_aligned(B * (size_t)mm_act_bytes_bound(widest));
+    /* attention groups: all query heads of a kv head for attn_tok consecutive
+     * tokens, at least 16 queries (an even number: the kernel pairs them; more
+     * queries share each converted V tile); one token for very long
+     * contexts, where the per-query score rows would take too much memory */
+    const int32_t gqa = hp->n_head / hp->n_head_kv;
+    c->attn_tok = gqa >= 16 || n_ctx > 65536 ? 1 : (16 + gqa - 1) / gqa;
+    if (c->attn_tok > 1 && (c->attn_tok * gqa) % 2) c->attn_tok++;
+    c->scores = alloc_aligned((size_t)n_threads * ctx_attn_scores_floats(c) * sizeof(float));
+    c->probs16 = alloc_aligned((size_t)n_threads * (n_ctx + 32) * sizeof(pyrt_fp16));
+    c->q16 = alloc_aligned((size_t)n_threads * hp->head_dim * sizeof(pyrt_fp16));
+    c->attn_acc = alloc_aligned((size_t)n_threads * ctx_attn_acc_floats(c) * sizeof(float));
+    c->pool = pool_create(n_threads);
+    if (!c->kc || !c->vc || !c->x || !c->xn || !c->tmp || !c->q || !c->att || !c->k || !c->v ||
+        !c->g || !c->u || !c->qbuf[0] || !c->qbuf[1] || !c->scores || !c->probs16 || !c->q16 || !c->attn_acc || !c->pool) {
+        pyrt_ctx_free(c);
+        return pyrt_set_error(PYRT_ERR_OOM, "ctx_create: cannot allocate buffers for n_ctx=%d", n_ctx);
+    }
+    *out = c;
+    return PYRT_OK;
+}
+
+int32_t pyrt_ctx_n_ctx(const pyrt_ctx *c) { return c ? c->n_ctx : 0; }
+int32_t pyrt_ctx_n_past(const pyrt_ctx *c) { return c ? c->n_past : 0; }
+int32_t pyrt_ctx_n_threads(const pyrt_ctx *c) { return c && c->pool ? pool_size(c->pool) : 0; }
+
+int pyrt_ctx_truncate(pyrt_ctx *c, int32_t n_keep) {
+    if (!c) return pyrt_set_error(PYRT_ERR_INVALID_ARG, "truncate: NULL ctx");
+    if (n_keep < 0 || n_keep > c->n_past)
+        return pyrt_set_error(PYRT_ERR_INVALID_ARG, "truncate: n_keep %d not in [0, %d]", n_keep, c->n_past);
+    c->n_past = n_keep;
+    return PYRT_OK;
+}
+
+int pyrt_ctx_set_numerics(pyrt_ctx *c, int32_t n_shape) {
+    if (!c) return pyrt_set_error(PYRT_ERR_INVALID_ARG, "set_numerics: NULL ctx");
+    if (n_shape < 0) return pyrt_set_error(PYRT_ERR_INVALID_ARG, "set_numerics: n_shape %d < 0", n_shape);
+    c->n_shape = n_shape;
+    return PYRT_OK;
+}
+
+void pyrt_ctx_abort(pyrt_ctx *c) {
+    if (c) atomic_store(&c->abort_req, 1);
+}
+

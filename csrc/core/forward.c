@@ -1,0 +1,279 @@
+/* forward.c — the decoder forward pass, one pyrt_decode() call per batch of
+ * tokens, run SPMD on the thread pool: every thread calls forward_job and
+ * works on its share of each step; pool_barrier separates steps whose inputs
+ * other threads wrote. It reads top to bottom like the model's math:
+ *
+ *   x = embed(tokens)
+ *   for each layer: attention(x); feed_forward(x)
+ *   out = output(rmsnorm(x))
+ *
+ * What an architecture changes is read from its traits (core/arch.h), never
+ * from its name; docs/ARCHITECTURE.md, 'Forward pass', has the whole block. */
+#include <math.h>
+#include <stdatomic.h>
+
+#include "model.h"
+#include "ops.h"
+
+/* What one thread carries through a forward job. */
+typedef struct {
+    pyrt_ctx *c;
+    const pyrt_model *m;
+    const pyrt_hparams *hp;
+    const pyrt_arch *arch;
+    const pyrt_kernels *K;
+    pyrt_pool *P;
+    int ith, nth;
+    int64_t E, HD, KVD, QD, FF;     /* widths: embedding, head, kv row, q row, FFN */
+    int32_t B, gqa;                 /* tokens in this batch; query heads per kv head */
+    float attn_scale;
+    pyrt_attn_args attn;            /* this thread's attention scratch and constants */
+} fwd;
+
+/* The batch size whose arithmetic a matmul over n rows uses: llama.cpp's
+ * result for the whole batch shape (pyrt_ctx_set_numerics), else n. */
+static int64_t shape(const fwd *f, int64_t n) {
+    return n == f->B && f->c->n_shape > 0 ? (int64_t)f->c->n_shape : n;
+}
+
+/* x[t] = token_embd[tokens[t]] (* embd_scale where the model has one) */
+static void embed_tokens(fwd *f) {
+    const pyrt_ctx *c = f->c;
+    const pyrt_weight *te = &f->m->tok_embd;
+    int64_t lo, hi;
+    pool_split(f->B, f->ith, f->nth, &lo, &hi);
+    for (int64_t t = lo; t < hi; t++) {
+        f->K->type[te->type].dequantize((const char *)te->data + (int64_t)c->tokens[t] * te->row_bytes,
+                                        c->x + t * f->E, f->E);
+        if (f->hp->embd_scale > 0) op_scale(c->x + t * f->E, f->hp->embd_scale, f->E);
+    }
+    pool_barrier(f->P);
+}
+
+/* xn[t] = rmsnorm(x[t]) * w, then a barrier: the matmul after it reads every row */
+static void norm_rows(fwd *f, const float *w) {
+    pyrt_ctx *c = f->c;
+    int64_t lo, hi;
+    pool_split(f->B, f->ith, f->nth, &lo, &hi);
+    for (int64_t t = lo; t < hi; t++) op_rmsnorm(c->xn + t * f->E, c->x + t * f->E, w, f->E, f->hp->norm_eps);
+    pool_barrier(f->P);
+}
+
+/* x[t] += [post_norm](tmp[t]); each thread its own rows, no barrier: the next
+ * step (norm_rows, or the layer's closing barrier) splits rows the same way */
+static void residual(fwd *f, const float *post_norm) {
+    pyrt_ctx *c = f->c;
+    int64_t lo, hi;
+    pool_split(f->B, f->ith, f->nth, &lo, &hi);
+    for (int64_t t = lo; t < hi; t++) {
+        float *tt = c->tmp + t * f->E;
+        if (post_norm) op_rmsnorm(tt, tt, post_norm, f->E, f->hp->norm_eps);
+        op_add(c->x + t * f->E, tt, f->E);
+    }
+}
+
+/* x += [post_norm] Wo . attention(q, k, v) over the causal (sliding) window */
+static void attention(fwd *f, int il) {
+    pyrt_ctx *c = f->c;
+    const pyrt_hparams *hp = f->hp;
+    const pyrt_arch *A = f->arch;
+    const pyrt_kernels *K = f->K;
+    const layer_weights *L = &f->m->layers[il];
+    const int64_t HD = f->HD, KVD = f->KVD, QD = f->QD;
+    const int swa = hp->sliding_window > 0 && hp->swa_period > 0 && ((il + 1) % hp->swa_period) != 0;
+    const float base = swa ? hp->rope_freq_base_swa : hp->rope_freq_base;
+    const float fscale = swa ? 1.0f : hp->rope_freq_scale;   /* llama.cpp: no scaling on SWA layers */
+    pyrt_fp16 *kc = c->kc + (size_t)il * c->n_ctx * KVD;
+    pyrt_fp16 *vc = c->vc + (size_t)il * c->n_ctx * KVD;
+    int64_t lo, hi;
+
+    /* ---- norm, q/k/v projections (one matmul group: the input is quantized once) ---- */
+    norm_rows(f, L->attn_norm);
+    mm_task qkv[3] = { { &L->wq, c->q, QD }, { &L->wk, c->k, KVD }, { &L->wv, c->v, KVD } };
+    mm_group(K, f->P, f->ith, f->nth, c->xn, f->E, f->B, shape(f, f->B), qkv, 3, c->qbuf);
+
+    /* ---- per head: (q/k norm), rope, (q scale); k and v into the F16 cache ---- */
+    const int64_t n_items = (int64_t)f->B * (hp->n_head + hp->n_head_kv);
+    pool_split(n_items, f->ith, f->nth, &lo, &hi);
+    for (int64_t it = lo; it < hi; it++) {
+        const int64_t t = it / (hp->n_head + hp->n_head_kv);
+        const int64_t h = it % (hp->n_head + hp->n_head_kv);
+        const float pos = (float)(c->pos0 + t);
+        if (h < hp->n_head) {
+            float *qh = c->q + t * QD + h * HD;
+            if (A->qk_norm) op_rmsnorm(qh, qh, L->q_norm, HD, hp->norm_eps);
+            K->rope(qh, hp->n_rot, hp->rope_type, pos, base, fscale);
+            if (A->q_prescale) op_scale(qh, f->attn_scale, HD);   /* in f32, before the f16 rounding of q */
+        } else {
+            const int64_t hk = h - hp->n_head;
+            float *kh = c->k + t * KVD + hk * HD;
+            if (A->qk_norm) op_rmsnorm(kh, kh, L->k_norm, HD, hp->norm_eps);
+            K->rope(kh, hp->n_rot, hp->rope_type, pos, base, fscale);
+            const int64_t row = (int64_t)(c->pos0 + t) * KVD + hk * HD;
+            K->fp32_to_fp16(kh, kc + row, HD);
+            K->fp32_to_fp16(c->v + t * KVD + hk * HD, vc + row, HD);
+        }
+    }
+    pool_barrier(f->P);
+
+    /* ---- causal attention over the cache, per group: the gqa query heads
+     * of one kv head for attn_tok consecutive tokens. Groups go round-robin
+     * so that early (short) and late (long) ones spread over the threads. */
+    pyrt_attn_args *a = &f->attn;
+    const int64_t n_kv = hp->n_head_kv, n_blk = (f->B + c->attn_tok - 1) / c->attn_tok;
+    a->first = 0;
+    a->window = swa ? hp->sliding_window : 0;
+    for (int64_t it = f->ith; it < n_blk * n_kv; it += f->nth) {
+        const int64_t t0 = it / n_kv * c->attn_tok, hk = it % n_kv;
+        const int64_t off = t0 * QD + hk * f->gqa * HD;
+        a->out = c->att + off;
+        a->q = c->q + off;
+        a->k = kc + hk * HD;
+        a->v = vc + hk * HD;
+        a->last = c->pos0 + (int32_t)t0;
+        a->n_tok = (int32_t)(f->B - t0 < c->attn_tok ? f->B - t0 : c->attn_tok);
+        K->attn_head(a);
+    }
+    pool_barrier(f->P);
+
+    /* ---- output projection, residual ---- */
+    mm_task o[1] = { { &L->wo, c->tmp, f->E } };
+    mm_group(K, f->P, f->ith, f->nth, c->att, QD, f->B, shape(f, f->B), o, 1, c->qbuf);
+    residual(f, A->post_norms ? L->post_attn_norm : NULL);
+}
+
+/* x += [post_norm] Wdown . (act(Wgate . n(x)) * Wup . n(x)) */
+static void feed_forward(fwd *f, int il) {
+    pyrt_ctx *c = f->c;
+    const layer_weights *L = &f->m->layers[il];
+    const int64_t FF = f->FF;
+    int64_t lo, hi;
+
+    norm_rows(f, L->ffn_norm);
+    mm_task gu[2] = { { &L->w_gate, c->g, FF }, { &L->w_up, c->u, FF } };
+    mm_group(f->K, f->P, f->ith, f->nth, c->xn, f->E, f->B, shape(f, f->B), gu, 2, c->qbuf);
+    pool_split((int64_t)f->B * FF, f->ith, f->nth, &lo, &hi);   /* element-wise: split flat */
+    if (f->arch->ffn_act == PYRT_ACT_GELU) f->K->geglu(c->g + lo, c->u + lo, hi - lo);
+    else                                   f->K->swiglu(c->g + lo, c->u + lo, hi - lo);
+    pool_barrier(f->P);
+    mm_task d[1] = { { &L->w_down, c->tmp, f->E } };
+    mm_group(f->K, f->P, f->ith, f->nth, c->g, FF, f->B, shape(f, f->B), d, 1, c->qbuf);
+    residual(f, f->arch->post_norms ? L->post_ffn_norm : NULL);
+}
+
+/* The rows the caller asked for: final norm, then logits (or the normed
+ * hidden states themselves for embeddings). */
+static void output(fwd *f) {
+    pyrt_ctx *c = f->c;
+    const pyrt_model *m = f->m;
+    int64_t lo, hi;
+    if (c->n_out == 0) return;
+    pool_split(c->n_out, f->ith, f->nth, &lo, &hi);
+    for (int64_t t = lo; t < hi; t++) {
+        const int64_t src = c->out_first + t;
+        float *dst = c->out_kind == PYRT_OUT_EMBD_ALL ? c->out + t * f->E : c->xn + t * f->E;
+        op_rmsnorm(dst, c->x + src * f->E, m->out_norm, f->E, f->hp->norm_eps);
+    }
+    pool_barrier(f->P);
+    if (c->out_kind == PYRT_OUT_EMBD_ALL) return;
+    mm_task lg[1] = { { &m->output, c->out, f->hp->n_vocab } };
+    mm_group(f->K, f->P, f->ith, f->nth, c->xn, f->E, c->n_out, shape(f, c->n_out), lg, 1, c->qbuf);
+}
+
+static void forward_job(void *arg, int ith, int nth) {
+    pyrt_ctx *c = arg;
+    const pyrt_model *m = c->m;
+    const pyrt_hparams *hp = &m->hp;
+    fwd f = {
+        .c = c, .m = m, .hp = hp, .arch = m->arch, .K = pyrt_kernels_current(), .P = c->pool,
+        .ith = ith, .nth = nth,
+        .E = hp->n_embd, .HD = hp->head_dim, .KVD = c->kv_dim,
+        .QD = (int64_t)hp->n_head * hp->head_dim, .FF = hp->n_ff,
+        .B = c->n_tok, .gqa = hp->n_head / hp->n_head_kv,
+        .attn_scale = hp->attn_scale > 0 ? hp->attn_scale : 1.0f / sqrtf((float)hp->head_dim),
+    };
+    f.attn = (pyrt_attn_args){
+        .stride = f.KVD, .head_dim = (int32_t)f.HD,
+        .batched = (c->n_shape > 0 ? c->n_shape : f.B) > 1,
+        .scale = m->arch->q_prescale ? 1.0f : f.attn_scale,   /* else q was scaled in attention() */
+        .scores = c->scores + (size_t)ith * ctx_attn_scores_floats(c),
+        .probs16 = c->probs16 + (size_t)ith * (c->n_ctx + 32),
+        .q16 = c->q16 + (size_t)ith * f.HD,
+        .acc = c->attn_acc + (size_t)ith * ctx_attn_acc_floats(c),
+        .n_head = f.gqa, .q_stride = f.QD,
+    };
+
+    embed_tokens(&f);
+    for (int il = 0; il < hp->n_layer; il++) {
+        attention(&f, il);
+        feed_forward(&f, il);
+        /* one consistent abort decision for all threads: written before the
+         * barrier by thread 0, read after it by everyone */
+        if (ith == 0) c->stop_now = atomic_load(&c->abort_req);
+        pool_barrier(f.P);
+        if (c->stop_now) return;
+    }
+    output(&f);
+}
+
+int pyrt_decode(pyrt_ctx *c, const int32_t *tokens, int32_t n_tokens, int32_t pos0,
+                int32_t out_kind, float *out, int64_t out_len) {
+    if (!c || !tokens) return pyrt_set_error(PYRT_ERR_INVALID_ARG, "decode: NULL argument");
+    const pyrt_hparams *hp = &c->m->hp;
+    if (n_tokens <= 0) return pyrt_set_error(PYRT_ERR_INVALID_ARG, "decode: n_tokens %d must be >= 1", n_tokens);
+    if (pos0 < 0 || pos0 > c->n_past)
+        return pyrt_set_error(PYRT_ERR_INVALID_ARG, "decode: pos0 %d must be in [0, n_past=%d]", pos0, c->n_past);
+    if ((int64_t)pos0 + n_tokens > c->n_ctx)
+        return pyrt_set_error(PYRT_ERR_CONTEXT_FULL, "decode: %d tokens at position %d exceed n_ctx %d",
+                              n_tokens, pos0, c->n_ctx);
+    for (int32_t i = 0; i < n_tokens; i++)
+        if (tokens[i] < 0 || tokens[i] >= hp->n_vocab)
+            return pyrt_set_error(PYRT_ERR_INVALID_ARG, "decode: token id %d at index %d outside [0, %d)", tokens[i], i, hp->n_vocab);
+    int64_t need = 0;
+    switch (out_kind) {
+    case PYRT_OUT_NONE: break;
+    case PYRT_OUT_LOGITS_LAST: need = hp->n_vocab; break;
+    case PYRT_OUT_LOGITS_ALL: need = (int64_t)n_tokens * hp->n_vocab; break;
+    case PYRT_OUT_EMBD_ALL: need = (int64_t)n_tokens * hp->n_embd; break;
+    default: return pyrt_set_error(PYRT_ERR_INVALID_ARG, "decode: unknown out_kind %d", out_kind);
+    }
+    if (need > 0 && (!out || out_len < need))
+        return pyrt_set_error(PYRT_ERR_INVALID_ARG, "decode: output buffer holds %lld floats, need %lld", (long long)out_len, (long long)need);
+
+    atomic_store(&c->abort_req, 0);
+    c->n_past = pos0;
+    if (c->cuda) {
+        const int st = pyrt_cuda_decode(c->cuda, tokens, n_tokens, pos0, out_kind, out, out_len,
+                                        (const volatile int *)&c->abort_req);
+        if (st == PYRT_OK) c->n_past = pos0 + n_tokens;
+        return st;
+    }
+    for (int32_t done = 0; done < n_tokens; ) {
+        const int32_t n = n_tokens - done < c->n_batch ? n_tokens - done : c->n_batch;
+        const int last_chunk = done + n == n_tokens;
+        c->tokens = tokens + done;
+        c->n_tok = n;
+        c->pos0 = pos0 + done;
+        c->out_kind = out_kind;
+        c->stop_now = 0;
+        switch (out_kind) {
+        case PYRT_OUT_LOGITS_LAST:
+            c->out_first = n - 1; c->n_out = last_chunk ? 1 : 0; c->out = out; break;
+        case PYRT_OUT_LOGITS_ALL:
+            c->out_first = 0; c->n_out = n; c->out = out + (int64_t)done * hp->n_vocab; break;
+        case PYRT_OUT_EMBD_ALL:
+            c->out_first = 0; c->n_out = n; c->out = out + (int64_t)done * hp->n_embd; break;
+        default:
+            c->out_first = 0; c->n_out = 0; c->out = NULL;
+        }
+        pool_run(c->pool, forward_job, c);
+        if (c->stop_now) {
+            c->n_past = pos0;
+            return pyrt_set_error(PYRT_ERR_ABORTED, "decode: aborted");
+        }
+        done += n;
+        c->n_past = pos0 + done;
+    }
+    return PYRT_OK;
+}
+

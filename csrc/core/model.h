@@ -1,0 +1,75 @@
+/* model.h — the model and context structs, shared by the core files only
+ * (model.c binds weights, context.c owns the KV cache and scratch, forward.c
+ * runs the decoder, state.c saves the cache, backend.c routes to CUDA). */
+#ifndef PYRT_CORE_MODEL_H
+#define PYRT_CORE_MODEL_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+
+#include "arch.h"
+#include "kernels.h"
+#include "matmul.h"
+#include "threadpool.h"
+#include "cuda/pyrt_cuda.h"
+
+typedef struct {
+    const float *attn_norm;      /* [n_embd]  */
+    pyrt_weight wq;              /* [n_embd] -> [n_head*head_dim]    */
+    pyrt_weight wk;              /* [n_embd] -> [n_head_kv*head_dim] */
+    pyrt_weight wv;              /* [n_embd] -> [n_head_kv*head_dim] */
+    pyrt_weight wo;              /* [n_head*head_dim] -> [n_embd]    */
+    const float *ffn_norm;       /* [n_embd]  */
+    pyrt_weight w_gate, w_up;    /* [n_embd] -> [n_ff] */
+    pyrt_weight w_down;          /* [n_ff] -> [n_embd] */
+    const float *q_norm, *k_norm;                 /* [head_dim] (arch->qk_norm)    */
+    const float *post_attn_norm, *post_ffn_norm;  /* [n_embd]   (arch->post_norms) */
+} layer_weights;
+
+struct pyrt_model {
+    pyrt_hparams hp;
+    const pyrt_arch *arch;       /* traits of hp.arch */
+    pyrt_weight tok_embd;        /* rows n_vocab of n_embd */
+    const float *out_norm;       /* [n_embd] */
+    pyrt_weight output;          /* rows n_vocab of n_embd (tied: = tok_embd) */
+    int has_output;
+    layer_weights *layers;       /* [n_layer] */
+    int finalized;
+    pyrt_cuda_model *cuda;       /* device copy of the weights (pyrt_model_offload) */
+    int32_t cuda_device;
+};
+
+struct pyrt_ctx {
+    const pyrt_model *m;
+    int32_t n_ctx, n_batch, n_past;
+    int64_t kv_dim;
+    pyrt_pool *pool;
+    pyrt_fp16 *kc, *vc;          /* [n_layer][n_ctx][kv_dim] */
+    /* activations, [n_batch][width] */
+    float *x, *xn, *q, *k, *v, *att, *tmp, *g, *u;
+    void *qbuf[2];               /* quantized activations, 2 act types */
+    int32_t attn_tok;            /* tokens per attention group (kernels.h)     */
+    float *scores;               /* [n_threads][n_q][n_ctx + 32], n_q = attn_tok * gqa */
+    pyrt_fp16 *probs16;          /* [n_threads][n_ctx + 32]   */
+    pyrt_fp16 *q16;              /* [n_threads][head_dim]     */
+    float *attn_acc;             /* [n_threads][attn_acc_floats()] */
+    _Atomic int abort_req;
+    int stop_now;
+    int32_t backend;             /* PYRT_BACKEND_*                              */
+    pyrt_cuda_ctx *cuda;         /* CUDA: KV cache + scratch on the device      */
+    int32_t n_shape;             /* 0, or the batch size whose arithmetic to use */
+    /* current job (forward.c) */
+    const int32_t *tokens;
+    int32_t n_tok, pos0, out_first, n_out, out_kind;
+    float *out;
+};
+
+/* context.c: per-thread attention scratch (kernels.h: pyrt_attn_args.scores
+ * and .acc), in floats */
+size_t ctx_attn_scores_floats(const pyrt_ctx *c);
+size_t ctx_attn_acc_floats(const pyrt_ctx *c);
+
+/* backend.c: a context whose KV cache and scratch live on a CUDA device */
+int ctx_create_cuda(const pyrt_model *m, int32_t n_ctx, int32_t n_batch, int32_t device, pyrt_ctx **out);
+
+#endif
