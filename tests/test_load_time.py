@@ -16,7 +16,7 @@ import pytest
 
 from pyrt.gguf_file import GGUFFile
 from pyrt.tokenizer import SPMTokenizer, load_tokenizer
-from pyrt.tokenizer.base import _PB_BYTE, _PB_NORMAL, _pb_field, _pb_pieces
+from pyrt.tokenizer.spm_proto import _PB_BYTE, _PB_NORMAL, _pb_field, _pb_pieces
 from test_tokenizer import pieces, tiny
 from test_tokenizer_spm import small_vocab
 
