@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 from pyrt.gguf_file import GGUFFile
-from pyrt.tokenizer import (_PB_BYTE, _PB_NORMAL, SPMTokenizer, _pb_field, _pb_pieces,
-                            load_tokenizer)
+from pyrt.tokenizer import SPMTokenizer, load_tokenizer
+from pyrt.tokenizer.spm_proto import _PB_BYTE, _PB_NORMAL, _pb_field, _pb_pieces
 from test_tokenizer import pieces, tiny
 from test_tokenizer_spm import small_vocab
 
@@ -125,6 +125,6 @@ def test_duplicate_tokens_rejected(kind, dup, orig):
 
 def test_chat_lookups_need_no_full_map():
     from pyrt.chat import _DETECT, END_OF_TURN_TEXTS
-    from pyrt.tokenizer import _KNOWN_TEXTS
+    from pyrt.tokenizer.base import _KNOWN_TEXTS
     assert {t for markers, _ in _DETECT for t in markers} <= _KNOWN_TEXTS
     assert set(END_OF_TURN_TEXTS) <= _KNOWN_TEXTS

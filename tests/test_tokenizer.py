@@ -196,7 +196,7 @@ def test_missing_pre_warns_and_uses_default(meta):
 # ---------------------------------------------------------------- synthetic vocabularies
 
 def _byte_vocab() -> list[str]:
-    from pyrt.tokenizer import _BYTE_TO_UNICODE
+    from pyrt.tokenizer.bpe import _BYTE_TO_UNICODE
     return list(_BYTE_TO_UNICODE)
 
 

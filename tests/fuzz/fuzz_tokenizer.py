@@ -47,7 +47,7 @@ TOKS, LLM = _tokenizers()
 def _byte_coverage(tok) -> frozenset[int]:
     """Bytes that have a token of their own: text made of other bytes is not representable
     (SmolLM2 has no token for e.g. 0x06 or 0x14; llama.cpp drops those bytes too)."""
-    from pyrt.tokenizer import _BYTE_TO_UNICODE
+    from pyrt.tokenizer.bpe import _BYTE_TO_UNICODE
     return frozenset(b for b in range(256) if tok.token_to_id(_BYTE_TO_UNICODE[b]) is not None)
 
 
