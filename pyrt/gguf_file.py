@@ -2,8 +2,8 @@
 
 A GGUF file from the internet is hostile until validated: every count, length,
 type id, shape and byte range is checked here before any pointer is handed to
-C (DESIGN.md §6). Errors are `GGUFError` (a `ValueError`) naming the field and
-the offending value.
+C (docs/ARCHITECTURE.md, 'Untrusted input'). Errors are `GGUFError` (a
+`ValueError`) naming the field and the offending value.
 
 Checks, in file order (each one a GGUFError):
 
@@ -125,6 +125,11 @@ def _decode_text(raw: bytes) -> str:
         return raw.decode("utf-8", "surrogateescape")
 
 
+def _encode_text(text: str) -> bytes:
+    """The bytes _decode_text decoded `text` from (surrogateescape makes the round trip exact)."""
+    return text.encode("utf-8", "surrogateescape")
+
+
 _U64_LE = struct.Struct("<Q")
 
 
@@ -189,10 +194,12 @@ class GGUFFile:
 
     `source` is a path, or a bytes-like object (bytes, bytearray, memoryview,
     mmap) holding a whole file, which is then used in place (fuzzers, tests).
-    `metadata` maps keys to int/float/bool/str or lists of them;
+    `metadata` maps keys, in file order, to int/float/bool/str or lists of them
+    (strings decoded losslessly: invalid UTF-8 as surrogate escapes);
     `metadata_types` maps keys to GGUF value type ids and `array_types` maps
-    array-valued keys to their element type ids; `tensors` maps names to
-    `TensorInfo`; `tensor_data(name)` is a zero-copy uint8 view.
+    array-valued keys to their element type ids; `raw_metadata(key)` gives a
+    value with its strings as the bytes in the file; `tensors` maps names, in
+    file order, to `TensorInfo`; `tensor_data(name)` is a zero-copy uint8 view.
     """
 
     def __init__(self, source):
@@ -405,6 +412,17 @@ class GGUFFile:
         """Zero-copy read-only uint8 view of a tensor's bytes."""
         t = self.tensors[name]
         return np.frombuffer(self._mm, dtype=np.uint8, count=t.nbytes, offset=t.offset)
+
+    def raw_metadata(self, key: str) -> Any:
+        """metadata[key] with its strings (a string value, or each element of a string
+        array) as the bytes stored in the file, for copying a KV pair exactly."""
+        v = self.metadata[key]
+        vtype = self.metadata_types[key]
+        if vtype == _STR:
+            return _encode_text(v)
+        if vtype == _ARR and self.array_types[key] == _STR:
+            return [_encode_text(x) for x in v]
+        return v
 
     def get(self, key: str, default: Any = None, types: tuple = ()) -> Any:
         """Metadata value with an optional type check (bool is not an int here)."""
