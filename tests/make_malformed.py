@@ -1,4 +1,4 @@
-"""Crafted malformed GGUF files: one per item of the validation checklist in DESIGN.md §6,
+"""Crafted malformed GGUF files: one per item of the validation checklist in docs/ARCHITECTURE.md, 'Untrusted input',
 plus the shapes of real loader CVEs. Every file must be rejected by pyrt with a GGUFError
 whose message names the field and the offending value (tests/test_gguf_malformed.py).
 

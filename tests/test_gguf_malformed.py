@@ -1,5 +1,5 @@
 """Hostile GGUF files: every crafted case of tests/make_malformed.py (one per item of the
-DESIGN.md §6 checklist plus the shapes of real loader CVEs) is rejected with a GGUFError
+docs/ARCHITECTURE.md, 'Untrusted input' checklist plus the shapes of real loader CVEs) is rejected with a GGUFError
 that names the field and the offending value — by the parser for file-structure damage, by
 the model loader for vocabulary / hyper-parameter / shape damage, and end to end by
 pyrt.Llama either way. Costs ~3 s."""
@@ -18,7 +18,7 @@ from tiny_model import tiny_llama_bytes
 import pyrt
 from pyrt.gguf_file import GGUFError, GGUFFile
 
-CHECKLIST = (  # DESIGN.md §6, in order
+CHECKLIST = (  # docs/ARCHITECTURE.md, 'Untrusted input', in order
     "magic", "version 2 or 3", "counts bounded by remaining bytes", "string lengths capped",
     "array lengths capped", "known KV types", "known tensor types", "no duplicate keys",
     "no duplicate tensor names", "1 <= n_dims <= 4", "no zero dims", "no negative dims",

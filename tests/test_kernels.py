@@ -1,6 +1,6 @@
 """Kernel tests: every variant (scalar reference, AVX2 where this CPU has it)
 against independent numpy oracles (gguf.quants, float64 dots), and against each
-other. DESIGN.md §5: dequantization is exact, dot products are checked against
+other. docs/ARCHITECTURE.md, 'Correctness': dequantization is exact, dot products are checked against
 what the integer kernel computes (tight) and against the real values (NMSE)."""
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from pyrt._native import UnsupportedError, check, ffi, lib, ptr
 # longest row already costs ~2e-4).
 DOT_EXACT_RTOL = 1e-5
 # NMSE over many rows of the kernel's dot vs float64 dot(weights, f32 activations):
-# what activation quantization may cost (DESIGN §5 matmul tolerance).
+# what activation quantization may cost (the matmul tolerance of docs/ARCHITECTURE.md, 'Correctness').
 DOT_NMSE_TOL = 5e-4
 # |avx2 - scalar| / sum_b |block term| (different summation order, and AVX2
 # activations may round .5 ties the other way).

@@ -1,6 +1,6 @@
 """Forward-pass ops of the kernel table (rope, SwiGLU, attention head) and the
 repacked-order Q4_0 dot product, each variant against a float64 numpy
-reference (DESIGN.md §5 tolerances)."""
+reference (docs/ARCHITECTURE.md, 'Correctness')."""
 from __future__ import annotations
 
 import os

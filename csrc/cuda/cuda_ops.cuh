@@ -15,7 +15,7 @@
  *     the CPU's 256-element Q8_K activations, as llama.cpp's CUDA backend
  *     does: same weights, activations rounded on another grid (its per-block
  *     math is checked on the CPU by tests/c/test_cuda_kquants.cpp).
- * What differs, within the kernel tolerances of DESIGN §5: summation order
+ * What differs, within the kernel tolerances of docs/ARCHITECTURE.md, 'Correctness': summation order
  * (warp reductions), attention's online softmax (the CPU rounds the
  * probabilities to F16 before P·V, this path keeps them in f32), and
  * cosf/sinf/expf/tanhf of the CUDA math library (<= 2 ulp). */

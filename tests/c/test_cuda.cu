@@ -5,7 +5,7 @@
  *   build-cuda/pyrt_test_cuda --bench    # pp512 / tg128 tokens/s, SmolLM2-135M shapes
  *
  * Every device kernel against the CPU scalar reference (libpyrt's own
- * kernels and ops), with DESIGN.md §5's tolerances:
+ * kernels and ops), with the tolerances of docs/ARCHITECTURE.md, 'Correctness':
  *   quantize_q8  bit-exact vs quantize_row_q8_1 (scalar)
  *   matmul       |gpu - cpu| <= 1e-5 * sum|w*x| (same activation bytes);
  *                K-quants: vs the float64 dot of the dequantized weights and
@@ -43,7 +43,7 @@ using namespace pyrt_cuda;
 /* ---- named tolerances ------------------------------------------------------ */
 static const double DOT_SAME_ACT_RTOL = 1e-5;   /* matmul vs CPU on identical activations        */
 static const double ELEM_ULP = 8;               /* element-wise ops: ulps of the larger magnitude  */
-static const double ATTN_NMSE = 5e-4;           /* DESIGN §5 attention tolerance                   */
+static const double ATTN_NMSE = 5e-4;           /* attention tolerance, docs/ARCHITECTURE.md       */
 static const double MODEL_NMSE = 1e-3;          /* whole-model logits, GPU vs CPU (8-bit activation
                                                    requantization amplifies summation-order noise) */
 static const double NEAR_TIE = 0.05;            /* top-2 logit margin below which top-1 may differ */

@@ -2,7 +2,7 @@
  * (NEON on aarch64, both the baseline and the dot-product instruction sets
  * the CPU can run; AVX2 on x86-64) against the scalar reference kernels and
  * against float64 emulation, with the named tolerances of
- * tests/test_kernels.py (DESIGN.md §5). It needs no Python, so it runs under
+ * tests/test_kernels.py (docs/ARCHITECTURE.md, 'Correctness'). It needs no Python, so it runs under
  * qemu-aarch64 in CI (.ci/jobs/neon.sh):
  *
  *   cc -O2 -Icsrc csrc/{error,dispatch,kernels_ref,kernels_neon}.c \
