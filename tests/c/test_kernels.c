@@ -2,14 +2,11 @@
  * (NEON on aarch64, both the baseline and the dot-product instruction sets
  * the CPU can run; AVX2 on x86-64) against the scalar reference kernels and
  * against float64 emulation, with the named tolerances of
- * tests/test_kernels.py (docs/ARCHITECTURE.md, 'Correctness'). It needs no Python, so it runs under
- * qemu-aarch64 in CI (.ci/jobs/neon.sh):
- *
- *   cc -O2 -Icsrc csrc/{error,dispatch,kernels_ref,kernels_neon}.c \
- *      tests/c/test_kernels.c -lm -lpthread -o test_kernels && ./test_kernels
- *
- * (x86-64: x86/quants_avx2.c compiled with -mavx2 -mfma -mf16c instead of
- * arm/quants_neon.c, and -DPYRT_HAVE_AVX2_KERNELS is implied by core/dispatch.c).
+ * tests/test_kernels.py (docs/ARCHITECTURE.md, 'Correctness'). It needs no
+ * Python, so it runs under qemu-aarch64 in CI. .ci/jobs/neon.sh builds it: the
+ * library's object files from a CMake build (each kernel file with its own
+ * ISA flags), linked with this file (-Icsrc, -DPYRT_HAVE_NEON_KERNELS=1 on
+ * aarch64), once cross-compiled for aarch64 and once natively on x86-64.
  * Prints one line per failure (up to a limit) and a closing "N passed,
  * M failed"; exits 1 on any failure, 0 otherwise. -v lists every check. */
 #include <math.h>
