@@ -168,7 +168,10 @@ static inline pyrt_vec_dot_fn pyrt_pick_vec_dot(const pyrt_kernels *k, int32_t t
 #define PYRT_GEMM_MAX_COLS 16384
 #define PYRT_GEMM_MAX_NB (PYRT_GEMM_MAX_COLS / 32)
 
-/* core/dispatch.c: table for a variant (NULL if unavailable), and the active one. */
+/* core/dispatch.c: a variant's entries merged over a base table (the rules
+ * are stated there), the table for a variant (NULL if unavailable), and the
+ * active one. */
+void pyrt_kernels_merge(pyrt_kernels *dst, const pyrt_kernels *base, const pyrt_kernels *simd);
 const pyrt_kernels *pyrt_kernels_get(int32_t variant);
 const pyrt_kernels *pyrt_kernels_current(void);
 

@@ -109,15 +109,22 @@ static void merge_ops(pyrt_kernels *d, const pyrt_kernels *v) {
 #undef INHERIT
 #undef OWN
 
+/* dst = base with a variant's entries (a table its fill set from empty)
+ * merged over it. Exported for tests/c/test_kernels.c, which builds the NEON
+ * tables of both instruction sets the same way. */
+void pyrt_kernels_merge(pyrt_kernels *dst, const pyrt_kernels *base, const pyrt_kernels *simd) {
+    *dst = *base;
+    for (int t = 0; t < PYRT_TYPE_COUNT; t++) merge_type(&dst->type[t], &simd->type[t]);
+    merge_ops(dst, simd);
+}
+
 /* A SIMD table starts as a copy of the scalar one; the variant's fill sets
  * what it implements in an empty table, which is then merged over the copy. */
 static void overlay(pyrt_kernels *dst, const pyrt_kernels *base, void (*fill)(pyrt_kernels *)) {
     pyrt_kernels simd;
     memset(&simd, 0, sizeof simd);
     fill(&simd);
-    *dst = *base;
-    for (int t = 0; t < PYRT_TYPE_COUNT; t++) merge_type(&dst->type[t], &simd.type[t]);
-    merge_ops(dst, &simd);
+    pyrt_kernels_merge(dst, base, &simd);
 }
 
 static void fill_avx2_all(pyrt_kernels *k) {

@@ -691,26 +691,6 @@ static void test_table(const char *label, const pyrt_kernels *S, const pyrt_kern
 }
 
 #if TEST_NEON
-/* as core/dispatch.c: the variant's entries over the scalar table */
-static void overlay(pyrt_kernels *dst, const pyrt_kernels *base, const pyrt_kernels *simd) {
-    *dst = *base;
-    dst->name = simd->name;
-    for (int t = 0; t < PYRT_TYPE_COUNT; t++) {
-        if (simd->type[t].dequantize)   dst->type[t].dequantize   = simd->type[t].dequantize;
-        if (simd->type[t].quantize_act) dst->type[t].quantize_act = simd->type[t].quantize_act;
-        if (simd->type[t].vec_dot)      dst->type[t].vec_dot      = simd->type[t].vec_dot;
-        if (simd->type[t].vec_dot_tiled) dst->type[t].vec_dot_tiled = simd->type[t].vec_dot_tiled;
-        /* an instruction set's own choices, never inherited */
-        dst->type[t].vec_dot_r8 = simd->type[t].vec_dot_r8;
-        dst->type[t].vec_dot_r8x4 = simd->type[t].vec_dot_r8x4;
-        dst->type[t].gemm = simd->type[t].gemm;
-        dst->type[t].gemm_r8 = simd->type[t].gemm_r8;
-    }
-    if (simd->fp32_to_fp16) dst->fp32_to_fp16 = simd->fp32_to_fp16;
-    if (simd->fp16_to_fp32) dst->fp16_to_fp32 = simd->fp16_to_fp32;
-    if (simd->dot_f16)      dst->dot_f16      = simd->dot_f16;
-    if (simd->mad_f16)      dst->mad_f16      = simd->mad_f16;
-}
 #endif
 
 /* PYRT_KERNELS and pyrt_kernels_select pick the SIMD variant by default. */
@@ -760,13 +740,13 @@ int main(int argc, char **argv) {
     pyrt_kernels raw, base, sdot;
     memset(&raw, 0, sizeof raw);
     pyrt_fill_quants_neon_ex(&raw, 0);
-    overlay(&base, S, &raw);
+    pyrt_kernels_merge(&base, S, &raw);
     test_table("neon", S, &base);
     tested++;
     if (has_dp) {
         memset(&raw, 0, sizeof raw);
         pyrt_fill_quants_neon_ex(&raw, 1);
-        overlay(&sdot, S, &raw);
+        pyrt_kernels_merge(&sdot, S, &raw);
         g_table = "neon+dotprod";
         check(sdot.type[PYRT_TYPE_Q8_0].vec_dot != base.type[PYRT_TYPE_Q8_0].vec_dot, "dotprod code is built in");
         test_table("neon+dotprod", S, &sdot);
