@@ -7,10 +7,8 @@ chunks with ``stream=True``; embeddings are mean-pooled final hidden states;
 from __future__ import annotations
 
 import base64
-import codecs
 import hashlib
 import json
-import math
 import os
 import random
 import struct
@@ -18,15 +16,15 @@ import sys
 import threading
 import time
 import uuid
-from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator, Sequence, Union
 
 import numpy as np
 
 from ._native import ContextFullError, lib
+from .generate import generate_tokens, logprob_entry, stream_generate
 from .model import Context, Model
-from .sampling import Sampler, SamplingParams
+from .sampling import SamplingParams
 
 __all__ = ["Llama", "LlamaState"]
 
@@ -97,6 +95,7 @@ class Llama:
         if verbose and self._placement.reason != "requested":
             print(f"pyrt: device {self._placement.device} ({self._placement.reason})", file=sys.stderr)
         self.tokenizer = self._model.tokenizer
+        self._eval_s = 0.0               # eval_seconds
         self._tokens: list[int] = []     # tokens whose K/V are in the cache, in order
         self._epoch = 0                  # bumped whenever the cache is repositioned
         self._rng = random.Random(seed)
@@ -148,6 +147,22 @@ class Llama:
     def n_tokens(self) -> int:
         """Number of tokens currently held in the KV cache."""
         return len(self._tokens)
+
+    def n_params(self) -> int:
+        """Number of weights in the model file (all tensors' elements)."""
+        return sum(t.n_elements for t in self._model.gguf.tensors.values())
+
+    def model_size(self) -> int:
+        """Bytes of tensor data in the model file (the weights as stored, quantized)."""
+        return sum(t.nbytes for t in self._model.gguf.tensors.values())
+
+    @property
+    def eval_seconds(self) -> float:
+        """Seconds spent in model evaluation (the C forward pass: prompts,
+        generated tokens, logits, embeddings) since this Llama was made.
+        The difference over a call, against its wall time, is the time
+        spent in Python (`pyrt bench --generate` reports it)."""
+        return self._eval_s
 
     def token_bos(self) -> int | None:
         return self.tokenizer.bos_id
@@ -215,6 +230,13 @@ class Llama:
         ctx = ctx or self._ctx
         if ctx is None:
             raise ValueError("this Llama is closed")
+        t0 = time.perf_counter()
+        try:
+            return self._decode_in(ctx, tokens, pos0, out_kind, n_shape)
+        finally:
+            self._eval_s += time.perf_counter() - t0
+
+    def _decode_in(self, ctx: Context, tokens: Sequence[int], pos0: int, out_kind: int, n_shape: int):
         if len(tokens) <= 8 or threading.current_thread() is not threading.main_thread():
             return ctx.decode(tokens, pos0, out_kind, n_shape)
         result: dict = {}
@@ -332,45 +354,8 @@ class Llama:
         stop_ids, stop_strs = _split_stop(stop)
         toks = self._check_tokens(tokens)
         self._check_fits(len(toks))
-        return self._generate(toks, max_tokens, params, stop_ids, stop_strs)
-
-    def _generate(self, toks, max_tokens, params, stop_ids, stop_strs) -> Iterator[int]:
-        sampler = Sampler(params, self.n_vocab())
-        try:
-            for t in toks:
-                sampler.accept(t)
-            logits = self.eval_prefix(toks)
-            epoch = self._epoch
-            held: list[int] = []          # tokens that may be the start of a stop string
-            n_gen = 0
-            while max_tokens is None or n_gen < max_tokens:
-                tok = sampler.sample(logits)
-                if self.tokenizer.is_eog(tok) or tok in stop_ids:
-                    break
-                sampler.accept(tok)
-                n_gen += 1
-                if stop_strs:
-                    held.append(tok)
-                    text = self.tokenizer.detokenize(held)
-                    if any(s in text for s in stop_strs):
-                        return
-                    keep = _stop_holdback(text, stop_strs)
-                    # release leading tokens whose text cannot be part of a stop string
-                    while held and (keep == 0 or len(self.tokenizer.detokenize(held[1:])) >= keep):
-                        yield held.pop(0)
-                else:
-                    yield tok
-                if len(self._tokens) >= self._n_ctx:
-                    break
-                if max_tokens is not None and n_gen >= max_tokens:
-                    break
-                self._check_epoch(epoch)
-                pos = len(self._tokens)
-                logits = self._decode([tok], pos, lib.PYRT_OUT_LOGITS_LAST)
-                self._tokens.append(tok)
-            yield from held
-        finally:
-            sampler.close()
+        return generate_tokens(self, toks, params, max_tokens=max_tokens, stop_ids=stop_ids,
+                               stop_strs=stop_strs)
 
     def _check_epoch(self, epoch: int) -> None:
         if epoch != self._epoch:
@@ -390,97 +375,6 @@ class Llama:
         if params.seed is None:
             params.seed = self._rng.getrandbits(64)
         return params
-
-    def _run(self, toks: list[int], max_tokens: int | None, params: SamplingParams,
-             stop_ids: set[int], stop_strs: list[str], n_logprobs: int | None,
-             should_stop: Callable[[], bool] | None = None,
-             progress: Callable[[int, int], None] | None = None,
-             prompt_logits: np.ndarray | None = None) -> Iterator[tuple]:
-        """The text-streaming core of the completion APIs.
-
-        Yields ("text", delta, entries) — `entries` are the logprob records of
-        the tokens whose text is now fully emitted (only when n_logprobs is not
-        None) — and finally ("done", finish_reason, n_generated). Stop strings
-        are cut at the exact character; text that might begin a stop string is
-        held back until it cannot; incomplete UTF-8 is never emitted."""
-        sampler = Sampler(params, self.n_vocab())
-        tok_bytes = self.tokenizer.token_to_bytes
-        is_eog = self.tokenizer.is_eog
-        t0 = time.perf_counter()
-        n_gen = 0
-        t1 = None
-        try:
-            for t in toks:
-                sampler.accept(t)
-            if prompt_logits is None:
-                logits = self.eval_prefix(toks, progress=progress)
-            else:
-                logits = prompt_logits
-            epoch = self._epoch
-            t1 = time.perf_counter()
-            self.last_stats = {"prompt_n": len(toks), "cached_n": self._last_n_keep,
-                               "prompt_ms": (t1 - t0) * 1e3, "predicted_n": 0, "predicted_ms": 0.0}
-            dec = codecs.getincrementaldecoder("utf-8")("replace")
-            text = ""                    # generated text so far
-            emitted = 0                  # characters of `text` already yielded
-            pending: deque = deque()     # (entry, end offset) of tokens not yet yielded
-            max_stop = max((len(s) for s in stop_strs), default=0)
-            finish = "length"
-            cut = -1
-            while True:
-                if max_tokens is not None and n_gen >= max_tokens:
-                    break
-                if should_stop is not None and should_stop():
-                    finish = "abort"
-                    break
-                tok = sampler.sample(logits)
-                if is_eog(tok) or tok in stop_ids:
-                    finish = "stop"
-                    break
-                sampler.accept(tok)
-                n_gen += 1
-                prev = len(text)
-                text += dec.decode(tok_bytes(tok))
-                if n_logprobs is not None:
-                    pending.append((_logprob_entry(self.tokenizer, logits, tok, n_logprobs, prev),
-                                    len(text)))
-                hold = 0
-                if stop_strs:
-                    start = max(0, prev - max_stop + 1)
-                    hits = [i for i in (text.find(s, start) for s in stop_strs) if i >= 0]
-                    if hits:
-                        cut = min(hits)
-                        finish = "stop"
-                        break
-                    hold = _stop_holdback(text, stop_strs)
-                upto = len(text) - hold
-                if upto > emitted or (pending and pending[0][1] <= upto):
-                    ready = []
-                    while pending and pending[0][1] <= upto:
-                        ready.append(pending.popleft()[0])
-                    yield ("text", text[emitted:upto], ready)
-                    emitted = upto
-                if len(self._tokens) >= self._n_ctx:
-                    break
-                if max_tokens is not None and n_gen >= max_tokens:
-                    break
-                self._check_epoch(epoch)
-                logits = self._decode([tok], len(self._tokens), lib.PYRT_OUT_LOGITS_LAST)
-                self._tokens.append(tok)
-            if cut >= 0:
-                rest = text[emitted:cut]
-                ready = [e for e, _end in pending if e["offset"] < cut]
-            else:
-                rest = text[emitted:] + dec.decode(b"", final=True)
-                ready = [e for e, _end in pending]
-            if rest or ready:
-                yield ("text", rest, ready)
-            yield ("done", finish, n_gen)
-        finally:
-            sampler.close()
-            if t1 is not None:
-                self.last_stats["predicted_n"] = n_gen
-                self.last_stats["predicted_ms"] = (time.perf_counter() - t1) * 1e3
 
     # ---- completions ---------------------------------------------------------------
     def create_completion(self, prompt: Prompt, suffix: str | None = None, max_tokens: int | None = 16,
@@ -565,7 +459,7 @@ class Llama:
                         entries.append({"token": piece, "bytes": None, "logprob": None, "top": None,
                                         "offset": off, "id": t})
                     else:
-                        e = _logprob_entry(self.tokenizer, all_logits[i - 1], t, n_logprobs, off)
+                        e = logprob_entry(self.tokenizer, all_logits[i - 1], t, n_logprobs, off)
                         e["token"] = piece
                         entries.append(e)
                     off += len(piece)
@@ -575,13 +469,14 @@ class Llama:
             base = len(prompt_text)
         n_gen = 0
         finish = "length"
-        for ev in self._run(toks, max_tokens, params, set(), stop_strs, n_logprobs, should_stop,
-                            prompt_logits=prompt_logits):
-            if ev[0] == "text":
-                lp = _completion_logprobs(ev[2], base) if n_logprobs is not None else None
-                yield chunk(ev[1], lp)
+        for piece in stream_generate(self, toks, params, max_tokens=max_tokens, stop_strs=stop_strs,
+                                     n_logprobs=n_logprobs, should_stop=should_stop,
+                                     prompt_logits=prompt_logits):
+            if piece.finish_reason is None:
+                lp = _completion_logprobs(piece.logprobs, base) if n_logprobs is not None else None
+                yield chunk(piece.text, lp)
             else:
-                finish, n_gen = ev[1], ev[2]
+                finish, n_gen = piece.finish_reason, piece.n_generated
         yield chunk("", None, finish, _usage(len(toks), n_gen, self.last_stats.get("cached_n", 0)))
 
     # ---- chat ---------------------------------------------------------------
@@ -679,20 +574,21 @@ class Llama:
                     "choices": [{"index": 0, "delta": delta, "logprobs": lp, "finish_reason": finish}],
                     "usage": usage}
 
-        events = self._run(toks, max_tokens, params, self.chat_stop_tokens(), stop_strs, n_lp,
-                           should_stop, progress)
+        pieces = stream_generate(self, toks, params, max_tokens=max_tokens,
+                                 stop_ids=self.chat_stop_tokens(), stop_strs=stop_strs, n_logprobs=n_lp,
+                                 should_stop=should_stop, progress=progress)
         first = True
         finish, n_gen = "length", 0
-        for ev in events:
+        for piece in pieces:
             if first:       # after prompt evaluation, so the role chunk marks "reply started"
                 first = False
                 yield chunk({"role": "assistant", "content": ""})
-            if ev[0] == "text":
-                lp = {"content": [_chat_logprob(e) for e in ev[2]]} if n_lp is not None else None
-                if ev[1] or lp:
-                    yield chunk({"content": ev[1]}, lp)
+            if piece.finish_reason is None:
+                lp = {"content": [_chat_logprob(e) for e in piece.logprobs]} if n_lp is not None else None
+                if piece.text or lp:
+                    yield chunk({"content": piece.text}, lp)
             else:
-                finish, n_gen = ev[1], ev[2]
+                finish, n_gen = piece.finish_reason, piece.n_generated
         yield chunk({}, None, finish, _usage(len(toks), n_gen, self.last_stats.get("cached_n", 0)))
 
     # ---- embeddings ---------------------------------------------------------------
@@ -978,35 +874,6 @@ def _split_stop(stop) -> tuple[set[int], list[str]]:
         elif s:
             strs.append(s)
     return ids, strs
-
-
-def _stop_holdback(text: str, stops: list[str]) -> int:
-    """Length of the longest suffix of `text` that is a proper prefix of a stop string."""
-    best = 0
-    for s in stops:
-        for k in range(min(len(s) - 1, len(text)), 0, -1):
-            if text.endswith(s[:k]):
-                best = max(best, k)
-                break
-    return best
-
-
-def _log_softmax(logits: np.ndarray) -> np.ndarray:
-    x = logits.astype(np.float64)
-    m = np.max(x)
-    return x - (m + math.log(np.sum(np.exp(x - m))))
-
-
-def _logprob_entry(tokenizer, logits: np.ndarray, tok: int, k: int, offset: int) -> dict:
-    lp = _log_softmax(logits)
-    top = []
-    if k > 0:
-        idx = np.argpartition(-lp, k - 1)[:k]
-        idx = idx[np.argsort(-lp[idx], kind="stable")]
-        top = [(int(i), tokenizer.token_to_bytes(int(i)), float(lp[i])) for i in idx]
-    raw = tokenizer.token_to_bytes(tok)
-    return {"id": tok, "token": raw.decode("utf-8", "replace"), "bytes": raw, "logprob": float(lp[tok]),
-            "top": top, "offset": offset}
 
 
 def _completion_logprobs(entries: list[dict], base: int) -> dict:

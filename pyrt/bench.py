@@ -17,6 +17,8 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from .cli_args import add_device_arg
+
 
 @dataclass
 class BenchRecord:
@@ -134,17 +136,6 @@ def run_generate_bench(model: str, n_gen: int = 128, n_threads: int | None = Non
     load_ms = (time.perf_counter() - t0) * 1e3
     try:
         ids = llm.tokenize(prompt)
-        ctx = llm._ctx
-        in_c = [0.0]
-        real_decode = ctx.decode
-
-        def timed_decode(*a, **kw):
-            t = time.perf_counter()
-            try:
-                return real_decode(*a, **kw)
-            finally:
-                in_c[0] += time.perf_counter() - t
-        ctx.decode = timed_decode
 
         def gen():
             llm.reset()
@@ -155,16 +146,15 @@ def run_generate_bench(model: str, n_gen: int = 128, n_threads: int | None = Non
         gen()
         samples, overhead = [], []
         for _ in range(repetitions):
-            in_c[0] = 0.0
+            in_c = llm.eval_seconds
             t = time.perf_counter()
             n = gen()
             wall = time.perf_counter() - t
+            in_c = llm.eval_seconds - in_c
             samples.append(n / wall)
-            overhead.append(100.0 * (wall - in_c[0]) / wall)
-        g = llm._model.gguf
+            overhead.append(100.0 * (wall - in_c) / wall)
         rec = BenchRecord(model_filename=os.path.basename(llm.model_path), model_type="generate",
-                          model_size=sum(t.nbytes for t in g.tensors.values()),
-                          model_n_params=sum(t.n_elements for t in g.tensors.values()),
+                          model_size=llm.model_size(), model_n_params=llm.n_params(),
                           n_threads=llm.n_threads(), n_prompt=len(ids), n_gen=n_gen, n_batch=512,
                           avg_ts=statistics.mean(samples),
                           stddev_ts=statistics.stdev(samples) if len(samples) > 1 else 0.0,
@@ -212,6 +202,5 @@ def add_parser(sub) -> None:
     b.add_argument("--generate", type=int, default=0, metavar="N",
                    help="also time Llama.generate (greedy, N tokens) and its Python overhead")
     b.add_argument("--json", action="store_true", help="print llama-bench-style JSON records")
-    from .cli import add_device_arg
     add_device_arg(b)
     b.set_defaults(func=main)

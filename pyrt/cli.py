@@ -13,34 +13,7 @@ import time
 # library users keep their own setting.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-
-def _add_model_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-m", "--model", default=None,
-                   help="GGUF file or known model name (default: the default model, fetched on first use)")
-
-
-def _device_arg(value: str) -> str:
-    from .device import parse_device
-    try:
-        parse_device(value)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
-    return value
-
-
-def add_device_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--device", type=_device_arg, default="cpu", metavar="DEVICE",
-                   help="cpu (default), cuda, cuda:N or auto (the GPU when this build has CUDA, a GPU is "
-                        "present and it supports the model's types; else the CPU). See `pyrt devices`")
-
-
-def _add_sampling_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--temp", type=float, default=0.8, help="temperature; 0 = greedy (default 0.8)")
-    p.add_argument("--top-k", type=int, default=40)
-    p.add_argument("--top-p", type=float, default=0.95)
-    p.add_argument("--min-p", type=float, default=0.05)
-    p.add_argument("--repeat-penalty", type=float, default=1.0)
-    p.add_argument("--seed", type=int, default=None, help="RNG seed (default: random)")
+from .cli_args import add_device_arg, add_model_arg, add_sampling_args  # noqa: E402
 
 
 def cmd_generate(args) -> int:
@@ -179,7 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
     c = sub.add_parser("chat", help="chat with a model in the terminal")
-    _add_model_arg(c)
+    add_model_arg(c)
     c.add_argument("-c", "--ctx-size", type=int, default=4096, help="context window in tokens (default 4096)")
     c.add_argument("-t", "--threads", type=int, default=None)
     c.add_argument("-n", "--n-predict", type=int, default=None,
@@ -192,11 +165,11 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--no-history", action="store_true", help="do not read or write input history")
     c.add_argument("-v", "--verbose", action="store_true", help="print timings after each reply")
     add_device_arg(c)
-    _add_sampling_args(c)
+    add_sampling_args(c)
     c.set_defaults(func=cmd_chat)
 
     s = sub.add_parser("serve", help="OpenAI-compatible HTTP server")
-    _add_model_arg(s)
+    add_model_arg(s)
     s.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     s.add_argument("--port", type=int, default=8080, help="port (default 8080; 0 picks a free one)")
     s.add_argument("-c", "--ctx-size", type=int, default=4096, help="context window in tokens (default 4096)")
@@ -212,7 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_serve)
 
     g = sub.add_parser("generate", help="continue a prompt, streaming to stdout")
-    _add_model_arg(g)
+    add_model_arg(g)
     g.add_argument("prompt", nargs="?", help="prompt text (default: read stdin)")
     g.add_argument("-n", "--n-predict", type=int, default=128, help="tokens to generate (default 128)")
     g.add_argument("-c", "--ctx-size", type=int, default=4096)
@@ -222,7 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="never stop at end-of-generation tokens (ban them), like llama.cpp's --ignore-eos")
     g.add_argument("-v", "--verbose", action="store_true", help="print timings to stderr")
     add_device_arg(g)
-    _add_sampling_args(g)
+    add_sampling_args(g)
     g.set_defaults(func=cmd_generate)
 
     i = sub.add_parser("info", help="architecture, hparams, tensor types and sizes of a model")

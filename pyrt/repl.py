@@ -316,7 +316,7 @@ class ChatREPL:
             self.conv.add("assistant", "".join(reply))
         if finish != "interrupted":
             self.say()
-            if finish == "length" and len(llm._tokens) >= n_ctx - 1:
+            if finish == "length" and llm.n_tokens() >= n_ctx - 1:
                 self.say("[the reply was cut: the context is full; older turns will be dropped next time]")
             self.say()
         if self.verbose:
@@ -425,7 +425,7 @@ class ChatREPL:
         if what == "info":
             md = llm.metadata
             hp = llm.hparams
-            n_params = sum(t.n_elements for t in llm._model.gguf.tensors.values())
+            n_params = llm.n_params()
             self.say("  Model")
             rows = [("name", md.get("general.name", "?")), ("file", llm.model_path),
                     ("architecture", hp.arch), ("parameters", f"{n_params / 1e6:.1f}M"),

@@ -1,0 +1,37 @@
+"""argparse helpers shared by the `pyrt` subcommands (pyrt/cli.py and the
+`pyrt bench` parser in pyrt/bench.py). Kept apart from both so that the
+dependency runs one way: cli -> bench -> api, each using this module."""
+from __future__ import annotations
+
+import argparse
+
+__all__ = ["add_model_arg", "add_device_arg", "add_sampling_args"]
+
+
+def add_model_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-m", "--model", default=None,
+                   help="GGUF file or known model name (default: the default model, fetched on first use)")
+
+
+def _device_arg(value: str) -> str:
+    from .device import parse_device      # loads the C library: only when a --device is given
+    try:
+        parse_device(value)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return value
+
+
+def add_device_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", type=_device_arg, default="cpu", metavar="DEVICE",
+                   help="cpu (default), cuda, cuda:N or auto (the GPU when this build has CUDA, a GPU is "
+                        "present and it supports the model's types; else the CPU). See `pyrt devices`")
+
+
+def add_sampling_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--temp", type=float, default=0.8, help="temperature; 0 = greedy (default 0.8)")
+    p.add_argument("--top-k", type=int, default=40)
+    p.add_argument("--top-p", type=float, default=0.95)
+    p.add_argument("--min-p", type=float, default=0.05)
+    p.add_argument("--repeat-penalty", type=float, default=1.0)
+    p.add_argument("--seed", type=int, default=None, help="RNG seed (default: random)")

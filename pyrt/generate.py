@@ -1,0 +1,289 @@
+"""The one token generator behind every way pyrt generates text.
+
+Three layers, in the shape of mlx-lm's generate_step -> stream_generate ->
+generate (docs/ARCHITECTURE.md):
+
+``generate_step(llm, tokens, params, ...)`` -> :class:`TokenSteps`
+    The lowest layer. Makes the KV cache hold the prompt (reusing the cached
+    prefix, :meth:`Llama.eval_prefix`), then samples one token at a time and
+    yields ``(token, logits)``: the logits the token was sampled from. It
+    stops at an end-of-generation token or one of `stop_ids` (not yielded),
+    after `max_tokens`, when the context is full, or when `should_stop()`
+    says so; ``finish_reason`` then says which ("stop", "length", "abort").
+    The next token is only evaluated when the consumer asks for it, so a
+    consumer that stops early leaves no extra work behind. Before each
+    evaluation it checks that no other call moved the cache meanwhile.
+
+``generate_tokens(llm, tokens, params, ...)``
+    :meth:`Llama.generate`: token ids, with stop strings matched on the
+    detokenized tokens still held back (the tokens that make up a stop string
+    are never yielded).
+
+``stream_generate(llm, tokens, params, ...)`` -> :class:`Piece`
+    Text: incremental UTF-8 decoding (never half a character), stop strings
+    cut at the exact character with the text that might begin one held back
+    until it cannot, per-token log-probabilities, and a last piece with the
+    finish_reason and the number of generated tokens. It records
+    ``Llama.last_stats``. :meth:`Llama.create_completion` and
+    :meth:`Llama.create_chat_completion` are built on it, and through them
+    the chat REPL and the server.
+
+These functions take a :class:`pyrt.Llama` and work on its cache; they are
+the only code outside pyrt/api.py that touches Llama's private state. Their
+arguments are validated by the Llama methods that call them.
+"""
+from __future__ import annotations
+
+import codecs
+import math
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Callable, Collection, Iterator, Sequence
+
+import numpy as np
+
+from ._native import lib
+from .sampling import Sampler, SamplingParams
+
+if TYPE_CHECKING:
+    from .api import Llama
+
+__all__ = ["TokenSteps", "generate_step", "generate_tokens", "Piece", "stream_generate"]
+
+
+# ---------------------------------------------------------------------------------------------
+# tokens
+# ---------------------------------------------------------------------------------------------
+
+class TokenSteps:
+    """Iterator of ``(token, logits)`` for one generation; see
+    :func:`generate_step`. After it ends (or is closed), ``finish_reason`` is
+    "stop" (end-of-generation or stop token), "length" (max_tokens or a full
+    context) or "abort" (should_stop), and ``n_generated`` counts the tokens
+    yielded. ``close()`` ends it early (the sampler is freed)."""
+
+    def __init__(self, llm: "Llama", tokens: list[int], params: SamplingParams, *,
+                 max_tokens: int | None, stop_ids: Collection[int] = (),
+                 should_stop: Callable[[], bool] | None = None,
+                 progress: Callable[[int, int], None] | None = None,
+                 prompt_logits: np.ndarray | None = None, record_stats: bool = False):
+        self.finish_reason: str | None = None
+        self.n_generated = 0
+        self._gen = self._steps(llm, tokens, params, max_tokens, stop_ids, should_stop, progress,
+                                prompt_logits, record_stats)
+
+    def __iter__(self) -> "TokenSteps":
+        return self
+
+    def __next__(self) -> tuple[int, np.ndarray]:
+        return next(self._gen)
+
+    def close(self) -> None:
+        self._gen.close()
+
+    def _steps(self, llm, toks, params, max_tokens, stop_ids, should_stop, progress, prompt_logits,
+               record_stats) -> Iterator[tuple[int, np.ndarray]]:
+        sampler = Sampler(params, llm.n_vocab())
+        is_eog = llm.tokenizer.is_eog
+        t0 = time.perf_counter()
+        t1 = None
+        try:
+            for t in toks:
+                sampler.accept(t)
+            if prompt_logits is None:
+                logits = llm.eval_prefix(toks, progress=progress)
+            else:                       # the caller evaluated the prompt (echo with logprobs)
+                logits = prompt_logits
+            epoch = llm._epoch
+            t1 = time.perf_counter()
+            if record_stats:
+                llm.last_stats = {"prompt_n": len(toks), "cached_n": llm._last_n_keep,
+                                  "prompt_ms": (t1 - t0) * 1e3, "predicted_n": 0, "predicted_ms": 0.0}
+            self.finish_reason = "length"
+            while True:
+                if max_tokens is not None and self.n_generated >= max_tokens:
+                    break
+                if should_stop is not None and should_stop():
+                    self.finish_reason = "abort"
+                    break
+                tok = sampler.sample(logits)
+                if is_eog(tok) or tok in stop_ids:
+                    self.finish_reason = "stop"
+                    break
+                sampler.accept(tok)
+                self.n_generated += 1
+                yield tok, logits
+                if len(llm._tokens) >= llm._n_ctx:
+                    break
+                if max_tokens is not None and self.n_generated >= max_tokens:
+                    break
+                llm._check_epoch(epoch)
+                logits = llm._decode([tok], len(llm._tokens), lib.PYRT_OUT_LOGITS_LAST)
+                llm._tokens.append(tok)
+        finally:
+            sampler.close()
+            if record_stats and t1 is not None:
+                llm.last_stats["predicted_n"] = self.n_generated
+                llm.last_stats["predicted_ms"] = (time.perf_counter() - t1) * 1e3
+
+
+def generate_step(llm: "Llama", tokens: list[int], params: SamplingParams, *, max_tokens: int | None,
+                  stop_ids: Collection[int] = (), should_stop: Callable[[], bool] | None = None,
+                  progress: Callable[[int, int], None] | None = None,
+                  prompt_logits: np.ndarray | None = None, record_stats: bool = False) -> TokenSteps:
+    """Generate after the prompt `tokens` (checked ids that fit the context),
+    one ``(token, logits)`` per step. Nothing runs until the first step is
+    asked for; then the cache is made to hold `tokens` (the longest cached
+    prefix is kept; `progress(done, total)` reports batches), or, with
+    `prompt_logits`, the caller has done that already and these are the
+    logits after the prompt. `record_stats` makes ``llm.last_stats`` describe
+    this generation."""
+    return TokenSteps(llm, tokens, params, max_tokens=max_tokens, stop_ids=stop_ids,
+                      should_stop=should_stop, progress=progress, prompt_logits=prompt_logits,
+                      record_stats=record_stats)
+
+
+def generate_tokens(llm: "Llama", tokens: list[int], params: SamplingParams, *, max_tokens: int | None,
+                    stop_ids: Collection[int] = (), stop_strs: Sequence[str] = ()) -> Iterator[int]:
+    """The token ids of :meth:`Llama.generate`. With stop strings, tokens are
+    held back while the text they detokenize to could still be the start of a
+    stop string; when it contains one, generation ends and the held tokens
+    are dropped."""
+    steps = generate_step(llm, tokens, params, max_tokens=max_tokens, stop_ids=stop_ids)
+    detokenize = llm.tokenizer.detokenize
+    held: list[int] = []              # tokens that may be the start of a stop string
+    try:
+        for tok, _logits in steps:
+            if not stop_strs:
+                yield tok
+                continue
+            held.append(tok)
+            text = detokenize(held)
+            if any(s in text for s in stop_strs):
+                return
+            keep = stop_holdback(text, stop_strs)
+            # release leading tokens whose text cannot be part of a stop string
+            while held and (keep == 0 or len(detokenize(held[1:])) >= keep):
+                yield held.pop(0)
+        yield from held
+    finally:
+        steps.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# text
+# ---------------------------------------------------------------------------------------------
+
+@dataclass
+class Piece:
+    """One event of :func:`stream_generate`.
+
+    While generating: `text` is the next piece of the reply (possibly empty
+    when only log-probabilities became ready) and `logprobs` the records of
+    the tokens whose text is now fully emitted (see :func:`logprob_entry`;
+    empty unless log-probabilities were asked for). The last piece has
+    `finish_reason` ("stop", "length" or "abort"), no text, and
+    `n_generated`, the number of tokens generated (a stop string's included)."""
+
+    text: str
+    logprobs: list[dict] = field(default_factory=list)
+    finish_reason: str | None = None
+    n_generated: int = 0
+
+
+def stream_generate(llm: "Llama", tokens: list[int], params: SamplingParams, *,
+                    max_tokens: int | None, stop_ids: Collection[int] = (),
+                    stop_strs: Sequence[str] = (), n_logprobs: int | None = None,
+                    should_stop: Callable[[], bool] | None = None,
+                    progress: Callable[[int, int], None] | None = None,
+                    prompt_logits: np.ndarray | None = None) -> Iterator[Piece]:
+    """The text-streaming core of the completion APIs (arguments as
+    :func:`generate_step`; `n_logprobs` None: no log-probabilities, k: the
+    sampled token's and the k most likely ones').
+
+    Stop strings are cut at the exact character; text that might begin a stop
+    string is held back until it cannot; incomplete UTF-8 is never emitted.
+    Records ``llm.last_stats``."""
+    steps = generate_step(llm, tokens, params, max_tokens=max_tokens, stop_ids=stop_ids,
+                          should_stop=should_stop, progress=progress, prompt_logits=prompt_logits,
+                          record_stats=True)
+    tokenizer = llm.tokenizer
+    tok_bytes = tokenizer.token_to_bytes
+    dec = codecs.getincrementaldecoder("utf-8")("replace")
+    text = ""                    # generated text so far
+    emitted = 0                  # characters of `text` already yielded
+    pending: deque = deque()     # (entry, end offset) of tokens not yet yielded
+    max_stop = max((len(s) for s in stop_strs), default=0)
+    cut = -1
+    try:
+        for tok, logits in steps:
+            prev = len(text)
+            text += dec.decode(tok_bytes(tok))
+            if n_logprobs is not None:
+                pending.append((logprob_entry(tokenizer, logits, tok, n_logprobs, prev), len(text)))
+            hold = 0
+            if stop_strs:
+                start = max(0, prev - max_stop + 1)
+                hits = [i for i in (text.find(s, start) for s in stop_strs) if i >= 0]
+                if hits:
+                    cut = min(hits)
+                    break
+                hold = stop_holdback(text, stop_strs)
+            upto = len(text) - hold
+            if upto > emitted or (pending and pending[0][1] <= upto):
+                ready = []
+                while pending and pending[0][1] <= upto:
+                    ready.append(pending.popleft()[0])
+                yield Piece(text[emitted:upto], ready)
+                emitted = upto
+    finally:
+        steps.close()
+    if cut >= 0:
+        finish = "stop"
+        rest = text[emitted:cut]
+        ready = [e for e, _end in pending if e["offset"] < cut]
+    else:
+        finish = steps.finish_reason
+        rest = text[emitted:] + dec.decode(b"", final=True)
+        ready = [e for e, _end in pending]
+    if rest or ready:
+        yield Piece(rest, ready)
+    yield Piece("", [], finish, steps.n_generated)
+
+
+# ---------------------------------------------------------------------------------------------
+# helpers
+# ---------------------------------------------------------------------------------------------
+
+def stop_holdback(text: str, stops: Sequence[str]) -> int:
+    """Length of the longest suffix of `text` that is a proper prefix of a stop string."""
+    best = 0
+    for s in stops:
+        for k in range(min(len(s) - 1, len(text)), 0, -1):
+            if text.endswith(s[:k]):
+                best = max(best, k)
+                break
+    return best
+
+
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    x = logits.astype(np.float64)
+    m = np.max(x)
+    return x - (m + math.log(np.sum(np.exp(x - m))))
+
+
+def logprob_entry(tokenizer, logits: np.ndarray, tok: int, k: int, offset: int) -> dict:
+    """Log-probability record of token `tok` sampled from `logits` (the raw
+    model distribution): id, token text and bytes, logprob, the `k` most
+    likely (id, bytes, logprob) in `top`, and its character `offset` in the
+    generated text."""
+    lp = log_softmax(logits)
+    top = []
+    if k > 0:
+        idx = np.argpartition(-lp, k - 1)[:k]
+        idx = idx[np.argsort(-lp[idx], kind="stable")]
+        top = [(int(i), tokenizer.token_to_bytes(int(i)), float(lp[i])) for i in idx]
+    raw = tokenizer.token_to_bytes(tok)
+    return {"id": tok, "token": raw.decode("utf-8", "replace"), "bytes": raw, "logprob": float(lp[tok]),
+            "top": top, "offset": offset}
