@@ -9,6 +9,7 @@
 #ifndef PYRT_KERNELS_H
 #define PYRT_KERNELS_H
 
+#include <math.h>
 #include <stdint.h>
 #include "pyrt.h"
 #include "quant.h"
@@ -56,6 +57,8 @@ typedef struct {
     int32_t          n_head;    /* group: query heads of the kv head (0 or 1: one) */
     int64_t          q_stride;  /* group: floats from one token's q/out to the next */
     int32_t          window;    /* group: sliding window length, 0 = none          */
+    float            softcap;   /* 0: none; else score = softcap*tanh(score/softcap),
+                                 * after the scale (llama.cpp's scale, tanh, scale) */
 } pyrt_attn_args;
 
 /* The kernels of one tensor type (indexed by its ggml id). A weight type has
@@ -103,7 +106,8 @@ typedef struct {
      * floating-point sequence exactly, because 8-bit activation quantization
      * makes the model chaotic: one different rounding decision anywhere
      * decorrelates everything after it (see x86/ops_avx2.c). */
-    void  (*rope)(float *x, int32_t n_rot, int32_t mode, float pos, float freq_base, float freq_scale);
+    void  (*rope)(float *x, int32_t n_rot, int32_t mode, float pos, float freq_base, float freq_scale,
+                   const float *freq_factors);   /* [n_rot/2] divisors of theta, or NULL */
     void  (*swiglu)(float *g, const float *u, int64_t n);             /* g = silu(g)*u */
     void  (*geglu)(float *g, const float *u, int64_t n);              /* g = gelu(g)*u (ggml's fp16 table) */
     void  (*attn_head)(const pyrt_attn_args *a);
@@ -139,6 +143,12 @@ void pyrt_fill_kquants_gemm_avx512(pyrt_kernels *k);
 void pyrt_fill_quants_neon(pyrt_kernels *k);          /* baseline NEON, plus SDOT where the CPU has it */
 
 /* Query (t, g) of an attention group as a one-query call (same scratch). */
+/* Logit soft-capping as llama.cpp computes it (gemma2): scale by 1/c, tanh,
+ * scale by c, each rounded to f32; c = 0: x unchanged. */
+static inline float pyrt_softcap(float x, float c) {
+    return c != 0.0f ? tanhf(x * (1.0f / c)) * c : x;
+}
+
 static inline pyrt_attn_args pyrt_attn_query(const pyrt_attn_args *a, int32_t t, int32_t g) {
     pyrt_attn_args o = *a;
     const int64_t off = (int64_t)t * a->q_stride + (int64_t)g * a->head_dim;

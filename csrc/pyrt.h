@@ -94,8 +94,12 @@ int pyrt_matmul(int32_t variant, int32_t wtype, const void *w, int64_t rows, int
 
 /* ---- model ---------------------------------------------------------------- */
 enum {
-    PYRT_ARCH_LLAMA  = 0,
-    PYRT_ARCH_GEMMA3 = 1
+    PYRT_ARCH_LLAMA  = 0,     /* also Mistral, Llama 3.x (rope_freqs.weight) */
+    PYRT_ARCH_GEMMA3 = 1,
+    PYRT_ARCH_QWEN2  = 2,
+    PYRT_ARCH_QWEN3  = 3,
+    PYRT_ARCH_PHI3   = 4,
+    PYRT_ARCH_GEMMA2 = 5
 };
 enum {
     PYRT_ROPE_NORMAL = 0,     /* pairs (2i, 2i+1)        */
@@ -122,7 +126,9 @@ typedef struct {
     int32_t swa_period;       /* every swa_period-th layer is global (gemma3: 6) */
     float   attn_scale;       /* 0: 1/sqrt(head_dim)                       */
     float   embd_scale;       /* 0: none; gemma: sqrt(n_embd)              */
-    int32_t reserved[8];
+    float   attn_softcap;     /* 0: none; else scores = c*tanh(scores/c) (gemma2) */
+    float   final_softcap;    /* 0: none; else logits = c*tanh(logits/c) (gemma2) */
+    int32_t reserved[6];
 } pyrt_hparams;
 
 typedef struct pyrt_model pyrt_model;

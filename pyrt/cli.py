@@ -88,7 +88,16 @@ def cmd_info(args) -> int:
         print(f"file:          {path}")
         print(f"GGUF version:  {g.version}, {len(g.metadata)} metadata keys, {len(g.tensors)} tensors")
         print(f"name:          {g.metadata.get('general.name', '?')}")
-        print(f"architecture:  {hp.arch}")
+        from .model import ARCHS
+        print(f"architecture:  {hp.arch} ({ARCHS[hp.arch][2]})")
+        present = [label for label, names in (
+            ("rope_freqs", ("rope_freqs.weight",)), ("q/k/v biases", ("blk.0.attn_q.bias",)),
+            ("fused qkv", ("blk.0.attn_qkv.weight",)), ("output bias", ("output.bias",)),
+            ("tied output", ())) if (all(n in g.tensors for n in names) if names
+                                     else "output.weight" not in g.tensors)]
+        print(f"in this file:  {', '.join(present) or '-'}"
+              + (f"; sliding window {hp.sliding_window} (every {hp.swa_period}th layer global)"
+                 if hp.sliding_window else ""))
         for k in ("n_vocab", "n_embd", "n_layer", "n_head", "n_head_kv", "head_dim", "n_ff", "n_rot",
                   "rope_freq_base", "norm_eps", "n_ctx_train"):
             print(f"{k + ':':15}{getattr(hp, k)}")

@@ -19,7 +19,23 @@ from gguf import GGUFValueType
 from ._native import UnsupportedError, check, ffi, lib
 from .gguf_file import INT_TYPES, GGUFError, GGUFFile, type_name, value_type_name
 
-SUPPORTED_ARCHS = {"llama": lib.PYRT_ARCH_LLAMA, "gemma3": lib.PYRT_ARCH_GEMMA3}
+# general.architecture -> (C arch id, rope type, features shown by `pyrt info`). Traits the C
+# core reads are in csrc/core/arch.c; tensors any architecture may carry are listed in
+# expected_tensors below.
+ARCHS = {
+    "llama":  (lib.PYRT_ARCH_LLAMA, lib.PYRT_ROPE_NORMAL,
+               "Llama 1-3, Mistral, SmolLM: rope_freqs (Llama 3 rope scaling), optional biases"),
+    "gemma3": (lib.PYRT_ARCH_GEMMA3, lib.PYRT_ROPE_NEOX,
+               "q/k norm, post norms, GeGLU, sliding-window layers, embedding scale"),
+    "qwen2":  (lib.PYRT_ARCH_QWEN2, lib.PYRT_ROPE_NEOX, "q/k/v biases, neox rope, output bias"),
+    "qwen3":  (lib.PYRT_ARCH_QWEN3, lib.PYRT_ROPE_NEOX, "per-head q/k RMSNorm, neox rope"),
+    "gemma2": (lib.PYRT_ARCH_GEMMA2, lib.PYRT_ROPE_NEOX,
+               "attention and final-logit soft-capping, alternating sliding-window layers, "
+               "post norms, GeGLU, embedding scale"),
+    "phi3":   (lib.PYRT_ARCH_PHI3, lib.PYRT_ROPE_NEOX,
+               "fused attn_qkv, fused gate+up in ffn_up, q scaled before attention"),
+}
+SUPPORTED_ARCHS = {name: v[0] for name, v in ARCHS.items()}
 
 
 @dataclass
@@ -43,6 +59,8 @@ class HParams:
     swa_period: int = 0
     attn_scale: float = 0.0
     embd_scale: float = 0.0
+    attn_softcap: float = 0.0
+    final_softcap: float = 0.0
     extra: dict = field(default_factory=dict)
 
     def to_c(self):
@@ -51,7 +69,7 @@ class HParams:
         for name in ("n_vocab", "n_embd", "n_layer", "n_head", "n_head_kv", "head_dim", "n_ff",
                      "n_rot", "rope_type", "rope_freq_base", "rope_freq_scale", "rope_freq_base_swa",
                      "norm_eps", "n_ctx_train", "sliding_window", "swa_period", "attn_scale",
-                     "embd_scale"):
+                     "embd_scale", "attn_softcap", "final_softcap"):
             setattr(hp, name, getattr(self, name))
         return hp
 
@@ -207,12 +225,30 @@ def read_hparams(g: GGUFFile) -> HParams:
         arch=arch, n_vocab=n_vocab, n_embd=n_embd,
         n_layer=_int(g, f"{a}.block_count", hi=1024),
         n_head=n_head, n_head_kv=n_head_kv, head_dim=head_dim, n_ff=n_ff, n_rot=n_rot,
-        rope_type=lib.PYRT_ROPE_NORMAL if arch == "llama" else lib.PYRT_ROPE_NEOX,
+        rope_type=ARCHS[arch][1],
         rope_freq_base=_float(g, f"{a}.rope.freq_base", 10000.0, hi=1e12),
         rope_freq_scale=freq_scale,
         norm_eps=_float(g, f"{a}.attention.layer_norm_rms_epsilon", 1e-5, hi=1.0, hi_open=True),
         n_ctx_train=_int(g, f"{a}.context_length", 2048, hi=1 << 24),
     )
+    if arch == "phi3":
+        if "rope_factors_long.weight" in g.tensors or "rope_factors_short.weight" in g.tensors:
+            raise UnsupportedError("phi3 long/short rope factors (LongRoPE, 128k-context Phi-3 "
+                                   "files) are not supported by pyrt yet")
+        # llama.cpp ignores phi3's sliding window (it disables Phi SWA); so do we, for parity
+    if arch == "gemma2":
+        # as llama.cpp's llama_model_gemma2::load_arch_hparams and gemma2.cpp
+        f32 = np.float32
+        hp.sliding_window = _int(g, f"{a}.attention.sliding_window", 4096, lo=0, hi=1 << 24)
+        hp.swa_period = _gemma3_swa_period(g, a, hp.n_layer, default=2) if hp.sliding_window else 0
+        hp.rope_freq_base_swa = _float(g, f"{a}.rope.freq_base_swa", hp.rope_freq_base, hi=1e12)
+        if hp.rope_freq_scale != 1.0 and hp.sliding_window:
+            raise UnsupportedError("gemma2 with rope scaling: pyrt does not scale sliding-window layers")
+        hp.attn_softcap = _float(g, f"{a}.attn_logit_softcapping", 50.0, lo=0.0, hi=1e6, lo_open=False)
+        hp.final_softcap = _float(g, f"{a}.final_logit_softcapping", 30.0, lo=0.0, hi=1e6, lo_open=False)
+        hp.embd_scale = float(np.sqrt(f32(n_embd)))
+        scale_dim = n_embd // n_head if hp.n_layer == 46 else head_dim   # 27B: width per head
+        hp.attn_scale = float(f32(1.0) / np.sqrt(f32(scale_dim)))
     if arch == "gemma3":
         # as llama.cpp's llama_model_gemma3::load_arch_hparams and gemma3.cpp
         f32 = np.float32
@@ -231,12 +267,12 @@ def read_hparams(g: GGUFFile) -> HParams:
     return hp
 
 
-def _gemma3_swa_period(g: GGUFFile, a: str, n_layer: int) -> int:
+def _gemma3_swa_period(g: GGUFFile, a: str, n_layer: int, default: int = 6) -> int:
     """Sliding-window layer pattern as a period P (every P-th layer is global, the rest use the
     window; llama.cpp's default P is 6, and P = 0 there means "every layer"): from
     {arch}.attention.sliding_window_pattern, an integer or a per-layer array of booleans."""
     key = f"{a}.attention.sliding_window_pattern"
-    v = g.get(key, 6, (int, list))
+    v = g.get(key, default, (int, list))
     if isinstance(v, bool):
         raise GGUFError(f"metadata {key!r} must be an integer or an array of booleans")
     if isinstance(v, int):
@@ -263,17 +299,28 @@ def expected_tensors(hp: HParams) -> dict[str, tuple[tuple[int, ...], bool]]:
         "output_norm.weight": ((E,), True),
         "output.weight": ((E, V), False),        # absent: tied to token_embd
     }
+    out["output.bias"] = ((V,), False)
+    out["rope_freqs.weight"] = ((hp.n_rot // 2,), False)
+    fused_up = hp.arch == "phi3"
     per_layer = {
-        "attn_norm.weight": (E,), "attn_q.weight": (E, Q), "attn_k.weight": (E, KV),
-        "attn_v.weight": (E, KV), "attn_output.weight": (Q, E), "ffn_norm.weight": (E,),
-        "ffn_gate.weight": (E, FF), "ffn_up.weight": (E, FF), "ffn_down.weight": (FF, E),
+        "attn_norm.weight": ((E,), True), "attn_output.weight": ((Q, E), True),
+        "ffn_norm.weight": ((E,), True), "ffn_up.weight": ((E, 2 * FF if fused_up else FF), True),
+        "ffn_down.weight": ((FF, E), True),
+        # q/k/v: separate (required unless the fused attn_qkv is there; check_tensors)
+        "attn_q.weight": ((E, Q), False), "attn_k.weight": ((E, KV), False),
+        "attn_v.weight": ((E, KV), False), "attn_qkv.weight": ((E, Q + 2 * KV), False),
+        "attn_q.bias": ((Q,), False), "attn_k.bias": ((KV,), False), "attn_v.bias": ((KV,), False),
     }
-    if hp.arch == "gemma3":
-        per_layer.update({"attn_q_norm.weight": (HD,), "attn_k_norm.weight": (HD,),
-                          "post_attention_norm.weight": (E,), "post_ffw_norm.weight": (E,)})
+    if not fused_up:
+        per_layer["ffn_gate.weight"] = ((E, FF), True)
+    if hp.arch in ("gemma3", "qwen3"):
+        per_layer.update({"attn_q_norm.weight": ((HD,), True), "attn_k_norm.weight": ((HD,), True)})
+    if hp.arch in ("gemma3", "gemma2"):
+        per_layer.update({"post_attention_norm.weight": ((E,), True),
+                          "post_ffw_norm.weight": ((E,), True)})
     for il in range(hp.n_layer):
-        for suffix, shape in per_layer.items():
-            out[f"blk.{il}.{suffix}"] = (shape, True)
+        for suffix, spec in per_layer.items():
+            out[f"blk.{il}.{suffix}"] = spec
     return out
 
 
@@ -301,6 +348,14 @@ def check_tensors(g: GGUFFile, hp: HParams) -> None:
     for name, (_shape, required) in want.items():
         if required and name not in g.tensors:
             raise GGUFError(f"missing tensor {name!r}")
+    for il in range(hp.n_layer):
+        fused = f"blk.{il}.attn_qkv.weight" in g.tensors
+        for part in ("q", "k", "v"):
+            name = f"blk.{il}.attn_{part}.weight"
+            if fused and name in g.tensors:
+                raise GGUFError(f"blk.{il} has both attn_qkv.weight and attn_{part}.weight")
+            if not fused and name not in g.tensors:
+                raise GGUFError(f"missing tensor {name!r}")
 
 
 class Model:

@@ -28,10 +28,12 @@ def nmse(got, ref):
     return float(np.sum((np.asarray(got, np.float64) - ref) ** 2) / max(np.sum(ref ** 2), 1e-300))
 
 
-def rope_ref(x, n_rot, mode, pos, base, scale):
+def rope_ref(x, n_rot, mode, pos, base, scale, ff=None):
     x = x.astype(np.float64).copy()
     i = np.arange(n_rot // 2)
     theta = pos * scale * base ** (-2.0 * i / n_rot)
+    if ff is not None:
+        theta = theta / ff
     c, s = np.cos(theta), np.sin(theta)
     if mode == lib.PYRT_ROPE_NEOX:
         a, b = i, i + n_rot // 2
@@ -52,10 +54,16 @@ def test_rope(variant, mode, head_dim, n_rot):
     for pos in (0, 1, 7, 513, 4000):
         x = rng.standard_normal(head_dim).astype(np.float32)
         got = x.copy()
-        k.rope(kptr(got, "float *"), n_rot, mode, float(pos), 10000.0, 1.0)
+        k.rope(kptr(got, "float *"), n_rot, mode, float(pos), 10000.0, 1.0, kffi.NULL)
         ref = rope_ref(x, n_rot, mode, pos, 10000.0, 1.0)
         assert nmse(got, ref) <= NMSE_ELEMENTWISE * 10, (pos, nmse(got, ref))  # cos of large angles in f32
         np.testing.assert_array_equal(got[n_rot:], x[n_rot:])     # untouched tail
+        # Llama 3 rope scaling: theta_i divided by per-pair frequency factors
+        ff = rng.uniform(1.0, 8.0, n_rot // 2).astype(np.float32)
+        got = x.copy()
+        k.rope(kptr(got, "float *"), n_rot, mode, float(pos), 10000.0, 1.0, kptr(ff, "float *"))
+        ref = rope_ref(x, n_rot, mode, pos, 10000.0, 1.0, ff.astype(np.float64))
+        assert nmse(got, ref) <= NMSE_ELEMENTWISE * 10, (pos, nmse(got, ref))
 
 
 @pytest.mark.parametrize("variant", VARIANTS)

@@ -2,9 +2,13 @@
  *
  * Every architecture runs the same block (core/forward.c):
  *   x = embed(tok) [* embd_scale]
- *   per layer: x += [post_norm] Wo . attn(rope([qk_norm] Wq.n(x)), rope([qk_norm] Wk.n(x)), Wv.n(x))
+ *   per layer: x += [post_norm] Wo . attn(rope([qk_norm] (Wq.n(x) [+ bq])), rope([qk_norm] (Wk.n(x) [+ bk])),
+ *                                         Wv.n(x) [+ bv])
  *              x += [post_norm] Wdown . (act(Wgate.n(x)) * Wup.n(x))
- *   out = Woutput . n(x)
+ *   out = Woutput . n(x) [+ b]
+ * Optional tensors any architecture may carry (as llama.cpp loads them): q/k/v
+ * biases, a fused attn_qkv in place of q/k/v (bound as row views of it),
+ * rope_freqs (Llama 3 rope scaling: theta_i / f_i) and output.bias.
  * An architecture is one row of traits in core/arch.c; a per-layer tensor
  * belongs to the trait that reads it (the tensor table in core/model.c), so
  * adding an architecture that only recombines existing traits is one row, and
@@ -32,6 +36,7 @@ typedef struct {
     uint8_t post_norms;      /* RMSNorm on the attention and FFN outputs before each
                               * residual add (post_attention_norm, post_ffw_norm) */
     uint8_t ffn_act;         /* PYRT_ACT_*                                    */
+    uint8_t gate_up_fused;   /* ffn_up holds [gate; up] (2*n_ff rows), no ffn_gate (phi3) */
 } pyrt_arch;
 
 /* The traits of arch id PYRT_ARCH_*, or NULL for an unknown id. */

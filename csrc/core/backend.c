@@ -56,6 +56,13 @@ int pyrt_model_offload(pyrt_model *m, int32_t backend, int32_t device) {
              : pyrt_set_error(PYRT_ERR_INVALID_ARG, "offload: model already on CUDA device %d", m->cuda_device);
     const pyrt_hparams *hp = &m->hp;
     const int64_t E = hp->n_embd, HD = hp->head_dim;
+    /* the CUDA forward has the llama/gemma3 block only: no biases, rope
+     * factors or output bias yet */
+    int extra = m->output_b || m->rope_freqs;
+    for (int il = 0; il < hp->n_layer; il++) extra |= m->layers[il].bq || m->layers[il].bk || m->layers[il].bv;
+    if (extra || (hp->arch != PYRT_ARCH_LLAMA && hp->arch != PYRT_ARCH_GEMMA3))
+        return pyrt_set_error(PYRT_ERR_UNSUPPORTED, "offload: the CUDA backend does not run the '%s' "
+                              "architecture or its biases / rope factors yet", m->arch->name);
     pyrt_cuda_layer *L = calloc((size_t)hp->n_layer, sizeof *L);
     if (!L) return pyrt_set_error(PYRT_ERR_OOM, "offload: out of memory");
     for (int il = 0; il < hp->n_layer; il++) {

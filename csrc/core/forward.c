@@ -83,6 +83,7 @@ static void attention(fwd *f, int il) {
     const int swa = hp->sliding_window > 0 && hp->swa_period > 0 && ((il + 1) % hp->swa_period) != 0;
     const float base = swa ? hp->rope_freq_base_swa : hp->rope_freq_base;
     const float fscale = swa ? 1.0f : hp->rope_freq_scale;   /* llama.cpp: no scaling on SWA layers */
+    const float *ff = f->m->rope_freqs;                        /* Llama 3 rope scaling, or NULL */
     pyrt_fp16 *kc = c->kc + (size_t)il * c->n_ctx * KVD;
     pyrt_fp16 *vc = c->vc + (size_t)il * c->n_ctx * KVD;
     int64_t lo, hi;
@@ -92,7 +93,7 @@ static void attention(fwd *f, int il) {
     mm_task qkv[3] = { { &L->wq, c->q, QD }, { &L->wk, c->k, KVD }, { &L->wv, c->v, KVD } };
     mm_group(K, f->P, f->ith, f->nth, c->xn, f->E, f->B, shape(f, f->B), qkv, 3, c->qbuf);
 
-    /* ---- per head: (q/k norm), rope, (q scale); k and v into the F16 cache ---- */
+    /* ---- per head: (bias), (q/k norm), rope, (q scale); k and v into the F16 cache ---- */
     const int64_t n_items = (int64_t)f->B * (hp->n_head + hp->n_head_kv);
     pool_split(n_items, f->ith, f->nth, &lo, &hi);
     for (int64_t it = lo; it < hi; it++) {
@@ -101,17 +102,21 @@ static void attention(fwd *f, int il) {
         const float pos = (float)(c->pos0 + t);
         if (h < hp->n_head) {
             float *qh = c->q + t * QD + h * HD;
+            if (L->bq) op_add(qh, L->bq + h * HD, HD);
             if (A->qk_norm) op_rmsnorm(qh, qh, L->q_norm, HD, hp->norm_eps);
-            K->rope(qh, hp->n_rot, hp->rope_type, pos, base, fscale);
+            K->rope(qh, hp->n_rot, hp->rope_type, pos, base, fscale, ff);
             if (A->q_prescale) op_scale(qh, f->attn_scale, HD);   /* in f32, before the f16 rounding of q */
         } else {
             const int64_t hk = h - hp->n_head;
             float *kh = c->k + t * KVD + hk * HD;
+            float *vh = c->v + t * KVD + hk * HD;
+            if (L->bk) op_add(kh, L->bk + hk * HD, HD);
+            if (L->bv) op_add(vh, L->bv + hk * HD, HD);
             if (A->qk_norm) op_rmsnorm(kh, kh, L->k_norm, HD, hp->norm_eps);
-            K->rope(kh, hp->n_rot, hp->rope_type, pos, base, fscale);
+            K->rope(kh, hp->n_rot, hp->rope_type, pos, base, fscale, ff);
             const int64_t row = (int64_t)(c->pos0 + t) * KVD + hk * HD;
             K->fp32_to_fp16(kh, kc + row, HD);
-            K->fp32_to_fp16(c->v + t * KVD + hk * HD, vc + row, HD);
+            K->fp32_to_fp16(vh, vc + row, HD);
         }
     }
     pool_barrier(f->P);
@@ -178,6 +183,18 @@ static void output(fwd *f) {
     if (c->out_kind == PYRT_OUT_EMBD_ALL) return;
     mm_task lg[1] = { { &m->output, c->out, f->hp->n_vocab } };
     mm_group(f->K, f->P, f->ith, f->nth, c->xn, f->E, c->n_out, shape(f, c->n_out), lg, 1, c->qbuf);
+    if (m->output_b || f->hp->final_softcap != 0.0f) {
+        /* logits += output.bias (qwen2, phi3 files may have one); gemma2's final soft-capping */
+        const int64_t V = f->hp->n_vocab;
+        pool_split(c->n_out, f->ith, f->nth, &lo, &hi);
+        for (int64_t t = lo; t < hi; t++) {
+            float *row = c->out + t * V;
+            if (m->output_b) op_add(row, m->output_b, V);
+            if (f->hp->final_softcap != 0.0f)
+                for (int64_t i = 0; i < V; i++) row[i] = pyrt_softcap(row[i], f->hp->final_softcap);
+        }
+        pool_barrier(f->P);
+    }
 }
 
 static void forward_job(void *arg, int ith, int nth) {
@@ -201,6 +218,7 @@ static void forward_job(void *arg, int ith, int nth) {
         .q16 = c->q16 + (size_t)ith * f.HD,
         .acc = c->attn_acc + (size_t)ith * ctx_attn_acc_floats(c),
         .n_head = f.gqa, .q_stride = f.QD,
+        .softcap = hp->attn_softcap,
     };
 
     embed_tokens(&f);

@@ -37,6 +37,8 @@ int pyrt_model_create(const pyrt_hparams *hp, pyrt_model **out) {
     HP_CHECK(isfinite(hp->attn_scale) && hp->attn_scale >= 0, "attn_scale %g invalid", hp->attn_scale);
     HP_CHECK(isfinite(hp->embd_scale) && hp->embd_scale >= 0, "embd_scale %g invalid", hp->embd_scale);
     HP_CHECK(hp->sliding_window >= 0 && hp->swa_period >= 0, "sliding window settings invalid");
+    HP_CHECK(isfinite(hp->attn_softcap) && hp->attn_softcap >= 0 && isfinite(hp->final_softcap) && hp->final_softcap >= 0,
+             "soft-capping values %g, %g invalid", hp->attn_softcap, hp->final_softcap);
     if (hp->sliding_window > 0)
         HP_CHECK(isfinite(hp->rope_freq_base_swa) && hp->rope_freq_base_swa > 0, "rope_freq_base_swa %g invalid", hp->rope_freq_base_swa);
 #undef HP_CHECK
@@ -59,33 +61,39 @@ void pyrt_model_free(pyrt_model *m) {
 
 /* ---- the tensors of a layer -------------------------------------------------- */
 
-enum { D_EMBD, D_Q, D_KV, D_FF, D_HEAD };          /* a shape dimension, from hparams */
-enum { ALL_ARCHS, QK_NORM, POST_NORMS };           /* which trait reads the tensor    */
+enum { D_EMBD, D_Q, D_KV, D_FF, D_HEAD, D_QKV, D_FF_UP };  /* a shape dimension, from hparams */
+enum { ALL_ARCHS, QK_NORM, POST_NORMS, SPLIT_GATE };  /* which trait reads the tensor */
+enum { REQUIRED, OPTIONAL, QKV_PART };  /* QKV_PART: required unless attn_qkv is there */
 
 typedef struct {
     const char *name;        /* after "blk.N."                                    */
     size_t      off;         /* its slot in layer_weights                          */
-    uint8_t     vec;         /* 1: F32 norm vector [ne0]; 0: matmul weight [ne1 rows of ne0] */
+    uint8_t     vec;         /* 1: F32 vector [ne0]; 0: matmul weight [ne1 rows of ne0] */
     uint8_t     ne0, ne1;    /* D_* (ne1 unused for vectors)                        */
     uint8_t     trait;       /* ALL_ARCHS or the arch trait that uses it           */
+    uint8_t     need;        /* REQUIRED, OPTIONAL or QKV_PART                     */
 } layer_tensor;
 
-#define VEC(nm, field, a, tr)    { nm, offsetof(layer_weights, field), 1, a, 0, tr }
-#define MAT(nm, field, a, b)     { nm, offsetof(layer_weights, field), 0, a, b, ALL_ARCHS }
+#define VEC(nm, field, a, tr, nd)  { nm, offsetof(layer_weights, field), 1, a, 0, tr, nd }
+#define MAT(nm, field, a, b, tr, nd) { nm, offsetof(layer_weights, field), 0, a, b, tr, nd }
 static const layer_tensor layer_tensors[] = {
-    VEC("attn_norm.weight", attn_norm, D_EMBD, ALL_ARCHS),
-    MAT("attn_q.weight", wq, D_EMBD, D_Q),
-    MAT("attn_k.weight", wk, D_EMBD, D_KV),
-    MAT("attn_v.weight", wv, D_EMBD, D_KV),
-    MAT("attn_output.weight", wo, D_Q, D_EMBD),
-    VEC("ffn_norm.weight", ffn_norm, D_EMBD, ALL_ARCHS),
-    MAT("ffn_gate.weight", w_gate, D_EMBD, D_FF),
-    MAT("ffn_up.weight", w_up, D_EMBD, D_FF),
-    MAT("ffn_down.weight", w_down, D_FF, D_EMBD),
-    VEC("attn_q_norm.weight", q_norm, D_HEAD, QK_NORM),
-    VEC("attn_k_norm.weight", k_norm, D_HEAD, QK_NORM),
-    VEC("post_attention_norm.weight", post_attn_norm, D_EMBD, POST_NORMS),
-    VEC("post_ffw_norm.weight", post_ffn_norm, D_EMBD, POST_NORMS),
+    VEC("attn_norm.weight", attn_norm, D_EMBD, ALL_ARCHS, REQUIRED),
+    MAT("attn_q.weight", wq, D_EMBD, D_Q, ALL_ARCHS, QKV_PART),
+    MAT("attn_k.weight", wk, D_EMBD, D_KV, ALL_ARCHS, QKV_PART),
+    MAT("attn_v.weight", wv, D_EMBD, D_KV, ALL_ARCHS, QKV_PART),
+    MAT("attn_qkv.weight", wqkv, D_EMBD, D_QKV, ALL_ARCHS, OPTIONAL),
+    VEC("attn_q.bias", bq, D_Q, ALL_ARCHS, OPTIONAL),
+    VEC("attn_k.bias", bk, D_KV, ALL_ARCHS, OPTIONAL),
+    VEC("attn_v.bias", bv, D_KV, ALL_ARCHS, OPTIONAL),
+    MAT("attn_output.weight", wo, D_Q, D_EMBD, ALL_ARCHS, REQUIRED),
+    VEC("ffn_norm.weight", ffn_norm, D_EMBD, ALL_ARCHS, REQUIRED),
+    MAT("ffn_gate.weight", w_gate, D_EMBD, D_FF, SPLIT_GATE, REQUIRED),
+    MAT("ffn_up.weight", w_up, D_EMBD, D_FF_UP, ALL_ARCHS, REQUIRED),
+    MAT("ffn_down.weight", w_down, D_FF, D_EMBD, ALL_ARCHS, REQUIRED),
+    VEC("attn_q_norm.weight", q_norm, D_HEAD, QK_NORM, REQUIRED),
+    VEC("attn_k_norm.weight", k_norm, D_HEAD, QK_NORM, REQUIRED),
+    VEC("post_attention_norm.weight", post_attn_norm, D_EMBD, POST_NORMS, REQUIRED),
+    VEC("post_ffw_norm.weight", post_ffn_norm, D_EMBD, POST_NORMS, REQUIRED),
 };
 #undef VEC
 #undef MAT
@@ -95,17 +103,22 @@ static int arch_uses(const pyrt_arch *a, int trait) {
     switch (trait) {
     case QK_NORM:    return a->qk_norm;
     case POST_NORMS: return a->post_norms;
+    case SPLIT_GATE: return !a->gate_up_fused;
     default:         return 1;
     }
 }
 
-static int64_t dim(const pyrt_hparams *hp, int d) {
+static int64_t dim(const pyrt_model *m, int d) {
+    const pyrt_hparams *hp = &m->hp;
+    const int64_t q = (int64_t)hp->n_head * hp->head_dim, kv = (int64_t)hp->n_head_kv * hp->head_dim;
     switch (d) {
-    case D_Q:    return (int64_t)hp->n_head * hp->head_dim;
-    case D_KV:   return (int64_t)hp->n_head_kv * hp->head_dim;
-    case D_FF:   return hp->n_ff;
-    case D_HEAD: return hp->head_dim;
-    default:     return hp->n_embd;
+    case D_Q:     return q;
+    case D_KV:    return kv;
+    case D_QKV:   return q + 2 * kv;
+    case D_FF:    return hp->n_ff;
+    case D_FF_UP: return m->arch->gate_up_fused ? 2 * (int64_t)hp->n_ff : hp->n_ff;
+    case D_HEAD:  return hp->head_dim;
+    default:      return hp->n_embd;
     }
 }
 
@@ -123,6 +136,8 @@ static int find_slot(pyrt_model *m, const char *name, slot *s) {
     if (!strcmp(name, "token_embd.weight")) { s->w = &m->tok_embd; s->ne0 = E; s->ne1 = hp->n_vocab; return 1; }
     if (!strcmp(name, "output.weight"))     { s->w = &m->output; s->ne0 = E; s->ne1 = hp->n_vocab; return 1; }
     if (!strcmp(name, "output_norm.weight")) { s->vec = &m->out_norm; s->ne0 = E; s->ne1 = 1; return 1; }
+    if (!strcmp(name, "output.bias"))       { s->vec = &m->output_b; s->ne0 = hp->n_vocab; s->ne1 = 1; return 1; }
+    if (!strcmp(name, "rope_freqs.weight")) { s->vec = &m->rope_freqs; s->ne0 = hp->n_rot / 2; s->ne1 = 1; return 1; }
     int il = -1, off = 0;
     if (sscanf(name, "blk.%d.%n", &il, &off) != 1 || off == 0 || il < 0 || il >= hp->n_layer) return 0;
     char *L = (char *)&m->layers[il];
@@ -131,8 +146,8 @@ static int find_slot(pyrt_model *m, const char *name, slot *s) {
         if (strcmp(name + off, t->name) || !arch_uses(m->arch, t->trait)) continue;
         if (t->vec) s->vec = (const float **)(L + t->off);
         else s->w = (pyrt_weight *)(L + t->off);
-        s->ne0 = dim(hp, t->ne0);
-        s->ne1 = t->vec ? 1 : dim(hp, t->ne1);
+        s->ne0 = dim(m, t->ne0);
+        s->ne1 = t->vec ? 1 : dim(m, t->ne1);
         return 1;
     }
     return 0;
@@ -186,10 +201,27 @@ int pyrt_model_finalize(pyrt_model *m) {
         const char *L = (const char *)&m->layers[il];
         for (int i = 0; i < N_LAYER_TENSORS; i++) {
             const layer_tensor *t = &layer_tensors[i];
-            if (!arch_uses(m->arch, t->trait)) continue;
+            if (!arch_uses(m->arch, t->trait) || t->need == OPTIONAL) continue;
             const void *p = t->vec ? (const void *)*(const float *const *)(L + t->off)
                                    : ((const pyrt_weight *)(L + t->off))->data;
+            if (t->need == QKV_PART && m->layers[il].wqkv.data) {
+                if (p) return pyrt_set_error(PYRT_ERR_INVALID_ARG, "blk.%d has both attn_qkv.weight and %s", il, t->name);
+                continue;
+            }
             if (!p) return pyrt_set_error(PYRT_ERR_INVALID_ARG, "missing tensor blk.%d.%s", il, t->name);
+        }
+        layer_weights *lw = &m->layers[il];
+        if (lw->wqkv.data) {               /* fused q/k/v: row views of one weight */
+            const int64_t q = dim(m, D_Q), kv = dim(m, D_KV);
+            const pyrt_weight *f = &lw->wqkv;
+            lw->wq = *f; lw->wq.rows = q;
+            lw->wk = *f; lw->wk.rows = kv; lw->wk.data = (const char *)f->data + q * f->row_bytes;
+            lw->wv = *f; lw->wv.rows = kv; lw->wv.data = (const char *)f->data + (q + kv) * f->row_bytes;
+        }
+        if (m->arch->gate_up_fused) {      /* ffn_up = [gate; up]: two row views */
+            const int64_t ff = hp->n_ff;
+            lw->w_gate = lw->w_up; lw->w_gate.rows = ff;
+            lw->w_up.rows = ff; lw->w_up.data = (const char *)lw->w_up.data + ff * lw->w_up.row_bytes;
         }
     }
     if (!m->has_output) {

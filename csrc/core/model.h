@@ -24,6 +24,8 @@ typedef struct {
     pyrt_weight w_down;          /* [n_ff] -> [n_embd] */
     const float *q_norm, *k_norm;                 /* [head_dim] (arch->qk_norm)    */
     const float *post_attn_norm, *post_ffn_norm;  /* [n_embd]   (arch->post_norms) */
+    const float *bq, *bk, *bv;   /* optional biases [n_head*head_dim], [n_head_kv*head_dim] x2 */
+    pyrt_weight wqkv;            /* optional fused [wq; wk; wv]: wq/wk/wv are row views of it */
 } layer_weights;
 
 struct pyrt_model {
@@ -33,6 +35,8 @@ struct pyrt_model {
     const float *out_norm;       /* [n_embd] */
     pyrt_weight output;          /* rows n_vocab of n_embd (tied: = tok_embd) */
     int has_output;
+    const float *output_b;       /* optional [n_vocab] (output.bias)           */
+    const float *rope_freqs;     /* optional [n_rot/2] (rope_freqs.weight)     */
     layer_weights *layers;       /* [n_layer] */
     int finalized;
     pyrt_cuda_model *cuda;       /* device copy of the weights (pyrt_model_offload) */

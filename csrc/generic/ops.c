@@ -22,14 +22,15 @@ void op_scale(float *x, float s, int64_t n) {
     for (int64_t i = 0; i < n; i++) x[i] *= s;
 }
 
-void op_rope(float *x, int32_t n_rot, int32_t mode, float pos, float freq_base, float freq_scale) {
+void op_rope(float *x, int32_t n_rot, int32_t mode, float pos, float freq_base, float freq_scale,
+             const float *ff) {
     /* theta_i = pos * base^(-2i/n_rot), built by repeated multiplication in
      * float like ggml so the rounding matches. */
     const float theta_scale = powf(freq_base, -2.0f / (float)n_rot);
     float theta = pos;
     const int32_t half = n_rot / 2;
     for (int32_t i = 0; i < half; i++) {
-        const float t = theta * freq_scale;
+        const float t = (ff ? theta / ff[i] : theta) * freq_scale;   /* ggml: theta/ff, then scaled */
         const float c = cosf(t), s = sinf(t);
         float *a, *b;
         if (mode == PYRT_ROPE_NEOX) { a = &x[i]; b = &x[i + half]; }
@@ -100,7 +101,7 @@ static void attention_one(const pyrt_attn_args *a) {
         float s = 0.0f;
         for (int32_t d = 0; d < hd; d++)
             s += pyrt_fp16_to_fp32(k[(int64_t)j * a->stride + d]) * pyrt_fp16_to_fp32(a->q16[d]);
-        a->scores[j] = s * a->scale;
+        a->scores[j] = pyrt_softcap(s * a->scale, a->softcap);
     }
     op_softmax(a->scores, n);
     for (int32_t d = 0; d < hd; d++) a->out[d] = 0.0f;

@@ -77,12 +77,13 @@ static void swiglu_avx2(float *g, const float *u, int64_t n) {
 /* As op_rope, with the FMA contraction GCC applies to ggml's rotate_pairs
  * (x1's product rounded, x0's fused), written out so no compiler choice is
  * involved. */
-static void rope_avx2(float *x, int32_t n_rot, int32_t mode, float pos, float freq_base, float freq_scale) {
+static void rope_avx2(float *x, int32_t n_rot, int32_t mode, float pos, float freq_base, float freq_scale,
+                      const float *ff) {
     const float theta_scale = powf(freq_base, -2.0f / (float)n_rot);
     float theta = pos;
     const int32_t half = n_rot / 2;
     for (int32_t i = 0; i < half; i++) {
-        const float t = freq_scale * theta;
+        const float t = freq_scale * (ff ? theta / ff[i] : theta);
         const float c = cosf(t), s = sinf(t);
         float *a, *b;
         if (mode == PYRT_ROPE_NEOX) { a = &x[i]; b = &x[i + half]; }
@@ -161,7 +162,8 @@ static void attn_one_avx2(const pyrt_attn_args *a) {
     for (int32_t j = first; j <= last; j++) {
         const pyrt_fp16 *kj = a->k + (int64_t)j * st;
         prefetch_row(kj + PF_AHEAD * st, hd);
-        const float s = (batched ? dot_kq_batched(kj, qf, hd) : dot_kq_single(kj, qf, hd)) * a->scale;
+        const float s = pyrt_softcap((batched ? dot_kq_batched(kj, qf, hd) : dot_kq_single(kj, qf, hd)) * a->scale,
+                                     a->softcap);
         sc[j] = s;
         if (s > mx) mx = s;
     }
@@ -469,6 +471,12 @@ static void attn_head_avx2(const pyrt_attn_args *a) {
     attn_scores(sc, R, a->k, a->stride, qf, nq, hd, lo, hi, a->scale);
     for (int32_t t = 0; t < nt; t++) {
         const pyrt_attn_args o = pyrt_attn_query(a, t, 0);
+        if (a->softcap != 0.0f)
+            for (int32_t g = 0; g < nh; g++)
+                for (int32_t j = o.first; j <= o.last; j++) {
+                    float *s = sc + (int64_t)(t * nh + g) * R + j;
+                    *s = pyrt_softcap(*s, a->softcap);
+                }
         softmax_rows(sc + (int64_t)t * nh * R, R, nh, o.first, o.last, base, base + R);
     }
     attn_pv_group(a, sc, R, base, base + R, slots, vf);

@@ -1,0 +1,130 @@
+"""Every architecture pyrt runs, against llama.cpp (AVX2 build), on synthetic models.
+
+tests/arch_models.py writes each model (random weights in llama.cpp's exact tensor layout);
+tests/data/arch/<case>-<type>.npz holds llama.cpp's outputs on it (scripts/arch_reference.py
+regenerates them). For each: logits at all 64 positions of one batch, and 32 greedy tokens.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from arch_models import ARCH_CASES, FEATURE_TENSORS, WEIGHT_TYPES, parity_tokens, write_arch_model
+from pyrt._native import lib
+from pyrt.model import ARCHS, Context, Model, expected_tensors
+from pathlib import Path
+
+DATA = Path(__file__).parent / "data" / "arch"
+# The scalar table is the portable reference for the SIMD kernels, not llama.cpp's x86
+# arithmetic (its sums run in another order), so parity is asserted on the x86 tables.
+needs_llamacpp_arithmetic = pytest.mark.skipif(
+    lib.pyrt_kernels_active() == lib.PYRT_KERNELS_SCALAR,
+    reason="PYRT_KERNELS=scalar does not reproduce llama.cpp's AVX2 arithmetic")
+CASES = [(c, t) for c in ARCH_CASES for t in WEIGHT_TYPES]
+
+
+def _log_softmax(x: np.ndarray) -> np.ndarray:
+    x = x.astype(np.float64)
+    m = x.max(axis=-1, keepdims=True)
+    return x - m - np.log(np.exp(x - m).sum(axis=-1, keepdims=True))
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    d = tmp_path_factory.mktemp("arch")
+    return {ct: write_arch_model(d / f"{ct[0]}-{ct[1]}.gguf", *ct) for ct in CASES}
+
+
+def _ref(case, wtype):
+    return np.load(DATA / f"{case}-{wtype}.npz")
+
+
+@pytest.mark.parametrize("case,wtype", CASES)
+def test_synthetic_file_is_the_one_llamacpp_saw(models, case, wtype):
+    import hashlib
+    got = hashlib.sha256(models[case, wtype].read_bytes()).hexdigest()
+    assert got == str(_ref(case, wtype)["sha256"]), \
+        "tests/arch_models.py no longer writes the file the reference was made on: rerun scripts/arch_reference.py"
+
+
+@needs_llamacpp_arithmetic
+@pytest.mark.parametrize("case,wtype", CASES)
+def test_logits_match_llamacpp(models, case, wtype):
+    ref = _ref(case, wtype)
+    m = Model(models[case, wtype])
+    try:
+        assert m.hparams.arch == ARCH_CASES[case][0]
+        ctx = Context(m, 128, 2)
+        toks = parity_tokens(m.n_vocab)
+        assert toks == ref["tokens"].tolist()
+        got = ctx.decode(toks, 0, lib.PYRT_OUT_LOGITS_ALL)
+        want = ref["logits"]
+        assert (got.argmax(-1) == want.argmax(-1)).all()
+        diff = np.abs(_log_softmax(got) - _log_softmax(want)).mean()
+        assert diff <= 1e-3, diff
+        # llama.cpp's arithmetic, reproduced: the logits are identical
+        np.testing.assert_array_equal(got, want)
+        ctx.close()
+    finally:
+        m.close()
+
+
+@needs_llamacpp_arithmetic
+@pytest.mark.parametrize("case,wtype", CASES)
+def test_greedy_matches_llamacpp(models, case, wtype):
+    ref = _ref(case, wtype)
+    m = Model(models[case, wtype])
+    try:
+        ctx = Context(m, 128, 2)
+        prompt = ref["prompt"].tolist()
+        logits = ctx.decode(prompt, 0, lib.PYRT_OUT_LOGITS_LAST)
+        out, pos = [], len(prompt)
+        for _ in range(len(ref["greedy"])):
+            nxt = int(np.argmax(logits))
+            out.append(nxt)
+            logits = ctx.decode([nxt], pos, lib.PYRT_OUT_LOGITS_LAST)
+            pos += 1
+        assert out == ref["greedy"].tolist()
+        ctx.close()
+    finally:
+        m.close()
+
+
+@pytest.mark.parametrize("case", sorted(FEATURE_TENSORS))
+def test_the_gate_fails_without_the_feature(tmp_path, case):
+    """The references can fail: the same model without its architecture's own feature
+    (rope factors, biases, q/k norms, soft-capping) misses llama.cpp's top-1 at most positions."""
+    m = Model(write_arch_model(tmp_path / "stripped.gguf", case, "q8_0", strip=True))
+    try:
+        got = Context(m, 128, 2).decode(parity_tokens(m.n_vocab), 0, lib.PYRT_OUT_LOGITS_ALL)
+    finally:
+        m.close()
+    want = _ref(case, "q8_0")["logits"]
+    if case != "gemma2":       # final soft-capping is monotonic: it keeps the top-1
+        assert (got.argmax(-1) == want.argmax(-1)).mean() < 0.9
+    assert np.abs(_log_softmax(got) - _log_softmax(want)).mean() > 1e-2
+
+
+def test_unsupported_architecture_lists_the_supported_ones(tmp_path):
+    import gguf
+    from pyrt.gguf_file import GGUFError
+    p = tmp_path / "x.gguf"
+    w = gguf.GGUFWriter(str(p), "mamba")
+    w.add_tensor("token_embd.weight", np.zeros((4, 32), np.float32))
+    w.write_header_to_file(); w.write_kv_data_to_file(); w.write_tensors_to_file(); w.close()
+    with pytest.raises(GGUFError, match="unsupported architecture 'mamba'.*phi3.*qwen2.*qwen3"):
+        Model(p)
+
+
+def test_fused_and_separate_qkv_together_is_an_error(tmp_path, models):
+    """A layer may have attn_qkv or attn_q/k/v, never both."""
+    from pyrt.gguf_file import GGUFError
+    m = Model(models["phi3", "q8_0"])
+    hp = m.hparams
+    m.close()
+    want = expected_tensors(hp)
+    assert "blk.0.attn_qkv.weight" in want and not want["blk.0.attn_q.weight"][1]
+    assert want["blk.0.ffn_up.weight"][0] == (hp.n_embd, 2 * hp.n_ff)
+    assert "blk.0.ffn_gate.weight" not in want
+    assert set(ARCHS) >= {"llama", "gemma3", "qwen2", "qwen3", "phi3"}
+    del GGUFError
