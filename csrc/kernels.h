@@ -111,6 +111,7 @@ typedef struct {
     void  (*swiglu)(float *g, const float *u, int64_t n);             /* g = silu(g)*u */
     void  (*geglu)(float *g, const float *u, int64_t n);              /* g = gelu(g)*u (ggml's fp16 table) */
     void  (*attn_head)(const pyrt_attn_args *a);
+    void  (*softmax)(float *x, int64_t n);                            /* in place, ggml_soft_max's sequence (MoE router) */
 } pyrt_kernels;
 
 typedef struct {

@@ -99,7 +99,8 @@ enum {
     PYRT_ARCH_QWEN2  = 2,
     PYRT_ARCH_QWEN3  = 3,
     PYRT_ARCH_PHI3   = 4,
-    PYRT_ARCH_GEMMA2 = 5
+    PYRT_ARCH_GEMMA2 = 5,
+    PYRT_ARCH_QWEN3MOE = 6
 };
 enum {
     PYRT_ROPE_NORMAL = 0,     /* pairs (2i, 2i+1)        */
@@ -128,7 +129,10 @@ typedef struct {
     float   embd_scale;       /* 0: none; gemma: sqrt(n_embd)              */
     float   attn_softcap;     /* 0: none; else scores = c*tanh(scores/c) (gemma2) */
     float   final_softcap;    /* 0: none; else logits = c*tanh(logits/c) (gemma2) */
-    int32_t reserved[6];
+    int32_t n_expert;         /* 0: dense FFN; else mixture of experts     */
+    int32_t n_expert_used;    /* experts per token (top-k of the router)   */
+    int32_t n_ff_exp;         /* width of one expert's FFN                 */
+    int32_t reserved[3];
 } pyrt_hparams;
 
 typedef struct pyrt_model pyrt_model;

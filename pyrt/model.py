@@ -24,7 +24,8 @@ from .gguf_file import INT_TYPES, GGUFError, GGUFFile, type_name, value_type_nam
 # expected_tensors below.
 ARCHS = {
     "llama":  (lib.PYRT_ARCH_LLAMA, lib.PYRT_ROPE_NORMAL,
-               "Llama 1-3, Mistral, SmolLM: rope_freqs (Llama 3 rope scaling), optional biases"),
+               "Llama 1-3, Mistral, Mixtral MoE, SmolLM: rope_freqs (Llama 3 rope scaling), "
+               "optional biases"),
     "gemma3": (lib.PYRT_ARCH_GEMMA3, lib.PYRT_ROPE_NEOX,
                "q/k norm, post norms, GeGLU, sliding-window layers, embedding scale"),
     "qwen2":  (lib.PYRT_ARCH_QWEN2, lib.PYRT_ROPE_NEOX, "q/k/v biases, neox rope, output bias"),
@@ -32,6 +33,8 @@ ARCHS = {
     "gemma2": (lib.PYRT_ARCH_GEMMA2, lib.PYRT_ROPE_NEOX,
                "attention and final-logit soft-capping, alternating sliding-window layers, "
                "post norms, GeGLU, embedding scale"),
+    "qwen3moe": (lib.PYRT_ARCH_QWEN3MOE, lib.PYRT_ROPE_NEOX,
+                 "qwen3 with a mixture of experts (normalized top-k softmax routing)"),
     "phi3":   (lib.PYRT_ARCH_PHI3, lib.PYRT_ROPE_NEOX,
                "fused attn_qkv, fused gate+up in ffn_up, q scaled before attention"),
 }
@@ -61,6 +64,9 @@ class HParams:
     embd_scale: float = 0.0
     attn_softcap: float = 0.0
     final_softcap: float = 0.0
+    n_expert: int = 0
+    n_expert_used: int = 0
+    n_ff_exp: int = 0
     extra: dict = field(default_factory=dict)
 
     def to_c(self):
@@ -69,7 +75,8 @@ class HParams:
         for name in ("n_vocab", "n_embd", "n_layer", "n_head", "n_head_kv", "head_dim", "n_ff",
                      "n_rot", "rope_type", "rope_freq_base", "rope_freq_scale", "rope_freq_base_swa",
                      "norm_eps", "n_ctx_train", "sliding_window", "swa_period", "attn_scale",
-                     "embd_scale", "attn_softcap", "final_softcap"):
+                     "embd_scale", "attn_softcap", "final_softcap", "n_expert", "n_expert_used",
+                     "n_ff_exp"):
             setattr(hp, name, getattr(self, name))
         return hp
 
@@ -231,6 +238,22 @@ def read_hparams(g: GGUFFile) -> HParams:
         norm_eps=_float(g, f"{a}.attention.layer_norm_rms_epsilon", 1e-5, hi=1.0, hi_open=True),
         n_ctx_train=_int(g, f"{a}.context_length", 2048, hi=1 << 24),
     )
+    hp.n_expert = _int(g, f"{a}.expert_count", 0, lo=0, hi=512)
+    if arch == "qwen3moe" and hp.n_expert == 0:
+        raise GGUFError(f"{a}.expert_count is missing or 0")
+    if hp.n_expert:
+        if arch not in ("llama", "qwen3moe"):
+            raise UnsupportedError(f"mixture of experts in a {arch!r} model is not supported by pyrt")
+        hp.n_expert_used = _int(g, f"{a}.expert_used_count", None, hi=min(hp.n_expert, 64))
+        hp.n_ff_exp = (_int(g, f"{a}.expert_feed_forward_length", hp.n_ff // hp.n_expert_used, hi=1 << 20)
+                       if arch == "qwen3moe" else n_ff)
+        if n_embd % 8:
+            raise UnsupportedError(f"MoE with {a}.embedding_length {n_embd} (not a multiple of 8)")
+        scale = g.get(f"{a}.expert_weights_scale", 0.0, (float, int))
+        if scale not in (0, 1):
+            raise UnsupportedError(f"{a}.expert_weights_scale = {scale} is not supported by pyrt")
+        if g.get(f"{a}.expert_shared_count", 0, (int,)):
+            raise UnsupportedError("shared experts are not supported by pyrt")
     if arch == "phi3":
         if "rope_factors_long.weight" in g.tensors or "rope_factors_short.weight" in g.tensors:
             raise UnsupportedError("phi3 long/short rope factors (LongRoPE, 128k-context Phi-3 "
@@ -313,7 +336,15 @@ def expected_tensors(hp: HParams) -> dict[str, tuple[tuple[int, ...], bool]]:
     }
     if not fused_up:
         per_layer["ffn_gate.weight"] = ((E, FF), True)
-    if hp.arch in ("gemma3", "qwen3"):
+    if hp.n_expert:
+        NE, FE = hp.n_expert, hp.n_ff_exp
+        for k in ("ffn_gate.weight", "ffn_up.weight", "ffn_down.weight"):
+            per_layer.pop(k, None)
+        per_layer.update({"ffn_gate_inp.weight": ((E, NE), True),
+                          "ffn_gate_exps.weight": ((E, FE, NE), True),
+                          "ffn_up_exps.weight": ((E, FE, NE), True),
+                          "ffn_down_exps.weight": ((FE, E, NE), True)})
+    if hp.arch in ("gemma3", "qwen3", "qwen3moe"):
         per_layer.update({"attn_q_norm.weight": ((HD,), True), "attn_k_norm.weight": ((HD,), True)})
     if hp.arch in ("gemma3", "gemma2"):
         per_layer.update({"post_attention_norm.weight": ((E,), True),

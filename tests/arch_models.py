@@ -33,6 +33,8 @@ ARCH_CASES = {
     "qwen3": ("qwen3", "per-head q/k RMSNorm, neox rope"),
     "gemma2": ("gemma2", "attention + final soft-capping, sliding window 16 on every other layer, "
                          "post norms, GeGLU, tied output"),
+    "mixtral": ("llama", "Mixtral-style MoE: 4 experts, top-2 softmax routing"),
+    "qwen3moe": ("qwen3moe", "q/k norm + MoE: 8 experts of width 256, top-2, normalized weights"),
     "phi3": ("phi3", "fused attn_qkv, fused gate+up ffn_up, q scaled before attention"),
 }
 # weight type of the matrices -> (matrix type, token_embd/output type)
@@ -44,7 +46,8 @@ N_EMBD, N_HEAD, N_LAYER, N_FF, HEAD_DIM = 256, 4, 2, 512, 64
 def _quantize(arr: np.ndarray, qtype: QT) -> np.ndarray:
     if qtype in (QT.Q4_K, QT.Q5_K, QT.Q6_K):
         from pyrt.quantize.kquants import quantize_rows
-        return quantize_rows(arr, qtype)
+        rows = quantize_rows(arr.reshape(-1, arr.shape[-1]), qtype)
+        return rows.reshape(*arr.shape[:-1], rows.shape[-1])
     return gguf.quants.quantize(arr, qtype)
 
 
@@ -52,7 +55,7 @@ def _quantize(arr: np.ndarray, qtype: QT) -> np.ndarray:
 # (drawing the same random numbers), so a test can show the parity gate fails without them.
 FEATURE_TENSORS = {"llama3": ("rope_freqs.weight",), "qwen2": (".attn_q.bias", ".attn_k.bias", ".attn_v.bias"),
                    "qwen3": (".attn_q_norm.weight", ".attn_k_norm.weight"),
-                   "gemma2": ()}   # stripped: soft-capping values so large that tanh is linear
+                   "gemma2": (), "mixtral": (), "qwen3moe": ()}   # stripped: soft-capping values so large that tanh is linear
 
 
 def write_arch_model(path: str | os.PathLike, case: str, wtype: str = "q8_0", strip: bool = False) -> Path:
@@ -60,6 +63,8 @@ def write_arch_model(path: str | os.PathLike, case: str, wtype: str = "q8_0", st
     arch, _what = ARCH_CASES[case]
     if strip and case == "qwen3":
         arch = "qwen2"
+    if strip and case in ("mixtral", "qwen3moe"):   # stripped: one expert per token, not two
+        pass
     mat_t, emb_t = WEIGHT_TYPES[wtype]
     rng = np.random.default_rng(sum(map(ord, case)))
     tokens, merges = gpt2_vocab()
@@ -84,6 +89,12 @@ def write_arch_model(path: str | os.PathLike, case: str, wtype: str = "q8_0", st
     w.add_rope_freq_base(10000.0 if case != "llama3" else 500000.0)
     w.add_layer_norm_rms_eps(1e-6 if arch in ("qwen2", "qwen3") else 1e-5)
     w.add_file_type(7 if wtype == "q8_0" else 15)
+    n_expert = {"mixtral": 4, "qwen3moe": 8}.get(case, 0)
+    if n_expert:
+        w.add_expert_count(n_expert)
+        w.add_expert_used_count(1 if strip else 2)
+        if arch == "qwen3moe":
+            w.add_expert_feed_forward_length(256)
     if arch == "gemma2":
         w.add_sliding_window(16)
         w.add_float32("gemma2.attn_logit_softcapping", 1e4 if strip else 4.0)
@@ -130,17 +141,24 @@ def write_arch_model(path: str | os.PathLike, case: str, wtype: str = "q8_0", st
             add(p + "attn_q.bias", 0.5 * rng.standard_normal(Q, dtype=np.float32))
             add(p + "attn_k.bias", 0.5 * rng.standard_normal(KV, dtype=np.float32))
             add(p + "attn_v.bias", 0.5 * rng.standard_normal(KV, dtype=np.float32))
-        if case == "qwen3":
+        if arch in ("qwen3", "qwen3moe"):
             add(p + "attn_q_norm.weight", norm(HD, 0.5))
             add(p + "attn_k_norm.weight", norm(HD, 0.5))
         add(p + "attn_output.weight", mat(E, Q), mat_t)
         add(p + "ffn_norm.weight", norm(E))
-        if case == "phi3":
+        if n_expert:
+            fe = 256 if arch == "qwen3moe" else FF
+            add(p + "ffn_gate_inp.weight", mat(n_expert, E) * 4.0)   # spread router probabilities
+            add(p + "ffn_gate_exps.weight", np.stack([mat(fe, E) for _ in range(n_expert)]), mat_t)
+            add(p + "ffn_up_exps.weight", np.stack([mat(fe, E) for _ in range(n_expert)]), mat_t)
+            add(p + "ffn_down_exps.weight", np.stack([mat(E, fe) for _ in range(n_expert)]), mat_t)
+        elif case == "phi3":
             add(p + "ffn_up.weight", mat(2 * FF, E), mat_t)
         else:
             add(p + "ffn_gate.weight", mat(FF, E), mat_t)
             add(p + "ffn_up.weight", mat(FF, E), mat_t)
-        add(p + "ffn_down.weight", mat(E, FF), mat_t)
+        if not n_expert:
+            add(p + "ffn_down.weight", mat(E, FF), mat_t)
         if arch == "gemma2":
             add(p + "post_attention_norm.weight", norm(E))
             add(p + "post_ffw_norm.weight", norm(E))

@@ -8,6 +8,7 @@ static const pyrt_arch g_arch[] = {
     [PYRT_ARCH_QWEN2]  = { "qwen2",  0,      0,         0,         PYRT_ACT_SILU },
     [PYRT_ARCH_QWEN3]  = { "qwen3",  1,      0,         0,         PYRT_ACT_SILU },
     [PYRT_ARCH_GEMMA2] = { "gemma2", 0,      1,         1,         PYRT_ACT_GELU },
+    [PYRT_ARCH_QWEN3MOE] = { "qwen3moe", 1,    0,         0,         PYRT_ACT_SILU },
     [PYRT_ARCH_PHI3]   = { "phi3",   0,      1,         0,         PYRT_ACT_SILU, 1 },
 };
 

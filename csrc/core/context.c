@@ -28,7 +28,8 @@ void pyrt_ctx_free(pyrt_ctx *c) {
     pyrt_cuda_ctx_free(c->cuda);
     pool_free(c->pool);
     void *bufs[] = { c->kc, c->vc, c->x, c->xn, c->q, c->k, c->v, c->att, c->tmp, c->g, c->u,
-                     c->qbuf[0], c->qbuf[1], c->scores, c->probs16, c->q16, c->attn_acc };
+                     c->qbuf[0], c->qbuf[1], c->scores, c->probs16, c->q16, c->attn_acc,
+                     c->moe_w, c->moe_id, c->moe_x, c->moe_out };
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
     free(c);
 }
@@ -74,6 +75,8 @@ int pyrt_ctx_create(const pyrt_model *m, int32_t n_ctx, int32_t n_threads, int32
     int64_t widest = hp->n_embd;
     if (qd > widest) widest = qd;
     if (hp->n_ff > widest) widest = hp->n_ff;
+    if (hp->n_ff_exp > widest) widest = hp->n_ff_exp;
+    const int64_t ffw = hp->n_ff > hp->n_ff_exp ? hp->n_ff : hp->n_ff_exp;   /* g, u rows */
     c->kc = alloc_aligned(kv_elems * sizeof(pyrt_fp16));
     c->vc = alloc_aligned(kv_elems * sizeof(pyrt_fp16));
     c->x = alloc_aligned(B * hp->n_embd * sizeof(float));
@@ -83,8 +86,16 @@ int pyrt_ctx_create(const pyrt_model *m, int32_t n_ctx, int32_t n_threads, int32
     c->att = alloc_aligned(B * qd * sizeof(float));
     c->k = alloc_aligned(B * c->kv_dim * sizeof(float));
     c->v = alloc_aligned(B * c->kv_dim * sizeof(float));
-    c->g = alloc_aligned(B * hp->n_ff * sizeof(float));
-    c->u = alloc_aligned(B * hp->n_ff * sizeof(float));
+    c->g = alloc_aligned(B * ffw * sizeof(float));
+    c->u = alloc_aligned(B * ffw * sizeof(float));
+    int moe_ok = 1;
+    if (hp->n_expert > 0) {
+        c->moe_w = alloc_aligned(B * hp->n_expert * sizeof(float));
+        c->moe_id = alloc_aligned(B * hp->n_expert_used * sizeof(int32_t));
+        c->moe_x = alloc_aligned(B * hp->n_embd * sizeof(float));
+        c->moe_out = alloc_aligned(B * hp->n_expert_used * hp->n_embd * sizeof(float));
+        moe_ok = c->moe_w && c->moe_id && c->moe_x && c->moe_out;
+    }
     c->qbuf[0] = alloc_aligned(B * (size_t)mm_act_bytes_bound(widest));
     c->qbuf[1] = alloc_aligned(B * (size_t)mm_act_bytes_bound(widest));
     /* attention groups: all query heads of a kv head for attn_tok consecutive
@@ -100,7 +111,7 @@ int pyrt_ctx_create(const pyrt_model *m, int32_t n_ctx, int32_t n_threads, int32
     c->attn_acc = alloc_aligned((size_t)n_threads * ctx_attn_acc_floats(c) * sizeof(float));
     c->pool = pool_create(n_threads);
     if (!c->kc || !c->vc || !c->x || !c->xn || !c->tmp || !c->q || !c->att || !c->k || !c->v ||
-        !c->g || !c->u || !c->qbuf[0] || !c->qbuf[1] || !c->scores || !c->probs16 || !c->q16 || !c->attn_acc || !c->pool) {
+        !c->g || !c->u || !c->qbuf[0] || !c->qbuf[1] || !c->scores || !c->probs16 || !c->q16 || !c->attn_acc || !c->pool || !moe_ok) {
         pyrt_ctx_free(c);
         return pyrt_set_error(PYRT_ERR_OOM, "ctx_create: cannot allocate buffers for n_ctx=%d", n_ctx);
     }

@@ -11,6 +11,7 @@
  * from its name; docs/ARCHITECTURE.md, 'Forward pass', has the whole block. */
 #include <math.h>
 #include <stdatomic.h>
+#include <string.h>
 
 #include "model.h"
 #include "ops.h"
@@ -166,6 +167,104 @@ static void feed_forward(fwd *f, int il) {
     residual(f, f->arch->post_norms ? L->post_ffn_norm : NULL);
 }
 
+/* Router logit: tinyBLAS's F32 dot (llama.cpp's llamafile sgemm, which takes
+ * the F32 router matmul): 8 lanes of FMA accumulation, then its horizontal sum. */
+static float router_dot(const float *w, const float *x, int64_t n) {
+    float l[8] = { 0 };
+    for (int64_t i = 0; i < n; i += 8)
+        for (int j = 0; j < 8; j++) l[j] = fmaf(w[i + j], x[i + j], l[j]);
+    const float a0 = l[0] + l[4], a1 = l[1] + l[5], a2 = l[2] + l[6], a3 = l[3] + l[7];
+    return (a0 + a2) + (a1 + a3);
+}
+
+/* x += sum over the top-k experts e of w_e * Wdown_e . (silu(Wgate_e . n(x)) * Wup_e . n(x)),
+ * w = the router's softmax probabilities of the chosen experts, renormalized to sum 1
+ * (llama.cpp's build_moe_ffn with norm_w, as Mixtral and Qwen3-MoE use). Each expert's
+ * matmuls run only over the tokens routed to it, in llama.cpp's per-token GEMV arithmetic. */
+static void feed_forward_moe(fwd *f, int il) {
+    pyrt_ctx *c = f->c;
+    const pyrt_hparams *hp = f->hp;
+    const layer_weights *L = &f->m->layers[il];
+    const int64_t E = f->E, NE = hp->n_expert, K = hp->n_expert_used, FE = hp->n_ff_exp;
+    int64_t lo, hi;
+
+    norm_rows(f, L->ffn_norm);
+    /* ---- routing: probabilities, top-k (descending, as ggml's argsort), weights ---- */
+    pool_split(f->B, f->ith, f->nth, &lo, &hi);
+    for (int64_t t = lo; t < hi; t++) {
+        float *p = c->moe_w + t * NE;
+        const float *xt = c->xn + t * E;
+        for (int64_t e = 0; e < NE; e++)
+            p[e] = router_dot((const float *)L->gate_inp.data + e * E, xt, E);
+        f->K->softmax(p, NE);
+        int32_t *id = c->moe_id + t * K;
+        for (int64_t j = 0; j < K; j++) {          /* selection: best first, ties to the lower id */
+            int32_t best = -1;
+            for (int32_t e = 0; e < NE; e++) {
+                int taken = 0;
+                for (int64_t q = 0; q < j; q++) taken |= id[q] == e;
+                if (!taken && (best < 0 || p[e] > p[best])) best = e;
+            }
+            id[j] = best;
+        }
+        double sum = 0.0;                          /* ggml_sum_rows: a double sum */
+        for (int64_t j = 0; j < K; j++) sum += (double)p[id[j]];
+        float fs = (float)sum;
+        if (fs < 6.103515625e-5f) fs = 6.103515625e-5f;   /* llama.cpp's clamp */
+        float w[64];
+        for (int64_t j = 0; j < K && j < 64; j++) w[j] = p[id[j]] / fs;
+        for (int64_t j = 0; j < K && j < 64; j++) p[j] = w[j];   /* p[0..K): the weights */
+    }
+    pool_barrier(f->P);
+
+    /* ---- each expert over the tokens routed to it ---- */
+    for (int32_t e = 0; e < NE; e++) {
+        int64_t n = 0;                             /* rows (t, slot) routed to e, in token order */
+        for (int64_t r = 0; r < f->B * K; r++) n += c->moe_id[r] == e;
+        if (n == 0) continue;
+        pool_split(n, f->ith, f->nth, &lo, &hi);
+        for (int64_t r = 0, i = 0; r < f->B * K && i < hi; r++) {
+            if (c->moe_id[r] != e) continue;
+            if (i >= lo) memcpy(c->moe_x + i * E, c->xn + (r / K) * E, sizeof(float) * (size_t)E);
+            i++;
+        }
+        pool_barrier(f->P);
+        pyrt_weight wg = L->gate_exps, wu = L->up_exps, wd = L->down_exps;
+        wg.rows = wu.rows = FE;
+        wd.rows = E;
+        wg.data = (const char *)wg.data + e * FE * wg.row_bytes;
+        wu.data = (const char *)wu.data + e * FE * wu.row_bytes;
+        wd.data = (const char *)wd.data + e * E * wd.row_bytes;
+        mm_task gu[2] = { { &wg, c->g, FE }, { &wu, c->u, FE } };
+        mm_group(f->K, f->P, f->ith, f->nth, c->moe_x, E, n, -1, gu, 2, c->qbuf);
+        pool_split(n, f->ith, f->nth, &lo, &hi);   /* per row, as ggml's swiglu */
+        for (int64_t i = lo; i < hi; i++) f->K->swiglu(c->g + i * FE, c->u + i * FE, FE);
+        pool_barrier(f->P);
+        mm_task d[1] = { { &wd, c->tmp, E } };
+        mm_group(f->K, f->P, f->ith, f->nth, c->g, FE, n, -1, d, 1, c->qbuf);
+        pool_split(n, f->ith, f->nth, &lo, &hi);   /* weighted, into the (token, slot) row */
+        for (int64_t r = 0, i = 0; r < f->B * K && i < hi; r++) {
+            if (c->moe_id[r] != e) continue;
+            if (i >= lo) {
+                const float w = c->moe_w[(r / K) * NE + r % K];
+                float *o = c->moe_out + r * E;
+                const float *y = c->tmp + i * E;
+                for (int64_t j = 0; j < E; j++) o[j] = y[j] * w;
+            }
+            i++;
+        }
+        pool_barrier(f->P);
+    }
+    /* ---- sum the slots in order (llama.cpp's chain of adds), residual ---- */
+    pool_split(f->B, f->ith, f->nth, &lo, &hi);
+    for (int64_t t = lo; t < hi; t++) {
+        float *y = c->tmp + t * E;
+        memcpy(y, c->moe_out + t * K * E, sizeof(float) * (size_t)E);
+        for (int64_t j = 1; j < K; j++) op_add(y, c->moe_out + (t * K + j) * E, E);
+    }
+    residual(f, f->arch->post_norms ? L->post_ffn_norm : NULL);
+}
+
 /* The rows the caller asked for: final norm, then logits (or the normed
  * hidden states themselves for embeddings). */
 static void output(fwd *f) {
@@ -224,7 +323,8 @@ static void forward_job(void *arg, int ith, int nth) {
     embed_tokens(&f);
     for (int il = 0; il < hp->n_layer; il++) {
         attention(&f, il);
-        feed_forward(&f, il);
+        if (hp->n_expert > 0) feed_forward_moe(&f, il);
+        else                  feed_forward(&f, il);
         /* one consistent abort decision for all threads: written before the
          * barrier by thread 0, read after it by everyone */
         if (ith == 0) c->stop_now = atomic_load(&c->abort_req);

@@ -28,7 +28,9 @@ int64_t mm_act_bytes_bound(int64_t cols);
 
 /* SPMD: called by all nth threads of a pool job. Tasks must share cols.
  * n_shape: compute in the arithmetic llama.cpp uses for a batch of
- * max(n_shape, n_tok) tokens whose last n_tok tokens these are (0: n_tok).
+ * max(n_shape, n_tok) tokens whose last n_tok tokens these are (0: n_tok;
+ * < 0: each token as a one-token GEMV, the arithmetic of llama.cpp's MoE
+ * expert matmuls).
  * qbuf: two scratch buffers of n_tok * mm_act_bytes_bound(cols) bytes.
  * Ends with a barrier so y is complete on return. */
 void mm_group(const pyrt_kernels *k, pyrt_pool *pool, int ith, int nth,

@@ -39,6 +39,12 @@ int pyrt_model_create(const pyrt_hparams *hp, pyrt_model **out) {
     HP_CHECK(hp->sliding_window >= 0 && hp->swa_period >= 0, "sliding window settings invalid");
     HP_CHECK(isfinite(hp->attn_softcap) && hp->attn_softcap >= 0 && isfinite(hp->final_softcap) && hp->final_softcap >= 0,
              "soft-capping values %g, %g invalid", hp->attn_softcap, hp->final_softcap);
+    HP_CHECK(hp->n_expert >= 0 && hp->n_expert <= 512, "n_expert %d out of range", hp->n_expert);
+    if (hp->n_expert > 0) {
+        HP_CHECK(hp->n_expert_used >= 1 && hp->n_expert_used <= hp->n_expert && hp->n_expert_used <= 64, "n_expert_used %d must be in [1, n_expert %d]", hp->n_expert_used, hp->n_expert);
+        HP_CHECK(hp->n_ff_exp > 0 && hp->n_ff_exp <= (1 << 20), "n_ff_exp %d out of range", hp->n_ff_exp);
+        HP_CHECK(hp->n_embd % 8 == 0, "MoE router: n_embd %d must be a multiple of 8", hp->n_embd);
+    }
     if (hp->sliding_window > 0)
         HP_CHECK(isfinite(hp->rope_freq_base_swa) && hp->rope_freq_base_swa > 0, "rope_freq_base_swa %g invalid", hp->rope_freq_base_swa);
 #undef HP_CHECK
@@ -61,8 +67,8 @@ void pyrt_model_free(pyrt_model *m) {
 
 /* ---- the tensors of a layer -------------------------------------------------- */
 
-enum { D_EMBD, D_Q, D_KV, D_FF, D_HEAD, D_QKV, D_FF_UP };  /* a shape dimension, from hparams */
-enum { ALL_ARCHS, QK_NORM, POST_NORMS, SPLIT_GATE };  /* which trait reads the tensor */
+enum { D_ONE, D_EMBD, D_Q, D_KV, D_FF, D_HEAD, D_QKV, D_FF_UP, D_EXPERT, D_FF_EXP };  /* a shape dimension */
+enum { ALL_ARCHS, QK_NORM, POST_NORMS, SPLIT_GATE, DENSE, MOE };  /* which trait reads the tensor */
 enum { REQUIRED, OPTIONAL, QKV_PART };  /* QKV_PART: required unless attn_qkv is there */
 
 typedef struct {
@@ -70,12 +76,14 @@ typedef struct {
     size_t      off;         /* its slot in layer_weights                          */
     uint8_t     vec;         /* 1: F32 vector [ne0]; 0: matmul weight [ne1 rows of ne0] */
     uint8_t     ne0, ne1;    /* D_* (ne1 unused for vectors)                        */
+    uint8_t     ne2;         /* D_ONE, or D_EXPERT for the experts' stacked weights */
     uint8_t     trait;       /* ALL_ARCHS or the arch trait that uses it           */
     uint8_t     need;        /* REQUIRED, OPTIONAL or QKV_PART                     */
 } layer_tensor;
 
-#define VEC(nm, field, a, tr, nd)  { nm, offsetof(layer_weights, field), 1, a, 0, tr, nd }
-#define MAT(nm, field, a, b, tr, nd) { nm, offsetof(layer_weights, field), 0, a, b, tr, nd }
+#define VEC(nm, field, a, tr, nd)  { nm, offsetof(layer_weights, field), 1, a, 0, D_ONE, tr, nd }
+#define MAT(nm, field, a, b, tr, nd) { nm, offsetof(layer_weights, field), 0, a, b, D_ONE, tr, nd }
+#define EXPS(nm, field, a, b)        { nm, offsetof(layer_weights, field), 0, a, b, D_EXPERT, MOE, REQUIRED }
 static const layer_tensor layer_tensors[] = {
     VEC("attn_norm.weight", attn_norm, D_EMBD, ALL_ARCHS, REQUIRED),
     MAT("attn_q.weight", wq, D_EMBD, D_Q, ALL_ARCHS, QKV_PART),
@@ -88,8 +96,12 @@ static const layer_tensor layer_tensors[] = {
     MAT("attn_output.weight", wo, D_Q, D_EMBD, ALL_ARCHS, REQUIRED),
     VEC("ffn_norm.weight", ffn_norm, D_EMBD, ALL_ARCHS, REQUIRED),
     MAT("ffn_gate.weight", w_gate, D_EMBD, D_FF, SPLIT_GATE, REQUIRED),
-    MAT("ffn_up.weight", w_up, D_EMBD, D_FF_UP, ALL_ARCHS, REQUIRED),
-    MAT("ffn_down.weight", w_down, D_FF, D_EMBD, ALL_ARCHS, REQUIRED),
+    MAT("ffn_up.weight", w_up, D_EMBD, D_FF_UP, DENSE, REQUIRED),
+    MAT("ffn_down.weight", w_down, D_FF, D_EMBD, DENSE, REQUIRED),
+    MAT("ffn_gate_inp.weight", gate_inp, D_EMBD, D_EXPERT, MOE, REQUIRED),
+    EXPS("ffn_gate_exps.weight", gate_exps, D_EMBD, D_FF_EXP),
+    EXPS("ffn_up_exps.weight", up_exps, D_EMBD, D_FF_EXP),
+    EXPS("ffn_down_exps.weight", down_exps, D_FF_EXP, D_EMBD),
     VEC("attn_q_norm.weight", q_norm, D_HEAD, QK_NORM, REQUIRED),
     VEC("attn_k_norm.weight", k_norm, D_HEAD, QK_NORM, REQUIRED),
     VEC("post_attention_norm.weight", post_attn_norm, D_EMBD, POST_NORMS, REQUIRED),
@@ -97,13 +109,17 @@ static const layer_tensor layer_tensors[] = {
 };
 #undef VEC
 #undef MAT
+#undef EXPS
 enum { N_LAYER_TENSORS = sizeof layer_tensors / sizeof layer_tensors[0] };
 
-static int arch_uses(const pyrt_arch *a, int trait) {
+static int arch_uses(const pyrt_model *m, int trait) {
+    const pyrt_arch *a = m->arch;
     switch (trait) {
     case QK_NORM:    return a->qk_norm;
     case POST_NORMS: return a->post_norms;
-    case SPLIT_GATE: return !a->gate_up_fused;
+    case SPLIT_GATE: return !a->gate_up_fused && m->hp.n_expert == 0;
+    case DENSE:      return m->hp.n_expert == 0;
+    case MOE:        return m->hp.n_expert > 0;
     default:         return 1;
     }
 }
@@ -118,6 +134,9 @@ static int64_t dim(const pyrt_model *m, int d) {
     case D_FF:    return hp->n_ff;
     case D_FF_UP: return m->arch->gate_up_fused ? 2 * (int64_t)hp->n_ff : hp->n_ff;
     case D_HEAD:  return hp->head_dim;
+    case D_EXPERT: return hp->n_expert;
+    case D_FF_EXP: return hp->n_ff_exp;
+    case D_ONE:   return 1;
     default:      return hp->n_embd;
     }
 }
@@ -126,13 +145,14 @@ static int64_t dim(const pyrt_model *m, int d) {
 typedef struct {
     pyrt_weight *w;          /* matmul weight slot, or NULL   */
     const float **vec;       /* 1-D f32 slot, or NULL         */
-    int64_t ne0, ne1;        /* expected shape (ne1 = 1 for vectors) */
+    int64_t ne0, ne1, ne2;   /* expected shape (ne1 = 1 for vectors) */
 } slot;
 
 static int find_slot(pyrt_model *m, const char *name, slot *s) {
     const pyrt_hparams *hp = &m->hp;
     const int64_t E = hp->n_embd;
     memset(s, 0, sizeof *s);
+    s->ne2 = 1;
     if (!strcmp(name, "token_embd.weight")) { s->w = &m->tok_embd; s->ne0 = E; s->ne1 = hp->n_vocab; return 1; }
     if (!strcmp(name, "output.weight"))     { s->w = &m->output; s->ne0 = E; s->ne1 = hp->n_vocab; return 1; }
     if (!strcmp(name, "output_norm.weight")) { s->vec = &m->out_norm; s->ne0 = E; s->ne1 = 1; return 1; }
@@ -143,11 +163,12 @@ static int find_slot(pyrt_model *m, const char *name, slot *s) {
     char *L = (char *)&m->layers[il];
     for (int i = 0; i < N_LAYER_TENSORS; i++) {
         const layer_tensor *t = &layer_tensors[i];
-        if (strcmp(name + off, t->name) || !arch_uses(m->arch, t->trait)) continue;
+        if (strcmp(name + off, t->name) || !arch_uses(m, t->trait)) continue;
         if (t->vec) s->vec = (const float **)(L + t->off);
         else s->w = (pyrt_weight *)(L + t->off);
         s->ne0 = dim(m, t->ne0);
         s->ne1 = t->vec ? 1 : dim(m, t->ne1);
+        s->ne2 = dim(m, t->ne2);
         return 1;
     }
     return 0;
@@ -163,17 +184,18 @@ int pyrt_model_set_tensor(pyrt_model *m, const char *name, int32_t type,
     if (n_dims < 1 || n_dims > 4) return pyrt_set_error(PYRT_ERR_INVALID_ARG, "tensor '%s': n_dims %d", name, n_dims);
     int64_t shape[4] = { 1, 1, 1, 1 };
     for (int i = 0; i < n_dims; i++) shape[i] = ne[i];
-    if (shape[0] != s.ne0 || shape[1] != s.ne1 || shape[2] != 1 || shape[3] != 1)
+    if (shape[0] != s.ne0 || shape[1] != s.ne1 || shape[2] != s.ne2 || shape[3] != 1)
         return pyrt_set_error(PYRT_ERR_INVALID_ARG,
-            "tensor '%s' has shape [%lld, %lld, %lld, %lld], expected [%lld, %lld]", name,
+            "tensor '%s' has shape [%lld, %lld, %lld, %lld], expected [%lld, %lld, %lld]", name,
             (long long)shape[0], (long long)shape[1], (long long)shape[2], (long long)shape[3],
-            (long long)s.ne0, (long long)s.ne1);
+            (long long)s.ne0, (long long)s.ne1, (long long)s.ne2);
     const int32_t bs = pyrt_type_block_size(type);
     if (bs == 0) return pyrt_set_error(PYRT_ERR_UNSUPPORTED, "tensor '%s': unsupported type %d", name, type);
     if (shape[0] % bs) return pyrt_set_error(PYRT_ERR_INVALID_ARG, "tensor '%s': row length %lld not a multiple of block %d", name, (long long)shape[0], bs);
     const int64_t row_bytes = shape[0] / bs * pyrt_type_block_bytes(type);
-    if (nbytes != row_bytes * shape[1])
-        return pyrt_set_error(PYRT_ERR_INVALID_ARG, "tensor '%s': %lld bytes, expected %lld", name, (long long)nbytes, (long long)(row_bytes * shape[1]));
+    const int64_t n_rows = shape[1] * shape[2];
+    if (nbytes != row_bytes * n_rows)
+        return pyrt_set_error(PYRT_ERR_INVALID_ARG, "tensor '%s': %lld bytes, expected %lld", name, (long long)nbytes, (long long)(row_bytes * n_rows));
     if (s.vec) {
         if (type != PYRT_TYPE_F32) return pyrt_set_error(PYRT_ERR_UNSUPPORTED, "tensor '%s': norm weights must be F32 (type %d)", name, type);
         *s.vec = data;
@@ -181,12 +203,14 @@ int pyrt_model_set_tensor(pyrt_model *m, const char *name, int32_t type,
     }
     const pyrt_kernels *k = pyrt_kernels_current();
     const int is_embd = s.w == &m->tok_embd;
+    if (strstr(name, ".ffn_gate_inp.weight") && type != PYRT_TYPE_F32)
+        return pyrt_set_error(PYRT_ERR_UNSUPPORTED, "tensor '%s': MoE router weights must be F32 (type %d)", name, type);
     if (is_embd ? !k->type[type].dequantize : !pyrt_type_supported(type))
         return pyrt_set_error(PYRT_ERR_UNSUPPORTED, "tensor '%s': type %d has no kernels in pyrt yet", name, type);
     s.w->data = data;
     s.w->type = type;
     s.w->cols = shape[0];
-    s.w->rows = shape[1];
+    s.w->rows = n_rows;
     s.w->row_bytes = row_bytes;
     if (s.w == &m->output) m->has_output = 1;
     return PYRT_OK;
@@ -201,7 +225,7 @@ int pyrt_model_finalize(pyrt_model *m) {
         const char *L = (const char *)&m->layers[il];
         for (int i = 0; i < N_LAYER_TENSORS; i++) {
             const layer_tensor *t = &layer_tensors[i];
-            if (!arch_uses(m->arch, t->trait) || t->need == OPTIONAL) continue;
+            if (!arch_uses(m, t->trait) || t->need == OPTIONAL) continue;
             const void *p = t->vec ? (const void *)*(const float *const *)(L + t->off)
                                    : ((const pyrt_weight *)(L + t->off))->data;
             if (t->need == QKV_PART && m->layers[il].wqkv.data) {
@@ -218,7 +242,7 @@ int pyrt_model_finalize(pyrt_model *m) {
             lw->wk = *f; lw->wk.rows = kv; lw->wk.data = (const char *)f->data + q * f->row_bytes;
             lw->wv = *f; lw->wv.rows = kv; lw->wv.data = (const char *)f->data + (q + kv) * f->row_bytes;
         }
-        if (m->arch->gate_up_fused) {      /* ffn_up = [gate; up]: two row views */
+        if (m->arch->gate_up_fused && hp->n_expert == 0) {      /* ffn_up = [gate; up]: two row views */
             const int64_t ff = hp->n_ff;
             lw->w_gate = lw->w_up; lw->w_gate.rows = ff;
             lw->w_up.rows = ff; lw->w_up.data = (const char *)lw->w_up.data + ff * lw->w_up.row_bytes;

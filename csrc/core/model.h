@@ -26,6 +26,10 @@ typedef struct {
     const float *post_attn_norm, *post_ffn_norm;  /* [n_embd]   (arch->post_norms) */
     const float *bq, *bk, *bv;   /* optional biases [n_head*head_dim], [n_head_kv*head_dim] x2 */
     pyrt_weight wqkv;            /* optional fused [wq; wk; wv]: wq/wk/wv are row views of it */
+    /* mixture of experts (hp.n_expert > 0) instead of w_gate/w_up/w_down */
+    pyrt_weight gate_inp;        /* F32 router [n_embd] -> [n_expert]                        */
+    pyrt_weight gate_exps, up_exps;  /* n_expert blocks of n_ff_exp rows of n_embd           */
+    pyrt_weight down_exps;       /* n_expert blocks of n_embd rows of n_ff_exp               */
 } layer_weights;
 
 struct pyrt_model {
@@ -51,6 +55,9 @@ struct pyrt_ctx {
     pyrt_fp16 *kc, *vc;          /* [n_layer][n_ctx][kv_dim] */
     /* activations, [n_batch][width] */
     float *x, *xn, *q, *k, *v, *att, *tmp, *g, *u;
+    float *moe_w;                /* MoE: [n_batch][n_expert] router probs, then top-k weights */
+    int32_t *moe_id;             /* MoE: [n_batch][n_expert_used] chosen experts, best first */
+    float *moe_x, *moe_out;      /* MoE: [n_batch][n_embd] gathered rows; [n_batch][k][n_embd] */
     void *qbuf[2];               /* quantized activations, 2 act types */
     int32_t attn_tok;            /* tokens per attention group (kernels.h)     */
     float *scores;               /* [n_threads][n_q][n_ctx + 32], n_q = attn_tok * gqa */

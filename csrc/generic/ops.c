@@ -126,4 +126,5 @@ void pyrt_fill_ops_scalar(pyrt_kernels *k) {
     k->swiglu = op_swiglu;
     k->geglu = op_geglu;
     k->attn_head = op_attention_head;
+    k->softmax = op_softmax;
 }

@@ -501,7 +501,26 @@ static void geglu_avx2(float *g, const float *u, int64_t n) {
     if (i < n) op_geglu(g + i, u + i, n - i);
 }
 
+/* op_softmax as ggml's AVX2 ggml_vec_soft_max_f32: exp of 8 lanes at a time
+ * (the same exp8 as attention), each group's lanes summed in hsum order and
+ * added to a double; the tail with expf; then scaled by (float)(1/sum). */
+static void softmax_avx2(float *x, int64_t n) {
+    float mx = -INFINITY;
+    for (int64_t i = 0; i < n; i++) if (x[i] > mx) mx = x[i];
+    double sum = 0.0;
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const __m256 e = exp8(_mm256_sub_ps(_mm256_loadu_ps(x + i), _mm256_set1_ps(mx)));
+        _mm256_storeu_ps(x + i, e);
+        sum += (double)hsum_ps(e);
+    }
+    for (; i < n; i++) { const float e = expf(x[i] - mx); x[i] = e; sum += (double)e; }
+    const float inv = (float)(1.0 / sum);
+    for (i = 0; i < n; i++) x[i] *= inv;
+}
+
 void pyrt_fill_ops_avx2(pyrt_kernels *k) {
+    k->softmax = softmax_avx2;
     k->geglu = geglu_avx2;
     k->rope = rope_avx2;
     k->swiglu = swiglu_avx2;
