@@ -250,7 +250,7 @@ def test_tied_embeddings_get_output_type(tmp_path):
 def test_bad_arguments(tmp_path):
     src = _write_tiny(tmp_path / "tiny.gguf")
     with pytest.raises(ValueError, match="q8_0, q4_0, q4_1, q5_0"):
-        pq.quantize_file(src, tmp_path / "o.gguf", "q3_k_s")
+        pq.quantize_file(src, tmp_path / "o.gguf", "iq2_xxs")
     with pytest.raises(ValueError, match="same file"):
         pq.quantize_file(src, src, "q8_0")
     with pytest.raises(ValueError, match="same file"):
@@ -305,7 +305,7 @@ def test_cli_main(tmp_path, capsys):
     assert "6 tensors" in capsys.readouterr().out
     assert gguf.GGUFReader(tmp_path / "o.gguf").fields["general.file_type"].contents() == 2
     with pytest.raises(SystemExit):
-        pq.main([str(src), str(tmp_path / "p.gguf"), "--type", "q3_k"])
+        pq.main([str(src), str(tmp_path / "p.gguf"), "--type", "iq2_xxs"])
     assert pq.main([str(src), str(src), "--type", "q8_0"]) == 2
     assert "same file" in capsys.readouterr().err
 

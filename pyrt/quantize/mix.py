@@ -44,10 +44,24 @@ QTYPES: Dict[str, Tuple[QT, int]] = {
     "q5_k":   (QT.Q5_K, 17),   # llama-quantize's alias for Q5_K_M
     "q6_k":   (QT.Q6_K, 18),   # LLAMA_FTYPE_MOSTLY_Q6_K
     "f16":    (QT.F16, 1),     # LLAMA_FTYPE_MOSTLY_F16
+    "q2_k":   (QT.Q2_K, 10),   # LLAMA_FTYPE_MOSTLY_Q2_K
+    "q3_k_s": (QT.Q3_K, 11),   # LLAMA_FTYPE_MOSTLY_Q3_K_S
+    "q3_k_m": (QT.Q3_K, 12),   # LLAMA_FTYPE_MOSTLY_Q3_K_M
+    "q3_k":   (QT.Q3_K, 12),   # llama-quantize's alias for Q3_K_M
+    "q3_k_l": (QT.Q3_K, 13),   # LLAMA_FTYPE_MOSTLY_Q3_K_L
+    "q4_k_s": (QT.Q4_K, 14),   # LLAMA_FTYPE_MOSTLY_Q4_K_S
+    "q5_k_s": (QT.Q5_K, 16),   # LLAMA_FTYPE_MOSTLY_Q5_K_S
+    "iq4_nl": (QT.IQ4_NL, 25), # LLAMA_FTYPE_MOSTLY_IQ4_NL
+    "iq4_xs": (QT.IQ4_XS, 30), # LLAMA_FTYPE_MOSTLY_IQ4_XS
 }
-_FTYPE_Q4_K_M, _FTYPE_Q5_K_M = 15, 17
+# llama_ftype values the mixture rules test
+_FT_Q2_K, _FT_Q3_K_S, _FT_Q3_K_M, _FT_Q3_K_L = 10, 11, 12, 13
+_FT_Q4_K_S, _FT_Q4_K_M, _FT_Q5_K_M = 14, 15, 17
+_FT_IQ4_NL, _FT_IQ4_XS = 25, 30
+_FT_IQ4 = (_FT_IQ4_NL, _FT_IQ4_XS)
 # llama.cpp's tensor_type_fallback for the 256-block types
-_K_FALLBACK = {QT.Q4_K: QT.Q5_0, QT.Q5_K: QT.Q5_1, QT.Q6_K: QT.Q8_0, QT.Q2_K: QT.Q4_0, QT.Q3_K: QT.Q4_0}
+_K_FALLBACK = {QT.Q4_K: QT.Q5_0, QT.Q5_K: QT.Q5_1, QT.Q6_K: QT.Q8_0, QT.Q2_K: QT.Q4_0, QT.Q3_K: QT.Q4_0,
+               QT.IQ4_XS: QT.IQ4_NL}
 
 # tensor names llama.cpp never quantizes (substring match), from tensor_allows_quantization()
 _NEVER_QUANTIZE = (
@@ -95,6 +109,7 @@ class MixContext:
     n_layer: int = 0
     n_expert: int = 0
     is_70b: bool = False          # llama.cpp's LLM_TYPE_70B (llama with 80 layers and GQA)
+    n_gqa: int = 0                # n_head / n_head_kv of layer 0 (0 when n_head_kv is 0)
     n_attention_wv: int = 0
     i_attention_wv: int = 0
     i_ffn_down: int = 0
@@ -130,16 +145,28 @@ def _layer_of(name: str) -> int:
 
 
 def _mixture_type(name: str, ne0: int, new: QT, ftype: int, ctx: MixContext, has_output: bool) -> QT:
-    """llama_tensor_get_type_impl for the ftypes pyrt writes (the IQ/Q2_K/Q3_K branches of
-    llama.cpp are not reachable from here). Updates ctx's counters like llama.cpp's."""
+    """llama_tensor_get_type_impl for the ftypes pyrt writes, without an importance matrix (the
+    IQ1/IQ2/IQ3, Q2_K_S and MXFP4 branches of llama.cpp are not reachable from here). Updates
+    ctx's counters like llama.cpp's."""
     cat = _category(name)
     if cat == "output" or (not has_output and cat == "token_embd"):
         if ctx.arch == "falcon" or ne0 % _block_size(new) != 0:
             return QT.Q8_0
         return new if new == QT.Q8_0 else QT.Q6_K
+    falcon = ctx.arch == "falcon"
     if cat == "attn_v":
-        if ftype in (_FTYPE_Q4_K_M, _FTYPE_Q5_K_M) and _use_more_bits(ctx.i_attention_wv, ctx.n_attention_wv):
+        if ftype == _FT_Q2_K:
+            new = QT.Q4_K if ctx.n_gqa >= 4 else QT.Q3_K
+        elif ftype == _FT_Q3_K_M:
+            new = QT.Q5_K if ctx.i_attention_wv < 2 else QT.Q4_K
+        elif ftype == _FT_Q3_K_L:
+            new = QT.Q5_K
+        elif ftype in _FT_IQ4 and ctx.n_gqa >= 4:
+            new = QT.Q5_K
+        elif ftype in (_FT_Q4_K_M, _FT_Q5_K_M) and _use_more_bits(ctx.i_attention_wv, ctx.n_attention_wv):
             new = QT.Q6_K
+        elif ftype == _FT_Q4_K_S and ctx.i_attention_wv < 4:
+            new = QT.Q5_K
         if ctx.is_70b and new in (QT.Q3_K, QT.Q4_K):
             new = QT.Q5_K
         if ctx.n_expert == 8:
@@ -150,18 +177,40 @@ def _mixture_type(name: str, ne0: int, new: QT, ftype: int, ctx: MixContext, has
             new = QT.Q8_0
     elif cat == "ffn_down":
         i_layer = ctx.i_ffn_down if ctx.n_expert <= 1 else _layer_of(name)
-        if ftype == _FTYPE_Q4_K_M:
-            if ctx.arch == "falcon":
-                new = QT.Q6_K if i_layer < ctx.n_layer // 16 else \
-                    QT.Q5_K if _use_more_bits(i_layer, ctx.n_layer) else QT.Q4_K
-            elif _use_more_bits(i_layer, ctx.n_layer):
+        n_layer = ctx.n_layer
+        if ftype == _FT_Q2_K:
+            new = QT.Q3_K
+        elif ftype == _FT_Q3_K_M:
+            new = QT.Q5_K if i_layer < n_layer // 16 else \
+                QT.Q4_K if not falcon or _use_more_bits(i_layer, n_layer) else QT.Q3_K
+        elif ftype == _FT_Q3_K_L:
+            new = QT.Q4_K if falcon else QT.Q5_K
+        elif ftype == _FT_Q4_K_M:
+            if falcon:
+                new = QT.Q6_K if i_layer < n_layer // 16 else \
+                    QT.Q5_K if _use_more_bits(i_layer, n_layer) else QT.Q4_K
+            elif _use_more_bits(i_layer, n_layer):
                 new = QT.Q6_K
-        elif ftype == _FTYPE_Q5_K_M and _use_more_bits(i_layer, ctx.n_layer):
+        elif i_layer < n_layer // 8 and ftype in _FT_IQ4:          # (no imatrix)
+            new = QT.Q5_K
+        elif ftype == _FT_Q5_K_M and _use_more_bits(i_layer, n_layer):
             new = QT.Q6_K
+        elif ftype == _FT_Q4_K_S and not falcon and i_layer < n_layer // 8:
+            new = QT.Q5_K
         ctx.i_ffn_down += 1
     elif cat == "attn_output":
-        if ctx.arch != "falcon" and ctx.n_expert == 8 and ftype == _FTYPE_Q4_K_M:
-            new = QT.Q5_K
+        if not falcon:
+            if ctx.n_expert == 8:
+                if ftype in (_FT_Q2_K, _FT_Q3_K_S, _FT_Q3_K_M, _FT_IQ4_NL, _FT_Q4_K_S, _FT_Q4_K_M, _FT_IQ4_XS):
+                    new = QT.Q5_K
+            elif ftype == _FT_Q2_K:
+                new = QT.Q3_K
+            elif ftype == _FT_Q3_K_M:
+                new = QT.Q4_K
+            elif ftype == _FT_Q3_K_L:
+                new = QT.Q5_K
+        elif ftype == _FT_Q3_K_L:
+            new = QT.Q4_K
     return new
 
 
@@ -207,4 +256,5 @@ def mix_context(arch: str, metadata: Mapping[str, Any], tensor_names: Sequence[s
     n_head_kv = num(f"{arch}.attention.head_count_kv", n_head)
     return MixContext(arch=arch, n_layer=n_layer, n_expert=num(f"{arch}.expert_count"),
                       is_70b=arch == "llama" and n_layer == 80 and n_head != n_head_kv,
+                      n_gqa=n_head // n_head_kv if n_head_kv > 0 else 0,
                       n_attention_wv=sum(_category(n) == "attn_v" for n in tensor_names))
