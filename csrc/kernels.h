@@ -81,6 +81,10 @@ typedef struct {
      * uses on x86 for batches of >= 8 tokens (x86/kquants_avx2.c). NULL: use
      * vec_dot. Choose between the four with pyrt_pick_vec_dot() below. */
     pyrt_vec_dot_fn vec_dot_tiled;
+    /* The fewest tokens that take vec_dot_tiled; 0 means 8 (the K-quant
+     * GEMM's threshold). IQ4_NL's batched path on x86 is llamafile's GEMM,
+     * which takes every batch of 2 or more. */
+    int32_t         tiled_min_tok;
     /* Tiled equivalents of vec_dot / vec_dot_r8 (NULL: loop over the dots). */
     pyrt_gemm_fn    gemm;
     pyrt_gemm_fn    gemm_r8;
@@ -130,10 +134,12 @@ extern const pyrt_type_traits pyrt_type_traits_table[PYRT_TYPE_COUNT];
 void pyrt_fill_quants_scalar(pyrt_kernels *k);        /* 32-element block types; calls the kquants fill */
 void pyrt_fill_kquants_scalar(pyrt_kernels *k);       /* Q2_K..Q6_K weights, Q8_K activations         */
 void pyrt_fill_ops_scalar(pyrt_kernels *k);           /* f16 helpers, rope, activations, attention     */
+void pyrt_fill_iquants_scalar(pyrt_kernels *k);       /* IQ4_NL (x Q8_0) and IQ4_XS (x Q8_K) weights   */
 /*   x86/ (x86-64 builds; the VNNI and AVX-512 files where the compiler has those ISAs) */
 void pyrt_fill_quants_avx2(pyrt_kernels *k);          /* calls the kquants_avx2 fill                   */
 void pyrt_fill_kquants_avx2(pyrt_kernels *k);
 void pyrt_fill_ops_avx2(pyrt_kernels *k);
+void pyrt_fill_iquants_avx2(pyrt_kernels *k);         /* adds to the table, clears nothing             */
 void pyrt_fill_quants_gemm_avx2(pyrt_kernels *k);     /* AVX2 table on CPUs without AVX-VNNI           */
 void pyrt_fill_quants_gemm_avxvnni(pyrt_kernels *k);  /* the same tiles with vpdpbusd                  */
 void pyrt_fill_kquants_gemm_avx2(pyrt_kernels *k);
@@ -142,6 +148,7 @@ void pyrt_fill_quants_gemm_avx512(pyrt_kernels *k);   /* AVX-512 table = AVX2 ta
 void pyrt_fill_kquants_gemm_avx512(pyrt_kernels *k);
 /*   arm/ (AArch64 builds) */
 void pyrt_fill_quants_neon(pyrt_kernels *k);          /* baseline NEON, plus SDOT where the CPU has it */
+void pyrt_fill_iquants_neon(pyrt_kernels *k);         /* the same choice; adds to the table            */
 
 /* Query (t, g) of an attention group as a one-query call (same scratch). */
 /* Logit soft-capping as llama.cpp computes it (gemma2): scale by 1/c, tanh,
@@ -162,6 +169,11 @@ static inline pyrt_attn_args pyrt_attn_query(const pyrt_attn_args *a, int32_t t,
     return o;
 }
 
+/* Batches of at least this many tokens take a type's vec_dot_tiled order. */
+static inline int64_t pyrt_tiled_min_tok(const pyrt_kernels *k, int32_t type) {
+    return k->type[type].tiled_min_tok > 0 ? k->type[type].tiled_min_tok : 8;
+}
+
 /* The row dot product for W (type, rows) times activation row t of a batch of
  * n_tok rows, with the arithmetic llama.cpp uses for that shape and row. */
 static inline pyrt_vec_dot_fn pyrt_pick_vec_dot(const pyrt_kernels *k, int32_t type, int64_t rows,
@@ -170,7 +182,7 @@ static inline pyrt_vec_dot_fn pyrt_pick_vec_dot(const pyrt_kernels *k, int32_t t
         if (k->type[type].vec_dot_r8x4 && n_tok > 3 && t < n_tok - n_tok % 4) return k->type[type].vec_dot_r8x4;
         return k->type[type].vec_dot_r8;
     }
-    if (k->type[type].vec_dot_tiled && n_tok >= 8) return k->type[type].vec_dot_tiled;
+    if (k->type[type].vec_dot_tiled && n_tok >= pyrt_tiled_min_tok(k, type)) return k->type[type].vec_dot_tiled;
     return k->type[type].vec_dot;
 }
 

@@ -56,6 +56,8 @@ enum {
     PYRT_TYPE_Q5_K = 13,
     PYRT_TYPE_Q6_K = 14,
     PYRT_TYPE_Q8_K = 15,
+    PYRT_TYPE_IQ4_NL = 20,
+    PYRT_TYPE_IQ4_XS = 23,
     PYRT_TYPE_BF16 = 30,
     PYRT_TYPE_COUNT = 40
 };

@@ -16,6 +16,7 @@ typedef uint16_t pyrt_fp16;   /* IEEE half, raw bits */
 #define QK8_1 32
 #define QK_K  256
 #define K_SCALE_SIZE 12
+#define QK4_NL 32
 
 typedef struct { pyrt_fp16 d; uint8_t qs[QK4_0 / 2]; } block_q4_0;
 typedef struct { pyrt_fp16 d, m; uint8_t qs[QK4_1 / 2]; } block_q4_1;
@@ -29,6 +30,12 @@ typedef struct { pyrt_fp16 d, dmin; uint8_t scales[K_SCALE_SIZE]; uint8_t qs[QK_
 typedef struct { pyrt_fp16 d, dmin; uint8_t scales[K_SCALE_SIZE]; uint8_t qh[QK_K / 8]; uint8_t qs[QK_K / 2]; } block_q5_K;
 typedef struct { uint8_t ql[QK_K / 2]; uint8_t qh[QK_K / 4]; int8_t scales[QK_K / 16]; pyrt_fp16 d; } block_q6_K;
 typedef struct { float d; int8_t qs[QK_K]; int16_t bsums[QK_K / 16]; } block_q8_K;
+/* IQ4_NL: 4-bit indices into PYRT_KVALUES_IQ4NL, element order as Q4_0 */
+typedef struct { pyrt_fp16 d; uint8_t qs[QK4_NL / 2]; } block_iq4_nl;
+/* IQ4_XS: sub-block s (32 elements) has the 6-bit scale
+ * (scales_l[s/2] >> 4*(s%2) & 15) | ((scales_h >> 2*s & 3) << 4), minus 32;
+ * its codes are qs[16*s .. 16*s+15], element order as IQ4_NL */
+typedef struct { pyrt_fp16 d; uint16_t scales_h; uint8_t scales_l[QK_K / 64]; uint8_t qs[QK_K / 2]; } block_iq4_xs;
 
 static_assert(sizeof(block_q4_0) == 18, "q4_0 size");
 static_assert(sizeof(block_q4_1) == 20, "q4_1 size");
@@ -42,6 +49,12 @@ static_assert(sizeof(block_q4_K) == 144, "q4_K size");
 static_assert(sizeof(block_q5_K) == 176, "q5_K size");
 static_assert(sizeof(block_q6_K) == 210, "q6_K size");
 static_assert(sizeof(block_q8_K) == 292, "q8_K size");
+static_assert(sizeof(block_iq4_nl) == 18, "iq4_nl size");
+static_assert(sizeof(block_iq4_xs) == 136, "iq4_xs size");
+
+/* ggml's kvalues_iq4nl: the 16 non-linear levels of IQ4_NL and IQ4_XS. A
+ * macro, so each kernel file holds its own copy (SIMD loads want it aligned). */
+#define PYRT_KVALUES_IQ4NL { -127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113 }
 
 /* ---- fp16 <-> fp32, exact IEEE semantics, round-to-nearest-even ---------- */
 static inline float pyrt_fp32_from_bits(uint32_t w) { float f; memcpy(&f, &w, 4); return f; }

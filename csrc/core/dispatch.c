@@ -19,7 +19,7 @@
 
 /* ======================================================================== */
 /* type traits (ids are ggml's). act_type -1: not usable as a weight type.   */
-/* Adding a type: one row here + its kernels in generic/quants.c.               */
+/* Adding a type: one row here + its kernels in generic/ (quants, kquants, iquants).*/
 /* ======================================================================== */
 
 const pyrt_type_traits pyrt_type_traits_table[PYRT_TYPE_COUNT] = {
@@ -38,6 +38,8 @@ const pyrt_type_traits pyrt_type_traits_table[PYRT_TYPE_COUNT] = {
     [PYRT_TYPE_Q5_K] = { "q5_K", QK_K,  sizeof(block_q5_K), PYRT_TYPE_Q8_K },
     [PYRT_TYPE_Q6_K] = { "q6_K", QK_K,  sizeof(block_q6_K), PYRT_TYPE_Q8_K },
     [PYRT_TYPE_Q8_K] = { "q8_K", QK_K,  sizeof(block_q8_K), -1             },
+    [PYRT_TYPE_IQ4_NL] = { "iq4_nl", QK4_NL, sizeof(block_iq4_nl), PYRT_TYPE_Q8_0 },
+    [PYRT_TYPE_IQ4_XS] = { "iq4_xs", QK_K,   sizeof(block_iq4_xs), PYRT_TYPE_Q8_K },
 };
 
 static int type_known(int32_t type) {
@@ -98,6 +100,7 @@ static int cpu_has_avx512(void) {
 #define OWN(f)     d->f = v->f
 static void merge_type(pyrt_type_kernels *d, const pyrt_type_kernels *v) {
     INHERIT(dequantize); INHERIT(quantize_act); INHERIT(vec_dot); INHERIT(vec_dot_tiled);
+    INHERIT(tiled_min_tok);
     OWN(vec_dot_r8); OWN(vec_dot_r8x4); OWN(gemm); OWN(gemm_r8); OWN(gemm_tiled); OWN(gemm_r8x4);
 }
 
@@ -130,6 +133,7 @@ static void overlay(pyrt_kernels *dst, const pyrt_kernels *base, void (*fill)(py
 static void fill_avx2_all(pyrt_kernels *k) {
 #if PYRT_BUILD_AVX2
     pyrt_fill_quants_avx2(k);
+    pyrt_fill_iquants_avx2(k);
     pyrt_fill_ops_avx2(k);
 #if defined(PYRT_HAVE_AVXVNNI)
     __builtin_cpu_init();
@@ -146,6 +150,13 @@ static void fill_avx2_all(pyrt_kernels *k) {
     (void)k;
 #endif
 }
+
+#if PYRT_BUILD_NEON
+static void fill_neon_all(pyrt_kernels *k) {
+    pyrt_fill_quants_neon(k);      /* clears the table first */
+    pyrt_fill_iquants_neon(k);
+}
+#endif
 
 static int best_available(void) {
     if (g_available[PYRT_KERNELS_AVX512]) return PYRT_KERNELS_AVX512;
@@ -168,6 +179,7 @@ static int variant_from_env(void) {
 
 static void init_once(void) {
     pyrt_fill_quants_scalar(&g_tables[PYRT_KERNELS_SCALAR]);
+    pyrt_fill_iquants_scalar(&g_tables[PYRT_KERNELS_SCALAR]);
     pyrt_fill_ops_scalar(&g_tables[PYRT_KERNELS_SCALAR]);
     g_tables[PYRT_KERNELS_SCALAR].name = "scalar";
     g_available[PYRT_KERNELS_SCALAR] = 1;
@@ -189,7 +201,7 @@ static void init_once(void) {
     }
 #endif
 #if PYRT_BUILD_NEON
-    overlay(&g_tables[PYRT_KERNELS_NEON], &g_tables[PYRT_KERNELS_SCALAR], pyrt_fill_quants_neon);
+    overlay(&g_tables[PYRT_KERNELS_NEON], &g_tables[PYRT_KERNELS_SCALAR], fill_neon_all);
     g_tables[PYRT_KERNELS_NEON].name = "neon";
     g_available[PYRT_KERNELS_NEON] = 1;
 #endif

@@ -65,7 +65,7 @@ void mm_group(const pyrt_kernels *k, pyrt_pool *pool, int ith, int nth,
         /* a tiled kernel exists for this type and shape? (same arithmetic) */
         const int r8 = k->type[ty].vec_dot_r8 && w->rows % 8 == 0;
         pyrt_gemm_fn g = r8 ? (k->type[ty].vec_dot_r8x4 ? NULL : k->type[ty].gemm_r8)
-                                  : (k->type[ty].vec_dot_tiled && shape >= 8 ? NULL : k->type[ty].gemm);
+                                  : (k->type[ty].vec_dot_tiled && shape >= pyrt_tiled_min_tok(k, ty) ? NULL : k->type[ty].gemm);
         /* the 32-block tiles cache per-block scales for rows of at most
          * PYRT_GEMM_MAX_COLS; wider rows take the row dots (same arithmetic) */
         if (cols > PYRT_GEMM_MAX_COLS) g = NULL;
@@ -76,7 +76,8 @@ void mm_group(const pyrt_kernels *k, pyrt_pool *pool, int ith, int nth,
             g = k->type[ty].gemm_r8x4;
             n_g = shape - shape % 4 - (shape - n_tok);
             n_g = n_g < 0 ? 0 : n_g > n_tok ? n_tok : n_g;
-        } else if (!g && !r8 && k->type[ty].gemm_tiled && k->type[ty].vec_dot_tiled && shape >= 8) {
+        } else if (!g && !r8 && k->type[ty].gemm_tiled && k->type[ty].vec_dot_tiled &&
+                   shape >= pyrt_tiled_min_tok(k, ty)) {
             g = k->type[ty].gemm_tiled;
             n_g = n_tok;
         }
