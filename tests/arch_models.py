@@ -38,13 +38,13 @@ ARCH_CASES = {
     "phi3": ("phi3", "fused attn_qkv, fused gate+up ffn_up, q scaled before attention"),
 }
 # weight type of the matrices -> (matrix type, token_embd/output type)
-WEIGHT_TYPES = {"q8_0": (QT.Q8_0, QT.Q8_0), "q4_k": (QT.Q4_K, QT.Q6_K)}
+WEIGHT_TYPES = {"q8_0": (QT.Q8_0, QT.Q8_0), "q4_k": (QT.Q4_K, QT.Q6_K), "iq4_xs": (QT.IQ4_XS, QT.Q6_K)}
 
 N_EMBD, N_HEAD, N_LAYER, N_FF, HEAD_DIM = 256, 4, 2, 512, 64
 
 
 def _quantize(arr: np.ndarray, qtype: QT) -> np.ndarray:
-    if qtype in (QT.Q4_K, QT.Q5_K, QT.Q6_K):
+    if qtype in (QT.Q4_K, QT.Q5_K, QT.Q6_K, QT.IQ4_XS):
         from pyrt.quantize.kquants import quantize_rows
         rows = quantize_rows(arr.reshape(-1, arr.shape[-1]), qtype)
         return rows.reshape(*arr.shape[:-1], rows.shape[-1])
@@ -88,7 +88,7 @@ def write_arch_model(path: str | os.PathLike, case: str, wtype: str = "q8_0", st
     w.add_rope_dimension_count(HD)
     w.add_rope_freq_base(10000.0 if case != "llama3" else 500000.0)
     w.add_layer_norm_rms_eps(1e-6 if arch in ("qwen2", "qwen3") else 1e-5)
-    w.add_file_type(7 if wtype == "q8_0" else 15)
+    w.add_file_type({"q8_0": 7, "q4_k": 15, "iq4_xs": 30}[wtype])
     n_expert = {"mixtral": 4, "qwen3moe": 8}.get(case, 0)
     if n_expert:
         w.add_expert_count(n_expert)

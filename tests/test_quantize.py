@@ -77,7 +77,7 @@ def test_choose_tensor_type_notes_the_fallbacks():
 
 def test_unknown_qtype_lists_choices():
     with pytest.raises(ValueError, match=r"q8_0, q4_0, q4_1, q5_0, q5_1, q4_k_m, .*q6_k, f16"):
-        pq.choose_tensor_type("x.weight", (32, 32), QT.F32, "q3_k", has_output=False)
+        pq.choose_tensor_type("x.weight", (32, 32), QT.F32, "q1_z", has_output=False)
 
 
 # --------------------------------------------------------------------------------------------
