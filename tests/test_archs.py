@@ -135,3 +135,15 @@ def test_fused_and_separate_qkv_together_is_an_error(tmp_path, models):
     assert "blk.0.ffn_gate.weight" not in want
     assert set(ARCHS) >= {"llama", "gemma3", "qwen2", "qwen3", "phi3"}
     del GGUFError
+
+
+@pytest.mark.parametrize("case,label", [("qwen2", "q/k/v biases"), ("phi3", "fused qkv"),
+                                        ("llama3", "rope_freqs"), ("gemma2", "tied output")])
+def test_info_names_the_architecture_and_its_features(models, capsys, case, label):
+    from pyrt.cli import main
+    assert main(["info", str(models[case, "q8_0"])]) == 0
+    out = capsys.readouterr().out
+    arch = ARCH_CASES[case][0]
+    assert f"architecture:  {arch} ({ARCHS[arch][2]})" in out
+    line = next(ln for ln in out.splitlines() if ln.startswith("in this file:"))
+    assert label in line
