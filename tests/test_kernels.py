@@ -460,8 +460,8 @@ def test_validation_errors_never_crash():
                 check(lib.pyrt_quantize_act(v, bad, fp, ptr(buf), 32))
             with pytest.raises(UnsupportedError):
                 check(lib.pyrt_vec_dot(v, bad, 32, ptr(buf), ptr(buf), s))
-        with pytest.raises(UnsupportedError):     # a GGUF type pyrt has no kernels for (IQ4_NL)
-            check(lib.pyrt_vec_dot(v, int(T.IQ4_NL), 32, ptr(buf), ptr(buf), s))
+        with pytest.raises(UnsupportedError):     # a GGUF type pyrt has no kernels for (IQ2_XXS)
+            check(lib.pyrt_vec_dot(v, int(T.IQ2_XXS), 32, ptr(buf), ptr(buf), s))
         with pytest.raises(UnsupportedError):     # Q8_1 is an activation type only
             check(lib.pyrt_vec_dot(v, int(T.Q8_1), 32, ptr(buf), ptr(buf), s))
         with pytest.raises(UnsupportedError):     # Q4_0 is no activation type
