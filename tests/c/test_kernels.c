@@ -22,6 +22,7 @@
 /* arm/quants_neon.c, outside the ABI: detection and both instruction sets */
 int  pyrt_neon_cpu_has_dotprod(void);
 void pyrt_fill_quants_neon_ex(pyrt_kernels *k, int use_dotprod);
+void pyrt_fill_iquants_neon_ex(pyrt_kernels *k, int use_dotprod);   /* arm/iquants_neon.c */
 #define TEST_NEON 1
 #else
 #define TEST_NEON 0
@@ -47,8 +48,9 @@ static const int64_t ODD_SIZES[] = { 1, 7, 8, 15, 33, 100, 1001 };   /* float ty
 static const int WEIGHT_TYPES[] = { PYRT_TYPE_F32, PYRT_TYPE_F16, PYRT_TYPE_BF16, PYRT_TYPE_Q8_0,
                                     PYRT_TYPE_Q4_0, PYRT_TYPE_Q4_1, PYRT_TYPE_Q5_0, PYRT_TYPE_Q5_1,
                                     PYRT_TYPE_Q2_K, PYRT_TYPE_Q3_K, PYRT_TYPE_Q4_K, PYRT_TYPE_Q5_K,
-                                    PYRT_TYPE_Q6_K };
+                                    PYRT_TYPE_Q6_K, PYRT_TYPE_IQ4_NL, PYRT_TYPE_IQ4_XS };
 
+/* 256-element super-blocks with Q8_K activations: the K-quants and IQ4_XS */
 static int is_kquant(int t) { return pyrt_type_traits_table[t].block_size == QK_K; }
 /* the size list of a type: 256-multiples for K-quants */
 static const int64_t *sizes_of(int t, int *count) {
@@ -169,6 +171,11 @@ static int weight_q(int t, const uint8_t *blk, int j) {
     case PYRT_TYPE_Q4_0: {
         const uint8_t v = ((const block_q4_0 *)blk)->qs[j % 16];
         return (j < 16 ? v & 15 : v >> 4) - 8;
+    }
+    case PYRT_TYPE_IQ4_NL: {
+        static const int8_t kv[16] = { -127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113 };
+        const uint8_t v = ((const block_iq4_nl *)blk)->qs[j % 16];
+        return kv[j < 16 ? v & 15 : v >> 4];
     }
     case PYRT_TYPE_Q4_1: {
         const uint8_t v = ((const block_q4_1 *)blk)->qs[j % 16];
@@ -740,12 +747,14 @@ int main(int argc, char **argv) {
     pyrt_kernels raw, base, sdot;
     memset(&raw, 0, sizeof raw);
     pyrt_fill_quants_neon_ex(&raw, 0);
+    pyrt_fill_iquants_neon_ex(&raw, 0);
     pyrt_kernels_merge(&base, S, &raw);
     test_table("neon", S, &base);
     tested++;
     if (has_dp) {
         memset(&raw, 0, sizeof raw);
         pyrt_fill_quants_neon_ex(&raw, 1);
+        pyrt_fill_iquants_neon_ex(&raw, 1);
         pyrt_kernels_merge(&sdot, S, &raw);
         g_table = "neon+dotprod";
         check(sdot.type[PYRT_TYPE_Q8_0].vec_dot != base.type[PYRT_TYPE_Q8_0].vec_dot, "dotprod code is built in");
