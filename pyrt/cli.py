@@ -224,7 +224,8 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("input")
     q.add_argument("output")
     q.add_argument("--type", required=True,
-                   help="target type: q8_0, q4_0, q4_1, q5_0, q5_1, q4_k_m, q5_k_m, q6_k, f16 (see pyrt.quantize.QTYPES)")
+                   help="target type: q8_0, q4_0, q4_1, q5_0, q5_1, f16, q2_k, q3_k_s, q3_k_m (q3_k), q3_k_l, "
+                        "q4_k_s, q4_k_m (q4_k), q5_k_s, q5_k_m (q5_k), q6_k, iq4_nl, iq4_xs (see pyrt.quantize.QTYPES)")
     q.set_defaults(func=cmd_quantize)
 
     from .bench import add_parser as add_bench_parser

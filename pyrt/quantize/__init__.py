@@ -1,7 +1,8 @@
 """`pyrt quantize IN.gguf OUT.gguf --type T`: requantize a GGUF model file.
 
-Types: q8_0, q4_0, q4_1, q5_0, q5_1, f16, and the K-quant files q4_k_m (alias q4_k), q5_k_m
-(alias q5_k) and q6_k.
+Types: q8_0, q4_0, q4_1, q5_0, q5_1, f16, the K-quant files q2_k, q3_k_s, q3_k_m (alias q3_k),
+q3_k_l, q4_k_s, q4_k_m (alias q4_k), q5_k_s, q5_k_m (alias q5_k) and q6_k, and the non-linear
+iq4_nl and iq4_xs (as llama-quantize makes them without --imatrix).
 
 Reads with pyrt.gguf_file.GGUFFile (the loader's validating parser, over mmap), writes with
 gguf.GGUFWriter, one tensor at a time: the tensor table is registered first
@@ -11,8 +12,9 @@ gguf.GGUFWriter, one tensor at a time: the tensor table is registered first
 Per-tensor types follow llama.cpp's llama-quantize (pyrt.quantize.mix: choose_tensor_type and
 the rules it mirrors). Numerics: dequantize to f32 with gguf.quants, then quantize with ggml's
 reference quantizers: gguf.quants for the 32-element types (byte-identical to ggml's
-quantize_row_*_ref), and numpy ports of quantize_row_q4_K/q5_K/q6_K_ref
-(pyrt.quantize.kquants), so tensors come out byte-identical to llama-quantize's.
+quantize_row_*_ref), and numpy ports of quantize_row_q2_K/q3_K/q4_K/q5_K/q6_K_ref and of
+quantize_iq4_nl/iq4_xs without imatrix (pyrt.quantize.kquants), so tensors come out
+byte-identical to llama-quantize's.
 KV pairs are copied in order with their exact types (strings and string arrays as raw bytes);
 split keys are dropped, general.file_type and general.quantization_version are set as llama.cpp
 sets them. Tensors keep the source file's order (llama-quantize sorts them by layer and name).

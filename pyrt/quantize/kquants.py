@@ -1,7 +1,10 @@
-"""numpy ports of ggml's K-quant reference quantizers, and `quantize_rows`.
+"""numpy ports of ggml's K-quant and IQ4 reference quantizers, and `quantize_rows`.
 
-quantize_row_q4_K_ref, quantize_row_q5_K_ref and quantize_row_q6_K_ref (ggml-quants.c, as
-vendored in llama-cpp-python 0.3.36), operation for operation in float32 (ggml-base is built
+quantize_row_q2_K_ref, quantize_row_q3_K_ref, quantize_row_q4_K_ref, quantize_row_q5_K_ref,
+quantize_row_q6_K_ref, and quantize_iq4_nl / quantize_iq4_xs without an importance matrix (their
+ntry = 7 search, which is what ggml_quantize_chunk and so llama-quantize run; ggml's
+quantize_row_iq4_nl_ref would search with ntry = -1) (ggml-quants.c, as vendored in
+llama-cpp-python 0.3.36), operation for operation in float32 (ggml-base is built
 without FMA contraction), so tensors come out byte-identical to llama-quantize's. The 32-element
 types go through gguf.quants, which is byte-identical to ggml's quantize_row_*_ref.
 """

@@ -9,13 +9,14 @@ pyrt offers:
   - the output tensor -- output.weight, or token_embd.weight when there is no output.weight
     (tied embeddings) -- gets Q6_K unless the target is Q8_0, or Q8_0 when its row length is not
     a multiple of the target's block size (or the architecture is falcon);
-  - the K mixes raise some tensors, counting tensors in llama.cpp's order (by layer, then by
-    name): attn_v (and fused qkv) of the "more bits" layers -- the first and last eighth, and
-    every third in between -- get Q6_K, and so do those layers' ffn_down (falcon and 8-expert
-    MoE models have their own rules, mirrored too);
+  - the K and IQ4 mixes raise some tensors, counting tensors in llama.cpp's order (by layer,
+    then by name): e.g. in q4_k_m/q5_k_m attn_v (and fused qkv) of the "more bits" layers -- the
+    first and last eighth, and every third in between -- get Q6_K, and so do those layers'
+    ffn_down; q2_k/q3_k_*/q4_k_s/iq4_* have their own attn_v (by GQA ratio or position),
+    ffn_down and attn_output rules (falcon and 8-expert MoE models too, mirrored);
   - a row length that does not fit the chosen type falls back as llama.cpp does: Q4_K -> Q5_0,
-    Q5_K -> Q5_1, Q6_K -> Q8_0, and a 32-block type that does not fit either -> F16 (SmolLM2's
-    576-wide rows make its q4_k_m mostly Q5_0);
+    Q5_K -> Q5_1, Q6_K -> Q8_0, Q2_K/Q3_K -> Q4_0, IQ4_XS -> IQ4_NL, and a 32-block type that
+    does not fit either -> F16 (SmolLM2's 576-wide rows make its q4_k_m mostly Q5_0);
   - f16 target: every convertible tensor becomes F16 (no special output rule);
   - a tensor already of its target type is copied unchanged (no requantization round trip).
 """
