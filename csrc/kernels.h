@@ -111,7 +111,8 @@ typedef struct {
      * makes the model chaotic: one different rounding decision anywhere
      * decorrelates everything after it (see x86/ops_avx2.c). */
     void  (*rope)(float *x, int32_t n_rot, int32_t mode, float pos, float freq_base, float freq_scale,
-                   const float *freq_factors);   /* [n_rot/2] divisors of theta, or NULL */
+                   const float *freq_factors,    /* [n_rot/2] divisors of theta, or NULL */
+                   float mscale);                /* cos/sin scale (rope attn_factor; 1: none) */
     void  (*swiglu)(float *g, const float *u, int64_t n);             /* g = silu(g)*u */
     void  (*geglu)(float *g, const float *u, int64_t n);              /* g = gelu(g)*u (ggml's fp16 table) */
     void  (*attn_head)(const pyrt_attn_args *a);

@@ -16,7 +16,8 @@ void op_scale(float *x, float s, int64_t n);
 /* Rotate one head in place: x[head_dim], first n_rot dims, at position pos.
  * mode PYRT_ROPE_NORMAL pairs (2i, 2i+1); PYRT_ROPE_NEOX pairs (i, i+n_rot/2). */
 void op_rope(float *x, int32_t n_rot, int32_t mode, float pos, float freq_base, float freq_scale,
-             const float *freq_factors);   /* theta_i /= freq_factors[i] (NULL: none) */
+             const float *freq_factors,    /* theta_i /= freq_factors[i] (NULL: none) */
+             float mscale);                /* cos and sin times mscale, as ggml's rope_yarn */
 
 /* g[n] = silu(g) * u  /  gelu_tanh(g) * u (llama.cpp's fp16-table GELU) */
 void op_swiglu(float *g, const float *u, int64_t n);

@@ -134,7 +134,10 @@ typedef struct {
     int32_t n_expert;         /* 0: dense FFN; else mixture of experts     */
     int32_t n_expert_used;    /* experts per token (top-k of the router)   */
     int32_t n_ff_exp;         /* width of one expert's FFN                 */
-    int32_t reserved[3];
+    int32_t n_ctx_orig;       /* rope.scaling.original_context_length: phi3's long factors
+                                 apply above it; 0: n_ctx_train                    */
+    float   rope_attn_factor; /* rope.scaling.attn_factor: cos/sin scale; 0: 1     */
+    int32_t reserved[1];
 } pyrt_hparams;
 
 typedef struct pyrt_model pyrt_model;

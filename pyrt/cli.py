@@ -92,6 +92,7 @@ def cmd_info(args) -> int:
         print(f"architecture:  {hp.arch} ({ARCHS[hp.arch][2]})")
         present = [label for label, names in (
             ("rope_freqs", ("rope_freqs.weight",)), ("q/k/v biases", ("blk.0.attn_q.bias",)),
+            ("LongRoPE factors", ("rope_factors_long.weight", "rope_factors_short.weight")),
             ("fused qkv", ("blk.0.attn_qkv.weight",)), ("output bias", ("output.bias",)),
             ("tied output", ())) if (all(n in g.tensors for n in names) if names
                                      else "output.weight" not in g.tensors)]

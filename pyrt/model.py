@@ -36,7 +36,8 @@ ARCHS = {
     "qwen3moe": (lib.PYRT_ARCH_QWEN3MOE, lib.PYRT_ROPE_NEOX,
                  "qwen3 with a mixture of experts (normalized top-k softmax routing)"),
     "phi3":   (lib.PYRT_ARCH_PHI3, lib.PYRT_ROPE_NEOX,
-               "fused attn_qkv, fused gate+up in ffn_up, q scaled before attention"),
+               "fused attn_qkv, fused gate+up in ffn_up, q scaled before attention, "
+               "LongRoPE factors (long above the original context, else short)"),
 }
 SUPPORTED_ARCHS = {name: v[0] for name, v in ARCHS.items()}
 
@@ -67,6 +68,8 @@ class HParams:
     n_expert: int = 0
     n_expert_used: int = 0
     n_ff_exp: int = 0
+    n_ctx_orig: int = 0             # rope.scaling.original_context_length (phi3 LongRoPE)
+    rope_attn_factor: float = 1.0   # rope.scaling.attn_factor: cos/sin scale
     extra: dict = field(default_factory=dict)
 
     def to_c(self):
@@ -76,7 +79,7 @@ class HParams:
                      "n_rot", "rope_type", "rope_freq_base", "rope_freq_scale", "rope_freq_base_swa",
                      "norm_eps", "n_ctx_train", "sliding_window", "swa_period", "attn_scale",
                      "embd_scale", "attn_softcap", "final_softcap", "n_expert", "n_expert_used",
-                     "n_ff_exp"):
+                     "n_ff_exp", "n_ctx_orig", "rope_attn_factor"):
             setattr(hp, name, getattr(self, name))
         return hp
 
@@ -208,12 +211,18 @@ def read_hparams(g: GGUFFile) -> HParams:
     if isinstance(n_ff, bool) or not isinstance(n_ff, int) or not 1 <= n_ff <= 1 << 20:
         raise GGUFError(f"metadata {a}.feed_forward_length = {n_ff!r} is invalid (expected an "
                         f"integer in [1, 2^20])")
-    scale_type = g.get(f"{a}.rope.scaling.type", "none", (str,))
-    freq_scale = 1.0
-    if scale_type == "linear":
-        freq_scale = 1.0 / _float(g, f"{a}.rope.scaling.factor", 1.0, lo=1e-3, hi=1e3, lo_open=False)
-    elif scale_type not in ("none", ""):
-        raise GGUFError(f"unsupported {a}.rope.scaling.type {scale_type!r}")
+    # rope scaling as llama.cpp reads it: the type defaults to linear, the factor (0: none) applies
+    # to every type but "none"; longrope's per-pair factors are tensors (phi3, below)
+    scale_type = g.get(f"{a}.rope.scaling.type", "linear", (str,))
+    if scale_type not in ("none", "linear", "longrope"):
+        raise GGUFError(f"unsupported {a}.rope.scaling.type {scale_type!r} (pyrt runs none, linear "
+                        f"and longrope)")
+    factor_key = (f"{a}.rope.scaling.factor" if f"{a}.rope.scaling.factor" in g.metadata
+                  else f"{a}.rope.scale_linear")
+    factor = _float(g, factor_key, 0.0, lo=0.0, hi=1e3, lo_open=False)
+    if 0.0 < factor < 1e-3:
+        raise GGUFError(f"metadata {factor_key!r} = {factor} is too small")
+    freq_scale = 1.0 / factor if factor and scale_type != "none" else 1.0
     emb = g.tensors.get("token_embd.weight")
     if emb is None:
         raise GGUFError("missing tensor 'token_embd.weight'")
@@ -238,6 +247,8 @@ def read_hparams(g: GGUFFile) -> HParams:
         norm_eps=_float(g, f"{a}.attention.layer_norm_rms_epsilon", 1e-5, hi=1.0, hi_open=True),
         n_ctx_train=_int(g, f"{a}.context_length", 2048, hi=1 << 24),
     )
+    hp.n_ctx_orig = _int(g, f"{a}.rope.scaling.original_context_length", hp.n_ctx_train, hi=1 << 24)
+    hp.rope_attn_factor = _float(g, f"{a}.rope.scaling.attn_factor", 1.0, hi=100.0)
     hp.n_expert = _int(g, f"{a}.expert_count", 0, lo=0, hi=512)
     if arch == "qwen3moe" and hp.n_expert == 0:
         raise GGUFError(f"{a}.expert_count is missing or 0")
@@ -255,10 +266,11 @@ def read_hparams(g: GGUFFile) -> HParams:
         if g.get(f"{a}.expert_shared_count", 0, (int,)):
             raise UnsupportedError("shared experts are not supported by pyrt")
     if arch == "phi3":
-        if "rope_factors_long.weight" in g.tensors or "rope_factors_short.weight" in g.tensors:
-            raise UnsupportedError("phi3 long/short rope factors (LongRoPE, 128k-context Phi-3 "
-                                   "files) are not supported by pyrt yet")
-        # llama.cpp ignores phi3's sliding window (it disables Phi SWA); so do we, for parity
+        # LongRoPE files carry rope_factors_long/short (expected_tensors); llama.cpp ignores
+        # phi3's sliding window (it disables Phi SWA), and so do we, for parity
+        if ("rope_factors_long.weight" in g.tensors) != ("rope_factors_short.weight" in g.tensors):
+            raise GGUFError("phi3: rope_factors_long.weight and rope_factors_short.weight come "
+                            "as a pair; this file has only one")
     if arch == "gemma2":
         # as llama.cpp's llama_model_gemma2::load_arch_hparams and gemma2.cpp
         f32 = np.float32
@@ -324,6 +336,9 @@ def expected_tensors(hp: HParams) -> dict[str, tuple[tuple[int, ...], bool]]:
     }
     out["output.bias"] = ((V,), False)
     out["rope_freqs.weight"] = ((hp.n_rot // 2,), False)
+    if hp.arch == "phi3":   # LongRoPE: long factors above the original context, else short
+        out["rope_factors_long.weight"] = ((hp.n_rot // 2,), False)
+        out["rope_factors_short.weight"] = ((hp.n_rot // 2,), False)
     fused_up = hp.arch == "phi3"
     per_layer = {
         "attn_norm.weight": ((E,), True), "attn_output.weight": ((Q, E), True),

@@ -6,7 +6,7 @@ Two halves, because llama.cpp lives in its own venv (never a pyrt dependency):
     python scripts/arch_reference.py --llama-python ~/.cache/pyrt/avx2-venv/bin/python
 
     # 2. (called by 1) inside the llama.cpp venv: logits + greedy tokens for one file
-    python scripts/arch_reference.py --run MODEL.gguf OUT.npz
+    python scripts/arch_reference.py --run MODEL.gguf OUT.npz [--n-ctx N]
 
 The llama.cpp venv holds llama-cpp-python 0.3.36 built from its sdist for AVX2 (the build whose
 arithmetic pyrt reproduces):
@@ -33,13 +33,13 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def run_llamacpp(model: str, out: str) -> None:
+def run_llamacpp(model: str, out: str, n_ctx: int) -> None:
     import numpy as np
     import llama_cpp
     from llama_cpp import llama_cpp as L
 
     sys.path.insert(0, str(ROOT / "tests"))
-    llm = llama_cpp.Llama(model, n_ctx=128, n_batch=64, n_ubatch=64, n_threads=2,
+    llm = llama_cpp.Llama(model, n_ctx=n_ctx, n_batch=64, n_ubatch=64, n_threads=2,
                           n_threads_batch=2, logits_all=True, verbose=False)
     ctx = llm._ctx.ctx
     n_vocab = llm.n_vocab()
@@ -84,26 +84,34 @@ def run_llamacpp(model: str, out: str) -> None:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--run", nargs=2, metavar=("MODEL", "OUT"))
+    ap.add_argument("--n-ctx", type=int, default=128)
+    ap.add_argument("--only", help="regenerate only this case (arch_models.ARCH_CASES key)")
     ap.add_argument("--llama-python", help="python of the venv that has llama-cpp-python (AVX2 build)")
     ap.add_argument("--models-dir", default="/tmp/pyrt-arch-models")
     ap.add_argument("--out-dir", default=str(ROOT / "tests" / "data" / "arch"))
     args = ap.parse_args()
     if args.run:
-        run_llamacpp(*args.run)
+        run_llamacpp(*args.run, args.n_ctx)
         return 0
     if not args.llama_python:
         ap.error("--llama-python is required")
     sys.path.insert(0, str(ROOT / "tests"))
-    from arch_models import ARCH_CASES, WEIGHT_TYPES, write_arch_model
+    from arch_models import ARCH_CASES, LONG_CTX, PARITY_N_CTX, WEIGHT_TYPES, write_arch_model
     models, out_dir = Path(args.models_dir), Path(args.out_dir)
     models.mkdir(parents=True, exist_ok=True)
     out_dir.mkdir(parents=True, exist_ok=True)
     for case in ARCH_CASES:
+        if args.only and case != args.only:
+            continue
         for wt in WEIGHT_TYPES:
             path = write_arch_model(models / f"{case}-{wt}.gguf", case, wt)
-            out = out_dir / f"{case}-{wt}.npz"
-            subprocess.run([args.llama_python, __file__, "--run", str(path), str(out)], check=True)
-            print(f"{out}  ({path.stat().st_size} byte model)")
+            runs = [(PARITY_N_CTX, out_dir / f"{case}-{wt}.npz")]
+            if case in LONG_CTX:
+                runs.append((LONG_CTX[case], out_dir / f"{case}-{wt}-ctx{LONG_CTX[case]}.npz"))
+            for n_ctx, out in runs:
+                subprocess.run([args.llama_python, __file__, "--run", str(path), str(out),
+                                "--n-ctx", str(n_ctx)], check=True)
+                print(f"{out}  ({path.stat().st_size} byte model, n_ctx {n_ctx})")
     return 0
 
 

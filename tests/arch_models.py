@@ -7,7 +7,8 @@ Random weights, but exactly the tensor names, shapes and metadata llama.cpp expe
 each architecture (its src/models/<arch>.cpp), scaled so that logits are spread (std about
 1/sqrt(fan_in)) and so that each architecture's own feature changes the output: q/k/v
 biases of size ~0.5 (qwen2), q/k norm weights far from 1 (qwen3), Llama 3 rope frequency
-factors 1..8 (llama3), fused q/k/v and gate/up weights (phi3). Widths are multiples of 256
+factors 1..8 (llama3), fused q/k/v and gate/up weights (phi3), LongRoPE factor pairs and a
+rope attention factor (phi3long). Widths are multiples of 256
 so the K-quant types apply to every matrix. The vocabulary is tiny_model's byte-level BPE.
 
 The reference outputs (tests/data/arch/*.npz) were produced by
@@ -36,7 +37,14 @@ ARCH_CASES = {
     "mixtral": ("llama", "Mixtral-style MoE: 4 experts, top-2 softmax routing"),
     "qwen3moe": ("qwen3moe", "q/k norm + MoE: 8 experts of width 256, top-2, normalized weights"),
     "phi3": ("phi3", "fused attn_qkv, fused gate+up ffn_up, q scaled before attention"),
+    "phi3long": ("phi3", "LongRoPE: rope_factors_long/short picked by the context size, rope "
+                         "attn_factor 1.19, original context 256"),
 }
+# Cases whose references are also made with a larger context, which switches phi3's LongRoPE
+# factors from short to long (llama.cpp rounds n_ctx up to 256 and compares it with the
+# original context length): case -> n_ctx of that second reference (file {case}-{wt}-ctx{n}.npz).
+LONG_CTX = {"phi3long": 512}
+PARITY_N_CTX = 128
 # weight type of the matrices -> (matrix type, token_embd/output type)
 WEIGHT_TYPES = {"q8_0": (QT.Q8_0, QT.Q8_0), "q4_k": (QT.Q4_K, QT.Q6_K), "iq4_xs": (QT.IQ4_XS, QT.Q6_K)}
 
@@ -55,7 +63,8 @@ def _quantize(arr: np.ndarray, qtype: QT) -> np.ndarray:
 # (drawing the same random numbers), so a test can show the parity gate fails without them.
 FEATURE_TENSORS = {"llama3": ("rope_freqs.weight",), "qwen2": (".attn_q.bias", ".attn_k.bias", ".attn_v.bias"),
                    "qwen3": (".attn_q_norm.weight", ".attn_k_norm.weight"),
-                   "gemma2": (), "mixtral": (), "qwen3moe": ()}   # stripped: soft-capping values so large that tanh is linear
+                   "gemma2": (), "mixtral": (), "qwen3moe": (),
+                   "phi3long": ("rope_factors_long.weight", "rope_factors_short.weight")}  # + attn_factor   # stripped: soft-capping values so large that tanh is linear
 
 
 def write_arch_model(path: str | os.PathLike, case: str, wtype: str = "q8_0", strip: bool = False) -> Path:
@@ -69,7 +78,7 @@ def write_arch_model(path: str | os.PathLike, case: str, wtype: str = "q8_0", st
     rng = np.random.default_rng(sum(map(ord, case)))
     tokens, merges = gpt2_vocab()
     specials = SPECIAL_TOKENS
-    if case == "phi3":      # llama.cpp's vocabulary loader looks these up for phi3 models
+    if arch == "phi3":      # llama.cpp's vocabulary loader looks these up for phi3 models
         specials = SPECIAL_TOKENS + ("<unk>", "<s>", "</s>")
         tokens = tokens + ["<unk>", "<s>", "</s>"]
     n_vocab = len(tokens)
@@ -88,6 +97,10 @@ def write_arch_model(path: str | os.PathLike, case: str, wtype: str = "q8_0", st
     w.add_rope_dimension_count(HD)
     w.add_rope_freq_base(10000.0 if case != "llama3" else 500000.0)
     w.add_layer_norm_rms_eps(1e-6 if arch in ("qwen2", "qwen3") else 1e-5)
+    if case == "phi3long":  # as llama.cpp's converter writes a 128k Phi-3 (scaled down)
+        w.add_rope_scaling_orig_ctx_len(256)
+        if not strip:
+            w.add_rope_scaling_attn_factors(1.19)
     w.add_file_type({"q8_0": 7, "q4_k": 15, "iq4_xs": 30}[wtype])
     n_expert = {"mixtral": 4, "qwen3moe": 8}.get(case, 0)
     if n_expert:
@@ -128,10 +141,13 @@ def write_arch_model(path: str | os.PathLike, case: str, wtype: str = "q8_0", st
     add("token_embd.weight", 0.1 * rng.standard_normal((n_vocab, E), dtype=np.float32), emb_t)
     if case == "llama3":   # llama.cpp's llama3 scaling gives factors 1 (high freq) .. 8 (low freq)
         add("rope_freqs.weight", np.linspace(1.0, 8.0, HD // 2, dtype=np.float32) ** 1.5)
+    if case == "phi3long":  # short: near 1 .. 3; long: 1 .. 40 (low frequencies stretched)
+        add("rope_factors_long.weight", np.linspace(1.0, 40.0, HD // 2, dtype=np.float32))
+        add("rope_factors_short.weight", np.linspace(1.0, 3.0, HD // 2, dtype=np.float32) ** 2)
     for il in range(N_LAYER):
         p = f"blk.{il}."
         add(p + "attn_norm.weight", norm(E))
-        if case == "phi3":
+        if arch == "phi3":
             add(p + "attn_qkv.weight", mat(Q + 2 * KV, E), mat_t)
         else:
             add(p + "attn_q.weight", mat(Q, E), mat_t)
@@ -152,7 +168,7 @@ def write_arch_model(path: str | os.PathLike, case: str, wtype: str = "q8_0", st
             add(p + "ffn_gate_exps.weight", np.stack([mat(fe, E) for _ in range(n_expert)]), mat_t)
             add(p + "ffn_up_exps.weight", np.stack([mat(fe, E) for _ in range(n_expert)]), mat_t)
             add(p + "ffn_down_exps.weight", np.stack([mat(E, fe) for _ in range(n_expert)]), mat_t)
-        elif case == "phi3":
+        elif arch == "phi3":
             add(p + "ffn_up.weight", mat(2 * FF, E), mat_t)
         else:
             add(p + "ffn_gate.weight", mat(FF, E), mat_t)

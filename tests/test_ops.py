@@ -54,16 +54,21 @@ def test_rope(variant, mode, head_dim, n_rot):
     for pos in (0, 1, 7, 513, 4000):
         x = rng.standard_normal(head_dim).astype(np.float32)
         got = x.copy()
-        k.rope(kptr(got, "float *"), n_rot, mode, float(pos), 10000.0, 1.0, kffi.NULL)
+        k.rope(kptr(got, "float *"), n_rot, mode, float(pos), 10000.0, 1.0, kffi.NULL, 1.0)
         ref = rope_ref(x, n_rot, mode, pos, 10000.0, 1.0)
         assert nmse(got, ref) <= NMSE_ELEMENTWISE * 10, (pos, nmse(got, ref))  # cos of large angles in f32
         np.testing.assert_array_equal(got[n_rot:], x[n_rot:])     # untouched tail
         # Llama 3 rope scaling: theta_i divided by per-pair frequency factors
         ff = rng.uniform(1.0, 8.0, n_rot // 2).astype(np.float32)
         got = x.copy()
-        k.rope(kptr(got, "float *"), n_rot, mode, float(pos), 10000.0, 1.0, kptr(ff, "float *"))
+        k.rope(kptr(got, "float *"), n_rot, mode, float(pos), 10000.0, 1.0, kptr(ff, "float *"), 1.0)
         ref = rope_ref(x, n_rot, mode, pos, 10000.0, 1.0, ff.astype(np.float64))
         assert nmse(got, ref) <= NMSE_ELEMENTWISE * 10, (pos, nmse(got, ref))
+        # rope attn_factor (phi3 LongRoPE): the rotated pairs scaled, the tail untouched
+        got = x.copy()
+        k.rope(kptr(got, "float *"), n_rot, mode, float(pos), 10000.0, 1.0, kptr(ff, "float *"), 1.19)
+        assert nmse(got[:n_rot], 1.19 * ref[:n_rot]) <= NMSE_ELEMENTWISE * 10, pos
+        np.testing.assert_array_equal(got[n_rot:], x[n_rot:])
 
 
 @pytest.mark.parametrize("variant", VARIANTS)

@@ -58,7 +58,8 @@ int pyrt_model_offload(pyrt_model *m, int32_t backend, int32_t device) {
     const int64_t E = hp->n_embd, HD = hp->head_dim;
     /* the CUDA forward has the llama/gemma3 block only: no biases, rope
      * factors or output bias yet */
-    int extra = m->output_b || m->rope_freqs;
+    int extra = m->output_b || m->rope_freqs || m->rope_long || m->rope_short ||
+                (hp->rope_attn_factor != 0.0f && hp->rope_attn_factor != 1.0f);
     for (int il = 0; il < hp->n_layer; il++) extra |= m->layers[il].bq || m->layers[il].bk || m->layers[il].bv;
     if (extra || (hp->arch != PYRT_ARCH_LLAMA && hp->arch != PYRT_ARCH_GEMMA3))
         return pyrt_set_error(PYRT_ERR_UNSUPPORTED, "offload: the CUDA backend does not run the '%s' "

@@ -73,6 +73,17 @@ static void residual(fwd *f, const float *post_norm) {
     }
 }
 
+/* Rope frequency factors (theta_i / f_i), or NULL: Llama 3's rope_freqs, else
+ * phi3's LongRoPE pair, picked once per context as llama.cpp does: the long
+ * factors when the context size, rounded up to a multiple of 256 as llama.cpp
+ * rounds it, exceeds the original training context. */
+static const float *rope_factors(const pyrt_model *m, const pyrt_ctx *c) {
+    if (m->rope_freqs) return m->rope_freqs;
+    const int64_t n_ctx_orig = m->hp.n_ctx_orig > 0 ? m->hp.n_ctx_orig : m->hp.n_ctx_train;
+    const int64_t n_ctx_pad = ((int64_t)c->n_ctx + 255) / 256 * 256;
+    return n_ctx_pad > n_ctx_orig ? m->rope_long : m->rope_short;
+}
+
 /* x += [post_norm] Wo . attention(q, k, v) over the causal (sliding) window */
 static void attention(fwd *f, int il) {
     pyrt_ctx *c = f->c;
@@ -84,7 +95,8 @@ static void attention(fwd *f, int il) {
     const int swa = hp->sliding_window > 0 && hp->swa_period > 0 && ((il + 1) % hp->swa_period) != 0;
     const float base = swa ? hp->rope_freq_base_swa : hp->rope_freq_base;
     const float fscale = swa ? 1.0f : hp->rope_freq_scale;   /* llama.cpp: no scaling on SWA layers */
-    const float *ff = f->m->rope_freqs;                        /* Llama 3 rope scaling, or NULL */
+    const float *ff = rope_factors(f->m, c);
+    const float mscale = hp->rope_attn_factor > 0 ? hp->rope_attn_factor : 1.0f;
     pyrt_fp16 *kc = c->kc + (size_t)il * c->n_ctx * KVD;
     pyrt_fp16 *vc = c->vc + (size_t)il * c->n_ctx * KVD;
     int64_t lo, hi;
@@ -105,7 +117,7 @@ static void attention(fwd *f, int il) {
             float *qh = c->q + t * QD + h * HD;
             if (L->bq) op_add(qh, L->bq + h * HD, HD);
             if (A->qk_norm) op_rmsnorm(qh, qh, L->q_norm, HD, hp->norm_eps);
-            K->rope(qh, hp->n_rot, hp->rope_type, pos, base, fscale, ff);
+            K->rope(qh, hp->n_rot, hp->rope_type, pos, base, fscale, ff, mscale);
             if (A->q_prescale) op_scale(qh, f->attn_scale, HD);   /* in f32, before the f16 rounding of q */
         } else {
             const int64_t hk = h - hp->n_head;
@@ -114,7 +126,7 @@ static void attention(fwd *f, int il) {
             if (L->bk) op_add(kh, L->bk + hk * HD, HD);
             if (L->bv) op_add(vh, L->bv + hk * HD, HD);
             if (A->qk_norm) op_rmsnorm(kh, kh, L->k_norm, HD, hp->norm_eps);
-            K->rope(kh, hp->n_rot, hp->rope_type, pos, base, fscale, ff);
+            K->rope(kh, hp->n_rot, hp->rope_type, pos, base, fscale, ff, mscale);
             const int64_t row = (int64_t)(c->pos0 + t) * KVD + hk * HD;
             K->fp32_to_fp16(kh, kc + row, HD);
             K->fp32_to_fp16(vh, vc + row, HD);

@@ -39,6 +39,9 @@ int pyrt_model_create(const pyrt_hparams *hp, pyrt_model **out) {
     HP_CHECK(hp->sliding_window >= 0 && hp->swa_period >= 0, "sliding window settings invalid");
     HP_CHECK(isfinite(hp->attn_softcap) && hp->attn_softcap >= 0 && isfinite(hp->final_softcap) && hp->final_softcap >= 0,
              "soft-capping values %g, %g invalid", hp->attn_softcap, hp->final_softcap);
+    HP_CHECK(hp->n_ctx_orig >= 0, "n_ctx_orig %d invalid", hp->n_ctx_orig);
+    HP_CHECK(isfinite(hp->rope_attn_factor) && hp->rope_attn_factor >= 0 && hp->rope_attn_factor <= 100,
+             "rope_attn_factor %g invalid", hp->rope_attn_factor);
     HP_CHECK(hp->n_expert >= 0 && hp->n_expert <= 512, "n_expert %d out of range", hp->n_expert);
     if (hp->n_expert > 0) {
         HP_CHECK(hp->n_expert_used >= 1 && hp->n_expert_used <= hp->n_expert && hp->n_expert_used <= 64, "n_expert_used %d must be in [1, n_expert %d]", hp->n_expert_used, hp->n_expert);
@@ -158,6 +161,8 @@ static int find_slot(pyrt_model *m, const char *name, slot *s) {
     if (!strcmp(name, "output_norm.weight")) { s->vec = &m->out_norm; s->ne0 = E; s->ne1 = 1; return 1; }
     if (!strcmp(name, "output.bias"))       { s->vec = &m->output_b; s->ne0 = hp->n_vocab; s->ne1 = 1; return 1; }
     if (!strcmp(name, "rope_freqs.weight")) { s->vec = &m->rope_freqs; s->ne0 = hp->n_rot / 2; s->ne1 = 1; return 1; }
+    if (!strcmp(name, "rope_factors_long.weight"))  { s->vec = &m->rope_long;  s->ne0 = hp->n_rot / 2; s->ne1 = 1; return 1; }
+    if (!strcmp(name, "rope_factors_short.weight")) { s->vec = &m->rope_short; s->ne0 = hp->n_rot / 2; s->ne1 = 1; return 1; }
     int il = -1, off = 0;
     if (sscanf(name, "blk.%d.%n", &il, &off) != 1 || off == 0 || il < 0 || il >= hp->n_layer) return 0;
     char *L = (char *)&m->layers[il];

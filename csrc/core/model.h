@@ -41,6 +41,8 @@ struct pyrt_model {
     int has_output;
     const float *output_b;       /* optional [n_vocab] (output.bias)           */
     const float *rope_freqs;     /* optional [n_rot/2] (rope_freqs.weight)     */
+    const float *rope_long;      /* optional [n_rot/2] phi3 LongRoPE factors   */
+    const float *rope_short;     /*   (rope_factors_long/short.weight)          */
     layer_weights *layers;       /* [n_layer] */
     int finalized;
     pyrt_cuda_model *cuda;       /* device copy of the weights (pyrt_model_offload) */

@@ -23,7 +23,7 @@ void op_scale(float *x, float s, int64_t n) {
 }
 
 void op_rope(float *x, int32_t n_rot, int32_t mode, float pos, float freq_base, float freq_scale,
-             const float *ff) {
+             const float *ff, float mscale) {
     /* theta_i = pos * base^(-2i/n_rot), built by repeated multiplication in
      * float like ggml so the rounding matches. */
     const float theta_scale = powf(freq_base, -2.0f / (float)n_rot);
@@ -31,7 +31,7 @@ void op_rope(float *x, int32_t n_rot, int32_t mode, float pos, float freq_base, 
     const int32_t half = n_rot / 2;
     for (int32_t i = 0; i < half; i++) {
         const float t = (ff ? theta / ff[i] : theta) * freq_scale;   /* ggml: theta/ff, then scaled */
-        const float c = cosf(t), s = sinf(t);
+        const float c = cosf(t) * mscale, s = sinf(t) * mscale;   /* exact when mscale is 1 */
         float *a, *b;
         if (mode == PYRT_ROPE_NEOX) { a = &x[i]; b = &x[i + half]; }
         else                        { a = &x[2 * i]; b = &x[2 * i + 1]; }

@@ -455,7 +455,7 @@ static void test_rope() {
                 std::vector<float> r(isq ? q.begin() + t * QD + h * HD : k.begin() + t * KVD + (h - nh) * HD,
                                      isq ? q.begin() + t * QD + (h + 1) * HD : k.begin() + t * KVD + (h - nh + 1) * HD);
                 if (cf.norm) op_rmsnorm(r.data(), r.data(), isq ? qn.data() : kn.data(), HD, 1e-6f);
-                op_rope(r.data(), cf.n_rot, cf.mode, (float)(cf.pos0 + t), 10000.0f, 1.0f, NULL);
+                op_rope(r.data(), cf.n_rot, cf.mode, (float)(cf.pos0 + t), 10000.0f, 1.0f, NULL, 1.0f);
                 if (isq && cf.norm) op_scale(r.data(), 0.125f, HD);
                 const float *g = isq ? &gq[(size_t)(t * QD + h * HD)] : &gk[(size_t)(t * KVD + (h - nh) * HD)];
                 double scale = 0;
