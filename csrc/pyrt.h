@@ -181,7 +181,10 @@ void pyrt_ctx_abort(pyrt_ctx *c);
  * size, as llama.cpp does. n_shape > 0 computes every chunk in the shape of an
  * n_shape-token batch: re-evaluating the last token of a cached prompt with
  * n_shape = prompt length gives the logits of evaluating the whole prompt from
- * an empty cache. */
+ * an empty cache. PYRT_NUMERICS_PER_TOKEN computes every token of a batch as
+ * if it had been decoded alone, one call per token (the logits a speculative
+ * verifier must see), still reading each weight once per batch. */
+enum { PYRT_NUMERICS_PER_TOKEN = -1 };
 int  pyrt_ctx_set_numerics(pyrt_ctx *c, int32_t n_shape);
 
 /* Evaluate tokens at positions pos0 .. pos0+n_tokens-1; requires pos0 <= n_past

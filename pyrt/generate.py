@@ -48,6 +48,7 @@ from .sampling import Sampler, SamplingParams
 
 if TYPE_CHECKING:
     from .api import Llama
+    from .speculative import Speculator
 
 __all__ = ["TokenSteps", "generate_step", "generate_tokens", "Piece", "stream_generate"]
 
@@ -67,9 +68,14 @@ class TokenSteps:
                  max_tokens: int | None, stop_ids: Collection[int] = (),
                  should_stop: Callable[[], bool] | None = None,
                  progress: Callable[[int, int], None] | None = None,
-                 prompt_logits: np.ndarray | None = None, record_stats: bool = False):
+                 prompt_logits: np.ndarray | None = None, record_stats: bool = False,
+                 speculator: "Speculator | None" = None):
         self.finish_reason: str | None = None
         self.n_generated = 0
+        self._spec = speculator
+        self._ahead: list[int] = []          # drafted tokens in the cache, not yet confirmed
+        self._rows: list[np.ndarray] = []    # logits after each of them
+        self._drafted = 0                    # size of the current verified draft
         self._gen = self._steps(llm, tokens, params, max_tokens, stop_ids, should_stop, progress,
                                 prompt_logits, record_stats)
 
@@ -119,38 +125,88 @@ class TokenSteps:
                 if max_tokens is not None and self.n_generated >= max_tokens:
                     break
                 llm._check_epoch(epoch)
-                logits = llm._decode([tok], len(llm._tokens), lib.PYRT_OUT_LOGITS_LAST)
-                llm._tokens.append(tok)
+                if self._spec is None:
+                    logits = llm._decode([tok], len(llm._tokens), lib.PYRT_OUT_LOGITS_LAST)
+                    llm._tokens.append(tok)
+                else:
+                    room = llm._n_ctx - len(llm._tokens) - 1
+                    if max_tokens is not None:
+                        room = min(room, max_tokens - self.n_generated - 1)
+                    logits = self._advance(llm, tok, room)
         finally:
             sampler.close()
+            if self._ahead and llm._ctx is not None and llm._epoch == epoch:
+                self._settle(len(self._ahead))
+                llm._ctx.truncate(len(llm._tokens))      # drop drafts nobody confirmed
             if record_stats and t1 is not None:
                 llm.last_stats["predicted_n"] = self.n_generated
                 llm.last_stats["predicted_ms"] = (time.perf_counter() - t1) * 1e3
+                if self._spec is not None:
+                    llm.last_stats.update(self._spec.stats.as_dict())
+
+    def _settle(self, rejected: int) -> None:
+        """The current draft is decided: `rejected` of its tokens were not confirmed."""
+        if self._drafted:
+            self._spec.record(self._drafted, self._drafted - rejected)
+        self._ahead.clear()
+        self._rows.clear()
+        self._drafted = 0
+
+    def _advance(self, llm, tok: int, room: int) -> np.ndarray:
+        """Speculative step: the logits after `tok` (just sampled; plain decoding would now
+        evaluate it alone). From the verified draft when `tok` is its next token; else the
+        rest of the draft leaves the cache and `tok` is evaluated together with a new draft,
+        every row in single-token arithmetic (see pyrt/speculative.py)."""
+        if self._ahead:
+            if self._ahead[0] == tok:           # accepted: its logits are computed already
+                self._ahead.pop(0)
+                llm._tokens.append(tok)
+                logits = self._rows.pop(0)
+                if not self._ahead:
+                    self._settle(0)
+                return logits
+            self._settle(len(self._ahead))
+            llm._ctx.truncate(len(llm._tokens))
+        pos = len(llm._tokens)
+        draft = self._spec.propose(llm._tokens + [tok], room) if room > 0 else []
+        if not draft:
+            logits = llm._decode([tok], pos, lib.PYRT_OUT_LOGITS_LAST)
+            llm._tokens.append(tok)
+            return logits
+        rows = llm._decode([tok] + draft, pos, lib.PYRT_OUT_LOGITS_ALL,
+                           n_shape=lib.PYRT_NUMERICS_PER_TOKEN)
+        llm._tokens.append(tok)
+        self._ahead, self._rows, self._drafted = list(draft), list(rows[1:]), len(draft)
+        return rows[0]
 
 
 def generate_step(llm: "Llama", tokens: list[int], params: SamplingParams, *, max_tokens: int | None,
                   stop_ids: Collection[int] = (), should_stop: Callable[[], bool] | None = None,
                   progress: Callable[[int, int], None] | None = None,
-                  prompt_logits: np.ndarray | None = None, record_stats: bool = False) -> TokenSteps:
+                  prompt_logits: np.ndarray | None = None, record_stats: bool = False,
+                  speculator: "Speculator | None" = None) -> TokenSteps:
     """Generate after the prompt `tokens` (checked ids that fit the context),
     one ``(token, logits)`` per step. Nothing runs until the first step is
     asked for; then the cache is made to hold `tokens` (the longest cached
     prefix is kept; `progress(done, total)` reports batches), or, with
     `prompt_logits`, the caller has done that already and these are the
     logits after the prompt. `record_stats` makes ``llm.last_stats`` describe
-    this generation."""
+    this generation. A `speculator` (pyrt/speculative.py) drafts tokens that
+    are verified in batches: the tokens are the same, only sooner."""
     return TokenSteps(llm, tokens, params, max_tokens=max_tokens, stop_ids=stop_ids,
                       should_stop=should_stop, progress=progress, prompt_logits=prompt_logits,
-                      record_stats=record_stats)
+                      record_stats=record_stats, speculator=speculator)
 
 
 def generate_tokens(llm: "Llama", tokens: list[int], params: SamplingParams, *, max_tokens: int | None,
-                    stop_ids: Collection[int] = (), stop_strs: Sequence[str] = ()) -> Iterator[int]:
+                    stop_ids: Collection[int] = (), stop_strs: Sequence[str] = (),
+                    speculator: "Speculator | None" = None) -> Iterator[int]:
     """The token ids of :meth:`Llama.generate`. With stop strings, tokens are
     held back while the text they detokenize to could still be the start of a
     stop string; when it contains one, generation ends and the held tokens
     are dropped."""
-    steps = generate_step(llm, tokens, params, max_tokens=max_tokens, stop_ids=stop_ids)
+    steps = generate_step(llm, tokens, params, max_tokens=max_tokens, stop_ids=stop_ids,
+                          speculator=speculator)
     detokenize = llm.tokenizer.detokenize
     held: list[int] = []              # tokens that may be the start of a stop string
     try:
@@ -197,7 +253,8 @@ def stream_generate(llm: "Llama", tokens: list[int], params: SamplingParams, *,
                     stop_strs: Sequence[str] = (), n_logprobs: int | None = None,
                     should_stop: Callable[[], bool] | None = None,
                     progress: Callable[[int, int], None] | None = None,
-                    prompt_logits: np.ndarray | None = None) -> Iterator[Piece]:
+                    prompt_logits: np.ndarray | None = None,
+                    speculator: "Speculator | None" = None) -> Iterator[Piece]:
     """The text-streaming core of the completion APIs (arguments as
     :func:`generate_step`; `n_logprobs` None: no log-probabilities, k: the
     sampled token's and the k most likely ones').
@@ -207,7 +264,7 @@ def stream_generate(llm: "Llama", tokens: list[int], params: SamplingParams, *,
     Records ``llm.last_stats``."""
     steps = generate_step(llm, tokens, params, max_tokens=max_tokens, stop_ids=stop_ids,
                           should_stop=should_stop, progress=progress, prompt_logits=prompt_logits,
-                          record_stats=True)
+                          record_stats=True, speculator=speculator)
     tokenizer = llm.tokenizer
     tok_bytes = tokenizer.token_to_bytes
     dec = codecs.getincrementaldecoder("utf-8")("replace")

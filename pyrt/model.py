@@ -524,7 +524,8 @@ class Context:
 
     def decode(self, tokens, pos0: int, out_kind: int, n_shape: int = 0) -> np.ndarray | None:
         """Evaluate tokens at positions pos0.. . n_shape > 0: compute in the
-        arithmetic of an n_shape-token batch (pyrt_ctx_set_numerics in pyrt.h)."""
+        arithmetic of an n_shape-token batch; -1 (PYRT_NUMERICS_PER_TOKEN): every token
+        as if decoded alone (pyrt_ctx_set_numerics in pyrt.h)."""
         toks = np.ascontiguousarray(tokens, dtype=np.int32)
         n = int(toks.shape[0])
         hp = self.model.hparams

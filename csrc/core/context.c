@@ -133,7 +133,8 @@ int pyrt_ctx_truncate(pyrt_ctx *c, int32_t n_keep) {
 
 int pyrt_ctx_set_numerics(pyrt_ctx *c, int32_t n_shape) {
     if (!c) return pyrt_set_error(PYRT_ERR_INVALID_ARG, "set_numerics: NULL ctx");
-    if (n_shape < 0) return pyrt_set_error(PYRT_ERR_INVALID_ARG, "set_numerics: n_shape %d < 0", n_shape);
+    if (n_shape < PYRT_NUMERICS_PER_TOKEN)
+        return pyrt_set_error(PYRT_ERR_INVALID_ARG, "set_numerics: n_shape %d < -1", n_shape);
     c->n_shape = n_shape;
     return PYRT_OK;
 }

@@ -32,9 +32,10 @@ typedef struct {
 } fwd;
 
 /* The batch size whose arithmetic a matmul over n rows uses: llama.cpp's
- * result for the whole batch shape (pyrt_ctx_set_numerics), else n. */
+ * result for the whole batch shape (pyrt_ctx_set_numerics), else n; negative
+ * (PYRT_NUMERICS_PER_TOKEN): each token in single-token arithmetic. */
 static int64_t shape(const fwd *f, int64_t n) {
-    return n == f->B && f->c->n_shape > 0 ? (int64_t)f->c->n_shape : n;
+    return n == f->B && f->c->n_shape != 0 ? (int64_t)f->c->n_shape : n;
 }
 
 /* x[t] = token_embd[tokens[t]] (* embd_scale where the model has one) */
@@ -322,7 +323,7 @@ static void forward_job(void *arg, int ith, int nth) {
     };
     f.attn = (pyrt_attn_args){
         .stride = f.KVD, .head_dim = (int32_t)f.HD,
-        .batched = (c->n_shape > 0 ? c->n_shape : f.B) > 1,
+        .batched = c->n_shape < 0 ? 0 : (c->n_shape > 0 ? c->n_shape : f.B) > 1,
         .scale = m->arch->q_prescale ? 1.0f : f.attn_scale,   /* else q was scaled in attention() */
         .scores = c->scores + (size_t)ith * ctx_attn_scores_floats(c),
         .probs16 = c->probs16 + (size_t)ith * (c->n_ctx + 32),

@@ -1,0 +1,216 @@
+"""Speculative decoding: draft a few tokens cheaply, verify them in one batched forward.
+
+The generator (:mod:`pyrt.generate`) samples every token exactly as plain decoding does; a
+drafter only guesses which tokens will come next, so that their logits can be computed in one
+batched call instead of one call per token:
+
+1. after a token ``t`` is sampled, the drafter proposes ``d1..dk``;
+2. ``[t, d1..dk]`` are evaluated in one call with ``PYRT_NUMERICS_PER_TOKEN`` numerics, so row
+   ``i`` holds bit for bit the logits plain decoding would have computed after that token
+   (the batch still reads each weight once);
+3. the sampler samples from row 0; while the sampled token equals the next draft, the
+   following row is already the right logits and no call is needed; at the first mismatch the
+   sampled token is kept (it came from correct logits) and the cache is cut back to the
+   accepted tokens.
+
+So the sampled sequence -- greedy or random, with penalties, top-k/p, min-p, grammars, the same
+seed -- is the one plain decoding gives, only sooner when drafts are accepted.
+
+Drafters:
+
+* :class:`PromptLookup` ("lookup"): the continuation of the longest recent n-gram match in the
+  prompt + output so far. Free to compute; pays off on input-grounded tasks (rewrite, fix,
+  extract, quote).
+* :class:`DraftModel` ("draft"): a small model with the same vocabulary, decoding greedily in
+  its own context, which it keeps in sync with the accepted tokens.
+
+:class:`Speculator` adapts the draft length to the acceptance rate and stops drafting for a
+while when drafts keep failing, so free-form text does not pay for verification that does not
+work out.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Sequence
+
+import numpy as np
+
+from ._native import lib
+
+if TYPE_CHECKING:
+    from .api import Llama
+
+__all__ = ["PromptLookup", "DraftModel", "Speculator", "SpecStats", "check_draft_compatible"]
+
+MAX_DRAFT = 16
+
+
+class PromptLookup:
+    """n-gram drafting: find the most recent earlier occurrence of the last ``n`` tokens
+    (``n`` from `max_ngram` down to `min_ngram`) and propose the tokens that followed it."""
+
+    name = "lookup"
+
+    def __init__(self, max_ngram: int = 3, min_ngram: int = 1):
+        if not 1 <= min_ngram <= max_ngram <= 16:
+            raise ValueError(f"prompt lookup n-gram sizes must satisfy 1 <= min ({min_ngram}) <= "
+                             f"max ({max_ngram}) <= 16")
+        self.max_ngram, self.min_ngram = max_ngram, min_ngram
+
+    def propose(self, history: Sequence[int], k: int) -> list[int]:
+        n_hist = len(history)
+        if k <= 0 or n_hist < 2:
+            return []
+        arr = np.asarray(history, dtype=np.int64)
+        for n in range(min(self.max_ngram, n_hist - 1), self.min_ngram - 1, -1):
+            tail = arr[n_hist - n:]
+            # candidate starts: positions where the n-gram's first token occurs, latest first
+            starts = np.flatnonzero(arr[:n_hist - n] == tail[0])[::-1]
+            for s in starts:
+                if s + n < n_hist and np.array_equal(arr[s:s + n], tail):
+                    cont = arr[s + n:s + n + k]
+                    if len(cont):
+                        return cont.tolist()
+        return []
+
+    def reset(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def check_draft_compatible(target: "Llama", draft: "Llama") -> None:
+    """A draft model must share the target's vocabulary exactly (same ids, texts, special
+    tokens); otherwise its proposals would mean other tokens. Raises ValueError naming the
+    first difference."""
+    tt, dt = target.tokenizer, draft.tokenizer
+    if type(tt) is not type(dt):
+        raise ValueError(f"draft model's tokenizer ({type(dt).__name__}) differs from the target "
+                         f"model's ({type(tt).__name__})")
+    if target.n_vocab() != draft.n_vocab():
+        raise ValueError(f"draft model has {draft.n_vocab()} tokens in its vocabulary, the target "
+                         f"model {target.n_vocab()}")
+    for what in ("token_bos", "token_eos"):
+        a, b = getattr(target, what)(), getattr(draft, what)()
+        if a != b:
+            raise ValueError(f"draft model's {what[6:]} token is {b}, the target model's {a}")
+    ta = target.metadata.get("tokenizer.ggml.tokens")
+    da = draft.metadata.get("tokenizer.ggml.tokens")
+    if ta is not None and da is not None and list(ta) != list(da):
+        first = next(i for i, (a, b) in enumerate(zip(ta, da)) if a != b)
+        raise ValueError(f"draft model's token {first} is {da[first]!r}, the target model's "
+                         f"{ta[first]!r}: the vocabularies differ")
+    if tt.eog_ids != dt.eog_ids:
+        raise ValueError("draft model's end-of-generation tokens differ from the target model's")
+
+
+class DraftModel:
+    """Greedy drafting with a small model of the same vocabulary (its own Llama and cache)."""
+
+    name = "draft"
+
+    def __init__(self, draft: "Llama | str | os.PathLike", target: "Llama", **llama_kwargs):
+        from .api import Llama
+        self._owned = not isinstance(draft, Llama)
+        if self._owned:
+            llama_kwargs.setdefault("n_ctx", target.n_ctx())
+            llama_kwargs.setdefault("n_threads", target.n_threads())
+            draft = Llama(draft, **llama_kwargs)
+        try:
+            check_draft_compatible(target, draft)
+        except BaseException:
+            if self._owned:
+                draft.close()
+            raise
+        self.llm = draft
+
+    def propose(self, history: Sequence[int], k: int) -> list[int]:
+        llm = self.llm
+        n = len(history)
+        k = min(k, llm.n_ctx() - n)
+        if k <= 0:
+            return []
+        logits = llm.eval_prefix(list(history))
+        out: list[int] = []
+        while True:
+            tok = int(np.argmax(logits))
+            out.append(tok)
+            if len(out) >= k or llm.tokenizer.is_eog(tok):
+                break
+            logits = llm._decode([tok], len(llm._tokens), lib.PYRT_OUT_LOGITS_LAST)
+            llm._tokens.append(tok)
+        return out
+
+    def reset(self) -> None:
+        pass
+
+    def close(self) -> None:
+        if self._owned and self.llm is not None:
+            self.llm.close()
+        self.llm = None
+
+
+@dataclass
+class SpecStats:
+    """Counts of one generation: verification calls, tokens drafted, drafts accepted."""
+    n_calls: int = 0
+    n_drafted: int = 0
+    n_accepted: int = 0
+
+    def as_dict(self) -> dict:
+        return {"draft_calls": self.n_calls, "drafted_n": self.n_drafted,
+                "accepted_n": self.n_accepted}
+
+
+@dataclass
+class Speculator:
+    """Draft-length control around a drafter: grows the draft while everything is accepted,
+    shrinks it after rejections, and pauses drafting (for `backoff` tokens, doubling up to 64)
+    when the recent acceptance rate falls below `min_rate`."""
+
+    drafter: object
+    max_draft: int = MAX_DRAFT
+    min_draft: int = 1
+    min_rate: float = 0.25
+    k: int = 4
+    stats: SpecStats = field(default_factory=SpecStats)
+    _rate: float = 0.5
+    _pause: int = 0
+    _backoff: int = 4
+
+    def __post_init__(self):
+        if not 1 <= self.max_draft <= 64:
+            raise ValueError(f"draft length {self.max_draft} must be in [1, 64]")
+        self.k = min(self.k, self.max_draft)
+
+    def propose(self, history: Sequence[int], room: int) -> list[int]:
+        """Up to min(k, room) draft tokens after `history` ([] when paused or no guess)."""
+        if self._pause > 0:
+            self._pause -= 1
+            return []
+        k = min(self.k, room)
+        if k <= 0:
+            return []
+        return self.drafter.propose(history, k)[:k]
+
+    def record(self, drafted: int, accepted: int) -> None:
+        s = self.stats
+        s.n_calls += 1
+        s.n_drafted += drafted
+        s.n_accepted += accepted
+        self._rate = 0.7 * self._rate + 0.3 * (accepted / drafted)
+        if accepted == drafted:
+            self.k = min(self.k + 2, self.max_draft)
+        else:
+            self.k = max(self.min_draft, min(self.k, accepted + 1))
+        if self._rate < self.min_rate:
+            self._pause = self._backoff
+            self._backoff = min(self._backoff * 2, 64)
+            self._rate = self.min_rate      # try again after the pause
+        elif accepted:
+            self._backoff = 4
+
+    def close(self) -> None:
+        self.drafter.close()
