@@ -51,6 +51,19 @@ static inline int32_t hsum_i32x4(__m128i s) {
 
 static inline __m256i load32(const void *p) { return _mm256_loadu_si256((const __m256i *)p); }
 
+/* scales_mins_k4 (simd_avx2.h) in vector form, same 16 bytes: [scales 0..7,
+ * mins 0..7] from the 12 packed bytes (reads 16 bytes from `packed`: the
+ * 4 after them are the block's codes) */
+static inline __m128i scales_mins_k4v(const uint8_t *packed) {
+    const __m128i v = _mm_loadu_si128((const __m128i *)packed);       /* u0 u1 u2 . */
+    const __m128i p = _mm_shuffle_epi32(v, _MM_SHUFFLE(2, 1, 2, 0));   /* u0 u2 u1 u2 */
+    const __m128i h = _mm_shuffle_epi32(v, _MM_SHUFFLE(1, 1, 0, 0));   /* u0 u0 u1 u1 */
+    const __m128i lo = _mm_and_si128(_mm_srlv_epi32(p, _mm_setr_epi32(0, 0, 0, 4)),
+                                     _mm_setr_epi32(0x3f3f3f3f, 0x0f0f0f0f, 0x3f3f3f3f, 0x0f0f0f0f));
+    const __m128i hi = _mm_and_si128(_mm_srli_epi32(h, 2), _mm_setr_epi32(0, 0x30303030, 0, 0x30303030));
+    return _mm_or_si128(lo, hi);
+}
+
 /* int16 scales for one 32-byte product vector: sc_lo on bytes 0..15, sc_hi on 16..31 */
 static inline __m256i scale_pair(int sc_lo, int sc_hi) {
     return _mm256_set_m128i(_mm_set1_epi16((short)sc_hi), _mm_set1_epi16((short)sc_lo));
@@ -481,21 +494,63 @@ GEMV_VEC_DOT(gemv_q4_K, block_q4_K, dot_q4_K, {
     }
 })
 
-/* rep8 order (rep8_q4_K): exact S1, S2 per super-block, two scalar fma chains */
-GEMV_VEC_DOT(gemv_r8_q4_K, block_q4_K, rep8_q4_K, {
-    float acc[GV], acc_m[GV];
-    for (int i = 0; i < GV; i++) acc[i] = acc_m[i] = 0.0f;
-    for (int64_t b = 0; b < nsb; b++)
-        for (int i = 0; i < GV; i++) {
-            const block_q4_K *x = &xr[i][b];
-            const __m128i sm = scales_mins_k4(x->scales);
-            const int32_t s1 = hsum_i32x8(lanes_q4_K(x, &y[b], sm));
-            const int32_t s2 = hsum_i32x4(mins_bsums_k4(sm, &y[b]));
-            acc[i] = fmaf((float)s1, fp16_1(x->d) * y[b].d, acc[i]);
-            acc_m[i] = fmaf((float)s2, fp16_1(x->dmin) * y[b].d, acc_m[i]);
+/* rep8 order (rep8_q4_K), one row per lane: per super-block each row's S1
+ * lanes (lanes_q4_K) are summed by one transposed reduction into a vector
+ * of the 8 rows' exact totals, S2 likewise, and the two fma chains run in
+ * vector form, lane i doing row i's scalar fmaf sequence. */
+static inline __m256i lane_totals8(const __m256i v[8]) {
+    const __m256i q0 = _mm256_hadd_epi32(_mm256_hadd_epi32(v[0], v[1]), _mm256_hadd_epi32(v[2], v[3]));
+    const __m256i q1 = _mm256_hadd_epi32(_mm256_hadd_epi32(v[4], v[5]), _mm256_hadd_epi32(v[6], v[7]));
+    return _mm256_add_epi32(_mm256_permute2x128_si256(q0, q1, 0x20), _mm256_permute2x128_si256(q0, q1, 0x31));
+}
+
+static void gemv_r8_q4_K(int64_t n, const void *w, int64_t w_row, int64_t n_rows,
+                         const void *a, int64_t a_row, int64_t n_tok, float *yo, int64_t ldy) {
+    const int64_t nsb = n / QK_K, rs = n_rows / GV;
+    for (int64_t t = 0; t < n_tok; t++) {
+        const block_q8_K *y = (const block_q8_K *)((const char *)a + t * a_row);
+        float *yt = yo + t * ldy;
+        for (int64_t g = 0; g < rs; g++) {
+            const block_q4_K *xr[GV];
+            for (int i = 0; i < GV; i++) xr[i] = (const block_q4_K *)((const char *)w + (g + i * rs) * w_row);
+            __m256 acc = _mm256_setzero_ps(), acc_m = _mm256_setzero_ps();
+            for (int64_t b = 0; b < nsb; b++) {
+                const block_q8_K *q = &y[b];
+                const __m256i bs = load32(q->bsums);
+                /* bsums pair sums [bs0+bs1, bs2+bs3, ...] in both halves (mins_bsums_k4's) */
+                const __m256i bp = _mm256_broadcastsi128_si256(
+                    _mm_hadd_epi16(_mm256_castsi256_si128(bs), _mm256_extracti128_si256(bs, 1)));
+                __m256i s1[GV];
+                __m128i mn[GV];
+                uint32_t dd[GV];
+                for (int i = 0; i < GV; i++) {
+                    const block_q4_K *x = &xr[i][b];
+                    const __m128i sm = scales_mins_k4v(x->scales);
+                    s1[i] = lanes_q4_K(x, q, sm);
+                    mn[i] = _mm_cvtepu8_epi16(_mm_srli_si128(sm, 8));
+                    memcpy(&dd[i], &x->d, 4);            /* d | dmin << 16 */
+                }
+                /* S2: rows i and i+4 in the halves of one vpmaddwd, then hadds to row order */
+                __m256i m[4];
+                for (int i = 0; i < 4; i++) m[i] = _mm256_madd_epi16(_mm256_set_m128i(mn[i + 4], mn[i]), bp);
+                const __m256i s2 = _mm256_hadd_epi32(_mm256_hadd_epi32(m[0], m[1]), _mm256_hadd_epi32(m[2], m[3]));
+                const __m256i dv = _mm256_loadu_si256((const __m256i *)dd);
+                /* [d0..d3 dm0..dm3 | d4..d7 dm4..dm7] -> [d0..d7 | dm0..dm7] */
+                const __m256i pk = _mm256_permute4x64_epi64(
+                    _mm256_packus_epi32(_mm256_and_si256(dv, _mm256_set1_epi32(0xFFFF)), _mm256_srli_epi32(dv, 16)), 0xD8);
+                const __m256 da = _mm256_set1_ps(q->d);
+                const __m256 dw = _mm256_cvtph_ps(_mm256_castsi256_si128(pk));
+                const __m256 dm = _mm256_cvtph_ps(_mm256_extracti128_si256(pk, 1));
+                acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(lane_totals8(s1)), _mm256_mul_ps(dw, da), acc);
+                acc_m = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s2), _mm256_mul_ps(dm, da), acc_m);
+            }
+            float out[GV];
+            _mm256_storeu_ps(out, _mm256_sub_ps(acc, acc_m));
+            for (int i = 0; i < GV; i++) yt[g + i * rs] = out[i];
         }
-    for (int i = 0; i < GV; i++) yt[g + i * rs] = acc[i] - acc_m[i];
-})
+        for (int64_t r = GV * rs; r < n_rows; r++) rep8_q4_K(n, &yt[r], (const char *)w + r * w_row, y);
+    }
+}
 
 /* ======================================================================== */
 /* Q8_K activations: same values as the reference (generic/kquants.c)           */
