@@ -51,19 +51,6 @@ static inline int32_t hsum_i32x4(__m128i s) {
 
 static inline __m256i load32(const void *p) { return _mm256_loadu_si256((const __m256i *)p); }
 
-/* scales_mins_k4 (simd_avx2.h) in vector form, same 16 bytes: [scales 0..7,
- * mins 0..7] from the 12 packed bytes (reads 16 bytes from `packed`: the
- * 4 after them are the block's codes) */
-static inline __m128i scales_mins_k4v(const uint8_t *packed) {
-    const __m128i v = _mm_loadu_si128((const __m128i *)packed);       /* u0 u1 u2 . */
-    const __m128i p = _mm_shuffle_epi32(v, _MM_SHUFFLE(2, 1, 2, 0));   /* u0 u2 u1 u2 */
-    const __m128i h = _mm_shuffle_epi32(v, _MM_SHUFFLE(1, 1, 0, 0));   /* u0 u0 u1 u1 */
-    const __m128i lo = _mm_and_si128(_mm_srlv_epi32(p, _mm_setr_epi32(0, 0, 0, 4)),
-                                     _mm_setr_epi32(0x3f3f3f3f, 0x0f0f0f0f, 0x3f3f3f3f, 0x0f0f0f0f));
-    const __m128i hi = _mm_and_si128(_mm_srli_epi32(h, 2), _mm_setr_epi32(0, 0x30303030, 0, 0x30303030));
-    return _mm_or_si128(lo, hi);
-}
-
 /* int16 scales for one 32-byte product vector: sc_lo on bytes 0..15, sc_hi on 16..31 */
 static inline __m256i scale_pair(int sc_lo, int sc_hi) {
     return _mm256_set_m128i(_mm_set1_epi16((short)sc_hi), _mm_set1_epi16((short)sc_lo));
