@@ -8,7 +8,13 @@ is never a pyrt dependency. Models: SmolLM2-135M Q4_1 (original), its Q8_0 and
 Q4_0 (pyrt quantize) and Q4_K_M (llama.cpp's quantizer), and Gemma-3-270m
 Q4_K_M. Runs alternate tool by tool, model by model, `--rounds` times.
 
+Real sizes: `--models` also takes the benchmark shapes of benchmarks/make_shapes.py
+(random weights in real models' shapes, written on first use to ~/.cache/pyrt/shapes),
+keyed `<shape>-<type>`, e.g. smollm2-1.7b-q4_k_m, llama3.1-8b-q4_0; `--shapes` runs
+all of them (several GB, long on 2 cores).
+
     python benchmarks/compare_llamacpp.py -t 2 -r 5 [--llama-python PATH] [--json out.json]
+    python benchmarks/compare_llamacpp.py -t 2 -r 3 -p 256 -n 64 --models smollm2-1.7b-q4_k_m
 """
 from __future__ import annotations
 
@@ -39,7 +45,36 @@ def bench_venv_python(cache: Path) -> Path:
     return py
 
 
+def shape_models(cache: Path, keys: list[str]) -> dict[str, Path]:
+    """Benchmark-shape GGUFs by key, written by make_shapes.py where missing."""
+    sys.path.insert(0, str(HERE))
+    import make_shapes
+    vocab = cache / "models" / make_shapes.VOCAB_SOURCE
+    if not vocab.exists():
+        from pyrt.registry import ensure_model
+        vocab = Path(ensure_model("smollm2-135m"))
+    out = {}
+    for key in keys:
+        shape, qtype = key.rsplit("-", 1)
+        path = cache / "shapes" / f"{shape}.{qtype}.gguf"
+        if not path.exists():
+            print(f"writing {path} ...", file=sys.stderr)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            make_shapes.write_shape(path, shape, qtype, vocab)
+        out[key] = path
+    return out
+
+
+def shape_keys() -> list[str]:
+    sys.path.insert(0, str(HERE))
+    import make_shapes
+    return [f"{s}-{t}" for s in make_shapes.SHAPES for t in make_shapes.TYPES]
+
+
 def models(cache: Path, llama_py: Path, only: list[str] | None) -> dict[str, Path]:
+    shapes = [k for k in only or [] if k in shape_keys()]
+    if only and len(shapes) == len(only):
+        return shape_models(cache, shapes)
     from pyrt.registry import ensure_model
     from pyrt.quantize import cached_quantize
     src = Path(ensure_model("smollm2-135m"))
@@ -59,6 +94,7 @@ def models(cache: Path, llama_py: Path, only: list[str] | None) -> dict[str, Pat
         out["gemma3-q4_k_m"] = Path(ensure_model("gemma3-270m"))
     except Exception as e:  # noqa: BLE001 - report and go on without it
         print(f"gemma3-270m unavailable: {e}", file=sys.stderr)
+    out.update(shape_models(cache, shapes))
     return {k: v for k, v in out.items() if not only or k in only}
 
 
@@ -77,7 +113,8 @@ def main() -> int:
     ap.add_argument("-n", "--n-gen", type=int, default=128)
     ap.add_argument("--rounds", type=int, default=1, help="alternate the tools this many times per model")
     ap.add_argument("--generate", type=int, default=128, help="tokens for the Python generate-loop test (0: skip)")
-    ap.add_argument("--models", nargs="*", help="subset of model keys")
+    ap.add_argument("--models", nargs="*", help="subset of model keys (real models or benchmark shapes)")
+    ap.add_argument("--shapes", action="store_true", help="every benchmark shape (make_shapes.py) instead")
     ap.add_argument("--llama-python", help="python of an env that has llama_cpp (default: build the bench venv)")
     ap.add_argument("--json", help="write all records here")
     args = ap.parse_args()
@@ -85,7 +122,7 @@ def main() -> int:
     from pyrt.registry import cache_root
     cache = Path(cache_root())
     llama_py = Path(args.llama_python) if args.llama_python else bench_venv_python(cache)
-    files = models(cache, llama_py, args.models)
+    files = models(cache, llama_py, shape_keys() if args.shapes else args.models)
 
     results = []
     for key, path in files.items():
@@ -104,7 +141,7 @@ def main() -> int:
                     print(f"{key:16} {tool:9} {_test(rec):9} {rec['avg_ts']:8.1f} ± {rec['stddev_ts']:.1f} t/s",
                           file=sys.stderr)
 
-    print(f"\nmachine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+    print(f"\nmachine: {cpu_model()}, {os.cpu_count()} CPUs, "
           f"threads={args.threads}, repetitions={args.repetitions}, rounds={args.rounds}")
     print("\n| model | test | pyrt t/s | llama.cpp t/s | pyrt / llama.cpp |")
     print("| ----- | ---- | -------: | ------------: | ---------------: |")
@@ -128,6 +165,16 @@ def main() -> int:
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
     return 0
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def _test(r: dict) -> str:

@@ -542,6 +542,9 @@ void pyrt_fill_quants_neon_ex(pyrt_kernels *k, int use_dotprod) {
     k->type[PYRT_TYPE_Q4_K].vec_dot = dot_q4_K_base;
     k->type[PYRT_TYPE_Q5_K].vec_dot = dot_q5_K_base;
     k->type[PYRT_TYPE_Q6_K].vec_dot = dot_q6_K_base;
+    k->type[PYRT_TYPE_Q4_K].gemm = gemv_q4_K_base;
+    k->type[PYRT_TYPE_Q5_K].gemm = gemv_q5_K_base;
+    k->type[PYRT_TYPE_Q6_K].gemm = gemv_q6_K_base;
 #if PYRT_HAVE_DOTPROD_CODE
     if (use_dotprod) {
         k->name = "neon+dotprod";
@@ -560,6 +563,9 @@ void pyrt_fill_quants_neon_ex(pyrt_kernels *k, int use_dotprod) {
         k->type[PYRT_TYPE_Q4_K].vec_dot = dot_q4_K_sdot;
         k->type[PYRT_TYPE_Q5_K].vec_dot = dot_q5_K_sdot;
         k->type[PYRT_TYPE_Q6_K].vec_dot = dot_q6_K_sdot;
+        k->type[PYRT_TYPE_Q4_K].gemm = gemv_q4_K_sdot;
+        k->type[PYRT_TYPE_Q5_K].gemm = gemv_q5_K_sdot;
+        k->type[PYRT_TYPE_Q6_K].gemm = gemv_q6_K_sdot;
     }
 #else
     (void)use_dotprod;

@@ -95,9 +95,21 @@ void mm_group(const pyrt_kernels *k, pyrt_pool *pool, int ith, int nth,
             }
         }
         if (g && n_g == n_tok) continue;
+        int64_t t_end = n_tok;   /* tokens [g ? n_g : 0, t_end) go through the row dots */
+        if (r8 && k->type[ty].vec_dot_r8x4 && k->type[ty].gemm_r8 && cols <= PYRT_GEMM_MAX_COLS) {
+            /* the batch positions past the last group of 4 (all of a batch of
+             * < 4: token generation) take vec_dot_r8, here in its GEMV kernel
+             * over the thread's whole row range (GEMV_STREAMS in kernels.h) */
+            while (t_end > (g ? n_g : 0) &&
+                   pyrt_pick_vec_dot(k, ty, w->rows, shape, shape - n_tok + t_end - 1) == k->type[ty].vec_dot_r8)
+                t_end--;
+            if (t_end < n_tok)
+                k->type[ty].gemm_r8(cols, wd + r0 * w->row_bytes, w->row_bytes, r1 - r0, (const char *)q + t_end * rb,
+                                    rb, n_tok - t_end, tasks[i].y + t_end * tasks[i].ldy + r0, tasks[i].ldy);
+        }
         for (int64_t rt = r0; rt < r1; rt += MM_ROW_TILE) {
             const int64_t re = rt + MM_ROW_TILE < r1 ? rt + MM_ROW_TILE : r1;
-            for (int64_t t = g ? n_g : 0; t < n_tok; t++) {
+            for (int64_t t = g ? n_g : 0; t < t_end; t++) {
                 /* the tokens of a chunk are the last of a batch of `shape` */
                 const pyrt_vec_dot_fn dot = pyrt_pick_vec_dot(k, ty, w->rows, shape, shape - n_tok + t);
                 const void *qa = (const char *)q + t * rb;

@@ -32,6 +32,7 @@
 #if defined(__x86_64__)
 #include <immintrin.h>
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 #include "kernels.h"
 #include "simd_avx2.h"
@@ -129,38 +130,43 @@ static inline __m256i lanes_q3_K(const block_q3_K *x, const block_q8_K *y) {
     return sumi;
 }
 
+/* Sub-block scale j of a Q4_K/Q5_K block as 16 int16 lanes, taken by one
+ * vpshufb from sm2 = the 16 bytes of scales_mins_k4() in both 128-bit halves
+ * (the same values as _mm256_set1_epi16(scale j), without the broadcast from
+ * memory: per-sub-block broadcasts made the single-token path shuffle-bound). */
+#define SCALE_J(sm2, j) _mm256_shuffle_epi8((sm2), _mm256_set1_epi16((short)(0x8000 | (j))))
+
 /* Q4_K: 4-bit codes times 6-bit scales (S1 lanes) */
 static inline __m256i lanes_q4_K(const block_q4_K *x, const block_q8_K *y, __m128i sm) {
     const __m256i m4 = _mm256_set1_epi8(0x0F);
-    uint8_t sc[16];
-    _mm_storeu_si128((__m128i *)sc, sm);
+    const __m256i sm2 = _mm256_broadcastsi128_si256(sm);
     __m256i sumi = _mm256_setzero_si256();
     for (int j = 0; j < 4; j++) {
         const __m256i bits = load32(x->qs + 32 * j);
-        sumi = mac(sumi, _mm256_and_si256(bits, m4), load32(y->qs + 64 * j),
-                   _mm256_set1_epi16(sc[2 * j]));
+        sumi = mac(sumi, _mm256_and_si256(bits, m4), load32(y->qs + 64 * j), SCALE_J(sm2, 2 * j));
         sumi = mac(sumi, _mm256_and_si256(_mm256_srli_epi16(bits, 4), m4), load32(y->qs + 64 * j + 32),
-                   _mm256_set1_epi16(sc[2 * j + 1]));
+                   SCALE_J(sm2, 2 * j + 1));
     }
     return sumi;
 }
 
-/* Q5_K: 5-bit codes times 6-bit scales (S1 lanes) */
+/* Q5_K: 5-bit codes times 6-bit scales (S1 lanes); the fifth bit of sub-block
+ * j is bit j of each qh byte, moved to bit 4 by one 16-bit shift (bits of the
+ * neighbouring byte land outside the 0x10 mask) */
 static inline __m256i lanes_q5_K(const block_q5_K *x, const block_q8_K *y, __m128i sm) {
-    const __m256i m4 = _mm256_set1_epi8(0x0F), one = _mm256_set1_epi8(1);
+    const __m256i m4 = _mm256_set1_epi8(0x0F), m16 = _mm256_set1_epi8(0x10);
     const __m256i hbits = load32(x->qh);
-    uint8_t sc[16];
-    _mm_storeu_si128((__m128i *)sc, sm);
+    const __m256i sm2 = _mm256_broadcastsi128_si256(sm);
     __m256i sumi = _mm256_setzero_si256();
     for (int j = 0; j < 4; j++) {
         const __m256i bits = load32(x->qs + 32 * j);
         for (int half = 0; half < 2; half++) {
             const int bit = 2 * j + half;
             const __m256i lo = _mm256_and_si256(half ? _mm256_srli_epi16(bits, 4) : bits, m4);
-            const __m256i hb = _mm256_slli_epi16(_mm256_srli_epi16(
-                _mm256_and_si256(hbits, _mm256_slli_epi16(one, bit)), bit), 4);
-            sumi = mac(sumi, _mm256_add_epi8(lo, hb), load32(y->qs + 64 * j + 32 * half),
-                       _mm256_set1_epi16(sc[bit]));
+            const __m256i hs = bit < 4 ? _mm256_slli_epi16(hbits, 4 - bit)
+                             : bit > 4 ? _mm256_srli_epi16(hbits, bit - 4) : hbits;
+            sumi = mac(sumi, _mm256_add_epi8(lo, _mm256_and_si256(hs, m16)), load32(y->qs + 64 * j + 32 * half),
+                       SCALE_J(sm2, bit));
         }
     }
     return sumi;
@@ -185,9 +191,15 @@ static inline __m256i lanes_q6_K(const block_q6_K *x, const block_q8_K *y) {
             _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m15),
                             _mm256_srli_epi16(_mm256_and_si256(hb, _mm256_set1_epi8((char)0xC0)), 2)),
         };
+        /* scales 8h..8h+7 in both halves; group g takes scale 8h+2g on its
+         * first 16 bytes and 8h+2g+1 on the rest (scale_pair's values) */
+        const __m256i sh = _mm256_permute2x128_si256(sc16, sc16, h ? 0x11 : 0x00);
         for (int g = 0; g < 4; g++) {
-            const int s = 8 * h + 2 * g;
-            sumi = mac(sumi, q[g], load32(y->qs + 128 * h + 32 * g), scale_pair(x->scales[s], x->scales[s + 1]));
+            const __m256i sel = _mm256_setr_epi8(4 * g, 4 * g + 1, 4 * g, 4 * g + 1, 4 * g, 4 * g + 1, 4 * g, 4 * g + 1,
+                                                 4 * g, 4 * g + 1, 4 * g, 4 * g + 1, 4 * g, 4 * g + 1, 4 * g, 4 * g + 1,
+                                                 4 * g + 2, 4 * g + 3, 4 * g + 2, 4 * g + 3, 4 * g + 2, 4 * g + 3, 4 * g + 2, 4 * g + 3,
+                                                 4 * g + 2, 4 * g + 3, 4 * g + 2, 4 * g + 3, 4 * g + 2, 4 * g + 3, 4 * g + 2, 4 * g + 3);
+            sumi = mac(sumi, q[g], load32(y->qs + 128 * h + 32 * g), _mm256_shuffle_epi8(sh, sel));
         }
     }
     return _mm256_sub_epi32(sumi, offs);
@@ -390,6 +402,144 @@ static void rep8_q4_K(int64_t n, float *s, const void *w, const void *a) {
 }
 
 /* ======================================================================== */
+/* single-token GEMV: vec_dot / rep8 arithmetic, rows in long streams        */
+/* ======================================================================== */
+
+/* With one token a matmul reads every weight once, so it is bound by how
+ * fast the weights stream in. One row after the other is a single
+ * sequential stream, which the hardware prefetcher here did not run at full
+ * rate (see GEMV_STREAMS in kernels.h), and the per-row calls each paid a
+ * horizontal reduction per super-block in the rep8 order. These kernels take
+ * GV rows rs = n_rows / GV apart (g, g + rs, ...) block by block, each row
+ * with exactly the float sequence of its row kernel above (same integers,
+ * same fmas in the same order, same final reduction); the last n_rows % GV
+ * rows go through the row kernels. Several tokens: one pass per token. */
+#define GV 8
+
+/* vec_dot order (dot_q4_K/q5_K/q6_K): 8 float lanes per row, hsum8 at the end */
+#define GEMV_VEC_DOT(NAME, BT, DOT, ...)                                                             \
+    static void NAME(int64_t n, const void *w, int64_t w_row, int64_t n_rows,                      \
+                     const void *a, int64_t a_row, int64_t n_tok, float *yo, int64_t ldy) {        \
+        const int64_t nsb = n / QK_K, rs = n_rows / GV;                                             \
+        for (int64_t t = 0; t < n_tok; t++) {                                                       \
+            const block_q8_K *y = (const block_q8_K *)((const char *)a + t * a_row);                \
+            float *yt = yo + t * ldy;                                                               \
+            for (int64_t g = 0; g < rs; g++) {                                                      \
+                const BT *xr[GV];                                                                   \
+                for (int i = 0; i < GV; i++) xr[i] = (const BT *)((const char *)w + (g + i * rs) * w_row); \
+                __VA_ARGS__                                                                         \
+            }                                                                                       \
+            for (int64_t r = GV * rs; r < n_rows; r++) DOT(n, &yt[r], (const char *)w + r * w_row, y); \
+        }                                                                                           \
+    }
+
+GEMV_VEC_DOT(gemv_q6_K, block_q6_K, dot_q6_K, {
+    __m256 acc[GV];
+    for (int i = 0; i < GV; i++) acc[i] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nsb; b++)
+        for (int i = 0; i < GV; i++) {
+            const float d = y[b].d * fp16_1(xr[i][b].d);
+            acc[i] = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(lanes_q6_K(&xr[i][b], &y[b])), acc[i]);
+        }
+    for (int i = 0; i < GV; i++) yt[g + i * rs] = hsum8(acc[i]);
+})
+
+GEMV_VEC_DOT(gemv_q5_K, block_q5_K, dot_q5_K, {
+    __m256 acc[GV];
+    float summs[GV];
+    for (int i = 0; i < GV; i++) acc[i] = _mm256_setzero_ps(), summs[i] = 0.0f;
+    for (int64_t b = 0; b < nsb; b++)
+        for (int i = 0; i < GV; i++) {
+            const block_q5_K *x = &xr[i][b];
+            const float d = y[b].d * fp16_1(x->d);
+            const float dmin = -y[b].d * fp16_1(x->dmin);
+            const __m128i sm = scales_mins_k4(x->scales);
+            summs[i] = fmaf(dmin, (float)hsum_i32x4(mins_bsums_k4(sm, &y[b])), summs[i]);
+            acc[i] = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(lanes_q5_K(x, &y[b], sm)), acc[i]);
+        }
+    for (int i = 0; i < GV; i++) yt[g + i * rs] = hsum8(acc[i]) + summs[i];
+})
+
+GEMV_VEC_DOT(gemv_q4_K, block_q4_K, dot_q4_K, {
+    __m256 acc[GV];
+    __m128 acc_m[GV];
+    for (int i = 0; i < GV; i++) acc[i] = _mm256_setzero_ps(), acc_m[i] = _mm_setzero_ps();
+    for (int64_t b = 0; b < nsb; b++)
+        for (int i = 0; i < GV; i++) {
+            const block_q4_K *x = &xr[i][b];
+            const float d = y[b].d * fp16_1(x->d);
+            const float dmin = -y[b].d * fp16_1(x->dmin);
+            const __m128i sm = scales_mins_k4(x->scales);
+            acc_m[i] = _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(mins_bsums_k4(sm, &y[b])), acc_m[i]);
+            acc[i] = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(lanes_q4_K(x, &y[b], sm)), acc[i]);
+        }
+    for (int i = 0; i < GV; i++) {
+        __m128 m = acc_m[i];
+        m = _mm_add_ps(m, _mm_movehl_ps(m, m));
+        m = _mm_add_ss(m, _mm_movehdup_ps(m));
+        yt[g + i * rs] = hsum8(acc[i]) + _mm_cvtss_f32(m);
+    }
+})
+
+/* rep8 order (rep8_q4_K), one row per lane: per super-block each row's S1
+ * lanes (lanes_q4_K) are summed by one transposed reduction into a vector
+ * of the 8 rows' exact totals, S2 likewise, and the two fma chains run in
+ * vector form, lane i doing row i's scalar fmaf sequence. */
+static inline __m256i lane_totals8(const __m256i v[8]) {
+    const __m256i q0 = _mm256_hadd_epi32(_mm256_hadd_epi32(v[0], v[1]), _mm256_hadd_epi32(v[2], v[3]));
+    const __m256i q1 = _mm256_hadd_epi32(_mm256_hadd_epi32(v[4], v[5]), _mm256_hadd_epi32(v[6], v[7]));
+    return _mm256_add_epi32(_mm256_permute2x128_si256(q0, q1, 0x20), _mm256_permute2x128_si256(q0, q1, 0x31));
+}
+
+static void gemv_r8_q4_K(int64_t n, const void *w, int64_t w_row, int64_t n_rows,
+                         const void *a, int64_t a_row, int64_t n_tok, float *yo, int64_t ldy) {
+    const int64_t nsb = n / QK_K, rs = n_rows / GV;
+    for (int64_t t = 0; t < n_tok; t++) {
+        const block_q8_K *y = (const block_q8_K *)((const char *)a + t * a_row);
+        float *yt = yo + t * ldy;
+        for (int64_t g = 0; g < rs; g++) {
+            const block_q4_K *xr[GV];
+            for (int i = 0; i < GV; i++) xr[i] = (const block_q4_K *)((const char *)w + (g + i * rs) * w_row);
+            __m256 acc = _mm256_setzero_ps(), acc_m = _mm256_setzero_ps();
+            for (int64_t b = 0; b < nsb; b++) {
+                const block_q8_K *q = &y[b];
+                const __m256i bs = load32(q->bsums);
+                /* bsums pair sums [bs0+bs1, bs2+bs3, ...] in both halves (mins_bsums_k4's) */
+                const __m256i bp = _mm256_broadcastsi128_si256(
+                    _mm_hadd_epi16(_mm256_castsi256_si128(bs), _mm256_extracti128_si256(bs, 1)));
+                __m256i s1[GV];
+                __m128i mn[GV];
+                uint32_t dd[GV];
+                for (int i = 0; i < GV; i++) {
+                    const block_q4_K *x = &xr[i][b];
+                    const __m128i sm = scales_mins_k4v(x->scales);
+                    s1[i] = lanes_q4_K(x, q, sm);
+                    mn[i] = _mm_cvtepu8_epi16(_mm_srli_si128(sm, 8));
+                    memcpy(&dd[i], &x->d, 4);            /* d | dmin << 16 */
+                }
+                /* S2: rows i and i+4 in the halves of one vpmaddwd, then hadds to row order */
+                __m256i m[4];
+                for (int i = 0; i < 4; i++) m[i] = _mm256_madd_epi16(_mm256_set_m128i(mn[i + 4], mn[i]), bp);
+                const __m256i s2 = _mm256_hadd_epi32(_mm256_hadd_epi32(m[0], m[1]), _mm256_hadd_epi32(m[2], m[3]));
+                const __m256i dv = _mm256_loadu_si256((const __m256i *)dd);
+                /* [d0..d3 dm0..dm3 | d4..d7 dm4..dm7] -> [d0..d7 | dm0..dm7] */
+                const __m256i pk = _mm256_permute4x64_epi64(
+                    _mm256_packus_epi32(_mm256_and_si256(dv, _mm256_set1_epi32(0xFFFF)), _mm256_srli_epi32(dv, 16)), 0xD8);
+                const __m256 da = _mm256_set1_ps(q->d);
+                const __m256 dw = _mm256_cvtph_ps(_mm256_castsi256_si128(pk));
+                const __m256 dm = _mm256_cvtph_ps(_mm256_extracti128_si256(pk, 1));
+                acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(lane_totals8(s1)), _mm256_mul_ps(dw, da), acc);
+                acc_m = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s2), _mm256_mul_ps(dm, da), acc_m);
+            }
+            float out[GV];
+            _mm256_storeu_ps(out, _mm256_sub_ps(acc, acc_m));
+            for (int i = 0; i < GV; i++) yt[g + i * rs] = out[i];
+        }
+        for (int64_t r = GV * rs; r < n_rows; r++) rep8_q4_K(n, &yt[r], (const char *)w + r * w_row, y);
+    }
+}
+
+/* ======================================================================== */
 /* Q8_K activations: same values as the reference (generic/kquants.c)           */
 /* ======================================================================== */
 
@@ -453,6 +603,12 @@ void pyrt_fill_kquants_avx2(pyrt_kernels *k) {
 
     k->type[PYRT_TYPE_Q4_K].vec_dot_r8 = rep8_q4_K;
     k->type[PYRT_TYPE_Q4_K].vec_dot_r8x4 = rep8x4_q4_K;
+
+    if (getenv("PYRT_NO_KQ_GEMM")) return;   /* tests: the row kernels for every token */
+    k->type[PYRT_TYPE_Q4_K].gemm = gemv_q4_K;
+    k->type[PYRT_TYPE_Q5_K].gemm = gemv_q5_K;
+    k->type[PYRT_TYPE_Q6_K].gemm = gemv_q6_K;
+    k->type[PYRT_TYPE_Q4_K].gemm_r8 = gemv_r8_q4_K;
 }
 
 #endif /* __x86_64__ */

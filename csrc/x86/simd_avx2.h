@@ -66,6 +66,19 @@ static inline __m128i scales_mins_k4(const uint8_t packed[12]) {
     return _mm_set_epi32((int)u[3], (int)u[2], (int)u[1], (int)u[0]);
 }
 
+/* scales_mins_k4 in vector form, same 16 bytes: [scales 0..7,
+ * mins 0..7] from the 12 packed bytes (reads 16 bytes from `packed`: the
+ * 4 after them are the block's codes) */
+static inline __m128i scales_mins_k4v(const uint8_t *packed) {
+    const __m128i v = _mm_loadu_si128((const __m128i *)packed);       /* u0 u1 u2 . */
+    const __m128i p = _mm_shuffle_epi32(v, _MM_SHUFFLE(2, 1, 2, 0));   /* u0 u2 u1 u2 */
+    const __m128i h = _mm_shuffle_epi32(v, _MM_SHUFFLE(1, 1, 0, 0));   /* u0 u0 u1 u1 */
+    const __m128i lo = _mm_and_si128(_mm_srlv_epi32(p, _mm_setr_epi32(0, 0, 0, 4)),
+                                     _mm_setr_epi32(0x3f3f3f3f, 0x0f0f0f0f, 0x3f3f3f3f, 0x0f0f0f0f));
+    const __m128i hi = _mm_and_si128(_mm_srli_epi32(h, 2), _mm_setr_epi32(0, 0x30303030, 0, 0x30303030));
+    return _mm_or_si128(lo, hi);
+}
+
 /* For the row-per-lane repacked Q4_0 GEMMs: per token t < nt and block b <
  * nb of Q8_0 activation rows a_row bytes apart, the vpdpbusd start value
  * -8 * (sum of the block's bytes) and the block scale as a float, [t][nb]. */

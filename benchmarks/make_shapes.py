@@ -1,0 +1,171 @@
+#!/usr/bin/env python3
+"""Benchmark GGUFs in real models' shapes: random block data with small finite scales (the values
+are meaningless, the timings are real) and SmolLM2's vocabulary (49152 tokens, read from the
+SmolLM2-135M file in the model cache). Written once to ~/.cache/pyrt/shapes/<shape>.<type>.gguf,
+tensor by tensor (an 8B file is never held in memory).
+
+    python benchmarks/make_shapes.py [--shapes smollm2-1.7b llama3.1-8b] [--types q4_0 q8_0 q4_k_m]
+                                     [--out DIR] [--force]
+
+Types: q4_0 and q8_0 (every matrix, embeddings included, in that type), q4_k_m (llama-quantize's
+Q4_K_M mix: Q4_K matrices; Q6_K for attn_v and ffn_down on its "more bits" layers, the first and
+last eighth and every third layer between, and for the output matrix or, where the model ties its
+output to the embeddings, the embeddings; Q4_K embeddings otherwise). Norms are F32 ones.
+Prints each path; benchmarks/compare_llamacpp.py takes them by key (`<shape>-<type>`)."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+import gguf
+import numpy as np
+from gguf import GGMLQuantizationType as QT
+from gguf.constants import GGML_QUANT_SIZES
+
+# n_embd, n_layer, n_ff, n_head, n_head_kv, rope base, tied output, context
+SHAPES = {
+    "smollm2-1.7b": dict(n_embd=2048, n_layer=24, n_ff=8192, n_head=32, n_head_kv=32, rope=130000.0,
+                         tied=True, ctx=8192),
+    "llama3.2-1b": dict(n_embd=2048, n_layer=16, n_ff=8192, n_head=32, n_head_kv=8, rope=500000.0,
+                        tied=True, ctx=131072),
+    "llama3.1-8b": dict(n_embd=4096, n_layer=32, n_ff=14336, n_head=32, n_head_kv=8, rope=500000.0,
+                        tied=False, ctx=131072),
+}
+TYPES = ("q4_0", "q8_0", "q4_k_m")
+FILE_TYPE = {"q4_0": gguf.LlamaFileType.MOSTLY_Q4_0, "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0,
+             "q4_k_m": gguf.LlamaFileType.MOSTLY_Q4_K_M}
+# byte offsets of the fp16 scales in a block (d, and dmin where the type has one)
+SCALE_OFFS = {QT.Q4_0: (0,), QT.Q8_0: (0,), QT.Q4_K: (0, 2), QT.Q6_K: (208,)}
+VOCAB_SOURCE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("PYRT_CACHE", Path.home() / ".cache" / "pyrt"))
+
+
+def more_bits(il: int, n_layer: int) -> bool:
+    """llama-quantize's use_more_bits: first and last eighth of the layers, every third between."""
+    return il < n_layer // 8 or il >= 7 * n_layer // 8 or (il - n_layer // 8) % 3 == 2
+
+
+def tensor_types(shape: dict, qtype: str) -> dict[str, QT]:
+    """GGUF tensor name -> (type, rows, cols) for one shape and type mix."""
+    d, L, ff = shape["n_embd"], shape["n_layer"], shape["n_ff"]
+    hd = d // shape["n_head"]
+    kv = hd * shape["n_head_kv"]
+    base = {"q4_0": QT.Q4_0, "q8_0": QT.Q8_0, "q4_k_m": QT.Q4_K}[qtype]
+    big = QT.Q6_K if qtype == "q4_k_m" else base
+    out = {"token_embd.weight": (big if shape["tied"] else base, 49152, d)}
+    for il in range(L):
+        p = f"blk.{il}."
+        mb = big if more_bits(il, L) else base
+        out[p + "attn_norm.weight"] = (QT.F32, 1, d)
+        out[p + "attn_q.weight"] = (base, d, d)
+        out[p + "attn_k.weight"] = (base, kv, d)
+        out[p + "attn_v.weight"] = (mb, kv, d)
+        out[p + "attn_output.weight"] = (base, d, d)
+        out[p + "ffn_norm.weight"] = (QT.F32, 1, d)
+        out[p + "ffn_gate.weight"] = (base, ff, d)
+        out[p + "ffn_up.weight"] = (base, ff, d)
+        out[p + "ffn_down.weight"] = (mb, d, ff)
+    out["output_norm.weight"] = (QT.F32, 1, d)
+    if not shape["tied"]:
+        out["output.weight"] = (big, 49152, d)
+    return out
+
+
+def random_tensor(t: QT, rows: int, cols: int, rng) -> np.ndarray:
+    """Raw blocks (uint8 [rows, row_bytes]): random codes and sub-block scales, fp16 block scales
+    uniform in [1e-4, 3e-4] (dmin likewise), so activations stay finite through every layer."""
+    if t == QT.F32:
+        return np.ones(cols, np.float32)
+    bs, bb = GGML_QUANT_SIZES[t]
+    nb = rows * cols // bs
+    raw = rng.integers(0, 256, (nb, bb), dtype=np.uint8)
+    for off in SCALE_OFFS[t]:
+        raw[:, off:off + 2] = rng.uniform(1e-4, 3e-4, nb).astype(np.float16).view(np.uint8).reshape(nb, 2)
+    return raw.reshape(rows, cols // bs * bb)
+
+
+def copy_vocab(w: gguf.GGUFWriter, src: Path) -> None:
+    r = gguf.GGUFReader(src)
+    for key, f in r.fields.items():
+        if not key.startswith("tokenizer."):
+            continue
+        vt = f.types[0]
+        if vt == gguf.GGUFValueType.ARRAY:
+            et = f.types[1]
+            if et == gguf.GGUFValueType.STRING:
+                val = [bytes(f.parts[i]).decode("utf-8", "surrogateescape") for i in f.data]
+            else:
+                val = [int(f.parts[i][0]) for i in f.data]
+            w.add_key_value(key, val, vt, sub_type=et)
+        elif vt == gguf.GGUFValueType.STRING:
+            w.add_key_value(key, bytes(f.parts[f.data[0]]).decode("utf-8"), vt)
+        else:
+            w.add_key_value(key, f.parts[f.data[0]][0].item(), vt)
+
+
+def write_shape(path: Path, name: str, qtype: str, vocab_src: Path, seed: int = 0) -> Path:
+    shape = SHAPES[name]
+    rng = np.random.default_rng(seed)
+    tmp = path.with_suffix(".tmp")
+    w = gguf.GGUFWriter(os.fspath(tmp), "llama")
+    w.add_name(f"pyrt benchmark shape {name} {qtype} (random weights)")
+    w.add_context_length(shape["ctx"])
+    w.add_embedding_length(shape["n_embd"])
+    w.add_block_count(shape["n_layer"])
+    w.add_feed_forward_length(shape["n_ff"])
+    w.add_head_count(shape["n_head"])
+    w.add_head_count_kv(shape["n_head_kv"])
+    w.add_rope_dimension_count(shape["n_embd"] // shape["n_head"])
+    w.add_rope_freq_base(shape["rope"])
+    w.add_layer_norm_rms_eps(1e-5)
+    w.add_vocab_size(49152)
+    w.add_file_type(int(FILE_TYPE[qtype]))
+    w.add_quantization_version(gguf.GGML_QUANT_VERSION)
+    copy_vocab(w, vocab_src)
+    types = tensor_types(shape, qtype)
+    for tname, (t, rows, cols) in types.items():
+        if t == QT.F32:
+            w.add_tensor_info(tname, [cols], np.dtype(np.float32), cols * 4)
+        else:
+            bs, bb = GGML_QUANT_SIZES[t]
+            nbytes = rows * cols // bs * bb
+            w.add_tensor_info(tname, [rows, cols // bs * bb], np.dtype(np.uint8), nbytes, raw_dtype=t)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_ti_data_to_file()
+    for tname, (t, rows, cols) in types.items():
+        w.write_tensor_data(random_tensor(t, rows, cols, rng))
+    w.close()
+    tmp.replace(path)
+    return path
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--shapes", nargs="*", default=["smollm2-1.7b", "llama3.1-8b"], choices=list(SHAPES))
+    ap.add_argument("--types", nargs="*", default=list(TYPES), choices=TYPES)
+    ap.add_argument("--out", type=Path, default=cache_dir() / "shapes")
+    ap.add_argument("--force", action="store_true", help="rewrite files that exist")
+    args = ap.parse_args()
+    vocab = cache_dir() / "models" / VOCAB_SOURCE
+    if not vocab.exists():
+        from pyrt.registry import ensure_model
+        vocab = Path(ensure_model("smollm2-135m"))
+    args.out.mkdir(parents=True, exist_ok=True)
+    for name in args.shapes:
+        for qtype in args.types:
+            path = args.out / f"{name}.{qtype}.gguf"
+            if args.force or not path.exists():
+                write_shape(path, name, qtype, vocab)
+            print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    sys.exit(main())
