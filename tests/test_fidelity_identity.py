@@ -118,6 +118,10 @@ def test_bit_identical_to_llamacpp(request, model, label, fingerprints, tmp_path
           f"({t['n'] - t['rows_differing']}/{t['n']} rows)")
     assert (res["kernels"], res["fingerprint"]) == fingerprints[label]
 
+    n_ref = len(ref["greedy_eog"])
+    if len(res["greedy"]) < n_ref:
+        print(f"  (PYRT_IDENTITY_PROMPTS: {len(res['greedy'])} of {n_ref} greedy prompts checked)")
+    assert res["greedy"], "no greedy prompt was checked"
     failures = []
     if not t["whole_equal"] or t["rows_differing"]:
         failures.append(f"text logits differ in {t['rows_differing']}/{t['n']} rows, first at position "

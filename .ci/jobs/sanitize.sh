@@ -71,9 +71,9 @@ python -m pytest -q --capture=sys -p no:cacheprovider \
   tests/test_gguf_malformed.py tests/test_mutation.py tests/test_registry.py
 # generation on the real models, every weight type's path: SmolLM2 Q4_1/Q8_0/Q4_0 greedy (the
 # logit-comparison half of test_fidelity.py repeats the same forward passes; ~80 s saved), and
-# the K-quant model, Gemma-3 Q4_K_M (Q4_K, Q6_K, Q5_0, Q8_0): its 512-token batch and greedy
-# runs, bit-identical to llama.cpp, on the AVX2 table (the worker process inherits the
-# sanitized library and runtime through PYRT_LIB and LD_PRELOAD)
+# the K-quant model, Gemma-3 Q4_K_M (Q4_K, Q6_K, Q5_0, Q8_0): its 512-token batch and its first two greedy runs (128 single-token steps), bit-identical to llama.cpp, on
+# the AVX2 table (the worker process inherits the sanitized library and runtime through PYRT_LIB
+# and LD_PRELOAD; all nine runs would cost ~5 min here)
 python -m pytest -q --capture=sys -p no:cacheprovider tests/test_fidelity.py -k greedy
-python -m pytest -q --capture=sys -p no:cacheprovider tests/test_fidelity_identity.py \
+PYRT_IDENTITY_PROMPTS=2 python -m pytest -q --capture=sys -p no:cacheprovider tests/test_fidelity_identity.py \
   -k "gemma and avx2 and not novnni"
