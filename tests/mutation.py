@@ -34,6 +34,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
@@ -45,7 +47,7 @@ MEM_LIMIT = 4 << 30           # RLIMIT_AS of a worker
 SPECIAL64 = (0, (1 << 64) - 1, 1 << 31, 1 << 63, 1, (1 << 31) - 1, 1 << 32, (1 << 63) - 1, 1 << 62)
 SPECIAL32 = (0, (1 << 32) - 1, 1 << 31, 1, (1 << 31) - 1, 0xFFFF, 13)
 CLEAN = ("rejected", "unsupported", "value_error", "memory_error", "loaded", "gen_error")
-BUGS = ("exception", "crash", "hang")
+BUGS = ("exception", "crash", "hang", "bad_output")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -268,10 +270,31 @@ def run_one(path: str, truncated_view=None) -> tuple[str, str]:
         return _classify(e), f"{type(e).__name__}: {e}"[:300]
     try:
         ids = llm.tokenize("Hello world! <|im_start|>user 12345", special=True)[:12] or [0]
-        out = list(llm.generate(ids, max_tokens=3, temperature=0))
-        out += list(llm.generate(ids[:3], max_tokens=2, temperature=0.9, seed=7))
-        llm.detokenize(out)
+        greedy = list(llm.generate(ids, max_tokens=3, temperature=0))
+        sampled = list(llm.generate(ids[:3], max_tokens=2, temperature=0.9, seed=7))
+        out = greedy + sampled
+        text = llm.detokenize(out)
         llm.detokenize(out, special=True)
+        # a mutant counts as cleanly loaded only if what it produced is sane: ids in the
+        # vocabulary, no more tokens than asked, text as bytes/str, logits of the right shape
+        # and type; greedy decoding picks the argmax of those logits (non-finite logits are
+        # allowed: mutated weights may hold NaN/inf, and then argmax is undefined)
+        n_vocab = llm.n_vocab()
+        problems = []
+        if len(greedy) > 3 or len(sampled) > 2:
+            problems.append(f"{len(greedy)}+{len(sampled)} tokens for max_tokens 3+2")
+        if any(not isinstance(t, int) or not 0 <= t < n_vocab for t in out):
+            problems.append(f"token ids outside [0, {n_vocab}): {out}")
+        if not isinstance(text, (str, bytes)):
+            problems.append(f"detokenize gave {type(text).__name__}")
+        x = llm.logits(ids)
+        if x.shape != (len(ids), n_vocab) or x.dtype != np.float32:
+            problems.append(f"logits {x.shape} {x.dtype}, want ({len(ids)}, {n_vocab}) float32")
+        elif greedy and np.isfinite(x[-1]).all() and \
+                x[-1, greedy[0]] < x[-1].max() - 1e-4 * max(1.0, abs(float(x[-1].max()))):
+            problems.append(f"greedy token {greedy[0]} is not the argmax {int(x[-1].argmax())}")
+        if problems:
+            return "bad_output", "; ".join(problems)[:300]
         return "loaded", ""
     except BaseException as e:  # noqa: BLE001
         kind = _classify(e)

@@ -37,12 +37,6 @@ MODELS = {
 
 
 @pytest.fixture(scope="session")
-def gemma3_path() -> Path:
-    from pyrt.registry import ensure_model
-    return ensure_model("gemma3-270m")
-
-
-@pytest.fixture(scope="session")
 def smollm2_q4_k_m_path(smollm2_path: Path) -> Path:
     from pyrt.quantize import cached_quantize
     return cached_quantize(smollm2_path, "q4_k_m")

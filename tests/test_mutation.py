@@ -3,8 +3,14 @@ random-weight llama models of tests/tiny_model.py and the real SmolLM2-135M file
 mutated in place) — by bit flips, field overwrites with 0 / -1 / 2^31 / 2^63 / ..., byte
 smears, insertions/deletions and truncation at section boundaries. Each mutant runs in a
 worker subprocess: it is rejected with a clean exception, or it loads and must survive a
-short greedy + sampled generation. Zero crashes, zero hangs (> 2 s), zero unexpected
+short greedy + sampled generation whose output is checked (ids in the vocabulary, token counts,
+logits shape/type, greedy = argmax; anything else is the bug "bad_output"). Zero crashes, zero hangs (> 2 s), zero unexpected
 exception types, bounded memory. Costs ~25 s on 2 cores (budget-capped at 150 s).
+
+The fixed set above (master seed 0) is a regression set: the same mutants every run. A second,
+random set draws a new master seed each run (or takes $PYRT_MUT_SEED) and prints it, so a
+failure is replayed with `PYRT_MUT_SEED=N pytest tests/test_mutation.py -k random` or, for one
+mutant, `python scripts/mutate_100k.py --master N --replay SEED:I`.
 
 scripts/mutate_100k.py runs the same sweep with 100,000 mutants.
 """
@@ -30,7 +36,7 @@ def report(smollm2_path):
 def test_no_crash_hang_or_unexpected_exception(report):
     bugs = "\n".join(f"{seed}:{i} {outcome}: {msg}" for seed, i, outcome, msg in report.bugs[:20])
     assert not report.bugs, (f"{len(report.bugs)} mutants misbehaved (replay one with "
-                             f"`python scripts/mutate_100k.py --replay SEED:I`):\n{bugs}")
+                             f"`python scripts/mutate_100k.py --master 0 --replay SEED:I`):\n{bugs}")
     assert not any(report.counts[b] for b in BUGS)
 
 
@@ -46,3 +52,20 @@ def test_sweep_is_meaningful(report):
 def test_memory_bounded(report):
     # workers run under RLIMIT_AS = 4 GiB; the SmolLM2 worker holds the file twice (~200 MB)
     assert 0 < report.maxrss < MEM_LIMIT // 2, (report.maxrss, report.maxrss_at)
+
+
+# ---- the random set: a fresh master seed per run, printed ----------------------------------------
+RANDOM_SEED = int(os.environ.get("PYRT_MUT_SEED") or int.from_bytes(os.urandom(4), "little"))
+_NR = {"tiny": int(400 * _S), "tiny_tied": int(300 * _S), "smollm2": int(40 * _S)}
+RANDOM_PLAN = [(seed, 1_000_000, 1_000_000 + n) for seed, n in _NR.items()]
+
+
+def test_random_mutants(smollm2_path):
+    print(f"\nmutation: random set, master seed {RANDOM_SEED} "
+          f"(replay: PYRT_MUT_SEED={RANDOM_SEED} pytest tests/test_mutation.py -k random)")
+    rep = run(RANDOM_PLAN, master=RANDOM_SEED, parallel=2, budget_s=90)
+    print(f"mutation: master seed {RANDOM_SEED}: {dict(rep.counts)}")
+    bugs = "\n".join(f"{seed}:{i} {outcome}: {msg}" for seed, i, outcome, msg in rep.bugs[:20])
+    assert not rep.bugs, (f"master seed {RANDOM_SEED}: {len(rep.bugs)} mutants misbehaved (replay one with "
+                          f"`python scripts/mutate_100k.py --master {RANDOM_SEED} --replay SEED:I`):\n{bugs}")
+    assert rep.counts["loaded"] > 0 and rep.counts["rejected"] > 0, rep.counts

@@ -21,10 +21,9 @@ GEMMA_REF = "gemma-3-270m-q4_k_m.json"
 
 
 @pytest.fixture(scope="module")
-def gemma_tok():
+def gemma_tok(gemma3_path):
     from pyrt.gguf_file import GGUFFile
-    from pyrt.registry import ensure_model
-    g = GGUFFile(ensure_model("gemma3-270m"))
+    g = GGUFFile(gemma3_path)
     try:
         tok = load_tokenizer(g.metadata)
     finally:
