@@ -73,6 +73,13 @@ FORMAT_RULES = {
 FORMAT_DEPS = {"date": ["date"], "time": ["time"], "date-time": ["date", "time"], "uuid": []}
 
 
+_NUM_KEYS = {"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"}
+_KEYS_OF = {"null": set(), "boolean": set(), "integer": _NUM_KEYS, "number": _NUM_KEYS,
+            "string": {"minLength", "maxLength", "format"},
+            "array": {"items", "prefixItems", "minItems", "maxItems"},
+            "object": {"properties", "required", "additionalProperties"}}
+
+
 class SchemaError(ValueError):
     """A schema that cannot be turned into a grammar (unsupported or invalid)."""
 
@@ -219,7 +226,11 @@ class _Converter:
             if len(t) == 1:
                 t = t[0]
             else:
-                alts = [self.visit({**s, "type": x}, f"{name}-{x}", path) for x in t]
+                # each branch takes the keywords of its own type only
+                others = set().union(*_KEYS_OF.values())
+                alts = [self.visit({k: v for k, v in s.items()
+                                    if k not in others or k in _KEYS_OF.get(x, ())} | {"type": x},
+                                   f"{name}-{x}", path) for x in t]
                 return self.add(name, " | ".join(alts))
         handler = {"null": self.v_null, "boolean": self.v_boolean, "integer": self.v_integer,
                    "number": self.v_number, "string": self.v_string, "array": self.v_array,
@@ -515,7 +526,7 @@ def schema_to_gbnf(schema: Any) -> str:
     """GBNF text for `schema` (a dict or bool); raises :class:`SchemaError`."""
     c = _Converter(schema)
     c.prim("space")
-    top = c.visit(schema, "root-value", "")
+    top = c.visit(schema, "root-value", "#")
     rules = dict(c.rules)
     rules = {"root": top, **{k: v for k, v in rules.items() if k != "root"}}
     return "".join(f"{k} ::= {v}\n" for k, v in rules.items())
