@@ -120,3 +120,17 @@ def test_cli_grammar_and_json_schema(smollm2_path, tmp_path):
     gf.write_text('root ::= "a"\nb ::= [z-a]\n')
     r = run_cli("generate", "-m", str(smollm2_path), "--grammar-file", str(gf), "x")
     assert r.returncode == 1 and "line 2, column 7" in r.stderr
+
+
+def test_chat_set_format_json(smollm2_path, tmp_path):
+    pexpect = pytest.importorskip("pexpect")
+    from test_repl import send, spawn
+    c = spawn(smollm2_path, tmp_path / "cache", "-n", "120", "-c", "1024")
+    assert "Set format to 'json' mode." in send(c, "/set format json")
+    out = send(c, "Give a JSON object with the keys name and color for a cat.")
+    text = out.split("\n", 1)[1].strip()               # after the echoed line
+    assert isinstance(json.loads(text), dict), out
+    assert "Usage: /set format json" in send(c, "/set format yaml")
+    assert "Disabled format." in send(c, "/set noformat")
+    c.sendline("/bye")
+    c.expect(pexpect.EOF)
