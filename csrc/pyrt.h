@@ -265,6 +265,54 @@ typedef struct {
 int     pyrt_ctx_create_ex(const pyrt_model *m, const pyrt_ctx_params *p, pyrt_ctx **out);
 int32_t pyrt_ctx_backend(const pyrt_ctx *c);
 
+/* ---- grammar matching (core/grammar.c) ----------------------------------
+ * A grammar is a packed rule table made by pyrt/grammar/gbnf.py: int32 words,
+ * each rule's alternatives back to back, elements
+ *   PYRT_GR_REF id | PYRT_GR_CHARS n lo0 hi0 .. | PYRT_GR_NCHARS n lo0 hi0 ..
+ * separated by PYRT_GR_ALT 0 and closed by PYRT_GR_END 0 (starts[r]: rule r's
+ * first word). A matcher holds the set of parse stacks after the text so far
+ * (and an incomplete UTF-8 sequence carried across tokens). A vocabulary
+ * (pyrt_gvocab) holds every token's bytes once, sorted, so masking walks the
+ * shared prefixes once. Limits: PYRT_GR_MAX_STACKS parse stacks per step,
+ * PYRT_GR_MAX_DEPTH elements per stack and a work budget per character; beyond
+ * them a call fails with UNSUPPORTED ("grammar too ambiguous/deep"). */
+enum {
+    PYRT_GR_END = 0, PYRT_GR_ALT = 1, PYRT_GR_REF = 2, PYRT_GR_CHARS = 3, PYRT_GR_NCHARS = 4
+};
+enum {
+    PYRT_GR_MAX_STACKS = 32768,
+    PYRT_GR_MAX_DEPTH  = 4096,
+    PYRT_GVOCAB_EOG    = 1          /* token flag: ends generation, no text */
+};
+typedef struct pyrt_grammar  pyrt_grammar;
+typedef struct pyrt_gvocab   pyrt_gvocab;
+typedef struct pyrt_gmatcher pyrt_gmatcher;
+
+/* Copies and validates the table; INVALID_ARG names the first bad word. */
+int  pyrt_grammar_create(const int32_t *words, int32_t n_words, const int32_t *starts,
+                         int32_t n_rules, int32_t root, pyrt_grammar **out);
+void pyrt_grammar_free(pyrt_grammar *g);
+/* bytes: all tokens' bytes back to back; offsets: [n_vocab + 1]; flags:
+ * [n_vocab] PYRT_GVOCAB_* bits. Copied. */
+int  pyrt_gvocab_create(const uint8_t *bytes, const int64_t *offsets, const uint8_t *flags,
+                        int32_t n_vocab, pyrt_gvocab **out);
+void pyrt_gvocab_free(pyrt_gvocab *v);
+/* The matcher refers to g and v (v may be NULL: text only); both must
+ * outlive it. */
+int  pyrt_gmatcher_create(const pyrt_grammar *g, const pyrt_gvocab *v, pyrt_gmatcher **out);
+void pyrt_gmatcher_free(pyrt_gmatcher *m);
+int  pyrt_gmatcher_reset(pyrt_gmatcher *m);
+/* Feed bytes: *ok = 1 and the state advances, or *ok = 0 and it is unchanged. */
+int  pyrt_gmatcher_accept_bytes(pyrt_gmatcher *m, const uint8_t *bytes, int64_t n, int32_t *ok);
+/* Same for a token's bytes; an EOG token is accepted (state unchanged) only
+ * when the text so far is complete; a token without bytes never is. */
+int  pyrt_gmatcher_accept_token(pyrt_gmatcher *m, int32_t token, int32_t *ok);
+/* allowed[n_vocab] = 1 for every token accept_token would take now. */
+int  pyrt_gmatcher_mask(pyrt_gmatcher *m, uint8_t *allowed, int32_t *n_allowed);
+/* complete: the text so far is a whole sentence of the grammar; can_continue:
+ * some non-empty continuation is still possible. */
+int  pyrt_gmatcher_state(const pyrt_gmatcher *m, int32_t *complete, int32_t *can_continue);
+
 /* PYRT_CDEF_END */
 
 #ifdef __cplusplus

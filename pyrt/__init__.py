@@ -21,6 +21,9 @@ _LAZY = {
     "UnsupportedError": ("_native", "UnsupportedError"),
     "LlamaState": ("api", "LlamaState"),
     "TemplateError": ("chat", "TemplateError"),
+    "Grammar": ("grammar", "Grammar"),
+    "LlamaGrammar": ("grammar", "LlamaGrammar"),
+    "GrammarError": ("grammar", "GrammarError"),
 }
 __all__ = [*_LAZY, "__version__"]
 

@@ -23,6 +23,7 @@ import numpy as np
 
 from ._native import ContextFullError, lib
 from .generate import generate_tokens, logprob_entry, stream_generate
+from .grammar import resolve_grammar
 from .model import Context, Model
 from .sampling import SamplingParams
 
@@ -335,14 +336,15 @@ class Llama:
                  repeat_penalty: float = 1.0, frequency_penalty: float = 0.0,
                  presence_penalty: float = 0.0, penalty_last_n: int = 64, seed: int | None = None,
                  stop: Sequence[str | int] | str | None = None,
-                 logit_bias: dict[int, float] | None = None) -> Iterator[int]:
+                 logit_bias: dict[int, float] | None = None, grammar: Any = None) -> Iterator[int]:
         """Yield generated token ids after the prompt `tokens`.
 
         Stops at end-of-generation tokens (not yielded), after `max_tokens`
         (None: until the context is full), or at a stop sequence: ints in `stop`
         are extra stop tokens; strings end generation as soon as the generated
         text contains them, and the tokens that make up the stop string are not
-        yielded. temperature 0 is greedy decoding. Same seed → same tokens."""
+        yielded. temperature 0 is greedy decoding. Same seed → same tokens.
+        `grammar` (a :class:`pyrt.Grammar`) constrains the text the tokens make."""
         if max_tokens is not None and (not isinstance(max_tokens, int) or max_tokens < 0):
             raise ValueError(f"max_tokens must be None or an int >= 0, got {max_tokens!r}")
         params = SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
@@ -355,7 +357,7 @@ class Llama:
         toks = self._check_tokens(tokens)
         self._check_fits(len(toks))
         return generate_tokens(self, toks, params, max_tokens=max_tokens, stop_ids=stop_ids,
-                               stop_strs=stop_strs)
+                               stop_strs=stop_strs, grammar=resolve_grammar(grammar, None))
 
     def _check_epoch(self, epoch: int) -> None:
         if epoch != self._epoch:
@@ -385,7 +387,8 @@ class Llama:
                           stream: bool = False, seed: int | None = None,
                           logit_bias: dict[int, float] | None = None, penalty_last_n: int = 64,
                           model: str | None = None,
-                          should_stop: Callable[[], bool] | None = None
+                          should_stop: Callable[[], bool] | None = None,
+                          grammar: Any = None, response_format: Any = None
                           ) -> dict | Iterator[dict]:
         """Continue `prompt` (text or token ids); OpenAI "text_completion" shape.
 
@@ -396,7 +399,11 @@ class Llama:
         end the text just before them. `seed=None` draws from the Llama's seeded
         RNG. With `stream=True` an iterator of chunks is returned; the last one
         has `finish_reason` ("stop" or "length") and `usage`.
-        `should_stop()` is polled between tokens (used by the server)."""
+        `should_stop()` is polled between tokens (used by the server).
+        `grammar` (a :class:`pyrt.Grammar`) or `response_format` (OpenAI's
+        ``{"type": "json_object"}`` / ``{"type": "json_schema", ...}``)
+        constrain the generated text."""
+        g = resolve_grammar(grammar, response_format)
         if suffix is not None:
             raise ValueError("suffix (fill-in-the-middle) is not supported")
         _check_bool(echo, "echo")
@@ -426,7 +433,7 @@ class Llama:
         cid = f"cmpl-{uuid.uuid4().hex}"
         created = int(time.time())
         gen = self._completion_stream(toks, prompt_text, cid, created, max_tokens, params, stop_strs,
-                                      logprobs, echo, should_stop)
+                                      logprobs, echo, should_stop, g)
         if stream:
             return gen
         return _collect_completion(gen)
@@ -436,7 +443,7 @@ class Llama:
         return self.create_completion(prompt, **kwargs)
 
     def _completion_stream(self, toks, prompt_text, cid, created, max_tokens, params, stop_strs,
-                           n_logprobs, echo, should_stop) -> Iterator[dict]:
+                           n_logprobs, echo, should_stop, grammar=None) -> Iterator[dict]:
         def chunk(text, lp, finish=None, usage=None):
             return {"id": cid, "object": "text_completion", "created": created, "model": self.model_name,
                     "choices": [{"text": text, "index": 0, "logprobs": lp, "finish_reason": finish}],
@@ -471,7 +478,7 @@ class Llama:
         finish = "length"
         for piece in stream_generate(self, toks, params, max_tokens=max_tokens, stop_strs=stop_strs,
                                      n_logprobs=n_logprobs, should_stop=should_stop,
-                                     prompt_logits=prompt_logits):
+                                     prompt_logits=prompt_logits, grammar=grammar):
             if piece.finish_reason is None:
                 lp = _completion_logprobs(piece.logprobs, base) if n_logprobs is not None else None
                 yield chunk(piece.text, lp)
@@ -518,8 +525,8 @@ class Llama:
                                tools: Any = None, tool_choice: Any = None, response_format: Any = None,
                                model: str | None = None,
                                should_stop: Callable[[], bool] | None = None,
-                               progress: Callable[[int, int], None] | None = None
-                               ) -> dict | Iterator[dict]:
+                               progress: Callable[[int, int], None] | None = None,
+                               grammar: Any = None) -> dict | Iterator[dict]:
         """Reply to a conversation; OpenAI "chat.completion" shape.
 
         `messages` are {"role": "system"|"user"|"assistant"|"tool", "content": str
@@ -531,12 +538,13 @@ class Llama:
         `logprobs=True, top_logprobs=k` add per-token log-probabilities.
         With `stream=True` an iterator of "chat.completion.chunk" dicts is
         returned (first delta has the role, last one the finish_reason and usage).
-        `progress(done, total)` reports prompt ingestion in batches."""
+        `progress(done, total)` reports prompt ingestion in batches.
+        `grammar` (a :class:`pyrt.Grammar`) or `response_format` (OpenAI's
+        ``{"type": "json_object"}`` / ``{"type": "json_schema", "json_schema":
+        {"name": ..., "schema": ..., "strict": ...}}``) constrain the reply."""
         if tools is not None or (tool_choice is not None and tool_choice != "none"):
             raise ValueError("tools / tool_choice are not supported")
-        if response_format is not None and not (isinstance(response_format, dict)
-                                                and response_format.get("type") == "text"):
-            raise ValueError("response_format other than {'type': 'text'} is not supported")
+        g = resolve_grammar(grammar, response_format)
         _check_bool(stream, "stream")
         _check_bool(logprobs, "logprobs")
         _check_max_tokens(max_tokens)
@@ -561,13 +569,13 @@ class Llama:
         cid = f"chatcmpl-{uuid.uuid4().hex}"
         created = int(time.time())
         gen = self._chat_stream(toks, cid, created, max_tokens, params, stop_strs, n_lp, should_stop,
-                                progress)
+                                progress, g)
         if stream:
             return gen
         return _collect_chat(gen)
 
     def _chat_stream(self, toks, cid, created, max_tokens, params, stop_strs, n_lp, should_stop,
-                     progress) -> Iterator[dict]:
+                     progress, grammar=None) -> Iterator[dict]:
         def chunk(delta, lp=None, finish=None, usage=None):
             return {"id": cid, "object": "chat.completion.chunk", "created": created,
                     "model": self.model_name,
@@ -576,7 +584,7 @@ class Llama:
 
         pieces = stream_generate(self, toks, params, max_tokens=max_tokens,
                                  stop_ids=self.chat_stop_tokens(), stop_strs=stop_strs, n_logprobs=n_lp,
-                                 should_stop=should_stop, progress=progress)
+                                 should_stop=should_stop, progress=progress, grammar=grammar)
         first = True
         finish, n_gen = "length", 0
         for piece in pieces:

@@ -13,11 +13,13 @@ import time
 # library users keep their own setting.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-from .cli_args import add_device_arg, add_model_arg, add_sampling_args  # noqa: E402
+from .cli_args import (add_device_arg, add_grammar_args, add_model_arg, add_sampling_args,  # noqa: E402
+                       load_grammar)
 
 
 def cmd_generate(args) -> int:
     from .api import Llama
+    grammar = load_grammar(args)          # a bad grammar fails before the model loads
     prompt = args.prompt if args.prompt is not None else sys.stdin.read()
     seed = args.seed
     if seed is None:
@@ -44,7 +46,7 @@ def cmd_generate(args) -> int:
                                     top_k=args.top_k, top_p=args.top_p, min_p=args.min_p,
                                     repeat_penalty=args.repeat_penalty, seed=seed,
                                     logit_bias=({t: float("-inf") for t in llm.tokenizer.eog_ids}
-                                                if args.ignore_eos else None)):
+                                                if args.ignore_eos else None), grammar=grammar):
                 if t_first is None:
                     t_first = time.perf_counter()
                 n += 1
@@ -206,6 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("-v", "--verbose", action="store_true", help="print timings to stderr")
     add_device_arg(g)
     add_sampling_args(g)
+    add_grammar_args(g)
     g.set_defaults(func=cmd_generate)
 
     i = sub.add_parser("info", help="architecture, hparams, tensor types and sizes of a model")

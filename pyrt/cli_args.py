@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-__all__ = ["add_model_arg", "add_device_arg", "add_sampling_args"]
+__all__ = ["add_model_arg", "add_device_arg", "add_sampling_args", "add_grammar_args", "load_grammar"]
 
 
 def add_model_arg(p: argparse.ArgumentParser) -> None:
@@ -35,3 +35,26 @@ def add_sampling_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--min-p", type=float, default=0.05)
     p.add_argument("--repeat-penalty", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=None, help="RNG seed (default: random)")
+
+
+def add_grammar_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--grammar-file", metavar="FILE", default=None,
+                   help="constrain the output to a GBNF grammar (llama.cpp's format)")
+    g.add_argument("--json-schema", metavar="SCHEMA", default=None,
+                   help="constrain the output to JSON matching this schema (JSON text, or @FILE)")
+
+
+def load_grammar(args):
+    """The pyrt.Grammar that --grammar-file / --json-schema ask for, or None."""
+    if getattr(args, "grammar_file", None):
+        from .grammar import Grammar
+        return Grammar.from_file(args.grammar_file)
+    if getattr(args, "json_schema", None):
+        from .grammar import Grammar
+        text = args.json_schema
+        if text.startswith("@"):
+            with open(text[1:], encoding="utf-8") as f:
+                text = f.read()
+        return Grammar.from_json_schema(text)
+    return None

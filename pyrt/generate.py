@@ -49,6 +49,7 @@ from .sampling import Sampler, SamplingParams
 if TYPE_CHECKING:
     from .api import Llama
     from .speculative import Speculator
+    from .grammar import Grammar, GrammarMatcher
 
 __all__ = ["TokenSteps", "generate_step", "generate_tokens", "Piece", "stream_generate"]
 
@@ -69,6 +70,7 @@ class TokenSteps:
                  should_stop: Callable[[], bool] | None = None,
                  progress: Callable[[int, int], None] | None = None,
                  prompt_logits: np.ndarray | None = None, record_stats: bool = False,
+                 grammar: "Grammar | None" = None,
                  speculator: "Speculator | None" = None):
         self.finish_reason: str | None = None
         self.n_generated = 0
@@ -77,7 +79,7 @@ class TokenSteps:
         self._rows: list[np.ndarray] = []    # logits after each of them
         self._drafted = 0                    # size of the current verified draft
         self._gen = self._steps(llm, tokens, params, max_tokens, stop_ids, should_stop, progress,
-                                prompt_logits, record_stats)
+                                prompt_logits, record_stats, grammar)
 
     def __iter__(self) -> "TokenSteps":
         return self
@@ -89,9 +91,10 @@ class TokenSteps:
         self._gen.close()
 
     def _steps(self, llm, toks, params, max_tokens, stop_ids, should_stop, progress, prompt_logits,
-               record_stats) -> Iterator[tuple[int, np.ndarray]]:
-        sampler = Sampler(params, llm.n_vocab())
+               record_stats, grammar) -> Iterator[tuple[int, np.ndarray]]:
         is_eog = llm.tokenizer.is_eog
+        matcher = grammar.matcher(llm.tokenizer) if grammar is not None else None
+        sampler = Sampler(params, llm.n_vocab())
         t0 = time.perf_counter()
         t1 = None
         try:
@@ -113,7 +116,13 @@ class TokenSteps:
                 if should_stop is not None and should_stop():
                     self.finish_reason = "abort"
                     break
-                tok = sampler.sample(logits)
+                if matcher is None:
+                    tok = sampler.sample(logits)
+                else:
+                    if matcher.is_complete() and not matcher.can_continue():
+                        self.finish_reason = "stop"     # the grammar allows nothing more
+                        break
+                    tok = _sample_constrained(sampler, matcher, logits, is_eog, stop_ids)
                 if is_eog(tok) or tok in stop_ids:
                     self.finish_reason = "stop"
                     break
@@ -180,10 +189,35 @@ class TokenSteps:
         return rows[0]
 
 
+def _sample_constrained(sampler: Sampler, matcher: "GrammarMatcher", logits: np.ndarray,
+                        is_eog: Callable[[int], bool], stop_ids: Collection[int]) -> int:
+    """Sample, then check only the chosen token against the grammar; only
+    when it is rejected, mask the whole vocabulary and draw again from the
+    allowed tokens. The matcher has consumed the returned token (an end
+    token is only returned where the text is complete)."""
+    tok = sampler.sample(logits)
+    if is_eog(tok) or tok in stop_ids:
+        if matcher.is_complete():
+            return tok
+    elif matcher.accept_token(tok):
+        return tok
+    allowed = matcher.allowed()
+    if stop_ids and matcher.is_complete():
+        allowed[list(stop_ids)] = True
+    if not allowed.any():
+        raise ValueError("grammar: no token of the vocabulary can continue the text generated so "
+                         "far (the grammar needs characters no token provides)")
+    tok = sampler.sample(np.where(allowed, logits, np.float32(-np.inf)).astype(np.float32, copy=False))
+    if not (is_eog(tok) or tok in stop_ids) and not matcher.accept_token(tok):
+        raise RuntimeError(f"grammar: token {tok} was allowed by the mask but rejected")  # a bug
+    return tok
+
+
 def generate_step(llm: "Llama", tokens: list[int], params: SamplingParams, *, max_tokens: int | None,
                   stop_ids: Collection[int] = (), should_stop: Callable[[], bool] | None = None,
                   progress: Callable[[int, int], None] | None = None,
                   prompt_logits: np.ndarray | None = None, record_stats: bool = False,
+                  grammar: "Grammar | None" = None,
                   speculator: "Speculator | None" = None) -> TokenSteps:
     """Generate after the prompt `tokens` (checked ids that fit the context),
     one ``(token, logits)`` per step. Nothing runs until the first step is
@@ -191,22 +225,26 @@ def generate_step(llm: "Llama", tokens: list[int], params: SamplingParams, *, ma
     prefix is kept; `progress(done, total)` reports batches), or, with
     `prompt_logits`, the caller has done that already and these are the
     logits after the prompt. `record_stats` makes ``llm.last_stats`` describe
-    this generation. A `speculator` (pyrt/speculative.py) drafts tokens that
-    are verified in batches: the tokens are the same, only sooner."""
+    this generation. With `grammar` (a :class:`pyrt.Grammar`) every token
+    keeps the text a prefix of the grammar's language, and an end token
+    comes only where the text is complete. A `speculator` (pyrt/speculative.py)
+    drafts tokens that are verified in batches: the tokens are the same, only
+    sooner."""
     return TokenSteps(llm, tokens, params, max_tokens=max_tokens, stop_ids=stop_ids,
                       should_stop=should_stop, progress=progress, prompt_logits=prompt_logits,
-                      record_stats=record_stats, speculator=speculator)
+                      record_stats=record_stats, grammar=grammar, speculator=speculator)
 
 
 def generate_tokens(llm: "Llama", tokens: list[int], params: SamplingParams, *, max_tokens: int | None,
                     stop_ids: Collection[int] = (), stop_strs: Sequence[str] = (),
+                    grammar: "Grammar | None" = None,
                     speculator: "Speculator | None" = None) -> Iterator[int]:
     """The token ids of :meth:`Llama.generate`. With stop strings, tokens are
     held back while the text they detokenize to could still be the start of a
     stop string; when it contains one, generation ends and the held tokens
     are dropped."""
     steps = generate_step(llm, tokens, params, max_tokens=max_tokens, stop_ids=stop_ids,
-                          speculator=speculator)
+                          grammar=grammar, speculator=speculator)
     detokenize = llm.tokenizer.detokenize
     held: list[int] = []              # tokens that may be the start of a stop string
     try:
@@ -254,6 +292,7 @@ def stream_generate(llm: "Llama", tokens: list[int], params: SamplingParams, *,
                     should_stop: Callable[[], bool] | None = None,
                     progress: Callable[[int, int], None] | None = None,
                     prompt_logits: np.ndarray | None = None,
+                    grammar: "Grammar | None" = None,
                     speculator: "Speculator | None" = None) -> Iterator[Piece]:
     """The text-streaming core of the completion APIs (arguments as
     :func:`generate_step`; `n_logprobs` None: no log-probabilities, k: the
@@ -264,7 +303,7 @@ def stream_generate(llm: "Llama", tokens: list[int], params: SamplingParams, *,
     Records ``llm.last_stats``."""
     steps = generate_step(llm, tokens, params, max_tokens=max_tokens, stop_ids=stop_ids,
                           should_stop=should_stop, progress=progress, prompt_logits=prompt_logits,
-                          record_stats=True, speculator=speculator)
+                          record_stats=True, grammar=grammar, speculator=speculator)
     tokenizer = llm.tokenizer
     tok_bytes = tokenizer.token_to_bytes
     dec = codecs.getincrementaldecoder("utf-8")("replace")

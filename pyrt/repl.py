@@ -35,6 +35,8 @@ HELP_SET = """Available /set commands:
   /set system <string>           Set the system message (\"\"\" for several lines)
   /set history                   Save input history to disk
   /set nohistory                 Do not save input history
+  /set format json               Make every reply a JSON object (as ollama)
+  /set noformat                  Free-form replies again
   /set verbose                   Show timings after each reply
   /set quiet                     Hide timings"""
 
@@ -143,6 +145,7 @@ class ChatREPL:
         self.params = dict(params)
         self.conv = Conversation(system)
         self.verbose = verbose
+        self.format: str | None = None        # "json": replies constrained to a JSON object
         self.history_file = history_file
         self.out = stdout or sys.stdout
         self.interactive = sys.stdin.isatty() if stdin is None else False
@@ -267,6 +270,8 @@ class ChatREPL:
         llm = self.llm
         self.conv.add("user", text)
         params = self._api_params()
+        if self.format == "json":
+            params["response_format"] = {"type": "json_object"}
         n_ctx = llm.n_ctx()
         max_tokens = params.get("max_tokens")
         reserve = min(max_tokens, n_ctx // 2) if max_tokens else n_ctx // 4
@@ -376,6 +381,15 @@ class ChatREPL:
             else:
                 self.conv.system = rest
                 self.say("Set system message.")
+        elif sub == "format":
+            if rest != "json":
+                self.say("Usage: /set format json (or /set noformat)")
+            else:
+                self.format = "json"
+                self.say("Set format to 'json' mode.")
+        elif sub == "noformat":
+            self.format = None
+            self.say("Disabled format.")
         elif sub == "verbose":
             self.verbose = True
             self.say("Set 'verbose' mode.")

@@ -156,7 +156,7 @@ class Worker:
 _PARAMS = {"messages", "prompt", "input", "temperature", "top_p", "top_k", "min_p", "typical_p",
            "presence_penalty", "frequency_penalty", "repeat_penalty", "seed", "logit_bias", "stop",
            "max_tokens", "logprobs", "top_logprobs", "echo", "suffix", "tools", "tool_choice",
-           "response_format", "penalty_last_n", "encoding_format", "stream"}
+           "response_format", "penalty_last_n", "encoding_format", "stream", "grammar", "json_schema"}
 _SAMPLING_KEYS = ("temperature", "top_p", "top_k", "min_p", "typical_p", "presence_penalty",
                   "frequency_penalty", "repeat_penalty", "seed", "logit_bias")
 
@@ -200,6 +200,31 @@ def _common(body: dict) -> dict:
             raise APIError(400, "max_tokens must be an integer >= 0", param="max_tokens")
         kw["max_tokens"] = mt
     return kw
+
+
+def _grammar_fields(body: dict) -> dict:
+    """`grammar` (GBNF text, as llama.cpp's server), `json_schema` (a schema,
+    as llama.cpp's server) or `response_format` (OpenAI) -> a compiled
+    pyrt.Grammar, made here so a bad one is a 400 before the request queues."""
+    from .grammar import Grammar, resolve_grammar
+    gr, js, rf = body.get("grammar"), body.get("json_schema"), body.get("response_format")
+    given = [k for k, v in (("grammar", gr), ("json_schema", js)) if v is not None]
+    if rf is not None and not (isinstance(rf, dict) and rf.get("type") == "text"):
+        given.append("response_format")
+    if len(given) > 1:
+        raise APIError(400, f"give only one of {', '.join(given)}", param=given[-1])
+    try:
+        if gr is not None:
+            if not isinstance(gr, str):
+                raise APIError(400, "grammar must be a string (GBNF)", param="grammar")
+            g = Grammar.from_string(gr)
+        elif js is not None:
+            g = Grammar.from_json_schema(js)
+        else:
+            g = resolve_grammar(None, rf)
+    except ValueError as e:
+        raise APIError(400, str(e), param=given[0] if given else "response_format") from None
+    return {"grammar": g} if g is not None else {}
 
 
 def _include_usage(body: dict) -> bool:
@@ -507,9 +532,10 @@ class App:
         if "messages" not in body:
             raise APIError(400, "messages is required", param="messages")
         messages = body["messages"]
-        for k in ("tools", "tool_choice", "response_format"):
+        for k in ("tools", "tool_choice"):
             if body.get(k) is not None:
                 kw[k] = body[k]
+        kw.update(_grammar_fields(body))
         if body.get("logprobs") is not None:
             kw["logprobs"] = body["logprobs"]
         if body.get("top_logprobs") is not None:
@@ -546,6 +572,7 @@ class App:
         for k in ("echo", "logprobs", "suffix"):
             if body.get(k) is not None:
                 kw[k] = body[k]
+        kw.update(_grammar_fields(body))
         if kw.get("echo") is False:
             kw.pop("echo")
         stream = body.get("stream", False)

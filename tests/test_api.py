@@ -251,7 +251,7 @@ def test_chat_rejects_unsupported_features(llm):
     with pytest.raises(ValueError, match="tools"):
         llm.create_chat_completion(msgs, tools=[{"type": "function"}])
     with pytest.raises(ValueError, match="response_format"):
-        llm.create_chat_completion(msgs, response_format={"type": "json_object"})
+        llm.create_chat_completion(msgs, response_format={"type": "xml"})
     with pytest.raises(ValueError, match="top_logprobs"):
         llm.create_chat_completion(msgs, top_logprobs=2)
 
