@@ -24,6 +24,7 @@ import numpy as np
 from ._native import ContextFullError, lib
 from .generate import generate_tokens, logprob_entry, stream_generate
 from .model import Context, Model
+from .compat import is_random_seed, parse_llama_kwargs
 from .sampling import SamplingParams
 
 __all__ = ["Llama", "LlamaState"]
@@ -61,25 +62,47 @@ class Llama:
     """
 
     def __init__(self, model_path: str | os.PathLike | None = None, n_ctx: int = 4096,
-                 n_threads: int | None = None, seed: int = 0, n_batch: int = 512,
-                 verbose: bool = False, chat_template: str | None = None, device: str = "cpu"):
+                 n_threads: int | None = None, seed: int | None = None, n_batch: int = 512,
+                 verbose: bool = False, chat_template: str | None = None, device: str | None = None,
+                 **llama_cpp_kwargs: Any):
+        opts = parse_llama_kwargs(llama_cpp_kwargs)
         if not isinstance(n_ctx, int) or isinstance(n_ctx, bool) or n_ctx < 0:
             raise ValueError(f"n_ctx must be an int >= 0 (0: the model's training context), got {n_ctx!r}")
-        if n_threads is not None and (not isinstance(n_threads, int) or not 1 <= n_threads <= 512):
+        if n_threads == -1:                   # llama-cpp-python's "pick for me"
+            n_threads = None
+        if n_threads is None:
+            n_threads = opts.n_threads_batch
+        if n_threads is not None and (not isinstance(n_threads, int) or isinstance(n_threads, bool)
+                                      or not 1 <= n_threads <= 512):
             raise ValueError(f"n_threads must be None or an int in [1, 512], got {n_threads!r}")
-        if not isinstance(n_batch, int) or not 1 <= n_batch <= 1 << 16:
+        if not isinstance(n_batch, int) or isinstance(n_batch, bool) or not 1 <= n_batch <= 1 << 16:
             raise ValueError(f"n_batch must be an int in [1, 65536], got {n_batch!r}")
+        if opts.n_ubatch is not None:         # llama.cpp's physical batch: the one pyrt has
+            n_batch = min(n_batch, opts.n_ubatch)
         if chat_template is not None and not isinstance(chat_template, str):
             raise ValueError(f"chat_template must be None, a built-in template name or jinja source, "
                              f"got {type(chat_template).__name__}")
+        if chat_template is not None and opts.chat_format is not None:
+            raise ValueError("pass chat_template or chat_format, not both")
+        if opts.chat_format is not None:
+            from .chat import chat_format_template
+            chat_template = chat_format_template(opts.chat_format)
+        if is_random_seed(seed):
+            seed = None
         _check_seed(seed)
+        if device is None:
+            device = opts.device or "cpu"
+        elif opts.device is not None and opts.device != "cpu" and device == "cpu":
+            raise ValueError(f"n_gpu_layers={llama_cpp_kwargs.get('n_gpu_layers')!r} asks for the GPU "
+                             f"but device='cpu'; pass one of them")
         from .device import check_requested, place_model
         check_requested(device)           # a malformed or impossible device fails before loading
         from .registry import ensure_model
         self.model_path = str(ensure_model(model_path))
         self.verbose = verbose
+        #: The seed given (None: random; each process samples differently).
         self.seed = seed
-        self._model = Model(self.model_path)
+        self._model = Model(self.model_path, hparams_overrides=opts.hparams_overrides or None)
         self._ctx = None
         self._embd_ctx = None
         try:
@@ -92,17 +115,28 @@ class Llama:
             raise
         self._n_threads_arg = n_threads
         self._n_batch = n_batch
-        if verbose and self._placement.reason != "requested":
+        if opts.gpu_requested and self._placement.device == "cpu":
+            print(f"pyrt: n_gpu_layers={llama_cpp_kwargs['n_gpu_layers']} but running on the CPU "
+                  f"({self._placement.reason.removeprefix('auto: CPU, because ')})", file=sys.stderr)
+        elif verbose and self._placement.reason != "requested":
             print(f"pyrt: device {self._placement.device} ({self._placement.reason})", file=sys.stderr)
+        if opts.use_mlock:
+            _mlock(self._model, verbose)
         self.tokenizer = self._model.tokenizer
         self._eval_s = 0.0               # eval_seconds
         self._tokens: list[int] = []     # tokens whose K/V are in the cache, in order
         self._epoch = 0                  # bumped whenever the cache is repositioned
-        self._rng = random.Random(seed)
+        self._rng = random.Random(seed if seed is not None else int.from_bytes(os.urandom(8), "little"))
         self._chat_template_src = chat_template
         self._chat_template = None
         self._fingerprint: str | None = None
         self._last_n_keep = 0
+        #: llama-cpp-python's arguments that shape later calls
+        self.chat_format = opts.chat_format
+        self.last_n_tokens_size = opts.last_n_tokens_size
+        self._logits_all = opts.logits_all
+        self._spm_infill = opts.spm_infill
+        self._scores: np.ndarray | None = None   # low-level eval(): logits per position
         #: The model name reported in responses ("model" field); settable.
         self.model_name = os.path.splitext(os.path.basename(self.model_path))[0]
         #: Timings and counts of the last completion: prompt_n, cached_n,
@@ -126,22 +160,32 @@ class Llama:
 
     @property
     def metadata(self) -> dict:
+        self._check_open()
         return self._model.metadata
 
     @property
     def hparams(self):
+        self._check_open()
         return self._model.hparams
 
     def n_ctx(self) -> int:
         return self._n_ctx
 
+    def _check_open(self) -> None:
+        if getattr(self, "_model", None) is None:
+            raise ValueError("this Llama is closed (close() was called or its `with` block ended); "
+                             "create a new Llama to use the model again")
+
     def n_vocab(self) -> int:
+        self._check_open()
         return self._model.n_vocab
 
     def n_embd(self) -> int:
+        self._check_open()
         return self._model.hparams.n_embd
 
     def n_threads(self) -> int:
+        self._check_open()
         return self._ctx.n_threads
 
     def n_tokens(self) -> int:
@@ -197,6 +241,7 @@ class Llama:
     # ---- tokens ---------------------------------------------------------------
     def tokenize(self, text: str | bytes, add_bos: bool | None = None, special: bool = False) -> list[int]:
         """Text to token ids; `add_bos=None` follows the model's GGUF rule."""
+        self._check_open()
         if isinstance(text, (bytes, bytearray)):
             text = bytes(text).decode("utf-8", "replace")
         if not isinstance(text, str):
@@ -227,9 +272,8 @@ class Llama:
     def _decode(self, tokens: Sequence[int], pos0: int, out_kind: int, ctx: Context | None = None,
                 n_shape: int = 0):
         """Run the C forward; Ctrl-C during a long batch aborts it cleanly."""
+        self._check_open()
         ctx = ctx or self._ctx
-        if ctx is None:
-            raise ValueError("this Llama is closed")
         t0 = time.perf_counter()
         try:
             return self._decode_in(ctx, tokens, pos0, out_kind, n_shape)
@@ -293,6 +337,7 @@ class Llama:
 
         `progress(done, total)` is called between batches of new tokens (then
         the new tokens are evaluated n_batch at a time)."""
+        self._check_open()
         toks = self._check_tokens(tokens)
         self._check_fits(len(toks))
         n_keep = 0
@@ -325,6 +370,7 @@ class Llama:
 
     def reset(self) -> None:
         """Forget the KV cache."""
+        self._check_open()
         self._epoch += 1
         self._ctx.truncate(0)
         self._tokens = []
@@ -678,6 +724,7 @@ class Llama:
     def save_state(self, **extra: Any) -> "LlamaState":
         """Snapshot of the KV cache and the tokens it holds; `extra` (JSON-able)
         travels with it (the chat REPL stores the conversation there)."""
+        self._check_open()
         # an interrupted generation may leave positions in C that _tokens does not
         # list (Ctrl-C right after a decode returned): keep only what is known
         n = min(len(self._tokens), self._ctx.n_past)
@@ -690,6 +737,7 @@ class Llama:
     def load_state(self, state: "LlamaState") -> None:
         """Restore a snapshot from :meth:`save_state` (same model file; it must
         fit this context). The next call reuses its tokens as a cached prefix."""
+        self._check_open()
         if not isinstance(state, LlamaState):
             raise TypeError(f"load_state expects a LlamaState, got {type(state).__name__}")
         if state.model_fingerprint != self.model_fingerprint:
@@ -811,6 +859,28 @@ def _kv_n_past(kv: bytes) -> int:
 # ---------------------------------------------------------------------------------------------
 # helpers
 # ---------------------------------------------------------------------------------------------
+
+def _mlock(model: Model, verbose: bool) -> None:
+    """use_mlock: pin the mapped model file in RAM (as llama.cpp does); a
+    failure (RLIMIT_MEMLOCK) is a one-line notice, not an error."""
+    import ctypes
+    from ._native import ffi
+    base = model._base
+    n = len(model.gguf.buffer)
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        rc = libc.mlock(ctypes.c_void_p(int(ffi.cast("uintptr_t", base))), ctypes.c_size_t(n))
+        err = ctypes.get_errno() if rc != 0 else 0
+    except (OSError, AttributeError) as e:
+        rc, err = -1, 0
+        print(f"pyrt: use_mlock: mlock is unavailable here ({e})", file=sys.stderr)
+        return
+    if rc != 0:
+        print(f"pyrt: use_mlock: could not lock {n} bytes in RAM ({os.strerror(err)}); "
+              f"raise the limit with `ulimit -l`", file=sys.stderr)
+    elif verbose:
+        print(f"pyrt: locked {n} bytes of model in RAM", file=sys.stderr)
+
 
 def _check_seed(seed) -> None:
     if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**64):
