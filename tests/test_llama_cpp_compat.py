@@ -114,3 +114,148 @@ def test_closed_llama_says_so(model_path):
                  lambda: m.embed("hi"), lambda: m.reset(), lambda: m.save_state()):
         with pytest.raises(ValueError, match="closed"):
             call()
+
+
+# ---- calls ---------------------------------------------------------------------------------------
+
+def test_detokenize_returns_bytes_and_text_helpers(llm):
+    ids = llm.tokenize(b"Hello, world!", add_bos=False)
+    assert llm.detokenize(ids) == b"Hello, world!"
+    assert llm.detokenize_text(ids) == "Hello, world!"
+    assert llm.detokenize(ids[1:], prev_tokens=ids[:1]) == b", world!"
+    emoji = llm.tokenize("Party 🎉 in 東京", add_bos=False)
+    per_token = [llm.detokenize([t]) for t in emoji]
+    assert b"".join(per_token).decode("utf-8") == "Party 🎉 in 東京"
+    assert any(len(p) and not _valid_utf8(p) for p in per_token)      # a character split over tokens
+    pieces = list(llm.detokenize_stream(emoji))
+    assert "".join(pieces) == "Party 🎉 in 東京" and "\ufffd" not in "".join(pieces)
+    assert all(_valid_utf8(p.encode()) for p in pieces)
+
+
+def _valid_utf8(b: bytes) -> bool:
+    try:
+        b.decode("utf-8")
+        return True
+    except UnicodeDecodeError:
+        return False
+
+
+def test_low_level_eval_and_sample_match_generate(llm):
+    ids = llm.tokenize(b"Q: Name the planets in the solar system? A: ")
+    want = list(llm.generate(ids, max_tokens=8, temperature=0))
+    llm.reset()
+    assert llm.n_tokens == 0 and llm.n_tokens() == 0
+    llm.eval(ids)
+    assert llm.n_tokens == len(ids)
+    assert list(llm.input_ids[:llm.n_tokens]) == ids and llm.input_ids.shape == (llm.n_ctx(),)
+    assert llm.scores.shape == (len(ids), llm.n_vocab())
+    got = []
+    for _ in range(8):
+        tok = llm.sample(temp=0)
+        got.append(tok)
+        llm.eval([tok])
+    assert got == want
+    llm.n_tokens = len(ids)               # rewind, as llama-cpp-python code does
+    assert llm.n_tokens == len(ids)
+    with pytest.raises(ValueError, match="eval"):
+        llm.sample()                       # the logits of that position are gone
+
+
+def test_sample_with_logits_processor_and_logits_all(model_path):
+    with Llama(model_path=model_path, n_ctx=128, logits_all=True) as m:
+        ids = m.tokenize(b"The capital of France is")
+        m.eval(ids)
+        assert np.abs(m.scores).sum(axis=1).min() > 0          # every row recorded
+        np.testing.assert_allclose(m.scores, m.logits(ids), rtol=1e-4, atol=1e-3)
+        m.reset()
+        m.eval(ids)
+        ban = int(np.argmax(m.scores[-1]))
+
+        def no_top(input_ids, scores):
+            assert list(input_ids) == ids
+            scores[ban] = -np.inf
+            return scores
+        assert m.sample(temp=0) == ban
+        assert m.sample(temp=0, logits_processor=[no_top]) != ban
+        assert m.sample(temp=0, idx=len(ids) - 2) == int(np.argmax(m.scores[-2]))
+
+
+def test_temp_alias_top_p_zero_and_random_seeds(model_path, llm):
+    ids = llm.tokenize("Once upon a time")
+    greedy = list(llm.generate(ids, max_tokens=6, temperature=0))
+    assert list(llm.generate(ids, max_tokens=6, temp=0)) == greedy
+    assert llm("Once upon a time", max_tokens=6, top_p=0, temperature=1.0)["choices"][0]["text"] == \
+        llm.detokenize_text(greedy)
+    with Llama(model_path=model_path, n_ctx=128) as a, Llama(model_path=model_path, n_ctx=128) as b:
+        kw = dict(max_tokens=24, temperature=1.0, top_k=0, top_p=1.0, min_p=0.0)
+        assert a.seed is None
+        assert a("Once upon a time", **kw)["choices"][0]["text"] != b("Once upon a time", **kw)["choices"][0]["text"]
+    kw = dict(max_tokens=24, temperature=1.0, top_k=0, top_p=1.0, min_p=0.0)
+    outs = {llm("Once upon a time", seed=-1, **kw)["choices"][0]["text"] for _ in range(3)}
+    assert len(outs) > 1
+    assert len({llm("Once upon a time", seed=7, **kw)["choices"][0]["text"] for _ in range(2)}) == 1
+
+
+def test_max_tokens_minus_one_runs_to_the_end_of_the_context(model_path):
+    with Llama(model_path=model_path, n_ctx=48, seed=1) as m:
+        out = m("Count: 1, 2, 3, 4,", max_tokens=-1, temperature=0, stop=[])
+        # greedy counting runs on; the last sampled token needs no cache slot
+        assert out["choices"][0]["finish_reason"] == "length"
+        assert out["usage"]["total_tokens"] == 48 + 1
+        assert m("Count: 1, 2,", max_tokens=None, temperature=0)["usage"]["total_tokens"] == 48 + 1
+
+
+def test_n_choices(llm):
+    out = llm("The sky is", n=3, max_tokens=5, seed=11, temperature=1.0)
+    assert [c["index"] for c in out["choices"]] == [0, 1, 2]
+    assert out["usage"]["completion_tokens"] <= 15
+    texts = [c["text"] for c in out["choices"]]
+    assert len(set(texts)) > 1
+    single = llm("The sky is", max_tokens=5, seed=12, temperature=1.0)["choices"][0]["text"]
+    assert single == texts[1]                                  # choice i: seed + i
+    chunks = list(llm.create_chat_completion([{"role": "user", "content": "hi"}], n=2, max_tokens=3,
+                                             stream=True, seed=1))
+    assert {c["choices"][0]["index"] for c in chunks} == {0, 1}
+    assert [c["usage"] is not None for c in chunks].count(True) == 1 and chunks[-1]["usage"]
+    with pytest.raises(ValueError, match="n must be"):
+        llm("x", n=0)
+
+
+def test_suffix_without_fim_tokens_is_appended_and_fim_prompt_order(llm, monkeypatch):
+    out = llm("def add(a, b):", suffix="\n# end", max_tokens=4, temperature=0)
+    plain = llm("def add(a, b):", max_tokens=4, temperature=0)
+    assert out["choices"][0]["text"] == plain["choices"][0]["text"] + "\n# end"
+    # a vocabulary with FIM tokens: <PRE> prompt <SUF> suffix <MID>
+    ids = dict(llm.tokenizer.special_ids, fim_pre=10, fim_suf=11, fim_mid=12)
+    monkeypatch.setattr(llm.tokenizer, "special_ids", ids)
+    toks, _ = llm._fim_prompt("a", "b")
+    a, b = llm.tokenize("a", add_bos=False), llm.tokenize("b", add_bos=False)
+    assert toks == [10, *a, 11, *b, 12]
+    monkeypatch.setattr(llm, "_spm_infill", True)
+    assert llm._fim_prompt("a", "b")[0] == [11, *b, 10, *a, 12]
+
+
+def test_llama_cpp_python_call_arguments_and_clear_rejections(llm):
+    out = llm("Hi", max_tokens=2, tfs_z=1.0, mirostat_mode=2, mirostat_tau=4.0, mirostat_eta=0.2,
+              logits_processor=None, stopping_criteria=None, stop=[])
+    assert out["usage"]["completion_tokens"] <= 2
+    with pytest.raises(UnsupportedError, match="tfs_z"):
+        llm("Hi", max_tokens=2, tfs_z=0.5)
+    with pytest.raises(UnsupportedError, match="stopping_criteria"):
+        llm("Hi", max_tokens=2, stopping_criteria=[lambda ids, logits: False])
+    with pytest.raises(TypeError, match="mirostat_mod'.*mirostat_mode"):
+        llm("Hi", mirostat_mod=2)
+    r = llm.create_chat_completion([{"role": "user", "content": "Hi"}], max_tokens=4, logprobs=None,
+                                   dry_multiplier=0.8, xtc_probability=0.5, xtc_threshold=0.1, seed=3)
+    assert r["choices"][0]["message"]["role"] == "assistant"
+
+
+def test_from_pretrained_maps_onto_the_registry(capfd):
+    with Llama.from_pretrained("HuggingFaceTB/SmolLM2-135M-Instruct", n_ctx=64) as m:
+        assert m.model_path.endswith("SmolLM2-135M-Instruct.Q4_1.gguf")
+    with Llama.from_pretrained(repo_id="bartowski/SmolLM2-135M-Instruct-GGUF", filename="*q8_0.gguf",
+                               n_ctx=64) as m:
+        assert m.n_ctx() == 64
+    assert "does not match" in capfd.readouterr().err
+    with pytest.raises(ValueError, match="Qwen/Qwen2-0.5B-Instruct-GGUF.*known models"):
+        Llama.from_pretrained(repo_id="Qwen/Qwen2-0.5B-Instruct-GGUF", filename="*q8_0.gguf")
