@@ -21,6 +21,9 @@ _LAZY = {
     "UnsupportedError": ("_native", "UnsupportedError"),
     "LlamaState": ("api", "LlamaState"),
     "TemplateError": ("chat", "TemplateError"),
+    "LogitsProcessorList": ("sampling", "LogitsProcessorList"),
+    "StoppingCriteriaList": ("sampling", "StoppingCriteriaList"),
+    "LLAMA_DEFAULT_SEED": ("compat", "LLAMA_DEFAULT_SEED"),
 }
 __all__ = [*_LAZY, "__version__"]
 

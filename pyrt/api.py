@@ -187,6 +187,15 @@ class Llama:
     def n_ctx(self) -> int:
         return self._n_ctx
 
+    def set_seed(self, seed: int | None) -> None:
+        """Reseed: calls without a seed of their own draw theirs from this one
+        (None or -1: a random seed)."""
+        if is_random_seed(seed):
+            seed = None
+        _check_seed(seed)
+        self.seed = seed
+        self._rng = random.Random(seed if seed is not None else int.from_bytes(os.urandom(8), "little"))
+
     def _check_open(self) -> None:
         if getattr(self, "_model", None) is None:
             raise ValueError("this Llama is closed (close() was called or its `with` block ended); "
@@ -591,6 +600,12 @@ class Llama:
         _check_seed(seed)
         if penalty_last_n is None:
             penalty_last_n = self.last_n_tokens_size
+        if extra.get("stopping_criteria") is not None:
+            eog = sorted(self.tokenizer.eog_ids)
+            extra["stop_token"] = self.tokenizer.eos_id if self.tokenizer.eos_id in eog else \
+                (eog[0] if eog else None)
+            if extra["stop_token"] is None:
+                raise UnsupportedError("stopping_criteria needs an end-of-generation token; this model has none")
         params = SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
                                 typical_p=typical_p, repeat_penalty=repeat_penalty,
                                 frequency_penalty=frequency_penalty, presence_penalty=presence_penalty,
@@ -993,7 +1008,8 @@ class Llama:
         self._tokens = self._tokens[:n]
         kv = self._ctx.state()
         return LlamaState(tokens=list(self._tokens), kv=kv, n_ctx=self._n_ctx,
-                          model_fingerprint=self.model_fingerprint, extra=dict(extra))
+                          model_fingerprint=self.model_fingerprint, extra=dict(extra),
+                          rng_state=self._rng.getstate())
 
     def load_state(self, state: "LlamaState") -> None:
         """Restore a snapshot from :meth:`save_state` (same model file; it must
@@ -1011,6 +1027,8 @@ class Llama:
         self._tokens = []
         self._ctx.set_state(state.kv)
         self._tokens = toks
+        if state.rng_state is not None:
+            self._rng.setstate(state.rng_state)
 
     # ---- lifecycle ---------------------------------------------------------------
     def close(self) -> None:
@@ -1063,6 +1081,9 @@ class LlamaState:
     n_ctx: int
     model_fingerprint: str
     extra: dict = field(default_factory=dict)
+    #: the Llama's seed-drawing RNG when saved (restored by load_state, so
+    #: unseeded calls after a load repeat; in memory only, not in to_bytes)
+    rng_state: Any = field(default=None, repr=False, compare=False)
 
     def to_bytes(self) -> bytes:
         header = json.dumps({"tokens": list(self.tokens), "n_ctx": self.n_ctx,
@@ -1196,10 +1217,7 @@ def _sampling_kwargs(sampling: dict, where: str) -> dict:
         elif name == "penalize_nl":
             _check_bool(v, "penalize_nl")      # llama.cpp dropped the option: newlines are penalized
         elif name in ("logits_processor", "stopping_criteria"):
-            if v is not None:
-                alt = "Llama.eval() and Llama.sample(logits_processor=...)" if name == "logits_processor" \
-                    else "stop= strings or should_stop="
-                raise UnsupportedError(f"{where}({name}=...): not supported here; use {alt}")
+            out[name] = v
         elif name == "grammar":
             if v is not None:
                 raise UnsupportedError(f"{where}(grammar=...): grammars are not supported by this call")

@@ -24,7 +24,8 @@ import numpy as np
 
 from ._native import check, ffi, lib
 
-__all__ = ["SamplingParams", "Sampler", "MAX_PENALTY_HISTORY"]
+__all__ = ["SamplingParams", "Sampler", "MAX_PENALTY_HISTORY", "LogitsProcessorList",
+           "StoppingCriteriaList", "dry_breaker_sequences"]
 
 #: The penalty history window is capped at this many tokens (also for
 #: ``penalty_last_n=-1``, "the whole history").
@@ -95,6 +96,14 @@ class SamplingParams:
     #: DRY breakers as token sequences (head first), filled by
     #: :func:`dry_breaker_sequences` from the strings and a tokenizer
     dry_breaker_tokens: list | None = None
+    #: llama-cpp-python's hooks: ``logits_processor(input_ids, scores) -> scores``
+    #: edits each step's logits (float32, n_vocab; a copy) before the chain;
+    #: ``stopping_criteria(input_ids, scores) -> bool`` ends generation after
+    #: the token just sampled (the next sample returns ``stop_token``).
+    #: input_ids are the tokens accepted so far (prompt and generated), int32.
+    logits_processor: object = None
+    stopping_criteria: object = None
+    stop_token: int | None = None
 
     def validate(self, n_vocab: int | None = None) -> None:
         """Raise ValueError naming the first bad parameter and its value."""
@@ -153,6 +162,12 @@ class SamplingParams:
             raise bad("xtc_probability", "in [0, 1] (0 disables XTC)")
         if not 0 <= real("xtc_threshold") <= 1:
             raise bad("xtc_threshold", "in [0, 1] (above 0.5 disables XTC)")
+        for name in ("logits_processor", "stopping_criteria"):
+            v = getattr(self, name)
+            if v is not None and not callable(v) and not (isinstance(v, (list, tuple)) and all(map(callable, v))):
+                raise bad(name, "None, a callable (input_ids, scores) or a list of them")
+        if self.stopping_criteria is not None and self.stop_token is None:
+            raise ValueError("stopping_criteria needs stop_token (an end-of-generation token id)")
         if n_vocab is not None and (not _is_int(n_vocab) or n_vocab < 1):
             raise ValueError(f"n_vocab must be an int >= 1 (got {n_vocab!r})")
         if self.logit_bias is not None:
@@ -220,6 +235,11 @@ class Sampler:
                                                     ffi.from_buffer("int32_t[]", lens), len(lens)),
                   "dry_sequence_breakers")
         self._out = ffi.new("int32_t *")
+        # llama-cpp-python hooks: they see the accepted tokens
+        self._procs = _as_list(params.logits_processor)
+        self._stops = _as_list(params.stopping_criteria)
+        self._ids: list[int] | None = [] if (self._procs or self._stops) else None
+        self._stop_next = False
 
     @property
     def mirostat_mu(self) -> float | None:
@@ -244,8 +264,24 @@ class Sampler:
             raise ValueError(f"logits must have shape ({self.n_vocab},) (got {logits.shape})")
         if not logits.flags.c_contiguous:
             raise ValueError("logits must be C-contiguous")
+        if self._ids is not None:
+            if self._stop_next:
+                return int(self.params.stop_token)
+            ids = np.array(self._ids, dtype=np.intc)
+            raw = logits
+            if self._procs:
+                logits = logits.copy()
+                for proc in self._procs:
+                    logits = proc(ids, logits)
+                    logits = np.ascontiguousarray(logits, dtype=np.float32)
+                    if logits.shape != (self.n_vocab,):
+                        raise ValueError(f"logits_processor returned shape {logits.shape}, "
+                                         f"expected ({self.n_vocab},)")
         check(lib.pyrt_sampler_sample(h, ffi.from_buffer("float[]", logits), self._out), "sample")
-        return int(self._out[0])
+        tok = int(self._out[0])
+        if self._stops and any(bool(c(ids, raw)) for c in self._stops):
+            self._stop_next = True
+        return tok
 
     def accept(self, token: int) -> None:
         """Record an emitted token in the penalty history."""
@@ -253,6 +289,8 @@ class Sampler:
         if not _is_int(token) or not 0 <= token < self.n_vocab:
             raise ValueError(f"token must be an int in [0, {self.n_vocab}) (got {token!r})")
         check(lib.pyrt_sampler_accept(h, int(token)), "accept")
+        if self._ids is not None:
+            self._ids.append(int(token))
 
     def reset(self, seed: int | None = None) -> None:
         """Forget the penalty history and restart the RNG: from ``seed`` if
@@ -263,6 +301,9 @@ class Sampler:
                 raise ValueError(f"seed must be None or an int in [0, 2**64) (got {seed!r})")
             self.seed = int(seed)
         check(lib.pyrt_sampler_reset(h, self.seed), "reset")
+        if self._ids is not None:
+            self._ids = []
+            self._stop_next = False
 
     def close(self) -> None:
         h, self._h = self._h, None
@@ -319,3 +360,27 @@ def dry_breaker_sequences(breakers, tokenizer) -> list[tuple[int, ...]]:
     result = list(out)
     cache[key] = result
     return result
+
+
+def _as_list(hooks) -> list:
+    if hooks is None:
+        return []
+    return list(hooks) if isinstance(hooks, (list, tuple)) else [hooks]
+
+
+class LogitsProcessorList(list):
+    """llama-cpp-python's list of ``(input_ids, scores) -> scores`` callables,
+    applied in order (pass it as ``logits_processor=``)."""
+
+    def __call__(self, input_ids: np.ndarray, scores: np.ndarray) -> np.ndarray:
+        for proc in self:
+            scores = proc(input_ids, scores)
+        return scores
+
+
+class StoppingCriteriaList(list):
+    """llama-cpp-python's list of ``(input_ids, logits) -> bool`` callables:
+    generation stops when any says True (pass it as ``stopping_criteria=``)."""
+
+    def __call__(self, input_ids: np.ndarray, logits: np.ndarray) -> bool:
+        return any(bool(c(input_ids, logits)) for c in self)
