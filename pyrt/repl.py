@@ -31,8 +31,9 @@ HELP = """Available commands:
 Use \"\"\" to begin a multi-line message."""
 
 HELP_SET = """Available /set commands:
-  /set parameter <name> <value>  Set a sampling parameter (/set parameter: list them)
-  /set system <string>           Set the system message (\"\"\" for several lines)
+  /set parameter <name> <value>  Set a sampling parameter (/set parameter: list them);
+                                 /set <name> <value> works too (/set temperature 0.2)
+  /set system <string>           Set the system message (quotes optional; \"\"\" for several lines)
   /set history                   Save input history to disk
   /set nohistory                 Do not save input history
   /set verbose                   Show timings after each reply
@@ -67,6 +68,32 @@ PARAMETERS: dict[str, tuple[type, str]] = {
     "stop": (str, "stop sequence(s), space separated"),
 }
 _API_NAMES = {"repeat_last_n": "penalty_last_n", "num_predict": "max_tokens"}
+# other spellings people type (llama.cpp / llama-cpp-python names) -> PARAMETERS
+_PARAM_ALIASES = {"temp": "temperature", "penalty_last_n": "repeat_last_n", "max_tokens": "num_predict",
+                  "n_predict": "num_predict", "last_n_tokens_size": "repeat_last_n"}
+
+
+def use_color(stream: TextIO) -> bool:
+    """Color only on a terminal, never with NO_COLOR set (no-color.org) or TERM=dumb."""
+    if os.environ.get("NO_COLOR") or os.environ.get("TERM") == "dumb":
+        return False
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def _inputrc_sets(variable: str) -> bool:
+    path = os.environ.get("INPUTRC") or os.path.expanduser("~/.inputrc")
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return variable in f.read()
+    except OSError:
+        return False
+
+
+# SGR codes: subtle styling only (bold prompt, dim notes and statistics)
+_BOLD, _DIM, _RESET = "\x1b[1m", "\x1b[2m", "\x1b[0m"
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
@@ -146,11 +173,18 @@ class ChatREPL:
         self.history_file = history_file
         self.out = stdout or sys.stdout
         self.interactive = sys.stdin.isatty() if stdin is None else False
+        self.color = self.interactive and use_color(self.out)
         self._readline = None
         if self.interactive:
             try:
                 import readline
                 self._readline = readline
+                # a paste arrives as one input (newlines kept) instead of one per line;
+                # Python turns this off by default, GNU readline >= 8.0 supports it.
+                # An inputrc that sets it has the last word.
+                if not _inputrc_sets("enable-bracketed-paste"):
+                    readline.parse_and_bind("set enable-bracketed-paste on")
+                    readline.parse_and_bind("set enable-active-region off")
             except ImportError:   # Windows without pyreadline: plain input()
                 pass
         self._history_loaded = False
@@ -159,6 +193,17 @@ class ChatREPL:
     def say(self, text: str = "") -> None:
         self.out.write(text + "\n")
         self.out.flush()
+
+    def note(self, text: str) -> None:
+        """A line that is not part of the conversation (statistics, notices): dim."""
+        self.say(f"{_DIM}{text}{_RESET}" if self.color else text)
+
+    def _prompt(self, text: str) -> str:
+        if not self.color:
+            return text
+        if self._readline is not None:      # \001..\002: zero-width for readline's line editing
+            return f"\001{_BOLD}\002{text}\001{_RESET}\002"
+        return f"{_BOLD}{text}{_RESET}"
 
     # ---- history ---------------------------------------------------------------
     def _load_history(self) -> None:
@@ -188,11 +233,34 @@ class ChatREPL:
     # ---- input ---------------------------------------------------------------
     def _input(self, prompt: str) -> str:
         if self.interactive:
-            return input(prompt)
+            return input(self._prompt(prompt))
         line = sys.stdin.readline()
         if not line:
             raise EOFError
         return line.rstrip("\n")
+
+    def _pending_input(self) -> bool:
+        """More input already waiting right after a line was read: the rest of
+        a paste (a typist cannot press Enter and type within 30 ms). Only on a
+        terminal; piped input is one message per line."""
+        if not self.interactive:
+            return False
+        try:
+            import select
+            return bool(select.select([sys.stdin], [], [], 0.03)[0])
+        except (OSError, ValueError, ImportError):
+            return False
+
+    def _read_pasted(self, line: str) -> str:
+        """`line` plus the lines of the same paste (where the terminal or
+        readline did not deliver the paste as one input)."""
+        lines = [line]
+        while self._pending_input():
+            try:
+                lines.append(self._input(""))
+            except (EOFError, KeyboardInterrupt):
+                break
+        return "\n".join(lines)
 
     def read_message(self) -> str | None:
         """One message (multi-line between triple quotes); None at EOF/exit."""
@@ -211,6 +279,8 @@ class ChatREPL:
             self._save_history_line()
             if line.lstrip().startswith('"""') or re.match(r"^/set system\s+\"\"\"", line):
                 return self._read_multiline(line)
+            if not line.startswith("/"):
+                line = self._read_pasted(line)
             return line
 
     def _read_multiline(self, first: str) -> str | None:
@@ -329,9 +399,9 @@ class ChatREPL:
         pn, cn = int(s["prompt_n"]), int(s["cached_n"])
         new = pn - cn
         pms, gms, gn = s["prompt_ms"], s["predicted_ms"], int(s["predicted_n"])
-        self.say(f"prompt: {pn} tokens ({cn} cached, {new} new) in {pms:.0f} ms, "
-                 f"{new / (pms / 1e3) if pms > 0 else 0:.1f} tokens/s")
-        self.say(f"reply:  {gn} tokens in {gms:.0f} ms, {gn / (gms / 1e3) if gms > 0 else 0:.1f} tokens/s")
+        self.note(f"prompt: {pn} tokens ({cn} cached, {new} new) in {pms:.0f} ms, "
+                  f"{new / (pms / 1e3) if pms > 0 else 0:.1f} tokens/s")
+        self.note(f"reply:  {gn} tokens in {gms:.0f} ms, {gn / (gms / 1e3) if gms > 0 else 0:.1f} tokens/s")
 
     # ---- commands ---------------------------------------------------------------
     def command(self, line: str) -> str | None:
@@ -361,15 +431,19 @@ class ChatREPL:
         return None
 
     def cmd_set(self, arg: str) -> None:
-        sub, _, rest = arg.partition(" ")
+        sub, _, rest = arg.strip().partition(" ")
         rest = rest.strip()
         if sub == "parameter":
             self.set_parameter(rest)
+        elif sub in PARAMETERS or sub in _PARAM_ALIASES:
+            self.set_parameter(f"{sub} {rest}".strip())
         elif sub == "system":
             if rest.startswith('"""'):
                 rest = rest[3:]
                 if rest.endswith('"""'):
                     rest = rest[:-3]
+            elif len(rest) >= 2 and rest[0] == rest[-1] and rest[0] in "\"'":
+                rest = rest[1:-1]        # /set system "You are a pirate." -> without the quotes
             if not rest.strip():
                 self.conv.system = None
                 self.say("Cleared system message.")
@@ -388,12 +462,19 @@ class ChatREPL:
         elif sub == "nohistory":
             self.history_file = None
             self.say("History will not be saved.")
-        else:
+        elif not sub:
             self.say(HELP_SET)
+        else:
+            self.say(f"Unknown /set option '{sub}'. {HELP_SET}")
 
     def set_parameter(self, rest: str) -> None:
         name, _, value = rest.partition(" ")
         value = value.strip()
+        name = _PARAM_ALIASES.get(name, name)
+        if name and not value and name in PARAMETERS:
+            self.say(f"Usage: /set parameter {name} <value>  ({PARAMETERS[name][1]}; "
+                     f"now {self.params.get(name)!r})")
+            return
         if not name or not value:
             self.say("Usage: /set parameter <name> <value>. Parameters:")
             for k, (_t, d) in PARAMETERS.items():
@@ -554,6 +635,9 @@ def run_chat(args) -> int:
         tmpl = llm.chat_template
         if tmpl.notice:
             print(f"note: {tmpl.notice}", file=sys.stderr)
+        warning = base_model_warning(llm, template)
+        if warning:
+            print(f"warning: {warning}", file=sys.stderr)
         hist = None if args.no_history else (Path(args.history_file) if args.history_file else history_path())
         repl = ChatREPL(llm, params=params, system=args.system, verbose=args.verbose, history_file=hist)
         if repl.interactive:
@@ -562,6 +646,20 @@ def run_chat(args) -> int:
         return repl.loop()
     finally:
         llm.close()
+
+
+def base_model_warning(llm, template_override: str | None) -> str | None:
+    """A warning when the model looks like a base (pretrained, not chat-tuned)
+    model: its GGUF has no chat template, so replies tend to ramble or loop."""
+    if template_override:
+        return None
+    src = llm.metadata.get("tokenizer.chat_template")
+    if isinstance(src, str) and src.strip():
+        return None
+    name = str(llm.metadata.get("general.name") or os.path.basename(llm.model_path))
+    return (f"{name} has no chat template: it is probably a base model (pretrained, not tuned for "
+            f"chat), so replies may ramble or repeat. For chat, use an instruct model (e.g. "
+            f"`pyrt chat -m smollm2-135m`); for plain text continuation, `pyrt generate`")
 
 
 def _builtin_names() -> list[str]:
