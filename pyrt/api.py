@@ -997,9 +997,11 @@ class Llama:
                 "usage": {"prompt_tokens": n_tok, "total_tokens": n_tok}}
 
     # ---- state ---------------------------------------------------------------
-    def save_state(self, **extra: Any) -> "LlamaState":
+    def save_state(self, path: str | os.PathLike | None = None, **extra: Any) -> "LlamaState":
         """Snapshot of the KV cache and the tokens it holds; `extra` (JSON-able)
-        travels with it (the chat REPL stores the conversation there)."""
+        travels with it (the chat REPL stores the conversation there). With
+        `path`, it is also written there (atomically, owner-readable only;
+        checksummed), for :meth:`load_state` in a later process."""
         self._check_open()
         # an interrupted generation may leave positions in C that _tokens does not
         # list (Ctrl-C right after a decode returned): keep only what is known
@@ -1007,16 +1009,26 @@ class Llama:
         self._ctx.truncate(n)
         self._tokens = self._tokens[:n]
         kv = self._ctx.state()
-        return LlamaState(tokens=list(self._tokens), kv=kv, n_ctx=self._n_ctx,
-                          model_fingerprint=self.model_fingerprint, extra=dict(extra),
-                          rng_state=self._rng.getstate())
+        state = LlamaState(tokens=list(self._tokens), kv=kv, n_ctx=self._n_ctx,
+                           model_fingerprint=self.model_fingerprint, extra=dict(extra),
+                           rng_state=self._rng.getstate())
+        if path is not None:
+            state.save(path)
+        return state
 
-    def load_state(self, state: "LlamaState") -> None:
-        """Restore a snapshot from :meth:`save_state` (same model file; it must
-        fit this context). The next call reuses its tokens as a cached prefix."""
+    def load_state(self, state: "LlamaState | str | os.PathLike") -> None:
+        """Restore a snapshot from :meth:`save_state`, or a file it wrote
+        (same model file; it must fit this context). The next call reuses its
+        tokens as a cached prefix. A corrupted, truncated or foreign file, or
+        one saved with another model, raises ValueError saying which."""
         self._check_open()
+        if isinstance(state, (str, os.PathLike)):
+            try:
+                state = LlamaState.load(state)
+            except ValueError as e:
+                raise ValueError(f"{os.fspath(state)}: {e}") from None
         if not isinstance(state, LlamaState):
-            raise TypeError(f"load_state expects a LlamaState, got {type(state).__name__}")
+            raise TypeError(f"load_state expects a LlamaState or a path, got {type(state).__name__}")
         if state.model_fingerprint != self.model_fingerprint:
             raise ValueError("this state was saved with a different model file")
         toks = self._check_tokens(state.tokens, allow_empty=True)
@@ -1088,7 +1100,9 @@ class LlamaState:
     def to_bytes(self) -> bytes:
         header = json.dumps({"tokens": list(self.tokens), "n_ctx": self.n_ctx,
                              "model_fingerprint": self.model_fingerprint, "extra": self.extra,
-                             "kv_bytes": len(self.kv)}, ensure_ascii=False).encode("utf-8")
+                             "kv_bytes": len(self.kv),
+                             "kv_sha256": hashlib.sha256(self.kv).hexdigest()},
+                            ensure_ascii=False).encode("utf-8")
         return _STATE_MAGIC + struct.pack("<Q", len(header)) + header + self.kv
 
     @classmethod
@@ -1114,6 +1128,9 @@ class LlamaState:
             raise ValueError("corrupt pyrt state header fields")
         if h.get("kv_bytes") != len(kv):
             raise ValueError("corrupt pyrt state: truncated KV data")
+        digest = h.get("kv_sha256")            # states written before the checksum have none
+        if digest is not None and digest != hashlib.sha256(kv).hexdigest():
+            raise ValueError("corrupt pyrt state: the KV data does not match its checksum")
         if _kv_n_past(kv) != len(toks):
             raise ValueError("corrupt pyrt state: KV cache and token list differ in length")
         return cls(tokens=toks, kv=kv, n_ctx=n_ctx, model_fingerprint=fp, extra=extra)

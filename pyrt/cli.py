@@ -31,13 +31,15 @@ def cmd_generate(args) -> int:
         if not ids:
             print("error: the prompt is empty", file=sys.stderr)
             return 2
+        t1 = time.perf_counter()      # time to first token counts the prompt cache's work
+        if args.prompt_cache:
+            _prompt_cache(llm, ids, args.prompt_cache, args.verbose)
         dec = codecs.getincrementaldecoder("utf-8")("replace")
         out = sys.stdout
         if args.echo:
             out.write(prompt)
             out.flush()
         n = 0
-        t1 = time.perf_counter()
         t_first = None
         try:
             for tok in llm.generate(ids, max_tokens=args.n_predict, temperature=args.temp,
@@ -66,6 +68,28 @@ def cmd_generate(args) -> int:
                   f"({len(ids) / pp if pp > 0 else 0:.1f} t/s) | generated {n} tok "
                   f"({(n - 1) / tg if tg > 0 and n > 1 else 0:.1f} t/s)", file=sys.stderr)
     return 0
+
+
+def _prompt_cache(llm, ids: list[int], path: str, verbose: bool) -> None:
+    """llama.cpp's --prompt-cache: start from the KV state saved in `path`
+    (validated: same model, sizes, checksum), keeping the longest common
+    prefix with this prompt; evaluate the rest and save the prompt's state
+    back when the file did not hold all of it."""
+    n_reused = 0
+    if os.path.exists(path):
+        llm.load_state(path)          # ValueError: corrupted, foreign or another model's file
+        for a, b in zip(llm.input_ids[:llm.n_tokens], ids):
+            if a != b:
+                break
+            n_reused += 1
+    t0 = time.perf_counter()
+    llm.eval_prefix(ids)
+    if n_reused < len(ids):
+        llm.save_state(path)
+    if verbose:
+        print(f"prompt cache {path}: {n_reused} of {len(ids)} prompt tokens reused, "
+              f"{len(ids) - n_reused} evaluated in {(time.perf_counter() - t0) * 1000:.0f} ms"
+              + ("" if n_reused == len(ids) else "; saved"), file=sys.stderr)
 
 
 def cmd_chat(args) -> int:
@@ -230,6 +254,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("-c", "--ctx-size", type=int, default=4096)
     g.add_argument("-t", "--threads", type=int, default=None)
     g.add_argument("--echo", action="store_true", help="print the prompt before the continuation")
+    g.add_argument("--prompt-cache", metavar="FILE", default=None,
+                   help="KV state of the prompt on disk (as llama.cpp's --prompt-cache): reuse the part "
+                        "of the prompt FILE holds, evaluate the rest, save the prompt's state there")
     g.add_argument("--ignore-eos", action="store_true",
                    help="never stop at end-of-generation tokens (ban them), like llama.cpp's --ignore-eos")
     g.add_argument("-v", "--verbose", action="store_true", help="print timings to stderr")
