@@ -692,8 +692,9 @@ class Llama:
         with choice indexes 0..n-1. Choice i of a seeded request uses seed + i."""
         if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 128:
             raise ValueError(f"n must be an int in [1, 128], got {n!r}")
+        extra = args.get("sampling") or {}
         args = {k: v for k, v in args.items() if k not in ("self", "n", "sampling")}
-        args.update(args.pop("sampling", None) or {})
+        args.update(extra)
         seed = args.get("seed")
         if seed is not None and not is_random_seed(seed):
             _check_seed(seed)

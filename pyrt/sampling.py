@@ -89,7 +89,7 @@ class SamplingParams:
     dry_multiplier: float = 0.0
     dry_base: float = 1.75
     dry_allowed_length: int = 2
-    dry_penalty_last_n: int = -1
+    dry_penalty_last_n: int = 64
     dry_sequence_breakers: tuple = ("\n", ":", "\"", "*")
     xtc_probability: float = 0.0
     xtc_threshold: float = 0.1

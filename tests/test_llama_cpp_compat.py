@@ -219,6 +219,10 @@ def test_n_choices(llm):
     assert [c["usage"] is not None for c in chunks].count(True) == 1 and chunks[-1]["usage"]
     with pytest.raises(ValueError, match="n must be"):
         llm("x", n=0)
+    with pytest.raises(TypeError, match="mirostat_mod"):          # extra keywords reach each choice
+        llm("x", n=2, mirostat_mod=2)
+    two = llm("The sky is", n=2, max_tokens=5, seed=11, temperature=1.0, mirostat_mode=2, mirostat_tau=0.1)
+    assert two["choices"][0]["text"] == two["choices"][1]["text"]     # tau ~ 0: (nearly) greedy
 
 
 def test_suffix_without_fim_tokens_is_appended_and_fim_prompt_order(llm, monkeypatch):
@@ -638,3 +642,23 @@ def test_stopping_criteria_ends_generation_after_the_token(llm):
     greedy = llm("Once upon a time", max_tokens=3, temperature=0)["choices"][0]["text"]
     assert out["choices"][0]["text"] == greedy
     assert seen[1] == seen[0] + 1                      # input_ids grow by the accepted token
+
+
+def _longest_repeat(toks: list[int]) -> int:
+    """Length of the longest token sequence that occurs twice (overlaps allowed)."""
+    best = 0
+    for i in range(len(toks)):
+        for j in range(i + 1, len(toks)):
+            k = 0
+            while j + k < len(toks) and toks[i + k] == toks[j + k]:
+                k += 1
+            best = max(best, k)
+    return best
+
+
+def test_dry_breaks_a_greedy_loop_on_the_real_model(llm):
+    ids = llm.tokenize("The sky is")
+    plain = list(llm.generate(ids, max_tokens=60, temperature=0))
+    dry = list(llm.generate(ids, max_tokens=60, temperature=0, dry_multiplier=0.8))
+    assert _longest_repeat(plain) >= 10                   # SmolLM2 greedy loops here
+    assert _longest_repeat(dry) < _longest_repeat(plain) and _longest_repeat(dry) <= 6
