@@ -136,7 +136,9 @@ class Llama:
         self.last_n_tokens_size = opts.last_n_tokens_size
         self._logits_all = opts.logits_all
         self._spm_infill = opts.spm_infill
-        self._scores: np.ndarray | None = None   # low-level eval(): logits per position
+        # low-level eval(): logits by position, valid while the cache epoch is _scores_epoch
+        self._scores: dict[int, np.ndarray] | None = None
+        self._scores_epoch = -1
         #: The model name reported in responses ("model" field); settable.
         self.model_name = os.path.splitext(os.path.basename(self.model_path))[0]
         #: Timings and counts of the last completion: prompt_n, cached_n,
@@ -244,12 +246,16 @@ class Llama:
         eval(); otherwise the last row only (the rest are zeros)."""
         n, v = len(self._tokens), self.n_vocab()
         out = np.zeros((n, v), dtype=np.float32)
-        if self._scores is not None:
-            rows = self._scores
-            for pos, row in list(rows.items()):
-                if pos < n:
-                    out[pos] = row
+        for pos, row in self._eval_scores().items():
+            if pos < n:
+                out[pos] = row
         return out
+
+    def _eval_scores(self) -> dict[int, np.ndarray]:
+        """eval()'s logits, if no other call has repositioned the cache since."""
+        if self._scores is None or self._scores_epoch != self._epoch:
+            return {}
+        return self._scores
 
     def eval(self, tokens: Sequence[int]) -> None:
         """Evaluate `tokens` after the `n_tokens` cached ones (llama-cpp-python's
@@ -258,12 +264,10 @@ class Llama:
         toks = self._check_tokens(tokens)
         n0 = len(self._tokens)
         self._check_fits(n0 + len(toks))
+        kept = {p: r for p, r in self._eval_scores().items() if p < n0}
         self._epoch += 1
         self._ctx.truncate(min(n0, self._ctx.n_past))
-        if self._scores is None:
-            self._scores = {}
-        for pos in [p for p in self._scores if p >= n0]:
-            del self._scores[pos]
+        self._scores, self._scores_epoch = kept, self._epoch
         kind = lib.PYRT_OUT_LOGITS_ALL if self._logits_all else lib.PYRT_OUT_LOGITS_LAST
         nb = self._n_batch
         for i in range(0, len(toks), nb):
@@ -290,7 +294,7 @@ class Llama:
         self._check_open()
         n = len(self._tokens)
         pos = n - 1 if idx is None else idx
-        row = None if self._scores is None else self._scores.get(pos)
+        row = self._eval_scores().get(pos)
         if n == 0 or row is None:
             raise ValueError("sample() needs logits from eval(): call eval(tokens) first"
                              + (f" (no logits recorded for position {idx}; use logits_all=True)"

@@ -178,6 +178,12 @@ def test_sample_with_logits_processor_and_logits_all(model_path):
         assert m.sample(temp=0) == ban
         assert m.sample(temp=0, logits_processor=[no_top]) != ban
         assert m.sample(temp=0, idx=len(ids) - 2) == int(np.argmax(m.scores[-2]))
+        m.eval([ban])                                          # rows of earlier evals stay
+        assert np.abs(m.scores).sum(axis=1).min() > 0 and m.scores.shape[0] == len(ids) + 1
+        m.create_completion("Something else entirely", max_tokens=2)
+        with pytest.raises(ValueError, match="eval"):
+            m.sample()                      # the cache moved: no stale logits from eval()
+        assert not m.scores.any()
 
 
 def test_temp_alias_top_p_zero_and_random_seeds(model_path, llm):
