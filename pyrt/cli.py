@@ -13,7 +13,7 @@ import time
 # library users keep their own setting.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-from .cli_args import add_device_arg, add_model_arg, add_sampling_args  # noqa: E402
+from .cli_args import add_device_arg, add_model_arg, add_sampling_args, extra_sampling  # noqa: E402
 
 
 def cmd_generate(args) -> int:
@@ -46,7 +46,8 @@ def cmd_generate(args) -> int:
                                     top_k=args.top_k, top_p=args.top_p, min_p=args.min_p,
                                     repeat_penalty=args.repeat_penalty, seed=seed,
                                     logit_bias=({t: float("-inf") for t in llm.tokenizer.eog_ids}
-                                                if args.ignore_eos else None)):
+                                                if args.ignore_eos else None),
+                                    **extra_sampling(args)):
                 if t_first is None:
                     t_first = time.perf_counter()
                 n += 1

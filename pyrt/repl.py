@@ -66,8 +66,14 @@ PARAMETERS: dict[str, tuple[type, str]] = {
     "seed": (int, "random seed (-1: a new random seed each reply)"),
     "num_predict": (int, "most tokens per reply (-1: until the context is full)"),
     "stop": (str, "stop sequence(s), space separated"),
+    "mirostat": (int, "Mirostat sampling: 0 off, 1 Mirostat, 2 Mirostat 2.0"),
+    "mirostat_tau": (float, "Mirostat target entropy"),
+    "mirostat_eta": (float, "Mirostat learning rate"),
+    "dry_multiplier": (float, "DRY repetition penalty (0: off)"),
+    "xtc_probability": (float, "XTC: chance to drop the top choices (0: off)"),
+    "xtc_threshold": (float, "XTC: probability that makes a choice 'top'"),
 }
-_API_NAMES = {"repeat_last_n": "penalty_last_n", "num_predict": "max_tokens"}
+_API_NAMES = {"repeat_last_n": "penalty_last_n", "num_predict": "max_tokens", "mirostat": "mirostat_mode"}
 # other spellings people type (llama.cpp / llama-cpp-python names) -> PARAMETERS
 _PARAM_ALIASES = {"temp": "temperature", "penalty_last_n": "repeat_last_n", "max_tokens": "num_predict",
                   "n_predict": "num_predict", "last_n_tokens_size": "repeat_last_n"}
@@ -604,7 +610,12 @@ def _validate(params: dict) -> str | None:
                        frequency_penalty=params.get("frequency_penalty", 0.0),
                        presence_penalty=params.get("presence_penalty", 0.0),
                        penalty_last_n=params.get("repeat_last_n", 64),
-                       seed=seed if seed is not None and seed >= 0 else None).validate()
+                       seed=seed if seed is not None and seed >= 0 else None,
+                       mirostat_mode=params.get("mirostat", 0), mirostat_tau=params.get("mirostat_tau", 5.0),
+                       mirostat_eta=params.get("mirostat_eta", 0.1),
+                       dry_multiplier=params.get("dry_multiplier", 0.0),
+                       xtc_probability=params.get("xtc_probability", 0.0),
+                       xtc_threshold=params.get("xtc_threshold", 0.1)).validate()
     except ValueError as e:
         return str(e)
     return None
@@ -617,7 +628,10 @@ def run_chat(args) -> int:
               "typical_p": 1.0, "repeat_penalty": args.repeat_penalty, "repeat_last_n": 64,
               "presence_penalty": 0.0, "frequency_penalty": 0.0,
               "seed": -1 if args.seed is None else args.seed,
-              "num_predict": -1 if args.n_predict is None else args.n_predict, "stop": []}
+              "num_predict": -1 if args.n_predict is None else args.n_predict, "stop": [],
+              "mirostat": args.mirostat, "mirostat_tau": args.mirostat_ent, "mirostat_eta": args.mirostat_lr,
+              "dry_multiplier": args.dry_multiplier, "xtc_probability": args.xtc_probability,
+              "xtc_threshold": args.xtc_threshold}
     err = _validate(params)
     if err:
         print(f"pyrt: error: {err}", file=sys.stderr)

@@ -53,3 +53,18 @@ def test_quantize_by_model_name_summary_and_no_overwrite(tmp_path, capsys):
     assert "invalid choice: 'q9_9'" in capsys.readouterr().err
     assert main(["quantize", "no-such-model", str(tmp_path / "y.gguf"), "--type", "q8_0"]) == 1
     assert "known models" in capsys.readouterr().err
+
+
+def test_generate_sampler_flags(capsys):
+    argv = ["generate", "-m", "smollm2-135m", "-n", "6", "--seed", "3", "Once upon a time"]
+    assert main(argv[:-1] + ["--mirostat", "2", "--mirostat-ent", "3", "--mirostat-lr", "0.2",
+                             argv[-1]]) == 0
+    a = capsys.readouterr().out
+    assert main(argv[:-1] + ["--mirostat", "2", "--mirostat-ent", "3", "--mirostat-lr", "0.2",
+                             argv[-1]]) == 0
+    assert capsys.readouterr().out == a and a.strip()          # seeded: the same text
+    assert main(argv[:-1] + ["--dry-multiplier", "0.8", "--xtc-probability", "0.5", argv[-1]]) == 0
+    with pytest.raises(SystemExit):
+        main(argv[:-1] + ["--mirostat", "3", argv[-1]])
+    assert main(argv[:-1] + ["--xtc-threshold", "2", argv[-1]]) == 1
+    assert "xtc_threshold" in capsys.readouterr().err

@@ -263,6 +263,11 @@ def test_set_shortcuts_and_clear_errors():
     assert r.conv.system == "You are a pirate."
     r.command("/set system You are 'quoted' inside.")
     assert r.conv.system == "You are 'quoted' inside."
+    r.command("/set mirostat 2")
+    r.command("/set dry_multiplier 0.8")
+    assert r._api_params()["mirostat_mode"] == 2 and r._api_params()["dry_multiplier"] == 0.8
+    r.command("/set mirostat 3")
+    assert "mirostat_mode must be 0 (off), 1 (Mirostat) or 2" in out.getvalue()
 
 
 def test_paste_lines_are_joined_when_more_input_is_waiting(monkeypatch):
