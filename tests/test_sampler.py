@@ -735,3 +735,37 @@ def test_c_validates_the_new_parameters():
         assert math.isnan(lib.pyrt_sampler_mirostat_mu(s))
     finally:
         lib.pyrt_sampler_free(s)
+
+
+def test_dry_matches_llama_cpp_on_the_real_vocabulary(smollm2_path):
+    """tests/data/dry_reference.json (scripts/dry_reference.py): llama.cpp's DRY penalties
+    after real token histories, with its default breakers resolved by llama.cpp."""
+    import json
+    from pathlib import Path
+
+    import pyrt
+    from pyrt.sampling import dry_breaker_sequences
+    ref = json.loads((Path(__file__).parent / "data" / "dry_reference.json").read_text())
+    with pyrt.Llama(str(smollm2_path), n_ctx=16) as llm:
+        tok = llm.tokenizer
+        assert ref["n_vocab"] == llm.n_vocab()
+        seqs = dry_breaker_sequences(ref["breakers"], tok)
+        n_checked = 0
+        for case in ref["cases"]:
+            hist = case["history"]
+            want = {int(k): v for k, v in case["penalties"].items()}
+            s = make(ref["n_vocab"], temperature=0.0, penalty_last_n=0, dry_multiplier=case["multiplier"],
+                     dry_base=case["base"], dry_allowed_length=case["allowed_length"],
+                     dry_penalty_last_n=case["penalty_last_n"], dry_breaker_tokens=seqs)
+            for t in hist:
+                s.accept(t)
+            probe = next(i for i in range(ref["n_vocab"]) if i not in set(hist))
+            for t in sorted(set(hist) | set(want)):
+                p = want.get(t, 0.0)
+                for delta, expect in ((0.01 + 1e-4 * p, probe), (-0.01 - 1e-4 * p, t)):
+                    logits = np.full(ref["n_vocab"], -1e4, np.float32)
+                    logits[t] = 100.0
+                    logits[probe] = 100.0 - p + delta
+                    assert s.sample(logits) == expect, (case["history"][:8], t, p)
+                n_checked += 1
+    assert n_checked > 200 and sum(bool(c["penalties"]) for c in ref["cases"]) >= 15
