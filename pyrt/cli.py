@@ -14,7 +14,7 @@ import time
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 from .cli_args import (add_device_arg, add_grammar_args, add_model_arg, add_sampling_args,  # noqa: E402
-                       load_grammar)
+                       extra_sampling, load_grammar)
 
 
 def cmd_generate(args) -> int:
@@ -33,20 +33,23 @@ def cmd_generate(args) -> int:
         if not ids:
             print("error: the prompt is empty", file=sys.stderr)
             return 2
+        t1 = time.perf_counter()      # time to first token counts the prompt cache's work
+        if args.prompt_cache:
+            _prompt_cache(llm, ids, args.prompt_cache, args.verbose)
         dec = codecs.getincrementaldecoder("utf-8")("replace")
         out = sys.stdout
         if args.echo:
             out.write(prompt)
             out.flush()
         n = 0
-        t1 = time.perf_counter()
         t_first = None
         try:
             for tok in llm.generate(ids, max_tokens=args.n_predict, temperature=args.temp,
                                     top_k=args.top_k, top_p=args.top_p, min_p=args.min_p,
                                     repeat_penalty=args.repeat_penalty, seed=seed,
                                     logit_bias=({t: float("-inf") for t in llm.tokenizer.eog_ids}
-                                                if args.ignore_eos else None), grammar=grammar):
+                                                if args.ignore_eos else None),
+                                    grammar=grammar, **extra_sampling(args)):
                 if t_first is None:
                     t_first = time.perf_counter()
                 n += 1
@@ -68,6 +71,28 @@ def cmd_generate(args) -> int:
                   f"({len(ids) / pp if pp > 0 else 0:.1f} t/s) | generated {n} tok "
                   f"({(n - 1) / tg if tg > 0 and n > 1 else 0:.1f} t/s)", file=sys.stderr)
     return 0
+
+
+def _prompt_cache(llm, ids: list[int], path: str, verbose: bool) -> None:
+    """llama.cpp's --prompt-cache: start from the KV state saved in `path`
+    (validated: same model, sizes, checksum), keeping the longest common
+    prefix with this prompt; evaluate the rest and save the prompt's state
+    back when the file did not hold all of it."""
+    n_reused = 0
+    if os.path.exists(path):
+        llm.load_state(path)          # ValueError: corrupted, foreign or another model's file
+        for a, b in zip(llm.input_ids[:llm.n_tokens], ids):
+            if a != b:
+                break
+            n_reused += 1
+    t0 = time.perf_counter()
+    llm.eval_prefix(ids)
+    if n_reused < len(ids):
+        llm.save_state(path)
+    if verbose:
+        print(f"prompt cache {path}: {n_reused} of {len(ids)} prompt tokens reused, "
+              f"{len(ids) - n_reused} evaluated in {(time.perf_counter() - t0) * 1000:.0f} ms"
+              + ("" if n_reused == len(ids) else "; saved"), file=sys.stderr)
 
 
 def cmd_chat(args) -> int:
@@ -153,14 +178,44 @@ def cmd_pull(args) -> int:
 
 def cmd_quantize(args) -> int:
     from .quantize import quantize_file
-    t0 = time.perf_counter()
-    summary = quantize_file(args.input, args.output, args.type)
-    print(f"wrote {args.output} in {time.perf_counter() - t0:.1f} s: {summary}", file=sys.stderr)
+    from .registry import ensure_model
+    src = ensure_model(args.input)               # a path or a known model name
+    if os.path.exists(args.output) and not args.force:
+        print(f"pyrt: error: {args.output} exists; pass --force to overwrite it", file=sys.stderr)
+        return 1
+    summary = quantize_file(src, args.output, args.type, progress=sys.stderr.isatty())
+    print(quantize_summary(summary), file=sys.stderr)
     return 0
+
+
+def _mib(n: int) -> str:
+    return f"{n / (1 << 20):,.1f} MiB"
+
+
+def quantize_summary(s: dict) -> str:
+    """A short table of what `pyrt quantize` did (the full summary is quantize_file's dict)."""
+    ratio = s["file_bytes_out"] / s["file_bytes_in"] if s["file_bytes_in"] else 0.0
+    lines = [f"wrote {s['dst']} ({s['qtype']}) in {s['seconds']:.1f} s",
+             f"  {'':10} {'input':>14} {'output':>14}",
+             f"  {'file size':10} {_mib(s['file_bytes_in']):>14} {_mib(s['file_bytes_out']):>14}"
+             f"   ({ratio:.0%} of the input)",
+             f"  {'tensors':10} {s['n_tensors']:>14} {s['n_tensors']:>14}"
+             f"   ({s['converted']} requantized, {s['copied']} copied)",
+             "  types:"]
+    names = sorted(set(s["types_in"]) | set(s["types_out"]))
+    for t in names:
+        a, b = s["types_in"].get(t, 0), s["types_out"].get(t, 0)
+        lines.append(f"    {t:8} {a:>14} {b:>14}")
+    if s["notes"]:
+        first = next(iter(s["notes"].items()))
+        lines.append(f"  notes: {len(s['notes'])} tensor(s) kept another type, e.g. {first[0]}: {first[1]}")
+    return "\n".join(lines)
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="pyrt", description="Run quantized GGUF language models on the CPU.")
+    from . import __version__
+    p.add_argument("--version", action="version", version=f"pyrt {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
     c = sub.add_parser("chat", help="chat with a model in the terminal")
@@ -172,7 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--system", default=None, help="system message")
     c.add_argument("--chat-template", default=None,
                    help="override the model's chat template: a built-in name (chatml, gemma, llama3, "
-                        "llama2, phi3, plain) or a jinja file")
+                        "llama2, phi3, mistral-instruct, zephyr, alpaca, vicuna, plain) or a jinja file")
     c.add_argument("--history-file", default=None, help="input history file (default: in the pyrt cache)")
     c.add_argument("--no-history", action="store_true", help="do not read or write input history")
     c.add_argument("-v", "--verbose", action="store_true", help="print timings after each reply")
@@ -203,6 +258,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("-c", "--ctx-size", type=int, default=4096)
     g.add_argument("-t", "--threads", type=int, default=None)
     g.add_argument("--echo", action="store_true", help="print the prompt before the continuation")
+    g.add_argument("--prompt-cache", metavar="FILE", default=None,
+                   help="KV state of the prompt on disk (as llama.cpp's --prompt-cache): reuse the part "
+                        "of the prompt FILE holds, evaluate the rest, save the prompt's state there")
     g.add_argument("--ignore-eos", action="store_true",
                    help="never stop at end-of-generation tokens (ban them), like llama.cpp's --ignore-eos")
     g.add_argument("-v", "--verbose", action="store_true", help="print timings to stderr")
@@ -224,12 +282,15 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--force", action="store_true", help="download again even if cached")
     pl.set_defaults(func=cmd_pull)
 
-    q = sub.add_parser("quantize", help="requantize a GGUF file")
-    q.add_argument("input")
-    q.add_argument("output")
-    q.add_argument("--type", required=True,
-                   help="target type: q8_0, q4_0, q4_1, q5_0, q5_1, f16, q2_k, q3_k_s, q3_k_m (q3_k), q3_k_l, "
-                        "q4_k_s, q4_k_m (q4_k), q5_k_s, q5_k_m (q5_k), q6_k, iq4_nl, iq4_xs (see pyrt.quantize.QTYPES)")
+    from .quantize.mix import QTYPES
+    q = sub.add_parser("quantize", help="requantize a GGUF file",
+                       description="Requantize a GGUF model (llama.cpp's type mixes) into a new file.")
+    q.add_argument("input", help="GGUF file or known model name (e.g. smollm2-135m)")
+    q.add_argument("output", help="the new GGUF file (not overwritten without --force)")
+    q.add_argument("--type", "-t", required=True, type=str.lower, choices=list(QTYPES), metavar="TYPE",
+                   help="target type, one of: " + ", ".join(QTYPES) +
+                        " (q3_k, q4_k, q5_k are q3_k_m, q4_k_m, q5_k_m)")
+    q.add_argument("--force", "-f", action="store_true", help="overwrite OUTPUT if it exists")
     q.set_defaults(func=cmd_quantize)
 
     from .bench import add_parser as add_bench_parser

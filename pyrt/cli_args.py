@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import argparse
 
-__all__ = ["add_model_arg", "add_device_arg", "add_sampling_args", "add_grammar_args", "load_grammar"]
+__all__ = ["add_model_arg", "add_device_arg", "add_sampling_args", "extra_sampling", "add_grammar_args",
+           "load_grammar"]
 
 
 def add_model_arg(p: argparse.ArgumentParser) -> None:
@@ -35,6 +36,14 @@ def add_sampling_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--min-p", type=float, default=0.05)
     p.add_argument("--repeat-penalty", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=None, help="RNG seed (default: random)")
+    # llama.cpp's names for its other samplers (pyrt.sampling.SamplingParams)
+    p.add_argument("--mirostat", type=int, default=0, choices=(0, 1, 2),
+                   help="Mirostat sampling: 0 off (default), 1 Mirostat, 2 Mirostat 2.0")
+    p.add_argument("--mirostat-ent", type=float, default=5.0, help="Mirostat target entropy tau (default 5.0)")
+    p.add_argument("--mirostat-lr", type=float, default=0.1, help="Mirostat learning rate eta (default 0.1)")
+    p.add_argument("--dry-multiplier", type=float, default=0.0, help="DRY repetition penalty (0: off, default)")
+    p.add_argument("--xtc-probability", type=float, default=0.0, help="XTC probability (0: off, default)")
+    p.add_argument("--xtc-threshold", type=float, default=0.1, help="XTC threshold (default 0.1)")
 
 
 def add_grammar_args(p: argparse.ArgumentParser) -> None:
@@ -58,3 +67,10 @@ def load_grammar(args):
                 text = f.read()
         return Grammar.from_json_schema(text)
     return None
+
+
+def extra_sampling(args) -> dict:
+    """The keyword arguments of the samplers beyond top-k/p, min-p and penalties."""
+    return {"mirostat_mode": args.mirostat, "mirostat_tau": args.mirostat_ent,
+            "mirostat_eta": args.mirostat_lr, "dry_multiplier": args.dry_multiplier,
+            "xtc_probability": args.xtc_probability, "xtc_threshold": args.xtc_threshold}

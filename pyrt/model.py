@@ -6,6 +6,7 @@ tensor has been checked (type, shape against the hparams, byte range).
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import re
@@ -407,13 +408,17 @@ def check_tensors(g: GGUFFile, hp: HParams) -> None:
 class Model:
     """Weights of one GGUF model, shared by any number of Contexts."""
 
-    def __init__(self, path: str | os.PathLike):
+    def __init__(self, path: str | os.PathLike, hparams_overrides: dict | None = None):
+        """`hparams_overrides` replaces hparams fields read from the file
+        (rope_freq_base / rope_freq_scale: llama.cpp's --rope-freq-* options)."""
         self.path = os.fspath(path)
         self.gguf = GGUFFile(self.path)
         self._handle = ffi.NULL
         try:
             self.metadata = self.gguf.metadata
             self.hparams = read_hparams(self.gguf)
+            if hparams_overrides:
+                self.hparams = dataclasses.replace(self.hparams, **hparams_overrides)
             from .tokenizer import load_tokenizer
             try:
                 self.tokenizer = load_tokenizer(self.metadata)

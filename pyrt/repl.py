@@ -31,8 +31,9 @@ HELP = """Available commands:
 Use \"\"\" to begin a multi-line message."""
 
 HELP_SET = """Available /set commands:
-  /set parameter <name> <value>  Set a sampling parameter (/set parameter: list them)
-  /set system <string>           Set the system message (\"\"\" for several lines)
+  /set parameter <name> <value>  Set a sampling parameter (/set parameter: list them);
+                                 /set <name> <value> works too (/set temperature 0.2)
+  /set system <string>           Set the system message (quotes optional; \"\"\" for several lines)
   /set history                   Save input history to disk
   /set nohistory                 Do not save input history
   /set format json               Make every reply a JSON object (as ollama)
@@ -67,8 +68,40 @@ PARAMETERS: dict[str, tuple[type, str]] = {
     "seed": (int, "random seed (-1: a new random seed each reply)"),
     "num_predict": (int, "most tokens per reply (-1: until the context is full)"),
     "stop": (str, "stop sequence(s), space separated"),
+    "mirostat": (int, "Mirostat sampling: 0 off, 1 Mirostat, 2 Mirostat 2.0"),
+    "mirostat_tau": (float, "Mirostat target entropy"),
+    "mirostat_eta": (float, "Mirostat learning rate"),
+    "dry_multiplier": (float, "DRY repetition penalty (0: off)"),
+    "xtc_probability": (float, "XTC: chance to drop the top choices (0: off)"),
+    "xtc_threshold": (float, "XTC: probability that makes a choice 'top'"),
 }
-_API_NAMES = {"repeat_last_n": "penalty_last_n", "num_predict": "max_tokens"}
+_API_NAMES = {"repeat_last_n": "penalty_last_n", "num_predict": "max_tokens", "mirostat": "mirostat_mode"}
+# other spellings people type (llama.cpp / llama-cpp-python names) -> PARAMETERS
+_PARAM_ALIASES = {"temp": "temperature", "penalty_last_n": "repeat_last_n", "max_tokens": "num_predict",
+                  "n_predict": "num_predict", "last_n_tokens_size": "repeat_last_n"}
+
+
+def use_color(stream: TextIO) -> bool:
+    """Color only on a terminal, never with NO_COLOR set (no-color.org) or TERM=dumb."""
+    if os.environ.get("NO_COLOR") or os.environ.get("TERM") == "dumb":
+        return False
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def _inputrc_sets(variable: str) -> bool:
+    path = os.environ.get("INPUTRC") or os.path.expanduser("~/.inputrc")
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return variable in f.read()
+    except OSError:
+        return False
+
+
+# SGR codes: subtle styling only (bold prompt, dim notes and statistics)
+_BOLD, _DIM, _RESET = "\x1b[1m", "\x1b[2m", "\x1b[0m"
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
@@ -149,11 +182,18 @@ class ChatREPL:
         self.history_file = history_file
         self.out = stdout or sys.stdout
         self.interactive = sys.stdin.isatty() if stdin is None else False
+        self.color = self.interactive and use_color(self.out)
         self._readline = None
         if self.interactive:
             try:
                 import readline
                 self._readline = readline
+                # a paste arrives as one input (newlines kept) instead of one per line;
+                # Python turns this off by default, GNU readline >= 8.0 supports it.
+                # An inputrc that sets it has the last word.
+                if not _inputrc_sets("enable-bracketed-paste"):
+                    readline.parse_and_bind("set enable-bracketed-paste on")
+                    readline.parse_and_bind("set enable-active-region off")
             except ImportError:   # Windows without pyreadline: plain input()
                 pass
         self._history_loaded = False
@@ -162,6 +202,17 @@ class ChatREPL:
     def say(self, text: str = "") -> None:
         self.out.write(text + "\n")
         self.out.flush()
+
+    def note(self, text: str) -> None:
+        """A line that is not part of the conversation (statistics, notices): dim."""
+        self.say(f"{_DIM}{text}{_RESET}" if self.color else text)
+
+    def _prompt(self, text: str) -> str:
+        if not self.color:
+            return text
+        if self._readline is not None:      # \001..\002: zero-width for readline's line editing
+            return f"\001{_BOLD}\002{text}\001{_RESET}\002"
+        return f"{_BOLD}{text}{_RESET}"
 
     # ---- history ---------------------------------------------------------------
     def _load_history(self) -> None:
@@ -191,11 +242,34 @@ class ChatREPL:
     # ---- input ---------------------------------------------------------------
     def _input(self, prompt: str) -> str:
         if self.interactive:
-            return input(prompt)
+            return input(self._prompt(prompt))
         line = sys.stdin.readline()
         if not line:
             raise EOFError
         return line.rstrip("\n")
+
+    def _pending_input(self) -> bool:
+        """More input already waiting right after a line was read: the rest of
+        a paste (a typist cannot press Enter and type within 30 ms). Only on a
+        terminal; piped input is one message per line."""
+        if not self.interactive:
+            return False
+        try:
+            import select
+            return bool(select.select([sys.stdin], [], [], 0.03)[0])
+        except (OSError, ValueError, ImportError):
+            return False
+
+    def _read_pasted(self, line: str) -> str:
+        """`line` plus the lines of the same paste (where the terminal or
+        readline did not deliver the paste as one input)."""
+        lines = [line]
+        while self._pending_input():
+            try:
+                lines.append(self._input(""))
+            except (EOFError, KeyboardInterrupt):
+                break
+        return "\n".join(lines)
 
     def read_message(self) -> str | None:
         """One message (multi-line between triple quotes); None at EOF/exit."""
@@ -214,6 +288,8 @@ class ChatREPL:
             self._save_history_line()
             if line.lstrip().startswith('"""') or re.match(r"^/set system\s+\"\"\"", line):
                 return self._read_multiline(line)
+            if not line.startswith("/"):
+                line = self._read_pasted(line)
             return line
 
     def _read_multiline(self, first: str) -> str | None:
@@ -334,9 +410,9 @@ class ChatREPL:
         pn, cn = int(s["prompt_n"]), int(s["cached_n"])
         new = pn - cn
         pms, gms, gn = s["prompt_ms"], s["predicted_ms"], int(s["predicted_n"])
-        self.say(f"prompt: {pn} tokens ({cn} cached, {new} new) in {pms:.0f} ms, "
-                 f"{new / (pms / 1e3) if pms > 0 else 0:.1f} tokens/s")
-        self.say(f"reply:  {gn} tokens in {gms:.0f} ms, {gn / (gms / 1e3) if gms > 0 else 0:.1f} tokens/s")
+        self.note(f"prompt: {pn} tokens ({cn} cached, {new} new) in {pms:.0f} ms, "
+                  f"{new / (pms / 1e3) if pms > 0 else 0:.1f} tokens/s")
+        self.note(f"reply:  {gn} tokens in {gms:.0f} ms, {gn / (gms / 1e3) if gms > 0 else 0:.1f} tokens/s")
 
     # ---- commands ---------------------------------------------------------------
     def command(self, line: str) -> str | None:
@@ -366,15 +442,19 @@ class ChatREPL:
         return None
 
     def cmd_set(self, arg: str) -> None:
-        sub, _, rest = arg.partition(" ")
+        sub, _, rest = arg.strip().partition(" ")
         rest = rest.strip()
         if sub == "parameter":
             self.set_parameter(rest)
+        elif sub in PARAMETERS or sub in _PARAM_ALIASES:
+            self.set_parameter(f"{sub} {rest}".strip())
         elif sub == "system":
             if rest.startswith('"""'):
                 rest = rest[3:]
                 if rest.endswith('"""'):
                     rest = rest[:-3]
+            elif len(rest) >= 2 and rest[0] == rest[-1] and rest[0] in "\"'":
+                rest = rest[1:-1]        # /set system "You are a pirate." -> without the quotes
             if not rest.strip():
                 self.conv.system = None
                 self.say("Cleared system message.")
@@ -402,12 +482,19 @@ class ChatREPL:
         elif sub == "nohistory":
             self.history_file = None
             self.say("History will not be saved.")
-        else:
+        elif not sub:
             self.say(HELP_SET)
+        else:
+            self.say(f"Unknown /set option '{sub}'. {HELP_SET}")
 
     def set_parameter(self, rest: str) -> None:
         name, _, value = rest.partition(" ")
         value = value.strip()
+        name = _PARAM_ALIASES.get(name, name)
+        if name and not value and name in PARAMETERS:
+            self.say(f"Usage: /set parameter {name} <value>  ({PARAMETERS[name][1]}; "
+                     f"now {self.params.get(name)!r})")
+            return
         if not name or not value:
             self.say("Usage: /set parameter <name> <value>. Parameters:")
             for k, (_t, d) in PARAMETERS.items():
@@ -537,7 +624,12 @@ def _validate(params: dict) -> str | None:
                        frequency_penalty=params.get("frequency_penalty", 0.0),
                        presence_penalty=params.get("presence_penalty", 0.0),
                        penalty_last_n=params.get("repeat_last_n", 64),
-                       seed=seed if seed is not None and seed >= 0 else None).validate()
+                       seed=seed if seed is not None and seed >= 0 else None,
+                       mirostat_mode=params.get("mirostat", 0), mirostat_tau=params.get("mirostat_tau", 5.0),
+                       mirostat_eta=params.get("mirostat_eta", 0.1),
+                       dry_multiplier=params.get("dry_multiplier", 0.0),
+                       xtc_probability=params.get("xtc_probability", 0.0),
+                       xtc_threshold=params.get("xtc_threshold", 0.1)).validate()
     except ValueError as e:
         return str(e)
     return None
@@ -550,7 +642,10 @@ def run_chat(args) -> int:
               "typical_p": 1.0, "repeat_penalty": args.repeat_penalty, "repeat_last_n": 64,
               "presence_penalty": 0.0, "frequency_penalty": 0.0,
               "seed": -1 if args.seed is None else args.seed,
-              "num_predict": -1 if args.n_predict is None else args.n_predict, "stop": []}
+              "num_predict": -1 if args.n_predict is None else args.n_predict, "stop": [],
+              "mirostat": args.mirostat, "mirostat_tau": args.mirostat_ent, "mirostat_eta": args.mirostat_lr,
+              "dry_multiplier": args.dry_multiplier, "xtc_probability": args.xtc_probability,
+              "xtc_threshold": args.xtc_threshold}
     err = _validate(params)
     if err:
         print(f"pyrt: error: {err}", file=sys.stderr)
@@ -568,6 +663,9 @@ def run_chat(args) -> int:
         tmpl = llm.chat_template
         if tmpl.notice:
             print(f"note: {tmpl.notice}", file=sys.stderr)
+        warning = base_model_warning(llm, template)
+        if warning:
+            print(f"warning: {warning}", file=sys.stderr)
         hist = None if args.no_history else (Path(args.history_file) if args.history_file else history_path())
         repl = ChatREPL(llm, params=params, system=args.system, verbose=args.verbose, history_file=hist)
         if repl.interactive:
@@ -576,6 +674,20 @@ def run_chat(args) -> int:
         return repl.loop()
     finally:
         llm.close()
+
+
+def base_model_warning(llm, template_override: str | None) -> str | None:
+    """A warning when the model looks like a base (pretrained, not chat-tuned)
+    model: its GGUF has no chat template, so replies tend to ramble or loop."""
+    if template_override:
+        return None
+    src = llm.metadata.get("tokenizer.chat_template")
+    if isinstance(src, str) and src.strip():
+        return None
+    name = str(llm.metadata.get("general.name") or os.path.basename(llm.model_path))
+    return (f"{name} has no chat template: it is probably a base model (pretrained, not tuned for "
+            f"chat), so replies may ramble or repeat. For chat, use an instruct model (e.g. "
+            f"`pyrt chat -m smollm2-135m`); for plain text continuation, `pyrt generate`")
 
 
 def _builtin_names() -> list[str]:

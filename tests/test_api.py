@@ -31,7 +31,7 @@ def test_completion_shape_and_greedy_text(llm):
     assert out["model"] == llm.model_name
     (choice,) = out["choices"]
     assert choice["finish_reason"] == "length" and choice["index"] == 0 and choice["logprobs"] is None
-    assert choice["text"] == llm.detokenize(greedy_ids(llm, PROMPT, 8))
+    assert choice["text"] == llm.detokenize_text(greedy_ids(llm, PROMPT, 8))
     assert choice["text"].startswith(" Paris")        # llama.cpp's greedy continuation
     u = out["usage"]
     assert (u["prompt_tokens"], u["completion_tokens"], u["total_tokens"]) == (5, 8, 13)
@@ -85,9 +85,9 @@ def test_logprobs_match_the_logits(llm):
     out = llm.create_completion(PROMPT, max_tokens=4, temperature=0, logprobs=3)
     lp = out["choices"][0]["logprobs"]
     ids = greedy_ids(llm, PROMPT, 4)
-    assert lp["tokens"] == [llm.detokenize([t]) for t in ids]
+    assert lp["tokens"] == [llm.detokenize_text([t]) for t in ids]
     text = out["choices"][0]["text"]
-    assert lp["text_offset"] == [len(llm.detokenize(ids[:i])) for i in range(4)]
+    assert lp["text_offset"] == [len(llm.detokenize_text(ids[:i])) for i in range(4)]
     assert "".join(lp["tokens"]) == text
     # the logits generation saw: the prompt's last row, then one single-token decode per token
     # (a batch evaluation of the same tokens may differ in the last bits, as in llama.cpp)
@@ -141,14 +141,14 @@ def test_prefix_reuse_is_reported(llm):
 
 @pytest.mark.parametrize("kw, word", [
     (dict(temperature=-1), "temperature"), (dict(temperature="hot"), "temperature"),
-    (dict(top_p=0), "top_p"), (dict(top_p=1.5), "top_p"), (dict(top_k=-1), "top_k"),
+    (dict(top_p=-0.1), "top_p"), (dict(top_p=1.5), "top_p"), (dict(top_k=-1), "top_k"),
     (dict(min_p=2), "min_p"), (dict(typical_p=0), "typical_p"), (dict(repeat_penalty=0), "repeat_penalty"),
     (dict(frequency_penalty=float("nan")), "frequency_penalty"), (dict(presence_penalty=None), "presence_penalty"),
-    (dict(max_tokens=-1), "max_tokens"), (dict(max_tokens=1.5), "max_tokens"), (dict(seed=-1), "seed"),
+    (dict(max_tokens="8"), "max_tokens"), (dict(max_tokens=1.5), "max_tokens"), (dict(seed=-2), "seed"),
     (dict(seed=2**64), "seed"), (dict(logprobs=21), "logprobs"), (dict(logprobs=True), "logprobs"),
     (dict(stop=[1]), "stop"), (dict(stop=3), "stop"), (dict(logit_bias={10**9: 1.0}), "logit_bias"),
     (dict(logit_bias={"x": 1.0}), "logit_bias"), (dict(logit_bias={5: float("inf")}), "logit_bias"),
-    (dict(stream="yes"), "stream"), (dict(echo=1), "echo"), (dict(suffix="x"), "suffix"),
+    (dict(stream="yes"), "stream"), (dict(echo=1), "echo"), (dict(suffix=3), "suffix"),
     (dict(penalty_last_n=-2), "penalty_last_n"),
 ])
 def test_completion_parameter_validation(llm, kw, word):

@@ -102,7 +102,8 @@ def test_builtin_templates_alternate_roles():
     plain = ChatTemplate.builtin("plain")
     assert plain.render(msgs) == "S\n\nUser: u1\nAssistant: a1\nUser: u2\nAssistant:"
     assert plain.stop == ["\nUser:"]
-    assert set(BUILTIN_TEMPLATES) == {"chatml", "gemma", "llama3", "llama2", "phi3", "plain"}
+    assert set(BUILTIN_TEMPLATES) == {"chatml", "gemma", "llama3", "llama2", "phi3", "plain",
+                                      "mistral-instruct", "zephyr", "alpaca", "vicuna"}
     with pytest.raises(ValueError, match="unknown built-in"):
         ChatTemplate.builtin("nope")
 

@@ -66,9 +66,9 @@ def test_max_tokens_and_stop_token(llm):
 
 def test_stop_string_is_not_yielded(llm):
     ids = llm.tokenize("The capital of France is")
-    full = llm.detokenize(list(llm.generate(ids, max_tokens=12, temperature=0)))
+    full = llm.detokenize_text(list(llm.generate(ids, max_tokens=12, temperature=0)))
     assert full.startswith(" Paris.")
-    out = llm.detokenize(list(llm.generate(ids, max_tokens=12, temperature=0, stop=["."])))
+    out = llm.detokenize_text(list(llm.generate(ids, max_tokens=12, temperature=0, stop=["."])))
     assert out == " Paris"
 
 
@@ -90,7 +90,7 @@ def test_generation_stops_at_a_full_context(smollm2_path):
 
 @pytest.mark.parametrize("kw,word", [
     ({"temperature": -1}, "temperature"), ({"top_p": 1.5}, "top_p"), ({"top_k": -2}, "top_k"),
-    ({"min_p": 2}, "min_p"), ({"repeat_penalty": 0}, "repeat_penalty"), ({"max_tokens": -1}, "max_tokens"),
+    ({"min_p": 2}, "min_p"), ({"repeat_penalty": 0}, "repeat_penalty"), ({"max_tokens": 2.5}, "max_tokens"),
     ({"seed": -5}, "seed"), ({"stop": [3.5]}, "stop"),
 ])
 def test_invalid_parameters_raise_before_any_work(llm, kw, word):

@@ -91,7 +91,7 @@ def test_generate_and_create_completion_agree_for_a_seed(llm, seed):
     kw = dict(max_tokens=16, temperature=0.9, seed=seed)
     toks = list(llm.generate(ids, **kw))
     out = llm.create_completion(ids, logprobs=0, **kw)
-    assert out["choices"][0]["text"] == llm.detokenize(toks)
+    assert out["choices"][0]["text"] == llm.detokenize_text(toks)
     assert out["usage"]["completion_tokens"] == len(toks)
     assert out["choices"][0]["logprobs"]["tokens"] == \
         [llm.tokenizer.token_to_bytes(t).decode("utf-8", "replace") for t in toks]
@@ -104,7 +104,7 @@ def test_stream_generate_pieces_and_last_piece(llm):
     assert all(p.finish_reason is None for p in pieces[:-1])
     last = pieces[-1]
     assert (last.text, last.finish_reason, last.n_generated) == ("", "length", 7)
-    assert "".join(p.text for p in pieces) == llm.detokenize(list(llm.generate(ids, max_tokens=7,
+    assert "".join(p.text for p in pieces) == llm.detokenize_text(list(llm.generate(ids, max_tokens=7,
                                                                                 temperature=0)))
     assert llm.last_stats["predicted_n"] == 7 and llm.last_stats["prompt_n"] == len(ids)
 
@@ -122,7 +122,7 @@ def test_stream_generate_logprob_records_follow_the_text(llm):
 def _two_token_stop(llm, ids):
     """A stop string made of the end of one generated token and the start of the next."""
     toks = list(llm.generate(ids, max_tokens=12, temperature=0))
-    pieces = [llm.detokenize([t]) for t in toks]
+    pieces = [llm.detokenize_text([t]) for t in toks]
     for i in range(1, len(pieces) - 1):
         a, b = pieces[i], pieces[i + 1]
         if len(a) >= 2 and len(b) >= 2:
@@ -148,7 +148,7 @@ def test_stop_string_across_a_token_boundary(llm):
     # Llama.generate drops every token that is part of the stop string
     toks = list(generate_tokens(llm, ids, greedy(), max_tokens=12, stop_strs=[stop]))
     assert toks == list(llm.generate(ids, max_tokens=12, temperature=0, stop=[stop]))
-    text = llm.detokenize(toks)
+    text = llm.detokenize_text(toks)
     assert stop not in text and want.startswith(text) and len(want) - len(text) < len(stop) + 8
 
 

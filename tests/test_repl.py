@@ -185,3 +185,154 @@ def test_message_too_long_for_the_context(smollm2_path, tmp_path):
     c.expect(pexpect.EOF)
     c.close()
     assert c.exitstatus == 0
+
+
+# ---- added: pasting, /set shortcuts, colors, base-model warning -----------------------------------
+
+def test_a_paste_is_one_message(smollm2_path, tmp_path):
+    cache = tmp_path / "cache"
+    c = spawn(smollm2_path, cache, "-n", "4")
+    assert "\x1b[?2004h" not in c.before            # the inputrc turned bracketed paste off
+    c.send("Line one of a paste.\nLine two of it.\nLine three.\n")     # arrives at once, as a paste does
+    c.expect_exact(PROMPT)
+    out = send(c, "/save pasted")
+    assert "Created new session 'pasted' (2 messages" in out           # one user turn, one reply
+    turns = LlamaState.load(cache / "sessions" / "pasted.session").extra["conversation"]["turns"]
+    assert turns[0] == {"role": "user", "content": "Line one of a paste.\nLine two of it.\nLine three."}
+    c.sendline("/bye")
+    c.expect(pexpect.EOF)
+
+
+def test_bracketed_paste_is_one_message(smollm2_path, tmp_path):
+    """With readline's bracketed paste on (pyrt turns it on unless an inputrc says
+    otherwise), the terminal marks the paste and readline returns it whole."""
+    cache = tmp_path / "cache"
+    cache.mkdir(parents=True)
+    env = env_for(cache)
+    (cache / "inputrc").write_text("set editing-mode emacs\n")
+    child = pexpect.spawn(sys.executable, ["-m", "pyrt", "chat", "-m", str(smollm2_path), "--temp", "0",
+                                           "-n", "4"], env=env, encoding="utf-8", timeout=T,
+                          dimensions=(40, 200))
+    child.expect_exact(PROMPT)
+    assert "\x1b[?2004h" in child.before          # readline asked the terminal to mark pastes
+    child.send("\x1b[200~First pasted line.\nSecond pasted line.\x1b[201~")
+    time.sleep(0.2)
+    child.send("\r")
+    child.expect_exact(PROMPT)
+    child.sendline("/save bp")
+    child.expect_exact(PROMPT)
+    turns = LlamaState.load(cache / "sessions" / "bp.session").extra["conversation"]["turns"]
+    assert turns[0]["content"] == "First pasted line.\nSecond pasted line."
+    assert len(turns) == 2
+    child.sendline("/bye")
+    child.expect(pexpect.EOF)
+
+
+class _FakeLlm:
+    def __init__(self, metadata=None, path="base.gguf"):
+        self.metadata = metadata or {}
+        self.model_path = path
+
+
+def _repl(**kw):
+    import io
+    from pyrt.repl import ChatREPL
+    params = {"temperature": 0.8, "top_k": 40, "top_p": 0.95, "min_p": 0.05, "typical_p": 1.0,
+              "repeat_penalty": 1.0, "repeat_last_n": 64, "presence_penalty": 0.0, "frequency_penalty": 0.0,
+              "seed": -1, "num_predict": -1, "stop": []}
+    out = io.StringIO()
+    r = ChatREPL(_FakeLlm(), params=params, stdin=io.StringIO(), stdout=out, **kw)
+    return r, out
+
+
+def test_set_shortcuts_and_clear_errors():
+    r, out = _repl()
+    r.command("/set temperature 0.2")
+    assert r.params["temperature"] == 0.2 and "Set parameter 'temperature' to '0.2'" in out.getvalue()
+    r.command("/set temp 0.3")
+    assert r.params["temperature"] == 0.3
+    r.command("/set top_k many")
+    assert "'many' is not a valid int" in out.getvalue() and r.params["top_k"] == 40
+    r.command("/set temperature -1")
+    assert "Couldn't set parameter: temperature must be >= 0" in out.getvalue()
+    r.command("/set temperature")
+    assert "Usage: /set parameter temperature <value>" in out.getvalue()
+    r.command("/set tempreature 0.2")
+    assert "Unknown /set option 'tempreature'" in out.getvalue()
+    r.command('/set system "You are a pirate."')
+    assert r.conv.system == "You are a pirate."
+    r.command("/set system You are 'quoted' inside.")
+    assert r.conv.system == "You are 'quoted' inside."
+    r.command("/set mirostat 2")
+    r.command("/set dry_multiplier 0.8")
+    assert r._api_params()["mirostat_mode"] == 2 and r._api_params()["dry_multiplier"] == 0.8
+    r.command("/set mirostat 3")
+    assert "mirostat_mode must be 0 (off), 1 (Mirostat) or 2" in out.getvalue()
+
+
+def test_paste_lines_are_joined_when_more_input_is_waiting(monkeypatch):
+    r, _ = _repl()
+    r.interactive = True
+    typed = ["first line", "second line", "third line", "next message"]
+    waiting = [True, True, False]          # the first three arrive together
+    monkeypatch.setattr(r, "_input", lambda prompt: typed.pop(0))
+    monkeypatch.setattr(r, "_pending_input", lambda: waiting.pop(0) if waiting else False)
+    assert r.read_message() == "first line\nsecond line\nthird line"
+    assert r.read_message() == "next message"
+
+
+def test_color_follows_the_terminal_and_no_color(monkeypatch):
+    import io
+    from pyrt.repl import use_color
+
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    monkeypatch.setenv("TERM", "xterm")
+    assert use_color(Tty()) and not use_color(io.StringIO())
+    monkeypatch.setenv("NO_COLOR", "1")
+    assert not use_color(Tty())
+    monkeypatch.delenv("NO_COLOR")
+    monkeypatch.setenv("TERM", "dumb")
+    assert not use_color(Tty())
+    r, out = _repl()
+    r.color = True
+    r.note("prompt: 3 tokens")
+    assert out.getvalue() == "\x1b[2mprompt: 3 tokens\x1b[0m\n"
+    r.color = False
+    r.note("plain")
+    assert out.getvalue().endswith("plain\n")
+
+
+def test_colored_prompt_in_a_terminal_and_no_color(smollm2_path, tmp_path):
+    for no_color, want in (("", True), ("1", False)):
+        cache = tmp_path / f"cache{no_color}"
+        cache.mkdir(parents=True)
+        env = dict(env_for(cache), NO_COLOR=no_color)
+        child = pexpect.spawn(sys.executable, ["-m", "pyrt", "chat", "-m", str(smollm2_path)], env=env,
+                              encoding="utf-8", timeout=T, dimensions=(40, 200))
+        child.expect_exact(PROMPT)
+        assert ("\x1b[1m" in child.before) == want
+        child.sendline("/bye")
+        child.expect(pexpect.EOF)
+
+
+def test_base_model_warning():
+    from pyrt.registry import ensure_model
+    from pyrt.repl import base_model_warning
+    with pyrt.Llama(str(ensure_model("gemma3-270m")), n_ctx=64) as g:
+        w = base_model_warning(g, None)
+        assert w and "no chat template" in w and "base model" in w and "smollm2-135m" in w
+        assert base_model_warning(g, "gemma") is None          # an explicit template: the user chose
+    with pyrt.Llama(str(ensure_model("smollm2-135m")), n_ctx=64) as s:
+        assert base_model_warning(s, None) is None
+
+
+def test_base_model_warning_at_start(tmp_path):
+    from pyrt.registry import ensure_model
+    cache = tmp_path / "cache"
+    c = spawn(ensure_model("gemma3-270m"), cache)
+    assert "warning:" in c.before and "base model" in c.before
+    c.sendline("/bye")
+    c.expect(pexpect.EOF)

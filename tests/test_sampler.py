@@ -440,7 +440,7 @@ def test_logits_not_modified():
 @pytest.mark.parametrize("name,value", [
     ("temperature", -0.1), ("temperature", math.nan), ("temperature", math.inf),
     ("top_k", -1), ("top_k", 2.5),
-    ("top_p", 0.0), ("top_p", 1.5), ("top_p", math.nan),
+    ("top_p", -0.5), ("top_p", 1.5), ("top_p", math.nan),
     ("min_p", -0.1), ("min_p", 1.1),
     ("typical_p", 0.0), ("typical_p", 1.01),
     ("repeat_penalty", 0.0), ("repeat_penalty", -1.0),
@@ -545,3 +545,227 @@ def test_c_rejects_bad_arguments():
     finally:
         lib.pyrt_sampler_free(s)
     lib.pyrt_sampler_free(ffi.NULL)
+
+
+# ---- Mirostat, DRY, XTC (llama.cpp's samplers) ------------------------------------------
+
+
+def _mirostat_v2_reference(logits, t, mu):
+    """Kept set and probabilities of Mirostat 2.0 at one step (llama.cpp's rule)."""
+    p = softmax(logits, t)
+    order = np.argsort(-p, kind="stable")
+    ps = p[order]
+    keep = max(1, int(np.sum(np.cumprod(-np.log2(ps) <= mu))))
+    kept = ps[:keep] / ps[:keep].sum()
+    return order[:keep], kept
+
+
+def test_mirostat_v2_truncates_by_surprise_and_learns_mu():
+    rng = np.random.default_rng(5)
+    logits = (rng.standard_normal(300) * 2.5).astype(np.float32)
+    tau, eta, t = 3.0, 0.3, 0.9
+    s = make(300, temperature=t, mirostat_mode=2, mirostat_tau=tau, mirostat_eta=eta, seed=9)
+    mu = s.mirostat_mu
+    assert mu == pytest.approx(2 * tau)
+    mus = []
+    for _ in range(300):
+        ids, kept = _mirostat_v2_reference(logits, t, mu)
+        tok = s.sample(logits)
+        assert tok in ids, (tok, ids, mu)
+        surprise = -math.log2(kept[list(ids).index(tok)])
+        mu = mu - eta * (surprise - tau)
+        assert s.mirostat_mu == pytest.approx(mu, rel=1e-4, abs=1e-4)
+        mus.append(mu)
+    # the learned mu settles near the level where the average surprise is tau
+    assert abs(np.mean(mus[100:]) - mus[-1]) < 2.0
+    s.reset()
+    assert s.mirostat_mu == pytest.approx(2 * tau)
+
+
+def test_mirostat_v1_keeps_k_from_the_zipf_estimate():
+    rng = np.random.default_rng(6)
+    n = 2000
+    logits = np.sort(rng.standard_normal(n) * 3)[::-1].astype(np.float32)
+    tau, eta = 5.0, 0.1
+    s = make(n, temperature=1.0, mirostat_mode=1, mirostat_tau=tau, mirostat_eta=eta, seed=3)
+    p = softmax(logits)                  # already sorted: ids are ranks
+    t_i = np.log(np.arange(2, 101) / np.arange(1, 100))
+    b_i = np.log(p[:99] / p[1:100])
+    s_hat = float((t_i * b_i).sum() / (t_i * t_i).sum())
+    mu = 2 * tau
+    for _ in range(100):
+        eps = s_hat - 1
+        k = max(1, int((eps * 2 ** mu / (1 - n ** -eps)) ** (1 / s_hat)))
+        tok = s.sample(logits)
+        assert tok < k + 1, (tok, k)
+        kept = p[:k] / p[:k].sum()
+        mu -= eta * (-math.log2(kept[tok]) - tau)
+        assert s.mirostat_mu == pytest.approx(mu, rel=1e-3, abs=1e-3)
+
+
+def _dry_reference(hist, n_vocab, mult, base, allowed, last_n, single_breakers=()):
+    """DRY penalties by brute force: for each earlier position, the longest
+    common suffix of the history and the history up to there (not reaching
+    back past the last breaker); the token that followed gets the penalty."""
+    h = list(hist[-last_n:]) if last_n > 0 else list(hist)
+    n = len(h)
+    out = np.zeros(n_vocab)
+    if n <= allowed:
+        return out
+    rep_limit = n
+    for i in range(n):                        # most recent breaker
+        if h[n - 1 - i] in single_breakers:
+            rep_limit = i
+            break
+    if rep_limit < allowed:
+        return out
+    best = {}
+    for end in range(n - 1):                  # h[:end + 1] ends an earlier occurrence
+        L = 0
+        while L <= end and h[end - L] == h[n - 1 - L]:
+            L += 1
+        L = min(L, rep_limit)
+        if L >= allowed:
+            tok = h[end + 1]
+            best[tok] = max(best.get(tok, -1), L)
+    for tok, L in best.items():
+        if tok in single_breakers:
+            continue
+        out[tok] = mult * base ** (L - allowed)
+    return out
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_dry_penalties_match_a_brute_force_reference(seed):
+    rng = np.random.default_rng(seed)
+    V = 6
+    hist = list(rng.integers(0, V, size=int(rng.integers(5, 60))))
+    hist += hist[-int(rng.integers(2, 6)):]          # make a repeat likely
+    allowed, last_n, mult, base = int(rng.integers(0, 4)), int(rng.integers(8, 70)), 0.8, 1.75
+    breakers = (5,) if seed % 2 else ()
+    # token V never occurs in the history, so it is never penalised: the probe
+    s = make(V + 1, temperature=0.0, penalty_last_n=0, dry_multiplier=mult, dry_base=base,
+             dry_allowed_length=allowed, dry_penalty_last_n=last_n,
+             dry_breaker_tokens=[(b,) for b in breakers])
+    for t in hist:
+        s.accept(int(t))
+    want = _dry_reference(hist, V, mult, base, allowed, last_n, breakers)
+    assert want.any() or seed % 2          # the test has something to check
+    # read each penalty back through greedy picks against the probe token,
+    # set just below and just above where j's penalised logit lands
+    for j in range(V):
+        for delta, expect in ((0.02, V), (-0.02, j)):
+            logits = np.full(V + 1, -1000.0, np.float32)
+            logits[j] = 100.0
+            logits[V] = 100.0 - want[j] + delta
+            assert s.sample(logits) == expect, (j, delta, want, hist)
+
+
+def test_dry_multi_token_breakers_from_strings():
+    from pyrt.registry import ensure_model
+    from pyrt.model import Model
+    from pyrt.sampling import dry_breaker_sequences
+    m = Model(ensure_model("smollm2-135m"))
+    try:
+        tok = m.tokenizer
+        seqs = dry_breaker_sequences(["\n", "Question:"], tok)
+        nl = tok.tokenize("\n", add_bos=False)
+        assert (nl[0],) in seqs                          # a token holding "\n" is a breaker alone
+        heads = {q[0] for q in seqs if len(q) > 1}
+        assert heads, "a token that ends with the start of 'Question:' heads a longer breaker"
+        assert all(len(q) <= 21 for q in seqs)
+        assert dry_breaker_sequences(["\n", "Question:"], tok) is seqs   # cached
+    finally:
+        m.close()
+
+
+def test_dry_is_off_at_its_neutral_values():
+    logits = np.array([1.0, 0.9, 0.0, 0.0], np.float32)
+    for kw in (dict(dry_multiplier=0.0), dict(dry_multiplier=1.0, dry_base=0.5),
+               dict(dry_multiplier=1.0, dry_penalty_last_n=0)):
+        s = make(4, temperature=0.0, **kw)
+        for t in [0, 1, 0, 1, 0]:
+            s.accept(t)
+        assert s.sample(logits) == 0, kw
+
+
+def test_xtc_removes_top_choices_but_the_least_likely_of_them():
+    probs = np.array([0.45, 0.3, 0.15, 0.06, 0.04])
+    logits = np.log(probs).astype(np.float32)
+    s = make(5, temperature=1.0, **OFF, xtc_probability=1.0, xtc_threshold=0.1, seed=4)
+    got = draws(s, logits, 4000)
+    assert set(got) <= {2, 3, 4}
+    assert_matches(got, np.array([0, 0, 0.15, 0.06, 0.04]) / 0.25)
+    # probability 0.5: half of the steps are plain sampling
+    s = make(5, temperature=1.0, **OFF, xtc_probability=0.5, xtc_threshold=0.1, seed=5)
+    got = draws(s, logits, 4000)
+    share_top = np.mean(got == 0)
+    assert 0.5 * 0.45 - 0.04 < share_top < 0.5 * 0.45 + 0.04
+    # threshold > 0.5 or probability 0: off
+    for kw in (dict(xtc_probability=1.0, xtc_threshold=0.6), dict(xtc_probability=0.0)):
+        s = make(5, temperature=1.0, **OFF, seed=6, **kw)
+        assert_matches(draws(s, logits, 4000), probs / probs.sum())
+
+
+@pytest.mark.parametrize("name,value", [
+    ("mirostat_mode", 3), ("mirostat_tau", -1.0), ("mirostat_eta", math.nan), ("dry_multiplier", -1.0),
+    ("dry_allowed_length", -1), ("dry_penalty_last_n", -2), ("dry_sequence_breakers", "\n"),
+    ("xtc_probability", 1.5), ("xtc_threshold", -0.1),
+])
+def test_new_sampler_parameters_are_validated(name, value):
+    with pytest.raises(ValueError, match=name):
+        make(10, **{name: value})
+
+
+def test_c_validates_the_new_parameters():
+    out = ffi.new("pyrt_sampler **")
+    E = lib.PYRT_ERR_INVALID_ARG
+    for bad in (dict(mirostat=3), dict(mirostat_tau=math.nan), dict(dry_allowed_length=-1),
+                dict(dry_penalty_last_n=-2), dict(xtc_threshold=math.inf)):
+        assert lib.pyrt_sampler_create(_c_params(**bad), 10, out) == E, bad
+    assert lib.pyrt_sampler_create(_c_params(dry_multiplier=1.0, dry_base=2.0, dry_penalty_last_n=8), 10,
+                                   out) == lib.PYRT_OK
+    s = out[0]
+    try:
+        toks = ffi.new("int32_t[]", [1, 2, 3])
+        assert lib.pyrt_sampler_set_dry_breakers(s, toks, ffi.new("int32_t[]", [0]), 1) == E
+        assert lib.pyrt_sampler_set_dry_breakers(s, ffi.new("int32_t[]", [1, 99]),
+                                                 ffi.new("int32_t[]", [2]), 1) == E
+        assert lib.pyrt_sampler_set_dry_breakers(s, toks, ffi.new("int32_t[]", [1, 2]), 2) == lib.PYRT_OK
+        assert math.isnan(lib.pyrt_sampler_mirostat_mu(s))
+    finally:
+        lib.pyrt_sampler_free(s)
+
+
+def test_dry_matches_llama_cpp_on_the_real_vocabulary(smollm2_path):
+    """tests/data/dry_reference.json (scripts/dry_reference.py): llama.cpp's DRY penalties
+    after real token histories, with its default breakers resolved by llama.cpp."""
+    import json
+    from pathlib import Path
+
+    import pyrt
+    from pyrt.sampling import dry_breaker_sequences
+    ref = json.loads((Path(__file__).parent / "data" / "dry_reference.json").read_text())
+    with pyrt.Llama(str(smollm2_path), n_ctx=16) as llm:
+        tok = llm.tokenizer
+        assert ref["n_vocab"] == llm.n_vocab()
+        seqs = dry_breaker_sequences(ref["breakers"], tok)
+        n_checked = 0
+        for case in ref["cases"]:
+            hist = case["history"]
+            want = {int(k): v for k, v in case["penalties"].items()}
+            s = make(ref["n_vocab"], temperature=0.0, penalty_last_n=0, dry_multiplier=case["multiplier"],
+                     dry_base=case["base"], dry_allowed_length=case["allowed_length"],
+                     dry_penalty_last_n=case["penalty_last_n"], dry_breaker_tokens=seqs)
+            for t in hist:
+                s.accept(t)
+            probe = next(i for i in range(ref["n_vocab"]) if i not in set(hist))
+            for t in sorted(set(hist) | set(want)):
+                p = want.get(t, 0.0)
+                for delta, expect in ((0.01 + 1e-4 * p, probe), (-0.01 - 1e-4 * p, t)):
+                    logits = np.full(ref["n_vocab"], -1e4, np.float32)
+                    logits[t] = 100.0
+                    logits[probe] = 100.0 - p + delta
+                    assert s.sample(logits) == expect, (case["history"][:8], t, p)
+                n_checked += 1
+    assert n_checked > 200 and sum(bool(c["penalties"]) for c in ref["cases"]) >= 15

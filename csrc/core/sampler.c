@@ -1,15 +1,26 @@
-/* core/sampler.c — token sampling: logit bias, penalties, top-k, typical, top-p,
- * min-p, temperature, seeded draw.
+/* core/sampler.c — token sampling: logit bias, penalties, DRY, top-k, typical,
+ * top-p, min-p, XTC, temperature, Mirostat (v1, v2), seeded draw.
  *
  * The chain and each step's rule follow llama.cpp's sampler chain as
- * llama-cpp-python builds it (_init_sampler, min_keep = 1):
+ * llama-cpp-python and llama.cpp's common sampler build it (min_keep = 1):
  *
- *   bias (additive) -> penalties -> temperature <= 0 ? argmax
- *                    : top-k -> typical -> top-p -> min-p -> temperature -> softmax -> draw
+ *   bias (additive) -> penalties -> DRY -> temperature <= 0 ? argmax
+ *     : top-k -> typical -> top-p -> min-p -> XTC -> temperature -> softmax -> draw
+ *   with mirostat 1/2: bias -> penalties -> temperature -> Mirostat (its own
+ *     truncation, draw and mu update; no DRY, top-k..min-p or XTC, as llama.cpp)
+ *
+ * DRY ("don't repeat yourself") penalises a token that would extend a
+ * repetition of the recent history longer than dry_allowed_length by
+ * dry_multiplier * dry_base^(length - allowed); sequence breakers (token
+ * sequences, from strings such as "\n" in pyrt/sampling.py) end the
+ * repetition window. XTC ("exclude top choices"), with probability
+ * xtc_probability per sample, removes every candidate whose probability is
+ * >= xtc_threshold except the least likely of them.
  *
  * Differences from llama.cpp, on purpose:
  *   - Our own RNG (xoshiro256**, seeded through splitmix64) and a 53-bit uniform
- *     double per draw; exactly one draw per non-greedy sample, none for greedy.
+ *     double per draw; exactly one draw per non-greedy sample (plus one for
+ *     XTC's coin when XTC is on), none for greedy.
  *   - Candidate order is a total order: logit descending, then token id
  *     ascending, so ties never depend on the sort algorithm.
  *   - NaN logits count as -inf, +inf as FLT_MAX; -inf candidates are dropped
@@ -64,7 +75,29 @@ struct pyrt_sampler {
     float   *bias_val;     /* [n_bias] */
 
     uint64_t rng[4];       /* xoshiro256** state */
+
+    /* Mirostat */
+    float    mu;
+
+    /* DRY: ring of the last dry_cap accepted tokens (dry_cap == 0: off) */
+    int32_t  dry_cap;
+    int32_t *dry_ring;     /* [dry_cap]                                   */
+    int32_t  dry_head, dry_len;
+    int32_t *dry_repeat;   /* [dry_cap] repeat length ending at each position */
+    int32_t *dry_max;      /* [n_vocab] longest repeat each token would extend (0: none) */
+    int32_t *dry_touched;  /* [dry_cap] tokens with dry_max > 0              */
+    /* sequence breakers, grouped by head token: entries brk_first[tok] ..
+     * brk_first[tok] + brk_count[tok] - 1 of brk_off/brk_len (tails in brk_toks) */
+    int32_t *brk_first;    /* [n_vocab], -1: no breaker starts with the token */
+    int32_t *brk_count;    /* [n_vocab]                                   */
+    int32_t *brk_off;      /* [n_brk]                                     */
+    int32_t *brk_len;      /* [n_brk] tail length (0: single-token breaker) */
+    int32_t *brk_toks;     /* tails, concatenated                         */
+    int32_t  n_brk;
 };
+
+#define DRY_MAX_TAIL 32
+#define MIROSTAT_M 100
 
 /* ---- rng ------------------------------------------------------------------- */
 
@@ -220,7 +253,23 @@ static int validate_params(const pyrt_sampler_params *p) {
     if (p->penalty_last_n < -1)
         return pyrt_set_error(PYRT_ERR_INVALID_ARG, "sampler: penalty_last_n must be >= -1 (got %d)",
                               (int)p->penalty_last_n);
+    if (p->mirostat < 0 || p->mirostat > 2)
+        return pyrt_set_error(PYRT_ERR_INVALID_ARG, "sampler: mirostat must be 0, 1 or 2 (got %d)", (int)p->mirostat);
+    if ((st = check_float(p->mirostat_tau, "mirostat_tau", 0))) return st;
+    if ((st = check_float(p->mirostat_eta, "mirostat_eta", 0))) return st;
+    if ((st = check_float(p->dry_multiplier, "dry_multiplier", 0))) return st;
+    if ((st = check_float(p->dry_base, "dry_base", 0))) return st;
+    if ((st = check_float(p->xtc_probability, "xtc_probability", 0))) return st;
+    if ((st = check_float(p->xtc_threshold, "xtc_threshold", 0))) return st;
+    if (p->dry_allowed_length < 0 || p->dry_penalty_last_n < -1)
+        return pyrt_set_error(PYRT_ERR_INVALID_ARG, "sampler: dry_allowed_length must be >= 0 and "
+                              "dry_penalty_last_n >= -1 (got %d, %d)", (int)p->dry_allowed_length,
+                              (int)p->dry_penalty_last_n);
     return PYRT_OK;
+}
+
+static int dry_enabled(const pyrt_sampler_params *p) {
+    return p->dry_multiplier != 0.0f && p->dry_base >= 1.0f && p->dry_penalty_last_n != 0;
 }
 
 static int penalties_enabled(const pyrt_sampler_params *p) {
@@ -249,6 +298,15 @@ void pyrt_sampler_free(pyrt_sampler *s) {
     free(s->dpos);
     free(s->bias_id);
     free(s->bias_val);
+    free(s->dry_ring);
+    free(s->dry_repeat);
+    free(s->dry_max);
+    free(s->dry_touched);
+    free(s->brk_first);
+    free(s->brk_count);
+    free(s->brk_off);
+    free(s->brk_len);
+    free(s->brk_toks);
     free(s);
 }
 
@@ -282,11 +340,25 @@ int pyrt_sampler_create(const pyrt_sampler_params *p, int32_t n_vocab, pyrt_samp
         s->dpos = malloc(n * sizeof *s->dpos);
         ok = s->ring && s->count && s->distinct && s->dpos;
     }
+    if (ok && dry_enabled(p)) {
+        int32_t cap = p->dry_penalty_last_n < 0 ? PYRT_SAMPLER_MAX_HISTORY : p->dry_penalty_last_n;
+        if (cap > PYRT_SAMPLER_MAX_HISTORY) cap = PYRT_SAMPLER_MAX_HISTORY;
+        s->dry_cap = cap;
+        s->dry_ring = malloc((size_t)cap * sizeof *s->dry_ring);
+        s->dry_repeat = malloc((size_t)cap * sizeof *s->dry_repeat);
+        s->dry_touched = malloc((size_t)cap * sizeof *s->dry_touched);
+        s->dry_max = calloc(n, sizeof *s->dry_max);
+        s->brk_first = malloc(n * sizeof *s->brk_first);
+        s->brk_count = calloc(n, sizeof *s->brk_count);
+        ok = s->dry_ring && s->dry_repeat && s->dry_touched && s->dry_max && s->brk_first && s->brk_count;
+        if (ok) for (size_t i = 0; i < n; i++) s->brk_first[i] = -1;
+    }
     if (!ok) {
         pyrt_sampler_free(s);
         return pyrt_set_error(PYRT_ERR_OOM, "sampler_create: out of memory (n_vocab=%d)", (int)n_vocab);
     }
     rng_seed(s->rng, p->seed);
+    s->mu = 2.0f * p->mirostat_tau;
     *out = s;
     return PYRT_OK;
 }
@@ -294,6 +366,8 @@ int pyrt_sampler_create(const pyrt_sampler_params *p, int32_t n_vocab, pyrt_samp
 int pyrt_sampler_reset(pyrt_sampler *s, uint64_t seed) {
     if (!s) return pyrt_set_error(PYRT_ERR_INVALID_ARG, "sampler_reset: sampler is NULL");
     history_clear(s);
+    s->dry_head = s->dry_len = 0;
+    s->mu = 2.0f * s->p.mirostat_tau;
     s->p.seed = seed;
     rng_seed(s->rng, seed);
     return PYRT_OK;
@@ -304,6 +378,15 @@ int pyrt_sampler_accept(pyrt_sampler *s, int32_t token) {
     if (token < 0 || token >= s->n_vocab)
         return pyrt_set_error(PYRT_ERR_INVALID_ARG, "sampler_accept: token %d out of range [0, %d)",
                               (int)token, (int)s->n_vocab);
+    if (s->dry_cap > 0) {
+        if (s->dry_len == s->dry_cap) {
+            s->dry_ring[s->dry_head] = token;
+            s->dry_head = (s->dry_head + 1) % s->dry_cap;
+        } else {
+            s->dry_ring[(s->dry_head + s->dry_len) % s->dry_cap] = token;
+            s->dry_len++;
+        }
+    }
     if (s->hist_cap == 0) return PYRT_OK;
 
     if (s->ring_len == s->hist_cap) {            /* evict the oldest */
@@ -359,6 +442,61 @@ int pyrt_sampler_set_bias(pyrt_sampler *s, const int32_t *ids, const float *bias
     s->bias_val = nval;
     s->n_bias = n;
     return PYRT_OK;
+}
+
+int pyrt_sampler_set_dry_breakers(pyrt_sampler *s, const int32_t *toks, const int32_t *lens, int32_t n) {
+    if (!s) return pyrt_set_error(PYRT_ERR_INVALID_ARG, "sampler_set_dry_breakers: sampler is NULL");
+    if (n < 0 || (n > 0 && (!toks || !lens)))
+        return pyrt_set_error(PYRT_ERR_INVALID_ARG, "sampler_set_dry_breakers: bad arrays (n=%d)", (int)n);
+    if (s->dry_cap == 0) return PYRT_OK;          /* DRY off: nothing to break */
+    int64_t total = 0;
+    for (int32_t i = 0; i < n; i++) {
+        if (lens[i] < 1 || lens[i] > 1 + DRY_MAX_TAIL)
+            return pyrt_set_error(PYRT_ERR_INVALID_ARG, "sampler_set_dry_breakers: sequence %d has %d tokens "
+                                  "(1..%d)", (int)i, (int)lens[i], 1 + DRY_MAX_TAIL);
+        total += lens[i];
+    }
+    for (int64_t i = 0; i < total; i++)
+        if (toks[i] < 0 || toks[i] >= s->n_vocab)
+            return pyrt_set_error(PYRT_ERR_INVALID_ARG, "sampler_set_dry_breakers: token %d out of range [0, %d)",
+                                  (int)toks[i], (int)s->n_vocab);
+    int32_t *off = malloc(((size_t)n + 1) * sizeof *off);
+    int32_t *len = malloc(((size_t)n + 1) * sizeof *len);
+    int32_t *tt = malloc(((size_t)total + 1) * sizeof *tt);
+    int32_t *start = malloc(((size_t)n + 1) * sizeof *start);
+    if (!off || !len || !tt || !start) {
+        free(off); free(len); free(tt); free(start);
+        return pyrt_set_error(PYRT_ERR_OOM, "sampler_set_dry_breakers: out of memory");
+    }
+    /* group the entries by head token (counting sort over the heads) */
+    for (int32_t i = 0; i < s->n_vocab; i++) { s->brk_first[i] = -1; s->brk_count[i] = 0; }
+    int64_t pos = 0;
+    for (int32_t i = 0; i < n; i++) { start[i] = (int32_t)pos; s->brk_count[toks[pos]]++; pos += lens[i]; }
+    int32_t next = 0;
+    for (int32_t i = 0; i < n; i++) {
+        int32_t h = toks[start[i]];
+        if (s->brk_first[h] < 0) { s->brk_first[h] = next; next += s->brk_count[h]; s->brk_count[h] = 0; }
+    }
+    int32_t tpos = 0;
+    for (int32_t i = 0; i < n; i++) {
+        int32_t h = toks[start[i]];
+        int32_t e = s->brk_first[h] + s->brk_count[h]++;
+        off[e] = tpos;
+        len[e] = lens[i] - 1;
+        for (int32_t j = 1; j < lens[i]; j++) tt[tpos++] = toks[start[i] + j];
+    }
+    free(start);
+    free(s->brk_off); free(s->brk_len); free(s->brk_toks);
+    s->brk_off = off;
+    s->brk_len = len;
+    s->brk_toks = tt;
+    s->n_brk = n;
+    return PYRT_OK;
+}
+
+float pyrt_sampler_mirostat_mu(const pyrt_sampler *s) {
+    if (!s || s->p.mirostat == 0) return NAN;
+    return s->mu;
 }
 
 /* ---- vector helpers (SSE2 is baseline on x86-64; scalar elsewhere) ------------ */
@@ -551,6 +689,98 @@ static void prepare_logits(pyrt_sampler *s, const float *logits) {
     }
 }
 
+/* i-th most recent token of the DRY history (0: the last one) */
+static inline int32_t dry_rat(const pyrt_sampler *s, int32_t i) {
+    return s->dry_ring[(s->dry_head + s->dry_len - 1 - i) % s->dry_cap];
+}
+
+/* DRY on work[]: as llama.cpp's DRY sampler (its steps 1-4 in comments below) */
+static void apply_dry(pyrt_sampler *s) {
+    const pyrt_sampler_params *p = &s->p;
+    const int32_t allowed = p->dry_allowed_length;
+    const int32_t last_n = s->dry_len;          /* the ring holds at most the window */
+    if (s->dry_cap == 0 || last_n <= allowed) return;
+
+    /* 1. the most recent sequence breaker limits how far back a repeat may reach */
+    int32_t rep_limit = last_n;
+    for (int32_t i = 0; i < last_n; i++) {
+        const int32_t tok = dry_rat(s, i);
+        const int32_t e0 = s->brk_first[tok];
+        if (e0 < 0) continue;
+        int32_t longest = -1;
+        for (int32_t e = e0; e < e0 + s->brk_count[tok]; e++) {
+            const int32_t L = s->brk_len[e];
+            if (L > longest && L <= i) {
+                int match = 1;
+                for (int32_t k = 0; k < L && match; k++)
+                    match = s->brk_toks[s->brk_off[e] + k] == dry_rat(s, i - k - 1);
+                if (match) longest = L;
+            }
+        }
+        if (longest >= 0) { rep_limit = i - longest; break; }
+    }
+    if (rep_limit < allowed) return;
+
+    /* 2. Z-algorithm over the reversed history: rep[last - k] = length of the
+     *    longest common prefix of the reversed history and its shift by k,
+     *    i.e. how long the current suffix also ends k tokens earlier */
+    int32_t *rep = s->dry_repeat;
+    const int32_t last = last_n - 1;
+    for (int32_t i = 0; i < last_n; i++) rep[i] = 0;
+    int32_t lt = 0, rt = 0;
+    for (int32_t k = 1; k < last_n; k++) {
+        if (k > rt) {
+            int32_t n = 0;
+            while (n + k < last_n && dry_rat(s, n) == dry_rat(s, n + k)) n++;
+            rep[last - k] = n < rep_limit ? n : rep_limit;
+            if (n > 0) { lt = k; rt = k + n - 1; }
+        } else {
+            const int32_t q = k - lt, right = rt - k + 1;
+            if (rep[last - q] < right) {
+                const int32_t n = rep[last - q];
+                rep[last - k] = n < rep_limit ? n : rep_limit;
+            } else {
+                int32_t i = rt + 1;
+                while (i < last_n && dry_rat(s, i) == dry_rat(s, i - k)) i++;
+                const int32_t n = i - k;
+                rep[last - k] = n < rep_limit ? n : rep_limit;
+                lt = k;
+                rt = i - 1;
+            }
+        }
+    }
+
+    /* 3. the token that followed each earlier occurrence would extend the repeat */
+    int32_t n_touched = 0;
+    for (int32_t i = 0; i < last_n - 1; i++) {
+        const int32_t len = rep[i];
+        if (len >= allowed) {
+            const int32_t tok = dry_rat(s, last_n - 2 - i);
+            if (s->dry_max[tok] == 0) s->dry_touched[n_touched++] = tok;
+            if (len + 1 > s->dry_max[tok]) s->dry_max[tok] = len + 1;   /* stored +1: 0 = none */
+        }
+    }
+
+    /* 4. penalty multiplier * base^(len - allowed), the exponent capped so the
+     *    power stays finite; single-token breakers are never penalised */
+    int32_t max_exp = 0;
+    if (p->dry_base > 1.000001f) max_exp = (int32_t)(88.7228391f / logf(p->dry_base));
+    float *w = s->work;
+    for (int32_t j = 0; j < n_touched; j++) {
+        const int32_t tok = s->dry_touched[j];
+        const int32_t len = s->dry_max[tok] - 1;
+        s->dry_max[tok] = 0;
+        int single = 0;
+        const int32_t e0 = s->brk_first[tok];
+        if (e0 >= 0)
+            for (int32_t e = e0; e < e0 + s->brk_count[tok]; e++) single |= s->brk_len[e] == 0;
+        if (single) continue;
+        int32_t ex = len - allowed;
+        if (max_exp > 0 && ex > max_exp) ex = max_exp;
+        w[tok] = clamp_finite_or_neg_inf(w[tok] - p->dry_multiplier * powf(p->dry_base, (float)ex));
+    }
+}
+
 static int all_masked_error(void) {
     return pyrt_set_error(PYRT_ERR_INVALID_ARG,
                           "sampler_sample: every logit is -inf or NaN (after logit bias and penalties)");
@@ -721,6 +951,95 @@ static size_t apply_min_p(pyrt_sampler *s, size_t m, int sorted, float mx) {
     return r;
 }
 
+/* XTC: with probability xtc_probability, drop the candidates whose
+ * probability (at temperature 1, over the current set) is >= xtc_threshold,
+ * all but the least likely of them; at least one candidate stays. */
+static size_t apply_xtc(pyrt_sampler *s, size_t m, int *sorted, float *mx) {
+    const float chance = (float)rng_uniform(s->rng);
+    if (chance > s->p.xtc_probability) return m;
+    cand_t *c = s->cand;
+    if (!*sorted) { cand_sort(c, m); *sorted = 1; }
+    const double sum = exp_shifted(c, m, c[0].logit, 1.0f, NULL);
+    const float thr = s->p.xtc_threshold;
+    size_t pos_last = 0;
+    for (size_t i = 0; i < m; i++) {
+        if ((float)(c[i].p / sum) >= thr) pos_last = i;
+        else break;
+    }
+    if (pos_last > 0 && m - pos_last >= 1) {
+        memmove(c, c + pos_last, (m - pos_last) * sizeof *c);
+        m -= pos_last;
+        *mx = c[0].logit;
+    }
+    return m;
+}
+
+/* draw from c[0..m) with weights c[i].p (sum > 0); strict '>' never lands on p == 0 */
+static size_t draw_linear(pyrt_sampler *s, const cand_t *c, size_t m, double sum) {
+    const double target = sum * rng_uniform(s->rng);
+    double run = 0.0;
+    for (size_t i = 0; i < m; i++) {
+        run += c[i].p;
+        if (run > target) return i;
+    }
+    size_t sel = m - 1;                          /* rounding: the last token with p > 0 */
+    while (sel > 0 && !(c[sel].p > 0.0f)) sel--;
+    return sel;
+}
+
+/* Mirostat v1 (Basu et al., as llama.cpp: Zipf exponent from the top
+ * MIROSTAT_M probabilities, then top-k with k from mu) and v2 (keep the
+ * tokens whose surprise -log2 p is <= mu), on temperature-scaled logits;
+ * after the draw mu -= eta * (surprise of the drawn token - tau), the
+ * surprise measured in the truncated, renormalised distribution. */
+static int sample_mirostat(pyrt_sampler *s, int32_t *out_token) {
+    const pyrt_sampler_params *p = &s->p;
+    size_t m = compact_all(s);
+    if (m == 0) return all_masked_error();
+    cand_t *c = s->cand;
+    cand_sort(c, m);
+    float inv_t = 1.0f / p->temperature;
+    if (inv_t > FLT_MAX) inv_t = FLT_MAX;
+    const float mx = c[0].logit;
+    double sum = exp_shifted(c, m, mx, inv_t, NULL);
+    const float inv = (float)(1.0 / sum);
+    for (size_t i = 0; i < m; i++) c[i].p *= inv;
+
+    size_t keep;
+    if (p->mirostat == 1) {
+        float sum_tb = 0.0f, sum_tt = 0.0f;
+        for (size_t i = 0; i + 1 < (size_t)MIROSTAT_M && i + 1 < m; i++) {
+            if (!(c[i + 1].p > 0.0f)) break;
+            const float t = logf((float)(i + 2) / (float)(i + 1));
+            const float b = logf(c[i].p / c[i + 1].p);
+            sum_tb += t * b;
+            sum_tt += t * t;
+        }
+        keep = 1;
+        if (sum_tt > 0.0f) {
+            const float s_hat = sum_tb / sum_tt;
+            const float eps = s_hat - 1.0f;
+            const float k = powf((eps * powf(2.0f, s->mu)) / (1.0f - powf((float)s->n_vocab, -eps)), 1.0f / s_hat);
+            if (k >= (float)m) keep = m;            /* also +inf */
+            else if (k >= 1.0f) keep = (size_t)k;   /* NaN and k < 1 keep 1 */
+        }
+    } else {
+        keep = 0;
+        while (keep < m && !(-log2f(c[keep].p) > s->mu)) keep++;
+        if (keep == 0) keep = 1;
+    }
+    double ksum = 0.0;
+    for (size_t i = 0; i < keep; i++) ksum += c[i].p;
+    size_t sel = 0;
+    if (ksum > 0.0) sel = draw_linear(s, c, keep, ksum);
+    else (void)rng_uniform(s->rng);              /* keep one draw per sample */
+    const double p_sel = ksum > 0.0 ? c[sel].p / ksum : 1.0;
+    const float surprise = -log2f((float)p_sel);
+    s->mu -= p->mirostat_eta * (surprise - p->mirostat_tau);
+    *out_token = c[sel].id;
+    return PYRT_OK;
+}
+
 int pyrt_sampler_sample(pyrt_sampler *s, const float *logits, int32_t *out_token) {
     if (!s) return pyrt_set_error(PYRT_ERR_INVALID_ARG, "sampler_sample: sampler is NULL");
     if (!logits || !out_token)
@@ -729,6 +1048,7 @@ int pyrt_sampler_sample(pyrt_sampler *s, const float *logits, int32_t *out_token
     prepare_logits(s, logits);
     const pyrt_sampler_params *p = &s->p;
     const size_t n = (size_t)s->n_vocab;
+    if (p->mirostat == 0 || p->temperature <= 0.0f) apply_dry(s);
 
     /* ---- greedy ---- */
     if (p->temperature <= 0.0f) {
@@ -737,6 +1057,8 @@ int pyrt_sampler_sample(pyrt_sampler *s, const float *logits, int32_t *out_token
         *out_token = (int32_t)best;
         return PYRT_OK;
     }
+
+    if (p->mirostat != 0) return sample_mirostat(s, out_token);
 
     /* ---- top-k (also builds the candidate set, without -inf entries) ---- */
     size_t m;
@@ -764,6 +1086,7 @@ int pyrt_sampler_sample(pyrt_sampler *s, const float *logits, int32_t *out_token
     }
     if (p->top_p < 1.0f && m > 1) m = apply_top_p(s, m, &sorted, mx);
     if (p->min_p > 0.0f && m > 1) m = apply_min_p(s, m, sorted, mx);
+    if (p->xtc_probability > 0.0f && p->xtc_threshold <= 0.5f && m > 1) m = apply_xtc(s, m, &sorted, &mx);
 
     /* ---- temperature + softmax (fused: exp((l - max) / T)), draw ---- */
     cand_t *c = s->cand;
