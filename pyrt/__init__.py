@@ -22,6 +22,7 @@ _LAZY = {
     "LlamaState": ("api", "LlamaState"),
     "TemplateError": ("chat", "TemplateError"),
     "Grammar": ("grammar", "Grammar"),
+    "LlamaPromptLookupDecoding": ("speculative", "LlamaPromptLookupDecoding"),
     "LlamaGrammar": ("grammar", "LlamaGrammar"),
     "GrammarError": ("grammar", "GrammarError"),
     "LogitsProcessorList": ("sampling", "LogitsProcessorList"),

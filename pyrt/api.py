@@ -71,6 +71,7 @@ class Llama:
     def __init__(self, model_path: str | os.PathLike | None = None, n_ctx: int = 4096,
                  n_threads: int | None = None, seed: int | None = None, n_batch: int = 512,
                  verbose: bool = False, chat_template: str | None = None, device: str | None = None,
+                 draft_model: Any = None, speculative: str | None = None, draft_max: int = 16,
                  **llama_cpp_kwargs: Any):
         opts = parse_llama_kwargs(llama_cpp_kwargs)
         if not isinstance(n_ctx, int) or isinstance(n_ctx, bool) or n_ctx < 0:
@@ -149,8 +150,60 @@ class Llama:
         #: The model name reported in responses ("model" field); settable.
         self.model_name = os.path.splitext(os.path.basename(self.model_path))[0]
         #: Timings and counts of the last completion: prompt_n, cached_n,
-        #: prompt_ms, predicted_n, predicted_ms (llama.cpp server's names).
+        #: prompt_ms, predicted_n, predicted_ms (llama.cpp server's names), and
+        #: with speculative decoding draft_calls, drafted_n, accepted_n.
         self.last_stats: dict[str, float] = {}
+        # speculative decoding (pyrt/speculative.py): the default mode and the draft model
+        self._draft = None
+        if isinstance(draft_max, bool) or not isinstance(draft_max, int) or not 1 <= draft_max <= 64:
+            self.close()
+            raise ValueError(f"draft_max must be an int in [1, 64], got {draft_max!r}")
+        self._draft_max = draft_max
+        from .speculative import PromptLookup
+        if isinstance(draft_model, PromptLookup):      # llama-cpp-python's prompt-lookup object
+            self._lookup, draft_model = draft_model, None
+            speculative = speculative or "lookup"
+            self._draft_max = min(draft_max, getattr(self._lookup, "num_pred_tokens", draft_max))
+        else:
+            self._lookup = PromptLookup()
+        if draft_model is not None and not isinstance(draft_model, (str, os.PathLike, Llama)):
+            self.close()
+            raise UnsupportedError(f"draft_model={type(draft_model).__name__} object: speculative "
+                                   f"decoding takes a draft model path or name, a pyrt.Llama, or "
+                                   f"pyrt.LlamaPromptLookupDecoding()")
+        if draft_model is not None:
+            from .speculative import DraftModel
+            try:
+                self._draft = DraftModel(draft_model, self)
+            except BaseException:
+                self.close()
+                raise
+        self._speculative = None
+        try:
+            self._speculative = self._spec_mode(speculative if speculative is not None
+                                                else ("draft" if self._draft else None))
+        except BaseException:
+            self.close()
+            raise
+
+    def _spec_mode(self, mode) -> str | None:
+        if mode in (None, False, "off", "none"):
+            return None
+        if mode == "lookup":
+            return mode
+        if mode == "draft":
+            if self._draft is None:
+                raise ValueError("speculative='draft' needs a draft model: Llama(..., draft_model=PATH)")
+            return mode
+        raise ValueError(f"speculative must be None, 'off', 'lookup' or 'draft', got {mode!r}")
+
+    def _speculator(self, mode):
+        """The per-call Speculator for `mode` (None: this Llama's default), or None."""
+        mode = self._speculative if mode is None else self._spec_mode(mode)
+        if mode is None:
+            return None
+        from .speculative import Speculator
+        return Speculator(self._lookup if mode == "lookup" else self._draft, max_draft=self._draft_max)
 
     @classmethod
     def from_pretrained(cls, repo_id: str, filename: str | None = None, additional_files: Any = None,
@@ -566,7 +619,7 @@ class Llama:
                  presence_penalty: float = 0.0, penalty_last_n: int | None = None, seed: int | None = None,
                  stop: Sequence[str | int] | str | None = None,
                  logit_bias: dict[int, float] | None = None, grammar: Any = None,
-                 **sampling: Any) -> Iterator[int]:
+                 speculative: str | None = None, **sampling: Any) -> Iterator[int]:
         """Yield generated token ids after the prompt `tokens`.
 
         Stops at end-of-generation tokens (not yielded), after `max_tokens`
@@ -576,6 +629,8 @@ class Llama:
         yielded. temperature 0 is greedy decoding. Same seed → same tokens
         (`seed=None`: the Llama's seed, or a fresh random one when it has none).
         `grammar` (a :class:`pyrt.Grammar`) constrains the text the tokens make.
+        `speculative` ("lookup", "draft", "off"; None: the Llama's default)
+        drafts tokens and verifies them in batches: the same tokens, sooner.
 
         llama-cpp-python's names work too: `temp` for `temperature`,
         `mirostat_mode/tau/eta`, `reset`, `tfs_z=1`, `penalize_nl`; and pyrt's
@@ -595,7 +650,8 @@ class Llama:
         toks = self._check_tokens(tokens)
         self._check_fits(len(toks))
         return generate_tokens(self, toks, params, max_tokens=max_tokens, stop_ids=stop_ids,
-                               stop_strs=stop_strs, grammar=resolve_grammar(grammar, None))
+                               stop_strs=stop_strs, grammar=resolve_grammar(grammar, None),
+                               speculator=self._speculator(speculative))
 
     def _check_epoch(self, epoch: int) -> None:
         if epoch != self._epoch:
@@ -642,7 +698,8 @@ class Llama:
                           logit_bias: dict[int, float] | None = None, penalty_last_n: int | None = None,
                           model: str | None = None,
                           should_stop: Callable[[], bool] | None = None,
-                          grammar: Any = None, response_format: Any = None, n: int = 1, **sampling: Any
+                          grammar: Any = None, response_format: Any = None, n: int = 1,
+                          speculative: str | None = None, **sampling: Any
                           ) -> dict | Iterator[dict]:
         """Continue `prompt` (text or token ids); OpenAI "text_completion" shape.
 
@@ -659,10 +716,11 @@ class Llama:
         DRY and XTC: see :class:`pyrt.sampling.SamplingParams`.
         `grammar` (a :class:`pyrt.Grammar`) or `response_format` (OpenAI's
         ``{"type": "json_object"}`` / ``{"type": "json_schema", ...}``)
-        constrain the generated text."""
+        constrain the generated text. `speculative`: as in :meth:`generate`."""
         if n != 1:
             return self._n_choices(self.create_completion, n, locals())
         g = resolve_grammar(grammar, response_format)
+        spec = self._speculator(speculative)
         _check_bool(echo, "echo")
         _check_bool(stream, "stream")
         max_tokens = _check_max_tokens(max_tokens)
@@ -693,7 +751,7 @@ class Llama:
         cid = f"cmpl-{uuid.uuid4().hex}"
         created = int(time.time())
         gen = self._completion_stream(toks, prompt_text, cid, created, max_tokens, params, stop_strs,
-                                      logprobs, echo, should_stop, g)
+                                      logprobs, echo, should_stop, g, spec)
         if suffix and fim is None:
             gen = _append_suffix(gen, suffix)
         if stream:
@@ -770,7 +828,7 @@ class Llama:
         return toks, text
 
     def _completion_stream(self, toks, prompt_text, cid, created, max_tokens, params, stop_strs,
-                           n_logprobs, echo, should_stop, grammar=None) -> Iterator[dict]:
+                           n_logprobs, echo, should_stop, grammar=None, speculator=None) -> Iterator[dict]:
         def chunk(text, lp, finish=None, usage=None):
             return {"id": cid, "object": "text_completion", "created": created, "model": self.model_name,
                     "choices": [{"text": text, "index": 0, "logprobs": lp, "finish_reason": finish}],
@@ -805,7 +863,7 @@ class Llama:
         finish = "length"
         for piece in stream_generate(self, toks, params, max_tokens=max_tokens, stop_strs=stop_strs,
                                      n_logprobs=n_logprobs, should_stop=should_stop,
-                                     prompt_logits=prompt_logits, grammar=grammar):
+                                     prompt_logits=prompt_logits, grammar=grammar, speculator=speculator):
             if piece.finish_reason is None:
                 lp = _completion_logprobs(piece.logprobs, base) if n_logprobs is not None else None
                 yield chunk(piece.text, lp)
@@ -853,7 +911,7 @@ class Llama:
                                model: str | None = None,
                                should_stop: Callable[[], bool] | None = None,
                                progress: Callable[[int, int], None] | None = None, grammar: Any = None,
-                               n: int = 1,
+                               n: int = 1, speculative: str | None = None,
                                **sampling: Any) -> dict | Iterator[dict]:
         """Reply to a conversation; OpenAI "chat.completion" shape.
 
@@ -871,7 +929,8 @@ class Llama:
         :class:`pyrt.sampling.SamplingParams`.
         `grammar` (a :class:`pyrt.Grammar`) or `response_format` (OpenAI's
         ``{"type": "json_object"}`` / ``{"type": "json_schema", "json_schema":
-        {"name": ..., "schema": ..., "strict": ...}}``) constrain the reply."""
+        {"name": ..., "schema": ..., "strict": ...}}``) constrain the reply.
+        `speculative`: as in :meth:`generate`."""
         if n != 1:
             return self._n_choices(self.create_chat_completion, n, locals())
         if logprobs is None:            # llama-cpp-python's default
@@ -879,6 +938,7 @@ class Llama:
         if tools is not None or (tool_choice is not None and tool_choice != "none"):
             raise ValueError("tools / tool_choice are not supported")
         g = resolve_grammar(grammar, response_format)
+        spec = self._speculator(speculative)
         _check_bool(stream, "stream")
         _check_bool(logprobs, "logprobs")
         max_tokens = _check_max_tokens(max_tokens)
@@ -904,13 +964,13 @@ class Llama:
         cid = f"chatcmpl-{uuid.uuid4().hex}"
         created = int(time.time())
         gen = self._chat_stream(toks, cid, created, max_tokens, params, stop_strs, n_lp, should_stop,
-                                progress, g)
+                                progress, g, spec)
         if stream:
             return gen
         return _collect_chat(gen)
 
     def _chat_stream(self, toks, cid, created, max_tokens, params, stop_strs, n_lp, should_stop,
-                     progress, grammar=None) -> Iterator[dict]:
+                     progress, grammar=None, speculator=None) -> Iterator[dict]:
         def chunk(delta, lp=None, finish=None, usage=None):
             return {"id": cid, "object": "chat.completion.chunk", "created": created,
                     "model": self.model_name,
@@ -919,7 +979,8 @@ class Llama:
 
         pieces = stream_generate(self, toks, params, max_tokens=max_tokens,
                                  stop_ids=self.chat_stop_tokens(), stop_strs=stop_strs, n_logprobs=n_lp,
-                                 should_stop=should_stop, progress=progress, grammar=grammar)
+                                 should_stop=should_stop, progress=progress, grammar=grammar,
+                                 speculator=speculator)
         first = True
         finish, n_gen = "length", 0
         for piece in pieces:
@@ -1065,6 +1126,9 @@ class Llama:
 
     # ---- lifecycle ---------------------------------------------------------------
     def close(self) -> None:
+        if getattr(self, "_draft", None) is not None:
+            self._draft.close()
+            self._draft = None
         for name in ("_ctx", "_embd_ctx"):
             ctx = getattr(self, name, None)
             if ctx is not None:

@@ -27,7 +27,8 @@ def cmd_generate(args) -> int:
         seed = int.from_bytes(os.urandom(8), "little")
     t0 = time.perf_counter()
     with Llama(args.model, n_ctx=args.ctx_size, n_threads=args.threads, seed=seed, device=args.device,
-               verbose=args.verbose) as llm:
+               verbose=args.verbose, draft_model=args.draft, draft_max=args.draft_max,
+               speculative="lookup" if args.lookup else None) as llm:
         t_load = time.perf_counter() - t0
         ids = llm.tokenize(prompt, special=True)
         if not ids:
@@ -67,9 +68,12 @@ def cmd_generate(args) -> int:
         if args.verbose:
             pp = (t_first or t2) - t1
             tg = t2 - (t_first or t2)
+            st = llm.last_stats
+            spec = (f" | drafted {st['drafted_n']}, accepted {st['accepted_n']}"
+                    if "drafted_n" in st else "")
             print(f"load {t_load * 1000:.0f} ms | prompt {len(ids)} tok in {pp * 1000:.0f} ms "
                   f"({len(ids) / pp if pp > 0 else 0:.1f} t/s) | generated {n} tok "
-                  f"({(n - 1) / tg if tg > 0 and n > 1 else 0:.1f} t/s)", file=sys.stderr)
+                  f"({(n - 1) / tg if tg > 0 and n > 1 else 0:.1f} t/s){spec}", file=sys.stderr)
     return 0
 
 
@@ -267,6 +271,13 @@ def build_parser() -> argparse.ArgumentParser:
     add_device_arg(g)
     add_sampling_args(g)
     add_grammar_args(g)
+    sp = g.add_mutually_exclusive_group()
+    sp.add_argument("--lookup", action="store_true",
+                    help="speculative decoding with prompt lookup (n-gram drafts from the prompt and "
+                         "output; same tokens, faster on input-grounded tasks)")
+    sp.add_argument("--draft", metavar="MODEL", default=None,
+                    help="speculative decoding with a draft model of the same vocabulary")
+    g.add_argument("--draft-max", type=int, default=16, help="longest draft (default 16)")
     g.set_defaults(func=cmd_generate)
 
     i = sub.add_parser("info", help="architecture, hparams, tensor types and sizes of a model")

@@ -56,7 +56,6 @@ _DEFAULT_ONLY = {   # accepted at llama-cpp-python's default; anything else is u
                         "(llama.cpp's llama-export-lora) and load the merged GGUF"),
     "chat_handler": (None, "chat handler objects (multimodal, function calling) are not supported; "
                            "use chat_format= or chat_template="),
-    "draft_model": (None, "speculative decoding is not supported"),
     "tokenizer": (None, "pyrt uses the tokenizer in the GGUF file"),
 }
 

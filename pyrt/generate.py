@@ -150,8 +150,8 @@ class TokenSteps:
             if record_stats and t1 is not None:
                 llm.last_stats["predicted_n"] = self.n_generated
                 llm.last_stats["predicted_ms"] = (time.perf_counter() - t1) * 1e3
-                if self._spec is not None:
-                    llm.last_stats.update(self._spec.stats.as_dict())
+            if self._spec is not None and t1 is not None:    # drafted/accepted, every surface
+                llm.last_stats.update(self._spec.stats.as_dict())
 
     def _settle(self, rejected: int) -> None:
         """The current draft is decided: `rejected` of its tokens were not confirmed."""

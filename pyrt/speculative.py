@@ -41,7 +41,8 @@ from ._native import lib
 if TYPE_CHECKING:
     from .api import Llama
 
-__all__ = ["PromptLookup", "DraftModel", "Speculator", "SpecStats", "check_draft_compatible"]
+__all__ = ["PromptLookup", "LlamaPromptLookupDecoding", "DraftModel", "Speculator", "SpecStats",
+           "check_draft_compatible"]
 
 MAX_DRAFT = 16
 
@@ -79,6 +80,18 @@ class PromptLookup:
 
     def close(self) -> None:
         pass
+
+
+class LlamaPromptLookupDecoding(PromptLookup):
+    """llama-cpp-python's prompt-lookup drafter, by its name and arguments:
+    ``Llama(path, draft_model=LlamaPromptLookupDecoding(num_pred_tokens=10))``."""
+
+    def __init__(self, max_ngram_size: int = 2, num_pred_tokens: int = 10):
+        super().__init__(max_ngram=max_ngram_size)
+        if isinstance(num_pred_tokens, bool) or not isinstance(num_pred_tokens, int) or \
+                not 1 <= num_pred_tokens <= 64:
+            raise ValueError(f"num_pred_tokens must be an int in [1, 64], got {num_pred_tokens!r}")
+        self.num_pred_tokens = num_pred_tokens
 
 
 def check_draft_compatible(target: "Llama", draft: "Llama") -> None:

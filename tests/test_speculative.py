@@ -211,3 +211,43 @@ def test_draft_model_must_share_the_vocabulary(smollm2_path, gemma3_path):
     with Llama(smollm2_path, n_ctx=256, n_threads=1) as target:
         with pytest.raises(ValueError, match="draft model"):
             DraftModel(gemma3_path, target)
+
+
+# ---- surfaces -------------------------------------------------------------------------------
+
+def test_api_speculative_argument(smollm2_path):
+    from pyrt import LlamaPromptLookupDecoding
+    with Llama(smollm2_path, n_ctx=1024, n_threads=2, seed=5) as llm:
+        msgs = [{"role": "user", "content": GROUNDED[0]}]
+        a = llm.create_chat_completion(msgs, max_tokens=40, temperature=0.0)
+        b = llm.create_chat_completion(msgs, max_tokens=40, temperature=0.0, speculative="lookup")
+        assert a["choices"][0]["message"]["content"] == b["choices"][0]["message"]["content"]
+        assert llm.last_stats["drafted_n"] > 0
+        c = llm.create_completion(GROUNDED[1], max_tokens=24, temperature=0.7, seed=3)
+        d = llm.create_completion(GROUNDED[1], max_tokens=24, temperature=0.7, seed=3, speculative="lookup")
+        assert c["choices"][0]["text"] == d["choices"][0]["text"]
+        toks = llm.tokenize(GROUNDED[1])
+        assert list(llm.generate(toks, max_tokens=16, temperature=0.0)) == \
+            list(llm.generate(toks, max_tokens=16, temperature=0.0, speculative="lookup"))
+        with pytest.raises(ValueError, match="needs a draft model"):
+            llm.create_completion("x", max_tokens=1, speculative="draft")
+        with pytest.raises(ValueError, match="speculative must be"):
+            llm.create_completion("x", max_tokens=1, speculative="medusa")
+    # llama-cpp-python's spelling: a prompt-lookup object as the draft model
+    with Llama(smollm2_path, n_ctx=512, n_threads=2,
+               draft_model=LlamaPromptLookupDecoding(num_pred_tokens=4)) as llm:
+        llm.create_completion(GROUNDED[1], max_tokens=16, temperature=0.0)
+        assert llm.last_stats["drafted_n"] > 0
+    with pytest.raises(ValueError, match="draft_max"):
+        Llama(smollm2_path, n_ctx=64, draft_max=0)
+
+
+def test_cli_lookup_prints_the_plain_text(smollm2_path, capsys):
+    from pyrt.cli import main
+    args = ["generate", "-m", str(smollm2_path), "-n", "24", "--temp", "0", "-c", "512", GROUNDED[1]]
+    assert main(args) == 0
+    plain = capsys.readouterr().out
+    assert main(args + ["--lookup", "-v"]) == 0
+    cap = capsys.readouterr()
+    assert cap.out == plain
+    assert "drafted" in cap.err
