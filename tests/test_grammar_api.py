@@ -128,7 +128,8 @@ def test_chat_set_format_json(smollm2_path, tmp_path):
     c = spawn(smollm2_path, tmp_path / "cache", "-n", "120", "-c", "1024")
     assert "Set format to 'json' mode." in send(c, "/set format json")
     out = send(c, "Give a JSON object with the keys name and color for a cat.")
-    text = out.split("\n", 1)[1].strip()               # after the echoed line
+    import re
+    text = re.sub(r"\x1b\[[0-9;]*m", "", out.split("\n", 1)[1]).strip()   # after the echoed line, no colors
     assert isinstance(json.loads(text), dict), out
     assert "Usage: /set format json" in send(c, "/set format yaml")
     assert "Disabled format." in send(c, "/set noformat")
