@@ -128,7 +128,10 @@ def run_generate_bench(model: str, n_gen: int = 128, n_threads: int | None = Non
                        repetitions: int = 5, prompt: str = "The capital of France is",
                        device: str = "cpu") -> BenchRecord:
     """Time the Python-level loop: Llama.generate, greedy, n_gen tokens, and how
-    much of each step is spent outside C (Python overhead)."""
+    much of each step is spent outside C (Python overhead). End-of-generation
+    tokens are banned so that every run makes exactly n_gen tokens, as
+    llama-cpp-python's generate loop (which does not stop at them) does in
+    benchmarks/llamacpp_bench.py."""
     from .api import Llama
 
     t0 = time.perf_counter()
@@ -137,11 +140,15 @@ def run_generate_bench(model: str, n_gen: int = 128, n_threads: int | None = Non
     try:
         ids = llm.tokenize(prompt)
 
+        ban_eog = {t: float("-inf") for t in llm.tokenizer.eog_ids}
+
         def gen():
             llm.reset()
             n = 0
-            for _ in llm.generate(ids, max_tokens=n_gen, temperature=0, stop=[]):
+            for _ in llm.generate(ids, max_tokens=n_gen, temperature=0, stop=[], logit_bias=ban_eog):
                 n += 1
+            if n != n_gen:
+                raise RuntimeError(f"generate bench: {n} tokens instead of {n_gen} (context full?)")
             return n
         gen()
         samples, overhead = [], []

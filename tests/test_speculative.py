@@ -155,7 +155,9 @@ def test_lookup_gives_the_plain_tokens(llm, mode):
         assert len(llm._tokens) == llm._ctx.n_past       # no unconfirmed draft left in the cache
         drafted += sp.stats.n_drafted
         accepted += sp.stats.n_accepted
-    assert drafted > 0 and accepted > 0                  # the drafts were exercised
+    assert drafted > 0                                   # the verifier was exercised
+    if mode == "greedy":                                 # and accepted drafts (penalties discourage copying)
+        assert accepted > 0
 
 
 def test_speculative_cache_is_reused_like_plain(llm):
