@@ -78,6 +78,7 @@ class TokenSteps:
         self._ahead: list[int] = []          # drafted tokens in the cache, not yet confirmed
         self._rows: list[np.ndarray] = []    # logits after each of them
         self._drafted = 0                    # size of the current verified draft
+        self._t_verify = 0.0                 # seconds its verify call took
         self._gen = self._steps(llm, tokens, params, max_tokens, stop_ids, should_stop, progress,
                                 prompt_logits, record_stats, grammar)
 
@@ -156,7 +157,7 @@ class TokenSteps:
     def _settle(self, rejected: int) -> None:
         """The current draft is decided: `rejected` of its tokens were not confirmed."""
         if self._drafted:
-            self._spec.record(self._drafted, self._drafted - rejected)
+            self._spec.record(self._drafted, self._drafted - rejected, self._t_verify)
         self._ahead.clear()
         self._rows.clear()
         self._drafted = 0
@@ -178,12 +179,15 @@ class TokenSteps:
             llm._ctx.truncate(len(llm._tokens))
         pos = len(llm._tokens)
         draft = self._spec.propose(llm._tokens + [tok], room) if room > 0 else []
+        t = time.perf_counter()
         if not draft:
             logits = llm._decode([tok], pos, lib.PYRT_OUT_LOGITS_LAST)
             llm._tokens.append(tok)
+            self._spec.observe_single(time.perf_counter() - t)
             return logits
         rows = llm._decode([tok] + draft, pos, lib.PYRT_OUT_LOGITS_ALL,
                            n_shape=lib.PYRT_NUMERICS_PER_TOKEN)
+        self._t_verify = time.perf_counter() - t
         llm._tokens.append(tok)
         self._ahead, self._rows, self._drafted = list(draft), list(rows[1:]), len(draft)
         return rows[0]

@@ -181,7 +181,8 @@ class SpecStats:
 class Speculator:
     """Draft-length control around a drafter: grows the draft while everything is accepted,
     shrinks it after rejections, and pauses drafting (for `backoff` tokens, doubling up to 64)
-    when the recent acceptance rate falls below `min_rate`."""
+    when the recent acceptance rate falls below `min_rate`, or when verification does not pay:
+    the measured time of a verify call against (accepted + 1) single-token steps."""
 
     drafter: object
     max_draft: int = MAX_DRAFT
@@ -192,6 +193,8 @@ class Speculator:
     _rate: float = 0.5
     _pause: int = 0
     _backoff: int = 4
+    _t_single: float = 0.0      # EMA of a single-token decode's seconds (0: not measured yet)
+    _gain: float = 1.0          # EMA of (accepted + 1) * t_single / t_verify
 
     def __post_init__(self):
         if not 1 <= self.max_draft <= 64:
@@ -208,12 +211,22 @@ class Speculator:
             return []
         return self.drafter.propose(history, k)[:k]
 
-    def record(self, drafted: int, accepted: int) -> None:
+    def observe_single(self, seconds: float) -> None:
+        """A plain single-token decode took `seconds`."""
+        self._t_single = seconds if not self._t_single else 0.8 * self._t_single + 0.2 * seconds
+
+    def record(self, drafted: int, accepted: int, seconds: float = 0.0) -> None:
+        """A verify call of `drafted` tokens took `seconds`; `accepted` of them were confirmed."""
         s = self.stats
         s.n_calls += 1
         s.n_drafted += drafted
         s.n_accepted += accepted
         self._rate = 0.7 * self._rate + 0.3 * (accepted / drafted)
+        if self._t_single and seconds > 0:
+            self._gain = 0.7 * self._gain + 0.3 * ((accepted + 1) * self._t_single / seconds)
+            if self._gain < 1.0:          # slower than decoding those tokens one by one
+                self._gain = 1.0
+                self._rate = min(self._rate, self.min_rate / 2)
         if accepted == drafted:
             self.k = min(self.k + 2, self.max_draft)
         else:
