@@ -37,6 +37,7 @@ def run_llamacpp(model: str, out: str, n_ctx: int) -> None:
     import numpy as np
     import llama_cpp
     from llama_cpp import llama_cpp as L
+    import llamacpp_batch
 
     sys.path.insert(0, str(ROOT / "tests"))
     llm = llama_cpp.Llama(model, n_ctx=n_ctx, n_batch=64, n_ubatch=64, n_threads=2,
@@ -48,19 +49,7 @@ def run_llamacpp(model: str, out: str, n_ctx: int) -> None:
     tokens = rng.integers(0, n_vocab - 3, 64).tolist()
 
     def decode(toks, pos0, all_logits):
-        batch = L.llama_batch_init(len(toks), 0, 1)
-        try:
-            batch.n_tokens = len(toks)
-            for i, t in enumerate(toks):
-                batch.token[i] = int(t)
-                batch.pos[i] = pos0 + i
-                batch.n_seq_id[i] = 1
-                batch.seq_id[i][0] = 0
-                batch.logits[i] = all_logits or i == len(toks) - 1
-            if L.llama_decode(ctx, batch) != 0:
-                raise RuntimeError("llama_decode failed")
-        finally:
-            L.llama_batch_free(batch)
+        llamacpp_batch.decode(L, ctx, toks, pos0, all_logits)
 
     L.llama_memory_clear(mem, True)
     decode(tokens, 0, True)

@@ -78,6 +78,7 @@ def run_llamacpp(model: str, out: str, chat_prompt: str) -> None:
     import numpy as np
     import llama_cpp
     from llama_cpp import llama_cpp as L
+    import llamacpp_batch
 
     llm = llama_cpp.Llama(model, n_ctx=N_CTX, n_batch=N_TEXT, n_ubatch=N_TEXT, n_threads=2,
                           n_threads_batch=2, logits_all=True, verbose=False)
@@ -87,19 +88,7 @@ def run_llamacpp(model: str, out: str, chat_prompt: str) -> None:
     mem = L.llama_get_memory(ctx)
 
     def decode(toks, pos0, all_logits):
-        batch = L.llama_batch_init(len(toks), 0, 1)
-        try:
-            batch.n_tokens = len(toks)
-            for i, t in enumerate(toks):
-                batch.token[i] = int(t)
-                batch.pos[i] = pos0 + i
-                batch.n_seq_id[i] = 1
-                batch.seq_id[i][0] = 0
-                batch.logits[i] = all_logits or i == len(toks) - 1
-            if L.llama_decode(ctx, batch) != 0:
-                raise RuntimeError("llama_decode failed")
-        finally:
-            L.llama_batch_free(batch)
+        llamacpp_batch.decode(L, ctx, toks, pos0, all_logits)
 
     def row(i):
         return np.ctypeslib.as_array(L.llama_get_logits_ith(ctx, i), shape=(n_vocab,)).copy()
