@@ -28,7 +28,7 @@ from pyrt.device import backend_info, cuda_compiled
 assert cuda_compiled(), "the -DPYRT_CUDA=ON build does not report the CUDA backend as compiled in"
 print("cuda: backend info:", backend_info())
 with pyrt.Llama(n_ctx=128, n_threads=2) as llm:      # the CPU path of the CUDA build
-    text = llm.detokenize(list(llm.generate(llm.tokenize("The capital of France is"), max_tokens=4, temperature=0)))
+    text = llm.detokenize_text(list(llm.generate(llm.tokenize("The capital of France is"), max_tokens=4, temperature=0)))
 assert text.startswith(" Paris"), text
 print("cuda: the CUDA build runs on the CPU:", repr(text))
 PY
