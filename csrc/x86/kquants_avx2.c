@@ -193,7 +193,8 @@ static inline __m256i lanes_q6_K(const block_q6_K *x, const block_q8_K *y) {
         };
         /* scales 8h..8h+7 in both halves; group g takes scale 8h+2g on its
          * first 16 bytes and 8h+2g+1 on the rest (scale_pair's values) */
-        const __m256i sh = _mm256_permute2x128_si256(sc16, sc16, h ? 0x11 : 0x00);
+        /* two literal immediates: the intrinsic needs one even where the loop is not unrolled */
+        const __m256i sh = h ? _mm256_permute2x128_si256(sc16, sc16, 0x11) : _mm256_permute2x128_si256(sc16, sc16, 0x00);
         for (int g = 0; g < 4; g++) {
             const __m256i sel = _mm256_setr_epi8(4 * g, 4 * g + 1, 4 * g, 4 * g + 1, 4 * g, 4 * g + 1, 4 * g, 4 * g + 1,
                                                  4 * g, 4 * g + 1, 4 * g, 4 * g + 1, 4 * g, 4 * g + 1, 4 * g, 4 * g + 1,
