@@ -74,6 +74,7 @@ PARAMETERS: dict[str, tuple[type, str]] = {
     "dry_multiplier": (float, "DRY repetition penalty (0: off)"),
     "xtc_probability": (float, "XTC: chance to drop the top choices (0: off)"),
     "xtc_threshold": (float, "XTC: probability that makes a choice 'top'"),
+    "speculative": (str, "speculative decoding: lookup, draft or off (the same replies, sooner)"),
 }
 _API_NAMES = {"repeat_last_n": "penalty_last_n", "num_predict": "max_tokens", "mirostat": "mirostat_mode"}
 # other spellings people type (llama.cpp / llama-cpp-python names) -> PARAMETERS
@@ -413,6 +414,8 @@ class ChatREPL:
         self.note(f"prompt: {pn} tokens ({cn} cached, {new} new) in {pms:.0f} ms, "
                   f"{new / (pms / 1e3) if pms > 0 else 0:.1f} tokens/s")
         self.note(f"reply:  {gn} tokens in {gms:.0f} ms, {gn / (gms / 1e3) if gms > 0 else 0:.1f} tokens/s")
+        if "drafted_n" in s:
+            self.note(f"speculative: {int(s['accepted_n'])} of {int(s['drafted_n'])} drafted tokens accepted")
 
     # ---- commands ---------------------------------------------------------------
     def command(self, line: str) -> str | None:
@@ -506,7 +509,7 @@ class ChatREPL:
         typ = PARAMETERS[name][0]
         try:
             if typ is str:
-                v: Any = value.split()
+                v: Any = value if name == "speculative" else value.split()
             else:
                 v = typ(value)
         except ValueError:
@@ -607,6 +610,10 @@ def _validate(params: dict) -> str | None:
             if k == "stop":
                 if not isinstance(v, list) or not all(isinstance(s, str) for s in v):
                     return "stop must be a list of strings"
+                continue
+            if k == "speculative":
+                if v not in ("lookup", "draft", "off"):
+                    return "speculative must be lookup, draft or off"
                 continue
             typ = PARAMETERS[k][0]
             if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float) if typ is float else int)):

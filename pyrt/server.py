@@ -156,7 +156,8 @@ class Worker:
 _PARAMS = {"messages", "prompt", "input", "temperature", "top_p", "top_k", "min_p", "typical_p",
            "presence_penalty", "frequency_penalty", "repeat_penalty", "seed", "logit_bias", "stop",
            "max_tokens", "logprobs", "top_logprobs", "echo", "suffix", "tools", "tool_choice",
-           "response_format", "penalty_last_n", "encoding_format", "stream", "grammar", "json_schema"}
+           "response_format", "penalty_last_n", "encoding_format", "stream", "grammar", "json_schema",
+           "speculative"}
 _SAMPLING_KEYS = ("temperature", "top_p", "top_k", "min_p", "typical_p", "presence_penalty",
                   "frequency_penalty", "repeat_penalty", "seed", "logit_bias")
 
@@ -187,6 +188,11 @@ def _common(body: dict) -> dict:
     if so is not None and (not isinstance(so, dict) or not isinstance(so.get("include_usage", False), bool)):
         raise APIError(400, "stream_options must be {\"include_usage\": bool}", param="stream_options")
     kw = _number_fields(body, _SAMPLING_KEYS)
+    sp = body.get("speculative")     # pyrt's: drafts verified in batches, the same tokens sooner
+    if sp is not None:
+        if sp not in ("lookup", "draft", "off"):
+            raise APIError(400, "speculative must be 'lookup', 'draft' or 'off'", param="speculative")
+        kw["speculative"] = sp
     if "stop" in body and body["stop"] is not None:
         stop = body["stop"]
         if isinstance(stop, str):

@@ -253,3 +253,15 @@ def test_cli_lookup_prints_the_plain_text(smollm2_path, capsys):
     cap = capsys.readouterr()
     assert cap.out == plain
     assert "drafted" in cap.err
+
+
+def test_server_and_repl_accept_the_speculative_field():
+    from pyrt.repl import _validate
+    from pyrt.server import APIError, _common
+    assert _common({"speculative": "lookup"})["speculative"] == "lookup"
+    assert "speculative" not in _common({})
+    with pytest.raises(APIError) as e:
+        _common({"speculative": "medusa"})
+    assert e.value.param == "speculative"
+    assert _validate({"speculative": "lookup"}) is None
+    assert "lookup, draft or off" in _validate({"speculative": "fast"})
