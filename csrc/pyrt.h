@@ -192,6 +192,37 @@ int  pyrt_ctx_set_numerics(pyrt_ctx *c, int32_t n_shape);
 int  pyrt_decode(pyrt_ctx *c, const int32_t *tokens, int32_t n_tokens, int32_t pos0,
                  int32_t out_kind, float *out, int64_t out_len);
 
+/* ---- several sequences in one context (continuous batching) -------------
+ * A context made with n_seq > 1 (pyrt_ctx_params.n_seq) holds n_seq
+ * independent sequences, each with its own n_ctx cache positions and n_past.
+ * pyrt_ctx_n_past/truncate/state_* and pyrt_decode work on sequence 0. One
+ * pyrt_decode_batch call evaluates new tokens of several sequences together:
+ * every weight matmul is shared, attention stays within each sequence. Each
+ * sequence's part is computed in the arithmetic it would get decoded alone
+ * (its n_shape as pyrt_ctx_set_numerics, 0: its own size), so a sequence's
+ * logits do not depend on what else is in the batch. */
+#define PYRT_MAX_SEQ 256
+
+typedef struct {
+    int32_t seq;              /* [0, n_seq); each at most once per batch      */
+    int32_t pos0;             /* <= the sequence's n_past; later positions are overwritten */
+    int32_t n_tokens;         /* >= 1; the batch's sum <= n_batch             */
+    int32_t out_kind;         /* PYRT_OUT_NONE, _LOGITS_LAST or _LOGITS_ALL   */
+    int32_t n_shape;          /* numerics of this part (pyrt_ctx_set_numerics) */
+} pyrt_batch_seq;
+
+int32_t pyrt_ctx_n_seq(const pyrt_ctx *c);
+int32_t pyrt_ctx_seq_n_past(const pyrt_ctx *c, int32_t seq);
+int  pyrt_ctx_seq_truncate(pyrt_ctx *c, int32_t seq, int32_t n_keep);
+/* Sequence dst's first n positions become a copy of src's (n <= src's n_past);
+ * dst's n_past becomes n. For sharing a prompt prefix between sequences. */
+int  pyrt_ctx_seq_copy(pyrt_ctx *c, int32_t src, int32_t dst, int32_t n);
+/* tokens: the parts' tokens back to back, in the order of segs. out: the
+ * parts' logits rows back to back (LAST: 1 row, ALL: n_tokens rows). On error
+ * or abort no sequence's n_past moves past its part's pos0. */
+int  pyrt_decode_batch(pyrt_ctx *c, const int32_t *tokens, const pyrt_batch_seq *segs, int32_t n_segs,
+                       float *out, int64_t out_len);
+
 /* Serialized KV state (positions [0, n_past)), for save/load and prefix reuse. */
 int64_t pyrt_ctx_state_size(const pyrt_ctx *c);
 int  pyrt_ctx_state_get(const pyrt_ctx *c, void *buf, int64_t len);
@@ -273,7 +304,8 @@ typedef struct {
     int32_t n_batch;          /* tokens per internal chunk                   */
     int32_t backend;          /* PYRT_BACKEND_*                              */
     int32_t device;           /* device index within the backend             */
-    int32_t reserved[7];      /* zero                                        */
+    int32_t n_seq;            /* sequences, each with n_ctx positions (0: 1; CPU only for > 1) */
+    int32_t reserved[6];      /* zero                                        */
 } pyrt_ctx_params;
 
 /* A context (KV cache + scratch) on the given backend. The model must have

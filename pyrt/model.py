@@ -485,21 +485,24 @@ class Context:
     """A KV cache (F16) and thread pool over a Model; evaluates token batches.
 
     `backend`/`device` pick where it runs (pyrt.device.place_model resolves a
-    device string and offloads the weights first); the default is the CPU."""
+    device string and offloads the weights first); the default is the CPU.
+    `n_seq` > 1 (CPU only) makes it hold that many independent sequences of
+    `n_ctx` positions each, evaluated together by :meth:`decode_batch`; the
+    other methods work on sequence 0."""
 
     def __init__(self, model: Model, n_ctx: int, n_threads: int | None = None, n_batch: int = 512,
-                 backend: int = lib.PYRT_BACKEND_CPU, device: int = 0):
+                 backend: int = lib.PYRT_BACKEND_CPU, device: int = 0, n_seq: int = 1):
         self.model = model
         self._handle = ffi.NULL
         hp = model.hparams
-        kv_bytes = 2 * hp.n_layer * int(n_ctx) * hp.n_head_kv * hp.head_dim * 2    # K and V, F16
+        kv_bytes = 2 * hp.n_layer * int(n_seq) * int(n_ctx) * hp.n_head_kv * hp.head_dim * 2  # K and V, F16
         ram = _physical_memory()
         if backend == lib.PYRT_BACKEND_CPU and ram and kv_bytes > ram:
-            raise MemoryError(f"n_ctx={n_ctx} needs a {kv_bytes / 2**30:.1f} GiB KV cache, more than this "
+            raise MemoryError(f"n_ctx={n_ctx} x {n_seq} sequences needs a {kv_bytes / 2**30:.1f} GiB KV cache, more than this "
                               f"machine's {ram / 2**30:.1f} GiB of memory; use a smaller n_ctx")
         params = ffi.new("pyrt_ctx_params *")
         params.n_ctx, params.n_threads, params.n_batch = int(n_ctx), int(n_threads or 0), int(n_batch)
-        params.backend, params.device = int(backend), int(device)
+        params.backend, params.device, params.n_seq = int(backend), int(device), int(n_seq)
         out = ffi.new("pyrt_ctx **")
         check(lib.pyrt_ctx_create_ex(model._handle, params, out), "context")
         self._handle = out[0]
@@ -549,6 +552,52 @@ class Context:
                                  out_kind, optr, out.size if out is not None else 0)
         check(st, "decode")
         return out
+
+    @property
+    def n_seq(self) -> int:
+        return lib.pyrt_ctx_n_seq(self._handle)
+
+    def seq_n_past(self, seq: int) -> int:
+        return lib.pyrt_ctx_seq_n_past(self._handle, int(seq))
+
+    def seq_truncate(self, seq: int, n_keep: int) -> None:
+        check(lib.pyrt_ctx_seq_truncate(self._handle, int(seq), int(n_keep)), "truncate")
+
+    def seq_copy(self, src: int, dst: int, n: int) -> None:
+        """Sequence `dst` becomes the first `n` positions of sequence `src`."""
+        check(lib.pyrt_ctx_seq_copy(self._handle, int(src), int(dst), int(n)), "seq_copy")
+
+    def decode_batch(self, parts) -> list[np.ndarray | None]:
+        """Evaluate several sequences' new tokens in one forward pass. `parts`:
+        ``(seq, tokens, pos0, out_kind, n_shape)`` tuples (each sequence at most
+        once; out_kind NONE, LOGITS_LAST or LOGITS_ALL; n_shape as in
+        :meth:`decode`). Returns each part's logits (a row, rows, or None)."""
+        n = len(parts)
+        segs = ffi.new("pyrt_batch_seq[]", max(n, 1))
+        toks, rows = [], []
+        for i, (seq, tokens, pos0, out_kind, n_shape) in enumerate(parts):
+            t = np.ascontiguousarray(tokens, dtype=np.int32).reshape(-1)
+            toks.append(t)
+            segs[i].seq, segs[i].pos0, segs[i].n_tokens = int(seq), int(pos0), int(t.shape[0])
+            segs[i].out_kind, segs[i].n_shape = int(out_kind), int(n_shape)
+            rows.append(t.shape[0] if out_kind == lib.PYRT_OUT_LOGITS_ALL else int(out_kind == lib.PYRT_OUT_LOGITS_LAST))
+        flat = np.ascontiguousarray(np.concatenate(toks) if toks else np.zeros(0, np.int32), dtype=np.int32)
+        V = self.model.hparams.n_vocab
+        out = np.empty((max(sum(rows), 1), V), dtype=np.float32)
+        with self._lock:
+            st = lib.pyrt_decode_batch(self._handle, ffi.cast("int32_t *", flat.ctypes.data), segs, n,
+                                       ffi.cast("float *", out.ctypes.data), out.size)
+        check(st, "decode")
+        res, r = [], 0
+        for (_seq, _t, _p, out_kind, _s), k in zip(parts, rows):
+            if out_kind == lib.PYRT_OUT_LOGITS_LAST:
+                res.append(out[r].copy())
+            elif out_kind == lib.PYRT_OUT_LOGITS_ALL:
+                res.append(out[r:r + k].copy())
+            else:
+                res.append(None)
+            r += k
+        return res
 
     def state(self) -> bytes:
         size = lib.pyrt_ctx_state_size(self._handle)

@@ -102,8 +102,12 @@ int ctx_create_cuda(const pyrt_model *m, int32_t n_ctx, int32_t n_batch, int32_t
     c->n_batch = n_batch;
     c->kv_dim = (int64_t)m->hp.n_head_kv * m->hp.head_dim;
     c->backend = PYRT_BACKEND_CUDA;
+    if (!ctx_alloc_seqs(c, 1)) {
+        pyrt_ctx_free(c);
+        return pyrt_set_error(PYRT_ERR_OOM, "ctx_create: out of memory");
+    }
     const int st = pyrt_cuda_ctx_create(m->cuda, n_ctx, n_batch, &c->cuda);
-    if (st) { free(c); return st; }
+    if (st) { pyrt_ctx_free(c); return st; }
     *out = c;
     return PYRT_OK;
 }

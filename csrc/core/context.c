@@ -1,7 +1,8 @@
-/* context.c — a context: the F16 KV cache [n_layer][n_ctx][kv_dim], the
+/* context.c — a context: the F16 KV cache [n_layer][n_seq][n_ctx][kv_dim], the
  * activation scratch for n_batch tokens, the per-thread attention scratch
  * and the thread pool that runs the forward pass (core/forward.c). */
 #include <stdlib.h>
+#include <string.h>
 
 #include "model.h"
 
@@ -29,20 +30,33 @@ void pyrt_ctx_free(pyrt_ctx *c) {
     pool_free(c->pool);
     void *bufs[] = { c->kc, c->vc, c->x, c->xn, c->q, c->k, c->v, c->att, c->tmp, c->g, c->u,
                      c->qbuf[0], c->qbuf[1], c->scores, c->probs16, c->q16, c->attn_acc,
-                     c->moe_w, c->moe_id, c->moe_x, c->moe_out };
+                     c->moe_w, c->moe_id, c->moe_x, c->moe_out,
+                     c->n_past, c->parts, c->runs, c->out_runs, c->tok_part, c->out_tok };
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
     free(c);
 }
 
+static int ctx_create_cpu(const pyrt_model *m, int32_t n_ctx, int32_t n_seq, int32_t n_threads, int32_t n_batch,
+                          pyrt_ctx **out);
+
 int pyrt_ctx_create_ex(const pyrt_model *m, const pyrt_ctx_params *p, pyrt_ctx **out) {
     if (!p) return pyrt_set_error(PYRT_ERR_INVALID_ARG, "ctx_create_ex: NULL params");
-    for (int i = 0; i < 7; i++)
+    for (int i = 0; i < 6; i++)
         if (p->reserved[i]) return pyrt_set_error(PYRT_ERR_INVALID_ARG, "ctx_create_ex: reserved fields must be zero");
+    if (p->n_seq < 0 || p->n_seq > PYRT_MAX_SEQ)
+        return pyrt_set_error(PYRT_ERR_INVALID_ARG, "n_seq %d not in [1, %d]", p->n_seq, PYRT_MAX_SEQ);
+    const int32_t n_seq = p->n_seq > 0 ? p->n_seq : 1;
     if (p->backend == PYRT_BACKEND_CPU) {
         if (p->device != 0) return pyrt_set_error(PYRT_ERR_INVALID_ARG, "CPU backend has one device (0), not %d", p->device);
-        return pyrt_ctx_create(m, p->n_ctx, p->n_threads, p->n_batch, out);
+        return ctx_create_cpu(m, p->n_ctx, n_seq, p->n_threads, p->n_batch, out);
     }
-    if (p->backend == PYRT_BACKEND_CUDA) return ctx_create_cuda(m, p->n_ctx, p->n_batch, p->device, out);
+    if (p->backend == PYRT_BACKEND_CUDA) {
+        if (n_seq > 1) {
+            if (out) *out = NULL;
+            return pyrt_set_error(PYRT_ERR_UNSUPPORTED, "several sequences per context (n_seq %d) need the CPU backend", n_seq);
+        }
+        return ctx_create_cuda(m, p->n_ctx, p->n_batch, p->device, out);
+    }
     if (out) *out = NULL;
     return pyrt_set_error(PYRT_ERR_INVALID_ARG, "unknown backend %d", p->backend);
 }
@@ -50,6 +64,23 @@ int pyrt_ctx_create_ex(const pyrt_model *m, const pyrt_ctx_params *p, pyrt_ctx *
 int32_t pyrt_ctx_backend(const pyrt_ctx *c) { return c ? c->backend : -1; }
 
 int pyrt_ctx_create(const pyrt_model *m, int32_t n_ctx, int32_t n_threads, int32_t n_batch, pyrt_ctx **out) {
+    return ctx_create_cpu(m, n_ctx, 1, n_threads, n_batch, out);
+}
+
+/* the per-sequence and per-job bookkeeping (also for CUDA contexts, n_seq 1) */
+int ctx_alloc_seqs(pyrt_ctx *c, int32_t n_seq) {
+    c->n_seq = n_seq;
+    c->n_past = calloc((size_t)n_seq, sizeof(int32_t));
+    c->parts = calloc((size_t)n_seq, sizeof(fwd_part));
+    c->runs = calloc((size_t)n_seq, sizeof(fwd_run));
+    c->out_runs = calloc((size_t)n_seq, sizeof(fwd_run));
+    c->tok_part = calloc((size_t)c->n_batch, sizeof(int32_t));
+    c->out_tok = calloc((size_t)c->n_batch, sizeof(int32_t));
+    return c->n_past && c->parts && c->runs && c->out_runs && c->tok_part && c->out_tok;
+}
+
+static int ctx_create_cpu(const pyrt_model *m, int32_t n_ctx, int32_t n_seq, int32_t n_threads, int32_t n_batch,
+                          pyrt_ctx **out) {
     if (!m || !out) return pyrt_set_error(PYRT_ERR_INVALID_ARG, "ctx_create: NULL argument");
     *out = NULL;
     if (!m->finalized) return pyrt_set_error(PYRT_ERR_INVALID_ARG, "ctx_create: model not finalized");
@@ -66,10 +97,10 @@ int pyrt_ctx_create(const pyrt_model *m, int32_t n_ctx, int32_t n_threads, int32
     c->n_batch = n_batch;
     c->kv_dim = (int64_t)hp->n_head_kv * hp->head_dim;
     const int64_t qd = (int64_t)hp->n_head * hp->head_dim;
-    const size_t kv_elems = (size_t)hp->n_layer * (size_t)n_ctx * (size_t)c->kv_dim;
-    if (kv_elems / (size_t)n_ctx / (size_t)hp->n_layer != (size_t)c->kv_dim || kv_elems > ((size_t)1 << 40)) {
+    const size_t kv_elems = (size_t)hp->n_layer * (size_t)n_seq * (size_t)n_ctx * (size_t)c->kv_dim;
+    if (kv_elems / (size_t)n_ctx / (size_t)n_seq / (size_t)hp->n_layer != (size_t)c->kv_dim || kv_elems > ((size_t)1 << 40)) {
         free(c);
-        return pyrt_set_error(PYRT_ERR_OOM, "KV cache of %d positions is too large", n_ctx);
+        return pyrt_set_error(PYRT_ERR_OOM, "KV cache of %d x %d positions is too large", n_seq, n_ctx);
     }
     const size_t B = (size_t)n_batch;
     int64_t widest = hp->n_embd;
@@ -110,7 +141,8 @@ int pyrt_ctx_create(const pyrt_model *m, int32_t n_ctx, int32_t n_threads, int32
     c->q16 = alloc_aligned((size_t)n_threads * hp->head_dim * sizeof(pyrt_fp16));
     c->attn_acc = alloc_aligned((size_t)n_threads * ctx_attn_acc_floats(c) * sizeof(float));
     c->pool = pool_create(n_threads);
-    if (!c->kc || !c->vc || !c->x || !c->xn || !c->tmp || !c->q || !c->att || !c->k || !c->v ||
+    const int seqs_ok = ctx_alloc_seqs(c, n_seq);
+    if (!seqs_ok || !c->kc || !c->vc || !c->x || !c->xn || !c->tmp || !c->q || !c->att || !c->k || !c->v ||
         !c->g || !c->u || !c->qbuf[0] || !c->qbuf[1] || !c->scores || !c->probs16 || !c->q16 || !c->attn_acc || !c->pool || !moe_ok) {
         pyrt_ctx_free(c);
         return pyrt_set_error(PYRT_ERR_OOM, "ctx_create: cannot allocate buffers for n_ctx=%d", n_ctx);
@@ -120,14 +152,41 @@ int pyrt_ctx_create(const pyrt_model *m, int32_t n_ctx, int32_t n_threads, int32
 }
 
 int32_t pyrt_ctx_n_ctx(const pyrt_ctx *c) { return c ? c->n_ctx : 0; }
-int32_t pyrt_ctx_n_past(const pyrt_ctx *c) { return c ? c->n_past : 0; }
+int32_t pyrt_ctx_n_past(const pyrt_ctx *c) { return c ? c->n_past[0] : 0; }
 int32_t pyrt_ctx_n_threads(const pyrt_ctx *c) { return c && c->pool ? pool_size(c->pool) : 0; }
+int32_t pyrt_ctx_n_seq(const pyrt_ctx *c) { return c ? c->n_seq : 0; }
 
-int pyrt_ctx_truncate(pyrt_ctx *c, int32_t n_keep) {
+int32_t pyrt_ctx_seq_n_past(const pyrt_ctx *c, int32_t seq) {
+    return c && seq >= 0 && seq < c->n_seq ? c->n_past[seq] : 0;
+}
+
+int pyrt_ctx_seq_truncate(pyrt_ctx *c, int32_t seq, int32_t n_keep) {
     if (!c) return pyrt_set_error(PYRT_ERR_INVALID_ARG, "truncate: NULL ctx");
-    if (n_keep < 0 || n_keep > c->n_past)
-        return pyrt_set_error(PYRT_ERR_INVALID_ARG, "truncate: n_keep %d not in [0, %d]", n_keep, c->n_past);
-    c->n_past = n_keep;
+    if (seq < 0 || seq >= c->n_seq)
+        return pyrt_set_error(PYRT_ERR_INVALID_ARG, "truncate: sequence %d not in [0, %d)", seq, c->n_seq);
+    if (n_keep < 0 || n_keep > c->n_past[seq])
+        return pyrt_set_error(PYRT_ERR_INVALID_ARG, "truncate: n_keep %d not in [0, %d]", n_keep, c->n_past[seq]);
+    c->n_past[seq] = n_keep;
+    return PYRT_OK;
+}
+
+int pyrt_ctx_truncate(pyrt_ctx *c, int32_t n_keep) { return pyrt_ctx_seq_truncate(c, 0, n_keep); }
+
+int pyrt_ctx_seq_copy(pyrt_ctx *c, int32_t src, int32_t dst, int32_t n) {
+    if (!c) return pyrt_set_error(PYRT_ERR_INVALID_ARG, "seq_copy: NULL ctx");
+    if (src < 0 || src >= c->n_seq || dst < 0 || dst >= c->n_seq)
+        return pyrt_set_error(PYRT_ERR_INVALID_ARG, "seq_copy: sequences %d -> %d not in [0, %d)", src, dst, c->n_seq);
+    if (n < 0 || n > c->n_past[src])
+        return pyrt_set_error(PYRT_ERR_INVALID_ARG, "seq_copy: %d positions not in [0, %d]", n, c->n_past[src]);
+    if (src != dst) {
+        const size_t row = (size_t)c->kv_dim, seq_rows = (size_t)c->n_ctx * row;
+        for (int il = 0; il < c->m->hp.n_layer; il++) {
+            const size_t base = (size_t)il * c->n_seq * seq_rows;
+            memcpy(c->kc + base + dst * seq_rows, c->kc + base + src * seq_rows, (size_t)n * row * sizeof(pyrt_fp16));
+            memcpy(c->vc + base + dst * seq_rows, c->vc + base + src * seq_rows, (size_t)n * row * sizeof(pyrt_fp16));
+        }
+    }
+    c->n_past[dst] = n;
     return PYRT_OK;
 }
 

@@ -31,11 +31,27 @@ typedef struct {
     pyrt_attn_args attn;            /* this thread's attention scratch and constants */
 } fwd;
 
-/* The batch size whose arithmetic a matmul over n rows uses: llama.cpp's
- * result for the whole batch shape (pyrt_ctx_set_numerics), else n; negative
- * (PYRT_NUMERICS_PER_TOKEN): each token in single-token arithmetic. */
-static int64_t shape(const fwd *f, int64_t n) {
-    return n == f->B && f->c->n_shape != 0 ? (int64_t)f->c->n_shape : n;
+/* tasks over all rows of the job (or, for the logits, all output rows): one
+ * mm_group call per run of rows that share numerics. A job of one part is
+ * one run; in a batch of sequences, the single-token parts (decoding) share
+ * one run, and each longer part (a prompt chunk) has its own, computed in
+ * the shape it would have alone (model.h: fwd_run). */
+static void mm_runs(fwd *f, const fwd_run *runs, int n_runs, const float *x, int64_t ldx,
+                    const mm_task *tasks, int n_tasks) {
+    for (int r = 0; r < n_runs; r++) {
+        mm_task t[3];
+        for (int i = 0; i < n_tasks; i++) {
+            t[i] = tasks[i];
+            t[i].y += (int64_t)runs[r].r0 * t[i].ldy;
+        }
+        mm_group(f->K, f->P, f->ith, f->nth, x + (int64_t)runs[r].r0 * ldx, ldx, runs[r].n, runs[r].n_shape,
+                 t, n_tasks, f->c->qbuf);
+    }
+}
+
+/* attention takes its batched order when the part's shape has several tokens */
+static int part_batched(const fwd_part *p) {
+    return p->n_shape < 0 ? 0 : (p->n_shape > 0 ? p->n_shape : p->n_tok) > 1;
 }
 
 /* x[t] = token_embd[tokens[t]] (* embd_scale where the model has one) */
@@ -98,14 +114,15 @@ static void attention(fwd *f, int il) {
     const float fscale = swa ? 1.0f : hp->rope_freq_scale;   /* llama.cpp: no scaling on SWA layers */
     const float *ff = rope_factors(f->m, c);
     const float mscale = hp->rope_attn_factor > 0 ? hp->rope_attn_factor : 1.0f;
-    pyrt_fp16 *kc = c->kc + (size_t)il * c->n_ctx * KVD;
-    pyrt_fp16 *vc = c->vc + (size_t)il * c->n_ctx * KVD;
+    const size_t seq_elems = (size_t)c->n_ctx * KVD;             /* one sequence's rows of a layer */
+    pyrt_fp16 *kc = c->kc + (size_t)il * c->n_seq * seq_elems;
+    pyrt_fp16 *vc = c->vc + (size_t)il * c->n_seq * seq_elems;
     int64_t lo, hi;
 
     /* ---- norm, q/k/v projections (one matmul group: the input is quantized once) ---- */
     norm_rows(f, L->attn_norm);
     mm_task qkv[3] = { { &L->wq, c->q, QD }, { &L->wk, c->k, KVD }, { &L->wv, c->v, KVD } };
-    mm_group(K, f->P, f->ith, f->nth, c->xn, f->E, f->B, shape(f, f->B), qkv, 3, c->qbuf);
+    mm_runs(f, c->runs, c->n_runs, c->xn, f->E, qkv, 3);
 
     /* ---- per head: (bias), (q/k norm), rope, (q scale); k and v into the F16 cache ---- */
     const int64_t n_items = (int64_t)f->B * (hp->n_head + hp->n_head_kv);
@@ -113,7 +130,9 @@ static void attention(fwd *f, int il) {
     for (int64_t it = lo; it < hi; it++) {
         const int64_t t = it / (hp->n_head + hp->n_head_kv);
         const int64_t h = it % (hp->n_head + hp->n_head_kv);
-        const float pos = (float)(c->pos0 + t);
+        const fwd_part *part = &c->parts[c->tok_part[t]];
+        const int64_t ipos = part->pos0 + (t - part->t0);
+        const float pos = (float)ipos;
         if (h < hp->n_head) {
             float *qh = c->q + t * QD + h * HD;
             if (L->bq) op_add(qh, L->bq + h * HD, HD);
@@ -128,7 +147,7 @@ static void attention(fwd *f, int il) {
             if (L->bv) op_add(vh, L->bv + hk * HD, HD);
             if (A->qk_norm) op_rmsnorm(kh, kh, L->k_norm, HD, hp->norm_eps);
             K->rope(kh, hp->n_rot, hp->rope_type, pos, base, fscale, ff, mscale);
-            const int64_t row = (int64_t)(c->pos0 + t) * KVD + hk * HD;
+            const int64_t row = (int64_t)part->seq * (int64_t)seq_elems + ipos * KVD + hk * HD;
             K->fp32_to_fp16(kh, kc + row, HD);
             K->fp32_to_fp16(vh, vc + row, HD);
         }
@@ -136,28 +155,37 @@ static void attention(fwd *f, int il) {
     pool_barrier(f->P);
 
     /* ---- causal attention over the cache, per group: the gqa query heads
-     * of one kv head for attn_tok consecutive tokens. Groups go round-robin
-     * so that early (short) and late (long) ones spread over the threads. */
+     * of one kv head for attn_tok consecutive tokens of a part, within that
+     * part's sequence. Groups go round-robin over all parts, so that early
+     * (short) and late (long) ones spread over the threads. */
     pyrt_attn_args *a = &f->attn;
-    const int64_t n_kv = hp->n_head_kv, n_blk = (f->B + c->attn_tok - 1) / c->attn_tok;
+    const int64_t n_kv = hp->n_head_kv;
     a->first = 0;
     a->window = swa ? hp->sliding_window : 0;
-    for (int64_t it = f->ith; it < n_blk * n_kv; it += f->nth) {
-        const int64_t t0 = it / n_kv * c->attn_tok, hk = it % n_kv;
-        const int64_t off = t0 * QD + hk * f->gqa * HD;
-        a->out = c->att + off;
-        a->q = c->q + off;
-        a->k = kc + hk * HD;
-        a->v = vc + hk * HD;
-        a->last = c->pos0 + (int32_t)t0;
-        a->n_tok = (int32_t)(f->B - t0 < c->attn_tok ? f->B - t0 : c->attn_tok);
-        K->attn_head(a);
+    int64_t before = 0;                        /* groups of the parts before this one */
+    for (int32_t ip = 0; ip < c->n_parts; ip++) {
+        const fwd_part *part = &c->parts[ip];
+        const int64_t n_items = (part->n_tok + c->attn_tok - 1) / c->attn_tok * n_kv;
+        a->batched = part_batched(part);
+        const size_t seq_off = (size_t)part->seq * seq_elems;
+        for (int64_t it = ((f->ith - before) % f->nth + f->nth) % f->nth; it < n_items; it += f->nth) {
+            const int64_t t0 = it / n_kv * c->attn_tok, hk = it % n_kv;
+            const int64_t off = (part->t0 + t0) * QD + hk * f->gqa * HD;
+            a->out = c->att + off;
+            a->q = c->q + off;
+            a->k = kc + seq_off + hk * HD;
+            a->v = vc + seq_off + hk * HD;
+            a->last = part->pos0 + (int32_t)t0;
+            a->n_tok = (int32_t)(part->n_tok - t0 < c->attn_tok ? part->n_tok - t0 : c->attn_tok);
+            K->attn_head(a);
+        }
+        before += n_items;
     }
     pool_barrier(f->P);
 
     /* ---- output projection, residual ---- */
     mm_task o[1] = { { &L->wo, c->tmp, f->E } };
-    mm_group(K, f->P, f->ith, f->nth, c->att, QD, f->B, shape(f, f->B), o, 1, c->qbuf);
+    mm_runs(f, c->runs, c->n_runs, c->att, QD, o, 1);
     residual(f, A->post_norms ? L->post_attn_norm : NULL);
 }
 
@@ -170,13 +198,13 @@ static void feed_forward(fwd *f, int il) {
 
     norm_rows(f, L->ffn_norm);
     mm_task gu[2] = { { &L->w_gate, c->g, FF }, { &L->w_up, c->u, FF } };
-    mm_group(f->K, f->P, f->ith, f->nth, c->xn, f->E, f->B, shape(f, f->B), gu, 2, c->qbuf);
+    mm_runs(f, c->runs, c->n_runs, c->xn, f->E, gu, 2);
     pool_split((int64_t)f->B * FF, f->ith, f->nth, &lo, &hi);   /* element-wise: split flat */
     if (f->arch->ffn_act == PYRT_ACT_GELU) f->K->geglu(c->g + lo, c->u + lo, hi - lo);
     else                                   f->K->swiglu(c->g + lo, c->u + lo, hi - lo);
     pool_barrier(f->P);
     mm_task d[1] = { { &L->w_down, c->tmp, f->E } };
-    mm_group(f->K, f->P, f->ith, f->nth, c->g, FF, f->B, shape(f, f->B), d, 1, c->qbuf);
+    mm_runs(f, c->runs, c->n_runs, c->g, FF, d, 1);
     residual(f, f->arch->post_norms ? L->post_ffn_norm : NULL);
 }
 
@@ -287,14 +315,14 @@ static void output(fwd *f) {
     if (c->n_out == 0) return;
     pool_split(c->n_out, f->ith, f->nth, &lo, &hi);
     for (int64_t t = lo; t < hi; t++) {
-        const int64_t src = c->out_first + t;
+        const int64_t src = c->out_tok[t];
         float *dst = c->out_kind == PYRT_OUT_EMBD_ALL ? c->out + t * f->E : c->xn + t * f->E;
         op_rmsnorm(dst, c->x + src * f->E, m->out_norm, f->E, f->hp->norm_eps);
     }
     pool_barrier(f->P);
     if (c->out_kind == PYRT_OUT_EMBD_ALL) return;
     mm_task lg[1] = { { &m->output, c->out, f->hp->n_vocab } };
-    mm_group(f->K, f->P, f->ith, f->nth, c->xn, f->E, c->n_out, shape(f, c->n_out), lg, 1, c->qbuf);
+    mm_runs(f, c->out_runs, c->n_out_runs, c->xn, f->E, lg, 1);
     if (m->output_b || f->hp->final_softcap != 0.0f) {
         /* logits += output.bias (qwen2, phi3 files may have one); gemma2's final soft-capping */
         const int64_t V = f->hp->n_vocab;
@@ -323,7 +351,6 @@ static void forward_job(void *arg, int ith, int nth) {
     };
     f.attn = (pyrt_attn_args){
         .stride = f.KVD, .head_dim = (int32_t)f.HD,
-        .batched = c->n_shape < 0 ? 0 : (c->n_shape > 0 ? c->n_shape : f.B) > 1,
         .scale = m->arch->q_prescale ? 1.0f : f.attn_scale,   /* else q was scaled in attention() */
         .scores = c->scores + (size_t)ith * ctx_attn_scores_floats(c),
         .probs16 = c->probs16 + (size_t)ith * (c->n_ctx + 32),
@@ -347,19 +374,126 @@ static void forward_job(void *arg, int ith, int nth) {
     output(&f);
 }
 
+/* A run of rows [r0, r0+n) in numerics `shape` (a part's n_shape, or its
+ * size): single-token shapes join the run before when it is one too. */
+static void add_run(fwd_run *runs, int32_t *n_runs, int32_t r0, int32_t n, int32_t shape) {
+    if (n <= 0) return;
+    if (shape == 1 || shape < 0) {
+        shape = PYRT_NUMERICS_PER_TOKEN;
+        fwd_run *last = *n_runs > 0 ? &runs[*n_runs - 1] : NULL;
+        if (last && last->n_shape == shape && last->r0 + last->n == r0) {
+            last->n += n;
+            return;
+        }
+    }
+    runs[(*n_runs)++] = (fwd_run){ r0, n, shape };
+}
+
+/* Lay out the job of c->parts[0..n_parts) (seq, pos0, n_tok, n_shape,
+ * out_first, n_out set): token and output offsets, each token's part, each
+ * output row's token, and the matmul runs. */
+static void plan_job(pyrt_ctx *c) {
+    int32_t t = 0, o = 0;
+    c->n_runs = c->n_out_runs = 0;
+    for (int32_t ip = 0; ip < c->n_parts; ip++) {
+        fwd_part *p = &c->parts[ip];
+        p->t0 = t;
+        p->o0 = o;
+        for (int32_t j = 0; j < p->n_tok; j++) c->tok_part[t + j] = ip;
+        for (int32_t j = 0; j < p->n_out; j++) c->out_tok[o + j] = t + p->out_first + j;
+        add_run(c->runs, &c->n_runs, t, p->n_tok, p->n_shape != 0 ? p->n_shape : p->n_tok);
+        add_run(c->out_runs, &c->n_out_runs, o, p->n_out,
+                p->n_shape != 0 && p->n_out == p->n_tok ? p->n_shape : p->n_out);
+        t += p->n_tok;
+        o += p->n_out;
+    }
+    c->n_tok = t;
+    c->n_out = o;
+}
+
+/* Run the planned job; on abort every part's sequence keeps only the
+ * positions before its part (n_past was set to pos0 before the call). */
+static int run_job(pyrt_ctx *c) {
+    plan_job(c);
+    c->stop_now = 0;
+    pool_run(c->pool, forward_job, c);
+    if (c->stop_now) return pyrt_set_error(PYRT_ERR_ABORTED, "decode: aborted");
+    for (int32_t ip = 0; ip < c->n_parts; ip++) c->n_past[c->parts[ip].seq] = c->parts[ip].pos0 + c->parts[ip].n_tok;
+    return PYRT_OK;
+}
+
+static int check_tokens(const pyrt_hparams *hp, const int32_t *tokens, int64_t n) {
+    for (int64_t i = 0; i < n; i++)
+        if (tokens[i] < 0 || tokens[i] >= hp->n_vocab)
+            return pyrt_set_error(PYRT_ERR_INVALID_ARG, "decode: token id %d at index %lld outside [0, %d)",
+                                  tokens[i], (long long)i, hp->n_vocab);
+    return PYRT_OK;
+}
+
+int pyrt_decode_batch(pyrt_ctx *c, const int32_t *tokens, const pyrt_batch_seq *segs, int32_t n_segs,
+                      float *out, int64_t out_len) {
+    if (!c || !tokens || !segs) return pyrt_set_error(PYRT_ERR_INVALID_ARG, "decode_batch: NULL argument");
+    if (c->cuda) return pyrt_set_error(PYRT_ERR_UNSUPPORTED, "decode_batch: needs the CPU backend");
+    if (n_segs < 1 || n_segs > c->n_seq)
+        return pyrt_set_error(PYRT_ERR_INVALID_ARG, "decode_batch: %d parts, need [1, %d]", n_segs, c->n_seq);
+    const pyrt_hparams *hp = &c->m->hp;
+    int64_t total = 0, rows = 0;
+    for (int32_t i = 0; i < n_segs; i++) {
+        const pyrt_batch_seq *b = &segs[i];
+        if (b->seq < 0 || b->seq >= c->n_seq)
+            return pyrt_set_error(PYRT_ERR_INVALID_ARG, "decode_batch: part %d: sequence %d not in [0, %d)", i, b->seq, c->n_seq);
+        for (int32_t j = 0; j < i; j++)
+            if (segs[j].seq == b->seq)
+                return pyrt_set_error(PYRT_ERR_INVALID_ARG, "decode_batch: sequence %d appears twice", b->seq);
+        if (b->n_tokens < 1) return pyrt_set_error(PYRT_ERR_INVALID_ARG, "decode_batch: part %d: n_tokens %d must be >= 1", i, b->n_tokens);
+        if (b->pos0 < 0 || b->pos0 > c->n_past[b->seq])
+            return pyrt_set_error(PYRT_ERR_INVALID_ARG, "decode_batch: part %d: pos0 %d must be in [0, n_past=%d]",
+                                  i, b->pos0, c->n_past[b->seq]);
+        if ((int64_t)b->pos0 + b->n_tokens > c->n_ctx)
+            return pyrt_set_error(PYRT_ERR_CONTEXT_FULL, "decode_batch: part %d: %d tokens at position %d exceed n_ctx %d",
+                                  i, b->n_tokens, b->pos0, c->n_ctx);
+        if (b->out_kind != PYRT_OUT_NONE && b->out_kind != PYRT_OUT_LOGITS_LAST && b->out_kind != PYRT_OUT_LOGITS_ALL)
+            return pyrt_set_error(PYRT_ERR_INVALID_ARG, "decode_batch: part %d: out_kind %d (NONE, LOGITS_LAST or LOGITS_ALL)", i, b->out_kind);
+        if (b->n_shape < PYRT_NUMERICS_PER_TOKEN)
+            return pyrt_set_error(PYRT_ERR_INVALID_ARG, "decode_batch: part %d: n_shape %d < -1", i, b->n_shape);
+        total += b->n_tokens;
+        rows += b->out_kind == PYRT_OUT_LOGITS_ALL ? b->n_tokens : b->out_kind == PYRT_OUT_LOGITS_LAST;
+    }
+    if (total > c->n_batch)
+        return pyrt_set_error(PYRT_ERR_INVALID_ARG, "decode_batch: %lld tokens exceed n_batch %d", (long long)total, c->n_batch);
+    const int st = check_tokens(hp, tokens, total);
+    if (st) return st;
+    if (rows > 0 && (!out || out_len < rows * hp->n_vocab))
+        return pyrt_set_error(PYRT_ERR_INVALID_ARG, "decode_batch: output buffer holds %lld floats, need %lld",
+                              (long long)out_len, (long long)(rows * hp->n_vocab));
+
+    atomic_store(&c->abort_req, 0);
+    c->tokens = tokens;
+    c->out_kind = PYRT_OUT_LOGITS_ALL;          /* logits rows, however many each part has */
+    c->out = rows > 0 ? out : NULL;
+    c->n_parts = n_segs;
+    for (int32_t i = 0; i < n_segs; i++) {
+        const pyrt_batch_seq *b = &segs[i];
+        const int32_t n_out = b->out_kind == PYRT_OUT_LOGITS_ALL ? b->n_tokens : b->out_kind == PYRT_OUT_LOGITS_LAST;
+        c->parts[i] = (fwd_part){ .seq = b->seq, .pos0 = b->pos0, .n_tok = b->n_tokens, .n_shape = b->n_shape,
+                                  .out_first = b->n_tokens - n_out, .n_out = n_out };
+        c->n_past[b->seq] = b->pos0;
+    }
+    return run_job(c);
+}
+
 int pyrt_decode(pyrt_ctx *c, const int32_t *tokens, int32_t n_tokens, int32_t pos0,
                 int32_t out_kind, float *out, int64_t out_len) {
     if (!c || !tokens) return pyrt_set_error(PYRT_ERR_INVALID_ARG, "decode: NULL argument");
     const pyrt_hparams *hp = &c->m->hp;
     if (n_tokens <= 0) return pyrt_set_error(PYRT_ERR_INVALID_ARG, "decode: n_tokens %d must be >= 1", n_tokens);
-    if (pos0 < 0 || pos0 > c->n_past)
-        return pyrt_set_error(PYRT_ERR_INVALID_ARG, "decode: pos0 %d must be in [0, n_past=%d]", pos0, c->n_past);
+    if (pos0 < 0 || pos0 > c->n_past[0])
+        return pyrt_set_error(PYRT_ERR_INVALID_ARG, "decode: pos0 %d must be in [0, n_past=%d]", pos0, c->n_past[0]);
     if ((int64_t)pos0 + n_tokens > c->n_ctx)
         return pyrt_set_error(PYRT_ERR_CONTEXT_FULL, "decode: %d tokens at position %d exceed n_ctx %d",
                               n_tokens, pos0, c->n_ctx);
-    for (int32_t i = 0; i < n_tokens; i++)
-        if (tokens[i] < 0 || tokens[i] >= hp->n_vocab)
-            return pyrt_set_error(PYRT_ERR_INVALID_ARG, "decode: token id %d at index %d outside [0, %d)", tokens[i], i, hp->n_vocab);
+    const int tst = check_tokens(hp, tokens, n_tokens);
+    if (tst) return tst;
     int64_t need = 0;
     switch (out_kind) {
     case PYRT_OUT_NONE: break;
@@ -372,39 +506,39 @@ int pyrt_decode(pyrt_ctx *c, const int32_t *tokens, int32_t n_tokens, int32_t po
         return pyrt_set_error(PYRT_ERR_INVALID_ARG, "decode: output buffer holds %lld floats, need %lld", (long long)out_len, (long long)need);
 
     atomic_store(&c->abort_req, 0);
-    c->n_past = pos0;
+    c->n_past[0] = pos0;
     if (c->cuda) {
         const int st = pyrt_cuda_decode(c->cuda, tokens, n_tokens, pos0, out_kind, out, out_len,
                                         (const volatile int *)&c->abort_req);
-        if (st == PYRT_OK) c->n_past = pos0 + n_tokens;
+        if (st == PYRT_OK) c->n_past[0] = pos0 + n_tokens;
         return st;
     }
+    /* one part per chunk of n_batch tokens, each in its own shape */
+    c->out_kind = out_kind;
+    c->n_parts = 1;
     for (int32_t done = 0; done < n_tokens; ) {
         const int32_t n = n_tokens - done < c->n_batch ? n_tokens - done : c->n_batch;
         const int last_chunk = done + n == n_tokens;
+        int32_t n_out = 0;
         c->tokens = tokens + done;
-        c->n_tok = n;
-        c->pos0 = pos0 + done;
-        c->out_kind = out_kind;
-        c->stop_now = 0;
+        c->out = NULL;
         switch (out_kind) {
         case PYRT_OUT_LOGITS_LAST:
-            c->out_first = n - 1; c->n_out = last_chunk ? 1 : 0; c->out = out; break;
+            n_out = last_chunk; c->out = out; break;
         case PYRT_OUT_LOGITS_ALL:
-            c->out_first = 0; c->n_out = n; c->out = out + (int64_t)done * hp->n_vocab; break;
+            n_out = n; c->out = out + (int64_t)done * hp->n_vocab; break;
         case PYRT_OUT_EMBD_ALL:
-            c->out_first = 0; c->n_out = n; c->out = out + (int64_t)done * hp->n_embd; break;
-        default:
-            c->out_first = 0; c->n_out = 0; c->out = NULL;
+            n_out = n; c->out = out + (int64_t)done * hp->n_embd; break;
+        default: break;
         }
-        pool_run(c->pool, forward_job, c);
-        if (c->stop_now) {
-            c->n_past = pos0;
-            return pyrt_set_error(PYRT_ERR_ABORTED, "decode: aborted");
+        c->parts[0] = (fwd_part){ .seq = 0, .pos0 = pos0 + done, .n_tok = n, .n_shape = c->n_shape,
+                                  .out_first = n - n_out, .n_out = n_out };
+        const int st = run_job(c);
+        if (st) {
+            c->n_past[0] = pos0;
+            return st;
         }
         done += n;
-        c->n_past = pos0 + done;
     }
     return PYRT_OK;
 }
-

@@ -49,12 +49,27 @@ struct pyrt_model {
     int32_t cuda_device;
 };
 
+/* One sequence's part of a forward job (pyrt_decode_batch; pyrt_decode runs
+ * one part per chunk): tokens [t0, t0+n_tok) of the batch at positions
+ * pos0.., logits rows [o0, o0+n_out) for its tokens out_first.. */
+typedef struct {
+    int32_t seq, pos0, n_tok, n_shape, t0, out_first, n_out, o0;
+} fwd_part;
+
+/* Rows [r0, r0+n) of a job's activations that one matmul call covers, in the
+ * numerics n_shape (mm_group); consecutive single-token parts share a run. */
+typedef struct {
+    int32_t r0, n, n_shape;
+} fwd_run;
+
 struct pyrt_ctx {
     const pyrt_model *m;
-    int32_t n_ctx, n_batch, n_past;
+    int32_t n_ctx, n_batch;      /* n_ctx: positions per sequence */
+    int32_t n_seq;
+    int32_t *n_past;             /* [n_seq]: valid positions [0, n_past[s]) of sequence s */
     int64_t kv_dim;
     pyrt_pool *pool;
-    pyrt_fp16 *kc, *vc;          /* [n_layer][n_ctx][kv_dim] */
+    pyrt_fp16 *kc, *vc;          /* [n_layer][n_seq][n_ctx][kv_dim] */
     /* activations, [n_batch][width] */
     float *x, *xn, *q, *k, *v, *att, *tmp, *g, *u;
     float *moe_w;                /* MoE: [n_batch][n_expert] router probs, then top-k weights */
@@ -71,16 +86,26 @@ struct pyrt_ctx {
     int32_t backend;             /* PYRT_BACKEND_*                              */
     pyrt_cuda_ctx *cuda;         /* CUDA: KV cache + scratch on the device      */
     int32_t n_shape;             /* 0, or the batch size whose arithmetic to use */
-    /* current job (forward.c) */
+    /* current job (forward.c): its parts, their tokens, matmul runs over
+     * the tokens and over the output rows, and each output row's token */
     const int32_t *tokens;
-    int32_t n_tok, pos0, out_first, n_out, out_kind;
+    int32_t n_tok, n_out, out_kind;
     float *out;
+    fwd_part *parts;             /* [n_seq] */
+    fwd_run *runs, *out_runs;    /* [n_seq] each */
+    int32_t n_parts, n_runs, n_out_runs;
+    int32_t *tok_part;           /* [n_batch]: the part of each token */
+    int32_t *out_tok;            /* [n_batch]: the token of each output row */
 };
 
 /* context.c: per-thread attention scratch (kernels.h: pyrt_attn_args.scores
  * and .acc), in floats */
 size_t ctx_attn_scores_floats(const pyrt_ctx *c);
 size_t ctx_attn_acc_floats(const pyrt_ctx *c);
+
+/* context.c: allocate c->n_past and the job bookkeeping for n_seq sequences
+ * (needs c->n_batch); 0 when out of memory */
+int ctx_alloc_seqs(pyrt_ctx *c, int32_t n_seq);
 
 /* backend.c: a context whose KV cache and scratch live on a CUDA device */
 int ctx_create_cuda(const pyrt_model *m, int32_t n_ctx, int32_t n_batch, int32_t device, pyrt_ctx **out);

@@ -12,25 +12,25 @@ typedef struct {
 int64_t pyrt_ctx_state_size(const pyrt_ctx *c) {
     if (!c) return 0;
     return (int64_t)sizeof(state_header) +
-           2 * (int64_t)c->m->hp.n_layer * c->n_past * c->kv_dim * (int64_t)sizeof(pyrt_fp16);
+           2 * (int64_t)c->m->hp.n_layer * c->n_past[0] * c->kv_dim * (int64_t)sizeof(pyrt_fp16);
 }
 
 int pyrt_ctx_state_get(const pyrt_ctx *c, void *buf, int64_t len) {
     if (!c || !buf) return pyrt_set_error(PYRT_ERR_INVALID_ARG, "state_get: NULL argument");
     if (len < pyrt_ctx_state_size(c)) return pyrt_set_error(PYRT_ERR_INVALID_ARG, "state_get: buffer too small");
-    state_header h = { "PYRTKV1", c->m->hp.n_layer, c->n_past, c->kv_dim };
+    state_header h = { "PYRTKV1", c->m->hp.n_layer, c->n_past[0], c->kv_dim };
     char *p = buf;
     memcpy(p, &h, sizeof h);
     p += sizeof h;
-    const size_t layer_bytes = (size_t)c->n_past * c->kv_dim * sizeof(pyrt_fp16);
+    const size_t layer_bytes = (size_t)c->n_past[0] * c->kv_dim * sizeof(pyrt_fp16);
     for (int il = 0; il < c->m->hp.n_layer; il++) {
         if (c->cuda) {
-            const int st = pyrt_cuda_kv_read(c->cuda, il, c->n_past, (uint16_t *)p, (uint16_t *)(p + layer_bytes));
+            const int st = pyrt_cuda_kv_read(c->cuda, il, c->n_past[0], (uint16_t *)p, (uint16_t *)(p + layer_bytes));
             if (st) return st;
             p += 2 * layer_bytes;
             continue;
         }
-        const size_t off = (size_t)il * c->n_ctx * c->kv_dim;
+        const size_t off = (size_t)il * c->n_seq * c->n_ctx * c->kv_dim;   /* sequence 0 */
         memcpy(p, c->kc + off, layer_bytes); p += layer_bytes;
         memcpy(p, c->vc + off, layer_bytes); p += layer_bytes;
     }
@@ -54,14 +54,14 @@ int pyrt_ctx_state_set(pyrt_ctx *c, const void *buf, int64_t len) {
     for (int il = 0; il < h.n_layer; il++) {
         if (c->cuda) {
             const int st = pyrt_cuda_kv_write(c->cuda, il, h.n_past, (const uint16_t *)p, (const uint16_t *)(p + layer_bytes));
-            if (st) { c->n_past = 0; return st; }   /* partially written: nothing is valid */
+            if (st) { c->n_past[0] = 0; return st; }   /* partially written: nothing is valid */
             p += 2 * layer_bytes;
             continue;
         }
-        const size_t off = (size_t)il * c->n_ctx * c->kv_dim;
+        const size_t off = (size_t)il * c->n_seq * c->n_ctx * c->kv_dim;   /* sequence 0 */
         memcpy(c->kc + off, p, layer_bytes); p += layer_bytes;
         memcpy(c->vc + off, p, layer_bytes); p += layer_bytes;
     }
-    c->n_past = h.n_past;
+    c->n_past[0] = h.n_past;
     return PYRT_OK;
 }
