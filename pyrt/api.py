@@ -7,6 +7,7 @@ chunks with ``stream=True``; embeddings are mean-pooled final hidden states;
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import json
 import os
@@ -23,6 +24,7 @@ import numpy as np
 
 from ._native import ContextFullError, UnsupportedError, lib
 from .generate import generate_tokens, logprob_entry, stream_generate
+from .batching import SeqView
 from .grammar import resolve_grammar
 from .model import Context, Model
 from .compat import is_random_seed, parse_llama_kwargs
@@ -34,6 +36,50 @@ Prompt = Union[str, Sequence[int]]
 #: Most top log-probabilities per token that may be requested.
 MAX_TOP_LOGPROBS = 20
 _FP_CHUNK = 1 << 20
+
+
+def _parallel(method):
+    """A generation method: with n_parallel > 1 it runs on a SeqView, one
+    sequence of the shared cache, given back when the generation ends (for a
+    stream: when it is exhausted or closed)."""
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        engine = getattr(self, "_engine", None)
+        if engine is None or isinstance(self, SeqView):
+            return method(self, *args, **kwargs)
+        self._check_open()
+        view = SeqView(self, engine, kwargs.get("should_stop"))
+        try:
+            out = method(view, *args, **kwargs)
+        except BaseException:
+            view._release()
+            raise
+        if isinstance(out, (dict, list)) or not hasattr(out, "__next__"):
+            view._release()
+            return out
+        return _released_after(out, view)
+    return wrapper
+
+
+def _released_after(it, view):
+    try:
+        yield from it
+    finally:
+        close = getattr(it, "close", None)
+        if close is not None:
+            close()
+        view._release()
+
+
+def _single(method):
+    """A cache-level method: not available with n_parallel > 1."""
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        if getattr(self, "_engine", None) is not None and not isinstance(self, SeqView):
+            raise RuntimeError(f"Llama.{method.__name__} is not available with n_parallel > 1 (the "
+                               f"cache is shared by parallel generations); use n_parallel=1")
+        return method(self, *args, **kwargs)
+    return wrapper
 
 
 class Llama:
@@ -62,18 +108,29 @@ class Llama:
     (the GPU when all of that holds, the CPU otherwise). `llm.device` says
     where the model runs ("cpu" or "cuda:N") and `llm.device_reason` why.
 
-    One Llama is not thread-safe: use it from one thread at a time (the server
-    serializes requests through one worker). A stream that is interleaved with
-    another call on the same Llama raises RuntimeError instead of continuing
-    on a cache that no longer holds its tokens.
+    One Llama is not thread-safe: use it from one thread at a time. A stream
+    that is interleaved with another call on the same Llama raises
+    RuntimeError instead of continuing on a cache that no longer holds its
+    tokens. With `n_parallel=N` (> 1, CPU) it is: create_completion,
+    create_chat_completion, __call__ and generate may run in up to N threads
+    at once, and their generations are batched into one forward pass per
+    token (pyrt/batching.py): the output of each is the same as alone. Each
+    has n_ctx positions of its own (N KV caches); the cache-level methods
+    (eval, sample, logits, eval_prefix, reset, save_state/load_state) are not
+    available then.
     """
 
     def __init__(self, model_path: str | os.PathLike | None = None, n_ctx: int = 4096,
                  n_threads: int | None = None, seed: int | None = None, n_batch: int = 512,
                  verbose: bool = False, chat_template: str | None = None, device: str | None = None,
                  draft_model: Any = None, speculative: str | None = None, draft_max: int = 16,
-                 **llama_cpp_kwargs: Any):
+                 n_parallel: int = 1, **llama_cpp_kwargs: Any):
         opts = parse_llama_kwargs(llama_cpp_kwargs)
+        if isinstance(n_parallel, bool) or not isinstance(n_parallel, int) or not 1 <= n_parallel <= 256:
+            raise ValueError(f"n_parallel must be an int in [1, 256], got {n_parallel!r}")
+        if n_parallel > 1 and draft_model is not None:
+            raise UnsupportedError("a draft model cannot be shared by parallel generations; use "
+                                   "n_parallel=1 or speculative='lookup'")
         if not isinstance(n_ctx, int) or isinstance(n_ctx, bool) or n_ctx < 0:
             raise ValueError(f"n_ctx must be an int >= 0 (0: the model's training context), got {n_ctx!r}")
         if n_threads == -1:                   # llama-cpp-python's "pick for me"
@@ -113,16 +170,27 @@ class Llama:
         self._model = Model(self.model_path, hparams_overrides=opts.hparams_overrides or None)
         self._ctx = None
         self._embd_ctx = None
+        self._engine = None
         try:
             hp = self._model.hparams
             self._n_ctx = n_ctx or hp.n_ctx_train
             self._placement = place_model(self._model, device)
-            self._ctx = self._new_context(n_threads, n_batch)
+            if n_parallel > 1:
+                if self._placement.device != "cpu":
+                    raise UnsupportedError(f"n_parallel={n_parallel} needs the CPU (device={device!r})")
+                from .batching import BatchEngine
+                self._engine = BatchEngine(self._model, self._n_ctx, n_parallel, n_threads, n_batch,
+                                           short=min(n_batch, (draft_max if isinstance(draft_max, int) else 16) + 1))
+                self._ctx = self._engine.ctx
+            else:
+                self._ctx = self._new_context(n_threads, n_batch)
         except BaseException:
             self._model.close()
             raise
         self._n_threads_arg = n_threads
         self._n_batch = n_batch
+        #: Generations that may run at once (batched); 1: one at a time.
+        self.n_parallel = n_parallel
         if opts.gpu_requested and self._placement.device == "cpu":
             print(f"pyrt: n_gpu_layers={llama_cpp_kwargs['n_gpu_layers']} but running on the CPU "
                   f"({self._placement.reason.removeprefix('auto: CPU, because ')})", file=sys.stderr)
@@ -317,6 +385,7 @@ class Llama:
             return {}
         return self._scores
 
+    @_single
     def eval(self, tokens: Sequence[int]) -> None:
         """Evaluate `tokens` after the `n_tokens` cached ones (llama-cpp-python's
         low-level call); :meth:`sample` then picks the next token."""
@@ -340,6 +409,7 @@ class Llama:
             else:
                 self._scores = {len(self._tokens) - 1: np.array(out.reshape(-1), dtype=np.float32)}
 
+    @_single
     def sample(self, top_k: int = 40, top_p: float = 0.95, min_p: float = 0.05, typical_p: float = 1.0,
                temp: float = 0.80, repeat_penalty: float = 1.0, frequency_penalty: float = 0.0,
                presence_penalty: float = 0.0, tfs_z: float = 1.0, mirostat_mode: int = 0,
@@ -556,6 +626,7 @@ class Llama:
         if n > self._n_ctx:
             raise ContextFullError(f"{n} tokens do not fit in the context window (n_ctx={self._n_ctx})")
 
+    @_single
     def logits(self, tokens: Sequence[int]) -> np.ndarray:
         """Logits after every position, shape (len(tokens), n_vocab), float32,
         evaluating `tokens` from an empty cache."""
@@ -567,6 +638,7 @@ class Llama:
         self._tokens = toks
         return out
 
+    @_single
     def eval_prefix(self, tokens: Sequence[int], *,
                     progress: Callable[[int, int], None] | None = None) -> np.ndarray:
         """Make the cache hold exactly `tokens`, reusing the longest cached
@@ -605,6 +677,7 @@ class Llama:
             progress(total, total)
         return out
 
+    @_single
     def reset(self) -> None:
         """Forget the KV cache."""
         self._check_open()
@@ -613,6 +686,7 @@ class Llama:
         self._tokens = []
 
     # ---- generation ---------------------------------------------------------------
+    @_parallel
     def generate(self, tokens: Sequence[int], max_tokens: int | None = 128, temperature: float = 0.8,
                  top_k: int = 40, top_p: float = 0.95, min_p: float = 0.05, typical_p: float = 1.0,
                  repeat_penalty: float = 1.0, frequency_penalty: float = 0.0,
@@ -689,6 +763,7 @@ class Llama:
         return params
 
     # ---- completions ---------------------------------------------------------------
+    @_parallel
     def create_completion(self, prompt: Prompt, suffix: str | None = None, max_tokens: int | None = 16,
                           temperature: float = 0.8, top_p: float = 0.95, min_p: float = 0.05,
                           typical_p: float = 1.0, logprobs: int | None = None, echo: bool = False,
@@ -899,6 +974,7 @@ class Llama:
                 ids.add(tid)
         return ids
 
+    @_parallel
     def create_chat_completion(self, messages: Sequence[dict], temperature: float = 0.2,
                                top_p: float = 0.95, top_k: int = 40, min_p: float = 0.05,
                                typical_p: float = 1.0, stream: bool = False,
@@ -1079,6 +1155,7 @@ class Llama:
                 "usage": {"prompt_tokens": n_tok, "total_tokens": n_tok}}
 
     # ---- state ---------------------------------------------------------------
+    @_single
     def save_state(self, path: str | os.PathLike | None = None, **extra: Any) -> "LlamaState":
         """Snapshot of the KV cache and the tokens it holds; `extra` (JSON-able)
         travels with it (the chat REPL stores the conversation there). With
@@ -1098,6 +1175,7 @@ class Llama:
             state.save(path)
         return state
 
+    @_single
     def load_state(self, state: "LlamaState | str | os.PathLike") -> None:
         """Restore a snapshot from :meth:`save_state`, or a file it wrote
         (same model file; it must fit this context). The next call reuses its
@@ -1129,6 +1207,10 @@ class Llama:
         if getattr(self, "_draft", None) is not None:
             self._draft.close()
             self._draft = None
+        if getattr(self, "_engine", None) is not None:
+            self._engine.close()                 # closes its context, self._ctx
+            self._engine = None
+            self._ctx = None
         for name in ("_ctx", "_embd_ctx"):
             ctx = getattr(self, name, None)
             if ctx is not None:

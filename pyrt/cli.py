@@ -249,6 +249,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--alias", default=None, help="model id reported by /v1/models (default: the file name)")
     s.add_argument("--api-key", default=None,
                    help="require 'Authorization: Bearer KEY' (also read from $PYRT_API_KEY)")
+    s.add_argument("-np", "--parallel", type=int, default=None,
+                   help="requests generated at once, batched into one forward pass per token; each has "
+                        "--ctx-size positions of its own (default: 4, fewer if their KV caches would take "
+                        "over a quarter of the memory; 1 on a GPU)")
     s.add_argument("--max-queue", type=int, default=16, help="requests that may wait for the model (default 16)")
     s.add_argument("--seed", type=int, default=None, help="seed for requests without one (default: random)")
     s.add_argument("-v", "--verbose", action="store_true", help="log every request to stderr")

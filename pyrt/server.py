@@ -73,14 +73,21 @@ class Job:
 
 
 class Worker:
+    """Runs jobs from a bounded queue: one at a time, or with a Llama made
+    with n_parallel=N, up to N at once (their generations are batched into
+    one forward pass per token, pyrt/batching.py)."""
+
     def __init__(self, llm, max_queue: int):
         self.llm = llm
+        self.n_slots = max(1, int(getattr(llm, "n_parallel", 1)))
         self.jobs: queue.Queue = queue.Queue(maxsize=max_queue)
         self.lock = threading.Lock()
-        self.current: Job | None = None
+        self.running: set[Job] = set()
         self.stats = {"completed": 0, "cancelled": 0, "failed": 0}
-        self._thread = threading.Thread(target=self._run, name="pyrt-worker", daemon=True)
-        self._thread.start()
+        self._threads = [threading.Thread(target=self._run, name=f"pyrt-worker-{i}", daemon=True)
+                         for i in range(self.n_slots)]
+        for t in self._threads:
+            t.start()
 
     def submit(self, job: Job) -> None:
         try:
@@ -89,12 +96,18 @@ class Worker:
             raise APIError(503, "the server is busy (too many queued requests); retry later",
                            "server_error", code="server_busy") from None
 
+    def _abort(self) -> None:
+        # one generation at a time: abort() stops a running prompt evaluation in
+        # C; batched ones stop through their should_stop at the next chunk
+        if self.n_slots == 1:
+            self.llm.abort()
+
     def cancel(self, job: Job) -> None:
         with self.lock:
             if not job.cancelled.is_set():
                 job.cancelled.set()
-            if self.current is job:
-                self.llm.abort()          # stops a running prompt evaluation
+            if job in self.running:
+                self._abort()
 
     def _run(self) -> None:
         while True:
@@ -106,7 +119,7 @@ class Worker:
                     self.stats["cancelled"] += 1
                     job.emit("end")
                     continue
-                self.current = job
+                self.running.add(job)
             try:
                 job.fn(job)
             except BaseException as e:  # reported to the request thread
@@ -118,16 +131,21 @@ class Worker:
                     self.stats["completed"] += 1
             finally:
                 with self.lock:
-                    self.current = None
+                    self.running.discard(job)
                     if job.cancelled.is_set():
                         self.stats["cancelled"] += 1
                 job.emit("end")
 
     def busy(self) -> bool:
-        return self.current is not None
+        with self.lock:
+            return bool(self.running)
+
+    def n_running(self) -> int:
+        with self.lock:
+            return len(self.running)
 
     def stop(self, timeout: float = 10.0) -> bool:
-        """Cancel the running job, drop queued ones, stop the thread; True if it stopped."""
+        """Cancel the running jobs, drop queued ones, stop the threads; True if they stopped."""
         while True:
             try:
                 job = self.jobs.get_nowait()
@@ -138,15 +156,19 @@ class Worker:
                 job.emit("error", APIError(503, "the server is shutting down", "server_error"))
                 job.emit("end")
         with self.lock:
-            if self.current is not None:
-                self.current.cancelled.set()
-                self.llm.abort()
-        try:
-            self.jobs.put_nowait(None)
-        except queue.Full:
-            pass
-        self._thread.join(timeout)
-        return not self._thread.is_alive()
+            for job in self.running:
+                job.cancelled.set()
+            if self.running:
+                self._abort()
+        for _ in self._threads:
+            try:
+                self.jobs.put_nowait(None)
+            except queue.Full:
+                break
+        deadline = time.monotonic() + timeout
+        for t in self._threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+        return not any(t.is_alive() for t in self._threads)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -514,7 +536,8 @@ class App:
 
     def health(self) -> dict:
         w = self.worker
-        return {"status": "ok", "model": self.alias, "busy": w.busy(), "queued": w.jobs.qsize(), **w.stats}
+        return {"status": "ok", "model": self.alias, "busy": w.busy(), "queued": w.jobs.qsize(),
+                "slots": w.n_slots, "slots_busy": w.n_running(), **w.stats}
 
     def _model_obj(self) -> dict:
         llm = self.llm
@@ -661,6 +684,31 @@ def _is_loopback(host: str) -> bool:
     return host in ("localhost", "::1") or host.startswith("127.")
 
 
+def _default_parallel(args, want: int = 4) -> int:
+    """4 parallel requests on the CPU, fewer when their KV caches would take
+    more than a quarter of the machine's memory; 1 on a GPU."""
+    if args.device not in (None, "cpu"):
+        return 1
+    from .gguf_file import GGUFFile
+    from .model import _physical_memory, read_hparams
+    from .registry import ensure_model
+    try:
+        g = GGUFFile(str(ensure_model(args.model)))          # the header only
+        try:
+            hp = read_hparams(g)
+        finally:
+            g.close()
+    except Exception:
+        return 1                                             # Llama() reports the problem
+    n_ctx = args.ctx_size or hp.n_ctx_train
+    per_seq = 2 * hp.n_layer * n_ctx * hp.n_head_kv * hp.head_dim * 2
+    ram = _physical_memory()
+    n = want
+    while n > 1 and ram and n * per_seq > ram // 4:
+        n -= 1
+    return n
+
+
 def run_server(args) -> int:
     """Entry point of `pyrt serve`."""
     from .api import Llama
@@ -677,9 +725,13 @@ def run_server(args) -> int:
         if template not in BUILTIN_TEMPLATES and os.path.isfile(template):
             with open(template, encoding="utf-8") as f:
                 template = f.read()
+    if args.parallel is not None and not 1 <= args.parallel <= 256:
+        print("pyrt: error: --parallel must be in [1, 256]", file=sys.stderr)
+        return 2
     seed = args.seed if args.seed is not None else int.from_bytes(os.urandom(8), "little")
+    n_parallel = args.parallel or _default_parallel(args)
     llm = Llama(args.model, n_ctx=args.ctx_size, n_threads=args.threads, seed=seed, chat_template=template,
-                device=args.device)
+                device=args.device, n_parallel=n_parallel)
     try:
         tmpl = llm.chat_template
         if tmpl.notice:
@@ -698,7 +750,8 @@ def run_server(args) -> int:
             raise KeyboardInterrupt
 
         signal.signal(signal.SIGTERM, on_term)
-        print(f"pyrt server listening on {server.url} (model {server.app.alias!r}, n_ctx {llm.n_ctx()})",
+        print(f"pyrt server listening on {server.url} (model {server.app.alias!r}, n_ctx {llm.n_ctx()}, "
+              f"{llm.n_parallel} parallel)",
               file=sys.stderr, flush=True)
         try:
             server.serve_forever()
