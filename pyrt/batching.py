@@ -76,6 +76,7 @@ class BatchEngine:
         self._cached: list[list[int]] = [[] for _ in range(n_seq)]   # tokens in each free sequence
         self._expected: set[int] = set()    # served last step, their next request not yet in
         self._closed = False
+        self._held = False
         #: counters for /metrics and tests: steps run, tokens evaluated, the
         #: largest number of sequences one step carried
         self.stats = {"steps": 0, "tokens": 0, "max_parts": 0}
@@ -143,6 +144,22 @@ class BatchEngine:
             raise req.error
         return req.result
 
+    def hold(self) -> None:
+        """Run no step until :meth:`resume` (requests queue up meanwhile)."""
+        with self._cv:
+            self._held = True
+
+    def resume(self) -> None:
+        with self._cv:
+            self._held = False
+            self._cv.notify_all()
+
+    def wait_pending(self, n: int) -> None:
+        """Block until `n` requests are queued (with :meth:`hold`: to start
+        several sequences in the same step)."""
+        with self._cv:
+            self._cv.wait_for(lambda: len(self._pending) >= n or self._closed)
+
     def close(self) -> None:
         with self._cv:
             self._closed = True
@@ -158,7 +175,7 @@ class BatchEngine:
     # -- the step loop ----------------------------------------------------------------------
     def _gather(self) -> list[tuple[_Request, int]]:
         """Under the lock: wait for work, then pick this step's (request, n tokens)."""
-        while not self._pending and not self._closed:
+        while (not self._pending or self._held) and not self._closed:
             self._cv.wait()
         deadline = time.monotonic() + GATHER_WAIT
         while not self._closed and self._expected:
