@@ -850,15 +850,22 @@ class Llama:
         if seed is not None and not is_random_seed(seed):
             _check_seed(seed)
 
-        def one(i):
+        def one(i, fn=method):
             a = dict(args)
             if seed is not None and not is_random_seed(seed):
                 a["seed"] = (seed + i) % 2**64
-            return method(**a)
+            return fn(**a)
 
         if args.get("stream"):
             return self._n_stream(one, n)
-        outs = [one(i) for i in range(n)]
+        if isinstance(self, SeqView):
+            # n_parallel > 1: the choices are generated at once, each on its own sequence
+            from concurrent.futures import ThreadPoolExecutor
+            fn = getattr(self._llm, method.__name__)
+            with ThreadPoolExecutor(min(n, self._llm.n_parallel)) as pool:
+                outs = list(pool.map(lambda i: one(i, fn), range(n)))
+        else:
+            outs = [one(i) for i in range(n)]
         merged = dict(outs[0])
         merged["choices"] = [dict(o["choices"][0], index=i) for i, o in enumerate(outs)]
         u0 = outs[0]["usage"]

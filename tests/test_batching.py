@@ -289,3 +289,17 @@ def test_server_parallel_streams(smollm2_path):
         srv.shutdown()
         srv.app.worker.stop()
         llm.close()
+
+
+def test_parallel_n_choices_match_sequential(smollm2_path):
+    """n>1 choices are generated at once with n_parallel > 1; choice i is the
+    text a single-sequence Llama gives for seed + i."""
+    kw = dict(max_tokens=16, temperature=0.9, seed=11, n=3)
+    with pyrt.Llama(smollm2_path, n_ctx=256, n_threads=2) as solo:
+        ref = solo.create_completion("Once upon a time", **kw)
+    with pyrt.Llama(smollm2_path, n_ctx=256, n_threads=2, n_parallel=3) as llm:
+        out = llm.create_completion("Once upon a time", **kw)
+        assert llm._engine.stats["max_parts"] >= 1
+    assert [c["text"] for c in out["choices"]] == [c["text"] for c in ref["choices"]]
+    assert [c["index"] for c in out["choices"]] == [0, 1, 2]
+    assert out["usage"] == ref["usage"]
