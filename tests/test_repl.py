@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import re
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -50,8 +49,17 @@ def send(child, line: str) -> str:
 
 
 def interrupt(child) -> None:
-    time.sleep(0.3)               # readline needs a moment before it sees ^C as an interrupt
     child.sendintr()
+
+
+def readline_ready(child) -> None:
+    """Wait until readline is reading keys at an (empty) prompt: a typed key
+    echoes and its rubout erases it. A ^C sent before readline sets up the
+    terminal could be lost; after this event it is not."""
+    child.send("x")
+    child.expect_exact("x")
+    child.send("\x7f")
+    child.expect(r"\x08(\x1b\[K| \x08)")
 
 
 @pytest.fixture(scope="module")
@@ -140,9 +148,10 @@ def test_chat_session(smollm2_path, tmp_path, tail_tokens):
     # Ctrl-C with text on the line clears it; Ctrl-C at an empty prompt exits cleanly
     c = spawn(smollm2_path, cache, "-n", "8")
     c.send("\x1b[A")
-    c.expect_exact("/bye")
+    c.expect_exact("/bye")              # readline is reading keys: the recalled line echoed
     interrupt(c)
     c.expect_exact(PROMPT)
+    readline_ready(c)
     interrupt(c)
     c.expect(pexpect.EOF)
     c.close()
@@ -216,7 +225,7 @@ def test_bracketed_paste_is_one_message(smollm2_path, tmp_path):
     child.expect_exact(PROMPT)
     assert "\x1b[?2004h" in child.before          # readline asked the terminal to mark pastes
     child.send("\x1b[200~First pasted line.\nSecond pasted line.\x1b[201~")
-    time.sleep(0.2)
+    child.expect_exact("Second pasted line.")     # readline has taken the paste
     child.send("\r")
     child.expect_exact(PROMPT)
     child.sendline("/save bp")
