@@ -111,6 +111,7 @@ def main() -> int:
     ap.add_argument("-r", "--repetitions", type=int, default=5)
     ap.add_argument("-p", "--n-prompt", type=int, default=512)
     ap.add_argument("-n", "--n-gen", type=int, default=128)
+    ap.add_argument("-d", "--n-depth", type=int, default=0, help="KV positions filled before each test (llama-bench -d)")
     ap.add_argument("--rounds", type=int, default=1, help="alternate the tools this many times per model")
     ap.add_argument("--generate", type=int, default=128, help="tokens for the Python generate-loop test (0: skip)")
     ap.add_argument("--models", nargs="*", help="subset of model keys (real models or benchmark shapes)")
@@ -127,7 +128,7 @@ def main() -> int:
     results = []
     for key, path in files.items():
         for rnd in range(args.rounds):
-            common = ["-m", str(path), "-p", str(args.n_prompt), "-n", str(args.n_gen),
+            common = ["-m", str(path), "-p", str(args.n_prompt), "-n", str(args.n_gen), "-d", str(args.n_depth),
                       "-t", str(args.threads), "-r", str(args.repetitions)]
             gen = ["--generate", str(args.generate)] if args.generate and key == "smollm2-q4_1" else []
             runs = [("pyrt", [sys.executable, "-m", "pyrt.cli", "bench", "--json", *common, *gen]),
@@ -180,7 +181,8 @@ def cpu_model() -> str:
 def _test(r: dict) -> str:
     if r.get("test") == "generate" or r.get("model_type") == "generate":
         return "generate"
-    return f"pp{r['n_prompt']}" if r["n_prompt"] else f"tg{r['n_gen']}"
+    t = f"pp{r['n_prompt']}" if r["n_prompt"] else f"tg{r['n_gen']}"
+    return t + (f" @ d{r['n_depth']}" if r.get("n_depth") else "")
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ def main() -> int:
     ap.add_argument("-n", "--n-gen", type=int, default=128)
     ap.add_argument("-t", "--threads", type=int, default=2)
     ap.add_argument("-r", "--repetitions", type=int, default=5)
+    ap.add_argument("-d", "--n-depth", type=int, default=0, help="fill this many KV positions first")
     ap.add_argument("--generate", type=int, default=0,
                     help="also time Llama.generate (greedy) for this many tokens")
     args = ap.parse_args()
@@ -32,7 +33,7 @@ def main() -> int:
     from llama_cpp import llama_cpp as L
 
     t0 = time.perf_counter()
-    llm = llama_cpp.Llama(args.model, n_ctx=max(args.n_prompt + args.n_gen, 512), n_batch=512,
+    llm = llama_cpp.Llama(args.model, n_ctx=max(args.n_depth + max(args.n_prompt, args.n_gen), 512), n_batch=512,
                           n_threads=args.threads, n_threads_batch=args.threads, verbose=False)
     load_ms = (time.perf_counter() - t0) * 1e3
     ctx = llm._ctx.ctx
@@ -56,8 +57,17 @@ def main() -> int:
         finally:
             L.llama_batch_free(batch)
 
+    D = args.n_depth
+    if D:                                   # the cache every test starts from, in n_batch chunks
+        fill = rng.integers(0, n_vocab, D)
+        for i in range(0, D, 512):
+            decode(fill[i:i + 512], i)
+
     def clear():
-        L.llama_memory_clear(mem, True)
+        if D:
+            L.llama_memory_seq_rm(mem, 0, D, -1)    # keep the filled positions
+        else:
+            L.llama_memory_clear(mem, True)
 
     def measure(run, n):
         run()
@@ -68,7 +78,7 @@ def main() -> int:
             samples.append(n / (time.perf_counter() - t))
         return samples
 
-    base = dict(model_filename=os.path.basename(args.model), n_threads=args.threads, n_batch=512,
+    base = dict(model_filename=os.path.basename(args.model), n_threads=args.threads, n_batch=512, n_depth=D,
                 load_ms=load_ms, tool="llama.cpp", build=getattr(llama_cpp, "__version__", "?"))
     out = []
     if args.n_prompt:
@@ -76,7 +86,7 @@ def main() -> int:
 
         def pp():
             clear()
-            decode(toks, 0)
+            decode(toks, D)
         s = measure(pp, args.n_prompt)
         out.append(dict(base, n_prompt=args.n_prompt, n_gen=0, avg_ts=statistics.mean(s),
                         stddev_ts=statistics.stdev(s), samples_ts=s))
@@ -86,7 +96,7 @@ def main() -> int:
         def tg():
             clear()
             for i in range(args.n_gen):
-                decode(toks[i:i + 1], i)
+                decode(toks[i:i + 1], D + i)
         s = measure(tg, args.n_gen)
         out.append(dict(base, n_prompt=0, n_gen=args.n_gen, avg_ts=statistics.mean(s),
                         stddev_ts=statistics.stdev(s), samples_ts=s))

@@ -40,6 +40,7 @@ class BenchRecord:
     backend: str = "CPU"
     tool: str = "pyrt"
     python_overhead_pct: float | None = None
+    n_depth: int = 0
 
 
 def _peak_rss_mb() -> float:
@@ -55,9 +56,11 @@ def _where(device: str) -> dict:
 
 
 def run_bench(model: str, n_prompt: int = 512, n_gen: int = 128, n_threads: int | None = None,
-              repetitions: int = 5, n_batch: int = 512, seed: int = 0, device: str = "cpu") -> list[BenchRecord]:
+              repetitions: int = 5, n_batch: int = 512, seed: int = 0, device: str = "cpu",
+              n_depth: int = 0) -> list[BenchRecord]:
     """Measure pp{n_prompt} and tg{n_gen} (either may be 0 to skip) on `device`
-    (as Llama's: "cpu", "cuda", "cuda:N", "auto")."""
+    (as Llama's: "cpu", "cuda", "cuda:N", "auto"), after `n_depth` positions
+    of the KV cache are filled (llama-bench's -d: attention over a long cache)."""
     from ._native import lib
     from .device import check_requested, place_model
     from .model import Context, Model
@@ -67,13 +70,16 @@ def run_bench(model: str, n_prompt: int = 512, n_gen: int = 128, n_threads: int 
         raise ValueError("n_prompt and n_gen must be >= 0 and not both 0")
     if repetitions < 1:
         raise ValueError(f"repetitions must be >= 1, got {repetitions}")
+    if n_depth < 0:
+        raise ValueError(f"n_depth must be >= 0, got {n_depth}")
     check_requested(device)
     path = str(ensure_model(model))
     t0 = time.perf_counter()
     m = Model(path)
     try:
         where = place_model(m, device)
-        ctx = Context(m, max(n_prompt + n_gen, 16), n_threads, n_batch, backend=where.backend, device=where.index)
+        ctx = Context(m, max(n_depth + max(n_prompt, n_gen), 16), n_threads, n_batch, backend=where.backend,
+                      device=where.index)
     except BaseException:
         m.close()
         raise
@@ -90,6 +96,9 @@ def run_bench(model: str, n_prompt: int = 512, n_gen: int = 128, n_threads: int 
                     model_size=size, model_n_params=n_params, n_threads=ctx.n_threads, n_batch=n_batch,
                     load_ms=load_ms, **_where(where.device))
         records = []
+        if n_depth:                                         # the cache every test starts from
+            ctx.decode(rng.integers(0, n_vocab, n_depth).astype(np.int32), 0, lib.PYRT_OUT_NONE)
+        D = n_depth
 
         def measure(run, n_tokens):
             run()                                           # warm-up
@@ -102,8 +111,8 @@ def run_bench(model: str, n_prompt: int = 512, n_gen: int = 128, n_threads: int 
 
         if n_prompt:
             toks = rng.integers(0, n_vocab, n_prompt).astype(np.int32)
-            samples = measure(lambda: ctx.decode(toks, 0, lib.PYRT_OUT_LOGITS_LAST), n_prompt)
-            records.append(BenchRecord(**base, n_prompt=n_prompt, n_gen=0, avg_ts=statistics.mean(samples),
+            samples = measure(lambda: ctx.decode(toks, D, lib.PYRT_OUT_LOGITS_LAST), n_prompt)
+            records.append(BenchRecord(**base, n_prompt=n_prompt, n_gen=0, n_depth=D, avg_ts=statistics.mean(samples),
                                        stddev_ts=statistics.stdev(samples) if len(samples) > 1 else 0.0,
                                        samples_ts=samples, avg_ns=1e9 * n_prompt / statistics.mean(samples)))
         if n_gen:
@@ -111,9 +120,9 @@ def run_bench(model: str, n_prompt: int = 512, n_gen: int = 128, n_threads: int 
 
             def tg():
                 for i in range(n_gen):
-                    ctx.decode(toks[i:i + 1], i, lib.PYRT_OUT_LOGITS_LAST)
+                    ctx.decode(toks[i:i + 1], D + i, lib.PYRT_OUT_LOGITS_LAST)
             samples = measure(tg, n_gen)
-            records.append(BenchRecord(**base, n_prompt=0, n_gen=n_gen, avg_ts=statistics.mean(samples),
+            records.append(BenchRecord(**base, n_prompt=0, n_gen=n_gen, n_depth=D, avg_ts=statistics.mean(samples),
                                        stddev_ts=statistics.stdev(samples) if len(samples) > 1 else 0.0,
                                        samples_ts=samples, avg_ns=1e9 * n_gen / statistics.mean(samples)))
         for r in records:
@@ -177,7 +186,7 @@ def format_table(records: list[BenchRecord]) -> str:
              "| ----- | ---: | -----: | ------- | ------: | ---- | --: | ---: | -------: |"]
     for r in records:
         test = ("generate" if r.model_type == "generate" else
-                f"pp{r.n_prompt}" if r.n_prompt else f"tg{r.n_gen}")
+                f"pp{r.n_prompt}" if r.n_prompt else f"tg{r.n_gen}") + (f" @ d{r.n_depth}" if r.n_depth else "")
         lines.append(f"| {r.model_type} | {r.model_size / 2**20:.2f} MiB | {r.model_n_params / 1e6:.1f} M "
                      f"| {r.kernels} | {r.n_threads} | {test} | {r.avg_ts:.2f} ± {r.stddev_ts:.2f} "
                      f"| {r.load_ms:.0f} ms | {r.peak_rss_mb:.0f} MiB |")
@@ -186,7 +195,8 @@ def format_table(records: list[BenchRecord]) -> str:
 
 def main(args) -> int:
     records = run_bench(args.model, n_prompt=args.n_prompt, n_gen=args.n_gen, n_threads=args.threads,
-                        repetitions=args.repetitions, n_batch=args.batch_size, device=args.device)
+                        repetitions=args.repetitions, n_batch=args.batch_size, device=args.device,
+                        n_depth=args.n_depth)
     if args.generate:
         records.append(run_generate_bench(args.model, args.generate, args.threads, args.repetitions,
                                           device=args.device))
@@ -206,6 +216,8 @@ def add_parser(sub) -> None:
     b.add_argument("-t", "--threads", type=int, default=None)
     b.add_argument("-b", "--batch-size", type=int, default=512)
     b.add_argument("-r", "--repetitions", type=int, default=5)
+    b.add_argument("-d", "--n-depth", type=int, default=0,
+                   help="fill this many KV cache positions first (llama-bench's -d)")
     b.add_argument("--generate", type=int, default=0, metavar="N",
                    help="also time Llama.generate (greedy, N tokens) and its Python overhead")
     b.add_argument("--json", action="store_true", help="print llama-bench-style JSON records")
