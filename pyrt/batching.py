@@ -40,8 +40,9 @@ from ._native import AbortedError, lib
 from .model import Context
 
 #: Longest wait, in seconds, for a sequence served in the last step to come
-#: back with its next token before a step runs without it (a slow consumer,
-#: e.g. a client reading its stream slowly, must not stall the others).
+#: back with its next token before a step runs without it (a slow consumer
+#: must not stall the others); a sequence that came back later than this last
+#: time is not waited for until it is quick again.
 GATHER_WAIT = 0.02
 
 
@@ -75,6 +76,8 @@ class BatchEngine:
         self._free = list(range(n_seq))
         self._cached: list[list[int]] = [[] for _ in range(n_seq)]   # tokens in each free sequence
         self._expected: set[int] = set()    # served last step, their next request not yet in
+        self._served_at = [0.0] * n_seq     # when each sequence's last request was answered
+        self._slow: set[int] = set()        # came back later than GATHER_WAIT last time: not waited for
         self._closed = False
         self._held = False
         #: counters for /metrics and tests: steps run, tokens evaluated, the
@@ -115,6 +118,7 @@ class BatchEngine:
             self._cached[seq] = list(tokens[:n])
             self._free.append(seq)          # least recently used first
             self._expected.discard(seq)
+            self._slow.discard(seq)
             self._cv.notify_all()
 
     # -- evaluation -------------------------------------------------------------------------
@@ -130,6 +134,9 @@ class BatchEngine:
             if self._closed:
                 raise RuntimeError("the Llama is closed")
             self._pending.append(req)
+            if seq in self._expected or seq in self._slow:
+                late = time.monotonic() - self._served_at[seq] > GATHER_WAIT
+                (self._slow.add if late else self._slow.discard)(seq)
             self._expected.discard(seq)
             self._cv.notify_all()
         try:
@@ -178,7 +185,7 @@ class BatchEngine:
         while (not self._pending or self._held) and not self._closed:
             self._cv.wait()
         deadline = time.monotonic() + GATHER_WAIT
-        while not self._closed and self._expected:
+        while not self._closed and self._expected - self._slow:
             left = deadline - time.monotonic()
             if left <= 0:
                 break
@@ -238,6 +245,7 @@ class BatchEngine:
                         req.result = (out if req.out_kind == L else
                                       np.concatenate(req.rows) if req.out_kind == A else None)
                         self._expected.add(req.seq)
+                        self._served_at[req.seq] = time.monotonic()
                     self._pending.remove(req)
                     req.event.set()
                 self._cv.notify_all()
