@@ -78,13 +78,13 @@ class ToolSpec:
 
 def check_tools(tools: Any, tool_choice: Any = None, parallel_tool_calls: Any = None) -> ToolSpec | None:
     """Validate OpenAI's `tools`, `tool_choice` and `parallel_tool_calls`;
-    None when there are no tools (then `tool_choice` may only be None or
-    "none"). Each function's parameters schema is compiled here, so an
+    None when there are no tools (then `tool_choice` may only be None,
+    "none" or "auto"). Each function's parameters schema is compiled here, so an
     unsupported schema fails before generation. Raises ValueError."""
     if parallel_tool_calls is not None and not isinstance(parallel_tool_calls, bool):
         raise ValueError(f"parallel_tool_calls must be a boolean, got {parallel_tool_calls!r}")
     if tools is None or (isinstance(tools, (list, tuple)) and not tools):
-        if tool_choice not in (None, "none"):
+        if tool_choice not in (None, "none", "auto"):
             raise ValueError(f"tool_choice {tool_choice!r} needs tools (none were given)")
         return None
     if not isinstance(tools, (list, tuple)):

@@ -359,6 +359,33 @@ def test_lazy_trigger_token_with_rejected_text_after_the_marker(smol, call_gramm
     assert (b"<tool_call" + tok.token_to_bytes(t)).startswith(b"<tool_call>")
 
 
+class StubTokenizer:
+    """A tiny vocabulary, to script tokens no real vocabulary has."""
+
+    def __init__(self, pieces):
+        self.pieces = [p.encode() for p in pieces]
+        self.n_vocab = len(pieces)
+        self.eog_ids = [0]
+
+    def token_to_bytes(self, i):
+        return self.pieces[i]
+
+
+def test_lazy_trigger_inside_one_token():
+    """The whole marker inside one token, after free text: kept when what follows the
+    marker in the token is grammatical, else redrawn from the tokens that start a call."""
+    g = LazyGrammar(pyrt.Grammar.from_string('root ::= "<call>" [0-9]+ "</call>"'), "<call>")
+    tok = StubTokenizer(["<eos>", "hi <call>7", "hi <call>x", "<call>", "<ca", "7", "</call>", "x"])
+    logits = np.zeros(tok.n_vocab, dtype=np.float32)
+    never = lambda t: False  # noqa: E731
+    t, m = _LazyTrigger(g, tok).sample(ScriptedSampler([1]), logits, never, ())
+    assert t == 1 and m is not None and m.accept_bytes(b"</call>") and m.is_complete()
+    s = ScriptedSampler([2])
+    t, m = _LazyTrigger(g, tok).sample(s, logits, never, ())
+    assert s.masked == 1 and t == 3 and m is not None      # "<call>": the first allowed token
+    assert not m.accept_token(7) and m.accept_token(5) and m.accept_token(6) and m.is_complete()
+
+
 def test_lazy_grammar_checks_its_trigger():
     g = pyrt.Grammar.from_string('root ::= "<call>" [a-z]+')
     with pytest.raises(ValueError, match="trigger"):
@@ -446,6 +473,13 @@ BAD = [
 def test_bad_tool_requests_raise(smol, kw, match):
     with pytest.raises(ValueError, match=match):
         smol.create_chat_completion(ASK, max_tokens=4, **kw)
+
+
+def test_no_tools_is_a_plain_chat(smol):
+    plain = smol.create_chat_completion(ASK, max_tokens=8, temperature=0)["choices"][0]["message"]
+    for kw in (dict(tools=[]), dict(tools=None, tool_choice="none"), dict(tools=[], tool_choice="auto")):
+        r = smol.create_chat_completion(ASK, max_tokens=8, temperature=0, **kw)
+        assert r["choices"][0]["message"] == plain
 
 
 def test_bad_history_raises(smol):
