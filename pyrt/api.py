@@ -26,6 +26,7 @@ from ._native import ContextFullError, UnsupportedError, lib
 from .generate import generate_tokens, logprob_entry, stream_generate
 from .batching import SeqView
 from .grammar import resolve_grammar
+from .tools import ToolCallStream, call_grammar, check_tools, prepare_messages
 from .model import Context, Model
 from .compat import is_random_seed, parse_llama_kwargs
 from .sampling import SamplingParams
@@ -995,6 +996,7 @@ class Llama:
                                should_stop: Callable[[], bool] | None = None,
                                progress: Callable[[int, int], None] | None = None, grammar: Any = None,
                                n: int = 1, speculative: str | None = None,
+                               parallel_tool_calls: bool | None = None,
                                **sampling: Any) -> dict | Iterator[dict]:
         """Reply to a conversation; OpenAI "chat.completion" shape.
 
@@ -1013,14 +1015,25 @@ class Llama:
         `grammar` (a :class:`pyrt.Grammar`) or `response_format` (OpenAI's
         ``{"type": "json_object"}`` / ``{"type": "json_schema", "json_schema":
         {"name": ..., "schema": ..., "strict": ...}}``) constrain the reply.
+        `tools` (OpenAI's function tools), `tool_choice` ("auto" (default),
+        "none", "required" or {"type": "function", "function": {"name": ...}})
+        and `parallel_tool_calls` (default True): the model may call the
+        functions; each call is valid JSON for its parameters schema and comes
+        back in ``message.tool_calls`` (``finish_reason`` "tool_calls"; streamed
+        as ``delta.tool_calls``). Results go back as ``role: "tool"`` messages.
+        See pyrt/tools.py for the call format and the prompt.
         `speculative`: as in :meth:`generate`."""
         if n != 1:
             return self._n_choices(self.create_chat_completion, n, locals())
         if logprobs is None:            # llama-cpp-python's default
             logprobs = False
-        if tools is not None or (tool_choice is not None and tool_choice != "none"):
-            raise ValueError("tools / tool_choice are not supported")
+        tool_spec = check_tools(tools, tool_choice, parallel_tool_calls)
         g = resolve_grammar(grammar, response_format)
+        if tool_spec is not None and tool_spec.active:
+            if g is not None:
+                raise ValueError("tools: give either tools (with tool_choice other than 'none') or "
+                                 "grammar / a JSON response_format, not both")
+            g = call_grammar(tool_spec)
         spec = self._speculator(speculative)
         _check_bool(stream, "stream")
         _check_bool(logprobs, "logprobs")
@@ -1038,7 +1051,8 @@ class Llama:
                               frequency_penalty=frequency_penalty, presence_penalty=presence_penalty,
                               penalty_last_n=penalty_last_n, seed=seed, logit_bias=logit_bias,
                               _where="create_chat_completion", **sampling)
-        toks = self.chat_tokens(messages)
+        msgs, extra = prepare_messages(self.chat_template, messages, tool_spec)
+        toks = self.chat_tokens(msgs, **extra)
         if len(toks) >= self._n_ctx:
             raise ContextFullError(f"the conversation has {len(toks)} tokens; the context window holds "
                                    f"{self._n_ctx} (n_ctx), which leaves no room for a reply")
@@ -1047,18 +1061,22 @@ class Llama:
         cid = f"chatcmpl-{uuid.uuid4().hex}"
         created = int(time.time())
         gen = self._chat_stream(toks, cid, created, max_tokens, params, stop_strs, n_lp, should_stop,
-                                progress, g, spec)
+                                progress, g, spec, tool_spec is not None and tool_spec.active)
         if stream:
             return gen
         return _collect_chat(gen)
 
     def _chat_stream(self, toks, cid, created, max_tokens, params, stop_strs, n_lp, should_stop,
-                     progress, grammar=None, speculator=None) -> Iterator[dict]:
+                     progress, grammar=None, speculator=None, tool_calls=False) -> Iterator[dict]:
         def chunk(delta, lp=None, finish=None, usage=None):
             return {"id": cid, "object": "chat.completion.chunk", "created": created,
                     "model": self.model_name,
                     "choices": [{"index": 0, "delta": delta, "logprobs": lp, "finish_reason": finish}],
                     "usage": usage}
+
+        # with tools, the text goes through the call parser: content before the call marker,
+        # then delta.tool_calls (the marker's text never reaches content)
+        calls = ToolCallStream() if tool_calls else None
 
         pieces = stream_generate(self, toks, params, max_tokens=max_tokens,
                                  stop_ids=self.chat_stop_tokens(), stop_strs=stop_strs, n_logprobs=n_lp,
@@ -1072,10 +1090,22 @@ class Llama:
                 yield chunk({"role": "assistant", "content": ""})
             if piece.finish_reason is None:
                 lp = {"content": [_chat_logprob(e) for e in piece.logprobs]} if n_lp is not None else None
-                if piece.text or lp:
-                    yield chunk({"content": piece.text}, lp)
+                if calls is None:
+                    if piece.text or lp:
+                        yield chunk({"content": piece.text}, lp)
+                    continue
+                for d in calls.feed(piece.text):
+                    yield chunk(_tool_delta(d), lp)
+                    lp = None
+                if lp:
+                    yield chunk({"content": ""}, lp)
             else:
                 finish, n_gen = piece.finish_reason, piece.n_generated
+        if calls is not None:
+            for d in calls.finish():
+                yield chunk(_tool_delta(d))
+            if calls.calls and finish == "stop":
+                finish = "tool_calls"
         yield chunk({}, None, finish, _usage(len(toks), n_gen, self.last_stats.get("cached_n", 0)))
 
     # ---- embeddings ---------------------------------------------------------------
@@ -1518,20 +1548,46 @@ def _collect_completion(chunks: Iterator[dict]) -> dict:
             "usage": last["usage"]}
 
 
+def _tool_delta(d: tuple) -> dict:
+    """A :class:`pyrt.tools.ToolCallStream` event as an OpenAI chunk delta."""
+    if d[0] == "content":
+        return {"content": d[1]}
+    if d[0] == "call":
+        _kind, idx, cid, name = d
+        return {"tool_calls": [{"index": idx, "id": cid, "type": "function",
+                                "function": {"name": name, "arguments": ""}}]}
+    _kind, idx, frag = d
+    return {"tool_calls": [{"index": idx, "function": {"arguments": frag}}]}
+
+
 def _collect_chat(chunks: Iterator[dict]) -> dict:
     text = []
     lps: list | None = None
+    calls: dict[int, dict] = {}
     last = None
     for c in chunks:
         last = c
         ch = c["choices"][0]
         text.append(ch["delta"].get("content") or "")
+        for tc in ch["delta"].get("tool_calls") or ():
+            call = calls.setdefault(tc["index"], {"id": None, "type": "function",
+                                                  "function": {"name": "", "arguments": ""}})
+            if "id" in tc:
+                call["id"] = tc["id"]
+            fn = tc.get("function") or {}
+            if "name" in fn:
+                call["function"]["name"] = fn["name"]
+            call["function"]["arguments"] += fn.get("arguments") or ""
         if ch["logprobs"] is not None:
             lps = (lps or []) + ch["logprobs"]["content"]
     assert last is not None
+    message: dict = {"role": "assistant", "content": "".join(text)}
+    if calls:
+        message["content"] = message["content"] or None      # OpenAI: null when only calls
+        message["tool_calls"] = [calls[i] for i in sorted(calls)]
     return {"id": last["id"], "object": "chat.completion", "created": last["created"],
             "model": last["model"],
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": "".join(text)},
+            "choices": [{"index": 0, "message": message,
                          "logprobs": None if lps is None else {"content": lps},
                          "finish_reason": last["choices"][0]["finish_reason"]}],
             "usage": last["usage"]}

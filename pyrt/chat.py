@@ -18,6 +18,7 @@ through the sandbox) and :class:`Conversation` (the REPL's overflow policy).
 """
 from __future__ import annotations
 
+import json
 import math
 from typing import Any, Callable, Mapping, Sequence
 
@@ -148,6 +149,7 @@ def normalize_messages(messages: Any) -> list[dict]:
         if not isinstance(role, str) or role not in _ROLES:
             raise ValueError(f"messages[{i}].role must be one of {', '.join(_ROLES)}; got {role!r}")
         content = m.get("content")
+        tool_calls = _tool_calls(m.get("tool_calls"), i) if role == "assistant" else None
         if content is None:
             if role != "assistant":
                 raise ValueError(f"messages[{i}].content is required for role {role!r}")
@@ -173,7 +175,54 @@ def normalize_messages(messages: Any) -> list[dict]:
             if not isinstance(name, str):
                 raise ValueError(f"messages[{i}].name must be a string")
             msg["name"] = name
+        if tool_calls:
+            msg["tool_calls"] = tool_calls
+        if role == "tool":
+            tcid = m.get("tool_call_id")
+            if tcid is not None:
+                if not isinstance(tcid, str):
+                    raise ValueError(f"messages[{i}].tool_call_id must be a string")
+                msg["tool_call_id"] = tcid
         out.append(msg)
+    return out
+
+
+def _tool_calls(calls: Any, i: int) -> list[dict] | None:
+    """An assistant message's OpenAI ``tool_calls``, validated; each call as
+    {"id", "type": "function", "function": {"name", "arguments"}} with the
+    arguments parsed into an object where they are a JSON object's text
+    (templates write them with ``| tojson``, as transformers passes them)."""
+    if calls is None:
+        return None
+    if not isinstance(calls, (list, tuple)):
+        raise ValueError(f"messages[{i}].tool_calls must be a list")
+    out = []
+    for j, c in enumerate(calls):
+        where = f"messages[{i}].tool_calls[{j}]"
+        if not isinstance(c, Mapping):
+            raise ValueError(f"{where} must be a dict")
+        if c.get("type", "function") != "function":
+            raise ValueError(f"{where}.type must be 'function'")
+        f = c.get("function")
+        if not isinstance(f, Mapping) or not isinstance(f.get("name"), str):
+            raise ValueError(f"{where}.function must be a dict with a string 'name'")
+        args = f.get("arguments", {})
+        if isinstance(args, str):
+            try:
+                parsed = json.loads(args) if args.strip() else {}
+            except json.JSONDecodeError:
+                parsed = None
+            if isinstance(parsed, dict):
+                args = parsed
+        elif not isinstance(args, Mapping):
+            raise ValueError(f"{where}.function.arguments must be a JSON string or an object")
+        cid = c.get("id")
+        if cid is not None and not isinstance(cid, str):
+            raise ValueError(f"{where}.id must be a string")
+        call = {"type": "function", "function": {"name": f["name"], "arguments": args}}
+        if cid is not None:
+            call["id"] = cid
+        out.append(call)
     return out
 
 

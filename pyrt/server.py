@@ -179,7 +179,7 @@ _PARAMS = {"messages", "prompt", "input", "temperature", "top_p", "top_k", "min_
            "presence_penalty", "frequency_penalty", "repeat_penalty", "seed", "logit_bias", "stop",
            "max_tokens", "logprobs", "top_logprobs", "echo", "suffix", "tools", "tool_choice",
            "response_format", "penalty_last_n", "encoding_format", "stream", "grammar", "json_schema",
-           "speculative"}
+           "speculative", "parallel_tool_calls"}
 _SAMPLING_KEYS = ("temperature", "top_p", "top_k", "min_p", "typical_p", "presence_penalty",
                   "frequency_penalty", "repeat_penalty", "seed", "logit_bias")
 
@@ -253,6 +253,21 @@ def _grammar_fields(body: dict) -> dict:
     except ValueError as e:
         raise APIError(400, str(e), param=given[0] if given else "response_format") from None
     return {"grammar": g} if g is not None else {}
+
+
+def _tool_fields(body: dict) -> tuple[dict, bool]:
+    """`tools`, `tool_choice`, `parallel_tool_calls` (OpenAI), checked here so
+    a bad one is a 400 before the request queues (pyrt/tools.py); also
+    whether the model may call a function."""
+    from .tools import check_tools
+    kw = {k: body[k] for k in ("tools", "tool_choice", "parallel_tool_calls") if body.get(k) is not None}
+    try:
+        spec = check_tools(kw.get("tools"), kw.get("tool_choice"), kw.get("parallel_tool_calls"))
+    except ValueError as e:
+        msg = str(e)
+        param = next((p for p in ("parallel_tool_calls", "tool_choice", "tools") if msg.startswith(p)), "tools")
+        raise APIError(400, msg, param=param) from None
+    return kw, spec is not None and spec.active
 
 
 def _include_usage(body: dict) -> bool:
@@ -561,10 +576,12 @@ class App:
         if "messages" not in body:
             raise APIError(400, "messages is required", param="messages")
         messages = body["messages"]
-        for k in ("tools", "tool_choice"):
-            if body.get(k) is not None:
-                kw[k] = body[k]
+        tool_kw, calls = _tool_fields(body)
+        kw.update(tool_kw)
         kw.update(_grammar_fields(body))
+        if calls and "grammar" in kw:
+            raise APIError(400, "give either tools or grammar / json_schema / a JSON response_format, "
+                                "not both", param="tools")
         if body.get("logprobs") is not None:
             kw["logprobs"] = body["logprobs"]
         if body.get("top_logprobs") is not None:

@@ -198,7 +198,7 @@ def test_embeddings(client, llm):
     (dict(logit_bias={"999999999": 5}), "logit_bias"),
     (dict(messages=[{"role": "user"}]), "messages"),
     (dict(messages=[{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]), "messages"),
-    (dict(tools=[{"type": "function", "function": {"name": "f", "parameters": {}}}]), "tools"),
+    (dict(tools=[{"type": "function", "function": {"name": "no spaces", "parameters": {}}}]), "tools"),
 ])
 def test_chat_errors(client, kw, param):
     args = dict(model="m", messages=CHAT, max_tokens=4)
