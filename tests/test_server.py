@@ -1,8 +1,11 @@
 """`pyrt serve` end to end: a live server on a free loopback port, driven with the
-official `openai` package (and httpx for raw HTTP): chat, streaming, completions,
-embeddings, errors, concurrent clients and clients that disconnect.
+official `openai` package (and http.client for raw HTTP): chat, streaming, completions,
+embeddings, errors, concurrent clients and clients that disconnect; model names,
+/metrics, /tokenize and /detokenize, CORS and content types, the API key on every
+endpoint, --max-tokens-limit and --request-timeout. The ollama API is in
+tests/test_server_ollama.py, the soak run in tests/test_server_soak.py.
 
-Cost: one server process plus one in-process server, ~20-30 s on 2 cores."""
+Cost: one server process plus a few in-process servers, ~20-30 s on 2 cores."""
 from __future__ import annotations
 
 import base64
@@ -26,6 +29,7 @@ openai = pytest.importorskip("openai")
 import pyrt  # noqa: E402
 
 CHAT = [{"role": "user", "content": "What is 2+2?"}]
+MODEL = "SmolLM2-135M-Instruct.Q4_1"              # the id: the file name without .gguf
 NO_EOG = {"0": -100, "2": -100, "4": -100}      # SmolLM2's end-of-generation tokens
 
 
@@ -38,8 +42,9 @@ def env() -> dict:
 
 @pytest.fixture(scope="module")
 def server(smollm2_path):
+    # "m" is a second name for the model (--alias), so that tests may write model="m"
     proc = subprocess.Popen([sys.executable, "-m", "pyrt", "serve", "-m", str(smollm2_path), "--port", "0",
-                             "-c", "1024", "--max-queue", "8"],
+                             "-c", "1024", "--max-queue", "8", "--alias", MODEL, "--alias", "m"],
                             stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env())
     url = None
     lines = []
@@ -121,7 +126,7 @@ def test_models(client, smollm2_path):
 
 
 def test_chat(client, llm):
-    r = client.chat.completions.create(model="anything", messages=CHAT, temperature=0, max_tokens=32)
+    r = client.chat.completions.create(model=MODEL, messages=CHAT, temperature=0, max_tokens=32)
     ch = r.choices[0]
     want = llm.create_chat_completion(CHAT, temperature=0, max_tokens=32)["choices"][0]["message"]["content"]
     assert ch.message.role == "assistant" and ch.message.content == want and "4" in want
