@@ -622,6 +622,11 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
 
     # -- methods
+    def parse_request(self) -> bool:
+        # one handler serves every request of a kept-alive connection: reset per request
+        self._cors, self._status, self._head = None, None, False
+        return super().parse_request()
+
     def do_GET(self) -> None:
         self._dispatch("GET")
 
@@ -644,8 +649,6 @@ class Handler(BaseHTTPRequestHandler):
     def _dispatch(self, method: str) -> None:
         app = self.server.app
         self._body_read = False
-        self._status = None
-        self._cors = None
         path = self._route()
         self._ollama = path.startswith("/api/")
         endpoint = "other"

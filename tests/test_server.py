@@ -643,3 +643,21 @@ def test_head_and_root(server):
     assert st == 200 and out == b"" and int(h["content-length"]) > 0
     st, _, out = raw("GET", base + "/")
     assert st == 200 and b"pyrt is running" in out
+
+
+def test_keep_alive_connection_resets_per_request(inproc):
+    """One connection, several requests: HEAD, an allowed-origin request, then plain
+    ones: each answer has its own body and headers."""
+    base = inproc(cors=["http://ui.test"])
+    u = urlsplit(base)
+    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=60)
+    conn.request("HEAD", "/health")
+    r = conn.getresponse()
+    assert r.status == 200 and r.read() == b""
+    conn.request("GET", "/health", headers={"Origin": "http://ui.test"})
+    r = conn.getresponse()
+    assert json.loads(r.read())["status"] == "ok" and r.getheader("Access-Control-Allow-Origin") == "http://ui.test"
+    conn.request("GET", "/health")
+    r = conn.getresponse()
+    assert json.loads(r.read())["status"] == "ok" and r.getheader("Access-Control-Allow-Origin") is None
+    conn.close()
