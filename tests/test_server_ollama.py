@@ -17,7 +17,7 @@ import pytest
 
 pytest.importorskip("openai")       # the shared server fixture lives in test_server.py
 
-from test_server import MODEL, NO_EOG, env, llm, server  # noqa: E402,F401  (fixtures)
+from test_server import MODEL, llm, server  # noqa: E402,F401  (fixtures)
 
 CHAT = [{"role": "user", "content": "What is 2+2?"}]
 GREEDY = {"temperature": 0, "repeat_penalty": 1.0}        # pyrt's API defaults, to compare outputs
