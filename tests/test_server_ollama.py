@@ -219,3 +219,23 @@ def test_embeddings(server, llm):
     assert np.allclose(v / np.linalg.norm(v), got[0], atol=1e-5)
     st, _, [empty] = post(server, "/api/embeddings", {"prompt": ""})
     assert empty == {"embedding": []}
+
+
+def test_official_ollama_client(server):
+    """The `ollama` package itself, where it is installed (it is not a dependency)."""
+    ollama = pytest.importorskip("ollama")
+    c = ollama.Client(host=server[:-3])
+    names = [m.model for m in c.list().models]
+    assert names == [MODEL + ":latest"]
+    assert c.show(MODEL).details.quantization_level == "Q4_1"
+    assert c.ps().models[0].context_length == 1024
+    r = c.chat(model=MODEL, messages=CHAT, options=dict(GREEDY, num_predict=16))
+    parts = list(c.chat(model=names[0], messages=CHAT, stream=True, options=dict(GREEDY, num_predict=16)))
+    assert "".join(p.message.content for p in parts) == r.message.content and "4" in r.message.content
+    assert parts[-1].done and parts[-1].eval_count == r.eval_count
+    g = c.generate(model=MODEL, prompt="The capital of France is", raw=True, options=dict(GREEDY, num_predict=4))
+    assert g.response.startswith(" Paris") and g.done_reason == "length"
+    assert len(c.embed(model=MODEL, input=["a", "b"]).embeddings) == 2
+    with pytest.raises(ollama.ResponseError) as ei:
+        c.chat(model="llama3.2", messages=CHAT)
+    assert ei.value.status_code == 404
