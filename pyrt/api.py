@@ -172,6 +172,7 @@ class Llama:
         self._ctx = None
         self._embd_ctx = None
         self._engine = None
+        self._stats_tls = threading.local()
         try:
             hp = self._model.hparams
             self._n_ctx = n_ctx or hp.n_ctx_train
@@ -218,10 +219,7 @@ class Llama:
         self._scores_epoch = -1
         #: The model name reported in responses ("model" field); settable.
         self.model_name = os.path.splitext(os.path.basename(self.model_path))[0]
-        #: Timings and counts of the last completion: prompt_n, cached_n,
-        #: prompt_ms, predicted_n, predicted_ms (llama.cpp server's names), and
-        #: with speculative decoding draft_calls, drafted_n, accepted_n.
-        self.last_stats: dict[str, float] = {}
+        self.last_stats = {}
         # speculative decoding (pyrt/speculative.py): the default mode and the draft model
         self._draft = None
         if isinstance(draft_max, bool) or not isinstance(draft_max, int) or not 1 <= draft_max <= 64:
@@ -254,6 +252,23 @@ class Llama:
         except BaseException:
             self.close()
             raise
+
+    @property
+    def last_stats(self) -> dict:
+        """Timings and counts of the last completion: prompt_n, cached_n,
+        prompt_ms, predicted_n, predicted_ms (llama.cpp server's names), and
+        with speculative decoding draft_calls, drafted_n, accepted_n. With
+        n_parallel > 1: of the last completion this thread ran."""
+        if getattr(self, "_engine", None) is not None:
+            return self._stats_tls.__dict__.setdefault("stats", {})
+        return self._last_stats
+
+    @last_stats.setter
+    def last_stats(self, value: dict) -> None:
+        if getattr(self, "_engine", None) is not None:
+            self._stats_tls.stats = value
+        else:
+            self._last_stats = value
 
     def _spec_mode(self, mode) -> str | None:
         if mode in (None, False, "off", "none"):

@@ -193,7 +193,7 @@ class BatchEngine:
         picked: list[tuple[_Request, int]] = []
         long_budget = self.chunk
         for req in list(self._pending):
-            if req.cancelled or (req.should_stop is not None and req.done_n > 0 and req.should_stop()):
+            if req.cancelled or (req.should_stop is not None and req.should_stop()):
                 self._pending.remove(req)
                 req.error = AbortedError("decode: aborted")
                 self.ctx.seq_truncate(req.seq, min(req.pos0, self.ctx.seq_n_past(req.seq)))
@@ -283,7 +283,6 @@ class SeqView:
         self._epoch = 0
         self._last_n_keep = 0
         self._eval_s = 0.0
-        self.last_stats: dict = {}
 
     def __getattr__(self, name):
         attr = getattr(type(self._llm), name, None)
@@ -322,4 +321,12 @@ class SeqView:
         if self._seq is not None:
             seq, self._seq = self._seq, None
             self._engine.release(seq, self._tokens)
-            self._llm.last_stats = dict(self.last_stats)
+
+    # the calling thread's stats (Llama.last_stats is per thread with n_parallel > 1)
+    @property
+    def last_stats(self) -> dict:
+        return self._llm.last_stats
+
+    @last_stats.setter
+    def last_stats(self, value: dict) -> None:
+        self._llm.last_stats = value

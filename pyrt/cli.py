@@ -239,21 +239,35 @@ def build_parser() -> argparse.ArgumentParser:
     add_sampling_args(c)
     c.set_defaults(func=cmd_chat)
 
-    s = sub.add_parser("serve", help="OpenAI-compatible HTTP server")
+    s = sub.add_parser("serve", help="OpenAI- and ollama-compatible HTTP server")
     add_model_arg(s)
     s.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     s.add_argument("--port", type=int, default=8080, help="port (default 8080; 0 picks a free one)")
     s.add_argument("-c", "--ctx-size", type=int, default=4096, help="context window in tokens (default 4096)")
     s.add_argument("-t", "--threads", type=int, default=None)
     s.add_argument("--chat-template", default=None, help="override the chat template (built-in name or jinja file)")
-    s.add_argument("--alias", default=None, help="model id reported by /v1/models (default: the file name)")
+    s.add_argument("--alias", action="append", default=None, metavar="NAME",
+                   help="model id reported by /v1/models and /api/tags (default: the file name); repeat it to "
+                        "accept more names in requests' \"model\" (other names are answered 404)")
     s.add_argument("--api-key", default=None,
-                   help="require 'Authorization: Bearer KEY' (also read from $PYRT_API_KEY)")
+                   help="require 'Authorization: Bearer KEY' on every endpoint but /health "
+                        "(also read from $PYRT_API_KEY)")
+    s.add_argument("--cors", action="append", default=None, metavar="ORIGIN",
+                   help="allow browser requests from this origin (e.g. http://localhost:3000; * wildcards "
+                        "allowed; '*' for any); repeatable. Without it every request with an Origin header "
+                        "is refused (403)")
     s.add_argument("-np", "--parallel", type=int, default=None,
                    help="requests generated at once, batched into one forward pass per token; each has "
                         "--ctx-size positions of its own (default: 4, fewer if their KV caches would take "
                         "over a quarter of the memory; 1 on a GPU)")
     s.add_argument("--max-queue", type=int, default=16, help="requests that may wait for the model (default 16)")
+    s.add_argument("--max-tokens-limit", type=int, default=None, metavar="N",
+                   help="no request generates more than N tokens (a larger or missing max_tokens is "
+                        "lowered to N; default: up to the context)")
+    s.add_argument("--request-timeout", type=float, default=None, metavar="SECONDS",
+                   help="time limit of the model's work on one request, from when it leaves the queue: "
+                        "generation then ends with finish_reason 'length'; a prompt still being "
+                        "evaluated is answered 503 (default: none)")
     s.add_argument("--seed", type=int, default=None, help="seed for requests without one (default: random)")
     s.add_argument("-v", "--verbose", action="store_true", help="log every request to stderr")
     add_device_arg(s)

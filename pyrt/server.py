@@ -1,20 +1,52 @@
-"""`pyrt serve`: an OpenAI-compatible HTTP server.
+"""`pyrt serve`: an OpenAI-compatible (and ollama-compatible) HTTP server.
 
-Endpoints: GET /health, GET /v1/models[/ID], POST /v1/completions,
-POST /v1/chat/completions (SSE streaming), POST /v1/embeddings (the /v1
-prefix is optional).
+Endpoints (the /v1 prefix is optional on the OpenAI ones):
+
+- OpenAI: GET /v1/models[/ID], POST /v1/completions, POST /v1/chat/completions
+  (SSE streaming), POST /v1/embeddings.
+- ollama (pyrt/server_ollama.py): POST /api/chat, /api/generate (NDJSON
+  streaming by default), /api/embed, /api/embeddings, /api/show; GET /api/tags,
+  /api/ps, /api/version.
+- llama.cpp's server: POST /tokenize, /detokenize.
+- GET /health (no API key), GET /metrics (Prometheus text format), GET / .
+
+Model names: a request may leave "model" out, or name the loaded model by its
+id (the first --alias, else the file name without .gguf), by the file name, by
+any --alias, or in ollama's NAME:latest form. Any other name is answered 404
+``model_not_found`` (ollama does the same; llama.cpp's server ignores the
+field): start the server with ``--alias gpt-4o-mini`` to serve a client that
+insists on a name.
+
+Security: on a loopback bind only loopback Host names are served (DNS
+rebinding). A request with an Origin header (every cross-origin request a
+browser makes) is refused with 403 unless ``--cors ORIGIN`` allows that origin
+(exact, with ``*`` wildcards, or ``*`` for all); allowed origins get
+Access-Control-Allow-Origin and an answered OPTIONS preflight. POST bodies must
+be declared ``application/json`` (``+json`` types too); only a request without
+an Origin header (curl, scripts) may also send none or curl's default form
+type. Anything else, e.g. text/plain, is 415: a web page cannot make the model
+generate with a "simple" cross-origin request. ``--api-key`` guards every
+endpoint except /health, / and OPTIONS preflights (so /metrics needs the key
+too: Prometheus sends it with ``authorization: {credentials: KEY}``).
+
+Limits per request: the body (8 MiB), ``--max-tokens-limit N`` (a larger or
+missing max_tokens / num_predict is lowered to N; the reply then ends with
+finish_reason "length"), ``--request-timeout S`` (the model's work on one
+request, counted from when it leaves the queue: generation past S seconds
+ends with finish_reason "length"; a prompt evaluation or embedding batch still
+running at S is interrupted and answered 503 ``request_timeout``), and a
+prompt that does not fit the context is a 400 ``context_length_exceeded``.
 
 Why the standard library (``http.server.ThreadingHTTPServer``) and not an ASGI
-stack: the model runs one request at a time anyway (one KV cache, and the C
-forward pass already uses every core), so the server's job is to parse small
-JSON requests, queue them for one generation worker, and stream the result.
-That needs a thread per connection and SSE over chunked transfer encoding,
-nothing more; the stdlib does it with no new dependency and nothing to
-configure.
+stack: the server's job is to parse small JSON requests, queue them for the
+generation worker, and stream the result. That needs a thread per connection
+and SSE / NDJSON over chunked transfer encoding, nothing more; the stdlib does
+it with no new dependency and nothing to configure.
 
-Concurrency: request threads never touch the model. Every request becomes a
-job on a bounded queue served by one worker thread that owns the Llama, so
-concurrent clients are served in turn and the KV cache is never shared
+Concurrency: request threads never touch the model's cache (tokenize and
+detokenize only read the vocabulary). Every generation or embedding request
+becomes a job on a bounded queue served by a worker that owns the Llama
+(`Worker`: submit / cancel / busy / slots), so the KV cache is never shared
 mid-generation (prefix reuse still works across requests). A client that
 disconnects — while queued, during prompt evaluation or mid-stream — cancels
 its job: the worker stops at the next token, and a running prompt evaluation
@@ -22,6 +54,7 @@ is aborted in C.
 """
 from __future__ import annotations
 
+import fnmatch
 import hmac
 import json
 import os
@@ -34,12 +67,14 @@ import sys
 import threading
 import time
 import traceback
+from collections import Counter
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
 
 MAX_BODY = 8 << 20            # bytes of a request body
 MAX_CONNECTIONS = 64          # concurrent connections (each is a thread)
-_POLL = 0.1                   # seconds between disconnect checks while waiting
+_POLL = 0.1                   # seconds between disconnect / time-limit checks while waiting
 
 
 class APIError(Exception):
@@ -61,15 +96,47 @@ class _ClientGone(Exception):
 # ---------------------------------------------------------------------------------------------
 
 class Job:
-    """One request's work. `fn(job)` runs on the worker and calls `job.emit`."""
+    """One request's work. `fn(job)` runs on the worker and calls `job.emit`.
+
+    Besides its events a job carries what the request thread and /metrics read:
+    when it was made (`t_submit`) and started (`t_start`), its time limit
+    (`deadline`, set by `start`), whether generation has begun (`in_generation`:
+    `should_stop` was polled, so the prompt is evaluated), whether it ran out of
+    time (`timed_out`), and `stats` (prompt_n, cached_n, prompt_ms, predicted_n,
+    predicted_ms of its generation, as `Llama.last_stats` has them) filled by
+    whoever runs it before it emits its last chunk or its result."""
 
     def __init__(self, fn: Callable[["Job"], None]):
         self.fn = fn
         self.events: queue.Queue = queue.Queue()
         self.cancelled = threading.Event()
+        self.t_submit = time.monotonic()
+        self.t_start: float | None = None
+        self.deadline: float | None = None
+        self.in_generation = False
+        self.timed_out = False
+        self.stats: dict = {}
 
     def emit(self, kind: str, value: Any = None) -> None:
         self.events.put((kind, value))
+
+    def start(self, timeout: float | None) -> None:
+        self.t_start = time.monotonic()
+        if timeout is not None:
+            self.deadline = self.t_start + timeout
+
+    def expired(self) -> bool:
+        return self.deadline is not None and time.monotonic() >= self.deadline
+
+    def should_stop(self) -> bool:
+        """Polled by the generator between tokens (first right after the prompt)."""
+        self.in_generation = True
+        if self.cancelled.is_set():
+            return True
+        if self.expired():
+            self.timed_out = True
+            return True
+        return False
 
 
 class Worker:
@@ -109,6 +176,13 @@ class Worker:
             if job in self.running:
                 self._abort()
 
+    def interrupt(self, job: Job) -> None:
+        """Abort `job`'s running evaluation (a prompt past its time limit) without
+        cancelling it: the job fails with AbortedError. No-op once it has ended."""
+        with self.lock:
+            if job in self.running:
+                self._abort()
+
     def _run(self) -> None:
         while True:
             job = self.jobs.get()
@@ -144,6 +218,14 @@ class Worker:
         with self.lock:
             return len(self.running)
 
+    def slots(self) -> dict:
+        """Generation slots: how many requests can run at once (`total`), how
+        many run now (`busy`) and how many wait (`queued`). /health and /metrics
+        read this."""
+        with self.lock:
+            busy = len(self.running)
+        return {"total": self.n_slots, "busy": busy, "queued": self.jobs.qsize()}
+
     def stop(self, timeout: float = 10.0) -> bool:
         """Cancel the running jobs, drop queued ones, stop the threads; True if they stopped."""
         while True:
@@ -169,6 +251,109 @@ class Worker:
         for t in self._threads:
             t.join(max(0.0, deadline - time.monotonic()))
         return not any(t.is_alive() for t in self._threads)
+
+
+# ---------------------------------------------------------------------------------------------
+# metrics (Prometheus text exposition format 0.0.4)
+# ---------------------------------------------------------------------------------------------
+
+TTFT_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+
+def _label(v: str) -> str:
+    return v.replace("\\", "\\\\").replace("\"", "\\\"").replace("\n", "\\n")
+
+
+def _num(v: float) -> str:
+    return repr(float(v)) if isinstance(v, float) else str(v)
+
+
+class Metrics:
+    """Counters the request threads and the worker add to; `render` writes them
+    with the worker's live gauges for GET /metrics."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.requests: Counter = Counter()        # (endpoint, status) -> count
+        self.prompt_tokens = 0
+        self.cached_tokens = 0
+        self.generated_tokens = 0
+        self.prompt_seconds = 0.0
+        self.generation_seconds = 0.0
+        self.timeouts = 0
+        self.ttft_buckets = [0] * len(TTFT_BUCKETS)
+        self.ttft_sum = 0.0
+        self.ttft_count = 0
+
+    def request(self, endpoint: str, status: int) -> None:
+        with self.lock:
+            self.requests[(endpoint, status)] += 1
+
+    def timeout(self) -> None:
+        with self.lock:
+            self.timeouts += 1
+
+    def generation(self, job: Job, stats: dict) -> None:
+        """A generation job ended (any way): add what it did."""
+        if "prompt_ms" not in stats:       # it failed before its prompt was evaluated
+            return
+        ttft = (job.t_start or job.t_submit) - job.t_submit + stats["prompt_ms"] / 1e3
+        with self.lock:
+            self.prompt_tokens += int(stats.get("prompt_n", 0))
+            self.cached_tokens += int(stats.get("cached_n", 0))
+            self.generated_tokens += int(stats.get("predicted_n", 0))
+            self.prompt_seconds += stats["prompt_ms"] / 1e3
+            self.generation_seconds += stats.get("predicted_ms", 0.0) / 1e3
+            for i, b in enumerate(TTFT_BUCKETS):
+                if ttft <= b:
+                    self.ttft_buckets[i] += 1
+            self.ttft_sum += ttft
+            self.ttft_count += 1
+
+    def render(self, worker: Worker, model: str) -> str:
+        slots = worker.slots()
+        out: list[str] = []
+
+        def metric(name: str, kind: str, help_: str, samples) -> None:
+            out.append(f"# HELP {name} {help_}")
+            out.append(f"# TYPE {name} {kind}")
+            for labels, value in samples:
+                lab = ",".join(f'{k}="{_label(str(v))}"' for k, v in labels.items())
+                out.append(f"{name}{{{lab}}} {_num(value)}" if lab else f"{name} {_num(value)}")
+
+        with self.lock:
+            reqs = sorted(self.requests.items())
+            metric("pyrt_requests_total", "counter", "HTTP requests answered, by endpoint and status code",
+                   [({"endpoint": e, "status": s}, n) for (e, s), n in reqs])
+            metric("pyrt_prompt_tokens_total", "counter",
+                   "prompt tokens of generation requests (cached ones included)", [({}, self.prompt_tokens)])
+            metric("pyrt_prompt_tokens_cached_total", "counter",
+                   "prompt tokens reused from the KV cache instead of evaluated", [({}, self.cached_tokens)])
+            metric("pyrt_generated_tokens_total", "counter", "tokens generated", [({}, self.generated_tokens)])
+            metric("pyrt_prompt_seconds_total", "counter", "seconds spent evaluating prompts",
+                   [({}, self.prompt_seconds)])
+            metric("pyrt_generation_seconds_total", "counter", "seconds spent generating tokens",
+                   [({}, self.generation_seconds)])
+            metric("pyrt_request_timeouts_total", "counter",
+                   "requests that ran past --request-timeout", [({}, self.timeouts)])
+            name = "pyrt_time_to_first_token_seconds"
+            out.append(f"# HELP {name} seconds from a generation request's arrival to its first token "
+                       f"(queue wait and prompt evaluation)")
+            out.append(f"# TYPE {name} histogram")
+            for b, n in zip(TTFT_BUCKETS, self.ttft_buckets):
+                out.append(f'{name}_bucket{{le="{b}"}} {n}')
+            out.append(f'{name}_bucket{{le="+Inf"}} {self.ttft_count}')
+            out.append(f"{name}_sum {_num(self.ttft_sum)}")
+            out.append(f"{name}_count {self.ttft_count}")
+        metric("pyrt_requests_queued", "gauge", "requests waiting for a generation slot",
+               [({}, slots["queued"])])
+        metric("pyrt_requests_processing", "gauge", "requests being generated now", [({}, slots["busy"])])
+        metric("pyrt_slots_total", "gauge", "generation slots (requests served at once)", [({}, slots["total"])])
+        metric("pyrt_slots_busy", "gauge", "generation slots in use", [({}, slots["busy"])])
+        metric("pyrt_jobs_total", "counter", "model jobs by outcome",
+               [({"result": k}, v) for k, v in sorted(worker.stats.items())])
+        metric("pyrt_model_info", "gauge", "the model this server runs", [({"model": model}, 1)])
+        return "\n".join(out) + "\n"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -279,6 +464,27 @@ def _include_usage(body: dict) -> bool:
 # HTTP
 # ---------------------------------------------------------------------------------------------
 
+@dataclass
+class Plan:
+    """How a request that runs on the worker is answered: `job`'s events become
+    one JSON body (`on_result` applied to its result) or, with `stream`, SSE
+    events (``data: ...`` lines ending with ``[DONE]``) or NDJSON lines, each
+    pyrt chunk mapped through `on_chunk` to the objects sent for it; an error
+    after the stream began is sent as `on_error`'s object."""
+    job: Job
+    stream: bool
+    framing: str = "sse"                                          # "sse" or "ndjson"
+    on_chunk: Callable[[dict], list[dict]] | None = None
+    on_result: Callable[[Any], Any] | None = None
+    on_error: Callable[[APIError], dict] | None = None
+
+
+@dataclass
+class TextReply:
+    body: str
+    content_type: str = "text/plain; charset=utf-8"
+
+
 class _HTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
@@ -308,32 +514,53 @@ class _HTTPServer(ThreadingHTTPServer):
             self._slots.release()
 
 
+_PUBLIC = {"/health", "/"}                 # answered without the API key
+_JSON_TYPE = re.compile(r"^application/([\w.+-]+\+)?json$")
+
+
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "pyrt"
     timeout = 120                 # seconds of socket inactivity before a connection is dropped
     server: _HTTPServer
+    _cors: str | None = None      # the Access-Control-Allow-Origin value of this response
+    _status: int | None = None
+    _head = False
 
     # -- plumbing
     def log_message(self, fmt, *args) -> None:
         if self.server.app.verbose:
             sys.stderr.write(f"{self.address_string()} - {fmt % args}\n")
 
-    def _send_json(self, status: int, obj: Any, headers: dict | None = None) -> None:
-        data = json.dumps(obj, ensure_ascii=False).encode("utf-8")
+    def send_response(self, code: int, message: str | None = None) -> None:
+        self._status = code
+        super().send_response(code, message)
+
+    def end_headers(self) -> None:
+        if self._cors is not None:
+            self.send_header("Access-Control-Allow-Origin", self._cors)
+            self.send_header("Vary", "Origin")
+        super().end_headers()
+
+    def _send_bytes(self, status: int, data: bytes, content_type: str, headers: dict | None = None) -> None:
         self.send_response(status)
-        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(data)))
         for k, v in (headers or {}).items():
             self.send_header(k, v)
         self.end_headers()
-        self.wfile.write(data)
+        if not self._head:
+            self.wfile.write(data)
         self.wfile.flush()
+
+    def _send_json(self, status: int, obj: Any, headers: dict | None = None) -> None:
+        self._send_bytes(status, json.dumps(obj, ensure_ascii=False).encode("utf-8"), "application/json", headers)
 
     def _send_error(self, err: APIError) -> None:
         if not self._body_read and int(self.headers.get("Content-Length") or 0) > 0:
             self.close_connection = True      # an unread body would poison the next request
-        self._send_json(err.status, err.body(), {"Connection": "close"} if self.close_connection else None)
+        body = {"error": err.message} if self._ollama else err.body()     # ollama's error shape
+        self._send_json(err.status, body, {"Connection": "close"} if self.close_connection else None)
 
     def _client_gone(self) -> bool:
         try:
@@ -343,6 +570,19 @@ class Handler(BaseHTTPRequestHandler):
             return self.connection.recv(1, socket.MSG_PEEK) == b""
         except (OSError, ValueError):
             return True
+
+    def _check_content_type(self) -> None:
+        """POST bodies are JSON. The types a web page may send cross-origin without
+        a preflight (text/plain, forms) are refused, so that no page can make the
+        model generate; curl's default form type (or none) only without Origin."""
+        raw = self.headers.get("Content-Type") or ""
+        ct = raw.split(";", 1)[0].strip().lower()
+        if _JSON_TYPE.match(ct):
+            return
+        if ct in ("", "application/x-www-form-urlencoded") and self.headers.get("Origin") is None:
+            return
+        raise APIError(415, f"the request body must be JSON sent with 'Content-Type: application/json' "
+                            f"(got {raw or 'no Content-Type'!r})", code="unsupported_media_type")
 
     def _read_json(self) -> dict:
         if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
@@ -401,8 +641,36 @@ class Handler(BaseHTTPRequestHandler):
             path = path[3:]
         return path
 
+    def _preflight(self) -> None:
+        """OPTIONS: a CORS preflight from an allowed origin (others were refused
+        already), or a plain OPTIONS asking what is allowed."""
+        hdrs = {"Allow": "GET, HEAD, POST, OPTIONS"}
+        if self._cors is not None:
+            asked = self.headers.get("Access-Control-Request-Headers", "")
+            names = [h.strip() for h in asked.split(",") if re.fullmatch(r"[A-Za-z0-9-]+", h.strip())]
+            for h in ("Authorization", "Content-Type"):
+                if h.lower() not in (n.lower() for n in names):
+                    names.append(h)
+            hdrs.update({"Access-Control-Allow-Methods": "GET, HEAD, POST, OPTIONS",
+                         "Access-Control-Allow-Headers": ", ".join(names),
+                         "Access-Control-Max-Age": "600"})
+        self.send_response(204)
+        for k, v in hdrs.items():
+            self.send_header(k, v)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
     # -- methods
+    def parse_request(self) -> bool:
+        # one handler serves every request of a kept-alive connection: reset per request
+        self._cors, self._status, self._head = None, None, False
+        return super().parse_request()
+
     def do_GET(self) -> None:
+        self._dispatch("GET")
+
+    def do_HEAD(self) -> None:
+        self._head = True
         self._dispatch("GET")
 
     def do_POST(self) -> None:
@@ -414,36 +682,55 @@ class Handler(BaseHTTPRequestHandler):
     def do_DELETE(self) -> None:
         self._dispatch("DELETE")
 
+    def do_OPTIONS(self) -> None:
+        self._dispatch("OPTIONS")
+
     def _dispatch(self, method: str) -> None:
         app = self.server.app
         self._body_read = False
         path = self._route()
+        self._ollama = path.startswith("/api/")
+        endpoint = "other"
         try:
             if not self._host_allowed():
                 raise APIError(403, "this server only answers requests addressed to localhost "
                                     "(the Host header names another host)", code="forbidden_host")
-            if path == "/health":
-                if method != "GET":
-                    raise APIError(405, "use GET /health", code="method_not_allowed")
-                return self._send_json(200, app.health())
-            if not self._authorized():
+            origin = self.headers.get("Origin")
+            if origin is not None:
+                if not app.origin_allowed(origin):
+                    raise APIError(403, f"cross-origin requests from {origin!r} are not allowed "
+                                        f"(start the server with --cors ORIGIN to allow them)",
+                                   code="forbidden_origin")
+                self._cors = "*" if "*" in app.cors else origin
+            if method == "OPTIONS":
+                endpoint = "OPTIONS"
+                return self._preflight()
+            methods = app.routes.get(path)
+            if methods is not None:
+                endpoint = app.endpoint_label(path)
+            elif path.startswith("/models/"):
+                endpoint = "/v1/models/{id}"
+                methods = {"GET": lambda _body, mid=path[len("/models/"):]: app.model_info(mid)}
+            if path not in _PUBLIC and not self._authorized():
                 raise APIError(401, "invalid or missing API key (send 'Authorization: Bearer KEY')",
                                code="invalid_api_key")
-            routes = {"/models": ("GET", None), "/completions": ("POST", app.completion_job),
-                      "/chat/completions": ("POST", app.chat_job), "/embeddings": ("POST", app.embedding_job)}
-            if path.startswith("/models/") and method == "GET":
-                return self._send_json(200, app.model_info(path[len("/models/"):]))
-            if path not in routes:
-                raise APIError(404, f"unknown endpoint {method} {self.path.split('?', 1)[0]}",
-                               code="not_found")
-            want, make = routes[path]
-            if method != want:
-                raise APIError(405, f"use {want} {self.path.split('?', 1)[0]}", code="method_not_allowed")
-            if make is None:
-                return self._send_json(200, app.models())
-            body = self._read_json()
-            job, stream, post = make(body)
-            self._serve_job(job, stream, post)
+            shown = self.path.split("?", 1)[0]
+            if methods is None:
+                raise APIError(404, f"unknown endpoint {method} {shown}", code="not_found")
+            fn = methods.get(method)
+            if fn is None:
+                raise APIError(405, f"use {' or '.join(sorted(methods))} {shown}", code="method_not_allowed")
+            body = None
+            if method == "POST":
+                self._check_content_type()
+                body = self._read_json()
+            out = fn(body)
+            if isinstance(out, Plan):
+                self._serve_plan(out)
+            elif isinstance(out, TextReply):
+                self._send_bytes(200, out.body.encode("utf-8"), out.content_type)
+            else:
+                self._send_json(200, out)
         except APIError as e:
             try:
                 self._send_error(e)
@@ -460,6 +747,8 @@ class Handler(BaseHTTPRequestHandler):
                 self._send_error(APIError(500, f"internal error: {type(e).__name__}: {e}", "server_error"))
             except OSError:
                 self.close_connection = True
+        finally:
+            app.metrics.request(endpoint, self._status if self._status is not None else 499)
 
     # -- running a job
     def _next_event(self, job: Job):
@@ -471,37 +760,50 @@ class Handler(BaseHTTPRequestHandler):
                 if self._client_gone():
                     worker.cancel(job)
                     raise _ClientGone() from None
+                if not job.in_generation and job.expired():
+                    # past the time limit before its first token: interrupt the evaluation
+                    # (generation checks the limit itself, between tokens)
+                    job.timed_out = True
+                    worker.interrupt(job)
 
-    def _serve_job(self, job: Job, stream: bool, post: Callable[[dict], list[dict]] | None) -> None:
+    def _serve_plan(self, plan: Plan) -> None:
         worker = self.server.app.worker
+        job = plan.job
         worker.submit(job)
         kind, value = self._next_event(job)
         if kind == "error":
             raise _api_error(value)
         if kind == "end":
             raise APIError(500, "the request produced no result", "server_error")
-        if not stream:
-            self._send_json(200, value)
+        if not plan.stream:
+            self._send_json(200, plan.on_result(value) if plan.on_result else value)
             self._drain(job)
             return
+        sse = plan.framing == "sse"
         self.send_response(200)
-        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Content-Type", "text/event-stream" if sse else "application/x-ndjson")
         self.send_header("Cache-Control", "no-cache")
         self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
+
+        def frame(obj) -> bytes:
+            text = json.dumps(obj, ensure_ascii=False).encode()
+            return b"data: " + text + b"\n\n" if sse else text + b"\n"
+
         try:
             while True:
                 if kind == "chunk":
-                    for obj in (post(value) if post else [value]):
-                        self._write_chunk(b"data: " + json.dumps(obj, ensure_ascii=False).encode() + b"\n\n")
+                    for obj in (plan.on_chunk(value) if plan.on_chunk else [value]):
+                        self._write_chunk(frame(obj))
                 elif kind == "error":
                     err = _api_error(value)
-                    self._write_chunk(b"data: " + json.dumps(err.body()).encode() + b"\n\n")
+                    self._write_chunk(frame(plan.on_error(err) if plan.on_error else err.body()))
                     break
                 elif kind == "end":
                     break
                 kind, value = self._next_event(job)
-            self._write_chunk(b"data: [DONE]\n\n")
+            if sse:
+                self._write_chunk(b"data: [DONE]\n\n")
             self._write_chunk(b"")
         except (BrokenPipeError, ConnectionResetError, socket.timeout, OSError):
             worker.cancel(job)
@@ -537,41 +839,164 @@ def _api_error(e: BaseException) -> APIError:
 # the application
 # ---------------------------------------------------------------------------------------------
 
+_OPENAI_PATHS = ("/models", "/completions", "/chat/completions", "/embeddings")
+
+
 class App:
-    def __init__(self, llm, *, alias: str | None = None, api_key: str | None = None,
-                 max_queue: int = 16, verbose: bool = False):
+    def __init__(self, llm, *, alias: str | list[str] | tuple[str, ...] | None = None,
+                 api_key: str | None = None, max_queue: int = 16, verbose: bool = False,
+                 cors: list[str] | tuple[str, ...] | None = None, max_tokens_limit: int | None = None,
+                 request_timeout: float | None = None):
+        from .server_ollama import OllamaAPI
         self.llm = llm
-        self.alias = alias or llm.model_name
+        aliases = [alias] if isinstance(alias, str) else list(alias or [])
+        file_name = llm.model_name
+        self.alias = aliases[0] if aliases else file_name
         llm.model_name = self.alias
+        # the names a request may give for this model ("NAME:latest" too, ollama's form)
+        self.names = list(dict.fromkeys([self.alias, *aliases, file_name]))
         self.api_key = api_key
         self.verbose = verbose
+        self.cors = [c.strip().lower().rstrip("/") for c in (cors or []) if c.strip()]
+        if max_tokens_limit is not None and (isinstance(max_tokens_limit, bool) or max_tokens_limit < 1):
+            raise ValueError(f"max_tokens_limit must be >= 1, got {max_tokens_limit!r}")
+        if request_timeout is not None and not request_timeout > 0:
+            raise ValueError(f"request_timeout must be > 0 seconds, got {request_timeout!r}")
+        self.max_tokens_limit = max_tokens_limit
+        self.request_timeout = request_timeout
         self.loopback_only = False      # set by Server when bound to a loopback address
         self.created = int(time.time())
+        self.metrics = Metrics()
         self.worker = Worker(llm, max_queue)
+        self.ollama = OllamaAPI(self)
+        # path (without /v1) -> {method: fn(body) -> dict | Plan | TextReply}
+        self.routes: dict[str, dict[str, Callable]] = {
+            "/": {"GET": lambda _b: TextReply("pyrt is running (OpenAI API under /v1, ollama API under /api)\n")},
+            "/health": {"GET": lambda _b: self.health()},
+            "/metrics": {"GET": lambda _b: TextReply(self.metrics.render(self.worker, self.alias),
+                                                     "text/plain; version=0.0.4; charset=utf-8")},
+            "/models": {"GET": lambda _b: self.models()},
+            "/completions": {"POST": self.completion_job},
+            "/chat/completions": {"POST": self.chat_job},
+            "/embeddings": {"POST": self.embedding_job},
+            "/tokenize": {"POST": self.tokenize},
+            "/detokenize": {"POST": self.detokenize},
+            **self.ollama.routes(),
+        }
+
+    @staticmethod
+    def endpoint_label(path: str) -> str:
+        return "/v1" + path if path in _OPENAI_PATHS else path
+
+    def origin_allowed(self, origin: str) -> bool:
+        o = origin.strip().lower().rstrip("/")
+        return any(p == "*" or p == o or ("*" in p and fnmatch.fnmatchcase(o, p)) for p in self.cors)
 
     def health(self) -> dict:
         w = self.worker
-        return {"status": "ok", "model": self.alias, "busy": w.busy(), "queued": w.jobs.qsize(),
-                "slots": w.n_slots, "slots_busy": w.n_running(), **w.stats}
+        s = w.slots()
+        return {"status": "ok", "model": self.alias, "busy": w.busy(), "queued": s["queued"],
+                "slots": s["total"], "slots_busy": s["busy"], **w.stats}
+
+    # -- model names
+    def model_known(self, name: str) -> bool:
+        base = name[:-len(":latest")] if name.endswith(":latest") else name
+        return name in self.names or base in self.names
+
+    def check_model(self, name: Any) -> None:
+        """A request's "model": missing, empty or a name of the loaded model; else 404."""
+        if name is None or name == "":
+            return
+        if not isinstance(name, str):
+            raise APIError(400, "model must be a string", param="model")
+        if not self.model_known(name):
+            raise APIError(404, f"the model {name!r} does not exist: this server runs {self.alias!r} "
+                                f"(start it with --alias {name} to accept that name too)",
+                           param="model", code="model_not_found")
 
     def _model_obj(self) -> dict:
         llm = self.llm
         return {"id": self.alias, "object": "model", "created": self.created, "owned_by": "pyrt",
                 "meta": {"n_ctx": llm.n_ctx(), "n_ctx_train": llm.hparams.n_ctx_train,
                          "n_vocab": llm.n_vocab(), "n_embd": llm.n_embd(),
-                         "size": os.path.getsize(llm.model_path)}}
+                         "size": os.path.getsize(llm.model_path), "aliases": self.names}}
 
     def models(self) -> dict:
         return {"object": "list", "data": [self._model_obj()]}
 
     def model_info(self, model_id: str) -> dict:
-        if model_id != self.alias:
-            raise APIError(404, f"the model {model_id!r} does not exist (this server has {self.alias!r})",
-                           param="model", code="model_not_found")
+        self.check_model(model_id)
         return self._model_obj()
 
-    # -- jobs: return (job, stream, post-processing of stream chunks)
-    def chat_job(self, body: dict):
+    # -- limits
+    def limit_tokens(self, kw: dict, default: int | None) -> None:
+        """Apply --max-tokens-limit to kw["max_tokens"] (`default`: the API's
+        value when the request gives none)."""
+        cap = self.max_tokens_limit
+        if cap is None:
+            return
+        mt = kw.get("max_tokens", default)
+        kw["max_tokens"] = cap if mt is None else min(mt, cap)
+
+    # -- jobs
+    def job(self, body: Callable[[Job], None]) -> Job:
+        """A job running `body(job)` under the request time limit: an evaluation
+        interrupted for running past it becomes a 503 request_timeout."""
+        from ._native import AbortedError
+        timeout = self.request_timeout
+
+        def fn(job: Job) -> None:
+            job.start(timeout)
+            try:
+                body(job)
+            except AbortedError:
+                if job.timed_out and not job.cancelled.is_set():
+                    raise APIError(503, f"the request ran past the server's time limit "
+                                        f"(--request-timeout {timeout:g} s) before its first token",
+                                   "server_error", code="request_timeout") from None
+                raise
+            finally:
+                if job.timed_out:
+                    self.metrics.timeout()
+
+        return Job(fn)
+
+    def generation_job(self, call: Callable, args: tuple, kw: dict, stream: bool) -> Job:
+        """A job calling `call(*args, stream=stream, should_stop=..., **kw)` (a Llama
+        completion method): emits its result, or each chunk; fills job.stats
+        before the last one; adds its counts to /metrics."""
+        llm = self.llm
+
+        def length_if_timed_out(job: Job, obj: dict) -> dict:
+            if job.timed_out:
+                for c in obj.get("choices") or ():
+                    if c.get("finish_reason") == "abort":
+                        c["finish_reason"] = "length"
+            return obj
+
+        def body(job: Job) -> None:
+            llm.last_stats = {}
+            try:
+                out = call(*args, stream=stream, should_stop=job.should_stop, **kw)
+                if not stream:
+                    job.stats = dict(llm.last_stats)
+                    job.emit("result", length_if_timed_out(job, out))
+                    return
+                for chunk in out:
+                    if job.cancelled.is_set():
+                        out.close()
+                        return
+                    if chunk["choices"] and chunk["choices"][0].get("finish_reason"):
+                        job.stats = dict(llm.last_stats)
+                    job.emit("chunk", length_if_timed_out(job, chunk))
+            finally:
+                self.metrics.generation(job, llm.last_stats)
+
+        return self.job(body)
+
+    # -- OpenAI endpoints: each returns a Plan
+    def chat_job(self, body: dict) -> Plan:
+        self.check_model(body.get("model"))
         kw = _common(body)
         if "messages" not in body:
             raise APIError(400, "messages is required", param="messages")
@@ -586,23 +1011,13 @@ class App:
             kw["logprobs"] = body["logprobs"]
         if body.get("top_logprobs") is not None:
             kw["top_logprobs"] = body["top_logprobs"]
+        self.limit_tokens(kw, None)
         stream = body.get("stream", False)
-        llm = self.llm
+        job = self.generation_job(self.llm.create_chat_completion, (messages,), kw, stream)
+        return Plan(job, stream, on_chunk=self._usage_post(_include_usage(body)))
 
-        def fn(job: Job) -> None:
-            out = llm.create_chat_completion(messages, stream=stream, should_stop=job.cancelled.is_set, **kw)
-            if not stream:
-                job.emit("result", out)
-                return
-            for chunk in out:
-                if job.cancelled.is_set():
-                    out.close()
-                    return
-                job.emit("chunk", chunk)
-
-        return Job(fn), stream, self._usage_post(_include_usage(body))
-
-    def completion_job(self, body: dict):
+    def completion_job(self, body: dict) -> Plan:
+        self.check_model(body.get("model"))
         kw = _common(body)
         if "prompt" not in body:
             raise APIError(400, "prompt is required", param="prompt")
@@ -621,23 +1036,13 @@ class App:
         kw.update(_grammar_fields(body))
         if kw.get("echo") is False:
             kw.pop("echo")
+        self.limit_tokens(kw, 16)             # create_completion's default
         stream = body.get("stream", False)
-        llm = self.llm
+        job = self.generation_job(self.llm.create_completion, (prompt,), kw, stream)
+        return Plan(job, stream, on_chunk=self._usage_post(_include_usage(body)))
 
-        def fn(job: Job) -> None:
-            out = llm.create_completion(prompt, stream=stream, should_stop=job.cancelled.is_set, **kw)
-            if not stream:
-                job.emit("result", out)
-                return
-            for chunk in out:
-                if job.cancelled.is_set():
-                    out.close()
-                    return
-                job.emit("chunk", chunk)
-
-        return Job(fn), stream, self._usage_post(_include_usage(body))
-
-    def embedding_job(self, body: dict):
+    def embedding_job(self, body: dict) -> Plan:
+        self.check_model(body.get("model"))
         if "input" not in body:
             raise APIError(400, "input is required", param="input")
         inp = body["input"]
@@ -648,16 +1053,52 @@ class App:
         if dims is not None and dims != self.llm.n_embd():
             raise APIError(400, f"this model's embeddings have {self.llm.n_embd()} dimensions; "
                                 f"dimensions={dims!r} is not supported", param="dimensions")
+        return Plan(self.embed_job(inp, truncate=False, encoding_format=fmt), False)
+
+    def embed_job(self, inp: Any, **kw) -> Job:
         if isinstance(inp, str) and not inp:
             raise APIError(400, "input must not be empty", param="input")
         if isinstance(inp, list) and len(inp) > 2048:
             raise APIError(400, "at most 2048 inputs per request", param="input")
         llm = self.llm
+        return self.job(lambda job: job.emit("result", llm.create_embedding(inp, **kw)))
 
-        def fn(job: Job) -> None:
-            job.emit("result", llm.create_embedding(inp, truncate=False, encoding_format=fmt))
+    # -- llama.cpp's server: tokens (read the vocabulary only: answered on the request thread)
+    def tokenize(self, body: dict) -> dict:
+        self.check_model(body.get("model"))
+        content = body.get("content")
+        if not isinstance(content, str):
+            raise APIError(400, "content must be a string", param="content")
+        flags = {}
+        for k, default in (("add_special", False), ("parse_special", True), ("with_pieces", False)):
+            v = body.get(k, default)
+            if not isinstance(v, bool):
+                raise APIError(400, f"{k} must be a boolean", param=k)
+            flags[k] = v
+        llm = self.llm
+        toks = llm.tokenize(content, add_bos=None if flags["add_special"] else False,
+                            special=flags["parse_special"])
+        if not flags["with_pieces"]:
+            return {"tokens": toks}
+        pieces = []
+        for t in toks:
+            raw = llm.tokenizer.token_to_bytes(t, True)
+            try:
+                piece: Any = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                piece = list(raw)          # part of a character: its bytes, as llama.cpp gives them
+            pieces.append({"id": t, "piece": piece})
+        return {"tokens": pieces}
 
-        return Job(fn), False, None
+    def detokenize(self, body: dict) -> dict:
+        self.check_model(body.get("model"))
+        toks = body.get("tokens")
+        if not isinstance(toks, list) or not all(isinstance(t, int) and not isinstance(t, bool) for t in toks):
+            raise APIError(400, "tokens must be a list of token ids", param="tokens")
+        try:
+            return {"content": self.llm.detokenize_text(toks, special=True)}
+        except ValueError as e:
+            raise APIError(400, str(e), param="tokens") from None
 
     @staticmethod
     def _usage_post(include_usage: bool) -> Callable[[dict], list[dict]]:
@@ -735,6 +1176,12 @@ def run_server(args) -> int:
     if args.max_queue < 1:
         print("pyrt: error: --max-queue must be >= 1", file=sys.stderr)
         return 2
+    if args.max_tokens_limit is not None and args.max_tokens_limit < 1:
+        print("pyrt: error: --max-tokens-limit must be >= 1", file=sys.stderr)
+        return 2
+    if args.request_timeout is not None and not args.request_timeout > 0:
+        print("pyrt: error: --request-timeout must be > 0 seconds", file=sys.stderr)
+        return 2
     api_key = args.api_key or os.environ.get("PYRT_API_KEY") or None
     template = args.chat_template
     if template:
@@ -755,13 +1202,17 @@ def run_server(args) -> int:
             print(f"note: {tmpl.notice}", file=sys.stderr)
         try:
             server = Server(llm, args.host, args.port, alias=args.alias, api_key=api_key,
-                            max_queue=args.max_queue, verbose=args.verbose)
+                            max_queue=args.max_queue, verbose=args.verbose, cors=args.cors,
+                            max_tokens_limit=args.max_tokens_limit, request_timeout=args.request_timeout)
         except OSError as e:
             print(f"pyrt: error: cannot listen on {args.host}:{args.port}: {e.strerror or e}", file=sys.stderr)
             return 1
         if not _is_loopback(args.host) and not api_key:
             print(f"warning: listening on {args.host} without --api-key: anyone who can reach this "
                   f"machine can use the model", file=sys.stderr)
+        if "*" in server.app.cors:
+            print("warning: --cors '*': every web page the user opens may use this server"
+                  + ("" if api_key else " (set --api-key)"), file=sys.stderr)
 
         def on_term(signum, frame):
             raise KeyboardInterrupt
