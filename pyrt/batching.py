@@ -193,7 +193,10 @@ class BatchEngine:
         picked: list[tuple[_Request, int]] = []
         long_budget = self.chunk
         for req in list(self._pending):
-            if req.cancelled or (req.should_stop is not None and req.should_stop()):
+            # a prompt stops between chunks when its call is cancelled; a token's
+            # evaluation is not cut short (the generation loop checks right after)
+            long = len(req.tokens) > self.short
+            if req.cancelled or (long and req.should_stop is not None and req.should_stop()):
                 self._pending.remove(req)
                 req.error = AbortedError("decode: aborted")
                 self.ctx.seq_truncate(req.seq, min(req.pos0, self.ctx.seq_n_past(req.seq)))
