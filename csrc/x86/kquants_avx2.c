@@ -414,7 +414,8 @@ static void rep8_q4_K(int64_t n, float *s, const void *w, const void *a) {
  * GV rows rs = n_rows / GV apart (g, g + rs, ...) block by block, each row
  * with exactly the float sequence of its row kernel above (same integers,
  * same fmas in the same order, same final reduction); the last n_rows % GV
- * rows go through the row kernels. Several tokens: one pass per token. */
+ * rows go through the row kernels. Several tokens: every token's pass over a
+ * row group while the group is in L1, so the weights stream in once. */
 #define GV 8
 
 /* vec_dot order (dot_q4_K/q5_K/q6_K): 8 float lanes per row, hsum8 at the end */
@@ -422,16 +423,18 @@ static void rep8_q4_K(int64_t n, float *s, const void *w, const void *a) {
     static void NAME(int64_t n, const void *w, int64_t w_row, int64_t n_rows,                      \
                      const void *a, int64_t a_row, int64_t n_tok, float *yo, int64_t ldy) {        \
         const int64_t nsb = n / QK_K, rs = n_rows / GV;                                             \
-        for (int64_t t = 0; t < n_tok; t++) {                                                       \
-            const block_q8_K *y = (const block_q8_K *)((const char *)a + t * a_row);                \
-            float *yt = yo + t * ldy;                                                               \
-            for (int64_t g = 0; g < rs; g++) {                                                      \
-                const BT *xr[GV];                                                                   \
-                for (int i = 0; i < GV; i++) xr[i] = (const BT *)((const char *)w + (g + i * rs) * w_row); \
+        for (int64_t g = 0; g < rs; g++) {                                                          \
+            const BT *xr[GV];                                                                       \
+            for (int i = 0; i < GV; i++) xr[i] = (const BT *)((const char *)w + (g + i * rs) * w_row); \
+            for (int64_t t = 0; t < n_tok; t++) {  /* the row group stays in L1 */                  \
+                const block_q8_K *y = (const block_q8_K *)((const char *)a + t * a_row);            \
+                float *yt = yo + t * ldy;                                                           \
                 __VA_ARGS__                                                                         \
             }                                                                                       \
-            for (int64_t r = GV * rs; r < n_rows; r++) DOT(n, &yt[r], (const char *)w + r * w_row, y); \
         }                                                                                           \
+        for (int64_t t = 0; t < n_tok; t++)                                                         \
+            for (int64_t r = GV * rs; r < n_rows; r++)                                              \
+                DOT(n, &yo[t * ldy + r], (const char *)w + r * w_row, (const char *)a + t * a_row); \
     }
 
 GEMV_VEC_DOT(gemv_q6_K, block_q6_K, dot_q6_K, {
@@ -495,12 +498,12 @@ static inline __m256i lane_totals8(const __m256i v[8]) {
 static void gemv_r8_q4_K(int64_t n, const void *w, int64_t w_row, int64_t n_rows,
                          const void *a, int64_t a_row, int64_t n_tok, float *yo, int64_t ldy) {
     const int64_t nsb = n / QK_K, rs = n_rows / GV;
-    for (int64_t t = 0; t < n_tok; t++) {
-        const block_q8_K *y = (const block_q8_K *)((const char *)a + t * a_row);
-        float *yt = yo + t * ldy;
-        for (int64_t g = 0; g < rs; g++) {
-            const block_q4_K *xr[GV];
-            for (int i = 0; i < GV; i++) xr[i] = (const block_q4_K *)((const char *)w + (g + i * rs) * w_row);
+    for (int64_t g = 0; g < rs; g++) {
+        const block_q4_K *xr[GV];
+        for (int i = 0; i < GV; i++) xr[i] = (const block_q4_K *)((const char *)w + (g + i * rs) * w_row);
+        for (int64_t t = 0; t < n_tok; t++) {   /* the row group stays in L1 */
+            const block_q8_K *y = (const block_q8_K *)((const char *)a + t * a_row);
+            float *yt = yo + t * ldy;
             __m256 acc = _mm256_setzero_ps(), acc_m = _mm256_setzero_ps();
             for (int64_t b = 0; b < nsb; b++) {
                 const block_q8_K *q = &y[b];
@@ -536,8 +539,10 @@ static void gemv_r8_q4_K(int64_t n, const void *w, int64_t w_row, int64_t n_rows
             _mm256_storeu_ps(out, _mm256_sub_ps(acc, acc_m));
             for (int i = 0; i < GV; i++) yt[g + i * rs] = out[i];
         }
-        for (int64_t r = GV * rs; r < n_rows; r++) rep8_q4_K(n, &yt[r], (const char *)w + r * w_row, y);
     }
+    for (int64_t t = 0; t < n_tok; t++)
+        for (int64_t r = GV * rs; r < n_rows; r++)
+            rep8_q4_K(n, &yo[t * ldy + r], (const char *)w + r * w_row, (const char *)a + t * a_row);
 }
 
 /* ======================================================================== */

@@ -461,14 +461,14 @@ static inline __attribute__((always_inline)) void k6_group(const k_panel *pk, in
 static void gemv_r8_q4_K(int64_t n, const void *w, int64_t w_row, int64_t n_rows,
                          const void *a, int64_t a_row, int64_t n_tok, float *yo, int64_t ldy) {
     const int64_t nsb = n / QK_K, rs = n_rows / NL, rest = n_rows - NL * rs;
-    for (int64_t t = 0; t < n_tok; t++) {
-        const block_q8_K *y = (const block_q8_K *)((const char *)a + t * a_row);
-        float *yt = yo + t * ldy;
-        for (int64_t g = 0; g < rs + (rest > 0); g++) {
-            int64_t row[NL];
-            for (int i = 0; i < NL; i++) row[i] = g < rs ? g + i * rs : NL * rs + (i < rest ? i : rest - 1);
-            const block_q4_K *xr[NL];
-            for (int i = 0; i < NL; i++) xr[i] = (const block_q4_K *)((const char *)w + row[i] * w_row);
+    for (int64_t g = 0; g < rs + (rest > 0); g++) {
+        int64_t row[NL];
+        for (int i = 0; i < NL; i++) row[i] = g < rs ? g + i * rs : NL * rs + (i < rest ? i : rest - 1);
+        const block_q4_K *xr[NL];
+        for (int i = 0; i < NL; i++) xr[i] = (const block_q4_K *)((const char *)w + row[i] * w_row);
+        for (int64_t t = 0; t < n_tok; t++) {   /* the row group stays in L1 */
+            const block_q8_K *y = (const block_q8_K *)((const char *)a + t * a_row);
+            float *yt = yo + t * ldy;
             __m256 acc = _mm256_setzero_ps(), acc_m = _mm256_setzero_ps();
             for (int64_t b = 0; b < nsb; b++) {
                 const block_q8_K *q = &y[b];

@@ -35,6 +35,7 @@
 #define RM 2           /* rows per tile   */
 #define RN 4           /* tokens per tile (GEMM_TILE forms 4 scale products at once) */
 #define GV 8           /* rows per tile when there is a single token (generation) */
+#define GEMV_TOK 8     /* batches of up to this many tokens take the GEMV tiles */
 #define PANEL_R 16     /* rows whose scales are cached per panel  */
 #define PANEL_T 64     /* tokens whose scales are cached per panel */
 #define MAX_NB PYRT_GEMM_MAX_NB
@@ -384,16 +385,22 @@ static void gemm_min_terms(int64_t nb, const float *wm, int64_t n_r, const float
                      const void *a, int64_t a_row, int64_t n_tok, float *y, int64_t ldy) {      \
         const int64_t nb = n / 32;                                                                \
         int64_t r_first = 0;                                                                      \
-        if (n_tok == 1) {       /* generation: stream the rows once */                           \
-            float ga[MAX_NB], gs[HAS_MIN ? MAX_NB : 1];                                           \
-            (void)gs;                                                                             \
-            const AT *ab = (const AT *)a;                                                         \
-            for (int64_t b = 0; b < nb; b++) {                                                    \
-                ga[b] = f16(ab[b].d);                                                             \
-                if (HAS_MIN) gs[b] = f16(SUM_OF(&ab[b]));                                         \
+        if (n_tok <= GEMV_TOK) { /* generation, few tokens: stream the rows once */             \
+            float gat[GEMV_TOK][MAX_NB], gst[GEMV_TOK][HAS_MIN ? MAX_NB : 1];                     \
+            for (int64_t t = 0; t < n_tok; t++) {                                                 \
+                const AT *ab = (const AT *)((const char *)a + t * a_row);                         \
+                for (int64_t b = 0; b < nb; b++) {                                                \
+                    gat[t][b] = f16(ab[b].d);                                                     \
+                    if (HAS_MIN) gst[t][b] = f16(SUM_OF(&ab[b]));                                 \
+                }                                                                                 \
             }                                                                                     \
-            const int64_t t0 = 0, rs = n_rows / NG;   /* NG rows rs apart (GEMV_STREAMS) */      \
-            for (int64_t r0 = 0; r0 < rs; r0++) GEMV(WT, AT, GWLOAD, GARG, HAS_MIN, NG);            \
+            const int64_t rs = n_rows / NG;   /* NG rows rs apart (GEMV_STREAMS) */               \
+            for (int64_t r0 = 0; r0 < rs; r0++)                                                   \
+                for (int64_t t0 = 0; t0 < n_tok; t0++) { /* the row group stays in L1 */           \
+                    const float *ga = gat[t0], *gs = gst[t0];                                     \
+                    (void)gs;                                                                     \
+                    GEMV(WT, AT, GWLOAD, GARG, HAS_MIN, NG);                                      \
+                }                                                                                 \
             if (rs * NG == n_rows) return;                                                        \
             r_first = rs * NG;                                                                    \
         }                                                                                         \

@@ -25,6 +25,7 @@
 #define RP 4           /* row pairs per tile  */
 #define RN 4           /* tokens per tile     */
 #define GV 4           /* row pairs per tile when there is a single token */
+#define GEMV_TOK 8     /* batches of up to this many tokens take the GEMV tiles */
 #define PANEL_P 8      /* row pairs per row panel  */
 #define PANEL_T 64     /* tokens per token panel   */
 
@@ -229,7 +230,7 @@ static inline void store_ipair(float *y0, int both, __m512 v, const float *m) {
         float sm[8];                                                                               \
         _mm256_storeu_ps(sm, summs);                                                               \
         for (int p = 0; p < GV; p++) {                                                             \
-            float *y0 = &y[r0 + 2 * p * rs], *y1 = y0 + rs;                                       \
+            float *y0 = &yg[r0 + 2 * p * rs], *y1 = y0 + rs;                                      \
             store_pair(y0, y1, acc[p]);                                                            \
             if (HAS_MIN) { *y0 += sm[2 * p]; *y1 += sm[2 * p + 1]; }                              \
         }                                                                                          \
@@ -240,10 +241,14 @@ static inline void store_ipair(float *y0, int both, __m512 v, const float *m) {
                      const void *a, int64_t a_row, int64_t n_tok, float *y, int64_t ldy) {       \
         const int64_t nb = n / 32;                                                                 \
         int64_t r_first = 0;                                                                       \
-        if (GEMV1 && n_tok == 1) { /* generation: 8 rows rs apart (GEMV_STREAMS) */          \
-            const AT *ar = (const AT *)a;                                                          \
+        if (GEMV1 && n_tok <= GEMV_TOK) { /* generation: 8 rows rs apart (GEMV_STREAMS) */   \
             const int64_t rs = n_rows / (2 * GV);                                                  \
-            for (int64_t r0 = 0; r0 < rs; r0++) GEMV8(WT, AT, UNPACK, OFF, HAS_MIN);              \
+            for (int64_t r0 = 0; r0 < rs; r0++)                                                    \
+                for (int64_t t = 0; t < n_tok; t++) { /* the row group stays in L1 */              \
+                    const AT *ar = (const AT *)((const char *)a + t * a_row);                      \
+                    float *yg = y + t * ldy;                                                       \
+                    GEMV8(WT, AT, UNPACK, OFF, HAS_MIN);                                           \
+                }                                                                                  \
             r_first = rs * 2 * GV;                                                                 \
             if (r_first == n_rows) return;                                                         \
         }                                                                                          \
@@ -497,7 +502,7 @@ static pyrt_gemm_fn g_gemv_q4_0_r8, g_gemv_q4_1;
 
 static void gemm512_q4_1_or_gemv(int64_t n, const void *w, int64_t w_row, int64_t n_rows,
                                  const void *a, int64_t a_row, int64_t n_tok, float *y, int64_t ldy) {
-    (n_tok == 1 ? g_gemv_q4_1 : gemm512_q4_1)(n, w, w_row, n_rows, a, a_row, n_tok, y, ldy);
+    (n_tok <= GEMV_TOK ? g_gemv_q4_1 : gemm512_q4_1)(n, w, w_row, n_rows, a, a_row, n_tok, y, ldy);
 }
 
 static void gemm512_q4_0_r8(int64_t n, const void *w, int64_t w_row, int64_t n_rows,
