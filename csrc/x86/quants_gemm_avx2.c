@@ -35,7 +35,8 @@
 #define RM 2           /* rows per tile   */
 #define RN 4           /* tokens per tile (GEMM_TILE forms 4 scale products at once) */
 #define GV 8           /* rows per tile when there is a single token (generation) */
-#define GEMV_TOK 8     /* batches of up to this many tokens take the GEMV tiles */
+#define GEMV_TOK 3     /* batches of up to this many tokens take the GEMV tiles, every token
+                        * over a row group while it is in L1; larger ones the panel tiles */
 #define PANEL_R 16     /* rows whose scales are cached per panel  */
 #define PANEL_T 64     /* tokens whose scales are cached per panel */
 #define MAX_NB PYRT_GEMM_MAX_NB
@@ -202,6 +203,7 @@ static inline __m128 load2(const float *p) { return _mm_castsi128_ps(_mm_loadl_e
         const __m256i *ubp = ub + (r0 - rb), *aqp = aq + (t0 - tb), *cbp = cb + (t0 - tb);        \
         const float *scp = sc;                                                                    \
         for (int64_t b = 0; b < nb; b++, ubp += pr, aqp += pq, cbp += pq, scp += RM * RN) {       \
+            if (pf < pf_end) { _mm_prefetch(pf, _MM_HINT_T0); pf += pf_step; }                    \
             __m256i u[RM], uabs[RM];                                                              \
             for (int i = 0; i < rm; i++) {                                                        \
                 u[i] = _mm256_load_si256(ubp + i);                                                \
@@ -441,6 +443,12 @@ static void gemm_min_terms(int64_t nb, const float *wm, int64_t n_r, const float
                     }                                                                             \
                 }                                                                                 \
                 if (HAS_MIN) gemm_min_terms(nb, wm, re - rb, asT, pt, te - tb, mo, pr);           \
+                /* the next panel's rows (adjacent in memory) are prefetched a line at a time   \
+                 * through the tiles' block loops, so the weights stream in while these run */  \
+                const char *pf = (const char *)w + re * w_row;                                    \
+                const char *pf_end = (const char *)w + (re + pr < n_rows ? re + pr : n_rows) * w_row; \
+                const int64_t n_iter = nb * ((re - rb + RM - 1) / RM) * ((te - tb) / RN + (te - tb) % RN); \
+                const int64_t pf_step = pf < pf_end ? (((pf_end - pf) / n_iter) | 63) + 1 : 64; \
                 /* token tiles outer: the row panel's blocks stay in L1 */                       \
                 int64_t t0 = tb;                                                                  \
                 for (; t0 + RN <= te; t0 += RN) {                                                 \
