@@ -30,7 +30,7 @@
  * tiles below, which unpack a row panel once for all tokens (cheaper per
  * token from 4 tokens on, measured on a Xeon with AVX-512 VNNI) and
  * prefetch the next panel while they run. */
-#define GEMV_TOK 3
+#define GEMV_TOK 4
 #define PANEL_P 8      /* row pairs per row panel  */
 #define PANEL_T 64     /* tokens per token panel   */
 
@@ -289,6 +289,7 @@ static inline __m512 dm16(const void *const p[8]) {
             const int64_t rs = n_rows / (2 * GV);                                                  \
             for (int64_t r0 = 0; r0 < rs; r0++)                                                    \
                 switch (n_tok) {   /* one pass over the rows for all the tokens */            \
+                case 4: { const int64_t t0 = 0; GEMV8(WT, AT, UNPACK, OFF, HAS_MIN, 4); break; }   \
                 case 3: { const int64_t t0 = 0; GEMV8(WT, AT, UNPACK, OFF, HAS_MIN, 3); break; }   \
                 case 2: { const int64_t t0 = 0; GEMV8(WT, AT, UNPACK, OFF, HAS_MIN, 2); break; }   \
                 default: { const int64_t t0 = 0; GEMV8(WT, AT, UNPACK, OFF, HAS_MIN, 1); break; }  \
