@@ -567,49 +567,91 @@ static inline __m256i lane_totals8(const __m256i v[8]) {
     return _mm256_add_epi32(_mm256_permute2x128_si256(q0, q1, 0x20), _mm256_permute2x128_si256(q0, q1, 0x31));
 }
 
+/* lanes_q4_K for NT activation blocks against one weight block, its codes
+ * unpacked once (exact integers: lanes_q4_K's values) */
+static inline __attribute__((always_inline)) void lanes_q4_K_nt(const block_q4_K *x, const block_q8_K *const y[],
+                                                                __m128i sm, const int NT, __m256i out[]) {
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    const __m256i sm2 = _mm256_broadcastsi128_si256(sm);
+    for (int j = 0; j < NT; j++) out[j] = _mm256_setzero_si256();
+    for (int k = 0; k < 4; k++) {
+        const __m256i bits = load32(x->qs + 32 * k);
+        const __m256i lo = _mm256_and_si256(bits, m4), hi = _mm256_and_si256(_mm256_srli_epi16(bits, 4), m4);
+        const __m256i s_lo = SCALE_J(sm2, 2 * k), s_hi = SCALE_J(sm2, 2 * k + 1);
+        for (int j = 0; j < NT; j++) {
+            out[j] = mac(out[j], lo, load32(y[j]->qs + 64 * k), s_lo);
+            out[j] = mac(out[j], hi, load32(y[j]->qs + 64 * k + 32), s_hi);
+        }
+    }
+}
+
+/* NT tokens over one row group (8 rows rs apart): each row's block unpacked
+ * once for all of them, then per token the exact S1/S2 and the rep8 chains */
+static inline __attribute__((always_inline)) void gemv_r8_q4_K_group(int64_t nsb, const block_q4_K *const xr[GV],
+                                                                     const block_q8_K *const yt[], const int NT,
+                                                                     float *yo, int64_t ldy, int64_t g, int64_t rs) {
+    __m256 acc[4], acc_m[4];
+    for (int j = 0; j < NT; j++) acc[j] = acc_m[j] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nsb; b++) {
+        const block_q8_K *q[4];
+        __m256i bp[4];
+        for (int j = 0; j < NT; j++) {
+            q[j] = &yt[j][b];
+            const __m256i bs = load32(q[j]->bsums);
+            /* bsums pair sums [bs0+bs1, bs2+bs3, ...] in both halves (mins_bsums_k4's) */
+            bp[j] = _mm256_broadcastsi128_si256(_mm_hadd_epi16(_mm256_castsi256_si128(bs), _mm256_extracti128_si256(bs, 1)));
+        }
+        __m256i s1[4][GV];
+        __m128i mn[GV];
+        uint32_t dd[GV];
+        for (int i = 0; i < GV; i++) {
+            const block_q4_K *x = &xr[i][b];
+            const __m128i sm = scales_mins_k4v(x->scales);
+            __m256i l[4];
+            lanes_q4_K_nt(x, q, sm, NT, l);
+            for (int j = 0; j < NT; j++) s1[j][i] = l[j];
+            mn[i] = _mm_cvtepu8_epi16(_mm_srli_si128(sm, 8));
+            memcpy(&dd[i], &x->d, 4);            /* d | dmin << 16 */
+        }
+        const __m256i dv = _mm256_loadu_si256((const __m256i *)dd);
+        /* [d0..d3 dm0..dm3 | d4..d7 dm4..dm7] -> [d0..d7 | dm0..dm7] */
+        const __m256i pk = _mm256_permute4x64_epi64(
+            _mm256_packus_epi32(_mm256_and_si256(dv, _mm256_set1_epi32(0xFFFF)), _mm256_srli_epi32(dv, 16)), 0xD8);
+        const __m256 dw = _mm256_cvtph_ps(_mm256_castsi256_si128(pk));
+        const __m256 dm = _mm256_cvtph_ps(_mm256_extracti128_si256(pk, 1));
+        for (int j = 0; j < NT; j++) {
+            /* S2: rows i and i+4 in the halves of one vpmaddwd, then hadds to row order */
+            __m256i m[4];
+            for (int i = 0; i < 4; i++) m[i] = _mm256_madd_epi16(_mm256_set_m128i(mn[i + 4], mn[i]), bp[j]);
+            const __m256i s2 = _mm256_hadd_epi32(_mm256_hadd_epi32(m[0], m[1]), _mm256_hadd_epi32(m[2], m[3]));
+            const __m256 da = _mm256_set1_ps(q[j]->d);
+            acc[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(lane_totals8(s1[j])), _mm256_mul_ps(dw, da), acc[j]);
+            acc_m[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s2), _mm256_mul_ps(dm, da), acc_m[j]);
+        }
+    }
+    for (int j = 0; j < NT; j++) {
+        float out[GV];
+        _mm256_storeu_ps(out, _mm256_sub_ps(acc[j], acc_m[j]));
+        for (int i = 0; i < GV; i++) yo[j * ldy + g + i * rs] = out[i];
+    }
+}
+
 static void gemv_r8_q4_K(int64_t n, const void *w, int64_t w_row, int64_t n_rows,
                          const void *a, int64_t a_row, int64_t n_tok, float *yo, int64_t ldy) {
     const int64_t nsb = n / QK_K, rs = n_rows / GV;
     for (int64_t g = 0; g < rs; g++) {
         const block_q4_K *xr[GV];
         for (int i = 0; i < GV; i++) xr[i] = (const block_q4_K *)((const char *)w + (g + i * rs) * w_row);
-        for (int64_t t = 0; t < n_tok; t++) {   /* the row group stays in L1 */
-            const block_q8_K *y = (const block_q8_K *)((const char *)a + t * a_row);
-            float *yt = yo + t * ldy;
-            __m256 acc = _mm256_setzero_ps(), acc_m = _mm256_setzero_ps();
-            for (int64_t b = 0; b < nsb; b++) {
-                const block_q8_K *q = &y[b];
-                const __m256i bs = load32(q->bsums);
-                /* bsums pair sums [bs0+bs1, bs2+bs3, ...] in both halves (mins_bsums_k4's) */
-                const __m256i bp = _mm256_broadcastsi128_si256(
-                    _mm_hadd_epi16(_mm256_castsi256_si128(bs), _mm256_extracti128_si256(bs, 1)));
-                __m256i s1[GV];
-                __m128i mn[GV];
-                uint32_t dd[GV];
-                for (int i = 0; i < GV; i++) {
-                    const block_q4_K *x = &xr[i][b];
-                    const __m128i sm = scales_mins_k4v(x->scales);
-                    s1[i] = lanes_q4_K(x, q, sm);
-                    mn[i] = _mm_cvtepu8_epi16(_mm_srli_si128(sm, 8));
-                    memcpy(&dd[i], &x->d, 4);            /* d | dmin << 16 */
-                }
-                /* S2: rows i and i+4 in the halves of one vpmaddwd, then hadds to row order */
-                __m256i m[4];
-                for (int i = 0; i < 4; i++) m[i] = _mm256_madd_epi16(_mm256_set_m128i(mn[i + 4], mn[i]), bp);
-                const __m256i s2 = _mm256_hadd_epi32(_mm256_hadd_epi32(m[0], m[1]), _mm256_hadd_epi32(m[2], m[3]));
-                const __m256i dv = _mm256_loadu_si256((const __m256i *)dd);
-                /* [d0..d3 dm0..dm3 | d4..d7 dm4..dm7] -> [d0..d7 | dm0..dm7] */
-                const __m256i pk = _mm256_permute4x64_epi64(
-                    _mm256_packus_epi32(_mm256_and_si256(dv, _mm256_set1_epi32(0xFFFF)), _mm256_srli_epi32(dv, 16)), 0xD8);
-                const __m256 da = _mm256_set1_ps(q->d);
-                const __m256 dw = _mm256_cvtph_ps(_mm256_castsi256_si128(pk));
-                const __m256 dm = _mm256_cvtph_ps(_mm256_extracti128_si256(pk, 1));
-                acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(lane_totals8(s1)), _mm256_mul_ps(dw, da), acc);
-                acc_m = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s2), _mm256_mul_ps(dm, da), acc_m);
-            }
-            float out[GV];
-            _mm256_storeu_ps(out, _mm256_sub_ps(acc, acc_m));
-            for (int i = 0; i < GV; i++) yt[g + i * rs] = out[i];
+        for (int64_t t0 = 0; t0 < n_tok;) {   /* up to 4 tokens a pass; later passes find the rows in L1 */
+            const int nt = n_tok - t0 >= 4 ? 4 : (int)(n_tok - t0);
+            const block_q8_K *yt[4];
+            for (int j = 0; j < nt; j++) yt[j] = (const block_q8_K *)((const char *)a + (t0 + j) * a_row);
+            float *y0 = yo + t0 * ldy;
+            if (nt == 4) gemv_r8_q4_K_group(nsb, xr, yt, 4, y0, ldy, g, rs);
+            else if (nt == 3) gemv_r8_q4_K_group(nsb, xr, yt, 3, y0, ldy, g, rs);
+            else if (nt == 2) gemv_r8_q4_K_group(nsb, xr, yt, 2, y0, ldy, g, rs);
+            else gemv_r8_q4_K_group(nsb, xr, yt, 1, y0, ldy, g, rs);
+            t0 += nt;
         }
     }
     for (int64_t t = 0; t < n_tok; t++)
