@@ -12,7 +12,10 @@
  *     d_w*d_a products formed once, then RM x RN tiles whose inner loop is
  *     one integer dot, one conversion and one FMA per (row, token, block);
  *   - generation (one token): GV rows per pass streaming the weights once,
- *     with software prefetch.
+ *     with software prefetch; 2..GEMV_TOK tokens (a per-token verification
+ *     batch, several sequences' decode steps): 4 rows per pass, each block
+ *     unpacked once for all the tokens (GEMV_PAIRS_NT / GEMV_TILE_NT); more
+ *     tokens: the panels, the next one prefetched while the tiles run.
  *
  * The _r8 / _l8 variants reproduce llama.cpp's repacked Q4_0 order instead
  * (exact integer block sum, then one scalar-equivalent FMA per block), for

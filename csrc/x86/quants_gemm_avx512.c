@@ -14,7 +14,11 @@
  * w + 16, q8_0: w ^ 0x80 = w + 128) and the accumulator starts at
  * -offset * (sum of the lane's four activation bytes): each int32 lane ends
  * up holding exactly sum(w * a) over its four bytes, the integer ggml's
- * sign-trick vpmaddubsw + vpmaddwd produces. */
+ * sign-trick vpmaddubsw + vpmaddwd produces.
+ *
+ * Up to GEMV_TOK tokens take the generation tiles (GEMV8: 8 rows far apart,
+ * each block unpacked once for every token); Q4_1 with one token takes the
+ * AVX2 tile instead (see gemm512_q4_1_or_gemv). */
 #if defined(__x86_64__)
 #include <immintrin.h>
 #include <math.h>
