@@ -633,13 +633,13 @@ static inline __m256i dot_pair(__m256i wlo, __m256i whi, const act_r8 *a) {
  * acc = fma(float(total), d_w * d_a, acc), the repacked order's scalar op. */
 static inline __attribute__((always_inline)) void tile_q4_0_r8(int64_t nb, const block_q4_0 *const wr[8],
                                                                const block_q8_0 *const at[], const int NT,
-                                                               float *y, int64_t ldy, int nr, int nt) {
+                                                               float *y, int64_t ldy, int nr, int nt, int stream) {
     __m256 acc[4];
     for (int j = 0; j < NT; j++) acc[j] = _mm256_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
         __m256i wlo[4], whi[4];
         for (int p = 0; p < 4; p++) {
-            if (NT == 1) {      /* generation streams the weights once */
+            if (stream) {       /* generation streams the weights once */
                 _mm_prefetch((const char *)&wr[p][b] + PF_DIST, _MM_HINT_T0);
                 _mm_prefetch((const char *)&wr[p + 4][b] + PF_DIST, _MM_HINT_T0);
             }
@@ -782,20 +782,22 @@ static void GEMM_FN(gemm_q4_0_l8)(int64_t n, const void *w, int64_t w_row, int64
 static void GEMM_FN(gemm_q4_0_r8)(int64_t n, const void *w, int64_t w_row, int64_t n_rows,
                          const void *a, int64_t a_row, int64_t n_tok, float *y, int64_t ldy) {
     const int64_t nb = n / 32;
-    if (n_tok > 1 && nb <= L8_MAX_NB) {
+    if (n_tok > 2 && nb <= L8_MAX_NB) {   /* the lane tiles are cheaper per token from 3 on */
         GEMM_FN(gemm_q4_0_l8)(n, w, w_row, n_rows, a, a_row, n_tok, y, ldy);
         return;
     }
     int64_t r_first = 0;
-    if (n_tok == 1) {   /* generation: 8 rows rs apart at a time (GEMV_STREAMS) */
+    if (n_tok <= 2) {   /* generation, 2 tokens: 8 rows rs apart at a time (GEMV_STREAMS) */
         const int64_t rs = n_rows / 8;
-        const block_q8_0 *at[1] = { (const block_q8_0 *)a };
+        const block_q8_0 *at[2] = { (const block_q8_0 *)a, (const block_q8_0 *)((const char *)a + a_row) };
         for (int64_t g = 0; g < rs; g++) {
             const block_q4_0 *wr[8];
             for (int i = 0; i < 8; i++) wr[i] = (const block_q4_0 *)((const char *)w + (g + i * rs) * w_row);
-            float out[8];
-            tile_q4_0_r8(nb, wr, at, 1, out, 8, 8, 1);
-            for (int i = 0; i < 8; i++) y[g + i * rs] = out[i];
+            float out[2][8];
+            if (n_tok == 2) tile_q4_0_r8(nb, wr, at, 2, out[0], 8, 8, 2, 1);
+            else tile_q4_0_r8(nb, wr, at, 1, out[0], 8, 8, 1, 1);
+            for (int j = 0; j < n_tok; j++)
+                for (int i = 0; i < 8; i++) y[j * ldy + g + i * rs] = out[j][i];
         }
         r_first = 8 * rs;
     }
@@ -811,9 +813,9 @@ static void GEMM_FN(gemm_q4_0_r8)(int64_t n, const void *w, int64_t w_row, int64
             const block_q8_0 *at[4];
             for (int j = 0; j < NT; j++) at[j] = (const block_q8_0 *)((const char *)a + (t0 + j) * a_row);
             float *yt = y + t0 * ldy + r0;
-            if (NT == 4) tile_q4_0_r8(nb, wr, at, 4, yt, ldy, nr, 4);
-            else if (NT == 2) tile_q4_0_r8(nb, wr, at, 2, yt, ldy, nr, 2);
-            else tile_q4_0_r8(nb, wr, at, 1, yt, ldy, nr, 1);
+            if (NT == 4) tile_q4_0_r8(nb, wr, at, 4, yt, ldy, nr, 4, 0);
+            else if (NT == 2) tile_q4_0_r8(nb, wr, at, 2, yt, ldy, nr, 2, 0);
+            else tile_q4_0_r8(nb, wr, at, 1, yt, ldy, nr, 1, 0);
             t0 += NT;
         }
     }

@@ -562,7 +562,7 @@ static void gemm512_q4_1_or_gemv(int64_t n, const void *w, int64_t w_row, int64_
 static void gemm512_q4_0_r8(int64_t n, const void *w, int64_t w_row, int64_t n_rows,
                             const void *a, int64_t a_row, int64_t n_tok, float *y, int64_t ldy) {
     const int64_t nb = n / 32;
-    if (n_tok == 1) {
+    if (n_tok <= 2) {   /* the AVX2 GEMV streams: 8 rows far apart, both tokens in one pass */
         g_gemv_q4_0_r8(n, w, w_row, n_rows, a, a_row, n_tok, y, ldy);
         return;
     }
