@@ -30,7 +30,10 @@ typedef void  (*pyrt_gemm_fn)(int64_t n, const void *w, int64_t w_row_bytes, int
  * output matrix: 680 bytes a row) interleaved block by block defeat the
  * hardware prefetcher on some hosts: measured on an EPYC VM, 8 such streams
  * read 9-13 GB/s against 30-32 GB/s for 8 streams far apart (one thread);
- * Q8_0 GEMV 262144 x 640, 2 threads, 9.3 -> 5.6 ms. Same arithmetic per row. */
+ * Q8_0 GEMV 262144 x 640, 2 threads, 9.3 -> 5.6 ms. Same arithmetic per row.
+ * A few tokens (core/matmul.c MM_FEW_TOK) get the same whole row range; the
+ * x86 GEMV tiles then unpack each block once for up to 4 tokens, every
+ * token's result exactly its one-token one. */
 
 /* One query head attending to cached positions [first, last] (causal), or a
  * group of queries that share one kv head (n_tok > 1 or n_head > 1): query

@@ -93,6 +93,10 @@ int pyrt_vec_dot(int32_t variant, int32_t wtype, int64_t n, const void *w, const
  * x of shape (n_tok, cols) f32; activations quantized like the model does. */
 int pyrt_matmul(int32_t variant, int32_t wtype, const void *w, int64_t rows, int64_t cols,
                 const float *x, int64_t n_tok, float *y, int32_t n_threads);
+/* The same in the arithmetic of an n_shape-token batch (pyrt_ctx_set_numerics:
+ * 0 = its own size, -1 = PYRT_NUMERICS_PER_TOKEN, every token as if alone). */
+int pyrt_matmul_shape(int32_t variant, int32_t wtype, const void *w, int64_t rows, int64_t cols,
+                      const float *x, int64_t n_tok, int32_t n_shape, float *y, int32_t n_threads);
 
 /* ---- model ---------------------------------------------------------------- */
 enum {

@@ -13,6 +13,13 @@
  * larger calls amortize that: +4 % on Q5_0/Q8_0 over 32-row calls) */
 #define MM_GEMM_ROWS 128
 #define MM_GEMM_TOKS 64
+/* Up to this many tokens a tiled kernel gets the thread's whole row range in
+ * one call, as a single token does: the x86 32-block and K-quant kernels then
+ * run their GEMV tiles (rows far apart, GEMV_STREAMS in kernels.h) for every
+ * token while a row group is in L1, so the weights stream from memory once
+ * for the batch (PYRT_NUMERICS_PER_TOKEN verification, several sequences'
+ * decode tokens), each token with its single-token arithmetic. */
+#define MM_FEW_TOK 8
 
 int64_t mm_act_bytes_bound(int64_t cols) { return cols * (int64_t)sizeof(float); }
 
@@ -82,9 +89,9 @@ void mm_group(const pyrt_kernels *k, pyrt_pool *pool, int ith, int nth,
             n_g = n_tok;
         }
         if (g && n_g > 0) {
-            /* one token: the thread's whole row range in one call, so the
+            /* few tokens: the thread's whole row range in one call, so the
              * kernels' row streams are long (GEMV_STREAMS in kernels.h) */
-            const int64_t step = n_g == 1 ? r1 - r0 : MM_GEMM_ROWS;
+            const int64_t step = n_g <= MM_FEW_TOK ? r1 - r0 : MM_GEMM_ROWS;
             for (int64_t rt = r0; rt < r1; rt += step) {
                 const int64_t nr = rt + step < r1 ? step : r1 - rt;
                 for (int64_t t0 = 0; t0 < n_g; t0 += MM_GEMM_TOKS) {
@@ -128,20 +135,27 @@ typedef struct {
     const pyrt_kernels *k;
     pyrt_pool *pool;
     const float *x;
-    int64_t n_tok;
+    int64_t n_tok, n_shape;
     mm_task task;
     void *qbuf[2];
 } mm_job;
 
 static void mm_job_fn(void *arg, int ith, int nth) {
     mm_job *j = arg;
-    mm_group(j->k, j->pool, ith, nth, j->x, j->task.w->cols, j->n_tok, 0, &j->task, 1, j->qbuf);
+    mm_group(j->k, j->pool, ith, nth, j->x, j->task.w->cols, j->n_tok, j->n_shape, &j->task, 1, j->qbuf);
 }
 
 int pyrt_matmul(int32_t variant, int32_t wtype, const void *w, int64_t rows, int64_t cols,
                 const float *x, int64_t n_tok, float *y, int32_t n_threads) {
+    return pyrt_matmul_shape(variant, wtype, w, rows, cols, x, n_tok, 0, y, n_threads);
+}
+
+int pyrt_matmul_shape(int32_t variant, int32_t wtype, const void *w, int64_t rows, int64_t cols,
+                      const float *x, int64_t n_tok, int32_t n_shape, float *y, int32_t n_threads) {
     if (!w || !x || !y || rows <= 0 || cols <= 0 || n_tok <= 0)
         return pyrt_set_error(PYRT_ERR_INVALID_ARG, "pyrt_matmul: bad pointer or size");
+    if (n_shape < PYRT_NUMERICS_PER_TOKEN)
+        return pyrt_set_error(PYRT_ERR_INVALID_ARG, "pyrt_matmul: n_shape %d (0, -1 or a batch size)", (int)n_shape);
     if (wtype < 0 || wtype >= PYRT_TYPE_COUNT || pyrt_type_block_size(wtype) == 0)
         return pyrt_set_error(PYRT_ERR_UNSUPPORTED, "pyrt_matmul: unknown type %d", (int)wtype);
     const pyrt_kernels *k = variant == PYRT_KERNELS_AUTO ? pyrt_kernels_current() : pyrt_kernels_get(variant);
@@ -154,7 +168,7 @@ int pyrt_matmul(int32_t variant, int32_t wtype, const void *w, int64_t rows, int
     if (n_threads <= 0) n_threads = pool_default_threads();
 
     pyrt_weight wt = { w, wtype, cols, rows, cols / pyrt_type_block_size(wtype) * pyrt_type_block_bytes(wtype) };
-    mm_job j = { k, NULL, x, n_tok, { &wt, y, rows }, { NULL, NULL } };
+    mm_job j = { k, NULL, x, n_tok, n_shape, { &wt, y, rows }, { NULL, NULL } };
     const size_t qb = (size_t)(n_tok * mm_act_bytes_bound(cols));
     j.qbuf[0] = malloc(qb);
     j.qbuf[1] = malloc(qb);

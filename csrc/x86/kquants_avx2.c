@@ -206,6 +206,40 @@ static inline __m256i lanes_q6_K(const block_q6_K *x, const block_q8_K *y) {
     return _mm256_sub_epi32(sumi, offs);
 }
 
+/* lanes_q6_K for NT activation blocks y[j] against one weight block: the
+ * codes and scale selections built once, each token's lanes as lanes_q6_K
+ * forms them (exact integers, the same values) */
+static inline __attribute__((always_inline)) void lanes_q6_K_nt(const block_q6_K *x, const block_q8_K *const y[],
+                                                                const int NT, __m256i out[]) {
+    const __m256i m15 = _mm256_set1_epi8(15), m3 = _mm256_set1_epi8(3);
+    const __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)x->scales));
+    for (int j = 0; j < NT; j++) out[j] = _mm256_setzero_si256();
+    for (int h = 0; h < 2; h++) {
+        const __m256i l0 = load32(x->ql + 64 * h), l1 = load32(x->ql + 64 * h + 32);
+        const __m256i hb = load32(x->qh + 32 * h);
+        const __m256i q[4] = {
+            _mm256_or_si256(_mm256_and_si256(l0, m15), _mm256_slli_epi16(_mm256_and_si256(hb, m3), 4)),
+            _mm256_or_si256(_mm256_and_si256(l1, m15),
+                            _mm256_slli_epi16(_mm256_and_si256(hb, _mm256_set1_epi8(12)), 2)),
+            _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m15),
+                            _mm256_and_si256(hb, _mm256_set1_epi8(48))),
+            _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m15),
+                            _mm256_srli_epi16(_mm256_and_si256(hb, _mm256_set1_epi8((char)0xC0)), 2)),
+        };
+        const __m256i sh = h ? _mm256_permute2x128_si256(sc16, sc16, 0x11) : _mm256_permute2x128_si256(sc16, sc16, 0x00);
+        for (int g = 0; g < 4; g++) {
+            const __m256i sel = _mm256_setr_epi8(4 * g, 4 * g + 1, 4 * g, 4 * g + 1, 4 * g, 4 * g + 1, 4 * g, 4 * g + 1,
+                                                 4 * g, 4 * g + 1, 4 * g, 4 * g + 1, 4 * g, 4 * g + 1, 4 * g, 4 * g + 1,
+                                                 4 * g + 2, 4 * g + 3, 4 * g + 2, 4 * g + 3, 4 * g + 2, 4 * g + 3, 4 * g + 2, 4 * g + 3,
+                                                 4 * g + 2, 4 * g + 3, 4 * g + 2, 4 * g + 3, 4 * g + 2, 4 * g + 3, 4 * g + 2, 4 * g + 3);
+            const __m256i scg = _mm256_shuffle_epi8(sh, sel);
+            for (int j = 0; j < NT; j++) out[j] = mac(out[j], q[g], load32(y[j]->qs + 128 * h + 32 * g), scg);
+        }
+    }
+    for (int j = 0; j < NT; j++)
+        out[j] = _mm256_sub_epi32(out[j], _mm256_slli_epi32(_mm256_madd_epi16(load32(y[j]->bsums), sc16), 5));
+}
+
 /* ======================================================================== */
 /* vec_dot: llama.cpp's quants.c order                                       */
 /* ======================================================================== */
@@ -414,7 +448,8 @@ static void rep8_q4_K(int64_t n, float *s, const void *w, const void *a) {
  * GV rows rs = n_rows / GV apart (g, g + rs, ...) block by block, each row
  * with exactly the float sequence of its row kernel above (same integers,
  * same fmas in the same order, same final reduction); the last n_rows % GV
- * rows go through the row kernels. Several tokens: one pass per token. */
+ * rows go through the row kernels. Several tokens: every token's pass over a
+ * row group while the group is in L1, so the weights stream in once. */
 #define GV 8
 
 /* vec_dot order (dot_q4_K/q5_K/q6_K): 8 float lanes per row, hsum8 at the end */
@@ -422,28 +457,68 @@ static void rep8_q4_K(int64_t n, float *s, const void *w, const void *a) {
     static void NAME(int64_t n, const void *w, int64_t w_row, int64_t n_rows,                      \
                      const void *a, int64_t a_row, int64_t n_tok, float *yo, int64_t ldy) {        \
         const int64_t nsb = n / QK_K, rs = n_rows / GV;                                             \
-        for (int64_t t = 0; t < n_tok; t++) {                                                       \
-            const block_q8_K *y = (const block_q8_K *)((const char *)a + t * a_row);                \
-            float *yt = yo + t * ldy;                                                               \
-            for (int64_t g = 0; g < rs; g++) {                                                      \
-                const BT *xr[GV];                                                                   \
-                for (int i = 0; i < GV; i++) xr[i] = (const BT *)((const char *)w + (g + i * rs) * w_row); \
+        for (int64_t g = 0; g < rs; g++) {                                                          \
+            const BT *xr[GV];                                                                       \
+            for (int i = 0; i < GV; i++) xr[i] = (const BT *)((const char *)w + (g + i * rs) * w_row); \
+            for (int64_t t = 0; t < n_tok; t++) {  /* the row group stays in L1 */                  \
+                const block_q8_K *y = (const block_q8_K *)((const char *)a + t * a_row);            \
+                float *yt = yo + t * ldy;                                                           \
                 __VA_ARGS__                                                                         \
             }                                                                                       \
-            for (int64_t r = GV * rs; r < n_rows; r++) DOT(n, &yt[r], (const char *)w + r * w_row, y); \
         }                                                                                           \
+        for (int64_t t = 0; t < n_tok; t++)                                                         \
+            for (int64_t r = GV * rs; r < n_rows; r++)                                              \
+                DOT(n, &yo[t * ldy + r], (const char *)w + r * w_row, (const char *)a + t * a_row); \
     }
 
-GEMV_VEC_DOT(gemv_q6_K, block_q6_K, dot_q6_K, {
-    __m256 acc[GV];
-    for (int i = 0; i < GV; i++) acc[i] = _mm256_setzero_ps();
-    for (int64_t b = 0; b < nsb; b++)
+/* Q6_K: up to 4 tokens per pass over a row group, each block's codes
+ * unpacked once for them (lanes_q6_K_nt); per (row, token) dot_q6_K's float
+ * steps. The accumulators live in memory when they outgrow the registers:
+ * next to the integer work per block that costs little. */
+static inline __attribute__((always_inline)) void gemv_q6_K_group(int64_t nsb, const block_q6_K *const xr[GV],
+                                                                  const block_q8_K *const yt[], const int NT,
+                                                                  float *yo, int64_t ldy, int64_t g, int64_t rs) {
+    __m256 acc[4][GV];
+    for (int j = 0; j < NT; j++)
+        for (int i = 0; i < GV; i++) acc[j][i] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nsb; b++) {
+        const block_q8_K *yb[4];
+        for (int j = 0; j < NT; j++) yb[j] = &yt[j][b];
         for (int i = 0; i < GV; i++) {
-            const float d = y[b].d * fp16_1(xr[i][b].d);
-            acc[i] = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(lanes_q6_K(&xr[i][b], &y[b])), acc[i]);
+            __m256i l[4];
+            lanes_q6_K_nt(&xr[i][b], yb, NT, l);
+            for (int j = 0; j < NT; j++) {
+                const float d = yb[j]->d * fp16_1(xr[i][b].d);
+                acc[j][i] = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(l[j]), acc[j][i]);
+            }
         }
-    for (int i = 0; i < GV; i++) yt[g + i * rs] = hsum8(acc[i]);
-})
+    }
+    for (int j = 0; j < NT; j++)
+        for (int i = 0; i < GV; i++) yo[j * ldy + g + i * rs] = hsum8(acc[j][i]);
+}
+
+static void gemv_q6_K(int64_t n, const void *w, int64_t w_row, int64_t n_rows,
+                      const void *a, int64_t a_row, int64_t n_tok, float *yo, int64_t ldy) {
+    const int64_t nsb = n / QK_K, rs = n_rows / GV;
+    for (int64_t g = 0; g < rs; g++) {
+        const block_q6_K *xr[GV];
+        for (int i = 0; i < GV; i++) xr[i] = (const block_q6_K *)((const char *)w + (g + i * rs) * w_row);
+        for (int64_t t0 = 0; t0 < n_tok;) {   /* later passes find the row group in L1 */
+            const int nt = n_tok - t0 >= 4 ? 4 : (int)(n_tok - t0);
+            const block_q8_K *yt[4];
+            for (int j = 0; j < nt; j++) yt[j] = (const block_q8_K *)((const char *)a + (t0 + j) * a_row);
+            float *y0 = yo + t0 * ldy;
+            if (nt == 4) gemv_q6_K_group(nsb, xr, yt, 4, y0, ldy, g, rs);
+            else if (nt == 3) gemv_q6_K_group(nsb, xr, yt, 3, y0, ldy, g, rs);
+            else if (nt == 2) gemv_q6_K_group(nsb, xr, yt, 2, y0, ldy, g, rs);
+            else gemv_q6_K_group(nsb, xr, yt, 1, y0, ldy, g, rs);
+            t0 += nt;
+        }
+    }
+    for (int64_t t = 0; t < n_tok; t++)
+        for (int64_t r = GV * rs; r < n_rows; r++)
+            dot_q6_K(n, &yo[t * ldy + r], (const char *)w + r * w_row, (const char *)a + t * a_row);
+}
 
 GEMV_VEC_DOT(gemv_q5_K, block_q5_K, dot_q5_K, {
     __m256 acc[GV];
@@ -492,52 +567,96 @@ static inline __m256i lane_totals8(const __m256i v[8]) {
     return _mm256_add_epi32(_mm256_permute2x128_si256(q0, q1, 0x20), _mm256_permute2x128_si256(q0, q1, 0x31));
 }
 
+/* lanes_q4_K for NT activation blocks against one weight block, its codes
+ * unpacked once (exact integers: lanes_q4_K's values) */
+static inline __attribute__((always_inline)) void lanes_q4_K_nt(const block_q4_K *x, const block_q8_K *const y[],
+                                                                __m128i sm, const int NT, __m256i out[]) {
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    const __m256i sm2 = _mm256_broadcastsi128_si256(sm);
+    for (int j = 0; j < NT; j++) out[j] = _mm256_setzero_si256();
+    for (int k = 0; k < 4; k++) {
+        const __m256i bits = load32(x->qs + 32 * k);
+        const __m256i lo = _mm256_and_si256(bits, m4), hi = _mm256_and_si256(_mm256_srli_epi16(bits, 4), m4);
+        const __m256i s_lo = SCALE_J(sm2, 2 * k), s_hi = SCALE_J(sm2, 2 * k + 1);
+        for (int j = 0; j < NT; j++) {
+            out[j] = mac(out[j], lo, load32(y[j]->qs + 64 * k), s_lo);
+            out[j] = mac(out[j], hi, load32(y[j]->qs + 64 * k + 32), s_hi);
+        }
+    }
+}
+
+/* NT tokens over one row group (8 rows rs apart): each row's block unpacked
+ * once for all of them, then per token the exact S1/S2 and the rep8 chains */
+static inline __attribute__((always_inline)) void gemv_r8_q4_K_group(int64_t nsb, const block_q4_K *const xr[GV],
+                                                                     const block_q8_K *const yt[], const int NT,
+                                                                     float *yo, int64_t ldy, int64_t g, int64_t rs) {
+    __m256 acc[4], acc_m[4];
+    for (int j = 0; j < NT; j++) acc[j] = acc_m[j] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nsb; b++) {
+        const block_q8_K *q[4];
+        __m256i bp[4];
+        for (int j = 0; j < NT; j++) {
+            q[j] = &yt[j][b];
+            const __m256i bs = load32(q[j]->bsums);
+            /* bsums pair sums [bs0+bs1, bs2+bs3, ...] in both halves (mins_bsums_k4's) */
+            bp[j] = _mm256_broadcastsi128_si256(_mm_hadd_epi16(_mm256_castsi256_si128(bs), _mm256_extracti128_si256(bs, 1)));
+        }
+        __m256i s1[4][GV];
+        __m128i mn[GV];
+        uint32_t dd[GV];
+        for (int i = 0; i < GV; i++) {
+            const block_q4_K *x = &xr[i][b];
+            const __m128i sm = scales_mins_k4v(x->scales);
+            __m256i l[4];
+            lanes_q4_K_nt(x, q, sm, NT, l);
+            for (int j = 0; j < NT; j++) s1[j][i] = l[j];
+            mn[i] = _mm_cvtepu8_epi16(_mm_srli_si128(sm, 8));
+            memcpy(&dd[i], &x->d, 4);            /* d | dmin << 16 */
+        }
+        const __m256i dv = _mm256_loadu_si256((const __m256i *)dd);
+        /* [d0..d3 dm0..dm3 | d4..d7 dm4..dm7] -> [d0..d7 | dm0..dm7] */
+        const __m256i pk = _mm256_permute4x64_epi64(
+            _mm256_packus_epi32(_mm256_and_si256(dv, _mm256_set1_epi32(0xFFFF)), _mm256_srli_epi32(dv, 16)), 0xD8);
+        const __m256 dw = _mm256_cvtph_ps(_mm256_castsi256_si128(pk));
+        const __m256 dm = _mm256_cvtph_ps(_mm256_extracti128_si256(pk, 1));
+        for (int j = 0; j < NT; j++) {
+            /* S2: rows i and i+4 in the halves of one vpmaddwd, then hadds to row order */
+            __m256i m[4];
+            for (int i = 0; i < 4; i++) m[i] = _mm256_madd_epi16(_mm256_set_m128i(mn[i + 4], mn[i]), bp[j]);
+            const __m256i s2 = _mm256_hadd_epi32(_mm256_hadd_epi32(m[0], m[1]), _mm256_hadd_epi32(m[2], m[3]));
+            const __m256 da = _mm256_set1_ps(q[j]->d);
+            acc[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(lane_totals8(s1[j])), _mm256_mul_ps(dw, da), acc[j]);
+            acc_m[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s2), _mm256_mul_ps(dm, da), acc_m[j]);
+        }
+    }
+    for (int j = 0; j < NT; j++) {
+        float out[GV];
+        _mm256_storeu_ps(out, _mm256_sub_ps(acc[j], acc_m[j]));
+        for (int i = 0; i < GV; i++) yo[j * ldy + g + i * rs] = out[i];
+    }
+}
+
 static void gemv_r8_q4_K(int64_t n, const void *w, int64_t w_row, int64_t n_rows,
                          const void *a, int64_t a_row, int64_t n_tok, float *yo, int64_t ldy) {
     const int64_t nsb = n / QK_K, rs = n_rows / GV;
-    for (int64_t t = 0; t < n_tok; t++) {
-        const block_q8_K *y = (const block_q8_K *)((const char *)a + t * a_row);
-        float *yt = yo + t * ldy;
-        for (int64_t g = 0; g < rs; g++) {
-            const block_q4_K *xr[GV];
-            for (int i = 0; i < GV; i++) xr[i] = (const block_q4_K *)((const char *)w + (g + i * rs) * w_row);
-            __m256 acc = _mm256_setzero_ps(), acc_m = _mm256_setzero_ps();
-            for (int64_t b = 0; b < nsb; b++) {
-                const block_q8_K *q = &y[b];
-                const __m256i bs = load32(q->bsums);
-                /* bsums pair sums [bs0+bs1, bs2+bs3, ...] in both halves (mins_bsums_k4's) */
-                const __m256i bp = _mm256_broadcastsi128_si256(
-                    _mm_hadd_epi16(_mm256_castsi256_si128(bs), _mm256_extracti128_si256(bs, 1)));
-                __m256i s1[GV];
-                __m128i mn[GV];
-                uint32_t dd[GV];
-                for (int i = 0; i < GV; i++) {
-                    const block_q4_K *x = &xr[i][b];
-                    const __m128i sm = scales_mins_k4v(x->scales);
-                    s1[i] = lanes_q4_K(x, q, sm);
-                    mn[i] = _mm_cvtepu8_epi16(_mm_srli_si128(sm, 8));
-                    memcpy(&dd[i], &x->d, 4);            /* d | dmin << 16 */
-                }
-                /* S2: rows i and i+4 in the halves of one vpmaddwd, then hadds to row order */
-                __m256i m[4];
-                for (int i = 0; i < 4; i++) m[i] = _mm256_madd_epi16(_mm256_set_m128i(mn[i + 4], mn[i]), bp);
-                const __m256i s2 = _mm256_hadd_epi32(_mm256_hadd_epi32(m[0], m[1]), _mm256_hadd_epi32(m[2], m[3]));
-                const __m256i dv = _mm256_loadu_si256((const __m256i *)dd);
-                /* [d0..d3 dm0..dm3 | d4..d7 dm4..dm7] -> [d0..d7 | dm0..dm7] */
-                const __m256i pk = _mm256_permute4x64_epi64(
-                    _mm256_packus_epi32(_mm256_and_si256(dv, _mm256_set1_epi32(0xFFFF)), _mm256_srli_epi32(dv, 16)), 0xD8);
-                const __m256 da = _mm256_set1_ps(q->d);
-                const __m256 dw = _mm256_cvtph_ps(_mm256_castsi256_si128(pk));
-                const __m256 dm = _mm256_cvtph_ps(_mm256_extracti128_si256(pk, 1));
-                acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(lane_totals8(s1)), _mm256_mul_ps(dw, da), acc);
-                acc_m = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s2), _mm256_mul_ps(dm, da), acc_m);
-            }
-            float out[GV];
-            _mm256_storeu_ps(out, _mm256_sub_ps(acc, acc_m));
-            for (int i = 0; i < GV; i++) yt[g + i * rs] = out[i];
+    for (int64_t g = 0; g < rs; g++) {
+        const block_q4_K *xr[GV];
+        for (int i = 0; i < GV; i++) xr[i] = (const block_q4_K *)((const char *)w + (g + i * rs) * w_row);
+        for (int64_t t0 = 0; t0 < n_tok;) {   /* up to 4 tokens a pass; later passes find the rows in L1 */
+            const int nt = n_tok - t0 >= 4 ? 4 : (int)(n_tok - t0);
+            const block_q8_K *yt[4];
+            for (int j = 0; j < nt; j++) yt[j] = (const block_q8_K *)((const char *)a + (t0 + j) * a_row);
+            float *y0 = yo + t0 * ldy;
+            if (nt == 4) gemv_r8_q4_K_group(nsb, xr, yt, 4, y0, ldy, g, rs);
+            else if (nt == 3) gemv_r8_q4_K_group(nsb, xr, yt, 3, y0, ldy, g, rs);
+            else if (nt == 2) gemv_r8_q4_K_group(nsb, xr, yt, 2, y0, ldy, g, rs);
+            else gemv_r8_q4_K_group(nsb, xr, yt, 1, y0, ldy, g, rs);
+            t0 += nt;
         }
-        for (int64_t r = GV * rs; r < n_rows; r++) rep8_q4_K(n, &yt[r], (const char *)w + r * w_row, y);
     }
+    for (int64_t t = 0; t < n_tok; t++)
+        for (int64_t r = GV * rs; r < n_rows; r++)
+            rep8_q4_K(n, &yo[t * ldy + r], (const char *)w + r * w_row, (const char *)a + t * a_row);
 }
 
 /* ======================================================================== */

@@ -458,56 +458,79 @@ static inline __attribute__((always_inline)) void k6_group(const k_panel *pk, in
  * codes. The last n_rows % 8 rows run as one more group with the last row
  * repeated (results not stored). */
 #if defined(PYRT_KQ_VNNI)
+/* NT tokens over one group of 8 rows (xr), results of rows i < n_out to
+ * yo[t * ldy + row[i]]: each row's block unpacked (codes, scales, mins) once
+ * for all NT tokens, then per token the exact S1/S2 and the rep8 chains */
+static inline __attribute__((always_inline)) void gemv_r8_q4_K_group(int64_t nsb, const block_q4_K *const xr[NL],
+                                                                     const block_q8_K *const yt[], const int NT,
+                                                                     float *yo, int64_t ldy, const int64_t row[NL],
+                                                                     int n_out) {
+    __m256 acc[4], acc_m[4];
+    for (int j = 0; j < NT; j++) acc[j] = acc_m[j] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nsb; b++) {
+        __m256i bp[4];
+        for (int j = 0; j < NT; j++) {
+            const __m256i bs = ld32(yt[j][b].bsums);
+            bp[j] = _mm256_broadcastsi128_si256(_mm_hadd_epi16(_mm256_castsi256_si128(bs), _mm256_extracti128_si256(bs, 1)));
+        }
+        __m256i s1[4][NL];
+        __m128i mn[NL];
+        uint32_t dd[NL];
+        for (int i = 0; i < NL; i++) {
+            const block_q4_K *x = &xr[i][b];
+            const __m128i sm = scales_mins_k4v(x->scales);
+            const __m256i sc = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(sm));
+            for (int j = 0; j < NT; j++) s1[j][i] = _mm256_setzero_si256();
+            for (int p = 0; p < 4; p++) {
+                __m256i c[2];
+                codes_q4_K(x, p, c);
+                for (int j = 0; j < NT; j++)
+                    s1[j][i] = PAIR_DOT(s1[j][i], c[0], ld32(yt[j][b].qs + 64 * p), c[1], ld32(yt[j][b].qs + 64 * p + 32),
+                                        sc, 2 * p, 2 * p + 1, 2 * p, 2 * p + 1);
+            }
+            mn[i] = _mm_cvtepu8_epi16(_mm_srli_si128(sm, 8));
+            memcpy(&dd[i], &x->d, 4);            /* d | dmin << 16 */
+        }
+        const __m256i dv = ld32(dd);
+        const __m256i pk = _mm256_permute4x64_epi64(
+            _mm256_packus_epi32(_mm256_and_si256(dv, _mm256_set1_epi32(0xFFFF)), _mm256_srli_epi32(dv, 16)), 0xD8);
+        const __m256 dw = _mm256_cvtph_ps(_mm256_castsi256_si128(pk));
+        const __m256 dm = _mm256_cvtph_ps(_mm256_extracti128_si256(pk, 1));
+        for (int j = 0; j < NT; j++) {
+            __m256i m[4];
+            for (int i = 0; i < 4; i++) m[i] = _mm256_madd_epi16(_mm256_set_m128i(mn[i + 4], mn[i]), bp[j]);
+            const __m256i s2 = _mm256_hadd_epi32(_mm256_hadd_epi32(m[0], m[1]), _mm256_hadd_epi32(m[2], m[3]));
+            const __m256 da = _mm256_set1_ps(yt[j][b].d);
+            acc[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(lane_totals(s1[j])), _mm256_mul_ps(dw, da), acc[j]);
+            acc_m[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s2), _mm256_mul_ps(dm, da), acc_m[j]);
+        }
+    }
+    for (int j = 0; j < NT; j++) {
+        float out[NL];
+        _mm256_storeu_ps(out, _mm256_sub_ps(acc[j], acc_m[j]));
+        for (int i = 0; i < n_out; i++) yo[j * ldy + row[i]] = out[i];
+    }
+}
+
 static void gemv_r8_q4_K(int64_t n, const void *w, int64_t w_row, int64_t n_rows,
                          const void *a, int64_t a_row, int64_t n_tok, float *yo, int64_t ldy) {
     const int64_t nsb = n / QK_K, rs = n_rows / NL, rest = n_rows - NL * rs;
-    for (int64_t t = 0; t < n_tok; t++) {
-        const block_q8_K *y = (const block_q8_K *)((const char *)a + t * a_row);
-        float *yt = yo + t * ldy;
-        for (int64_t g = 0; g < rs + (rest > 0); g++) {
-            int64_t row[NL];
-            for (int i = 0; i < NL; i++) row[i] = g < rs ? g + i * rs : NL * rs + (i < rest ? i : rest - 1);
-            const block_q4_K *xr[NL];
-            for (int i = 0; i < NL; i++) xr[i] = (const block_q4_K *)((const char *)w + row[i] * w_row);
-            __m256 acc = _mm256_setzero_ps(), acc_m = _mm256_setzero_ps();
-            for (int64_t b = 0; b < nsb; b++) {
-                const block_q8_K *q = &y[b];
-                const __m256i bs = ld32(q->bsums);
-                const __m256i bp = _mm256_broadcastsi128_si256(
-                    _mm_hadd_epi16(_mm256_castsi256_si128(bs), _mm256_extracti128_si256(bs, 1)));
-                __m256i s1[NL];
-                __m128i mn[NL];
-                uint32_t dd[NL];
-                for (int i = 0; i < NL; i++) {
-                    const block_q4_K *x = &xr[i][b];
-                    const __m128i sm = scales_mins_k4v(x->scales);
-                    const __m256i sc = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(sm));
-                    __m256i l = _mm256_setzero_si256();
-                    for (int p = 0; p < 4; p++) {
-                        __m256i c[2];
-                        codes_q4_K(x, p, c);
-                        l = PAIR_DOT(l, c[0], ld32(q->qs + 64 * p), c[1], ld32(q->qs + 64 * p + 32), sc,
-                                     2 * p, 2 * p + 1, 2 * p, 2 * p + 1);
-                    }
-                    s1[i] = l;
-                    mn[i] = _mm_cvtepu8_epi16(_mm_srli_si128(sm, 8));
-                    memcpy(&dd[i], &x->d, 4);            /* d | dmin << 16 */
-                }
-                __m256i m[4];
-                for (int i = 0; i < 4; i++) m[i] = _mm256_madd_epi16(_mm256_set_m128i(mn[i + 4], mn[i]), bp);
-                const __m256i s2 = _mm256_hadd_epi32(_mm256_hadd_epi32(m[0], m[1]), _mm256_hadd_epi32(m[2], m[3]));
-                const __m256i dv = ld32(dd);
-                const __m256i pk = _mm256_permute4x64_epi64(
-                    _mm256_packus_epi32(_mm256_and_si256(dv, _mm256_set1_epi32(0xFFFF)), _mm256_srli_epi32(dv, 16)), 0xD8);
-                const __m256 da = _mm256_set1_ps(q->d);
-                const __m256 dw = _mm256_cvtph_ps(_mm256_castsi256_si128(pk));
-                const __m256 dm = _mm256_cvtph_ps(_mm256_extracti128_si256(pk, 1));
-                acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(lane_totals(s1)), _mm256_mul_ps(dw, da), acc);
-                acc_m = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s2), _mm256_mul_ps(dm, da), acc_m);
-            }
-            float out[NL];
-            _mm256_storeu_ps(out, _mm256_sub_ps(acc, acc_m));
-            for (int i = 0; i < (g < rs ? NL : rest); i++) yt[row[i]] = out[i];
+    for (int64_t g = 0; g < rs + (rest > 0); g++) {
+        int64_t row[NL];
+        for (int i = 0; i < NL; i++) row[i] = g < rs ? g + i * rs : NL * rs + (i < rest ? i : rest - 1);
+        const block_q4_K *xr[NL];
+        for (int i = 0; i < NL; i++) xr[i] = (const block_q4_K *)((const char *)w + row[i] * w_row);
+        const int n_out = g < rs ? NL : (int)rest;
+        for (int64_t t0 = 0; t0 < n_tok;) {   /* up to 4 tokens a pass; later passes find the rows in L1 */
+            const int nt = n_tok - t0 >= 4 ? 4 : (int)(n_tok - t0);
+            const block_q8_K *yt[4];
+            for (int j = 0; j < nt; j++) yt[j] = (const block_q8_K *)((const char *)a + (t0 + j) * a_row);
+            float *y0 = yo + t0 * ldy;
+            if (nt == 4) gemv_r8_q4_K_group(nsb, xr, yt, 4, y0, ldy, row, n_out);
+            else if (nt == 3) gemv_r8_q4_K_group(nsb, xr, yt, 3, y0, ldy, row, n_out);
+            else if (nt == 2) gemv_r8_q4_K_group(nsb, xr, yt, 2, y0, ldy, row, n_out);
+            else gemv_r8_q4_K_group(nsb, xr, yt, 1, y0, ldy, row, n_out);
+            t0 += nt;
         }
     }
 }

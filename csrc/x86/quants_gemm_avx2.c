@@ -12,7 +12,10 @@
  *     d_w*d_a products formed once, then RM x RN tiles whose inner loop is
  *     one integer dot, one conversion and one FMA per (row, token, block);
  *   - generation (one token): GV rows per pass streaming the weights once,
- *     with software prefetch.
+ *     with software prefetch; 2..GEMV_TOK tokens (a per-token verification
+ *     batch, several sequences' decode steps): 4 rows per pass, each block
+ *     unpacked once for all the tokens (GEMV_PAIRS_NT / GEMV_TILE_NT); more
+ *     tokens: the panels, the next one prefetched while the tiles run.
  *
  * The _r8 / _l8 variants reproduce llama.cpp's repacked Q4_0 order instead
  * (exact integer block sum, then one scalar-equivalent FMA per block), for
@@ -35,6 +38,8 @@
 #define RM 2           /* rows per tile   */
 #define RN 4           /* tokens per tile (GEMM_TILE forms 4 scale products at once) */
 #define GV 8           /* rows per tile when there is a single token (generation) */
+#define GEMV_TOK 4     /* batches of up to this many tokens take the GEMV tiles, every token
+                        * over a row group while it is in L1; larger ones the panel tiles */
 #define PANEL_R 16     /* rows whose scales are cached per panel  */
 #define PANEL_T 64     /* tokens whose scales are cached per panel */
 #define MAX_NB PYRT_GEMM_MAX_NB
@@ -201,6 +206,7 @@ static inline __m128 load2(const float *p) { return _mm_castsi128_ps(_mm_loadl_e
         const __m256i *ubp = ub + (r0 - rb), *aqp = aq + (t0 - tb), *cbp = cb + (t0 - tb);        \
         const float *scp = sc;                                                                    \
         for (int64_t b = 0; b < nb; b++, ubp += pr, aqp += pq, cbp += pq, scp += RM * RN) {       \
+            if (pf < pf_end) { _mm_prefetch(pf, _MM_HINT_T0); pf += pf_step; }                    \
             __m256i u[RM], uabs[RM];                                                              \
             for (int i = 0; i < rm; i++) {                                                        \
                 u[i] = _mm256_load_si256(ubp + i);                                                \
@@ -339,6 +345,109 @@ static inline __m128 load2(const float *p) { return _mm_castsi128_ps(_mm_loadl_e
         }                                                                                         \
     } while (0)
 
+/* GEMV_PAIRS for NT tokens (t0..) in one pass: each block of the NG rows is
+ * unpacked, and its scales converted and spread to the row pairs, once; then
+ * every token's dots run on it. Per (row, token) the lanes go through
+ * exactly GEMV_PAIRS' float steps (d_w*d_a is the same product whether the
+ * lane permute comes before or after it), so each token gets its one-token
+ * results. ga / gs: the tokens' block scales / sums, gat[t][b] / gst[t][b]. */
+#define GEMV_PAIRS_NT(WT, AT, WLOAD, OFF, HAS_MIN, NG, NT, UNPACK, UOFF)                           \
+    do {                                                                                          \
+        __m256 acc[NT][NG], sm_lo[NT], sm_hi[NT];                                                 \
+        for (int j = 0; j < NT; j++) {                                                            \
+            for (int i = 0; i < NG; i++) acc[j][i] = _mm256_setzero_ps();                         \
+            sm_lo[j] = sm_hi[j] = _mm256_setzero_ps();                                            \
+        }                                                                                         \
+        const AT *ar[NT];                                                                         \
+        for (int j = 0; j < NT; j++) ar[j] = (const AT *)((const char *)a + (t0 + j) * a_row);   \
+        for (int64_t b = 0; b < nb; b++) {                                                        \
+            const WT *wb[NG];                                                                     \
+            int32_t dm[8] = { 0 };                                                                \
+            for (int i = 0; i < NG; i++) {                                                        \
+                wb[i] = (const WT *)((const char *)w + (r0 + i * rs) * w_row) + b;                \
+                _mm_prefetch((const char *)wb[i] + PF_DIST, _MM_HINT_T0);                         \
+                memcpy(&dm[i], wb[i], 4);                                                         \
+            }                                                                                     \
+            const __m256i dmv = _mm256_setr_epi32(dm[0], dm[1], dm[2], dm[3], dm[4], dm[5], dm[6], dm[7]); \
+            const __m256 dm_lo = _mm256_cvtph_ps(_mm256_castsi256_si128(dmv));                    \
+            const __m256 dm_hi = _mm256_cvtph_ps(_mm256_extracti128_si256(dmv, 1));               \
+            __m256i lo[NG / 2], hi[NG / 2];                                                       \
+            __m256 dq[NG / 2];                                                                    \
+            for (int q = 0; q < NG / 2; q++) {                                                    \
+                P##WLOAD(wb[2 * q], wb[2 * q + 1], lo[q], hi[q]);                                 \
+                dq[q] = _mm256_permutevar8x32_ps(q < 2 ? dm_lo : dm_hi,                           \
+                    _mm256_setr_epi32(4 * (q % 2), 4 * (q % 2), 4 * (q % 2), 4 * (q % 2),         \
+                                      4 * (q % 2) + 2, 4 * (q % 2) + 2, 4 * (q % 2) + 2, 4 * (q % 2) + 2)); \
+            }                                                                                     \
+            for (int j = 0; j < NT; j++) {                                                        \
+                const __m256i a_lo = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)ar[j][b].qs)); \
+                const __m256i a_hi = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(ar[j][b].qs + 16))); \
+                const __m256i c_lo = OFF > 0 ? dot_corr(a_lo, OFF) : _mm256_setzero_si256();      \
+                const __m256i c_hi = OFF > 0 ? dot_corr(a_hi, OFF) : _mm256_setzero_si256();      \
+                const __m256 da = _mm256_broadcast_ss(&gat[t0 + j][b]);                           \
+                for (int q = 0; q < NG / 2; q++) {                                                \
+                    const __m256 sq = _mm256_mul_ps(dq[q], da);                                   \
+                    acc[j][2 * q] = _mm256_fmadd_ps(sq, _mm256_cvtepi32_ps(dot_ub(lo[q], lo[q], a_lo, c_lo, OFF)), acc[j][2 * q]); \
+                    acc[j][2 * q + 1] = _mm256_fmadd_ps(sq, _mm256_cvtepi32_ps(dot_ub(hi[q], hi[q], a_hi, c_hi, OFF)), acc[j][2 * q + 1]); \
+                }                                                                                 \
+                if (HAS_MIN) {                                                                    \
+                    const __m256 s = _mm256_broadcast_ss(&gst[t0 + j][b]);                        \
+                    sm_lo[j] = _mm256_fmadd_ps(dm_lo, s, sm_lo[j]);                               \
+                    sm_hi[j] = _mm256_fmadd_ps(dm_hi, s, sm_hi[j]);                               \
+                }                                                                                 \
+            }                                                                                     \
+        }                                                                                         \
+        for (int j = 0; j < NT; j++) {                                                            \
+            float sm[16];                                                                         \
+            _mm256_storeu_ps(sm, sm_lo[j]);                                                       \
+            _mm256_storeu_ps(sm + 8, sm_hi[j]);                                                   \
+            float *yt = y + (t0 + j) * ldy + r0;                                                  \
+            for (int q = 0; q < NG / 2; q++) {                                                    \
+                const __m256 ra = _mm256_permute2f128_ps(acc[j][2 * q], acc[j][2 * q + 1], 0x20); \
+                const __m256 rb2 = _mm256_permute2f128_ps(acc[j][2 * q], acc[j][2 * q + 1], 0x31); \
+                yt[2 * q * rs] = HAS_MIN ? hsum8(ra) + sm[4 * q + 1] : hsum8(ra);                 \
+                yt[(2 * q + 1) * rs] = HAS_MIN ? hsum8(rb2) + sm[4 * q + 3] : hsum8(rb2);         \
+            }                                                                                     \
+        }                                                                                         \
+    } while (0)
+
+/* GEMV_TILE for NT tokens in one pass: each block's 8 rows loaded once, in
+ * the panel tiles' unsigned form (UNPACK, dot_ub: the same exact integer
+ * lane sums), their 8 scales converted once; per (row, token) GEMV_TILE's
+ * float steps. */
+#define GEMV_TILE_NT(WT, AT, WLOAD, SIGNED, HAS_MIN, NG, NT, UNPACK, UOFF)                        \
+    do {                                                                                          \
+        __m256 acc[NT][NG];                                                                       \
+        for (int j = 0; j < NT; j++)                                                              \
+            for (int i = 0; i < NG; i++) acc[j][i] = _mm256_setzero_ps();                         \
+        const AT *ar[NT];                                                                         \
+        for (int j = 0; j < NT; j++) ar[j] = (const AT *)((const char *)a + (t0 + j) * a_row);   \
+        for (int64_t b = 0; b < nb; b++) {                                                        \
+            const WT *wb[8];                                                                     \
+            for (int i = 0; i < 8; i++) {   /* HALF8 reads 8: rows past NG repeat row 0 */        \
+                wb[i] = (const WT *)((const char *)w + (r0 + (i < NG ? i : 0) * rs) * w_row) + b;  \
+                if (i < NG) _mm_prefetch((const char *)wb[i] + PF_DIST, _MM_HINT_T0);               \
+            }                                                                                     \
+            const __m256 d8 = HALF8(wb, D_OF);                                                    \
+            __m256i u[NG], uabs[NG];                                                              \
+            for (int i = 0; i < NG; i++) {                                                        \
+                u[i] = UNPACK(wb[i]);                                                             \
+                uabs[i] = UOFF < 0 ? _mm256_sign_epi8(u[i], u[i]) : u[i];                         \
+            }                                                                                     \
+            for (int j = 0; j < NT; j++) {                                                        \
+                const __m256i av = _mm256_loadu_si256((const __m256i *)ar[j][b].qs);              \
+                const __m256i cv = UOFF > 0 ? dot_corr(av, UOFF) : _mm256_setzero_si256();        \
+                const __m256 sc = _mm256_mul_ps(d8, _mm256_broadcast_ss(&gat[t0 + j][b]));        \
+                for (int i = 0; i < NG; i++) {                                                    \
+                    const __m256 p = _mm256_cvtepi32_ps(dot_ub(u[i], uabs[i], av, cv, UOFF));    \
+                    acc[j][i] = _mm256_fmadd_ps(_mm256_permutevar8x32_ps(sc, _mm256_set1_epi32(i)), p, acc[j][i]); \
+                }                                                                                 \
+            }                                                                                     \
+        }                                                                                         \
+        for (int j = 0; j < NT; j++)                                                              \
+            for (int i = 0; i < NG; i++) y[(t0 + j) * ldy + r0 + i * rs] = hsum8(acc[j][i]);      \
+    } while (0)
+
 /* NR rows' min-term chains for up to 8 tokens (lanes below nt), stored to y */
 static inline __attribute__((always_inline)) void min_rows(int64_t nb, const float *wm, const float *asT,
                                                            int64_t lds, int nt, const int NR, float *y, int64_t ldy) {
@@ -384,18 +493,33 @@ static void gemm_min_terms(int64_t nb, const float *wm, int64_t n_r, const float
                      const void *a, int64_t a_row, int64_t n_tok, float *y, int64_t ldy) {      \
         const int64_t nb = n / 32;                                                                \
         int64_t r_first = 0;                                                                      \
-        if (n_tok == 1) {       /* generation: stream the rows once */                           \
-            float ga[MAX_NB], gs[HAS_MIN ? MAX_NB : 1];                                           \
-            (void)gs;                                                                             \
-            const AT *ab = (const AT *)a;                                                         \
-            for (int64_t b = 0; b < nb; b++) {                                                    \
-                ga[b] = f16(ab[b].d);                                                             \
-                if (HAS_MIN) gs[b] = f16(SUM_OF(&ab[b]));                                         \
+        if (n_tok <= GEMV_TOK) { /* generation, few tokens: stream the rows once */             \
+            float gat[GEMV_TOK][MAX_NB], gst[GEMV_TOK][HAS_MIN ? MAX_NB : 1];                     \
+            for (int64_t t = 0; t < n_tok; t++) {                                                 \
+                const AT *ab = (const AT *)((const char *)a + t * a_row);                         \
+                for (int64_t b = 0; b < nb; b++) {                                                \
+                    gat[t][b] = f16(ab[b].d);                                                     \
+                    if (HAS_MIN) gst[t][b] = f16(SUM_OF(&ab[b]));                                 \
+                }                                                                                 \
             }                                                                                     \
-            const int64_t t0 = 0, rs = n_rows / NG;   /* NG rows rs apart (GEMV_STREAMS) */      \
-            for (int64_t r0 = 0; r0 < rs; r0++) GEMV(WT, AT, GWLOAD, GARG, HAS_MIN, NG);            \
-            if (rs * NG == n_rows) return;                                                        \
-            r_first = rs * NG;                                                                    \
+            /* NG rows rs apart (GEMV_STREAMS); with several tokens 4 rows, so that the     \
+             * tokens' accumulators stay in the 16 registers */                                  \
+            const int64_t ng = n_tok == 1 ? NG : 4, rs = n_rows / ng, t0 = 0;                     \
+            for (int64_t r0 = 0; r0 < rs; r0++) {                                                 \
+                if (n_tok == 1) {                                                                 \
+                    const float *ga = gat[0], *gs = gst[0];                                       \
+                    (void)gs;                                                                     \
+                    GEMV(WT, AT, GWLOAD, GARG, HAS_MIN, NG);                                      \
+                } else if (n_tok == 2) {                                                          \
+                    GEMV##_NT(WT, AT, GWLOAD, GARG, HAS_MIN, 4, 2, UNPACK, OFF);                  \
+                } else if (n_tok == 3) {                                                          \
+                    GEMV##_NT(WT, AT, GWLOAD, GARG, HAS_MIN, 4, 3, UNPACK, OFF);                  \
+                } else {                                                                          \
+                    GEMV##_NT(WT, AT, GWLOAD, GARG, HAS_MIN, 4, 4, UNPACK, OFF);                  \
+                }                                                                                 \
+            }                                                                                     \
+            if (rs * ng == n_rows) return;                                                        \
+            r_first = rs * ng;                                                                    \
         }                                                                                         \
         _Alignas(32) float ws[4 * UB_BLOCKS], wm[HAS_MIN ? UB_BLOCKS : 1];                           \
         _Alignas(32) float ad[CB_BLOCKS + RN], asT[HAS_MIN ? CB_BLOCKS : 1];                 \
@@ -434,6 +558,13 @@ static void gemm_min_terms(int64_t nb, const float *wm, int64_t n_r, const float
                     }                                                                             \
                 }                                                                                 \
                 if (HAS_MIN) gemm_min_terms(nb, wm, re - rb, asT, pt, te - tb, mo, pr);           \
+                /* the next panel's rows (adjacent in memory) are prefetched a line at a time   \
+                 * through the tiles' block loops, so the weights stream in while these run   \
+                 * (few tokens only: a large batch reuses each panel long enough) */             \
+                const char *pf = (const char *)w + re * w_row;                                    \
+                const char *pf_end = n_tok > 8 ? pf : (const char *)w + (re + pr < n_rows ? re + pr : n_rows) * w_row; \
+                const int64_t n_iter = nb * ((re - rb + RM - 1) / RM) * ((te - tb) / RN + (te - tb) % RN); \
+                const int64_t pf_step = pf < pf_end ? (((pf_end - pf) / n_iter) | 63) + 1 : 64; \
                 /* token tiles outer: the row panel's blocks stay in L1 */                       \
                 int64_t t0 = tb;                                                                  \
                 for (; t0 + RN <= te; t0 += RN) {                                                 \
@@ -503,13 +634,13 @@ static inline __m256i dot_pair(__m256i wlo, __m256i whi, const act_r8 *a) {
  * acc = fma(float(total), d_w * d_a, acc), the repacked order's scalar op. */
 static inline __attribute__((always_inline)) void tile_q4_0_r8(int64_t nb, const block_q4_0 *const wr[8],
                                                                const block_q8_0 *const at[], const int NT,
-                                                               float *y, int64_t ldy, int nr, int nt) {
+                                                               float *y, int64_t ldy, int nr, int nt, int stream) {
     __m256 acc[4];
     for (int j = 0; j < NT; j++) acc[j] = _mm256_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
         __m256i wlo[4], whi[4];
         for (int p = 0; p < 4; p++) {
-            if (NT == 1) {      /* generation streams the weights once */
+            if (stream) {       /* generation streams the weights once */
                 _mm_prefetch((const char *)&wr[p][b] + PF_DIST, _MM_HINT_T0);
                 _mm_prefetch((const char *)&wr[p + 4][b] + PF_DIST, _MM_HINT_T0);
             }
@@ -652,20 +783,22 @@ static void GEMM_FN(gemm_q4_0_l8)(int64_t n, const void *w, int64_t w_row, int64
 static void GEMM_FN(gemm_q4_0_r8)(int64_t n, const void *w, int64_t w_row, int64_t n_rows,
                          const void *a, int64_t a_row, int64_t n_tok, float *y, int64_t ldy) {
     const int64_t nb = n / 32;
-    if (n_tok > 1 && nb <= L8_MAX_NB) {
+    if (n_tok > 2 && nb <= L8_MAX_NB) {   /* the lane tiles are cheaper per token from 3 on */
         GEMM_FN(gemm_q4_0_l8)(n, w, w_row, n_rows, a, a_row, n_tok, y, ldy);
         return;
     }
     int64_t r_first = 0;
-    if (n_tok == 1) {   /* generation: 8 rows rs apart at a time (GEMV_STREAMS) */
+    if (n_tok <= 2) {   /* generation, 2 tokens: 8 rows rs apart at a time (GEMV_STREAMS) */
         const int64_t rs = n_rows / 8;
-        const block_q8_0 *at[1] = { (const block_q8_0 *)a };
+        const block_q8_0 *at[2] = { (const block_q8_0 *)a, (const block_q8_0 *)((const char *)a + a_row) };
         for (int64_t g = 0; g < rs; g++) {
             const block_q4_0 *wr[8];
             for (int i = 0; i < 8; i++) wr[i] = (const block_q4_0 *)((const char *)w + (g + i * rs) * w_row);
-            float out[8];
-            tile_q4_0_r8(nb, wr, at, 1, out, 8, 8, 1);
-            for (int i = 0; i < 8; i++) y[g + i * rs] = out[i];
+            float out[2][8];
+            if (n_tok == 2) tile_q4_0_r8(nb, wr, at, 2, out[0], 8, 8, 2, 1);
+            else tile_q4_0_r8(nb, wr, at, 1, out[0], 8, 8, 1, 1);
+            for (int j = 0; j < n_tok; j++)
+                for (int i = 0; i < 8; i++) y[j * ldy + g + i * rs] = out[j][i];
         }
         r_first = 8 * rs;
     }
@@ -681,9 +814,9 @@ static void GEMM_FN(gemm_q4_0_r8)(int64_t n, const void *w, int64_t w_row, int64
             const block_q8_0 *at[4];
             for (int j = 0; j < NT; j++) at[j] = (const block_q8_0 *)((const char *)a + (t0 + j) * a_row);
             float *yt = y + t0 * ldy + r0;
-            if (NT == 4) tile_q4_0_r8(nb, wr, at, 4, yt, ldy, nr, 4);
-            else if (NT == 2) tile_q4_0_r8(nb, wr, at, 2, yt, ldy, nr, 2);
-            else tile_q4_0_r8(nb, wr, at, 1, yt, ldy, nr, 1);
+            if (NT == 4) tile_q4_0_r8(nb, wr, at, 4, yt, ldy, nr, 4, 0);
+            else if (NT == 2) tile_q4_0_r8(nb, wr, at, 2, yt, ldy, nr, 2, 0);
+            else tile_q4_0_r8(nb, wr, at, 1, yt, ldy, nr, 1, 0);
             t0 += NT;
         }
     }

@@ -14,7 +14,11 @@
  * w + 16, q8_0: w ^ 0x80 = w + 128) and the accumulator starts at
  * -offset * (sum of the lane's four activation bytes): each int32 lane ends
  * up holding exactly sum(w * a) over its four bytes, the integer ggml's
- * sign-trick vpmaddubsw + vpmaddwd produces. */
+ * sign-trick vpmaddubsw + vpmaddwd produces.
+ *
+ * Up to GEMV_TOK tokens take the generation tiles (GEMV8: 8 rows far apart,
+ * each block unpacked once for every token); Q4_1 with one token takes the
+ * AVX2 tile instead (see gemm512_q4_1_or_gemv). */
 #if defined(__x86_64__)
 #include <immintrin.h>
 #include <math.h>
@@ -25,6 +29,12 @@
 #define RP 4           /* row pairs per tile  */
 #define RN 4           /* tokens per tile     */
 #define GV 4           /* row pairs per tile when there is a single token */
+/* Batches of up to GEMV_TOK tokens take the GEMV tiles (8 rows far apart,
+ * every token's dot on each block as it streams in); larger ones the panel
+ * tiles below, which unpack a row panel once for all tokens (cheaper per
+ * token from 4 tokens on, measured on a Xeon with AVX-512 VNNI) and
+ * prefetch the next panel while they run. */
+#define GEMV_TOK 4
 #define PANEL_P 8      /* row pairs per row panel  */
 #define PANEL_T 64     /* tokens per token panel   */
 
@@ -39,11 +49,13 @@ static inline __m512i pair512(__m256i lo, __m256i hi) {
     return _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
 }
 
-/* the 64 codes of two 4-bit blocks (rows r, r+1): [lo0 hi0 | lo1 hi1] */
+/* the 64 codes of two 4-bit blocks (rows r, r+1): [lo0 hi0 | lo1 hi1]; each
+ * row's 16 bytes broadcast to both 128-bit lanes of its half by the load
+ * itself, the high nibbles shifted down in the upper lane of each half */
 static inline __m512i nibbles2(const uint8_t *qs0, const uint8_t *qs1) {
-    const __m256i t = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)qs0)),
-                                              _mm_loadu_si128((const __m128i *)qs1), 1);
-    const __m512i z = _mm512_permutexvar_epi64(_mm512_setr_epi64(0, 1, 0, 1, 2, 3, 2, 3), _mm512_castsi256_si512(t));
+    const __m512i z = _mm512_inserti64x4(
+        _mm512_castsi256_si512(_mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)qs0))),
+        _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)qs1)), 1);
     return _mm512_and_si512(_mm512_mask_srli_epi16(z, 0xFF00FF00u, z, 4), _mm512_set1_epi8(0x0F));
 }
 
@@ -172,6 +184,7 @@ static inline void store_ipair(float *y0, int both, __m512 v, const float *m) {
         const __m512i *ubp = ub + (p0 - pb), *aqp = aq + (t0 - tb), *cbp = cb + (t0 - tb);         \
         const float *scp = sc;                                                                     \
         for (int64_t b = 0; b < nb; b++, ubp += pr, aqp += pq, cbp += pq, scp += RN * 8) {         \
+            if (pf < pf_end) { _mm_prefetch(pf, _MM_HINT_T0); pf += pf_step; }                     \
             __m512i u[RP];                                                                         \
             for (int p = 0; p < rp; p++) u[p] = _mm512_load_si512(ubp + p);                        \
             for (int j = 0; j < rn; j++) {                                                         \
@@ -195,43 +208,70 @@ static inline void store_ipair(float *y0, int both, __m512 v, const float *m) {
     } while (0)
 
 
-/* One token, 2*GV rows: scales read straight from the streaming blocks, the
- * min terms as one 8-row vector chain (lane r: fmaf(m_r, s_b, summs_r)). */
-#define GEMV8(WT, AT, UNPACK, OFF, HAS_MIN)                                                        \
+/* the first dword of 8 blocks (d, then m for Q4_1/Q5_1) as 16 floats: lane
+ * 2i = block i's d, lane 2i+1 its m (for the other types: the converted first
+ * two code bytes, never used) */
+static inline __m512 dm16(const void *const p[8]) {
+    __m128i v[4];
+    for (int i = 0; i < 4; i++)
+        v[i] = _mm_unpacklo_epi32(_mm_cvtsi32_si128(pyrt_load_i32(p[2 * i])), _mm_cvtsi32_si128(pyrt_load_i32(p[2 * i + 1])));
+    const __m256i x = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_unpacklo_epi64(v[0], v[1])),
+                                              _mm_unpacklo_epi64(v[2], v[3]), 1);
+    return _mm512_cvtph_ps(x);
+}
+
+/* NT tokens (t0..), 2*GV rows r0 + i*rs: each block of the 8 rows is read
+ * and unpacked once, its 8 scales converted and spread to the row pairs
+ * ([d_A x8 | d_B x8]) once, then every token's dot runs on it: per (row
+ * pair, token) the float steps of the one-token kernel (lanes: d_w*d_a, the
+ * integer block dot converted, the FMA into the row's accumulator), so each
+ * token's results are exactly its one-token ones. The min terms are one
+ * vector chain per token (lane 2r+1: fmaf(m_r, s_b, summs_r)). ga / gs: the
+ * tokens' block scales / sums as floats, [token][block]. */
+#define GEMV8(WT, AT, UNPACK, OFF, HAS_MIN, NT)                                                    \
     do {                                                                                           \
-        __m512 acc[GV];                                                                            \
-        for (int p = 0; p < GV; p++) acc[p] = _mm512_setzero_ps();                                 \
-        __m256 summs = _mm256_setzero_ps();                                                        \
+        __m512 acc[NT][GV], summs[NT];                                                             \
+        for (int j = 0; j < NT; j++) {                                                             \
+            for (int p = 0; p < GV; p++) acc[j][p] = _mm512_setzero_ps();                          \
+            summs[j] = _mm512_setzero_ps();                                                        \
+        }                                                                                          \
+        const AT *ar[NT];                                                                          \
+        for (int j = 0; j < NT; j++) ar[j] = (const AT *)((const char *)a + (t0 + j) * a_row);    \
+        const WT *wr[8];                                                                           \
+        for (int i = 0; i < 8; i++) wr[i] = (const WT *)((const char *)w + (r0 + i * rs) * w_row); \
         for (int64_t b = 0; b < nb; b++) {                                                         \
-            const AT *ab = ar + b;                                                                 \
-            const __m512i av = act512(ab->qs), cv = corr512(av, OFF);                              \
-            const __m512 da = _mm512_set1_ps(fp16_1(ab->d));                                       \
-            const WT *wb[8];                                                                       \
+            const void *wb[8];                                                                     \
             for (int i = 0; i < 8; i++) {                                                          \
-                wb[i] = (const WT *)((const char *)w + (r0 + i * rs) * w_row) + b;                 \
+                wb[i] = &wr[i][b];                                                                 \
                 _mm_prefetch((const char *)wb[i] + PF_DIST, _MM_HINT_T0);                          \
             }                                                                                      \
-            const __m256 d8 = _mm256_cvtph_ps(_mm_setr_epi16(                                      \
-                (short)wb[0]->d, (short)wb[1]->d, (short)wb[2]->d, (short)wb[3]->d,                \
-                (short)wb[4]->d, (short)wb[5]->d, (short)wb[6]->d, (short)wb[7]->d));              \
+            const __m512 dm = dm16(wb);                                                            \
+            __m512i wv[GV];                                                                        \
+            __m512 dp[GV];                                                                         \
             for (int p = 0; p < GV; p++) {                                                         \
-                const __m512i wv = U2##UNPACK(wb[2 * p], wb[2 * p + 1]);              \
-                const __m512 pj = _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(cv, wv, av));             \
-                acc[p] = _mm512_fmadd_ps(_mm512_mul_ps(spread2(d8, 2 * p, 2 * p + 1), da), pj, acc[p]); \
+                wv[p] = U2##UNPACK(&wr[2 * p][b], &wr[2 * p + 1][b]);                              \
+                dp[p] = _mm512_permutexvar_ps(_mm512_set_epi32(4 * p + 2, 4 * p + 2, 4 * p + 2, 4 * p + 2, \
+                    4 * p + 2, 4 * p + 2, 4 * p + 2, 4 * p + 2, 4 * p, 4 * p, 4 * p, 4 * p, 4 * p, 4 * p, 4 * p, 4 * p), dm); \
             }                                                                                      \
-            if (HAS_MIN) {                                                                         \
-                const __m256 m8 = _mm256_cvtph_ps(_mm_setr_epi16(                                  \
-                    (short)MIN_OF(wb[0]), (short)MIN_OF(wb[1]), (short)MIN_OF(wb[2]), (short)MIN_OF(wb[3]), \
-                    (short)MIN_OF(wb[4]), (short)MIN_OF(wb[5]), (short)MIN_OF(wb[6]), (short)MIN_OF(wb[7]))); \
-                summs = _mm256_fmadd_ps(m8, _mm256_set1_ps(fp16_1(SUM_OF(ab))), summs);           \
+            for (int j = 0; j < NT; j++) {                                                         \
+                const __m512i av = act512(ar[j][b].qs), cv = corr512(av, OFF);                     \
+                const __m512 da = _mm512_set1_ps(ga[(t0 + j) * MAX_NB + b]);                       \
+                for (int p = 0; p < GV; p++) {                                                     \
+                    const __m512 pj = _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(cv, wv[p], av));      \
+                    acc[j][p] = _mm512_fmadd_ps(_mm512_mul_ps(dp[p], da), pj, acc[j][p]);          \
+                }                                                                                  \
+                if (HAS_MIN)                                                                       \
+                    summs[j] = _mm512_fmadd_ps(dm, _mm512_set1_ps(gs[(t0 + j) * MAX_NB + b]), summs[j]); \
             }                                                                                      \
         }                                                                                          \
-        float sm[8];                                                                               \
-        _mm256_storeu_ps(sm, summs);                                                               \
-        for (int p = 0; p < GV; p++) {                                                             \
-            float *y0 = &y[r0 + 2 * p * rs], *y1 = y0 + rs;                                       \
-            store_pair(y0, y1, acc[p]);                                                            \
-            if (HAS_MIN) { *y0 += sm[2 * p]; *y1 += sm[2 * p + 1]; }                              \
+        for (int j = 0; j < NT; j++) {                                                             \
+            float sm[16];                                                                          \
+            _mm512_storeu_ps(sm, summs[j]);                                                        \
+            for (int p = 0; p < GV; p++) {                                                         \
+                float *y0 = &y[(t0 + j) * ldy + r0 + 2 * p * rs], *y1 = y0 + rs;                   \
+                store_pair(y0, y1, acc[j][p]);                                                     \
+                if (HAS_MIN) { *y0 += sm[4 * p + 1]; *y1 += sm[4 * p + 3]; }                       \
+            }                                                                                      \
         }                                                                                          \
     } while (0)
 
@@ -240,10 +280,24 @@ static inline void store_ipair(float *y0, int both, __m512 v, const float *m) {
                      const void *a, int64_t a_row, int64_t n_tok, float *y, int64_t ldy) {       \
         const int64_t nb = n / 32;                                                                 \
         int64_t r_first = 0;                                                                       \
-        if (GEMV1 && n_tok == 1) { /* generation: 8 rows rs apart (GEMV_STREAMS) */          \
-            const AT *ar = (const AT *)a;                                                          \
+        if (GEMV1 && n_tok <= GEMV_TOK) { /* generation: 8 rows rs apart (GEMV_STREAMS) */   \
+            float ga[GEMV_TOK * MAX_NB], gs[HAS_MIN ? GEMV_TOK * MAX_NB : 1];                      \
+            (void)gs;                                                                              \
+            for (int64_t t = 0; t < n_tok; t++) {                                                  \
+                const AT *ab = (const AT *)((const char *)a + t * a_row);                          \
+                for (int64_t b = 0; b < nb; b++) {                                                 \
+                    ga[t * MAX_NB + b] = fp16_1(ab[b].d);                                          \
+                    if (HAS_MIN) gs[t * MAX_NB + b] = fp16_1(SUM_OF(&ab[b]));                      \
+                }                                                                                  \
+            }                                                                                      \
             const int64_t rs = n_rows / (2 * GV);                                                  \
-            for (int64_t r0 = 0; r0 < rs; r0++) GEMV8(WT, AT, UNPACK, OFF, HAS_MIN);              \
+            for (int64_t r0 = 0; r0 < rs; r0++)                                                    \
+                switch (n_tok) {   /* one pass over the rows for all the tokens */            \
+                case 4: { const int64_t t0 = 0; GEMV8(WT, AT, UNPACK, OFF, HAS_MIN, 4); break; }   \
+                case 3: { const int64_t t0 = 0; GEMV8(WT, AT, UNPACK, OFF, HAS_MIN, 3); break; }   \
+                case 2: { const int64_t t0 = 0; GEMV8(WT, AT, UNPACK, OFF, HAS_MIN, 2); break; }   \
+                default: { const int64_t t0 = 0; GEMV8(WT, AT, UNPACK, OFF, HAS_MIN, 1); break; }  \
+                }                                                                                  \
             r_first = rs * 2 * GV;                                                                 \
             if (r_first == n_rows) return;                                                         \
         }                                                                                          \
@@ -292,7 +346,13 @@ static inline void store_ipair(float *y0, int both, __m512 v, const float *m) {
                 }                                                                                  \
                 if (HAS_MIN)                                                                       \
                     min_terms(nb, wm, 2 * pr, 2 * (pe - pb), asT, pt, te - tb, mo, 2 * pr);        \
-                /* token tiles outer: the row panel's blocks stay in L1 */                        \
+                /* the next panel's rows (adjacent in memory) are prefetched a line at a time    \
+                 * through the tiles' block loops, so the weights stream in while these tiles  \
+                 * run (few tokens only: a large batch reuses each panel long enough) */           \
+                const char *pf = (const char *)w + (r_first + 2 * pe) * w_row;                    \
+                const char *pf_end = n_tok > 8 ? pf : (const char *)w + (r_first + 2 * (pe + pr) < n_rows ? r_first + 2 * (pe + pr) : n_rows) * w_row; \
+                const int64_t n_iter = nb * ((pe - pb + RP - 1) / RP) * ((te - tb) / RN + (te - tb) % RN); \
+                const int64_t pf_step = pf < pf_end ? (((pf_end - pf) / n_iter) | 63) + 1 : 64;  \
                 int64_t t0 = tb;                                                                   \
                 for (; t0 + RN <= te; t0 += RN) {                                                  \
                     int64_t p0 = pb;                                                               \
@@ -310,7 +370,7 @@ static inline void store_ipair(float *y0, int both, __m512 v, const float *m) {
 
 #define MIN_OF(wb) ((wb)->m)
 #define SUM_OF(ab) ((ab)->s)
-DEFINE_GEMM(gemm512_q4_1, block_q4_1, block_q8_1, _Q4_1, 0, 1, 0)
+DEFINE_GEMM(gemm512_q4_1, block_q4_1, block_q8_1, _Q4_1, 0, 1, 1)
 DEFINE_GEMM(gemm512_q5_1, block_q5_1, block_q8_1, _Q5_1, 0, 1, 1)
 #undef MIN_OF
 #undef SUM_OF
@@ -503,7 +563,7 @@ static void gemm512_q4_1_or_gemv(int64_t n, const void *w, int64_t w_row, int64_
 static void gemm512_q4_0_r8(int64_t n, const void *w, int64_t w_row, int64_t n_rows,
                             const void *a, int64_t a_row, int64_t n_tok, float *y, int64_t ldy) {
     const int64_t nb = n / 32;
-    if (n_tok == 1) {
+    if (n_tok <= 2) {   /* the AVX2 GEMV streams: 8 rows far apart, both tokens in one pass */
         g_gemv_q4_0_r8(n, w, w_row, n_rows, a, a_row, n_tok, y, ldy);
         return;
     }

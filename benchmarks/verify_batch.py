@@ -1,0 +1,89 @@
+"""Per-token batch (speculative verification / continuous batching) vs separate decodes.
+
+A batch of k tokens decoded with PYRT_NUMERICS_PER_TOKEN (every token in
+single-token arithmetic, all logits) against k one-token decodes at the same
+positions. Runs alternate (batch, separate, batch, ...) and the medians (or,
+with --best, the fastest runs: steadier on a shared machine) are reported, so
+both sides see the same machine load. The batch's logits are
+checked against the separate decodes' bit for bit.
+
+    PYTHONPATH=. python benchmarks/verify_batch.py [MODEL.gguf ...] [--ks 1,2,4,8] [--reps 15] [--threads 2] [--best]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+
+from pyrt._native import lib
+from pyrt.model import Context, Model
+
+MODELS = Path.home() / ".cache" / "pyrt" / "models"
+DEFAULT = [MODELS / "SmolLM2-135M-Instruct.Q4_1.gguf", MODELS / "gemma-3-270m-q4_k_m.gguf"]
+
+
+def cpu_line() -> str:
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+        for line in out.splitlines():
+            if line.startswith("Model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def bench(path: Path, ks: list[int], reps: int, threads: int, best: bool) -> None:
+    m = Model(path)
+    c = Context(m, n_ctx=1024, n_threads=threads)
+    toks = list(range(100, 400))
+    n0 = 200
+    c.decode(toks[:n0], 0, lib.PYRT_OUT_LOGITS_LAST)
+    stat = min if best else statistics.median
+    print(f"{path.name}  ({threads} threads, {reps} alternating runs, {'best' if best else 'median'} ms)")
+    print(f"{'k':>3} {'batch':>8} {'separate':>9} {'batch/1tok':>10} {'sep/batch':>9}  identical")
+    one = None
+    for k in ks:
+        seq = toks[n0:n0 + k]
+        tb, ts = [], []
+        ref = batch = None
+        for _ in range(reps):
+            t = time.perf_counter()
+            batch = c.decode(seq, n0, lib.PYRT_OUT_LOGITS_ALL, n_shape=lib.PYRT_NUMERICS_PER_TOKEN)
+            tb.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            rows = [c.decode([seq[i]], n0 + i, lib.PYRT_OUT_LOGITS_LAST) for i in range(k)]
+            ts.append(time.perf_counter() - t)
+            ref = np.stack([np.asarray(r).reshape(-1) for r in rows])
+        b, s = stat(tb) * 1e3, stat(ts) * 1e3
+        if k == 1:
+            one = s
+        same = np.array_equal(np.asarray(batch).reshape(k, -1), ref)
+        rel = f"{b / one:10.2f}" if one else f"{'':>10}"
+        print(f"{k:>3} {b:8.2f} {s:9.2f} {rel} {s / b:9.2f}  {'yes' if same else 'NO'}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("models", nargs="*", type=Path)
+    ap.add_argument("--ks", default="1,2,3,4,8")
+    ap.add_argument("--reps", type=int, default=15)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--best", action="store_true", help="report the fastest run of each side, not the median")
+    a = ap.parse_args()
+    ks = [int(x) for x in a.ks.split(",")]
+    if 1 not in ks:
+        ks = [1] + ks
+    print("CPU:", cpu_line(), "| kernels:", os.environ.get("PYRT_KERNELS", "auto"))
+    for p in a.models or [p for p in DEFAULT if p.exists()]:
+        bench(p, ks, a.reps, a.threads, a.best)
+
+
+if __name__ == "__main__":
+    main()
