@@ -559,9 +559,10 @@ static void gemm_min_terms(int64_t nb, const float *wm, int64_t n_r, const float
                 }                                                                                 \
                 if (HAS_MIN) gemm_min_terms(nb, wm, re - rb, asT, pt, te - tb, mo, pr);           \
                 /* the next panel's rows (adjacent in memory) are prefetched a line at a time   \
-                 * through the tiles' block loops, so the weights stream in while these run */  \
+                 * through the tiles' block loops, so the weights stream in while these run   \
+                 * (few tokens only: a large batch reuses each panel long enough) */             \
                 const char *pf = (const char *)w + re * w_row;                                    \
-                const char *pf_end = (const char *)w + (re + pr < n_rows ? re + pr : n_rows) * w_row; \
+                const char *pf_end = n_tok > 8 ? pf : (const char *)w + (re + pr < n_rows ? re + pr : n_rows) * w_row; \
                 const int64_t n_iter = nb * ((re - rb + RM - 1) / RM) * ((te - tb) / RN + (te - tb) % RN); \
                 const int64_t pf_step = pf < pf_end ? (((pf_end - pf) / n_iter) | 63) + 1 : 64; \
                 /* token tiles outer: the row panel's blocks stay in L1 */                       \

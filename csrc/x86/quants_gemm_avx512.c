@@ -347,9 +347,10 @@ static inline __m512 dm16(const void *const p[8]) {
                 if (HAS_MIN)                                                                       \
                     min_terms(nb, wm, 2 * pr, 2 * (pe - pb), asT, pt, te - tb, mo, 2 * pr);        \
                 /* the next panel's rows (adjacent in memory) are prefetched a line at a time    \
-                 * through the tiles' block loops, so the weights stream in while these tiles run */ \
+                 * through the tiles' block loops, so the weights stream in while these tiles  \
+                 * run (few tokens only: a large batch reuses each panel long enough) */           \
                 const char *pf = (const char *)w + (r_first + 2 * pe) * w_row;                    \
-                const char *pf_end = (const char *)w + (r_first + 2 * (pe + pr) < n_rows ? r_first + 2 * (pe + pr) : n_rows) * w_row; \
+                const char *pf_end = n_tok > 8 ? pf : (const char *)w + (r_first + 2 * (pe + pr) < n_rows ? r_first + 2 * (pe + pr) : n_rows) * w_row; \
                 const int64_t n_iter = nb * ((pe - pb + RP - 1) / RP) * ((te - tb) / RN + (te - tb) % RN); \
                 const int64_t pf_step = pf < pf_end ? (((pf_end - pf) / n_iter) | 63) + 1 : 64;  \
                 int64_t t0 = tb;                                                                   \
