@@ -14,11 +14,13 @@
 #define MM_GEMM_ROWS 128
 #define MM_GEMM_TOKS 64
 /* Up to this many tokens a tiled kernel gets the thread's whole row range in
- * one call, as a single token does: the x86 32-block and K-quant kernels then
- * run their GEMV tiles (rows far apart, GEMV_STREAMS in kernels.h) for every
- * token while a row group is in L1, so the weights stream from memory once
- * for the batch (PYRT_NUMERICS_PER_TOKEN verification, several sequences'
- * decode tokens), each token with its single-token arithmetic. */
+ * one call, as a single token does: the x86 kernels then run their GEMV tiles
+ * (rows far apart, GEMV_STREAMS in kernels.h) with up to 4 tokens per pass,
+ * each weight block unpacked once for all of them, or (32-block types, 5+
+ * tokens) their panel tiles, which prefetch the next panel. Either way the
+ * weights stream from memory once for the batch (PYRT_NUMERICS_PER_TOKEN
+ * verification, several sequences' decode tokens), each token in the
+ * arithmetic its shape asks for. */
 #define MM_FEW_TOK 8
 
 int64_t mm_act_bytes_bound(int64_t cols) { return cols * (int64_t)sizeof(float); }

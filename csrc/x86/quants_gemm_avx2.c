@@ -485,7 +485,8 @@ static void gemm_min_terms(int64_t nb, const float *wm, int64_t n_r, const float
 
 /* y[t*ldy + r] for r < n_rows, t < n_tok; rows of w and a are w_row / a_row
  * bytes apart. One token: GEMV tiles of GV rows streaming the weights once,
- * the remainder rows through the batched tiles. Several: rows in panels of
+ * the remainder rows through the batched tiles; 2..GEMV_TOK tokens: the _NT
+ * GEMV tiles, 4 rows a group, all tokens in one pass. More: rows in panels of
  * at most PANEL_R (unpacked once per token panel), tokens in panels of at
  * most PANEL_T (scales, corrections), both bounded by the buffers. */
 #define DEFINE_GEMM(NAME, WT, AT, UNPACK, OFF, HAS_MIN, GEMV, GWLOAD, GARG, NG)                      \

@@ -631,6 +631,32 @@ static void test_matmul(int variant) {
     }
 }
 
+/* A batch in single-token arithmetic (pyrt_matmul_shape, n_shape -1): each
+ * token's results bit for bit those of a one-token call, for 1..8 tokens
+ * (the driver hands few tokens the whole row range, the GEMV tiles take
+ * several tokens per pass), 2 threads, rows not a multiple of 8. */
+static void test_per_token(int variant) {
+    enum { ROWS = 203, COLS = 768, NTOK = 8 };
+    static float y_b[NTOK * ROWS], y_1[NTOK * ROWS], x[NTOK * COLS];
+    static uint8_t w[ROWS * COLS * 4];
+    for (int ti = 0; ti < N_WTYPES; ti++) {
+        const int t = WEIGHT_TYPES[ti];
+        const int64_t rb = row_bytes(t, COLS);
+        seed(7000 + (uint64_t)t);
+        for (int r = 0; r < ROWS; r++) random_weights(t, COLS, w + r * rb, -10, -3);
+        for (int i = 0; i < NTOK * COLS; i++) x[i] = (float)gauss();
+        int st = PYRT_OK;
+        for (int k = 0; k < NTOK; k++)
+            st |= pyrt_matmul(variant, t, w, ROWS, COLS, x + k * COLS, 1, y_1 + k * ROWS, 2);
+        int same = st == PYRT_OK;
+        for (int nt = 2; nt <= NTOK; nt++) {
+            same &= pyrt_matmul_shape(variant, t, w, ROWS, COLS, x, nt, PYRT_NUMERICS_PER_TOKEN, y_b, 2) == PYRT_OK;
+            same &= memcmp(y_b, y_1, sizeof(float) * (size_t)(nt * ROWS)) == 0;
+        }
+        check(same, "pyrt_matmul_shape %s %dx%d, 2..%d tokens per token == one-token calls", tname(t), ROWS, COLS, NTOK);
+    }
+}
+
 /* Register-tiled products: every output bit-identical to the table's own
  * row kernel on the same bytes (the driver may use either), nothing written
  * outside the n_rows x n_tok block. */
@@ -717,6 +743,7 @@ static void test_dispatch(int variant) {
     check(pyrt_kernels_current() == pyrt_kernels_get(variant), "current table is the %s table",
           pyrt_kernels_name(variant));
     test_matmul(variant);
+    test_per_token(variant);
     g_table = "dispatch";
     /* through the validated entry point */
     static block_q8_0 w[3], a[3];
@@ -784,6 +811,7 @@ int main(int argc, char **argv) {
             test_table("avx512", S, pyrt_kernels_get(PYRT_KERNELS_AVX512));
             tested++;
             test_matmul(PYRT_KERNELS_AVX2);
+            test_per_token(PYRT_KERNELS_AVX2);
             best = PYRT_KERNELS_AVX512;
         }
         test_dispatch(best);     /* auto picks the best table */
