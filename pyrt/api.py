@@ -171,6 +171,7 @@ class Llama:
         self._ctx = None
         self._embd_ctx = None
         self._engine = None
+        self._type_k, self._type_v = opts.type_k, opts.type_v     # KV cache types (None: f16)
         try:
             hp = self._model.hparams
             self._n_ctx = n_ctx or hp.n_ctx_train
@@ -180,7 +181,8 @@ class Llama:
                     raise UnsupportedError(f"n_parallel={n_parallel} needs the CPU (device={device!r})")
                 from .batching import BatchEngine
                 self._engine = BatchEngine(self._model, self._n_ctx, n_parallel, n_threads, n_batch,
-                                           short=min(n_batch, (draft_max if isinstance(draft_max, int) else 16) + 1))
+                                           short=min(n_batch, (draft_max if isinstance(draft_max, int) else 16) + 1),
+                                           type_k=opts.type_k, type_v=opts.type_v)
                 self._ctx = self._engine.ctx
             else:
                 self._ctx = self._new_context(n_threads, n_batch)
@@ -291,7 +293,8 @@ class Llama:
 
     def _new_context(self, n_threads: int | None, n_batch: int) -> Context:
         p = self._placement
-        return Context(self._model, self._n_ctx, n_threads, n_batch, backend=p.backend, device=p.index)
+        return Context(self._model, self._n_ctx, n_threads, n_batch, backend=p.backend, device=p.index,
+                       type_k=self._type_k, type_v=self._type_v)
 
     # ---- properties ---------------------------------------------------------------
     @property
