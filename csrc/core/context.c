@@ -137,6 +137,13 @@ static int ctx_create_cpu(const pyrt_model *m, int32_t n_ctx, int32_t n_seq, int
     c->v_row_bytes = ctx_kv_bytes(type_v, c->kv_dim);
     c->k_head_bytes = ctx_kv_bytes(type_k, hp->head_dim);
     c->v_head_bytes = ctx_kv_bytes(type_v, hp->head_dim);
+    /* llama.cpp's rotation sizes: K the largest power of 2 (>= 64) dividing
+     * head_dim, V 64; only for a quantized type and head_dim % 64 == 0 */
+    if (type_k != PYRT_TYPE_F16 && hp->head_dim % 64 == 0) {
+        c->rot_k = 64;
+        while (hp->head_dim % (2 * c->rot_k) == 0) c->rot_k *= 2;
+    }
+    if (type_v != PYRT_TYPE_F16 && hp->head_dim % 64 == 0) c->rot_v = 64;
     const int64_t qd = (int64_t)hp->n_head * hp->head_dim;
     const size_t kv_elems = (size_t)hp->n_layer * (size_t)n_seq * (size_t)n_ctx * (size_t)c->kv_dim;
     if (kv_elems / (size_t)n_ctx / (size_t)n_seq / (size_t)hp->n_layer != (size_t)c->kv_dim || kv_elems > ((size_t)1 << 40)) {

@@ -143,6 +143,7 @@ static void attention(fwd *f, int il) {
             if (A->qk_norm) op_rmsnorm(qh, qh, L->q_norm, HD, hp->norm_eps);
             K->rope(qh, hp->n_rot, hp->rope_type, pos, base, fscale, ff, mscale);
             if (A->q_prescale) op_scale(qh, f->attn_scale, HD);   /* in f32, before the f16 rounding of q */
+            if (c->rot_k) op_fwht(qh, HD, c->rot_k);
         } else {
             const int64_t hk = h - hp->n_head;
             float *kh = c->k + t * KVD + hk * HD;
@@ -151,6 +152,8 @@ static void attention(fwd *f, int il) {
             if (L->bv) op_add(vh, L->bv + hk * HD, HD);
             if (A->qk_norm) op_rmsnorm(kh, kh, L->k_norm, HD, hp->norm_eps);
             K->rope(kh, hp->n_rot, hp->rope_type, pos, base, fscale, ff, mscale);
+            if (c->rot_k) op_fwht(kh, HD, c->rot_k);
+            if (c->rot_v) op_fwht(vh, HD, c->rot_v);
             uint8_t *kd = kc + part->seq * kseq + ipos * c->k_row_bytes + hk * c->k_head_bytes;
             uint8_t *vd = vc + part->seq * vseq + ipos * c->v_row_bytes + hk * c->v_head_bytes;
             if (c->type_k == PYRT_TYPE_F16) K->fp32_to_fp16(kh, (pyrt_fp16 *)kd, HD);
@@ -197,6 +200,9 @@ static void attention(fwd *f, int il) {
                 a->kq = kh;
                 a->vq = vh;
                 K->attn_head_fa(a);
+                if (c->rot_v)                   /* rotate the outputs back (llama.cpp's order) */
+                    for (int32_t t = 0; t < a->n_tok; t++)
+                        op_fwht(a->out + (int64_t)t * QD, (int64_t)f->gqa * HD, c->rot_v);
             } else {
                 a->k = (const pyrt_fp16 *)kh;
                 a->v = (const pyrt_fp16 *)vh;

@@ -77,6 +77,10 @@ struct pyrt_ctx {
     uint8_t *kc, *vc;
     int32_t type_k, type_v;      /* PYRT_TYPE_F16, _Q8_0, _Q4_0 */
     int64_t k_row_bytes, v_row_bytes, k_head_bytes, v_head_bytes;
+    /* llama.cpp rotates around a quantized cache (its default; forward.c):
+     * q and k by a Walsh-Hadamard matrix of size rot_k when K is quantized,
+     * v and the attention output by one of size rot_v when V is; 0: none */
+    int32_t rot_k, rot_v;
     /* activations, [n_batch][width] */
     float *x, *xn, *q, *k, *v, *att, *tmp, *g, *u;
     float *moe_w;                /* MoE: [n_batch][n_expert] router probs, then top-k weights */

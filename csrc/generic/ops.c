@@ -121,6 +121,21 @@ void op_attention_head(const pyrt_attn_args *a) {
         }
 }
 
+void op_fwht(float *x, int64_t n, int32_t len) {
+    const float scale = 1.0f / sqrtf((float)len);
+    for (int64_t c = 0; c + len <= n; c += len) {
+        float *y = x + c;
+        for (int32_t j = 0; j < len; j++) y[j] *= scale;
+        for (int32_t w = 1; w < len; w <<= 1)
+            for (int32_t i = 0; i < len; i += 2 * w)
+                for (int32_t j = i; j < i + w; j++) {
+                    const float u = y[j], v = y[j + w];
+                    y[j] = u + v;
+                    y[j + w] = u - v;
+                }
+    }
+}
+
 /* ---- attention over a quantized KV cache (kernels.h: attn_head_fa) ----------
  * llama.cpp takes its flash-attention path whenever the V cache is quantized
  * (it refuses a quantized V without it), and a quantized K is read there by

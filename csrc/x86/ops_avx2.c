@@ -534,7 +534,12 @@ static void attn_fa_one_avx2(const pyrt_attn_args *a) {
     void *qq = a->acc + 3 * (int64_t)hd;
     const float scale = a->softcap != 0.0f ? a->scale / a->softcap : a->scale;
     const uint8_t *kq = a->kq, *vq = a->vq;
-    a->q_to_dot(a->q, qq, hd);
+    /* an F16 K: llama.cpp's K.q is ggml_vec_dot_f16 (dot_kq_single) over q
+     * rounded to f16, kept here as f32 values */
+    const int k16 = a->type_k == PYRT_TYPE_F16;
+    float *qf = a->acc + (int64_t)hd;      /* free: V rows are read from their blocks */
+    if (k16) for (int32_t d = 0; d < hd; d++) qf[d] = _cvtsh_ss(pyrt_fp32_to_fp16(a->q[d]));
+    else     a->q_to_dot(a->q, qq, hd);
     if (tv == PYRT_TYPE_F16) memset(vkq16, 0, sizeof(pyrt_fp16) * (size_t)hd);
     else                     memset(vkq, 0, sizeof(float) * (size_t)hd);
     float S = 0.0f, M = -INFINITY;
@@ -543,7 +548,8 @@ static void attn_fa_one_avx2(const pyrt_attn_args *a) {
         _mm_prefetch((const char *)(kj + PF_AHEAD * a->k_bytes), _MM_HINT_T0);
         _mm_prefetch((const char *)(vj + PF_AHEAD * a->v_bytes), _MM_HINT_T0);
         float s;
-        a->k_dot(hd, &s, kj, qq);
+        if (k16) s = dot_kq_single((const pyrt_fp16 *)kj, qf, hd);
+        else     a->k_dot(hd, &s, kj, qq);
         s = s * scale;
         if (a->softcap != 0.0f) s = a->softcap * tanhf(s);
         const float Mold = M;
