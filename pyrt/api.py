@@ -1334,8 +1334,9 @@ class LlamaState:
 
 
 def _kv_n_past(kv: bytes) -> int:
-    # csrc/core/model.c state_header: char magic[8] "PYRTKV1\0"; int32 n_layer, n_past; int64 kv_dim
-    if len(kv) < 24 or kv[:8] != b"PYRTKV1\x00":
+    # csrc/core/state.c state_header: char magic[8] "PYRTKV2\0" ("PYRTKV1\0": F16 before cache
+    # types); int32 n_layer, n_past; int64 kv_dim (KV2: then int32 type_k, type_v)
+    if len(kv) < 24 or kv[:8] not in (b"PYRTKV1\x00", b"PYRTKV2\x00"):
         raise ValueError("not a pyrt KV cache snapshot")
     return struct.unpack_from("<i", kv, 12)[0]
 
