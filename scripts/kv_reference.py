@@ -18,7 +18,9 @@ Per cache configuration CFG ("q8_0-q8_0", "q4_0-q4_0", "q8_0-f16", "f16-q4_0"), 
 - greedy decoding (argmax, lowest id on a tie) of the first two public prompts and the chat
   prompt, prompt in one batch then one token per call, until EOG (included) or GREEDY_CAP:
   `greedy_off`, `greedy_ids`, `greedy_eog`, `greedy_row_sha256`, `greedy_top_ids` /
-  `greedy_top_logits` [steps, 8].
+  `greedy_top_logits` [steps, 8]; `greedy_first_all_sha256` [prompts]: the prompt's last row when
+  the prompt is evaluated asking for every row's logits (llama.cpp then computes its last layer's
+  FFN over all rows instead of the output row alone, as pyrt always does; the two can differ).
 Shared: `sha256` (model file), `text_ids`, `greedy_prompt_off` / `greedy_prompt_ids`, `configs`.
 Digests are sha256 of the float32 row bytes (little-endian), as scripts/llamacpp_reference.py.
 """
@@ -72,8 +74,12 @@ def run_llamacpp(model: str, out: str, chat_prompt: str) -> None:
         data[f"{cfg}__text_top_logits"] = np.stack([t[1] for t in tops])
 
         p_off, p_ids, g_off, g_ids, g_eog, g_sha, g_tid, g_tlg = [0], [], [0], [], [], [], [], []
+        g_all = []
         for prompt in public_prompts()[:2] + [chat_prompt]:
             ids = llm.tokenize(prompt.encode("utf-8"), add_bos=add_bos, special=True)
+            L.llama_memory_clear(mem, True)
+            llamacpp_batch.decode(L, ctx, ids, 0, True)      # every row: no output-row selection
+            g_all.append(row_digest(row(len(ids) - 1)))
             L.llama_memory_clear(mem, True)
             llamacpp_batch.decode(L, ctx, ids, 0, False)
             pos, eog = len(ids), 0
@@ -99,6 +105,7 @@ def run_llamacpp(model: str, out: str, chat_prompt: str) -> None:
         data[f"{cfg}__greedy_off"] = np.array(g_off, np.int32)
         data[f"{cfg}__greedy_ids"] = np.array(g_ids, np.int32)
         data[f"{cfg}__greedy_eog"] = np.array(g_eog, np.int8)
+        data[f"{cfg}__greedy_first_all_sha256"] = np.array(g_all)
         data[f"{cfg}__greedy_row_sha256"] = np.array(g_sha)
         data[f"{cfg}__greedy_top_ids"] = np.stack(g_tid)
         data[f"{cfg}__greedy_top_logits"] = np.stack(g_tlg)

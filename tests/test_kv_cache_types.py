@@ -31,6 +31,7 @@ KV_REF = REF / "kv"
 MODELS = {"smollm2-135m-q4_1": "smollm2_path", "gemma-3-270m-q4_k_m": "gemma3_path"}
 X86 = lib.pyrt_kernels_active() in (lib.PYRT_KERNELS_AVX2, lib.PYRT_KERNELS_AVX512)
 NMSE_ATTENTION_Q8 = 5e-4     # as tests/test_ops.py's attention bound (q quantized to Q8_0 here)
+FIRST_ROW_ATOL = 2e-3        # llama.cpp's own last-row-only vs all-rows difference (seen: 6e-4)
 
 
 def digest(a) -> str:
@@ -83,14 +84,25 @@ def test_bit_identical_to_llamacpp(request, model, cfg):
         # 2. greedy decoding: the prompt in one batch, then one token per call
         po, pi = ref["greedy_prompt_off"], ref["greedy_prompt_ids"]
         go, gi = ref[f"{cfg}__greedy_off"], ref[f"{cfg}__greedy_ids"]
-        gs = ref[f"{cfg}__greedy_row_sha256"]
+        gs, g_all = ref[f"{cfg}__greedy_row_sha256"], ref[f"{cfg}__greedy_first_all_sha256"]
         for p in range(len(po) - 1):
             ids = pi[po[p]:po[p + 1]]
             ctx.truncate(0)
             r = ctx.decode(ids, 0, lib.PYRT_OUT_LOGITS_LAST)
             pos = len(ids)
+            # After the prompt, llama.cpp asked for the last row only computes its last layer's
+            # FFN for that row; pyrt computes the layer for every row, as llama.cpp does when
+            # asked for every row's logits (`greedy_first_all_sha256`), which it must match.
+            # Where llama.cpp's two runs differ (gemma q8_0/q8_0's chat prompt), the last-row
+            # run is held to its top logits within FIRST_ROW_ATOL.
+            assert digest(r) == g_all[p], f"{model} {cfg}: prompt {p}: last prompt row differs"
+            if g_all[p] != gs[go[p]]:
+                top = ref[f"{cfg}__greedy_top_ids"][go[p]]
+                d = float(np.abs(r[top] - ref[f"{cfg}__greedy_top_logits"][go[p]]).max())
+                assert d <= FIRST_ROW_ATOL, (model, cfg, p, d)
             for s in range(go[p], go[p + 1]):
-                assert digest(r) == gs[s], f"{model} {cfg}: prompt {p} logits differ at step {s - go[p]}"
+                if s > go[p]:
+                    assert digest(r) == gs[s], f"{model} {cfg}: prompt {p} logits differ at step {s - go[p]}"
                 t = int(np.argmax(r))
                 assert t == gi[s], f"{model} {cfg}: prompt {p} token differs at step {s - go[p]}"
                 if s + 1 < go[p + 1]:
