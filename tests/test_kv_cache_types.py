@@ -290,3 +290,13 @@ def test_c_api_rejects_bad_params(smollm2):
 def test_cuda_context_refuses_quantized_cache(smollm2):
     with pytest.raises(UnsupportedError, match="CPU backend"):
         Context(smollm2, 64, backend=lib.PYRT_BACKEND_CUDA, type_k="q8_0")
+
+
+def test_threads_do_not_change_results(smollm2):
+    toks = smollm2.tokenizer.tokenize("Water boils at a temperature of one hundred degrees when")
+    outs = []
+    for n_threads in (1, 3):
+        c = Context(smollm2, 64, n_threads, 8, type_k="q4_0", type_v="q8_0")
+        outs.append(c.decode(toks, 0, lib.PYRT_OUT_LOGITS_ALL))        # chunks of 8, then the rest
+        outs.append(c.decode(toks[:1], len(toks), lib.PYRT_OUT_LOGITS_LAST))
+    assert np.array_equal(outs[0], outs[2]) and np.array_equal(outs[1], outs[3])
