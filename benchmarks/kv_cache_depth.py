@@ -1,4 +1,8 @@
-"""tg at depth: fill D positions, then time N single-token decodes; alternating cache types."""
+"""Token generation at depth with each KV cache type (BENCHMARKS.md, 'Quantized KV cache'):
+fill D random tokens, then time N single-token decodes, the f16 / q8_0 / q4_0 contexts alternating.
+
+    python benchmarks/kv_cache_depth.py MODEL.gguf D N REPS
+"""
 import sys, time, numpy as np
 from pyrt.model import Model, Context
 from pyrt._native import lib
