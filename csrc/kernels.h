@@ -74,8 +74,10 @@ typedef struct {
  * F32) has quantize_act. */
 typedef struct {
     pyrt_dequant_fn dequantize;     /* this type -> f32                               */
-    pyrt_quant_fn   quantize_act;   /* f32 -> this type, as a matmul's activations
-                                     * (Q4_0: as llama.cpp stores a KV cache row)     */
+    pyrt_quant_fn   quantize_act;   /* f32 -> this type, as a matmul's activations    */
+    pyrt_quant_fn   quantize_row;   /* f32 -> this type as llama.cpp stores a row of it
+                                     * (a KV cache row) where that is not quantize_act:
+                                     * pyrt_kv_quantizer() below picks                 */
     pyrt_vec_dot_fn vec_dot;        /* weights of this type . its activation type     */
     /* Dot products in the order llama.cpp uses for weights it repacks into
      * 8-row interleaved blocks (on x86: Q4_0 and Q4_K when rows % 8 == 0): each block's
@@ -183,6 +185,13 @@ static inline pyrt_attn_args pyrt_attn_query(const pyrt_attn_args *a, int32_t t,
     o.n_tok = o.n_head = 1;
     o.window = 0;
     return o;
+}
+
+/* f32 -> a KV cache row of type t (F16 excluded: fp32_to_fp16), as llama.cpp's
+ * from_float for t: its activation quantizer for Q8_0, its reference rounding
+ * for Q4_0. */
+static inline pyrt_quant_fn pyrt_kv_quantizer(const pyrt_kernels *k, int32_t t) {
+    return k->type[t].quantize_row ? k->type[t].quantize_row : k->type[t].quantize_act;
 }
 
 /* Batches of at least this many tokens take a type's vec_dot_tiled order. */

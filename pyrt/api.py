@@ -100,7 +100,9 @@ class Llama:
     llama-cpp-python's constructor arguments are accepted as keywords
     (`n_gpu_layers`, `chat_format`, `rope_freq_base`, `n_ubatch`, ...): mapped
     where pyrt has the feature, accepted where they change nothing, otherwise
-    an UnsupportedError naming the argument (see `pyrt.compat`).
+    an UnsupportedError naming the argument (see `pyrt.compat`). `type_k` /
+    `type_v` ("f16" default, "q8_0", "q4_0", or GGML ids 1, 8, 2) quantize the
+    KV cache (CPU only) as llama.cpp does with flash attention on.
 
     `device` is "cpu" (default), "cuda" / "cuda:N" (a GPU; needs a build
     with CMAKE_ARGS=-DPYRT_CUDA=ON, raises UnsupportedError when the build,

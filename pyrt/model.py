@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 import os
 import re
 import threading
@@ -504,7 +505,8 @@ def kv_cache_type(value, what: str = "type_k") -> int:
             raise UnsupportedError(f"{what}={value!r}: pyrt's KV cache is f16, q8_0 or q4_0")
         raise ValueError(f"{what} must be one of {', '.join(KV_CACHE_TYPES)} (or GGML type ids "
                          f"{', '.join(str(v) for v in KV_CACHE_TYPES.values())}), got {value!r}")
-    if isinstance(value, int) and not isinstance(value, bool):
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        value = int(value)
         if value in _KV_TYPE_NAMES:
             return value
         if value in _GGML_NAMES:

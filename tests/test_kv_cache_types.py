@@ -127,7 +127,8 @@ def _quantize(k, t: int, x: np.ndarray) -> np.ndarray:
     out = np.zeros((x.shape[0], x.shape[1] // 32 * nb), np.uint8)
     for i in range(x.shape[0]):
         row = np.ascontiguousarray(x[i])
-        k.type[t].quantize_act(kptr(row, "float *"), kptr(out[i], "void *"), x.shape[1])
+        fn = k.type[t].quantize_row if k.type[t].quantize_row != kffi.NULL else k.type[t].quantize_act
+        fn(kptr(row, "float *"), kptr(out[i], "void *"), x.shape[1])
     return out
 
 

@@ -99,7 +99,7 @@ static int cpu_has_avx512(void) {
 #define INHERIT(f) if (v->f) d->f = v->f
 #define OWN(f)     d->f = v->f
 static void merge_type(pyrt_type_kernels *d, const pyrt_type_kernels *v) {
-    INHERIT(dequantize); INHERIT(quantize_act); INHERIT(vec_dot); INHERIT(vec_dot_tiled);
+    INHERIT(dequantize); INHERIT(quantize_act); INHERIT(quantize_row); INHERIT(vec_dot); INHERIT(vec_dot_tiled);
     INHERIT(tiled_min_tok);
     OWN(vec_dot_r8); OWN(vec_dot_r8x4); OWN(gemm); OWN(gemm_r8); OWN(gemm_tiled); OWN(gemm_r8x4);
 }

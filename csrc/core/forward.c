@@ -157,9 +157,9 @@ static void attention(fwd *f, int il) {
             uint8_t *kd = kc + part->seq * kseq + ipos * c->k_row_bytes + hk * c->k_head_bytes;
             uint8_t *vd = vc + part->seq * vseq + ipos * c->v_row_bytes + hk * c->v_head_bytes;
             if (c->type_k == PYRT_TYPE_F16) K->fp32_to_fp16(kh, (pyrt_fp16 *)kd, HD);
-            else K->type[c->type_k].quantize_act(kh, kd, HD);
+            else pyrt_kv_quantizer(K, c->type_k)(kh, kd, HD);
             if (c->type_v == PYRT_TYPE_F16) K->fp32_to_fp16(vh, (pyrt_fp16 *)vd, HD);
-            else K->type[c->type_v].quantize_act(vh, vd, HD);
+            else pyrt_kv_quantizer(K, c->type_v)(vh, vd, HD);
         }
     }
     pool_barrier(f->P);

@@ -230,7 +230,7 @@ static void quant_q4_0_ref(const float *src, void *dst, int64_t n) {
 
 void pyrt_fill_ops_scalar(pyrt_kernels *k) {
     k->attn_head_fa = op_attention_head_fa;
-    k->type[PYRT_TYPE_Q4_0].quantize_act = quant_q4_0_ref;
+    k->type[PYRT_TYPE_Q4_0].quantize_row = quant_q4_0_ref;
     k->rope = op_rope;
     k->swiglu = op_swiglu;
     k->geglu = op_geglu;
