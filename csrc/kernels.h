@@ -131,7 +131,9 @@ typedef struct {
      * arithmetic (the path it takes for a quantized V cache): per query, q
      * converted to K's dot type once, s = scale * K_j.q in position order,
      * an online softmax (running max M, sum S, expf) and an f32 accumulator
-     * (F16 with F16 V) of v_j * expf(s - M), scaled by 1/S at the end. */
+     * (F16 with F16 V) of v_j * expf(s - M), scaled by 1/S at the end.
+     * head_dim a multiple of 32. llama.cpp's Walsh-Hadamard rotation of q, k,
+     * v and the output is the caller's (core/forward.c). */
     void  (*attn_head_fa)(const pyrt_attn_args *a);
     void  (*softmax)(float *x, int64_t n);                            /* in place, ggml_soft_max's sequence (MoE router) */
 } pyrt_kernels;

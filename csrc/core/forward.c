@@ -152,8 +152,8 @@ static void attention(fwd *f, int il) {
             if (L->bv) op_add(vh, L->bv + hk * HD, HD);
             if (A->qk_norm) op_rmsnorm(kh, kh, L->k_norm, HD, hp->norm_eps);
             K->rope(kh, hp->n_rot, hp->rope_type, pos, base, fscale, ff, mscale);
-            if (c->rot_k) op_fwht(kh, HD, c->rot_k);
-            if (c->rot_v) op_fwht(vh, HD, c->rot_v);
+            if (c->rot_k) op_fwht(kh, HD, c->rot_k);     /* llama.cpp's rotation around a */
+            if (c->rot_v) op_fwht(vh, HD, c->rot_v);     /* quantized cache (model.h)     */
             uint8_t *kd = kc + part->seq * kseq + ipos * c->k_row_bytes + hk * c->k_head_bytes;
             uint8_t *vd = vc + part->seq * vseq + ipos * c->v_row_bytes + hk * c->v_head_bytes;
             if (c->type_k == PYRT_TYPE_F16) K->fp32_to_fp16(kh, (pyrt_fp16 *)kd, HD);
@@ -186,7 +186,6 @@ static void attention(fwd *f, int il) {
         const fwd_part *part = &c->parts[ip];
         const int64_t n_items = (part->n_tok + c->attn_tok - 1) / c->attn_tok * n_kv;
         a->batched = part_batched(part);
-
         for (int64_t it = ((f->ith - before) % f->nth + f->nth) % f->nth; it < n_items; it += f->nth) {
             const int64_t t0 = it / n_kv * c->attn_tok, hk = it % n_kv;
             const int64_t off = (part->t0 + t0) * QD + hk * f->gqa * HD;
