@@ -62,6 +62,14 @@ typedef struct {
     int32_t          window;    /* group: sliding window length, 0 = none          */
     float            softcap;   /* 0: none; else score = softcap*tanh(score/softcap),
                                  * after the scale (llama.cpp's scale, tanh, scale) */
+    /* attn_head_fa only: a cache whose K or V rows are quantized (Q8_0, Q4_0;
+     * the other may be F16). k, v above are unused there. */
+    const void      *kq, *vq;   /* cache rows of this kv head at position 0        */
+    int64_t          k_bytes, v_bytes;  /* bytes from one cache row to the next    */
+    int32_t          type_k, type_v;    /* PYRT_TYPE_F16, _Q8_0 or _Q4_0           */
+    pyrt_quant_fn    q_to_dot;  /* q -> the activation type of K's dot (F16, Q8_0) */
+    pyrt_vec_dot_fn  k_dot;     /* K row . converted q (K's vec_dot)               */
+    pyrt_dequant_fn  v_to_f32;  /* quantized V row -> f32 (exact)                  */
 } pyrt_attn_args;
 
 /* The kernels of one tensor type (indexed by its ggml id). A weight type has
@@ -70,6 +78,9 @@ typedef struct {
 typedef struct {
     pyrt_dequant_fn dequantize;     /* this type -> f32                               */
     pyrt_quant_fn   quantize_act;   /* f32 -> this type, as a matmul's activations    */
+    pyrt_quant_fn   quantize_row;   /* f32 -> this type as llama.cpp stores a row of it
+                                     * (a KV cache row) where that is not quantize_act:
+                                     * pyrt_kv_quantizer() below picks                 */
     pyrt_vec_dot_fn vec_dot;        /* weights of this type . its activation type     */
     /* Dot products in the order llama.cpp uses for weights it repacks into
      * 8-row interleaved blocks (on x86: Q4_0 and Q4_K when rows % 8 == 0): each block's
@@ -119,6 +130,14 @@ typedef struct {
     void  (*swiglu)(float *g, const float *u, int64_t n);             /* g = silu(g)*u */
     void  (*geglu)(float *g, const float *u, int64_t n);              /* g = gelu(g)*u (ggml's fp16 table) */
     void  (*attn_head)(const pyrt_attn_args *a);
+    /* The same queries over a quantized cache, in llama.cpp's flash-attention
+     * arithmetic (the path it takes for a quantized V cache): per query, q
+     * converted to K's dot type once, s = scale * K_j.q in position order,
+     * an online softmax (running max M, sum S, expf) and an f32 accumulator
+     * (F16 with F16 V) of v_j * expf(s - M), scaled by 1/S at the end.
+     * head_dim a multiple of 32. llama.cpp's Walsh-Hadamard rotation of q, k,
+     * v and the output is the caller's (core/forward.c). */
+    void  (*attn_head_fa)(const pyrt_attn_args *a);
     void  (*softmax)(float *x, int64_t n);                            /* in place, ggml_soft_max's sequence (MoE router) */
 } pyrt_kernels;
 
@@ -171,6 +190,13 @@ static inline pyrt_attn_args pyrt_attn_query(const pyrt_attn_args *a, int32_t t,
     o.n_tok = o.n_head = 1;
     o.window = 0;
     return o;
+}
+
+/* f32 -> a KV cache row of type t (F16 excluded: fp32_to_fp16), as llama.cpp's
+ * from_float for t: its activation quantizer for Q8_0, its reference rounding
+ * for Q4_0. */
+static inline pyrt_quant_fn pyrt_kv_quantizer(const pyrt_kernels *k, int32_t t) {
+    return k->type[t].quantize_row ? k->type[t].quantize_row : k->type[t].quantize_act;
 }
 
 /* Batches of at least this many tokens take a type's vec_dot_tiled order. */

@@ -25,6 +25,14 @@ void op_geglu(float *g, const float *u, int64_t n);
 /* ggml's GELU table: entry h = fp16(gelu(fp16 value h)), 2^16 entries (+ padding) */
 const uint16_t *pyrt_gelu_table(void);
 
+/* In place, each of the n/len chunks of x[n] (len a power of 2) times the
+ * orthonormal Walsh-Hadamard matrix of size len, as ggml's CPU fwht computes
+ * it (x * (1/sqrtf(len)) first, then butterflies u+v, u-v for widths
+ * 1, 2, 4, ...: every step one rounding, so any order of pairs gives the
+ * same result). llama.cpp rotates q, k and v this way around a quantized KV
+ * cache (forward.c). */
+void op_fwht(float *x, int64_t n, int32_t len);
+
 /* In-place softmax over x[n]; returns nothing, x sums to 1. */
 void op_softmax(float *x, int64_t n);
 

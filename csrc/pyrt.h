@@ -309,13 +309,24 @@ typedef struct {
     int32_t backend;          /* PYRT_BACKEND_*                              */
     int32_t device;           /* device index within the backend             */
     int32_t n_seq;            /* sequences, each with n_ctx positions (0: 1; CPU only for > 1) */
-    int32_t reserved[6];      /* zero                                        */
+    /* KV cache types, as llama.cpp's type_k / type_v: PYRT_TYPE_F16,
+     * PYRT_TYPE_Q8_0 or PYRT_TYPE_Q4_0 (the quantized ones: CPU only, head_dim
+     * a multiple of 32). 0 (PYRT_TYPE_F32, never a cache type here) means
+     * F16, so zeroed params keep the F16 cache. */
+    int32_t type_k;
+    int32_t type_v;
+    int32_t reserved[4];      /* zero                                        */
 } pyrt_ctx_params;
 
 /* A context (KV cache + scratch) on the given backend. The model must have
  * been offloaded to (backend, device) unless backend is CPU. */
 int     pyrt_ctx_create_ex(const pyrt_model *m, const pyrt_ctx_params *p, pyrt_ctx **out);
 int32_t pyrt_ctx_backend(const pyrt_ctx *c);
+/* The KV cache's types (PYRT_TYPE_*) and its size in bytes (all layers,
+ * sequences and positions, K and V). */
+int32_t pyrt_ctx_type_k(const pyrt_ctx *c);
+int32_t pyrt_ctx_type_v(const pyrt_ctx *c);
+int64_t pyrt_ctx_kv_bytes(const pyrt_ctx *c);
 
 /* ---- grammar matching (core/grammar.c) ----------------------------------
  * A grammar is a packed rule table made by pyrt/grammar/gbnf.py: int32 words,

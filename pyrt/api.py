@@ -101,7 +101,9 @@ class Llama:
     llama-cpp-python's constructor arguments are accepted as keywords
     (`n_gpu_layers`, `chat_format`, `rope_freq_base`, `n_ubatch`, ...): mapped
     where pyrt has the feature, accepted where they change nothing, otherwise
-    an UnsupportedError naming the argument (see `pyrt.compat`).
+    an UnsupportedError naming the argument (see `pyrt.compat`). `type_k` /
+    `type_v` ("f16" default, "q8_0", "q4_0", or GGML ids 1, 8, 2) quantize the
+    KV cache (CPU only) as llama.cpp does with flash attention on.
 
     `device` is "cpu" (default), "cuda" / "cuda:N" (a GPU; needs a build
     with CMAKE_ARGS=-DPYRT_CUDA=ON, raises UnsupportedError when the build,
@@ -173,6 +175,7 @@ class Llama:
         self._embd_ctx = None
         self._engine = None
         self._stats_tls = threading.local()
+        self._type_k, self._type_v = opts.type_k, opts.type_v     # KV cache types (None: f16)
         try:
             hp = self._model.hparams
             self._n_ctx = n_ctx or hp.n_ctx_train
@@ -182,7 +185,8 @@ class Llama:
                     raise UnsupportedError(f"n_parallel={n_parallel} needs the CPU (device={device!r})")
                 from .batching import BatchEngine
                 self._engine = BatchEngine(self._model, self._n_ctx, n_parallel, n_threads, n_batch,
-                                           short=min(n_batch, (draft_max if isinstance(draft_max, int) else 16) + 1))
+                                           short=min(n_batch, (draft_max if isinstance(draft_max, int) else 16) + 1),
+                                           type_k=opts.type_k, type_v=opts.type_v)
                 self._ctx = self._engine.ctx
             else:
                 self._ctx = self._new_context(n_threads, n_batch)
@@ -307,7 +311,8 @@ class Llama:
 
     def _new_context(self, n_threads: int | None, n_batch: int) -> Context:
         p = self._placement
-        return Context(self._model, self._n_ctx, n_threads, n_batch, backend=p.backend, device=p.index)
+        return Context(self._model, self._n_ctx, n_threads, n_batch, backend=p.backend, device=p.index,
+                       type_k=self._type_k, type_v=self._type_v)
 
     # ---- properties ---------------------------------------------------------------
     @property
@@ -1376,8 +1381,9 @@ class LlamaState:
 
 
 def _kv_n_past(kv: bytes) -> int:
-    # csrc/core/model.c state_header: char magic[8] "PYRTKV1\0"; int32 n_layer, n_past; int64 kv_dim
-    if len(kv) < 24 or kv[:8] != b"PYRTKV1\x00":
+    # csrc/core/state.c state_header: char magic[8] "PYRTKV2\0" ("PYRTKV1\0": F16 before cache
+    # types); int32 n_layer, n_past; int64 kv_dim (KV2: then int32 type_k, type_v)
+    if len(kv) < 24 or kv[:8] not in (b"PYRTKV1\x00", b"PYRTKV2\x00"):
         raise ValueError("not a pyrt KV cache snapshot")
     return struct.unpack_from("<i", kv, 12)[0]
 

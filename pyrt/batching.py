@@ -68,9 +68,11 @@ class BatchEngine:
     Sequences are taken with :meth:`acquire` and given back with
     :meth:`release`; :meth:`decode` blocks until the request is evaluated."""
 
-    def __init__(self, model, n_ctx: int, n_seq: int, n_threads: int | None, n_batch: int, short: int):
+    def __init__(self, model, n_ctx: int, n_seq: int, n_threads: int | None, n_batch: int, short: int,
+                 type_k=None, type_v=None):
         self.n_seq, self.chunk, self.short = n_seq, n_batch, short
-        self.ctx = Context(model, n_ctx, n_threads=n_threads, n_batch=n_batch + n_seq * short, n_seq=n_seq)
+        self.ctx = Context(model, n_ctx, n_threads=n_threads, n_batch=n_batch + n_seq * short, n_seq=n_seq,
+                           type_k=type_k, type_v=type_v)
         self._cv = threading.Condition()
         self._pending: deque[_Request] = deque()
         self._free = list(range(n_seq))

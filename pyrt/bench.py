@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from .cli_args import add_device_arg
+from .cli_args import add_cache_type_args, add_device_arg
 
 
 @dataclass
@@ -41,6 +41,10 @@ class BenchRecord:
     tool: str = "pyrt"
     python_overhead_pct: float | None = None
     n_depth: int = 0
+    type_k: str = "f16"          # KV cache types (llama-bench's field names)
+    type_v: str = "f16"
+    n_ctx: int = 0               # positions of the context measured
+    kv_bytes: int = 0            # its KV cache (K and V, all layers)
 
 
 def _peak_rss_mb() -> float:
@@ -57,10 +61,12 @@ def _where(device: str) -> dict:
 
 def run_bench(model: str, n_prompt: int = 512, n_gen: int = 128, n_threads: int | None = None,
               repetitions: int = 5, n_batch: int = 512, seed: int = 0, device: str = "cpu",
-              n_depth: int = 0) -> list[BenchRecord]:
+              n_depth: int = 0, type_k: str = "f16", type_v: str = "f16", n_ctx: int = 0) -> list[BenchRecord]:
     """Measure pp{n_prompt} and tg{n_gen} (either may be 0 to skip) on `device`
-    (as Llama's: "cpu", "cuda", "cuda:N", "auto"), after `n_depth` positions
-    of the KV cache are filled (llama-bench's -d: attention over a long cache)."""
+    (as Llama's: "cpu", "cuda", "cuda:N", "auto") with a KV cache of types
+    type_k / type_v ("f16", "q8_0", "q4_0") over n_ctx positions (0: just
+    enough for the test), after `n_depth` positions of the cache are filled
+    (llama-bench's -d: attention over a long cache)."""
     from ._native import lib
     from .device import check_requested, place_model
     from .model import Context, Model
@@ -78,8 +84,11 @@ def run_bench(model: str, n_prompt: int = 512, n_gen: int = 128, n_threads: int 
     m = Model(path)
     try:
         where = place_model(m, device)
-        ctx = Context(m, max(n_depth + max(n_prompt, n_gen), 16), n_threads, n_batch, backend=where.backend,
-                      device=where.index)
+        need = n_depth + max(n_prompt, n_gen)
+        if n_ctx and n_ctx < need:
+            raise ValueError(f"n_ctx {n_ctx} is less than n_depth + max(n_prompt, n_gen) = {need}")
+        ctx = Context(m, n_ctx or max(need, 16), n_threads, n_batch, backend=where.backend,
+                      device=where.index, type_k=type_k, type_v=type_v)
     except BaseException:
         m.close()
         raise
@@ -94,7 +103,8 @@ def run_bench(model: str, n_prompt: int = 512, n_gen: int = 128, n_threads: int 
         base = dict(model_filename=os.path.basename(path),
                     model_type=f"{m.hparams.arch} {'/'.join(sorted(ftype))}",
                     model_size=size, model_n_params=n_params, n_threads=ctx.n_threads, n_batch=n_batch,
-                    load_ms=load_ms, **_where(where.device))
+                    load_ms=load_ms, type_k=ctx.type_k, type_v=ctx.type_v, n_ctx=ctx.n_ctx,
+                    kv_bytes=ctx.kv_bytes, **_where(where.device))
         records = []
         if n_depth:                                         # the cache every test starts from
             ctx.decode(rng.integers(0, n_vocab, n_depth).astype(np.int32), 0, lib.PYRT_OUT_NONE)
@@ -181,14 +191,20 @@ def run_generate_bench(model: str, n_gen: int = 128, n_threads: int | None = Non
         llm.close()
 
 
+def _kv_cell(r: BenchRecord) -> str:
+    if not r.kv_bytes:
+        return "-"
+    return f"{r.type_k}/{r.type_v} {r.kv_bytes / 2**20:.2f} MiB @ {r.n_ctx}"
+
+
 def format_table(records: list[BenchRecord]) -> str:
-    lines = ["| model | size | params | kernels | threads | test | t/s | load | peak RSS |",
-             "| ----- | ---: | -----: | ------- | ------: | ---- | --: | ---: | -------: |"]
+    lines = ["| model | size | params | kernels | threads | KV cache | test | t/s | load | peak RSS |",
+             "| ----- | ---: | -----: | ------- | ------: | -------- | ---- | --: | ---: | -------: |"]
     for r in records:
         test = ("generate" if r.model_type == "generate" else
                 f"pp{r.n_prompt}" if r.n_prompt else f"tg{r.n_gen}") + (f" @ d{r.n_depth}" if r.n_depth else "")
         lines.append(f"| {r.model_type} | {r.model_size / 2**20:.2f} MiB | {r.model_n_params / 1e6:.1f} M "
-                     f"| {r.kernels} | {r.n_threads} | {test} | {r.avg_ts:.2f} ± {r.stddev_ts:.2f} "
+                     f"| {r.kernels} | {r.n_threads} | {_kv_cell(r)} | {test} | {r.avg_ts:.2f} ± {r.stddev_ts:.2f} "
                      f"| {r.load_ms:.0f} ms | {r.peak_rss_mb:.0f} MiB |")
     return "\n".join(lines)
 
@@ -196,7 +212,8 @@ def format_table(records: list[BenchRecord]) -> str:
 def main(args) -> int:
     records = run_bench(args.model, n_prompt=args.n_prompt, n_gen=args.n_gen, n_threads=args.threads,
                         repetitions=args.repetitions, n_batch=args.batch_size, device=args.device,
-                        n_depth=args.n_depth)
+                        n_depth=args.n_depth, type_k=args.cache_type_k, type_v=args.cache_type_v,
+                        n_ctx=args.ctx_size)
     if args.generate:
         records.append(run_generate_bench(args.model, args.generate, args.threads, args.repetitions,
                                           device=args.device))
@@ -221,5 +238,8 @@ def add_parser(sub) -> None:
     b.add_argument("--generate", type=int, default=0, metavar="N",
                    help="also time Llama.generate (greedy, N tokens) and its Python overhead")
     b.add_argument("--json", action="store_true", help="print llama-bench-style JSON records")
+    b.add_argument("-c", "--ctx-size", type=int, default=0,
+                   help="context positions (its KV cache size is reported; default: n_depth + max(n_prompt, n_gen))")
     add_device_arg(b)
+    add_cache_type_args(b)
     b.set_defaults(func=main)

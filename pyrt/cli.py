@@ -13,8 +13,8 @@ import time
 # library users keep their own setting.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-from .cli_args import (add_device_arg, add_grammar_args, add_model_arg, add_sampling_args,  # noqa: E402
-                       extra_sampling, load_grammar)
+from .cli_args import (add_cache_type_args, add_device_arg, add_grammar_args, add_model_arg,  # noqa: E402
+                       add_sampling_args, cache_type_kwargs, extra_sampling, load_grammar)
 
 
 def cmd_generate(args) -> int:
@@ -28,7 +28,7 @@ def cmd_generate(args) -> int:
     t0 = time.perf_counter()
     with Llama(args.model, n_ctx=args.ctx_size, n_threads=args.threads, seed=seed, device=args.device,
                verbose=args.verbose, draft_model=args.draft, draft_max=args.draft_max,
-               speculative="lookup" if args.lookup else None) as llm:
+               speculative="lookup" if args.lookup else None, **cache_type_kwargs(args)) as llm:
         t_load = time.perf_counter() - t0
         ids = llm.tokenize(prompt, special=True)
         if not ids:
@@ -236,6 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--no-history", action="store_true", help="do not read or write input history")
     c.add_argument("-v", "--verbose", action="store_true", help="print timings after each reply")
     add_device_arg(c)
+    add_cache_type_args(c)
     add_sampling_args(c)
     c.set_defaults(func=cmd_chat)
 
@@ -271,6 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=None, help="seed for requests without one (default: random)")
     s.add_argument("-v", "--verbose", action="store_true", help="log every request to stderr")
     add_device_arg(s)
+    add_cache_type_args(s)
     s.set_defaults(func=cmd_serve)
 
     g = sub.add_parser("generate", help="continue a prompt, streaming to stdout")
@@ -287,6 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="never stop at end-of-generation tokens (ban them), like llama.cpp's --ignore-eos")
     g.add_argument("-v", "--verbose", action="store_true", help="print timings to stderr")
     add_device_arg(g)
+    add_cache_type_args(g)
     add_sampling_args(g)
     add_grammar_args(g)
     sp = g.add_mutually_exclusive_group()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 
 __all__ = ["add_model_arg", "add_device_arg", "add_sampling_args", "extra_sampling", "add_grammar_args",
-           "load_grammar"]
+           "load_grammar", "add_cache_type_args", "cache_type_kwargs"]
 
 
 def add_model_arg(p: argparse.ArgumentParser) -> None:
@@ -27,6 +27,27 @@ def add_device_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", type=_device_arg, default="cpu", metavar="DEVICE",
                    help="cpu (default), cuda, cuda:N or auto (the GPU when this build has CUDA, a GPU is "
                         "present and it supports the model's types; else the CPU). See `pyrt devices`")
+
+
+def _cache_type(value: str) -> str:
+    from .model import kv_cache_type, kv_cache_type_name
+    try:
+        return kv_cache_type_name(kv_cache_type(value, "cache type"))
+    except ValueError as e:                  # UnsupportedError is one too
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def add_cache_type_args(p: argparse.ArgumentParser) -> None:
+    """-ctk / --cache-type-k and -ctv / --cache-type-v, as llama.cpp's."""
+    p.add_argument("-ctk", "--cache-type-k", type=_cache_type, default="f16", metavar="TYPE",
+                   help="KV cache type of K: f16 (default), q8_0 (half the memory) or q4_0 (about a quarter)")
+    p.add_argument("-ctv", "--cache-type-v", type=_cache_type, default="f16", metavar="TYPE",
+                   help="KV cache type of V: f16 (default), q8_0 or q4_0")
+
+
+def cache_type_kwargs(args) -> dict:
+    """Llama(type_k=, type_v=) from the parsed cache-type flags."""
+    return {"type_k": getattr(args, "cache_type_k", None), "type_v": getattr(args, "cache_type_v", None)}
 
 
 def add_sampling_args(p: argparse.ArgumentParser) -> None:

@@ -4,7 +4,8 @@ Code written for llama-cpp-python passes its constructor arguments
 unchanged. Each one is either mapped (``n_gpu_layers`` -> device placement,
 ``chat_format`` -> a built-in template, ``rope_freq_base`` -> an hparams
 override, ...), accepted because it changes nothing in pyrt (``use_mmap``:
-pyrt always maps the file; ``flash_attn``: pyrt has one attention kernel), or
+pyrt always maps the file; ``flash_attn``: pyrt takes the attention arithmetic
+llama.cpp takes for the cache types), or
 rejected with an error that names the argument and says what to do instead.
 An argument neither library knows is a TypeError naming it (with the closest
 known name).
@@ -27,12 +28,14 @@ _SPLIT_MODES = (0, 1, 2)                  # none, layer, row: one device either 
 _ROPE_SCALING = {-1: "unspecified", 0: "none", 1: "linear", 2: "yarn", 3: "longrope"}
 _POOLING = {-1: "unspecified", 0: "none", 1: "mean", 2: "cls", 3: "last", 4: "rank"}
 _ATTENTION = {-1: "unspecified", 0: "causal", 1: "non-causal"}
-_GGML_TYPE_F16 = 1
 
 # arguments whose every value is fine: pyrt behaves the same whatever they say
 _NO_EFFECT = {
     "use_mmap": "pyrt always memory-maps the model file",
-    "flash_attn": "pyrt has one attention implementation",
+    # an F16 cache follows llama.cpp without flash attention (llama-cpp-python's
+    # default), a quantized one (type_k/type_v) llama.cpp's flash attention,
+    # which llama.cpp needs for a quantized V cache and picks by default
+    "flash_attn": "pyrt picks the attention arithmetic from the KV cache types",
     "offload_kqv": "the KV cache lives where the model runs",
     "op_offload": "pyrt places whole models",
     "swa_full": "pyrt keeps a full-size cache for sliding-window layers",
@@ -78,6 +81,8 @@ class CompatOptions:
     last_n_tokens_size: int = 64
     chat_format: str | None = None
     spm_infill: bool = False
+    type_k: int | None = None            # KV cache types (PYRT_TYPE_* ids; None: f16)
+    type_v: int | None = None
     hparams_overrides: dict = field(default_factory=dict)
 
 
@@ -174,11 +179,9 @@ def parse_llama_kwargs(kwargs: dict) -> CompatOptions:
         chat_format_template(k["chat_format"])            # raises for an unknown name
         opts.chat_format = k["chat_format"]
     for name in ("type_k", "type_v"):
-        if k.get(name) is not None:
-            v = _int(name, k[name])
-            if v != _GGML_TYPE_F16:
-                raise UnsupportedError(f"Llama({name}={v}): pyrt's KV cache is F16 only (GGML type 1); "
-                                       f"a quantized KV cache is not supported yet")
+        if k.get(name) is not None:       # "f16" / "q8_0" / "q4_0" or GGML ids 1 / 8 / 2
+            from .model import kv_cache_type
+            setattr(opts, name, kv_cache_type(k[name], name))
     if "spm_infill" in k:
         opts.spm_infill = _bool("spm_infill", k["spm_infill"])
     return opts

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 import os
 import re
 import threading
@@ -481,8 +482,60 @@ def _physical_memory() -> int:
         return 0
 
 
+#: KV cache types by name, as llama.cpp's ``--cache-type-k/-v`` (the values
+#: are GGML / PYRT_TYPE_* ids, which llama-cpp-python's type_k/type_v take).
+KV_CACHE_TYPES = {"f16": 1, "q8_0": 8, "q4_0": 2}
+_KV_TYPE_NAMES = {v: k for k, v in KV_CACHE_TYPES.items()}
+# other GGML type ids llama.cpp accepts for its cache, named in the error
+_GGML_NAMES = {0: "f32", 3: "q4_1", 6: "q5_0", 7: "q5_1", 20: "iq4_nl", 30: "bf16"}
+
+
+def kv_cache_type(value, what: str = "type_k") -> int:
+    """A KV cache type ("f16", "q8_0", "q4_0", or their GGML ids 1, 8, 2;
+    None: f16) as its PYRT_TYPE_* id. Raises ValueError for anything else
+    (UnsupportedError for a type llama.cpp has but pyrt's cache does not)."""
+    from ._native import UnsupportedError
+    if value is None:
+        return KV_CACHE_TYPES["f16"]
+    if isinstance(value, str):
+        key = value.strip().lower()
+        if key in KV_CACHE_TYPES:
+            return KV_CACHE_TYPES[key]
+        if key in _GGML_NAMES.values():
+            raise UnsupportedError(f"{what}={value!r}: pyrt's KV cache is f16, q8_0 or q4_0")
+        raise ValueError(f"{what} must be one of {', '.join(KV_CACHE_TYPES)} (or GGML type ids "
+                         f"{', '.join(str(v) for v in KV_CACHE_TYPES.values())}), got {value!r}")
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        value = int(value)
+        if value in _KV_TYPE_NAMES:
+            return value
+        if value in _GGML_NAMES:
+            raise UnsupportedError(f"{what}={value} ({_GGML_NAMES[value]}): pyrt's KV cache is f16 (1), "
+                                   f"q8_0 (8) or q4_0 (2)")
+    raise ValueError(f"{what} must be one of {', '.join(KV_CACHE_TYPES)} (or GGML type ids "
+                     f"{', '.join(str(v) for v in KV_CACHE_TYPES.values())}), got {value!r}")
+
+
+def kv_cache_type_name(type_id: int) -> str:
+    return _KV_TYPE_NAMES.get(int(type_id), str(type_id))
+
+
+def kv_cache_bytes(hp, n_ctx: int, n_seq: int = 1, type_k=None, type_v=None) -> int:
+    """Bytes of a KV cache (K and V, all layers) of these types."""
+    row = int(hp.n_head_kv) * int(hp.head_dim)
+    total = 0
+    for t in (kv_cache_type(type_k), kv_cache_type(type_v, "type_v")):
+        total += row * 2 if t == 1 else row // 32 * (34 if t == 8 else 18)
+    return int(hp.n_layer) * int(n_seq) * int(n_ctx) * total
+
+
 class Context:
-    """A KV cache (F16) and thread pool over a Model; evaluates token batches.
+    """A KV cache and thread pool over a Model; evaluates token batches.
+
+    `type_k` / `type_v` are the cache types (kv_cache_type: "f16", the
+    default, "q8_0" or "q4_0"; quantized ones on the CPU only): a quantized
+    cache takes half (q8_0) or about a quarter (q4_0) of the F16 memory, and
+    attention over it follows llama.cpp's flash-attention arithmetic.
 
     `backend`/`device` pick where it runs (pyrt.device.place_model resolves a
     device string and offloads the weights first); the default is the CPU.
@@ -491,11 +544,13 @@ class Context:
     other methods work on sequence 0."""
 
     def __init__(self, model: Model, n_ctx: int, n_threads: int | None = None, n_batch: int = 512,
-                 backend: int = lib.PYRT_BACKEND_CPU, device: int = 0, n_seq: int = 1):
+                 backend: int = lib.PYRT_BACKEND_CPU, device: int = 0, n_seq: int = 1,
+                 type_k=None, type_v=None):
         self.model = model
         self._handle = ffi.NULL
         hp = model.hparams
-        kv_bytes = 2 * hp.n_layer * int(n_seq) * int(n_ctx) * hp.n_head_kv * hp.head_dim * 2  # K and V, F16
+        tk, tv = kv_cache_type(type_k, "type_k"), kv_cache_type(type_v, "type_v")
+        kv_bytes = kv_cache_bytes(hp, int(n_ctx), int(n_seq), tk, tv)
         ram = _physical_memory()
         if backend == lib.PYRT_BACKEND_CPU and ram and kv_bytes > ram:
             raise MemoryError(f"n_ctx={n_ctx} x {n_seq} sequences needs a {kv_bytes / 2**30:.1f} GiB KV cache, more than this "
@@ -503,6 +558,7 @@ class Context:
         params = ffi.new("pyrt_ctx_params *")
         params.n_ctx, params.n_threads, params.n_batch = int(n_ctx), int(n_threads or 0), int(n_batch)
         params.backend, params.device, params.n_seq = int(backend), int(device), int(n_seq)
+        params.type_k, params.type_v = tk, tv
         out = ffi.new("pyrt_ctx **")
         check(lib.pyrt_ctx_create_ex(model._handle, params, out), "context")
         self._handle = out[0]
@@ -515,6 +571,20 @@ class Context:
     @property
     def n_ctx(self) -> int:
         return lib.pyrt_ctx_n_ctx(self._handle)
+
+    @property
+    def type_k(self) -> str:
+        """The K cache type: "f16", "q8_0" or "q4_0"."""
+        return kv_cache_type_name(lib.pyrt_ctx_type_k(self._handle))
+
+    @property
+    def type_v(self) -> str:
+        return kv_cache_type_name(lib.pyrt_ctx_type_v(self._handle))
+
+    @property
+    def kv_bytes(self) -> int:
+        """Bytes the KV cache holds (K and V, every layer, sequence and position)."""
+        return lib.pyrt_ctx_kv_bytes(self._handle)
 
     @property
     def n_past(self) -> int:

@@ -644,6 +644,7 @@ def _validate(params: dict) -> str | None:
 
 def run_chat(args) -> int:
     """Entry point of `pyrt chat`."""
+    from . import cli_args
     from .api import Llama
     params = {"temperature": args.temp, "top_k": args.top_k, "top_p": args.top_p, "min_p": args.min_p,
               "typical_p": 1.0, "repeat_penalty": args.repeat_penalty, "repeat_last_n": 64,
@@ -664,7 +665,8 @@ def run_chat(args) -> int:
     seed = args.seed if args.seed is not None else int.from_bytes(os.urandom(8), "little")
     with Progress("loading the model"):
         llm = Llama(args.model, n_ctx=args.ctx_size, n_threads=args.threads, seed=seed,
-                    chat_template=template, device=args.device, verbose=args.verbose)
+                    chat_template=template, device=args.device, verbose=args.verbose,
+                    **cli_args.cache_type_kwargs(args))
     try:
         llm.model_name = os.path.basename(llm.model_path)
         tmpl = llm.chat_template

@@ -1142,6 +1142,12 @@ def _is_loopback(host: str) -> bool:
     return host in ("localhost", "::1") or host.startswith("127.")
 
 
+def _kv_bytes_per_position(hp, type_name: str | None) -> float:
+    """Bytes of K (or V) per position for a cache type name (f16, q8_0, q4_0)."""
+    per = {None: 2.0, "f16": 2.0, "q8_0": 34 / 32, "q4_0": 18 / 32}.get(type_name, 2.0)
+    return hp.n_layer * hp.n_head_kv * hp.head_dim * per
+
+
 def _default_parallel(args, want: int = 4) -> int:
     """4 parallel requests on the CPU, fewer when their KV caches would take
     more than a quarter of the machine's memory; 1 on a GPU."""
@@ -1159,7 +1165,8 @@ def _default_parallel(args, want: int = 4) -> int:
     except Exception:
         return 1                                             # Llama() reports the problem
     n_ctx = args.ctx_size or hp.n_ctx_train
-    per_seq = 2 * hp.n_layer * n_ctx * hp.n_head_kv * hp.head_dim * 2
+    per_seq = n_ctx * (_kv_bytes_per_position(hp, getattr(args, "cache_type_k", None)) +
+                       _kv_bytes_per_position(hp, getattr(args, "cache_type_v", None)))
     ram = _physical_memory()
     n = want
     while n > 1 and ram and n * per_seq > ram // 4:
@@ -1170,6 +1177,7 @@ def _default_parallel(args, want: int = 4) -> int:
 def run_server(args) -> int:
     """Entry point of `pyrt serve`."""
     from .api import Llama
+    from .cli_args import cache_type_kwargs
     if not 0 <= args.port <= 65535:
         print("pyrt: error: --port must be in [0, 65535]", file=sys.stderr)
         return 2
@@ -1195,7 +1203,7 @@ def run_server(args) -> int:
     seed = args.seed if args.seed is not None else int.from_bytes(os.urandom(8), "little")
     n_parallel = args.parallel or _default_parallel(args)
     llm = Llama(args.model, n_ctx=args.ctx_size, n_threads=args.threads, seed=seed, chat_template=template,
-                device=args.device, n_parallel=n_parallel)
+                device=args.device, n_parallel=n_parallel, **cache_type_kwargs(args))
     try:
         tmpl = llm.chat_template
         if tmpl.notice:

@@ -47,7 +47,7 @@ def test_constructor_accepts_llama_cpp_python_arguments(model_path):
 
 @pytest.mark.parametrize("kw, words", [
     (dict(lora_path="adapter.gguf"), ["lora_path", "LoRA"]),
-    (dict(type_k=8), ["type_k", "F16"]),
+    (dict(type_k=3), ["type_k", "q4_1", "q8_0"]),
     (dict(tensor_split=[0.5, 0.5]), ["tensor_split"]),
     (dict(chat_handler=object()), ["chat_handler"]),
     (dict(draft_model=object()), ["draft_model", "speculative"]),

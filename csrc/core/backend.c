@@ -101,6 +101,9 @@ int ctx_create_cuda(const pyrt_model *m, int32_t n_ctx, int32_t n_batch, int32_t
     c->n_ctx = n_ctx;
     c->n_batch = n_batch;
     c->kv_dim = (int64_t)m->hp.n_head_kv * m->hp.head_dim;
+    c->type_k = c->type_v = PYRT_TYPE_F16;      /* the device cache is F16 */
+    c->k_row_bytes = c->v_row_bytes = ctx_kv_bytes(PYRT_TYPE_F16, c->kv_dim);
+    c->k_head_bytes = c->v_head_bytes = ctx_kv_bytes(PYRT_TYPE_F16, m->hp.head_dim);
     c->backend = PYRT_BACKEND_CUDA;
     if (!ctx_alloc_seqs(c, 1)) {
         pyrt_ctx_free(c);

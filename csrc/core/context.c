@@ -1,4 +1,5 @@
-/* context.c — a context: the F16 KV cache [n_layer][n_seq][n_ctx][kv_dim], the
+/* context.c — a context: the KV cache [n_layer][n_seq][n_ctx][kv_dim] (F16, or
+ * Q8_0 / Q4_0 rows as llama.cpp's type_k / type_v), the
  * activation scratch for n_batch tokens, the per-thread attention scratch
  * and the thread pool that runs the forward pass (core/forward.c). */
 #include <stdlib.h>
@@ -37,20 +38,45 @@ void pyrt_ctx_free(pyrt_ctx *c) {
 }
 
 static int ctx_create_cpu(const pyrt_model *m, int32_t n_ctx, int32_t n_seq, int32_t n_threads, int32_t n_batch,
-                          pyrt_ctx **out);
+                          int32_t type_k, int32_t type_v, pyrt_ctx **out);
+
+int64_t ctx_kv_bytes(int32_t type, int64_t n) {
+    switch (type) {
+    case PYRT_TYPE_Q8_0: return n / QK8_0 * (int64_t)sizeof(block_q8_0);
+    case PYRT_TYPE_Q4_0: return n / QK4_0 * (int64_t)sizeof(block_q4_0);
+    default:             return n * (int64_t)sizeof(pyrt_fp16);
+    }
+}
+
+/* a cache type from the params (0: F16); -1 if it is none of the three */
+static int32_t kv_type(int32_t t) {
+    if (t == 0) return PYRT_TYPE_F16;
+    return t == PYRT_TYPE_F16 || t == PYRT_TYPE_Q8_0 || t == PYRT_TYPE_Q4_0 ? t : -1;
+}
 
 int pyrt_ctx_create_ex(const pyrt_model *m, const pyrt_ctx_params *p, pyrt_ctx **out) {
     if (!p) return pyrt_set_error(PYRT_ERR_INVALID_ARG, "ctx_create_ex: NULL params");
-    for (int i = 0; i < 6; i++)
+    for (int i = 0; i < 4; i++)
         if (p->reserved[i]) return pyrt_set_error(PYRT_ERR_INVALID_ARG, "ctx_create_ex: reserved fields must be zero");
     if (p->n_seq < 0 || p->n_seq > PYRT_MAX_SEQ)
         return pyrt_set_error(PYRT_ERR_INVALID_ARG, "n_seq %d not in [1, %d]", p->n_seq, PYRT_MAX_SEQ);
     const int32_t n_seq = p->n_seq > 0 ? p->n_seq : 1;
+    const int32_t type_k = kv_type(p->type_k), type_v = kv_type(p->type_v);
+    if (type_k < 0 || type_v < 0) {
+        if (out) *out = NULL;
+        return pyrt_set_error(PYRT_ERR_INVALID_ARG, "KV cache type %d not one of f16 (%d), q8_0 (%d), q4_0 (%d)",
+                              type_k < 0 ? p->type_k : p->type_v, PYRT_TYPE_F16, PYRT_TYPE_Q8_0, PYRT_TYPE_Q4_0);
+    }
     if (p->backend == PYRT_BACKEND_CPU) {
         if (p->device != 0) return pyrt_set_error(PYRT_ERR_INVALID_ARG, "CPU backend has one device (0), not %d", p->device);
-        return ctx_create_cpu(m, p->n_ctx, n_seq, p->n_threads, p->n_batch, out);
+        return ctx_create_cpu(m, p->n_ctx, n_seq, p->n_threads, p->n_batch, type_k, type_v, out);
     }
     if (p->backend == PYRT_BACKEND_CUDA) {
+        if (type_k != PYRT_TYPE_F16 || type_v != PYRT_TYPE_F16) {
+            if (out) *out = NULL;
+            return pyrt_set_error(PYRT_ERR_UNSUPPORTED, "a quantized KV cache (type_k %s, type_v %s) needs the CPU backend",
+                                  pyrt_type_traits_table[type_k].name, pyrt_type_traits_table[type_v].name);
+        }
         if (n_seq > 1) {
             if (out) *out = NULL;
             return pyrt_set_error(PYRT_ERR_UNSUPPORTED, "several sequences per context (n_seq %d) need the CPU backend", n_seq);
@@ -62,9 +88,15 @@ int pyrt_ctx_create_ex(const pyrt_model *m, const pyrt_ctx_params *p, pyrt_ctx *
 }
 
 int32_t pyrt_ctx_backend(const pyrt_ctx *c) { return c ? c->backend : -1; }
+int32_t pyrt_ctx_type_k(const pyrt_ctx *c) { return c ? c->type_k : -1; }
+int32_t pyrt_ctx_type_v(const pyrt_ctx *c) { return c ? c->type_v : -1; }
+int64_t pyrt_ctx_kv_bytes(const pyrt_ctx *c) {
+    if (!c) return 0;
+    return (int64_t)c->m->hp.n_layer * c->n_seq * c->n_ctx * (c->k_row_bytes + c->v_row_bytes);
+}
 
 int pyrt_ctx_create(const pyrt_model *m, int32_t n_ctx, int32_t n_threads, int32_t n_batch, pyrt_ctx **out) {
-    return ctx_create_cpu(m, n_ctx, 1, n_threads, n_batch, out);
+    return ctx_create_cpu(m, n_ctx, 1, n_threads, n_batch, PYRT_TYPE_F16, PYRT_TYPE_F16, out);
 }
 
 /* the per-sequence and per-job bookkeeping (also for CUDA contexts, n_seq 1) */
@@ -80,7 +112,7 @@ int ctx_alloc_seqs(pyrt_ctx *c, int32_t n_seq) {
 }
 
 static int ctx_create_cpu(const pyrt_model *m, int32_t n_ctx, int32_t n_seq, int32_t n_threads, int32_t n_batch,
-                          pyrt_ctx **out) {
+                          int32_t type_k, int32_t type_v, pyrt_ctx **out) {
     if (!m || !out) return pyrt_set_error(PYRT_ERR_INVALID_ARG, "ctx_create: NULL argument");
     *out = NULL;
     if (!m->finalized) return pyrt_set_error(PYRT_ERR_INVALID_ARG, "ctx_create: model not finalized");
@@ -90,12 +122,28 @@ static int ctx_create_cpu(const pyrt_model *m, int32_t n_ctx, int32_t n_seq, int
     if (n_batch <= 0) n_batch = 512;
     if (n_batch > n_ctx) n_batch = n_ctx;
     const pyrt_hparams *hp = &m->hp;
+    if ((type_k != PYRT_TYPE_F16 || type_v != PYRT_TYPE_F16) && hp->head_dim % 32 != 0)
+        return pyrt_set_error(PYRT_ERR_UNSUPPORTED, "a quantized KV cache needs head_dim a multiple of 32, not %d",
+                              hp->head_dim);
     pyrt_ctx *c = calloc(1, sizeof *c);
     if (!c) return pyrt_set_error(PYRT_ERR_OOM, "ctx_create: out of memory");
     c->m = m;
     c->n_ctx = n_ctx;
     c->n_batch = n_batch;
     c->kv_dim = (int64_t)hp->n_head_kv * hp->head_dim;
+    c->type_k = type_k;
+    c->type_v = type_v;
+    c->k_row_bytes = ctx_kv_bytes(type_k, c->kv_dim);
+    c->v_row_bytes = ctx_kv_bytes(type_v, c->kv_dim);
+    c->k_head_bytes = ctx_kv_bytes(type_k, hp->head_dim);
+    c->v_head_bytes = ctx_kv_bytes(type_v, hp->head_dim);
+    /* llama.cpp's rotation sizes: K the largest power of 2 (>= 64) dividing
+     * head_dim, V 64; only for a quantized type and head_dim % 64 == 0 */
+    if (type_k != PYRT_TYPE_F16 && hp->head_dim % 64 == 0) {
+        c->rot_k = 64;
+        while (hp->head_dim % (2 * c->rot_k) == 0) c->rot_k *= 2;
+    }
+    if (type_v != PYRT_TYPE_F16 && hp->head_dim % 64 == 0) c->rot_v = 64;
     const int64_t qd = (int64_t)hp->n_head * hp->head_dim;
     const size_t kv_elems = (size_t)hp->n_layer * (size_t)n_seq * (size_t)n_ctx * (size_t)c->kv_dim;
     if (kv_elems / (size_t)n_ctx / (size_t)n_seq / (size_t)hp->n_layer != (size_t)c->kv_dim || kv_elems > ((size_t)1 << 40)) {
@@ -108,8 +156,9 @@ static int ctx_create_cpu(const pyrt_model *m, int32_t n_ctx, int32_t n_seq, int
     if (hp->n_ff > widest) widest = hp->n_ff;
     if (hp->n_ff_exp > widest) widest = hp->n_ff_exp;
     const int64_t ffw = hp->n_ff > hp->n_ff_exp ? hp->n_ff : hp->n_ff_exp;   /* g, u rows */
-    c->kc = alloc_aligned(kv_elems * sizeof(pyrt_fp16));
-    c->vc = alloc_aligned(kv_elems * sizeof(pyrt_fp16));
+    const size_t kv_rows = kv_elems / (size_t)c->kv_dim;
+    c->kc = alloc_aligned(kv_rows * (size_t)c->k_row_bytes);
+    c->vc = alloc_aligned(kv_rows * (size_t)c->v_row_bytes);
     c->x = alloc_aligned(B * hp->n_embd * sizeof(float));
     c->xn = alloc_aligned(B * hp->n_embd * sizeof(float));
     c->tmp = alloc_aligned(B * hp->n_embd * sizeof(float));
@@ -179,11 +228,11 @@ int pyrt_ctx_seq_copy(pyrt_ctx *c, int32_t src, int32_t dst, int32_t n) {
     if (n < 0 || n > c->n_past[src])
         return pyrt_set_error(PYRT_ERR_INVALID_ARG, "seq_copy: %d positions not in [0, %d]", n, c->n_past[src]);
     if (src != dst) {
-        const size_t row = (size_t)c->kv_dim, seq_rows = (size_t)c->n_ctx * row;
+        const size_t ks = (size_t)c->n_ctx * (size_t)c->k_row_bytes, vs = (size_t)c->n_ctx * (size_t)c->v_row_bytes;
         for (int il = 0; il < c->m->hp.n_layer; il++) {
-            const size_t base = (size_t)il * c->n_seq * seq_rows;
-            memcpy(c->kc + base + dst * seq_rows, c->kc + base + src * seq_rows, (size_t)n * row * sizeof(pyrt_fp16));
-            memcpy(c->vc + base + dst * seq_rows, c->vc + base + src * seq_rows, (size_t)n * row * sizeof(pyrt_fp16));
+            const size_t kb = (size_t)il * c->n_seq * ks, vb = (size_t)il * c->n_seq * vs;
+            memcpy(c->kc + kb + dst * ks, c->kc + kb + src * ks, (size_t)n * (size_t)c->k_row_bytes);
+            memcpy(c->vc + vb + dst * vs, c->vc + vb + src * vs, (size_t)n * (size_t)c->v_row_bytes);
         }
     }
     c->n_past[dst] = n;

@@ -99,7 +99,7 @@ static int cpu_has_avx512(void) {
 #define INHERIT(f) if (v->f) d->f = v->f
 #define OWN(f)     d->f = v->f
 static void merge_type(pyrt_type_kernels *d, const pyrt_type_kernels *v) {
-    INHERIT(dequantize); INHERIT(quantize_act); INHERIT(vec_dot); INHERIT(vec_dot_tiled);
+    INHERIT(dequantize); INHERIT(quantize_act); INHERIT(quantize_row); INHERIT(vec_dot); INHERIT(vec_dot_tiled);
     INHERIT(tiled_min_tok);
     OWN(vec_dot_r8); OWN(vec_dot_r8x4); OWN(gemm); OWN(gemm_r8); OWN(gemm_tiled); OWN(gemm_r8x4);
 }
@@ -107,7 +107,7 @@ static void merge_type(pyrt_type_kernels *d, const pyrt_type_kernels *v) {
 static void merge_ops(pyrt_kernels *d, const pyrt_kernels *v) {
     INHERIT(name);
     INHERIT(fp32_to_fp16); INHERIT(fp16_to_fp32); INHERIT(dot_f16); INHERIT(mad_f16);
-    INHERIT(rope); INHERIT(swiglu); INHERIT(geglu); INHERIT(attn_head);
+    INHERIT(rope); INHERIT(swiglu); INHERIT(geglu); INHERIT(attn_head); INHERIT(attn_head_fa);
 }
 #undef INHERIT
 #undef OWN

@@ -114,9 +114,11 @@ static void attention(fwd *f, int il) {
     const float fscale = swa ? 1.0f : hp->rope_freq_scale;   /* llama.cpp: no scaling on SWA layers */
     const float *ff = rope_factors(f->m, c);
     const float mscale = hp->rope_attn_factor > 0 ? hp->rope_attn_factor : 1.0f;
-    const size_t seq_elems = (size_t)c->n_ctx * KVD;             /* one sequence's rows of a layer */
-    pyrt_fp16 *kc = c->kc + (size_t)il * c->n_seq * seq_elems;
-    pyrt_fp16 *vc = c->vc + (size_t)il * c->n_seq * seq_elems;
+    /* this layer's cache: n_seq sequences of n_ctx rows (model.h: kc, vc) */
+    const int64_t kseq = (int64_t)c->n_ctx * c->k_row_bytes, vseq = (int64_t)c->n_ctx * c->v_row_bytes;
+    uint8_t *kc = c->kc + (size_t)il * c->n_seq * kseq;
+    uint8_t *vc = c->vc + (size_t)il * c->n_seq * vseq;
+    const int quant_kv = c->type_k != PYRT_TYPE_F16 || c->type_v != PYRT_TYPE_F16;
     int64_t lo, hi;
 
     /* ---- norm, q/k/v projections (one matmul group: the input is quantized once) ---- */
@@ -124,7 +126,9 @@ static void attention(fwd *f, int il) {
     mm_task qkv[3] = { { &L->wq, c->q, QD }, { &L->wk, c->k, KVD }, { &L->wv, c->v, KVD } };
     mm_runs(f, c->runs, c->n_runs, c->xn, f->E, qkv, 3);
 
-    /* ---- per head: (bias), (q/k norm), rope, (q scale); k and v into the F16 cache ---- */
+    /* ---- per head: (bias), (q/k norm), rope, (q scale); k and v into the cache,
+     * rounded to its types as llama.cpp stores them (F16; Q8_0: its activation
+     * quantizer; Q4_0: its reference rounding) ---- */
     const int64_t n_items = (int64_t)f->B * (hp->n_head + hp->n_head_kv);
     pool_split(n_items, f->ith, f->nth, &lo, &hi);
     for (int64_t it = lo; it < hi; it++) {
@@ -139,6 +143,7 @@ static void attention(fwd *f, int il) {
             if (A->qk_norm) op_rmsnorm(qh, qh, L->q_norm, HD, hp->norm_eps);
             K->rope(qh, hp->n_rot, hp->rope_type, pos, base, fscale, ff, mscale);
             if (A->q_prescale) op_scale(qh, f->attn_scale, HD);   /* in f32, before the f16 rounding of q */
+            if (c->rot_k) op_fwht(qh, HD, c->rot_k);
         } else {
             const int64_t hk = h - hp->n_head;
             float *kh = c->k + t * KVD + hk * HD;
@@ -147,9 +152,14 @@ static void attention(fwd *f, int il) {
             if (L->bv) op_add(vh, L->bv + hk * HD, HD);
             if (A->qk_norm) op_rmsnorm(kh, kh, L->k_norm, HD, hp->norm_eps);
             K->rope(kh, hp->n_rot, hp->rope_type, pos, base, fscale, ff, mscale);
-            const int64_t row = (int64_t)part->seq * (int64_t)seq_elems + ipos * KVD + hk * HD;
-            K->fp32_to_fp16(kh, kc + row, HD);
-            K->fp32_to_fp16(vh, vc + row, HD);
+            if (c->rot_k) op_fwht(kh, HD, c->rot_k);     /* llama.cpp's rotation around a */
+            if (c->rot_v) op_fwht(vh, HD, c->rot_v);     /* quantized cache (model.h)     */
+            uint8_t *kd = kc + part->seq * kseq + ipos * c->k_row_bytes + hk * c->k_head_bytes;
+            uint8_t *vd = vc + part->seq * vseq + ipos * c->v_row_bytes + hk * c->v_head_bytes;
+            if (c->type_k == PYRT_TYPE_F16) K->fp32_to_fp16(kh, (pyrt_fp16 *)kd, HD);
+            else pyrt_kv_quantizer(K, c->type_k)(kh, kd, HD);
+            if (c->type_v == PYRT_TYPE_F16) K->fp32_to_fp16(vh, (pyrt_fp16 *)vd, HD);
+            else pyrt_kv_quantizer(K, c->type_v)(vh, vd, HD);
         }
     }
     pool_barrier(f->P);
@@ -160,6 +170,15 @@ static void attention(fwd *f, int il) {
      * (short) and late (long) ones spread over the threads. */
     pyrt_attn_args *a = &f->attn;
     const int64_t n_kv = hp->n_head_kv;
+    if (quant_kv) {
+        a->type_k = c->type_k;
+        a->type_v = c->type_v;
+        a->k_bytes = c->k_row_bytes;
+        a->v_bytes = c->v_row_bytes;
+        a->q_to_dot = K->type[pyrt_type_traits_table[c->type_k].act_type].quantize_act;
+        a->k_dot = K->type[c->type_k].vec_dot;
+        a->v_to_f32 = K->type[c->type_v].dequantize;
+    }
     a->first = 0;
     a->window = swa ? hp->sliding_window : 0;
     int64_t before = 0;                        /* groups of the parts before this one */
@@ -167,17 +186,27 @@ static void attention(fwd *f, int il) {
         const fwd_part *part = &c->parts[ip];
         const int64_t n_items = (part->n_tok + c->attn_tok - 1) / c->attn_tok * n_kv;
         a->batched = part_batched(part);
-        const size_t seq_off = (size_t)part->seq * seq_elems;
         for (int64_t it = ((f->ith - before) % f->nth + f->nth) % f->nth; it < n_items; it += f->nth) {
             const int64_t t0 = it / n_kv * c->attn_tok, hk = it % n_kv;
             const int64_t off = (part->t0 + t0) * QD + hk * f->gqa * HD;
             a->out = c->att + off;
             a->q = c->q + off;
-            a->k = kc + seq_off + hk * HD;
-            a->v = vc + seq_off + hk * HD;
+            const uint8_t *kh = kc + part->seq * kseq + hk * c->k_head_bytes;
+            const uint8_t *vh = vc + part->seq * vseq + hk * c->v_head_bytes;
             a->last = part->pos0 + (int32_t)t0;
             a->n_tok = (int32_t)(part->n_tok - t0 < c->attn_tok ? part->n_tok - t0 : c->attn_tok);
-            K->attn_head(a);
+            if (quant_kv) {
+                a->kq = kh;
+                a->vq = vh;
+                K->attn_head_fa(a);
+                if (c->rot_v)                   /* rotate the outputs back (llama.cpp's order) */
+                    for (int32_t t = 0; t < a->n_tok; t++)
+                        op_fwht(a->out + (int64_t)t * QD, (int64_t)f->gqa * HD, c->rot_v);
+            } else {
+                a->k = (const pyrt_fp16 *)kh;
+                a->v = (const pyrt_fp16 *)vh;
+                K->attn_head(a);
+            }
         }
         before += n_items;
     }

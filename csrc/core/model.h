@@ -69,7 +69,18 @@ struct pyrt_ctx {
     int32_t *n_past;             /* [n_seq]: valid positions [0, n_past[s]) of sequence s */
     int64_t kv_dim;
     pyrt_pool *pool;
-    pyrt_fp16 *kc, *vc;          /* [n_layer][n_seq][n_ctx][kv_dim] */
+    /* KV cache [n_layer][n_seq][n_ctx] rows of kv_dim values, each in its
+     * type: F16 (default), Q8_0 or Q4_0 (head_dim % 32 == 0), so a row is
+     * k_row_bytes / v_row_bytes and one head's part of it k_head_bytes /
+     * v_head_bytes. Any quantized type makes attention take
+     * attn_head_fa (llama.cpp's flash-attention arithmetic). */
+    uint8_t *kc, *vc;
+    int32_t type_k, type_v;      /* PYRT_TYPE_F16, _Q8_0, _Q4_0 */
+    int64_t k_row_bytes, v_row_bytes, k_head_bytes, v_head_bytes;
+    /* llama.cpp rotates around a quantized cache (its default; forward.c):
+     * q and k by a Walsh-Hadamard matrix of size rot_k when K is quantized,
+     * v and the attention output by one of size rot_v when V is; 0: none */
+    int32_t rot_k, rot_v;
     /* activations, [n_batch][width] */
     float *x, *xn, *q, *k, *v, *att, *tmp, *g, *u;
     float *moe_w;                /* MoE: [n_batch][n_expert] router probs, then top-k weights */
@@ -106,6 +117,9 @@ size_t ctx_attn_acc_floats(const pyrt_ctx *c);
 /* context.c: allocate c->n_past and the job bookkeeping for n_seq sequences
  * (needs c->n_batch); 0 when out of memory */
 int ctx_alloc_seqs(pyrt_ctx *c, int32_t n_seq);
+
+/* context.c: bytes of n values of a KV cache type (n a multiple of its block) */
+int64_t ctx_kv_bytes(int32_t type, int64_t n);
 
 /* backend.c: a context whose KV cache and scratch live on a CUDA device */
 int ctx_create_cuda(const pyrt_model *m, int32_t n_ctx, int32_t n_batch, int32_t device, pyrt_ctx **out);

@@ -121,7 +121,116 @@ void op_attention_head(const pyrt_attn_args *a) {
         }
 }
 
+void op_fwht(float *x, int64_t n, int32_t len) {
+    const float scale = 1.0f / sqrtf((float)len);
+    for (int64_t c = 0; c + len <= n; c += len) {
+        float *y = x + c;
+        for (int32_t j = 0; j < len; j++) y[j] *= scale;
+        for (int32_t w = 1; w < len; w <<= 1)
+            for (int32_t i = 0; i < len; i += 2 * w)
+                for (int32_t j = i; j < i + w; j++) {
+                    const float u = y[j], v = y[j + w];
+                    y[j] = u + v;
+                    y[j + w] = u - v;
+                }
+    }
+}
+
+/* ---- attention over a quantized KV cache (kernels.h: attn_head_fa) ----------
+ * llama.cpp takes its flash-attention path whenever the V cache is quantized
+ * (it refuses a quantized V without it), and a quantized K is read there by
+ * the K type's own dot product against q converted to that dot's activation
+ * type. Every step below is one rounding of an element-wise operation, so a
+ * SIMD kernel that does the same per element (x86/ops_avx2.c) agrees bit for
+ * bit; only the K dot's order is the table's, as in llama.cpp. */
+
+/* Scratch of one query in a->acc (kernels.h asks for >= 32*head_dim floats):
+ * [0, hd) f32 accumulator, [hd, 2hd) one dequantized V row, [2hd, 2.5hd) the
+ * F16 accumulator (F16 V), [3hd, ...) q in K's dot type (<= 2*hd bytes). */
+#define FA_VKQ(a)   ((a)->acc)
+#define FA_V32(a)   ((a)->acc + (a)->head_dim)
+#define FA_VKQ16(a) ((pyrt_fp16 *)((a)->acc + 2 * (int64_t)(a)->head_dim))
+#define FA_QQ(a)    ((void *)((a)->acc + 3 * (int64_t)(a)->head_dim))
+
+/* The running sum after one position: llama.cpp's S = S*ms + vs, which its
+ * build (GCC, -ffp-contract=fast with FMA) computes as one fused multiply-add. */
+static inline float fa_sum(float S, float ms, float vs) { return fmaf(S, ms, vs); }
+
+static void attention_fa_one(const pyrt_attn_args *a) {
+    const int32_t hd = a->head_dim;
+    float *vkq = FA_VKQ(a), *v32 = FA_V32(a);
+    pyrt_fp16 *vkq16 = FA_VKQ16(a);
+    void *qq = FA_QQ(a);
+    const int v16 = a->type_v == PYRT_TYPE_F16;
+    const float scale = a->softcap != 0.0f ? a->scale / a->softcap : a->scale;
+    a->q_to_dot(a->q, qq, hd);
+    if (v16) memset(vkq16, 0, sizeof(pyrt_fp16) * (size_t)hd);
+    else     memset(vkq, 0, sizeof(float) * (size_t)hd);
+    float S = 0.0f, M = -INFINITY;
+    for (int32_t j = a->first; j <= a->last; j++) {
+        float s;
+        a->k_dot(hd, &s, (const uint8_t *)a->kq + (int64_t)j * a->k_bytes, qq);
+        s = s * scale;
+        if (a->softcap != 0.0f) s = a->softcap * tanhf(s);
+        const float Mold = M;
+        float ms = 1.0f, vs = 1.0f;
+        const uint8_t *vj = (const uint8_t *)a->vq + (int64_t)j * a->v_bytes;
+        if (s > M) {                      /* new maximum: rescale what was summed */
+            M = s;
+            ms = expf(Mold - M);
+            if (v16) for (int32_t d = 0; d < hd; d++) vkq16[d] = pyrt_fp32_to_fp16(pyrt_fp16_to_fp32(vkq16[d]) * ms);
+            else     for (int32_t d = 0; d < hd; d++) vkq[d] *= ms;
+        } else {
+            vs = expf(s - M);
+        }
+        if (v16) {
+            const pyrt_fp16 *x = (const pyrt_fp16 *)vj;
+            for (int32_t d = 0; d < hd; d++)
+                vkq16[d] = pyrt_fp32_to_fp16(fmaf(pyrt_fp16_to_fp32(x[d]), vs, pyrt_fp16_to_fp32(vkq16[d])));
+        } else {
+            a->v_to_f32(vj, v32, hd);
+            for (int32_t d = 0; d < hd; d++) vkq[d] = fmaf(v32[d], vs, vkq[d]);
+        }
+        S = fa_sum(S, ms, vs);
+    }
+    if (v16) for (int32_t d = 0; d < hd; d++) vkq[d] = pyrt_fp16_to_fp32(vkq16[d]);
+    const float inv = S == 0.0f ? 0.0f : 1.0f / S;
+    for (int32_t d = 0; d < hd; d++) a->out[d] = vkq[d] * inv;
+}
+
+static void op_attention_head_fa(const pyrt_attn_args *a) {
+    const int32_t nt = a->n_tok > 1 ? a->n_tok : 1, nh = a->n_head > 1 ? a->n_head : 1;
+    for (int32_t t = 0; t < nt; t++)
+        for (int32_t g = 0; g < nh; g++) {
+            const pyrt_attn_args o = pyrt_attn_query(a, t, g);
+            attention_fa_one(&o);
+        }
+}
+
+/* f32 -> Q4_0 as llama.cpp stores a Q4_0 cache row (its reference rounding:
+ * d = (the value of largest magnitude) / -8, q = min(15, trunc(x/d + 8.5))) */
+static void quant_q4_0_ref(const float *src, void *dst, int64_t n) {
+    block_q4_0 *y = (block_q4_0 *)dst;          /* [n/32] */
+    for (int64_t i = 0; i < n / QK4_0; i++) {
+        const float *x = src + i * QK4_0;
+        float amax = 0.0f, max = 0.0f;
+        for (int j = 0; j < QK4_0; j++)
+            if (amax < fabsf(x[j])) { amax = fabsf(x[j]); max = x[j]; }
+        const float d = max / -8;
+        const float id = d != 0.0f ? 1.0f / d : 0.0f;
+        y[i].d = pyrt_fp32_to_fp16(d);
+        for (int j = 0; j < QK4_0 / 2; j++) {
+            const float x0 = x[j] * id, x1 = x[QK4_0 / 2 + j] * id;
+            const int8_t i0 = (int8_t)(x0 + 8.5f), i1 = (int8_t)(x1 + 8.5f);
+            const uint8_t q0 = i0 < 15 ? (uint8_t)i0 : 15, q1 = i1 < 15 ? (uint8_t)i1 : 15;
+            y[i].qs[j] = (uint8_t)(q0 | (q1 << 4));
+        }
+    }
+}
+
 void pyrt_fill_ops_scalar(pyrt_kernels *k) {
+    k->attn_head_fa = op_attention_head_fa;
+    k->type[PYRT_TYPE_Q4_0].quantize_row = quant_q4_0_ref;
     k->rope = op_rope;
     k->swiglu = op_swiglu;
     k->geglu = op_geglu;

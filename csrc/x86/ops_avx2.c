@@ -482,6 +482,108 @@ static void attn_head_avx2(const pyrt_attn_args *a) {
     attn_pv_group(a, sc, R, base, base + R, slots, vf);
 }
 
+/* ---- attention over a quantized cache (attn_head_fa) -----------------------------
+ * generic/ops.c's attention_fa_one (llama.cpp's flash-attention order, which
+ * its AVX2 build runs with the same element-wise steps in 8 lanes) with the
+ * element-wise steps vectorized: each lane rounds exactly as the scalar step
+ * does. A Q8_0 / Q4_0 V row is scaled straight from its blocks (q*d is exact
+ * in f32, so it equals the dequantized row the scalar kernel reads). */
+
+/* vkq[0..hd) += v * vs for one V row of type tv */
+static inline void fa_mad_v(float *vkq, pyrt_fp16 *vkq16, const uint8_t *v, int32_t tv, int32_t hd, float vs) {
+    const __m256 vv = _mm256_set1_ps(vs);
+    if (tv == PYRT_TYPE_F16) {
+        const pyrt_fp16 *x = (const pyrt_fp16 *)v;
+        for (int32_t d = 0; d < hd; d += 8) {
+            const __m256 y = _mm256_fmadd_ps(ld16(x + d), vv, ld16(vkq16 + d));
+            _mm_storeu_si128((__m128i *)(vkq16 + d), _mm256_cvtps_ph(y, 0));
+        }
+    } else if (tv == PYRT_TYPE_Q8_0) {
+        const block_q8_0 *b = (const block_q8_0 *)v;
+        for (int32_t i = 0; i < hd / QK8_0; i++) {
+            const __m256 dd = _mm256_set1_ps(pyrt_fp16_to_fp32(b[i].d));
+            float *y = vkq + i * QK8_0;
+            for (int32_t c = 0; c < QK8_0; c += 8) {
+                const __m256i q = _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(b[i].qs + c)));
+                const __m256 x = _mm256_mul_ps(_mm256_cvtepi32_ps(q), dd);
+                _mm256_storeu_ps(y + c, _mm256_fmadd_ps(x, vv, _mm256_loadu_ps(y + c)));
+            }
+        }
+    } else {                                         /* Q4_0: low nibbles 0..15, high 16..31 */
+        const block_q4_0 *b = (const block_q4_0 *)v;
+        const __m128i m4 = _mm_set1_epi8(0x0F), off = _mm_set1_epi8(8);
+        for (int32_t i = 0; i < hd / QK4_0; i++) {
+            const __m256 dd = _mm256_set1_ps(pyrt_fp16_to_fp32(b[i].d));
+            const __m128i raw = _mm_loadu_si128((const __m128i *)b[i].qs);
+            const __m128i lo = _mm_sub_epi8(_mm_and_si128(raw, m4), off);
+            const __m128i hi = _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(raw, 4), m4), off);
+            float *y = vkq + i * QK4_0;
+            const __m128i parts[4] = { lo, _mm_srli_si128(lo, 8), hi, _mm_srli_si128(hi, 8) };
+            for (int c = 0; c < 4; c++) {
+                const __m256 x = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(parts[c])), dd);
+                _mm256_storeu_ps(y + 8 * c, _mm256_fmadd_ps(x, vv, _mm256_loadu_ps(y + 8 * c)));
+            }
+        }
+    }
+}
+
+static void attn_fa_one_avx2(const pyrt_attn_args *a) {
+    const int32_t hd = a->head_dim, tv = a->type_v;
+    float *vkq = a->acc;                                       /* scratch as generic/ops.c */
+    pyrt_fp16 *vkq16 = (pyrt_fp16 *)(a->acc + 2 * (int64_t)hd);
+    void *qq = a->acc + 3 * (int64_t)hd;
+    const float scale = a->softcap != 0.0f ? a->scale / a->softcap : a->scale;
+    const uint8_t *kq = a->kq, *vq = a->vq;
+    /* an F16 K: llama.cpp's K.q is ggml_vec_dot_f16 (dot_kq_single) over q
+     * rounded to f16, kept here as f32 values */
+    const int k16 = a->type_k == PYRT_TYPE_F16;
+    float *qf = a->acc + (int64_t)hd;      /* free: V rows are read from their blocks */
+    if (k16) for (int32_t d = 0; d < hd; d++) qf[d] = _cvtsh_ss(pyrt_fp32_to_fp16(a->q[d]));
+    else     a->q_to_dot(a->q, qq, hd);
+    if (tv == PYRT_TYPE_F16) memset(vkq16, 0, sizeof(pyrt_fp16) * (size_t)hd);
+    else                     memset(vkq, 0, sizeof(float) * (size_t)hd);
+    float S = 0.0f, M = -INFINITY;
+    for (int32_t j = a->first; j <= a->last; j++) {
+        const uint8_t *kj = kq + (int64_t)j * a->k_bytes, *vj = vq + (int64_t)j * a->v_bytes;
+        _mm_prefetch((const char *)(kj + PF_AHEAD * a->k_bytes), _MM_HINT_T0);
+        _mm_prefetch((const char *)(vj + PF_AHEAD * a->v_bytes), _MM_HINT_T0);
+        float s;
+        if (k16) s = dot_kq_single((const pyrt_fp16 *)kj, qf, hd);
+        else     a->k_dot(hd, &s, kj, qq);
+        s = s * scale;
+        if (a->softcap != 0.0f) s = a->softcap * tanhf(s);
+        const float Mold = M;
+        float ms = 1.0f, vs = 1.0f;
+        if (s > M) {
+            M = s;
+            ms = expf(Mold - M);
+            const __m256 vm = _mm256_set1_ps(ms);
+            if (tv == PYRT_TYPE_F16)
+                for (int32_t d = 0; d < hd; d += 8)
+                    _mm_storeu_si128((__m128i *)(vkq16 + d), _mm256_cvtps_ph(_mm256_mul_ps(ld16(vkq16 + d), vm), 0));
+            else
+                for (int32_t d = 0; d < hd; d += 8) _mm256_storeu_ps(vkq + d, _mm256_mul_ps(_mm256_loadu_ps(vkq + d), vm));
+        } else {
+            vs = expf(s - M);
+        }
+        fa_mad_v(vkq, vkq16, vj, tv, hd, vs);
+        S = fmaf(S, ms, vs);                 /* as generic/ops.c's fa_sum */
+    }
+    if (tv == PYRT_TYPE_F16)
+        for (int32_t d = 0; d < hd; d += 8) _mm256_storeu_ps(vkq + d, ld16(vkq16 + d));
+    const __m256 inv = _mm256_set1_ps(S == 0.0f ? 0.0f : 1.0f / S);
+    for (int32_t d = 0; d < hd; d += 8) _mm256_storeu_ps(a->out + d, _mm256_mul_ps(_mm256_loadu_ps(vkq + d), inv));
+}
+
+static void attn_head_fa_avx2(const pyrt_attn_args *a) {
+    const int32_t nt = a->n_tok > 1 ? a->n_tok : 1, nh = a->n_head > 1 ? a->n_head : 1;
+    for (int32_t t = 0; t < nt; t++)
+        for (int32_t g = 0; g < nh; g++) {
+            const pyrt_attn_args o = pyrt_attn_query(a, t, g);
+            attn_fa_one_avx2(&o);
+        }
+}
+
 /* op_geglu with 8 lanes: the fp16 rounding of g by vcvtps2ph (round to
  * nearest even, as pyrt_fp32_to_fp16), the table entries by one gather, the
  * same clamps at +-10 and the same product. */
@@ -525,5 +627,6 @@ void pyrt_fill_ops_avx2(pyrt_kernels *k) {
     k->rope = rope_avx2;
     k->swiglu = swiglu_avx2;
     k->attn_head = attn_head_avx2;
+    k->attn_head_fa = attn_head_fa_avx2;
 }
 #endif
