@@ -1142,19 +1142,13 @@ def _is_loopback(host: str) -> bool:
     return host in ("localhost", "::1") or host.startswith("127.")
 
 
-def _kv_bytes_per_position(hp, type_name: str | None) -> float:
-    """Bytes of K (or V) per position for a cache type name (f16, q8_0, q4_0)."""
-    per = {None: 2.0, "f16": 2.0, "q8_0": 34 / 32, "q4_0": 18 / 32}.get(type_name, 2.0)
-    return hp.n_layer * hp.n_head_kv * hp.head_dim * per
-
-
 def _default_parallel(args, want: int = 4) -> int:
     """4 parallel requests on the CPU, fewer when their KV caches would take
     more than a quarter of the machine's memory; 1 on a GPU."""
     if args.device not in (None, "cpu"):
         return 1
     from .gguf_file import GGUFFile
-    from .model import _physical_memory, read_hparams
+    from .model import _physical_memory, kv_cache_bytes, read_hparams
     from .registry import ensure_model
     try:
         g = GGUFFile(str(ensure_model(args.model)))          # the header only
@@ -1165,8 +1159,7 @@ def _default_parallel(args, want: int = 4) -> int:
     except Exception:
         return 1                                             # Llama() reports the problem
     n_ctx = args.ctx_size or hp.n_ctx_train
-    per_seq = n_ctx * (_kv_bytes_per_position(hp, getattr(args, "cache_type_k", None)) +
-                       _kv_bytes_per_position(hp, getattr(args, "cache_type_v", None)))
+    per_seq = kv_cache_bytes(hp, n_ctx, 1, getattr(args, "cache_type_k", None), getattr(args, "cache_type_v", None))
     ram = _physical_memory()
     n = want
     while n > 1 and ram and n * per_seq > ram // 4:
