@@ -32,7 +32,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from llamacpp_reference import MODELS, REF, public_prompts, row_digest, sha256_file, top_k  # noqa: E402
+from llamacpp_reference import MODELS, REF, greedy_steps, public_prompts, row_digest, sha256_file, top_k  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 N_TEXT, N_CTX, GREEDY_CAP, TOP = 128, 512, 32, 8
@@ -82,20 +82,12 @@ def run_llamacpp(model: str, out: str, chat_prompt: str) -> None:
             g_all.append(row_digest(row(len(ids) - 1)))
             L.llama_memory_clear(mem, True)
             llamacpp_batch.decode(L, ctx, ids, 0, False)
-            pos, eog = len(ids), 0
-            for _ in range(GREEDY_CAP):
-                r = row(-1)
-                tid, tlg = top_k(r, TOP)
-                nxt = int(tid[0])
-                g_ids.append(nxt)
-                g_sha.append(row_digest(r))
-                g_tid.append(tid)
-                g_tlg.append(tlg)
-                if L.llama_vocab_is_eog(vocab, nxt):
-                    eog = 1
-                    break
-                llamacpp_batch.decode(L, ctx, [nxt], pos, False)
-                pos += 1
+            ids_, sha_, tid_, tlg_, eog = greedy_steps(
+                L, vocab, row, lambda t, p: llamacpp_batch.decode(L, ctx, t, p, False), len(ids), GREEDY_CAP, TOP)
+            g_ids += ids_
+            g_sha += sha_
+            g_tid += tid_
+            g_tlg += tlg_
             p_ids += ids
             p_off.append(len(p_ids))
             g_off.append(len(g_ids))

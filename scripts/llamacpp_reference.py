@@ -69,6 +69,27 @@ def top_k(row, k: int):
     return order.astype(np.int32), row[order].astype(np.float32)
 
 
+def greedy_steps(L, vocab, row, decode, pos: int, cap: int, n_top: int):
+    """Greedy decoding from the logits row(-1) after position pos - 1, at most
+    `cap` tokens: per step the chosen id, the row's digest, its top ids and
+    logits; and 1 if it stopped at an end-of-generation token. `decode(ids,
+    pos)` evaluates one token (last-row logits)."""
+    ids, sha, tids, tlgs = [], [], [], []
+    for _ in range(cap):
+        r = row(-1)
+        tid, tlg = top_k(r, n_top)
+        nxt = int(tid[0])
+        ids.append(nxt)
+        sha.append(row_digest(r))
+        tids.append(tid)
+        tlgs.append(tlg)
+        if L.llama_vocab_is_eog(vocab, nxt):
+            return ids, sha, tids, tlgs, 1
+        decode([nxt], pos)
+        pos += 1
+    return ids, sha, tids, tlgs, 0
+
+
 def public_prompts() -> list[str]:
     lines = (REF / "prompts_public.txt").read_text(encoding="utf-8").splitlines()
     return [ln.replace("\\n", "\n") for ln in lines if ln]
@@ -107,20 +128,12 @@ def run_llamacpp(model: str, out: str, chat_prompt: str) -> None:
         ids = llm.tokenize(prompt.encode("utf-8"), add_bos=add_bos, special=True)
         L.llama_memory_clear(mem, True)
         decode(ids, 0, False)
-        pos, eog = len(ids), 0
-        for _ in range(GREEDY_CAP):
-            r = row(-1)
-            tid, tlg = top_k(r, TOP_GREEDY)
-            nxt = int(tid[0])
-            g_ids.append(nxt)
-            g_sha.append(row_digest(r))
-            g_tid.append(tid)
-            g_tlg.append(tlg)
-            if L.llama_vocab_is_eog(vocab, nxt):
-                eog = 1
-                break
-            decode([nxt], pos, False)
-            pos += 1
+        ids_, sha_, tid_, tlg_, eog = greedy_steps(L, vocab, row, lambda t, p: decode(t, p, False), len(ids),
+                                                   GREEDY_CAP, TOP_GREEDY)
+        g_ids += ids_
+        g_sha += sha_
+        g_tid += tid_
+        g_tlg += tlg_
         p_ids += ids
         p_off.append(len(p_ids))
         g_off.append(len(g_ids))

@@ -172,43 +172,9 @@ static inline __m256i lanes_q5_K(const block_q5_K *x, const block_q8_K *y, __m12
     return sumi;
 }
 
-/* Q6_K: signed 6-bit codes times int8 scales (S1 lanes); the -32 offset is
- * taken out with the activation block sums, as 32 * scale * bsum per lane. */
-static inline __m256i lanes_q6_K(const block_q6_K *x, const block_q8_K *y) {
-    const __m256i m15 = _mm256_set1_epi8(15), m3 = _mm256_set1_epi8(3);
-    const __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)x->scales));
-    const __m256i offs = _mm256_slli_epi32(_mm256_madd_epi16(load32(y->bsums), sc16), 5);
-    __m256i sumi = _mm256_setzero_si256();
-    for (int h = 0; h < 2; h++) {
-        const __m256i l0 = load32(x->ql + 64 * h), l1 = load32(x->ql + 64 * h + 32);
-        const __m256i hb = load32(x->qh + 32 * h);
-        const __m256i q[4] = {
-            _mm256_or_si256(_mm256_and_si256(l0, m15), _mm256_slli_epi16(_mm256_and_si256(hb, m3), 4)),
-            _mm256_or_si256(_mm256_and_si256(l1, m15),
-                            _mm256_slli_epi16(_mm256_and_si256(hb, _mm256_set1_epi8(12)), 2)),
-            _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m15),
-                            _mm256_and_si256(hb, _mm256_set1_epi8(48))),
-            _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m15),
-                            _mm256_srli_epi16(_mm256_and_si256(hb, _mm256_set1_epi8((char)0xC0)), 2)),
-        };
-        /* scales 8h..8h+7 in both halves; group g takes scale 8h+2g on its
-         * first 16 bytes and 8h+2g+1 on the rest (scale_pair's values) */
-        /* two literal immediates: the intrinsic needs one even where the loop is not unrolled */
-        const __m256i sh = h ? _mm256_permute2x128_si256(sc16, sc16, 0x11) : _mm256_permute2x128_si256(sc16, sc16, 0x00);
-        for (int g = 0; g < 4; g++) {
-            const __m256i sel = _mm256_setr_epi8(4 * g, 4 * g + 1, 4 * g, 4 * g + 1, 4 * g, 4 * g + 1, 4 * g, 4 * g + 1,
-                                                 4 * g, 4 * g + 1, 4 * g, 4 * g + 1, 4 * g, 4 * g + 1, 4 * g, 4 * g + 1,
-                                                 4 * g + 2, 4 * g + 3, 4 * g + 2, 4 * g + 3, 4 * g + 2, 4 * g + 3, 4 * g + 2, 4 * g + 3,
-                                                 4 * g + 2, 4 * g + 3, 4 * g + 2, 4 * g + 3, 4 * g + 2, 4 * g + 3, 4 * g + 2, 4 * g + 3);
-            sumi = mac(sumi, q[g], load32(y->qs + 128 * h + 32 * g), _mm256_shuffle_epi8(sh, sel));
-        }
-    }
-    return _mm256_sub_epi32(sumi, offs);
-}
-
-/* lanes_q6_K for NT activation blocks y[j] against one weight block: the
- * codes and scale selections built once, each token's lanes as lanes_q6_K
- * forms them (exact integers, the same values) */
+/* Q6_K lanes for NT activation blocks y[j] against one weight block: the
+ * codes and scale selections built once for all tokens (exact integers;
+ * lanes_q6_K below is the one-token case) */
 static inline __attribute__((always_inline)) void lanes_q6_K_nt(const block_q6_K *x, const block_q8_K *const y[],
                                                                 const int NT, __m256i out[]) {
     const __m256i m15 = _mm256_set1_epi8(15), m3 = _mm256_set1_epi8(3);
@@ -238,6 +204,15 @@ static inline __attribute__((always_inline)) void lanes_q6_K_nt(const block_q6_K
     }
     for (int j = 0; j < NT; j++)
         out[j] = _mm256_sub_epi32(out[j], _mm256_slli_epi32(_mm256_madd_epi16(load32(y[j]->bsums), sc16), 5));
+}
+
+/* Q6_K: signed 6-bit codes times int8 scales (S1 lanes); the -32 offset is
+ * taken out with the activation block sums, as 32 * scale * bsum per lane. */
+static inline __m256i lanes_q6_K(const block_q6_K *x, const block_q8_K *y) {
+    const block_q8_K *const yy[1] = { y };
+    __m256i out;
+    lanes_q6_K_nt(x, yy, 1, &out);
+    return out;
 }
 
 /* ======================================================================== */
