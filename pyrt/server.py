@@ -45,12 +45,14 @@ it with no new dependency and nothing to configure.
 
 Concurrency: request threads never touch the model's cache (tokenize and
 detokenize only read the vocabulary). Every generation or embedding request
-becomes a job on a bounded queue served by a worker that owns the Llama
-(`Worker`: submit / cancel / busy / slots), so the KV cache is never shared
-mid-generation (prefix reuse still works across requests). A client that
+becomes a job on a bounded queue served by `Worker` (submit / cancel / busy /
+slots): `--parallel N` worker threads call the Llama, made with
+n_parallel=N, so up to N generations run at once, each on its own sequence of
+the KV cache, batched into one forward pass per token (pyrt/batching.py); a
+sequence keeps its cache for prefix reuse by a later request. A client that
 disconnects — while queued, during prompt evaluation or mid-stream — cancels
 its job: the worker stops at the next token, and a running prompt evaluation
-is aborted in C.
+stops (in C with one slot, at the next prompt chunk with several).
 """
 from __future__ import annotations
 
