@@ -89,7 +89,7 @@ def main() -> int:
             decode(toks, D)
         s = measure(pp, args.n_prompt)
         out.append(dict(base, n_prompt=args.n_prompt, n_gen=0, avg_ts=statistics.mean(s),
-                        stddev_ts=statistics.stdev(s), samples_ts=s))
+                        stddev_ts=statistics.stdev(s) if len(s) > 1 else 0.0, samples_ts=s))
     if args.n_gen:
         toks = rng.integers(0, n_vocab, args.n_gen)
 
@@ -99,7 +99,7 @@ def main() -> int:
                 decode(toks[i:i + 1], D + i)
         s = measure(tg, args.n_gen)
         out.append(dict(base, n_prompt=0, n_gen=args.n_gen, avg_ts=statistics.mean(s),
-                        stddev_ts=statistics.stdev(s), samples_ts=s))
+                        stddev_ts=statistics.stdev(s) if len(s) > 1 else 0.0, samples_ts=s))
     if args.generate:
         prompt = llm.tokenize(b"The capital of France is")
 
@@ -112,7 +112,7 @@ def main() -> int:
                     break
         s = measure(gen, args.generate)
         out.append(dict(base, n_prompt=len(prompt), n_gen=args.generate, test="generate", avg_ts=statistics.mean(s),
-                        stddev_ts=statistics.stdev(s), samples_ts=s))
+                        stddev_ts=statistics.stdev(s) if len(s) > 1 else 0.0, samples_ts=s))
     for r in out:
         r["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     json.dump(out, sys.stdout)
