@@ -303,3 +303,33 @@ def test_parallel_n_choices_match_sequential(smollm2_path):
     assert [c["text"] for c in out["choices"]] == [c["text"] for c in ref["choices"]]
     assert [c["index"] for c in out["choices"]] == [0, 1, 2]
     assert out["usage"] == ref["usage"]
+
+
+def test_parallel_grammar_and_lookup_match_sequential(smollm2_path):
+    """A JSON-constrained call and a prompt-lookup speculative call, batched
+    together, give the texts they give on a single-sequence Llama (drafts are
+    verified as per-token parts of the shared step)."""
+    msgs = [[{"role": "user", "content": "Give a JSON object describing a cat named Tom."}],
+            [{"role": "user", "content": "Rewrite this sentence exactly: The quick brown fox jumps over "
+                                         "the lazy dog. The quick brown fox jumps over the lazy dog."}]]
+    kws = [dict(response_format={"type": "json_object"}, max_tokens=48, seed=3, temperature=0.7),
+           dict(speculative="lookup", max_tokens=48, seed=4, temperature=0)]
+    with pyrt.Llama(smollm2_path, n_ctx=512, n_threads=2) as solo:
+        ref = [solo.create_chat_completion(m, **k)["choices"][0]["message"]["content"] for m, k in zip(msgs, kws)]
+    with pyrt.Llama(smollm2_path, n_ctx=512, n_threads=2, n_parallel=2) as llm:
+        out: list = [None, None]
+
+        def run(i):
+            out[i] = llm.create_chat_completion(msgs[i], **kws[i])["choices"][0]["message"]["content"]
+        llm._engine.hold()
+        th = [threading.Thread(target=run, args=(i,)) for i in range(2)]
+        for t in th:
+            t.start()
+        llm._engine.wait_pending(2)
+        llm._engine.resume()
+        for t in th:
+            t.join()
+        assert llm._engine.stats["max_parts"] == 2
+        with pytest.raises(pyrt.ContextFullError):
+            llm.create_completion("x " * 600, max_tokens=4)
+    assert out == ref
