@@ -26,15 +26,13 @@ Digests are sha256 of the float32 row bytes (little-endian), as scripts/llamacpp
 """
 from __future__ import annotations
 
-import argparse
-import subprocess
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from llamacpp_reference import MODELS, REF, greedy_steps, public_prompts, row_digest, sha256_file, top_k  # noqa: E402
+from llamacpp_reference import (MODELS, REF, greedy_steps, public_prompts, reference_main,  # noqa: E402
+                                row_digest, sha256_file, top_k)
 
-ROOT = Path(__file__).resolve().parent.parent
 N_TEXT, N_CTX, GREEDY_CAP, TOP = 128, 512, 32, 8
 GGML = {"f16": 1, "q8_0": 8, "q4_0": 2}
 CONFIGS = [("q8_0", "q8_0"), ("q4_0", "q4_0"), ("q8_0", "f16"), ("f16", "q4_0")]
@@ -106,29 +104,7 @@ def run_llamacpp(model: str, out: str, chat_prompt: str) -> None:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--run", nargs=3, metavar=("MODEL", "OUT", "CHAT_PROMPT"))
-    ap.add_argument("--llama-python", help="python of the venv that has llama-cpp-python (AVX2 build)")
-    ap.add_argument("--out-dir", default=str(REF / "kv"))
-    ap.add_argument("--model", action="append", choices=sorted(MODELS), help="only these models")
-    args = ap.parse_args()
-    if args.run:
-        run_llamacpp(*args.run)
-        return 0
-    if not args.llama_python:
-        ap.error("--llama-python is required")
-    sys.path.insert(0, str(ROOT))
-    from pyrt.registry import ensure_model
-    out_dir = Path(args.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for name, (reg, chat) in MODELS.items():
-        if args.model and name not in args.model:
-            continue
-        path = ensure_model(reg)
-        out = out_dir / f"{name}.npz"
-        subprocess.run([args.llama_python, __file__, "--run", str(path), str(out), chat], check=True)
-        print(f"{out}  ({out.stat().st_size} bytes)")
-    return 0
+    return reference_main(__doc__, __file__, REF / "kv", run_llamacpp)
 
 
 if __name__ == "__main__":

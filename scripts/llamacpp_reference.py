@@ -150,14 +150,18 @@ def run_llamacpp(model: str, out: str, chat_prompt: str) -> None:
         greedy_top_ids=np.stack(g_tid), greedy_top_logits=np.stack(g_tlg))
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def reference_main(doc: str, script: str, default_out: Path, run) -> int:
+    """The command line both reference scripts share: `--run MODEL OUT CHAT_PROMPT` inside the
+    llama.cpp venv calls run(); otherwise, for each model of MODELS (or --model ones), call this
+    script's --run with --llama-python and write OUT-DIR/NAME.npz."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--run", nargs=3, metavar=("MODEL", "OUT", "CHAT_PROMPT"))
     ap.add_argument("--llama-python", help="python of the venv that has llama-cpp-python (AVX2 build)")
-    ap.add_argument("--out-dir", default=str(REF / "identity"))
+    ap.add_argument("--out-dir", default=str(default_out))
+    ap.add_argument("--model", action="append", choices=sorted(MODELS), help="only these models")
     args = ap.parse_args()
     if args.run:
-        run_llamacpp(*args.run)
+        run(*args.run)
         return 0
     if not args.llama_python:
         ap.error("--llama-python is required")
@@ -166,11 +170,17 @@ def main() -> int:
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     for name, (reg, chat) in MODELS.items():
+        if args.model and name not in args.model:
+            continue
         path = ensure_model(reg)
         out = out_dir / f"{name}.npz"
-        subprocess.run([args.llama_python, __file__, "--run", str(path), str(out), chat], check=True)
+        subprocess.run([args.llama_python, script, "--run", str(path), str(out), chat], check=True)
         print(f"{out}  ({out.stat().st_size} bytes)")
     return 0
+
+
+def main() -> int:
+    return reference_main(__doc__, __file__, REF / "identity", run_llamacpp)
 
 
 if __name__ == "__main__":
