@@ -134,6 +134,8 @@ class Llama:
         if n_parallel > 1 and draft_model is not None:
             raise UnsupportedError("a draft model cannot be shared by parallel generations; use "
                                    "n_parallel=1 or speculative='lookup'")
+        if isinstance(draft_max, bool) or not isinstance(draft_max, int) or not 1 <= draft_max <= 64:
+            raise ValueError(f"draft_max must be an int in [1, 64], got {draft_max!r}")
         if not isinstance(n_ctx, int) or isinstance(n_ctx, bool) or n_ctx < 0:
             raise ValueError(f"n_ctx must be an int >= 0 (0: the model's training context), got {n_ctx!r}")
         if n_threads == -1:                   # llama-cpp-python's "pick for me"
@@ -185,7 +187,7 @@ class Llama:
                     raise UnsupportedError(f"n_parallel={n_parallel} needs the CPU (device={device!r})")
                 from .batching import BatchEngine
                 self._engine = BatchEngine(self._model, self._n_ctx, n_parallel, n_threads, n_batch,
-                                           short=min(n_batch, (draft_max if isinstance(draft_max, int) else 16) + 1),
+                                           short=min(n_batch, draft_max + 1),
                                            type_k=opts.type_k, type_v=opts.type_v)
                 self._ctx = self._engine.ctx
             else:
@@ -226,9 +228,6 @@ class Llama:
         self.last_stats = {}
         # speculative decoding (pyrt/speculative.py): the default mode and the draft model
         self._draft = None
-        if isinstance(draft_max, bool) or not isinstance(draft_max, int) or not 1 <= draft_max <= 64:
-            self.close()
-            raise ValueError(f"draft_max must be an int in [1, 64], got {draft_max!r}")
         self._draft_max = draft_max
         from .speculative import PromptLookup
         if isinstance(draft_model, PromptLookup):      # llama-cpp-python's prompt-lookup object

@@ -216,10 +216,6 @@ class Worker:
         with self.lock:
             return bool(self.running)
 
-    def n_running(self) -> int:
-        with self.lock:
-            return len(self.running)
-
     def slots(self) -> dict:
         """Generation slots: how many requests can run at once (`total`), how
         many run now (`busy`) and how many wait (`queued`). /health and /metrics
