@@ -16,6 +16,9 @@ import time
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")   # as pyrt's CLI: no BLAS threads competing (before numpy)
 import numpy as np  # noqa: E402
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "scripts"))
+import llamacpp_batch  # noqa: E402  (the llama_decode helper the reference scripts use)
+
 
 def main() -> int:
     ap = argparse.ArgumentParser()
@@ -42,20 +45,7 @@ def main() -> int:
     mem = L.llama_get_memory(ctx)
 
     def decode(tokens, pos0):
-        batch = L.llama_batch_init(len(tokens), 0, 1)
-        try:
-            batch.n_tokens = len(tokens)
-            for i, t in enumerate(tokens):
-                batch.token[i] = int(t)
-                batch.pos[i] = pos0 + i
-                batch.n_seq_id[i] = 1
-                batch.seq_id[i][0] = 0
-                batch.logits[i] = i == len(tokens) - 1
-            rc = L.llama_decode(ctx, batch)
-            if rc != 0:
-                raise RuntimeError(f"llama_decode failed: {rc}")
-        finally:
-            L.llama_batch_free(batch)
+        llamacpp_batch.decode(L, ctx, tokens, pos0, False)
 
     D = args.n_depth
     if D:                                   # the cache every test starts from, in n_batch chunks

@@ -1,5 +1,5 @@
-"""One llama_decode call on sequence 0, for the reference scripts that run inside the llama.cpp
-venv (scripts/arch_reference.py, scripts/llamacpp_reference.py)."""
+"""One llama_decode call on sequence 0, for the scripts that run inside a llama.cpp venv
+(scripts/arch_reference.py, llamacpp_reference.py, kv_reference.py, benchmarks/llamacpp_bench.py)."""
 from __future__ import annotations
 
 
