@@ -14,13 +14,14 @@ import argparse
 import http.client
 import json
 import os
-import platform
-import re
 import statistics
-import subprocess
 import sys
 import threading
 import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from compare_llamacpp import cpu_model  # noqa: E402
+from soak import start_server  # noqa: E402
 
 PROMPTS = [
     "Write a short story about a lighthouse keeper who finds a message in a bottle.",
@@ -34,29 +35,6 @@ PROMPTS = [
 TTFT_PROMPT = ("I am planning a small vegetable garden on a sunny balcony in a city apartment. "
                "Which vegetables grow well in pots, how deep should the pots be, and how often "
                "should I water them during a hot summer?")
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
-def start_server(model: str, parallel: int, threads: int, n_ctx: int) -> tuple[subprocess.Popen, int]:
-    cmd = [sys.executable, "-m", "pyrt", "serve", "--model", model, "--port", "0", "-t", str(threads),
-           "-c", str(n_ctx), "--parallel", str(parallel), "--seed", "1"]
-    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
-    for line in proc.stderr:
-        m = re.search(r"listening on http://[^:]+:(\d+)", line)
-        if m:
-            threading.Thread(target=lambda: [None for _ in proc.stderr], daemon=True).start()
-            return proc, int(m.group(1))
-    raise RuntimeError(f"the server did not start (exit {proc.wait()})")
 
 
 def stream_chat(port: int, prompt: str, max_tokens: int, seed: int) -> dict:
@@ -111,7 +89,8 @@ def main() -> int:
     ap.add_argument("--ctx", type=int, default=2048)
     a = ap.parse_args()
     print(f"CPU: {cpu_model()}, {a.threads} threads, model {a.model}, --parallel {a.parallel}")
-    proc, port = start_server(a.model, a.parallel, a.threads, a.ctx)
+    proc, base, _log = start_server(a.model, a.ctx, a.threads, ["--parallel", str(a.parallel), "--seed", "1"])
+    port = int(base.rsplit(":", 1)[1])
     try:
         stream_chat(port, "Hello", 8, 0)                          # warm up
         alone = run_clients(port, 1, a.tokens)

@@ -11,10 +11,12 @@ each mode per prompt, the ratio, and the acceptance counts; a line with the CPU 
 from __future__ import annotations
 
 import argparse
-import platform
-import subprocess
+import os
 import sys
 import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from compare_llamacpp import cpu_model  # noqa: E402
 
 CODE = '''def load_users(path):
     users = []
@@ -55,14 +57,6 @@ FREE = [
     "Give three tips for learning a new language.",
     "Tell a short story about a robot who learns to paint.",
 ]
-
-
-def cpu_model() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-        return next(ln.split(":", 1)[1].strip() for ln in out.splitlines() if ln.startswith("Model name"))
-    except Exception:
-        return platform.processor() or "unknown"
 
 
 def run(llm, prompts, n, mode, seed=1):
