@@ -584,8 +584,17 @@ def test_snippet_docstring_chat_llama2(model_path, capsys):
 
 def test_snippet_docstring_generate_tokenize_bytes(model_path, capsys):
     ns = run_snippet("docstring_generate_tokenize_bytes", model_path)
-    assert ns["pieces"] and all(isinstance(p, bytes) for p in ns["pieces"])
-    assert capsys.readouterr().out.startswith("b'")
+    pieces = ns["pieces"]
+    assert all(isinstance(p, bytes) for p in pieces)
+    assert capsys.readouterr().out == "".join(f"{p!r}\n" for p in pieces)
+    if not pieces:
+        # unseeded sampling at temp 1.0 may draw an end token first (SmolLM2 ranks its EOS
+        # third after this prompt): then one must be among the top-40 candidates
+        llama = ns["llama"]
+        llama.reset()
+        llama.eval(ns["tokens"])
+        top40 = np.argsort(llama.scores[-1])[-40:]
+        assert set(llama.tokenizer.eog_ids) & set(top40.tolist())
 
 
 def test_snippet_example_streaming(model_path, capsys):
