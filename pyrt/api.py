@@ -829,7 +829,7 @@ class Llama:
         prompts = _prompt_list(prompt)
         if prompts is not None and len(prompts) == 1:
             prompt, prompts = prompts[0], None
-        if prompts is not None or n != 1:
+        if prompts is not None or type(n) is not int or n != 1:
             return self._n_choices(self.create_completion, n, locals(), prompts)
         g = resolve_grammar(grammar, response_format)
         spec = self._speculator(speculative)
@@ -910,6 +910,7 @@ class Llama:
 
         call = getattr(type(llm), method.__name__)     # the _parallel wrapper: runs a view as it is
         gens: list = []
+        i = 0
         try:
             for i in range(n_prompts):
                 for j in range(n):
@@ -923,9 +924,12 @@ class Llama:
                     else:
                         view = SeqView(llm, engine, stop)
                         gens.append(_released_after(call(view, **a), view))
-        except BaseException:
+        except BaseException as e:
             for g in gens:
                 g.close()
+            if prompts is not None and isinstance(e, (ValueError, ContextFullError)) and e.args \
+                    and isinstance(e.args[0], str):
+                e.args = (f"prompt[{i}]: {e.args[0]}",) + e.args[1:]     # which prompt it was
             raise
         if engine is None:
             events = _events_in_turn(gens, stop, lambda: llm.last_stats)
@@ -1172,7 +1176,7 @@ class Llama:
         as ``delta.tool_calls``). Results go back as ``role: "tool"`` messages.
         See pyrt/tools.py for the call format and the prompt.
         `speculative`: as in :meth:`generate`."""
-        if n != 1:
+        if type(n) is not int or n != 1:
             return self._n_choices(self.create_chat_completion, n, locals())
         if logprobs is None:            # llama-cpp-python's default
             logprobs = False
@@ -1682,8 +1686,13 @@ def _prompt_list(prompt) -> list | None:
         raise ValueError("prompt: a list mixing token ids (ints) with other items; give one prompt as a list "
                          "of token ids, or several as a list of strings / lists of token ids")
     for idx, p in enumerate(prompt):
-        if not isinstance(p, (str, list, tuple, np.ndarray)):
-            raise ValueError(f"prompt[{idx}] must be a string or a list of token ids, got {type(p).__name__}")
+        if isinstance(p, str):
+            continue
+        if not isinstance(p, (list, tuple, np.ndarray)) or not all(
+                isinstance(t, (int, np.integer)) and not isinstance(t, bool) for t in p):
+            raise ValueError(f"prompt[{idx}] must be a string or a list of token ids (ints), "
+                             f"got {type(p).__name__}" + ("" if not isinstance(p, (list, tuple, np.ndarray))
+                                                          else " with other items"))
     return list(prompt)
 
 

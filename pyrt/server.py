@@ -118,6 +118,9 @@ class Job:
         self.in_generation = False
         self.timed_out = False
         self.stats: dict = {}
+        #: generation slots the job holds while it runs: one per completion it
+        #: runs at once (a request for several prompts or n > 1 choices)
+        self.weight = 1
 
     def emit(self, kind: str, value: Any = None) -> None:
         self.events.put((kind, value))
@@ -143,14 +146,21 @@ class Job:
 
 class Worker:
     """Runs jobs from a bounded queue: one at a time, or with a Llama made
-    with n_parallel=N, up to N at once (their generations are batched into
-    one forward pass per token, pyrt/batching.py)."""
+    with n_parallel=N, up to N slots' worth at once (their generations are
+    batched into one forward pass per token, pyrt/batching.py). A job holds
+    `job.weight` slots (a request for several completions at once); jobs
+    start in arrival order, each when enough slots are free (a later small
+    job does not overtake a waiting large one)."""
 
     def __init__(self, llm, max_queue: int):
         self.llm = llm
         self.n_slots = max(1, int(getattr(llm, "n_parallel", 1)))
         self.jobs: queue.Queue = queue.Queue(maxsize=max_queue)
         self.lock = threading.Lock()
+        self._cv = threading.Condition(self.lock)     # a slot was freed / a waiting job was cancelled
+        self._admit = threading.Lock()                # held by the thread taking the next job
+        self._admitting: Job | None = None            # taken from the queue, waiting for its slots
+        self._busy_slots = 0
         self.running: set[Job] = set()
         self.stats = {"completed": 0, "cancelled": 0, "failed": 0}
         self._threads = [threading.Thread(target=self._run, name=f"pyrt-worker-{i}", daemon=True)
@@ -177,6 +187,7 @@ class Worker:
                 job.cancelled.set()
             if job in self.running:
                 self._abort()
+            self._cv.notify_all()
 
     def interrupt(self, job: Job) -> None:
         """Abort `job`'s running evaluation (a prompt past its time limit) without
@@ -185,17 +196,34 @@ class Worker:
             if job in self.running:
                 self._abort()
 
+    def _take(self) -> Job | None:
+        """The next job, once its slots are free (None: stop); one thread at a
+        time takes, so jobs start in queue order."""
+        with self._admit:
+            while True:
+                job = self.jobs.get()
+                if job is None:
+                    return None
+                weight = min(max(1, job.weight), self.n_slots)
+                with self.lock:
+                    self._admitting = job
+                    while self._busy_slots + weight > self.n_slots and not job.cancelled.is_set():
+                        self._cv.wait()
+                    self._admitting = None
+                    if job.cancelled.is_set():
+                        self.stats["cancelled"] += 1
+                        job.emit("end")
+                        continue
+                    job.weight = weight
+                    self._busy_slots += weight
+                    self.running.add(job)
+                    return job
+
     def _run(self) -> None:
         while True:
-            job = self.jobs.get()
+            job = self._take()
             if job is None:
                 return
-            with self.lock:
-                if job.cancelled.is_set():
-                    self.stats["cancelled"] += 1
-                    job.emit("end")
-                    continue
-                self.running.add(job)
             try:
                 job.fn(job)
             except BaseException as e:  # reported to the request thread
@@ -208,8 +236,10 @@ class Worker:
             finally:
                 with self.lock:
                     self.running.discard(job)
+                    self._busy_slots -= job.weight
                     if job.cancelled.is_set():
                         self.stats["cancelled"] += 1
+                    self._cv.notify_all()
                 job.emit("end")
 
     def busy(self) -> bool:
@@ -217,12 +247,14 @@ class Worker:
             return bool(self.running)
 
     def slots(self) -> dict:
-        """Generation slots: how many requests can run at once (`total`), how
-        many run now (`busy`) and how many wait (`queued`). /health and /metrics
-        read this."""
+        """Generation slots: how many completions can run at once (`total`),
+        how many slots are in use now (`busy`), how many requests run
+        (`running`) and how many wait (`queued`). /health and /metrics read
+        this."""
         with self.lock:
-            busy = len(self.running)
-        return {"total": self.n_slots, "busy": busy, "queued": self.jobs.qsize()}
+            busy, running = self._busy_slots, len(self.running)
+            waiting = 1 if self._admitting is not None else 0
+        return {"total": self.n_slots, "busy": busy, "running": running, "queued": self.jobs.qsize() + waiting}
 
     def stop(self, timeout: float = 10.0) -> bool:
         """Cancel the running jobs, drop queued ones, stop the threads; True if they stopped."""
@@ -240,6 +272,10 @@ class Worker:
                 job.cancelled.set()
             if self.running:
                 self._abort()
+            if self._admitting is not None:
+                self._admitting.cancelled.set()
+                self._admitting.emit("error", APIError(503, "the server is shutting down", "server_error"))
+            self._cv.notify_all()
         for _ in self._threads:
             try:
                 self.jobs.put_nowait(None)
@@ -345,7 +381,7 @@ class Metrics:
             out.append(f"{name}_count {self.ttft_count}")
         metric("pyrt_requests_queued", "gauge", "requests waiting for a generation slot",
                [({}, slots["queued"])])
-        metric("pyrt_requests_processing", "gauge", "requests being generated now", [({}, slots["busy"])])
+        metric("pyrt_requests_processing", "gauge", "requests being generated now", [({}, slots["running"])])
         metric("pyrt_slots_total", "gauge", "generation slots (requests served at once)", [({}, slots["total"])])
         metric("pyrt_slots_busy", "gauge", "generation slots in use", [({}, slots["busy"])])
         metric("pyrt_jobs_total", "counter", "model jobs by outcome",
@@ -358,7 +394,7 @@ class Metrics:
 # request parsing (OpenAI JSON -> pyrt.Llama keyword arguments)
 # ---------------------------------------------------------------------------------------------
 
-_PARAMS = {"messages", "prompt", "input", "temperature", "top_p", "top_k", "min_p", "typical_p",
+_PARAMS = {"messages", "prompt", "input", "n", "temperature", "top_p", "top_k", "min_p", "typical_p",
            "presence_penalty", "frequency_penalty", "repeat_penalty", "seed", "logit_bias", "stop",
            "max_tokens", "logprobs", "top_logprobs", "echo", "suffix", "tools", "tool_choice",
            "response_format", "penalty_last_n", "encoding_format", "stream", "grammar", "json_schema",
@@ -377,10 +413,18 @@ def _number_fields(body: dict, keys) -> dict:
     return out
 
 
+#: most completions (prompts x n) of one request, as Llama.create_completion allows
+MAX_CHOICES = 128
+
+
 def _common(body: dict) -> dict:
+    kw = {}
     n = body.get("n")
-    if n is not None and n != 1:
-        raise APIError(400, "only n=1 is supported", param="n")
+    if n is not None:
+        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_CHOICES:
+            raise APIError(400, f"n must be an integer in [1, {MAX_CHOICES}]", param="n")
+        if n != 1:
+            kw["n"] = n
     if body.get("best_of") not in (None, 1):
         raise APIError(400, "only best_of=1 is supported", param="best_of")
     model = body.get("model")
@@ -392,7 +436,7 @@ def _common(body: dict) -> dict:
     so = body.get("stream_options")
     if so is not None and (not isinstance(so, dict) or not isinstance(so.get("include_usage", False), bool)):
         raise APIError(400, "stream_options must be {\"include_usage\": bool}", param="stream_options")
-    kw = _number_fields(body, _SAMPLING_KEYS)
+    kw.update(_number_fields(body, _SAMPLING_KEYS))
     sp = body.get("speculative")     # pyrt's: drafts verified in batches, the same tokens sooner
     if sp is not None:
         if sp not in ("lookup", "draft", "off"):
@@ -451,6 +495,30 @@ def _tool_fields(body: dict) -> tuple[dict, bool]:
         param = next((p for p in ("parallel_tool_calls", "tool_choice", "tools") if msg.startswith(p)), "tools")
         raise APIError(400, msg, param=param) from None
     return kw, spec is not None and spec.active
+
+
+def _is_token(t: Any) -> bool:
+    return isinstance(t, int) and not isinstance(t, bool)
+
+
+def _prompt_field(prompt: Any) -> str | list:
+    """/v1/completions' `prompt`, as OpenAI takes it: a string, a list of token
+    ids, or a list of prompts (strings and/or lists of token ids; one such
+    prompt is that prompt). Anything else is a 400."""
+    bad = APIError(400, "prompt must be a string, a list of token ids, or a list of strings / lists of "
+                        "token ids", param="prompt")
+    if isinstance(prompt, str):
+        return prompt
+    if not isinstance(prompt, list):
+        raise bad
+    if not prompt:
+        raise APIError(400, "prompt must not be empty", param="prompt")
+    if all(_is_token(t) for t in prompt):
+        return prompt
+    for p in prompt:
+        if not (isinstance(p, str) or (isinstance(p, list) and all(_is_token(t) for t in p))):
+            raise bad
+    return prompt[0] if len(prompt) == 1 else prompt
 
 
 def _include_usage(body: dict) -> bool:
@@ -959,10 +1027,12 @@ class App:
 
         return Job(fn)
 
-    def generation_job(self, call: Callable, args: tuple, kw: dict, stream: bool) -> Job:
+    def generation_job(self, call: Callable, args: tuple, kw: dict, stream: bool, completions: int = 1) -> Job:
         """A job calling `call(*args, stream=stream, should_stop=..., **kw)` (a Llama
         completion method): emits its result, or each chunk; fills job.stats
-        before the last one; adds its counts to /metrics."""
+        before the last one; adds its counts to /metrics. It holds one slot
+        per completion it runs at once (`completions`, at most the server's
+        slots: more run that many at a time)."""
         llm = self.llm
 
         def length_if_timed_out(job: Job, obj: dict) -> dict:
@@ -990,7 +1060,9 @@ class App:
             finally:
                 self.metrics.generation(job, llm.last_stats)
 
-        return self.job(body)
+        job = self.job(body)
+        job.weight = min(max(1, completions), self.worker.n_slots)
+        return job
 
     # -- OpenAI endpoints: each returns a Plan
     def chat_job(self, body: dict) -> Plan:
@@ -1011,7 +1083,7 @@ class App:
             kw["top_logprobs"] = body["top_logprobs"]
         self.limit_tokens(kw, None)
         stream = body.get("stream", False)
-        job = self.generation_job(self.llm.create_chat_completion, (messages,), kw, stream)
+        job = self.generation_job(self.llm.create_chat_completion, (messages,), kw, stream, kw.get("n", 1))
         return Plan(job, stream, on_chunk=self._usage_post(_include_usage(body)))
 
     def completion_job(self, body: dict) -> Plan:
@@ -1019,15 +1091,11 @@ class App:
         kw = _common(body)
         if "prompt" not in body:
             raise APIError(400, "prompt is required", param="prompt")
-        prompt = body["prompt"]
-        if isinstance(prompt, list) and prompt and all(isinstance(p, (str, list)) for p in prompt):
-            if len(prompt) != 1:
-                raise APIError(400, "only one prompt per request is supported", param="prompt")
-            prompt = prompt[0]
-        if not isinstance(prompt, (str, list)):
-            raise APIError(400, "prompt must be a string or a list of token ids", param="prompt")
-        if isinstance(prompt, list) and not all(isinstance(t, int) and not isinstance(t, bool) for t in prompt):
-            raise APIError(400, "prompt must be a string or a list of token ids", param="prompt")
+        prompt = _prompt_field(body["prompt"])
+        n_prompts = len(prompt) if isinstance(prompt, list) and prompt and not _is_token(prompt[0]) else 1
+        if n_prompts * kw.get("n", 1) > MAX_CHOICES:
+            raise APIError(400, f"{n_prompts} prompts x n={kw.get('n', 1)} is {n_prompts * kw.get('n', 1)} "
+                                f"completions; at most {MAX_CHOICES} per request", param="prompt")
         for k in ("echo", "logprobs", "suffix"):
             if body.get(k) is not None:
                 kw[k] = body[k]
@@ -1036,7 +1104,7 @@ class App:
             kw.pop("echo")
         self.limit_tokens(kw, 16)             # create_completion's default
         stream = body.get("stream", False)
-        job = self.generation_job(self.llm.create_completion, (prompt,), kw, stream)
+        job = self.generation_job(self.llm.create_completion, (prompt,), kw, stream, n_prompts * kw.get("n", 1))
         return Plan(job, stream, on_chunk=self._usage_post(_include_usage(body)))
 
     def embedding_job(self, body: dict) -> Plan:
