@@ -75,6 +75,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
 
 MAX_BODY = 8 << 20            # bytes of a request body
+_encode = json.JSONEncoder(ensure_ascii=False).encode    # json.dumps with an argument makes an encoder per call
 MAX_CONNECTIONS = 64          # concurrent connections (each is a thread)
 _POLL = 0.1                   # seconds between disconnect / time-limit checks while waiting
 
@@ -121,9 +122,32 @@ class Job:
         #: generation slots the job holds while it runs: one per completion it
         #: runs at once (a request for several prompts or n > 1 choices)
         self.weight = 1
+        self._sink: Callable[[str, Any], None] | None = None
+        self._sink_lock = threading.Lock()
 
     def emit(self, kind: str, value: Any = None) -> None:
-        self.events.put((kind, value))
+        sink = self._sink
+        if sink is None:
+            with self._sink_lock:
+                sink = self._sink
+                if sink is None:
+                    self.events.put((kind, value))
+                    return
+        sink(kind, value)
+
+    def divert(self, sink: Callable[[str, Any], None]) -> None:
+        """From now on `emit` calls `sink(kind, value)` in the emitting thread
+        (a stream writes its chunks to the socket there: no hand-over to the
+        request thread per chunk); the events queued before go to `sink`
+        first, in order (an emit meanwhile waits)."""
+        with self._sink_lock:
+            while True:
+                try:
+                    kind, value = self.events.get_nowait()
+                except queue.Empty:
+                    break
+                sink(kind, value)
+            self._sink = sink
 
     def start(self, timeout: float | None) -> None:
         self.t_start = time.monotonic()
@@ -573,6 +597,12 @@ class _HTTPServer(ThreadingHTTPServer):
             return
         super().process_request(request, client_address)
 
+    def handle_error(self, request, client_address):
+        # a client that resets a kept-alive connection between requests is not an error
+        if isinstance(sys.exc_info()[1], (ConnectionError, socket.timeout)):
+            return
+        super().handle_error(request, client_address)
+
     def process_request_thread(self, request, client_address):
         try:
             super().process_request_thread(request, client_address)
@@ -620,7 +650,7 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.flush()
 
     def _send_json(self, status: int, obj: Any, headers: dict | None = None) -> None:
-        self._send_bytes(status, json.dumps(obj, ensure_ascii=False).encode("utf-8"), "application/json", headers)
+        self._send_bytes(status, _encode(obj).encode("utf-8"), "application/json", headers)
 
     def _send_error(self, err: APIError) -> None:
         if not self._body_read and int(self.headers.get("Content-Length") or 0) > 0:
@@ -853,25 +883,65 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
 
         def frame(obj) -> bytes:
-            text = json.dumps(obj, ensure_ascii=False).encode()
+            text = _encode(obj).encode()
             return b"data: " + text + b"\n\n" if sse else text + b"\n"
 
+        def write(kind: str, value: Any) -> bool:
+            """Send one event's frames; False when the stream is over."""
+            if kind == "chunk":
+                data = b"".join(frame(obj) for obj in (plan.on_chunk(value) if plan.on_chunk else [value]))
+                if data:
+                    self._write_chunk(data)
+                return True
+            if kind == "error":
+                err = _api_error(value)
+                self._write_chunk(frame(plan.on_error(err) if plan.on_error else err.body()))
+            return False
+
+        # The first event was written by this thread; the rest are written by the
+        # thread that generates them (Job.divert), while this one watches for a
+        # disconnect or the time limit. `lock` keeps writes off the socket once
+        # this thread gave up on it (it is closed after we return).
+        lock = threading.Lock()
+        over = threading.Event()          # the job's last event was handled
+        state = {"gone": False, "open": True}
+
+        def sink(kind: str, value: Any) -> None:
+            with lock:
+                if state["gone"] or not state["open"]:
+                    if kind == "end":
+                        over.set()
+                    return
+                try:
+                    state["open"] = write(kind, value)
+                except OSError:
+                    state["gone"] = True
+                    worker.cancel(job)
+                if kind == "end" or not state["open"]:
+                    over.set()
+
         try:
-            while True:
-                if kind == "chunk":
-                    for obj in (plan.on_chunk(value) if plan.on_chunk else [value]):
-                        self._write_chunk(frame(obj))
-                elif kind == "error":
-                    err = _api_error(value)
-                    self._write_chunk(frame(plan.on_error(err) if plan.on_error else err.body()))
-                    break
-                elif kind == "end":
-                    break
-                kind, value = self._next_event(job)
+            if write(kind, value):
+                job.divert(sink)
+                while not over.wait(_POLL):
+                    if self._client_gone():
+                        with lock:
+                            state["gone"] = True
+                        worker.cancel(job)
+                        raise _ClientGone()
+                    if not job.in_generation and job.expired():
+                        job.timed_out = True
+                        worker.interrupt(job)
+                with lock:
+                    if state["gone"]:
+                        raise _ClientGone()
+                    state["open"] = False
             if sse:
                 self._write_chunk(b"data: [DONE]\n\n")
             self._write_chunk(b"")
         except (BrokenPipeError, ConnectionResetError, socket.timeout, OSError):
+            with lock:
+                state["gone"] = True
             worker.cancel(job)
             raise _ClientGone() from None
 
