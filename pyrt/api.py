@@ -809,7 +809,7 @@ class Llama:
         has `finish_reason` ("stop" or "length") and `usage`.
         `should_stop()` is polled between tokens (used by the server).
         `suffix` fills in the middle between `prompt` and `suffix` (models with
-        FIM tokens); `n` > 1 returns that many choices; `mirostat_mode` etc.,
+        FIM tokens); `n` > 1 returns that many choices (below); `mirostat_mode` etc.,
         DRY and XTC: see :class:`pyrt.sampling.SamplingParams`.
         `grammar` (a :class:`pyrt.Grammar`) or `response_format` (OpenAI's
         ``{"type": "json_object"}`` / ``{"type": "json_schema", ...}``)
@@ -825,7 +825,11 @@ class Llama:
         forward pass per step; otherwise one after another, with the same
         result. At most 128 (prompts x n) per call. Streamed chunks carry
         their choice's index and interleave; each choice ends with its own
-        finish_reason chunk, the last of all carries the summed usage."""
+        finish_reason chunk, the last of all carries the summed usage.
+        `should_stop` stops every choice (finish_reason "abort"; a choice not
+        started yet ends so too); if it fires before any choice produced
+        output, AbortedError is raised as for a single call. An error in one
+        choice stops the others and is raised."""
         prompts = _prompt_list(prompt)
         if prompts is not None and len(prompts) == 1:
             prompt, prompts = prompts[0], None
@@ -1163,7 +1167,9 @@ class Llama:
         With `stream=True` an iterator of "chat.completion.chunk" dicts is
         returned (first delta has the role, last one the finish_reason and usage).
         `progress(done, total)` reports prompt ingestion in batches. `n` > 1
-        returns that many choices; `mirostat_mode` etc., DRY and XTC: see
+        returns that many choices (at most 128; choice j of a seeded call uses
+        seed + j; with n_parallel > 1 they are generated at once, see
+        :meth:`create_completion`); `mirostat_mode` etc., DRY and XTC: see
         :class:`pyrt.sampling.SamplingParams`.
         `grammar` (a :class:`pyrt.Grammar`) or `response_format` (OpenAI's
         ``{"type": "json_object"}`` / ``{"type": "json_schema", "json_schema":

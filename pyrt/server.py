@@ -2,8 +2,9 @@
 
 Endpoints (the /v1 prefix is optional on the OpenAI ones):
 
-- OpenAI: GET /v1/models[/ID], POST /v1/completions, POST /v1/chat/completions
-  (SSE streaming), POST /v1/embeddings.
+- OpenAI: GET /v1/models[/ID], POST /v1/completions (`prompt` may be a list
+  of prompts), POST /v1/chat/completions (both: SSE streaming, `n` choices),
+  POST /v1/embeddings.
 - ollama (pyrt/server_ollama.py): POST /api/chat, /api/generate (NDJSON
   streaming by default), /api/embed, /api/embeddings, /api/show; GET /api/tags,
   /api/ps, /api/version.
@@ -49,7 +50,11 @@ becomes a job on a bounded queue served by `Worker` (submit / cancel / busy /
 slots): `--parallel N` worker threads call the Llama, made with
 n_parallel=N, so up to N generations run at once, each on its own sequence of
 the KV cache, batched into one forward pass per token (pyrt/batching.py); a
-sequence keeps its cache for prefix reuse by a later request. A client that
+sequence keeps its cache for prefix reuse by a later request. A request for
+several completions (/v1/completions with a list of prompts, `n` > 1 on either
+endpoint: at most 128) holds one slot per completion it runs at once, at most
+all N (more run N at a time); requests start in arrival order, each when its
+slots are free, and wait in the queue until then. A client that
 disconnects — while queued, during prompt evaluation or mid-stream — cancels
 its job: the worker stops at the next token, and a running prompt evaluation
 stops (in C with one slot, at the next prompt chunk with several).
