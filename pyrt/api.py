@@ -33,9 +33,11 @@ from .sampling import SamplingParams
 
 __all__ = ["Llama", "LlamaState"]
 
-Prompt = Union[str, Sequence[int]]
+Prompt = Union[str, Sequence[int], Sequence[str], Sequence[Sequence[int]]]
 #: Most top log-probabilities per token that may be requested.
 MAX_TOP_LOGPROBS = 20
+#: Most completions (prompts x n) one create_completion / create_chat_completion call makes.
+MAX_CHOICES = 128
 _FP_CHUNK = 1 << 20
 
 
@@ -807,13 +809,32 @@ class Llama:
         has `finish_reason` ("stop" or "length") and `usage`.
         `should_stop()` is polled between tokens (used by the server).
         `suffix` fills in the middle between `prompt` and `suffix` (models with
-        FIM tokens); `n` > 1 returns that many choices; `mirostat_mode` etc.,
+        FIM tokens); `n` > 1 returns that many choices (below); `mirostat_mode` etc.,
         DRY and XTC: see :class:`pyrt.sampling.SamplingParams`.
         `grammar` (a :class:`pyrt.Grammar`) or `response_format` (OpenAI's
         ``{"type": "json_object"}`` / ``{"type": "json_schema", ...}``)
-        constrain the generated text. `speculative`: as in :meth:`generate`."""
-        if n != 1:
-            return self._n_choices(self.create_completion, n, locals())
+        constrain the generated text. `speculative`: as in :meth:`generate`.
+
+        Several completions in one call (OpenAI's shape): `prompt` may be a
+        list of prompts (strings, or lists of token ids; a flat list of ints is
+        one token prompt) and `n` > 1 asks for n choices of each. Choice j of
+        prompt i is ``choices[i * n + j]``; with a `seed`, choice j uses
+        ``seed + j`` (so every prompt's choices are what that prompt alone with
+        the same seed and n gives); usage is summed. With n_parallel > 1 the
+        completions run at once (up to n_parallel at a time), batched into one
+        forward pass per step; otherwise one after another, with the same
+        result. At most 128 (prompts x n) per call. Streamed chunks carry
+        their choice's index and interleave; each choice ends with its own
+        finish_reason chunk, the last of all carries the summed usage.
+        `should_stop` stops every choice (finish_reason "abort"; a choice not
+        started yet ends so too); if it fires before any choice produced
+        output, AbortedError is raised as for a single call. An error in one
+        choice stops the others and is raised."""
+        prompts = _prompt_list(prompt)
+        if prompts is not None and len(prompts) == 1:
+            prompt, prompts = prompts[0], None
+        if prompts is not None or type(n) is not int or n != 1:
+            return self._n_choices(self.create_completion, n, locals(), prompts)
         g = resolve_grammar(grammar, response_format)
         spec = self._speculator(speculative)
         _check_bool(echo, "echo")
@@ -857,53 +878,170 @@ class Llama:
         """Same as :meth:`create_completion`."""
         return self.create_completion(prompt, **kwargs)
 
-    def _n_choices(self, method, n, args: dict) -> dict | Iterator[dict]:
-        """`n` completions of one request (create_completion or
-        create_chat_completion called with n=1 each), merged into one response
-        with choice indexes 0..n-1. Choice i of a seeded request uses seed + i."""
-        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 128:
-            raise ValueError(f"n must be an int in [1, 128], got {n!r}")
+    def _n_choices(self, method, n, args: dict, prompts: list | None = None) -> dict | Iterator[dict]:
+        """Several completions of one call: `n` choices of each prompt (of
+        `prompts`, or of the call's one prompt / conversation), each a call of
+        `method` with n=1, merged into one response (or stream) with choice
+        indexes i * n + j. Choice j of a seeded request uses seed + j.
+
+        Every choice's call is made (and so validated: a bad argument raises
+        here, before anything runs) in this thread, in index order (so seeds
+        drawn from the Llama's RNG do not depend on timing); with n_parallel
+        > 1 they then run on up to n_parallel threads at once, each on its own
+        sequence, batched by the engine; otherwise one after another."""
+        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_CHOICES:
+            raise ValueError(f"n must be an int in [1, {MAX_CHOICES}], got {n!r}")
+        n_prompts = 1 if prompts is None else len(prompts)
+        if n_prompts * n > MAX_CHOICES:
+            raise ValueError(f"prompt: {n_prompts} prompts x n={n} is {n_prompts * n} completions; at most "
+                             f"{MAX_CHOICES} per call")
         extra = args.get("sampling") or {}
-        args = {k: v for k, v in args.items() if k not in ("self", "n", "sampling")}
+        args = {k: v for k, v in args.items() if k not in ("self", "n", "sampling", "prompts", "__class__")}
         args.update(extra)
         seed = args.get("seed")
-        if seed is not None and not is_random_seed(seed):
+        fixed_seed = seed is not None and not is_random_seed(seed)
+        if fixed_seed:
             _check_seed(seed)
+        stream = args.get("stream", False)
+        _check_bool(stream, "stream")
+        llm = self._llm if isinstance(self, SeqView) else self
+        engine = getattr(llm, "_engine", None)
+        user_stop = args.get("should_stop")
+        stop_all = threading.Event()
 
-        def one(i, fn=method):
-            a = dict(args)
-            if seed is not None and not is_random_seed(seed):
-                a["seed"] = (seed + i) % 2**64
-            return fn(**a)
+        def stop() -> bool:
+            return stop_all.is_set() or (user_stop is not None and bool(user_stop()))
 
-        if args.get("stream"):
-            return self._n_stream(one, n)
-        if isinstance(self, SeqView):
-            # n_parallel > 1: the choices are generated at once, each on its own sequence
-            from concurrent.futures import ThreadPoolExecutor
-            fn = getattr(self._llm, method.__name__)
-            with ThreadPoolExecutor(min(n, self._llm.n_parallel)) as pool:
-                outs = list(pool.map(lambda i: one(i, fn), range(n)))
+        call = getattr(type(llm), method.__name__)     # the _parallel wrapper: runs a view as it is
+        gens: list = []
+        i = 0
+        try:
+            for i in range(n_prompts):
+                for j in range(n):
+                    a = dict(args, stream=True, should_stop=stop)
+                    if prompts is not None:
+                        a["prompt"] = prompts[i]
+                    if fixed_seed:
+                        a["seed"] = (seed + j) % 2**64
+                    if engine is None:
+                        gens.append(call(llm, **a))
+                    else:
+                        view = SeqView(llm, engine, stop)
+                        gens.append(_released_after(call(view, **a), view))
+        except BaseException as e:
+            for g in gens:
+                g.close()
+            if prompts is not None and isinstance(e, (ValueError, ContextFullError)) and e.args \
+                    and isinstance(e.args[0], str):
+                e.args = (f"prompt[{i}]: {e.args[0]}",) + e.args[1:]     # which prompt it was
+            raise
+        if engine is None:
+            events = _events_in_turn(gens, stop, lambda: llm.last_stats)
         else:
-            outs = [one(i) for i in range(n)]
-        merged = dict(outs[0])
-        merged["choices"] = [dict(o["choices"][0], index=i) for i, o in enumerate(outs)]
-        u0 = outs[0]["usage"]
-        gen = sum(o["usage"]["completion_tokens"] for o in outs)
-        merged["usage"] = dict(u0, completion_tokens=gen, total_tokens=u0["prompt_tokens"] + gen)
-        return merged
+            events = _events_threaded(gens, stop, stop_all, lambda: llm.last_stats,
+                                      min(len(gens), llm.n_parallel))
+        chat = method.__name__ == "create_chat_completion"
+        merged = self._merge_choices(events, len(gens), n, chat, stop_all, concurrent=engine is not None)
+        if stream:
+            return merged
+        return _collect_choices(merged, len(gens), chat)
 
-    def _n_stream(self, one, n) -> Iterator[dict]:
-        gen_total, usage = 0, None
-        for i in range(n):
-            for chunk in one(i):
-                chunk = dict(chunk, choices=[dict(c, index=i) for c in chunk["choices"]])
-                if chunk.get("usage"):
-                    usage = chunk["usage"]
-                    gen_total += usage["completion_tokens"]
-                    chunk["usage"] = None if i < n - 1 else dict(
-                        usage, completion_tokens=gen_total, total_tokens=usage["prompt_tokens"] + gen_total)
-                yield chunk
+    def _merge_choices(self, events, total: int, n: int, chat: bool, stop_all: threading.Event,
+                       concurrent: bool) -> Iterator[dict]:
+        """The chunks of `total` choices' streams (from `events`) as one stream:
+        one id, each choice's chunks with its index, usage summed on the last
+        finish_reason chunk of all (when also ``last_stats`` describes the
+        whole call). A choice that was not started, or was stopped before its
+        output began, because should_stop fired ends with finish_reason "abort";
+        if no choice got as far as output, AbortedError is raised instead (as a
+        single call stopped in its prompt raises)."""
+        from ._native import AbortedError
+        cid = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}"
+        created = int(time.time())
+        obj = "chat.completion.chunk" if chat else "text_completion"
+        model = self.model_name
+        first_usage: dict[int, tuple[int, dict]] = {}     # prompt -> (choice j, usage) of its lowest choice
+        stats: list[dict] = []
+        stat_choice: list[int] = []      # the choice of each stats entry
+        gen_total = 0
+        finished = 0
+        produced = False
+        held: list[int] = []             # choices ended before any output anywhere: "abort" or an AbortedError
+        first_abort: BaseException | None = None
+
+        def totals() -> dict:
+            p = sum(u["prompt_tokens"] for _j, u in first_usage.values())
+            c = sum(u.get("prompt_tokens_details", {}).get("cached_tokens", 0) for _j, u in first_usage.values())
+            return _usage(p, gen_total, c)
+
+        def aggregate_stats() -> dict:
+            out: dict = {}
+            for st in stats:
+                for key, v in st.items():
+                    if key.endswith("_ms") and concurrent:
+                        out[key] = max(out.get(key, 0.0), v)
+                    elif isinstance(v, (int, float)):
+                        out[key] = out.get(key, 0) + v
+            by_prompt = {}
+            for st, k in zip(stats, stat_choice):
+                by_prompt.setdefault(k // n, st)
+            if by_prompt:     # the prompt is counted once per prompt, as in usage
+                out["prompt_n"] = sum(s.get("prompt_n", 0) for s in by_prompt.values())
+                out["cached_n"] = sum(s.get("cached_n", 0) for s in by_prompt.values())
+            return out
+
+        def terminal(k: int, choice: dict, usage) -> dict:
+            nonlocal finished
+            finished += 1
+            out = {"id": cid, "object": obj, "created": created, "model": model, "choices": [choice],
+                   "usage": None}
+            if finished == total:
+                self.last_stats = aggregate_stats()
+                out["usage"] = totals()
+            return out
+
+        def aborted(k: int) -> dict:
+            ch = ({"index": k, "delta": {}, "logprobs": None, "finish_reason": "abort"} if chat else
+                  {"text": "", "index": k, "logprobs": None, "finish_reason": "abort"})
+            return terminal(k, ch, None)
+
+        try:
+            for k, kind, value, st in events:
+                if kind == "chunk":
+                    if not produced:
+                        produced = True
+                        for h in held:
+                            yield aborted(h)
+                        held.clear()
+                    ch = dict(value["choices"][0], index=k)
+                    if ch.get("finish_reason") is None:
+                        yield {"id": cid, "object": obj, "created": created, "model": model, "choices": [ch],
+                               "usage": None}
+                        continue
+                    u = value.get("usage")
+                    if u is not None:
+                        gen_total += u["completion_tokens"]
+                        i, j = divmod(k, n)
+                        if i not in first_usage or j < first_usage[i][0]:
+                            first_usage[i] = (j, u)
+                    if st is not None:
+                        stats.append(st)
+                        stat_choice.append(k)
+                    yield terminal(k, ch, u)
+                elif kind == "abort":
+                    if isinstance(value, AbortedError) and first_abort is None:
+                        first_abort = value
+                    if produced:
+                        yield aborted(k)
+                    else:
+                        held.append(k)
+                else:                                  # "error"
+                    raise value
+            if held:                  # every choice stopped before any output
+                raise first_abort if first_abort is not None else AbortedError("cancelled before any output")
+        finally:
+            stop_all.set()
+            events.close()
 
     def _fim_prompt(self, prompt, suffix: str) -> tuple[list[int], str] | None:
         """Fill-in-the-middle prompt tokens: <PRE> prompt <SUF> suffix <MID>
@@ -1029,7 +1167,9 @@ class Llama:
         With `stream=True` an iterator of "chat.completion.chunk" dicts is
         returned (first delta has the role, last one the finish_reason and usage).
         `progress(done, total)` reports prompt ingestion in batches. `n` > 1
-        returns that many choices; `mirostat_mode` etc., DRY and XTC: see
+        returns that many choices (at most 128; choice j of a seeded call uses
+        seed + j; with n_parallel > 1 they are generated at once, see
+        :meth:`create_completion`); `mirostat_mode` etc., DRY and XTC: see
         :class:`pyrt.sampling.SamplingParams`.
         `grammar` (a :class:`pyrt.Grammar`) or `response_format` (OpenAI's
         ``{"type": "json_object"}`` / ``{"type": "json_schema", "json_schema":
@@ -1042,7 +1182,7 @@ class Llama:
         as ``delta.tool_calls``). Results go back as ``role: "tool"`` messages.
         See pyrt/tools.py for the call format and the prompt.
         `speculative`: as in :meth:`generate`."""
-        if n != 1:
+        if type(n) is not int or n != 1:
             return self._n_choices(self.create_chat_completion, n, locals())
         if logprobs is None:            # llama-cpp-python's default
             logprobs = False
@@ -1530,6 +1670,133 @@ def _chat_logprob(e: dict) -> dict:
     return {"token": e["token"], "logprob": e["logprob"], "bytes": list(e["bytes"]),
             "top_logprobs": [{"token": b.decode("utf-8", "replace"), "logprob": lp, "bytes": list(b)}
                              for _i, b, lp in e["top"]]}
+
+
+def _prompt_list(prompt) -> list | None:
+    """The prompts of a batched create_completion call, or None for one prompt.
+
+    As OpenAI reads `prompt`: a string or a flat list of token ids (ints) is
+    one prompt; a list of strings and/or lists of token ids is several (a
+    list of one prompt is that prompt). A list mixing ints with anything else
+    is refused rather than guessed at; so is an empty list of prompts."""
+    if isinstance(prompt, np.ndarray):
+        if prompt.ndim == 2:
+            return [list(r) for r in prompt] if len(prompt) != 1 else None
+        return None
+    if not isinstance(prompt, (list, tuple)) or not prompt:
+        return None
+    ints = [isinstance(p, (int, np.integer)) and not isinstance(p, bool) for p in prompt]
+    if all(ints):
+        return None
+    if any(ints):
+        raise ValueError("prompt: a list mixing token ids (ints) with other items; give one prompt as a list "
+                         "of token ids, or several as a list of strings / lists of token ids")
+    for idx, p in enumerate(prompt):
+        if isinstance(p, str):
+            continue
+        if not isinstance(p, (list, tuple, np.ndarray)) or not all(
+                isinstance(t, (int, np.integer)) and not isinstance(t, bool) for t in p):
+            raise ValueError(f"prompt[{idx}] must be a string or a list of token ids (ints), "
+                             f"got {type(p).__name__}" + ("" if not isinstance(p, (list, tuple, np.ndarray))
+                                                          else " with other items"))
+    return list(prompt)
+
+
+def _events_in_turn(gens: list, stop: Callable[[], bool], stats: Callable[[], dict]) -> Iterator[tuple]:
+    """The choices' streams one after another (a Llama without n_parallel):
+    (index, "chunk", chunk, stats or None) events; ("abort", ...) for a choice
+    not started because `stop` fired, or stopped in its prompt by it."""
+    from ._native import AbortedError
+    try:
+        for k, g in enumerate(gens):
+            if stop():
+                g.close()
+                yield k, "abort", None, None
+                continue
+            try:
+                for c in g:
+                    yield k, "chunk", c, (dict(stats()) if c["choices"][0].get("finish_reason") is not None
+                                          else None)
+            except AbortedError as e:
+                if not stop():
+                    raise
+                yield k, "abort", e, None
+    finally:
+        for g in gens:
+            g.close()
+
+
+def _events_threaded(gens: list, stop: Callable[[], bool], stop_all: threading.Event,
+                     stats: Callable[[], dict], n_threads: int) -> Iterator[tuple]:
+    """The choices' streams run by `n_threads` threads (n_parallel > 1: their
+    generations are batched by the engine), each taking the next choice in
+    index order; their events (as in :func:`_events_in_turn`, plus
+    ("error", exception)) in the order they happen. Closing this iterator
+    stops every choice (at its next token) and waits for the threads."""
+    import queue
+    from ._native import AbortedError
+    q: queue.SimpleQueue = queue.SimpleQueue()
+    lock = threading.Lock()
+    nxt = [0]
+
+    def work() -> None:
+        while True:
+            with lock:
+                k = nxt[0]
+                nxt[0] += 1
+            if k >= len(gens):
+                break
+            g = gens[k]
+            if stop():
+                g.close()
+                q.put((k, "abort", None, None))
+                continue
+            try:
+                for c in g:
+                    q.put((k, "chunk", c, (dict(stats()) if c["choices"][0].get("finish_reason") is not None
+                                           else None)))
+            except AbortedError as e:
+                q.put((k, "abort" if stop() else "error", e, None))
+            except BaseException as e:       # handed to the caller's thread
+                q.put((k, "error", e, None))
+        q.put((None, "exit", None, None))
+
+    threads = [threading.Thread(target=work, name="pyrt-choice", daemon=True) for _ in range(n_threads)]
+    for t in threads:
+        t.start()
+    try:
+        alive = len(threads)
+        while alive:
+            ev = q.get()
+            if ev[1] == "exit":
+                alive -= 1
+                continue
+            yield ev
+    finally:
+        stop_all.set()
+        for t in threads:
+            t.join()
+        for g in gens:
+            g.close()
+
+
+def _collect_choices(chunks: Iterator[dict], total: int, chat: bool) -> dict:
+    """A merged stream of several choices as one response (choices by index)."""
+    per: list[list[dict]] = [[] for _ in range(total)]
+    last = None
+    for c in chunks:
+        per[c["choices"][0]["index"]].append(c)
+        last = c
+    assert last is not None
+    collect = _collect_chat if chat else _collect_completion
+    out = None
+    choices = []
+    for k, cs in enumerate(per):
+        one = collect(iter(cs))
+        choices.append(dict(one["choices"][0], index=k))
+        out = out or one
+    out = dict(out, id=last["id"], created=last["created"], choices=choices, usage=last["usage"])
+    return out
 
 
 def _usage(n_prompt: int, n_gen: int, n_cached: int) -> dict:

@@ -2,8 +2,9 @@
 
 Endpoints (the /v1 prefix is optional on the OpenAI ones):
 
-- OpenAI: GET /v1/models[/ID], POST /v1/completions, POST /v1/chat/completions
-  (SSE streaming), POST /v1/embeddings.
+- OpenAI: GET /v1/models[/ID], POST /v1/completions (`prompt` may be a list
+  of prompts), POST /v1/chat/completions (both: SSE streaming, `n` choices),
+  POST /v1/embeddings.
 - ollama (pyrt/server_ollama.py): POST /api/chat, /api/generate (NDJSON
   streaming by default), /api/embed, /api/embeddings, /api/show; GET /api/tags,
   /api/ps, /api/version.
@@ -49,7 +50,11 @@ becomes a job on a bounded queue served by `Worker` (submit / cancel / busy /
 slots): `--parallel N` worker threads call the Llama, made with
 n_parallel=N, so up to N generations run at once, each on its own sequence of
 the KV cache, batched into one forward pass per token (pyrt/batching.py); a
-sequence keeps its cache for prefix reuse by a later request. A client that
+sequence keeps its cache for prefix reuse by a later request. A request for
+several completions (/v1/completions with a list of prompts, `n` > 1 on either
+endpoint: at most 128) holds one slot per completion it runs at once, at most
+all N (more run N at a time); requests start in arrival order, each when its
+slots are free, and wait in the queue until then. A client that
 disconnects — while queued, during prompt evaluation or mid-stream — cancels
 its job: the worker stops at the next token, and a running prompt evaluation
 stops (in C with one slot, at the next prompt chunk with several).
@@ -75,6 +80,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
 
 MAX_BODY = 8 << 20            # bytes of a request body
+_encode = json.JSONEncoder(ensure_ascii=False).encode    # json.dumps with an argument makes an encoder per call
 MAX_CONNECTIONS = 64          # concurrent connections (each is a thread)
 _POLL = 0.1                   # seconds between disconnect / time-limit checks while waiting
 
@@ -118,9 +124,35 @@ class Job:
         self.in_generation = False
         self.timed_out = False
         self.stats: dict = {}
+        #: generation slots the job holds while it runs: one per completion it
+        #: runs at once (a request for several prompts or n > 1 choices)
+        self.weight = 1
+        self._sink: Callable[[str, Any], None] | None = None
+        self._sink_lock = threading.Lock()
 
     def emit(self, kind: str, value: Any = None) -> None:
-        self.events.put((kind, value))
+        sink = self._sink
+        if sink is None:
+            with self._sink_lock:
+                sink = self._sink
+                if sink is None:
+                    self.events.put((kind, value))
+                    return
+        sink(kind, value)
+
+    def divert(self, sink: Callable[[str, Any], None]) -> None:
+        """From now on `emit` calls `sink(kind, value)` in the emitting thread
+        (a stream writes its chunks to the socket there: no hand-over to the
+        request thread per chunk); the events queued before go to `sink`
+        first, in order (an emit meanwhile waits)."""
+        with self._sink_lock:
+            while True:
+                try:
+                    kind, value = self.events.get_nowait()
+                except queue.Empty:
+                    break
+                sink(kind, value)
+            self._sink = sink
 
     def start(self, timeout: float | None) -> None:
         self.t_start = time.monotonic()
@@ -143,14 +175,21 @@ class Job:
 
 class Worker:
     """Runs jobs from a bounded queue: one at a time, or with a Llama made
-    with n_parallel=N, up to N at once (their generations are batched into
-    one forward pass per token, pyrt/batching.py)."""
+    with n_parallel=N, up to N slots' worth at once (their generations are
+    batched into one forward pass per token, pyrt/batching.py). A job holds
+    `job.weight` slots (a request for several completions at once); jobs
+    start in arrival order, each when enough slots are free (a later small
+    job does not overtake a waiting large one)."""
 
     def __init__(self, llm, max_queue: int):
         self.llm = llm
         self.n_slots = max(1, int(getattr(llm, "n_parallel", 1)))
         self.jobs: queue.Queue = queue.Queue(maxsize=max_queue)
         self.lock = threading.Lock()
+        self._cv = threading.Condition(self.lock)     # a slot was freed / a waiting job was cancelled
+        self._admit = threading.Lock()                # held by the thread taking the next job
+        self._admitting: Job | None = None            # taken from the queue, waiting for its slots
+        self._busy_slots = 0
         self.running: set[Job] = set()
         self.stats = {"completed": 0, "cancelled": 0, "failed": 0}
         self._threads = [threading.Thread(target=self._run, name=f"pyrt-worker-{i}", daemon=True)
@@ -177,6 +216,7 @@ class Worker:
                 job.cancelled.set()
             if job in self.running:
                 self._abort()
+            self._cv.notify_all()
 
     def interrupt(self, job: Job) -> None:
         """Abort `job`'s running evaluation (a prompt past its time limit) without
@@ -185,17 +225,34 @@ class Worker:
             if job in self.running:
                 self._abort()
 
+    def _take(self) -> Job | None:
+        """The next job, once its slots are free (None: stop); one thread at a
+        time takes, so jobs start in queue order."""
+        with self._admit:
+            while True:
+                job = self.jobs.get()
+                if job is None:
+                    return None
+                weight = min(max(1, job.weight), self.n_slots)
+                with self.lock:
+                    self._admitting = job
+                    while self._busy_slots + weight > self.n_slots and not job.cancelled.is_set():
+                        self._cv.wait()
+                    self._admitting = None
+                    if job.cancelled.is_set():
+                        self.stats["cancelled"] += 1
+                        job.emit("end")
+                        continue
+                    job.weight = weight
+                    self._busy_slots += weight
+                    self.running.add(job)
+                    return job
+
     def _run(self) -> None:
         while True:
-            job = self.jobs.get()
+            job = self._take()
             if job is None:
                 return
-            with self.lock:
-                if job.cancelled.is_set():
-                    self.stats["cancelled"] += 1
-                    job.emit("end")
-                    continue
-                self.running.add(job)
             try:
                 job.fn(job)
             except BaseException as e:  # reported to the request thread
@@ -208,8 +265,10 @@ class Worker:
             finally:
                 with self.lock:
                     self.running.discard(job)
+                    self._busy_slots -= job.weight
                     if job.cancelled.is_set():
                         self.stats["cancelled"] += 1
+                    self._cv.notify_all()
                 job.emit("end")
 
     def busy(self) -> bool:
@@ -217,12 +276,14 @@ class Worker:
             return bool(self.running)
 
     def slots(self) -> dict:
-        """Generation slots: how many requests can run at once (`total`), how
-        many run now (`busy`) and how many wait (`queued`). /health and /metrics
-        read this."""
+        """Generation slots: how many completions can run at once (`total`),
+        how many slots are in use now (`busy`), how many requests run
+        (`running`) and how many wait (`queued`). /health and /metrics read
+        this."""
         with self.lock:
-            busy = len(self.running)
-        return {"total": self.n_slots, "busy": busy, "queued": self.jobs.qsize()}
+            busy, running = self._busy_slots, len(self.running)
+            waiting = 1 if self._admitting is not None else 0
+        return {"total": self.n_slots, "busy": busy, "running": running, "queued": self.jobs.qsize() + waiting}
 
     def stop(self, timeout: float = 10.0) -> bool:
         """Cancel the running jobs, drop queued ones, stop the threads; True if they stopped."""
@@ -240,6 +301,10 @@ class Worker:
                 job.cancelled.set()
             if self.running:
                 self._abort()
+            if self._admitting is not None:
+                self._admitting.cancelled.set()
+                self._admitting.emit("error", APIError(503, "the server is shutting down", "server_error"))
+            self._cv.notify_all()
         for _ in self._threads:
             try:
                 self.jobs.put_nowait(None)
@@ -345,7 +410,7 @@ class Metrics:
             out.append(f"{name}_count {self.ttft_count}")
         metric("pyrt_requests_queued", "gauge", "requests waiting for a generation slot",
                [({}, slots["queued"])])
-        metric("pyrt_requests_processing", "gauge", "requests being generated now", [({}, slots["busy"])])
+        metric("pyrt_requests_processing", "gauge", "requests being generated now", [({}, slots["running"])])
         metric("pyrt_slots_total", "gauge", "generation slots (requests served at once)", [({}, slots["total"])])
         metric("pyrt_slots_busy", "gauge", "generation slots in use", [({}, slots["busy"])])
         metric("pyrt_jobs_total", "counter", "model jobs by outcome",
@@ -358,7 +423,7 @@ class Metrics:
 # request parsing (OpenAI JSON -> pyrt.Llama keyword arguments)
 # ---------------------------------------------------------------------------------------------
 
-_PARAMS = {"messages", "prompt", "input", "temperature", "top_p", "top_k", "min_p", "typical_p",
+_PARAMS = {"messages", "prompt", "input", "n", "temperature", "top_p", "top_k", "min_p", "typical_p",
            "presence_penalty", "frequency_penalty", "repeat_penalty", "seed", "logit_bias", "stop",
            "max_tokens", "logprobs", "top_logprobs", "echo", "suffix", "tools", "tool_choice",
            "response_format", "penalty_last_n", "encoding_format", "stream", "grammar", "json_schema",
@@ -377,10 +442,18 @@ def _number_fields(body: dict, keys) -> dict:
     return out
 
 
+#: most completions (prompts x n) of one request, as Llama.create_completion allows
+MAX_CHOICES = 128
+
+
 def _common(body: dict) -> dict:
+    kw = {}
     n = body.get("n")
-    if n is not None and n != 1:
-        raise APIError(400, "only n=1 is supported", param="n")
+    if n is not None:
+        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_CHOICES:
+            raise APIError(400, f"n must be an integer in [1, {MAX_CHOICES}]", param="n")
+        if n != 1:
+            kw["n"] = n
     if body.get("best_of") not in (None, 1):
         raise APIError(400, "only best_of=1 is supported", param="best_of")
     model = body.get("model")
@@ -392,7 +465,7 @@ def _common(body: dict) -> dict:
     so = body.get("stream_options")
     if so is not None and (not isinstance(so, dict) or not isinstance(so.get("include_usage", False), bool)):
         raise APIError(400, "stream_options must be {\"include_usage\": bool}", param="stream_options")
-    kw = _number_fields(body, _SAMPLING_KEYS)
+    kw.update(_number_fields(body, _SAMPLING_KEYS))
     sp = body.get("speculative")     # pyrt's: drafts verified in batches, the same tokens sooner
     if sp is not None:
         if sp not in ("lookup", "draft", "off"):
@@ -453,6 +526,30 @@ def _tool_fields(body: dict) -> tuple[dict, bool]:
     return kw, spec is not None and spec.active
 
 
+def _is_token(t: Any) -> bool:
+    return isinstance(t, int) and not isinstance(t, bool)
+
+
+def _prompt_field(prompt: Any) -> str | list:
+    """/v1/completions' `prompt`, as OpenAI takes it: a string, a list of token
+    ids, or a list of prompts (strings and/or lists of token ids; one such
+    prompt is that prompt). Anything else is a 400."""
+    bad = APIError(400, "prompt must be a string, a list of token ids, or a list of strings / lists of "
+                        "token ids", param="prompt")
+    if isinstance(prompt, str):
+        return prompt
+    if not isinstance(prompt, list):
+        raise bad
+    if not prompt:
+        raise APIError(400, "prompt must not be empty", param="prompt")
+    if all(_is_token(t) for t in prompt):
+        return prompt
+    for p in prompt:
+        if not (isinstance(p, str) or (isinstance(p, list) and all(_is_token(t) for t in p))):
+            raise bad
+    return prompt[0] if len(prompt) == 1 else prompt
+
+
 def _include_usage(body: dict) -> bool:
     so = body.get("stream_options") or {}
     return bool(so.get("include_usage", False))
@@ -505,6 +602,12 @@ class _HTTPServer(ThreadingHTTPServer):
             return
         super().process_request(request, client_address)
 
+    def handle_error(self, request, client_address):
+        # a client that resets a kept-alive connection between requests is not an error
+        if isinstance(sys.exc_info()[1], (ConnectionError, socket.timeout)):
+            return
+        super().handle_error(request, client_address)
+
     def process_request_thread(self, request, client_address):
         try:
             super().process_request_thread(request, client_address)
@@ -552,7 +655,7 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.flush()
 
     def _send_json(self, status: int, obj: Any, headers: dict | None = None) -> None:
-        self._send_bytes(status, json.dumps(obj, ensure_ascii=False).encode("utf-8"), "application/json", headers)
+        self._send_bytes(status, _encode(obj).encode("utf-8"), "application/json", headers)
 
     def _send_error(self, err: APIError) -> None:
         if not self._body_read and int(self.headers.get("Content-Length") or 0) > 0:
@@ -785,25 +888,65 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
 
         def frame(obj) -> bytes:
-            text = json.dumps(obj, ensure_ascii=False).encode()
+            text = _encode(obj).encode()
             return b"data: " + text + b"\n\n" if sse else text + b"\n"
 
+        def write(kind: str, value: Any) -> bool:
+            """Send one event's frames; False when the stream is over."""
+            if kind == "chunk":
+                data = b"".join(frame(obj) for obj in (plan.on_chunk(value) if plan.on_chunk else [value]))
+                if data:
+                    self._write_chunk(data)
+                return True
+            if kind == "error":
+                err = _api_error(value)
+                self._write_chunk(frame(plan.on_error(err) if plan.on_error else err.body()))
+            return False
+
+        # The first event was written by this thread; the rest are written by the
+        # thread that generates them (Job.divert), while this one watches for a
+        # disconnect or the time limit. `lock` keeps writes off the socket once
+        # this thread gave up on it (it is closed after we return).
+        lock = threading.Lock()
+        over = threading.Event()          # the job's last event was handled
+        state = {"gone": False, "open": True}
+
+        def sink(kind: str, value: Any) -> None:
+            with lock:
+                if state["gone"] or not state["open"]:
+                    if kind == "end":
+                        over.set()
+                    return
+                try:
+                    state["open"] = write(kind, value)
+                except OSError:
+                    state["gone"] = True
+                    worker.cancel(job)
+                if kind == "end" or not state["open"]:
+                    over.set()
+
         try:
-            while True:
-                if kind == "chunk":
-                    for obj in (plan.on_chunk(value) if plan.on_chunk else [value]):
-                        self._write_chunk(frame(obj))
-                elif kind == "error":
-                    err = _api_error(value)
-                    self._write_chunk(frame(plan.on_error(err) if plan.on_error else err.body()))
-                    break
-                elif kind == "end":
-                    break
-                kind, value = self._next_event(job)
+            if write(kind, value):
+                job.divert(sink)
+                while not over.wait(_POLL):
+                    if self._client_gone():
+                        with lock:
+                            state["gone"] = True
+                        worker.cancel(job)
+                        raise _ClientGone()
+                    if not job.in_generation and job.expired():
+                        job.timed_out = True
+                        worker.interrupt(job)
+                with lock:
+                    if state["gone"]:
+                        raise _ClientGone()
+                    state["open"] = False
             if sse:
                 self._write_chunk(b"data: [DONE]\n\n")
             self._write_chunk(b"")
         except (BrokenPipeError, ConnectionResetError, socket.timeout, OSError):
+            with lock:
+                state["gone"] = True
             worker.cancel(job)
             raise _ClientGone() from None
 
@@ -959,10 +1102,12 @@ class App:
 
         return Job(fn)
 
-    def generation_job(self, call: Callable, args: tuple, kw: dict, stream: bool) -> Job:
+    def generation_job(self, call: Callable, args: tuple, kw: dict, stream: bool, completions: int = 1) -> Job:
         """A job calling `call(*args, stream=stream, should_stop=..., **kw)` (a Llama
         completion method): emits its result, or each chunk; fills job.stats
-        before the last one; adds its counts to /metrics."""
+        before the last one; adds its counts to /metrics. It holds one slot
+        per completion it runs at once (`completions`, at most the server's
+        slots: more run that many at a time)."""
         llm = self.llm
 
         def length_if_timed_out(job: Job, obj: dict) -> dict:
@@ -990,7 +1135,9 @@ class App:
             finally:
                 self.metrics.generation(job, llm.last_stats)
 
-        return self.job(body)
+        job = self.job(body)
+        job.weight = min(max(1, completions), self.worker.n_slots)
+        return job
 
     # -- OpenAI endpoints: each returns a Plan
     def chat_job(self, body: dict) -> Plan:
@@ -1011,7 +1158,7 @@ class App:
             kw["top_logprobs"] = body["top_logprobs"]
         self.limit_tokens(kw, None)
         stream = body.get("stream", False)
-        job = self.generation_job(self.llm.create_chat_completion, (messages,), kw, stream)
+        job = self.generation_job(self.llm.create_chat_completion, (messages,), kw, stream, kw.get("n", 1))
         return Plan(job, stream, on_chunk=self._usage_post(_include_usage(body)))
 
     def completion_job(self, body: dict) -> Plan:
@@ -1019,15 +1166,11 @@ class App:
         kw = _common(body)
         if "prompt" not in body:
             raise APIError(400, "prompt is required", param="prompt")
-        prompt = body["prompt"]
-        if isinstance(prompt, list) and prompt and all(isinstance(p, (str, list)) for p in prompt):
-            if len(prompt) != 1:
-                raise APIError(400, "only one prompt per request is supported", param="prompt")
-            prompt = prompt[0]
-        if not isinstance(prompt, (str, list)):
-            raise APIError(400, "prompt must be a string or a list of token ids", param="prompt")
-        if isinstance(prompt, list) and not all(isinstance(t, int) and not isinstance(t, bool) for t in prompt):
-            raise APIError(400, "prompt must be a string or a list of token ids", param="prompt")
+        prompt = _prompt_field(body["prompt"])
+        n_prompts = len(prompt) if isinstance(prompt, list) and prompt and not _is_token(prompt[0]) else 1
+        if n_prompts * kw.get("n", 1) > MAX_CHOICES:
+            raise APIError(400, f"{n_prompts} prompts x n={kw.get('n', 1)} is {n_prompts * kw.get('n', 1)} "
+                                f"completions; at most {MAX_CHOICES} per request", param="prompt")
         for k in ("echo", "logprobs", "suffix"):
             if body.get(k) is not None:
                 kw[k] = body[k]
@@ -1036,7 +1179,7 @@ class App:
             kw.pop("echo")
         self.limit_tokens(kw, 16)             # create_completion's default
         stream = body.get("stream", False)
-        job = self.generation_job(self.llm.create_completion, (prompt,), kw, stream)
+        job = self.generation_job(self.llm.create_completion, (prompt,), kw, stream, n_prompts * kw.get("n", 1))
         return Plan(job, stream, on_chunk=self._usage_post(_include_usage(body)))
 
     def embedding_job(self, body: dict) -> Plan:
