@@ -30,7 +30,16 @@
 /* ---- exp and silu ------------------------------------------------------------ */
 
 /* exp(x) = 2^n * (1 + poly(b)), n = round(x / ln2), b = x - n ln2 (two-part
- * ln2); large |n| is handled by splitting the scale to avoid overflow. */
+ * ln2); large |n| is handled by splitting the scale to avoid overflow.
+ * Outside the fast path (some |n| > 126) the lanes whose result is known
+ * exactly are selected instead of computed: n <= -151 gives +0 (the scaled
+ * product is below 2^-150), n > 192 gives +inf (as 2^127 * 2^127); the
+ * products of the other paths see 1.0 in lanes that do not take them. The
+ * results are bit-identical to computing every path in every lane and
+ * blending (tests/c/exp_exhaustive.c checks all 2^32 inputs), but no lane
+ * computes a denormal that is not its result: on Intel each such product is
+ * a microcode assist, which masked (-inf) and very negative softmax lanes
+ * used to hit in every group of 8. */
 static inline __m256 exp8(__m256 x) {
     const __m256 shift = _mm256_set1_ps(0x1.8p23f);
     const __m256 z = _mm256_fmadd_ps(x, _mm256_set1_ps(0x1.715476p+0f), shift);
@@ -38,26 +47,29 @@ static inline __m256 exp8(__m256 x) {
     const __m256 b = _mm256_fnmadd_ps(n, _mm256_set1_ps(0x1.7f7d1cp-20f),
                                       _mm256_fnmadd_ps(n, _mm256_set1_ps(0x1.62e4p-1f), x));
     const __m256i e = _mm256_slli_epi32(_mm256_castps_si256(z), 23);
-    const __m256 k = _mm256_castsi256_ps(_mm256_add_epi32(e, _mm256_castps_si256(_mm256_set1_ps(1))));
+    const __m256 one = _mm256_set1_ps(1);
+    const __m256 k = _mm256_castsi256_ps(_mm256_add_epi32(e, _mm256_castps_si256(one)));
     const __m256 absn = _mm256_andnot_ps(_mm256_set1_ps(-0.0f), n);
-    const __m256i big = _mm256_castps_si256(_mm256_cmp_ps(absn, _mm256_set1_ps(126), _CMP_GT_OQ));
+    const __m256 big = _mm256_cmp_ps(absn, _mm256_set1_ps(126), _CMP_GT_OQ);
     const __m256 u = _mm256_mul_ps(b, b);
     const __m256 hi = _mm256_fmadd_ps(_mm256_set1_ps(0x1.0e4020p-7f), b, _mm256_set1_ps(0x1.573e2ep-5f));
     const __m256 lo = _mm256_fmadd_ps(_mm256_set1_ps(0x1.555e66p-3f), b, _mm256_set1_ps(0x1.fffdb6p-2f));
     const __m256 j = _mm256_fmadd_ps(_mm256_fmadd_ps(hi, u, lo), u,
                                      _mm256_mul_ps(_mm256_set1_ps(0x1.ffffecp-1f), b));
-    if (!_mm256_movemask_ps(_mm256_castsi256_ps(big)))
+    if (!_mm256_movemask_ps(big))
         return _mm256_fmadd_ps(j, k, k);
     const __m256i g = _mm256_and_si256(_mm256_castps_si256(_mm256_cmp_ps(n, _mm256_setzero_ps(), _CMP_LE_OQ)),
                                        _mm256_set1_epi32((int)0x82000000u));
-    const __m256 s1 = _mm256_castsi256_ps(_mm256_add_epi32(g, _mm256_set1_epi32(0x7f000000)));
-    const __m256 s2 = _mm256_castsi256_ps(_mm256_sub_epi32(e, g));
-    const __m256 huge = _mm256_cmp_ps(absn, _mm256_set1_ps(192), _CMP_GT_OQ);
+    const __m256 zero = _mm256_cmp_ps(n, _mm256_set1_ps(-151), _CMP_LE_OQ);
+    const __m256 inf = _mm256_cmp_ps(n, _mm256_set1_ps(192), _CMP_GT_OQ);
+    const __m256 mid = _mm256_andnot_ps(_mm256_or_ps(zero, inf), big);     /* 126 < |n|, -151 < n <= 192 */
+    const __m256 s1 = _mm256_blendv_ps(one, _mm256_castsi256_ps(_mm256_add_epi32(g, _mm256_set1_epi32(0x7f000000))), mid);
+    const __m256 s2 = _mm256_blendv_ps(one, _mm256_castsi256_ps(_mm256_sub_epi32(e, g)), mid);
+    const __m256 kn = _mm256_blendv_ps(k, one, big);
     const __m256 scaled = _mm256_mul_ps(_mm256_fmadd_ps(s2, j, s2), s1);
-    const __m256 normal = _mm256_fmadd_ps(k, j, k);
-    const __m256 mid = _mm256_or_ps(_mm256_and_ps(_mm256_castsi256_ps(big), scaled),
-                                    _mm256_andnot_ps(_mm256_castsi256_ps(big), normal));
-    return _mm256_or_ps(_mm256_and_ps(huge, _mm256_mul_ps(s1, s1)), _mm256_andnot_ps(huge, mid));
+    const __m256 normal = _mm256_fmadd_ps(kn, j, kn);
+    const __m256 r = _mm256_andnot_ps(zero, _mm256_blendv_ps(normal, scaled, mid));
+    return _mm256_blendv_ps(r, _mm256_set1_ps(INFINITY), inf);
 }
 
 static inline __m256 silu8(__m256 x) {
