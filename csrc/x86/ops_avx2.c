@@ -587,8 +587,269 @@ static void attn_fa_one_avx2(const pyrt_attn_args *a) {
     for (int32_t d = 0; d < hd; d += 8) _mm256_storeu_ps(a->out + d, _mm256_mul_ps(_mm256_loadu_ps(vkq + d), inv));
 }
 
+/* ---- expf in 8 lanes, bit for bit libm's ------------------------------------------
+ * The online softmax above calls expf once per position. expf8 computes the
+ * same function as glibc's expf (from Arm's optimized-routines, used since
+ * glibc 2.28; its FMA build, which x86-64 glibc selects on CPUs with FMA):
+ * in double, x*32/ln2 = k + r, 2^(k/32) from a 32-entry table of 2^(i/32) with
+ * the exponent added, a degree-3 polynomial in r (each step one FMA), the
+ * product rounded once to float; +0 below log(2^-150), +inf above
+ * log(2^128), x + x for NaN. It is used only if it agrees with this process's
+ * expf: pyrt_fill_ops_avx2 compares them on 2^19 inputs spread over the
+ * range attention uses (x <= 0) and the special values, and otherwise the
+ * kernels call expf per lane. tests/c/exp_exhaustive.c compares all 2^31
+ * inputs x <= -0 and every NaN. */
+static uint64_t expf_tab[32];     /* bits of 2^(i/32) minus i << 47 */
+static int expf8_ok;              /* 1: expf8 == expf (set by pyrt_fill_ops_avx2) */
+
+static inline __m256d expf4_core(__m128 x) {
+    const __m256d xd = _mm256_cvtps_pd(x), shift = _mm256_set1_pd(0x1.8p+52);
+    const __m256d z = _mm256_mul_pd(xd, _mm256_set1_pd(0x1.71547652b82fep+0 * 32));
+    const __m256d kd0 = _mm256_add_pd(z, shift);
+    const __m256i ki = _mm256_castpd_si256(kd0);
+    const __m256d r = _mm256_sub_pd(z, _mm256_sub_pd(kd0, shift));
+    const __m256i t = _mm256_add_epi64(
+        _mm256_i64gather_epi64((const long long *)expf_tab, _mm256_and_si256(ki, _mm256_set1_epi64x(31)), 8),
+        _mm256_slli_epi64(ki, 47));
+    const __m256d p = _mm256_fmadd_pd(_mm256_set1_pd(0x1.c6af84b912394p-5 / 32 / 32 / 32), r,
+                                      _mm256_set1_pd(0x1.ebfce50fac4f3p-3 / 32 / 32));
+    const __m256d r2 = _mm256_mul_pd(r, r);
+    const __m256d y = _mm256_fmadd_pd(p, r2, _mm256_fmadd_pd(_mm256_set1_pd(0x1.62e42ff0c52d6p-1 / 32), r,
+                                                              _mm256_set1_pd(1.0)));
+    return _mm256_mul_pd(y, _mm256_castsi256_pd(t));
+}
+
+static inline __m256 expf8(__m256 x) {
+    const __m256 under = _mm256_cmp_ps(x, _mm256_set1_ps(-0x1.9fe368p6f), _CMP_LT_OQ);   /* and -inf */
+    const __m256 over = _mm256_cmp_ps(x, _mm256_set1_ps(0x1.62e42ep6f), _CMP_GT_OQ);
+    const __m256 nan = _mm256_cmp_ps(x, x, _CMP_UNORD_Q);
+    /* lanes with a fixed result compute exp(0), so nothing underflows */
+    const __m256 xc = _mm256_andnot_ps(_mm256_or_ps(_mm256_or_ps(under, over), nan), x);
+    __m256 y = _mm256_set_m128(_mm256_cvtpd_ps(expf4_core(_mm256_extractf128_ps(xc, 1))),
+                               _mm256_cvtpd_ps(expf4_core(_mm256_castps256_ps128(xc))));
+    y = _mm256_andnot_ps(under, y);
+    y = _mm256_blendv_ps(y, _mm256_set1_ps(INFINITY), over);
+    return _mm256_blendv_ps(y, _mm256_add_ps(x, x), nan);
+}
+
+static void expf8_init(void) {
+    static volatile int done;
+    if (done) return;
+    for (int i = 0; i < 32; i++) {
+        const double v = (double)exp2l(i / 32.0L);
+        uint64_t u;
+        memcpy(&u, &v, sizeof u);
+        expf_tab[i] = u - ((uint64_t)i << 47);
+    }
+    int ok = 1;
+    float x[8], y[8];
+    /* x <= -0 in steps of 4096 bit patterns (all exponents, 2^19 values), then
+     * specials: +-0, +-inf, NaNs, the overflow/underflow bounds, small positives */
+    for (uint64_t p = 0x80000000u; p < 0x100000000ull && ok; p += 8 * 4096) {
+        for (int l = 0; l < 8; l++) { const uint32_t u = (uint32_t)(p + (uint64_t)l * 4096 + (p >> 13 & 4095)); memcpy(&x[l], &u, 4); }
+        _mm256_storeu_ps(y, expf8(_mm256_loadu_ps(x)));
+        for (int l = 0; l < 8; l++) { const float w = expf(x[l]); ok &= !memcmp(&w, &y[l], 4); }
+    }
+    static const uint32_t sp[16] = { 0, 0x80000000u, 0x7f800000u, 0xff800000u, 0x7fc00000u, 0xffc00000u, 0x7f800001u,
+                                     0xffa00001u, 0x42b17217u, 0x42b17218u, 0xc2cff1b4u, 0xc2cff1b5u, 0x3f800000u,
+                                     0x00000001u, 0x80000001u, 0xc2aeac50u };
+    for (int b = 0; b < 16 && ok; b += 8) {
+        memcpy(x, sp + b, sizeof x);
+        _mm256_storeu_ps(y, expf8(_mm256_loadu_ps(x)));
+        for (int l = 0; l < 8; l++) { const float w = expf(x[l]); ok &= !memcmp(&w, &y[l], 4); }
+    }
+    expf8_ok = ok;
+    done = 1;
+}
+
+/* expf of 8 lanes: expf8 where it is libm's, else libm per lane */
+static inline __m256 expf8_libm(__m256 x) {
+    if (expf8_ok) return expf8(x);
+    float v[8];
+    _mm256_storeu_ps(v, x);
+    for (int l = 0; l < 8; l++) v[l] = expf(v[l]);
+    return _mm256_loadu_ps(v);
+}
+
+/* ---- quantized-cache attention for up to 8 queries at once ------------------------
+ * Each query gets exactly attn_fa_one_avx2's arithmetic (generic/ops.c's
+ * order); the queries are the 8 lanes of the per-position steps, and each K
+ * and V row is read once for all of them:
+ *   - K.q for 8 queries: the K block is unpacked once, each query's integer
+ *     lane sums are exact (the same int32 lanes as the table's vec_dot),
+ *     scaled and accumulated per block by the same FMA, and the 8
+ *     horizontal sums are done together in hsum_ps's pairing: the K dot of
+ *     the x86 tables (x86/quants_avx2.c dot_q8_0 / dot_q4_0) bit for bit;
+ *   - the online max, the one expf per position (expf8_libm), the running
+ *     sum S = fma(S, ms, vs) run in lanes, each lane its query's scalar step;
+ *   - the V row is converted to f32 once (exact) and added to each query's
+ *     accumulator in that query's order (rescale by ms first on a new max).
+ * Lanes of positions a query does not see keep their state unchanged. */
+#define FA_Q 8
+
+static inline __m256i fa_k_q8(const block_q8_0 *x, const block_q8_0 *y) {
+    const __m256i w = _mm256_loadu_si256((const __m256i *)x->qs), a = _mm256_loadu_si256((const __m256i *)y->qs);
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(a, w)), _mm256_set1_epi16(1));
+}
+
+/* scale * K_j.q_l for the 8 queries (qq[l]: q in Q8_0 blocks) as lanes */
+static inline __m256 fa_scores8(const uint8_t *kj, int32_t tk, const block_q8_0 *const *qq, int32_t nb) {
+    __m256 acc[FA_Q];
+    for (int l = 0; l < FA_Q; l++) acc[l] = _mm256_setzero_ps();
+    if (tk == PYRT_TYPE_Q8_0) {
+        const block_q8_0 *x = (const block_q8_0 *)kj;
+        for (int32_t b = 0; b < nb; b++) {
+            const __m256i w = _mm256_loadu_si256((const __m256i *)x[b].qs);
+            const __m256i aw = _mm256_sign_epi8(w, w);
+            const float dk = pyrt_fp16_to_fp32(x[b].d);
+            for (int l = 0; l < FA_Q; l++) {
+                const __m256i a = _mm256_loadu_si256((const __m256i *)qq[l][b].qs);
+                const __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(aw, _mm256_sign_epi8(a, w)), _mm256_set1_epi16(1));
+                acc[l] = _mm256_fmadd_ps(_mm256_set1_ps(dk * pyrt_fp16_to_fp32(qq[l][b].d)), _mm256_cvtepi32_ps(p), acc[l]);
+            }
+        }
+    } else {                                                  /* Q4_0: (nibble - 8) . a */
+        const block_q4_0 *x = (const block_q4_0 *)kj;
+        const __m256i off = _mm256_set1_epi8(8);
+        for (int32_t b = 0; b < nb; b++) {
+            const __m256i u = unpack_nibbles(x[b].qs);
+            const float dk = pyrt_fp16_to_fp32(x[b].d);
+            for (int l = 0; l < FA_Q; l++) {
+                const __m256i a = _mm256_loadu_si256((const __m256i *)qq[l][b].qs);
+                const __m256i p16 = _mm256_sub_epi16(_mm256_maddubs_epi16(u, a), _mm256_maddubs_epi16(off, a));
+                const __m256i p = _mm256_madd_epi16(p16, _mm256_set1_epi16(1));
+                acc[l] = _mm256_fmadd_ps(_mm256_set1_ps(dk * pyrt_fp16_to_fp32(qq[l][b].d)), _mm256_cvtepi32_ps(p), acc[l]);
+            }
+        }
+    }
+    return hsum_ps_x8(acc[0], acc[1], acc[2], acc[3], acc[4], acc[5], acc[6], acc[7]);
+}
+
+/* one V row of type tv as f32 (exactly the dequantized values) */
+static inline void fa_v_f32(float *y, const uint8_t *v, int32_t tv, int32_t hd) {
+    if (tv == PYRT_TYPE_Q8_0) {
+        const block_q8_0 *b = (const block_q8_0 *)v;
+        for (int32_t i = 0; i < hd / QK8_0; i++) {
+            const __m256 dd = _mm256_set1_ps(pyrt_fp16_to_fp32(b[i].d));
+            for (int32_t c = 0; c < QK8_0; c += 8) {
+                const __m256i q = _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(b[i].qs + c)));
+                _mm256_storeu_ps(y + i * QK8_0 + c, _mm256_mul_ps(_mm256_cvtepi32_ps(q), dd));
+            }
+        }
+    } else {
+        const block_q4_0 *b = (const block_q4_0 *)v;
+        const __m128i m4 = _mm_set1_epi8(0x0F), off = _mm_set1_epi8(8);
+        for (int32_t i = 0; i < hd / QK4_0; i++) {
+            const __m256 dd = _mm256_set1_ps(pyrt_fp16_to_fp32(b[i].d));
+            const __m128i raw = _mm_loadu_si128((const __m128i *)b[i].qs);
+            const __m128i lo = _mm_sub_epi8(_mm_and_si128(raw, m4), off);
+            const __m128i hi = _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(raw, 4), m4), off);
+            const __m128i parts[4] = { lo, _mm_srli_si128(lo, 8), hi, _mm_srli_si128(hi, 8) };
+            for (int c = 0; c < 4; c++)
+                _mm256_storeu_ps(y + i * QK4_0 + 8 * c, _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(parts[c])), dd));
+        }
+    }
+}
+
+/* queries i0 .. i0+qn-1 of the group (i = t*n_head + g), qn <= FA_Q;
+ * K and V quantized (Q8_0 / Q4_0), head_dim % 32 == 0 */
+static void attn_fa_group_avx2(const pyrt_attn_args *a, int32_t i0, int32_t qn) {
+    const int32_t hd = a->head_dim, nh = a->n_head > 1 ? a->n_head : 1, nb = hd / 32;
+    const int32_t tk = a->type_k, tv = a->type_v;
+    float *vkq = a->acc;                                          /* [FA_Q][hd] */
+    float *vrow = vkq + (int64_t)FA_Q * hd;                       /* [hd]       */
+    block_q8_0 *qbuf = (block_q8_0 *)(vrow + hd);                 /* [FA_Q][nb] */
+    const block_q8_0 *qq[FA_Q];
+    float *out[FA_Q];
+    int32_t fst[FA_Q], lst[FA_Q], lo = INT32_MAX, hi = -1;
+    for (int l = 0; l < FA_Q; l++) {
+        if (l < qn) {
+            const int32_t i = i0 + l;
+            const pyrt_attn_args o = pyrt_attn_query(a, i / nh, i % nh);
+            a->q_to_dot(o.q, qbuf + (int64_t)l * nb, hd);
+            qq[l] = qbuf + (int64_t)l * nb;
+            out[l] = o.out;
+            fst[l] = o.first;
+            lst[l] = o.last;
+            if (o.first < lo) lo = o.first;
+            if (o.last > hi) hi = o.last;
+        } else {                                                  /* an empty lane */
+            qq[l] = qbuf;
+            out[l] = NULL;
+            fst[l] = INT32_MAX;
+            lst[l] = -1;
+        }
+    }
+    memset(vkq, 0, sizeof(float) * (size_t)FA_Q * hd);
+    const __m256i vfst = _mm256_loadu_si256((const __m256i *)fst), vlst = _mm256_loadu_si256((const __m256i *)lst);
+    const float scale = a->softcap != 0.0f ? a->scale / a->softcap : a->scale;
+    const __m256 vscale = _mm256_set1_ps(scale), one = _mm256_set1_ps(1.0f);
+    __m256 M = _mm256_set1_ps(-INFINITY), S = _mm256_setzero_ps();
+    float msv[FA_Q], vsv[FA_Q];
+    for (int32_t j = lo; j <= hi; j++) {
+        const uint8_t *kj = (const uint8_t *)a->kq + (int64_t)j * a->k_bytes;
+        const uint8_t *vj = (const uint8_t *)a->vq + (int64_t)j * a->v_bytes;
+        _mm_prefetch((const char *)(kj + PF_AHEAD * a->k_bytes), _MM_HINT_T0);
+        _mm_prefetch((const char *)(vj + PF_AHEAD * a->v_bytes), _MM_HINT_T0);
+        __m256 s = _mm256_mul_ps(fa_scores8(kj, tk, qq, nb), vscale);
+        if (a->softcap != 0.0f) {
+            float sv[FA_Q];
+            _mm256_storeu_ps(sv, s);
+            for (int l = 0; l < FA_Q; l++) sv[l] = a->softcap * tanhf(sv[l]);
+            s = _mm256_loadu_ps(sv);
+        }
+        const __m256i vj8 = _mm256_set1_epi32(j);
+        const __m256 valid = _mm256_castsi256_ps(_mm256_andnot_si256(
+            _mm256_or_si256(_mm256_cmpgt_epi32(vfst, vj8), _mm256_cmpgt_epi32(vj8, vlst)), _mm256_set1_epi32(-1)));
+        const __m256 newmax = _mm256_and_ps(valid, _mm256_cmp_ps(s, M, _CMP_GT_OQ));
+        /* new maximum: ms = expf(Mold - s), vs = 1; else ms = 1, vs = expf(s - M) */
+        const __m256 e = expf8_libm(_mm256_blendv_ps(_mm256_sub_ps(s, M), _mm256_sub_ps(M, s), newmax));
+        const __m256 ms = _mm256_blendv_ps(one, e, newmax), vs = _mm256_blendv_ps(e, one, newmax);
+        M = _mm256_blendv_ps(M, s, newmax);
+        S = _mm256_blendv_ps(S, _mm256_fmadd_ps(S, ms, vs), valid);
+        const int vmask = _mm256_movemask_ps(valid), nmask = _mm256_movemask_ps(newmax);
+        if (!vmask) continue;
+        _mm256_storeu_ps(msv, ms);
+        _mm256_storeu_ps(vsv, vs);
+        fa_v_f32(vrow, vj, tv, hd);
+        for (int l = 0; l < qn; l++) {
+            if (!(vmask >> l & 1)) continue;
+            float *y = vkq + (int64_t)l * hd;
+            const __m256 vv = _mm256_set1_ps(vsv[l]);
+            if (nmask >> l & 1) {
+                const __m256 vm = _mm256_set1_ps(msv[l]);
+                for (int32_t d = 0; d < hd; d += 8)
+                    _mm256_storeu_ps(y + d, _mm256_fmadd_ps(_mm256_loadu_ps(vrow + d), vv,
+                                                            _mm256_mul_ps(_mm256_loadu_ps(y + d), vm)));
+            } else {
+                for (int32_t d = 0; d < hd; d += 8)
+                    _mm256_storeu_ps(y + d, _mm256_fmadd_ps(_mm256_loadu_ps(vrow + d), vv, _mm256_loadu_ps(y + d)));
+            }
+        }
+    }
+    float Sv[FA_Q];
+    _mm256_storeu_ps(Sv, S);
+    for (int l = 0; l < qn; l++) {
+        const __m256 inv = _mm256_set1_ps(Sv[l] == 0.0f ? 0.0f : 1.0f / Sv[l]);
+        const float *y = vkq + (int64_t)l * hd;
+        for (int32_t d = 0; d < hd; d += 8) _mm256_storeu_ps(out[l] + d, _mm256_mul_ps(_mm256_loadu_ps(y + d), inv));
+    }
+}
+
 static void attn_head_fa_avx2(const pyrt_attn_args *a) {
-    const int32_t nt = a->n_tok > 1 ? a->n_tok : 1, nh = a->n_head > 1 ? a->n_head : 1;
+    const int32_t nt = a->n_tok > 1 ? a->n_tok : 1, nh = a->n_head > 1 ? a->n_head : 1, nq = nt * nh;
+    const int quant = (a->type_k == PYRT_TYPE_Q8_0 || a->type_k == PYRT_TYPE_Q4_0) &&
+                      (a->type_v == PYRT_TYPE_Q8_0 || a->type_v == PYRT_TYPE_Q4_0) && a->head_dim % 32 == 0;
+    if (quant) {
+        /* chunks of at most FA_Q queries, as equal as possible */
+        const int32_t nc = (nq + FA_Q - 1) / FA_Q;
+        for (int32_t c = 0, i0 = 0; c < nc; c++) {
+            const int32_t qn = (nq - i0) / (nc - c);
+            attn_fa_group_avx2(a, i0, qn);
+            i0 += qn;
+        }
+        return;
+    }
     for (int32_t t = 0; t < nt; t++)
         for (int32_t g = 0; g < nh; g++) {
             const pyrt_attn_args o = pyrt_attn_query(a, t, g);
@@ -640,5 +901,6 @@ void pyrt_fill_ops_avx2(pyrt_kernels *k) {
     k->swiglu = swiglu_avx2;
     k->attn_head = attn_head_avx2;
     k->attn_head_fa = attn_head_fa_avx2;
+    expf8_init();
 }
 #endif
