@@ -591,7 +591,7 @@ static void attn_fa_one_avx2(const pyrt_attn_args *a) {
  * The online softmax above calls expf once per position. expf8 computes the
  * same function as glibc's expf (from Arm's optimized-routines, used since
  * glibc 2.28; its FMA build, which x86-64 glibc selects on CPUs with FMA):
- * in double, x*32/ln2 = k + r, 2^(k/32) from a 32-entry table of 2^(i/32) with
+ * in double, x*32/ln2 = k + r (each product fused), 2^(k/32) from a 32-entry table of 2^(i/32) with
  * the exponent added, a degree-3 polynomial in r (each step one FMA), the
  * product rounded once to float; +0 below log(2^-150), +inf above
  * log(2^128), x + x for NaN. It is used only if it agrees with this process's
@@ -603,11 +603,13 @@ static uint64_t expf_tab[32];     /* bits of 2^(i/32) minus i << 47 */
 static int expf8_ok;              /* 1: expf8 == expf (set by pyrt_fill_ops_avx2) */
 
 static inline __m256d expf4_core(__m128 x) {
+    /* kd = round(x * 32/ln2) by the shift, r = x * 32/ln2 - kd: both products
+     * fused, as GCC contracts the C of glibc's FMA build */
     const __m256d xd = _mm256_cvtps_pd(x), shift = _mm256_set1_pd(0x1.8p+52);
-    const __m256d z = _mm256_mul_pd(xd, _mm256_set1_pd(0x1.71547652b82fep+0 * 32));
-    const __m256d kd0 = _mm256_add_pd(z, shift);
+    const __m256d invln2n = _mm256_set1_pd(0x1.71547652b82fep+0 * 32);
+    const __m256d kd0 = _mm256_fmadd_pd(xd, invln2n, shift);
     const __m256i ki = _mm256_castpd_si256(kd0);
-    const __m256d r = _mm256_sub_pd(z, _mm256_sub_pd(kd0, shift));
+    const __m256d r = _mm256_fmsub_pd(xd, invln2n, _mm256_sub_pd(kd0, shift));
     const __m256i t = _mm256_add_epi64(
         _mm256_i64gather_epi64((const long long *)expf_tab, _mm256_and_si256(ki, _mm256_set1_epi64x(31)), 8),
         _mm256_slli_epi64(ki, 47));
@@ -692,8 +694,9 @@ static inline __m256i fa_k_q8(const block_q8_0 *x, const block_q8_0 *y) {
     return _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(a, w)), _mm256_set1_epi16(1));
 }
 
-/* scale * K_j.q_l for the 8 queries (qq[l]: q in Q8_0 blocks) as lanes */
-static inline __m256 fa_scores8(const uint8_t *kj, int32_t tk, const block_q8_0 *const *qq, int32_t nb) {
+/* K_j.q_l for the queries l < nl (qq[l]: q in Q8_0 blocks) as lanes (0 in lanes >= nl) */
+static inline __attribute__((always_inline)) __m256 fa_scores8(const uint8_t *kj, int32_t tk, const block_q8_0 *const *qq,
+                                                               int32_t nb, const int nl) {
     __m256 acc[FA_Q];
     for (int l = 0; l < FA_Q; l++) acc[l] = _mm256_setzero_ps();
     if (tk == PYRT_TYPE_Q8_0) {
@@ -702,7 +705,7 @@ static inline __m256 fa_scores8(const uint8_t *kj, int32_t tk, const block_q8_0 
             const __m256i w = _mm256_loadu_si256((const __m256i *)x[b].qs);
             const __m256i aw = _mm256_sign_epi8(w, w);
             const float dk = pyrt_fp16_to_fp32(x[b].d);
-            for (int l = 0; l < FA_Q; l++) {
+            for (int l = 0; l < nl; l++) {
                 const __m256i a = _mm256_loadu_si256((const __m256i *)qq[l][b].qs);
                 const __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(aw, _mm256_sign_epi8(a, w)), _mm256_set1_epi16(1));
                 acc[l] = _mm256_fmadd_ps(_mm256_set1_ps(dk * pyrt_fp16_to_fp32(qq[l][b].d)), _mm256_cvtepi32_ps(p), acc[l]);
@@ -714,7 +717,7 @@ static inline __m256 fa_scores8(const uint8_t *kj, int32_t tk, const block_q8_0 
         for (int32_t b = 0; b < nb; b++) {
             const __m256i u = unpack_nibbles(x[b].qs);
             const float dk = pyrt_fp16_to_fp32(x[b].d);
-            for (int l = 0; l < FA_Q; l++) {
+            for (int l = 0; l < nl; l++) {
                 const __m256i a = _mm256_loadu_si256((const __m256i *)qq[l][b].qs);
                 const __m256i p16 = _mm256_sub_epi16(_mm256_maddubs_epi16(u, a), _mm256_maddubs_epi16(off, a));
                 const __m256i p = _mm256_madd_epi16(p16, _mm256_set1_epi16(1));
@@ -722,6 +725,7 @@ static inline __m256 fa_scores8(const uint8_t *kj, int32_t tk, const block_q8_0 
             }
         }
     }
+    if (nl == 1) return _mm256_set_ps(0, 0, 0, 0, 0, 0, 0, hsum_ps(acc[0]));
     return hsum_ps_x8(acc[0], acc[1], acc[2], acc[3], acc[4], acc[5], acc[6], acc[7]);
 }
 
@@ -753,7 +757,7 @@ static inline void fa_v_f32(float *y, const uint8_t *v, int32_t tv, int32_t hd) 
 
 /* queries i0 .. i0+qn-1 of the group (i = t*n_head + g), qn <= FA_Q;
  * K and V quantized (Q8_0 / Q4_0), head_dim % 32 == 0 */
-static void attn_fa_group_avx2(const pyrt_attn_args *a, int32_t i0, int32_t qn) {
+static inline __attribute__((always_inline)) void attn_fa_group(const pyrt_attn_args *a, int32_t i0, const int qn) {
     const int32_t hd = a->head_dim, nh = a->n_head > 1 ? a->n_head : 1, nb = hd / 32;
     const int32_t tk = a->type_k, tv = a->type_v;
     float *vkq = a->acc;                                          /* [FA_Q][hd] */
@@ -791,7 +795,7 @@ static void attn_fa_group_avx2(const pyrt_attn_args *a, int32_t i0, int32_t qn) 
         const uint8_t *vj = (const uint8_t *)a->vq + (int64_t)j * a->v_bytes;
         _mm_prefetch((const char *)(kj + PF_AHEAD * a->k_bytes), _MM_HINT_T0);
         _mm_prefetch((const char *)(vj + PF_AHEAD * a->v_bytes), _MM_HINT_T0);
-        __m256 s = _mm256_mul_ps(fa_scores8(kj, tk, qq, nb), vscale);
+        __m256 s = _mm256_mul_ps(fa_scores8(kj, tk, qq, nb, qn), vscale);
         if (a->softcap != 0.0f) {
             float sv[FA_Q];
             _mm256_storeu_ps(sv, s);
@@ -833,6 +837,19 @@ static void attn_fa_group_avx2(const pyrt_attn_args *a, int32_t i0, int32_t qn) 
         const __m256 inv = _mm256_set1_ps(Sv[l] == 0.0f ? 0.0f : 1.0f / Sv[l]);
         const float *y = vkq + (int64_t)l * hd;
         for (int32_t d = 0; d < hd; d += 8) _mm256_storeu_ps(out[l] + d, _mm256_mul_ps(_mm256_loadu_ps(y + d), inv));
+    }
+}
+
+static __attribute__((noinline)) void attn_fa_group_avx2(const pyrt_attn_args *a, int32_t i0, int32_t qn) {
+    switch (qn) {
+    case 1: attn_fa_group(a, i0, 1); break;
+    case 2: attn_fa_group(a, i0, 2); break;
+    case 3: attn_fa_group(a, i0, 3); break;
+    case 4: attn_fa_group(a, i0, 4); break;
+    case 5: attn_fa_group(a, i0, 5); break;
+    case 6: attn_fa_group(a, i0, 6); break;
+    case 7: attn_fa_group(a, i0, 7); break;
+    default: attn_fa_group(a, i0, 8); break;
     }
 }
 
