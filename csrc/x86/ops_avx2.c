@@ -601,38 +601,64 @@ static void attn_fa_one_avx2(const pyrt_attn_args *a) {
  * inputs x <= -0 and every NaN. */
 static uint64_t expf_tab[32];     /* bits of 2^(i/32) minus i << 47 */
 static int expf8_ok;              /* 1: expf8 == expf (set by pyrt_fill_ops_avx2) */
+static __m256i expf_tab_lo[4], expf_tab_hi[4];   /* the table's low / high 32 bits, 8 entries a vector */
 
-static inline __m256d expf4_core(__m128 x) {
-    /* kd = round(x * 32/ln2) by the shift, r = x * 32/ln2 - kd: both products
-     * fused, as GCC contracts the C of glibc's FMA build */
+/* x * 32/ln2 = kd + r: kd by the shift, both products fused, as GCC contracts
+ * the C of glibc's FMA build; ki: kd's bits (k in the low bits) */
+static inline __m256d expf4_reduce(__m128 x, __m256i *ki) {
     const __m256d xd = _mm256_cvtps_pd(x), shift = _mm256_set1_pd(0x1.8p+52);
     const __m256d invln2n = _mm256_set1_pd(0x1.71547652b82fep+0 * 32);
     const __m256d kd0 = _mm256_fmadd_pd(xd, invln2n, shift);
-    const __m256i ki = _mm256_castpd_si256(kd0);
-    const __m256d r = _mm256_fmsub_pd(xd, invln2n, _mm256_sub_pd(kd0, shift));
-    const __m256i t = _mm256_add_epi64(
-        _mm256_i64gather_epi64((const long long *)expf_tab, _mm256_and_si256(ki, _mm256_set1_epi64x(31)), 8),
-        _mm256_slli_epi64(ki, 47));
+    *ki = _mm256_castpd_si256(kd0);
+    return _mm256_fmsub_pd(xd, invln2n, _mm256_sub_pd(kd0, shift));
+}
+
+/* 2^(r/32) * s rounded to float, s = the table entry with k's exponent added */
+static inline __m128 expf4_finish(__m256d r, __m256i ki, __m256i tab) {
+    const __m256d s = _mm256_castsi256_pd(_mm256_add_epi64(tab, _mm256_slli_epi64(ki, 47)));
     const __m256d p = _mm256_fmadd_pd(_mm256_set1_pd(0x1.c6af84b912394p-5 / 32 / 32 / 32), r,
                                       _mm256_set1_pd(0x1.ebfce50fac4f3p-3 / 32 / 32));
     const __m256d r2 = _mm256_mul_pd(r, r);
     const __m256d y = _mm256_fmadd_pd(p, r2, _mm256_fmadd_pd(_mm256_set1_pd(0x1.62e42ff0c52d6p-1 / 32), r,
                                                               _mm256_set1_pd(1.0)));
-    return _mm256_mul_pd(y, _mm256_castsi256_pd(t));
+    return _mm256_cvtpd_ps(_mm256_mul_pd(y, s));
 }
 
-static inline __m256 expf8(__m256 x) {
+/* t[i & 31] for 8 dword indices: 4 in-register permutes, blends on bits 3 and 4 */
+static inline __m256i expf_lookup(const __m256i *t, __m256i i) {
+    const __m256 b3 = _mm256_castsi256_ps(_mm256_slli_epi32(i, 28)), b4 = _mm256_castsi256_ps(_mm256_slli_epi32(i, 27));
+    const __m256 r0 = _mm256_castsi256_ps(_mm256_permutevar8x32_epi32(t[0], i));
+    const __m256 r1 = _mm256_castsi256_ps(_mm256_permutevar8x32_epi32(t[1], i));
+    const __m256 r2 = _mm256_castsi256_ps(_mm256_permutevar8x32_epi32(t[2], i));
+    const __m256 r3 = _mm256_castsi256_ps(_mm256_permutevar8x32_epi32(t[3], i));
+    return _mm256_castps_si256(_mm256_blendv_ps(_mm256_blendv_ps(r0, r1, b3), _mm256_blendv_ps(r2, r3, b3), b4));
+}
+
+/* lanes: 8, or 4 when only the low 4 lanes are wanted (the others are then 0) */
+static inline __attribute__((always_inline)) __m256 expf8n(__m256 x, const int lanes) {
     const __m256 under = _mm256_cmp_ps(x, _mm256_set1_ps(-0x1.9fe368p6f), _CMP_LT_OQ);   /* and -inf */
     const __m256 over = _mm256_cmp_ps(x, _mm256_set1_ps(0x1.62e42ep6f), _CMP_GT_OQ);
     const __m256 nan = _mm256_cmp_ps(x, x, _CMP_UNORD_Q);
     /* lanes with a fixed result compute exp(0), so nothing underflows */
     const __m256 xc = _mm256_andnot_ps(_mm256_or_ps(_mm256_or_ps(under, over), nan), x);
-    __m256 y = _mm256_set_m128(_mm256_cvtpd_ps(expf4_core(_mm256_extractf128_ps(xc, 1))),
-                               _mm256_cvtpd_ps(expf4_core(_mm256_castps256_ps128(xc))));
+    __m256i k0, k1 = _mm256_setzero_si256();
+    const __m256d r0 = expf4_reduce(_mm256_castps256_ps128(xc), &k0);
+    const __m256d r1 = lanes > 4 ? expf4_reduce(_mm256_extractf128_ps(xc, 1), &k1) : _mm256_setzero_pd();
+    /* the 8 indices (low dwords of k0, k1) as dwords, then the table halves */
+    const __m256i even = _mm256_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6);
+    const __m256i idx = _mm256_permute2x128_si256(_mm256_permutevar8x32_epi32(k0, even),
+                                                  _mm256_permutevar8x32_epi32(k1, even), 0x20);
+    const __m256i lo = expf_lookup(expf_tab_lo, idx), hi = expf_lookup(expf_tab_hi, idx);
+    const __m256i e0 = _mm256_unpacklo_epi32(lo, hi), e1 = _mm256_unpackhi_epi32(lo, hi);
+    /* unpack interleaves within 128-bit halves: entries 0,1,4,5 / 2,3,6,7 */
+    const __m256i t0 = _mm256_permute2x128_si256(e0, e1, 0x20), t1 = _mm256_permute2x128_si256(e0, e1, 0x31);
+    __m256 y = _mm256_set_m128(lanes > 4 ? expf4_finish(r1, k1, t1) : _mm_setzero_ps(), expf4_finish(r0, k0, t0));
     y = _mm256_andnot_ps(under, y);
     y = _mm256_blendv_ps(y, _mm256_set1_ps(INFINITY), over);
     return _mm256_blendv_ps(y, _mm256_add_ps(x, x), nan);
 }
+
+static inline __m256 expf8(__m256 x) { return expf8n(x, 8); }
 
 static void expf8_init(void) {
     static volatile int done;
@@ -642,6 +668,12 @@ static void expf8_init(void) {
         uint64_t u;
         memcpy(&u, &v, sizeof u);
         expf_tab[i] = u - ((uint64_t)i << 47);
+    }
+    for (int v = 0; v < 4; v++) {
+        uint32_t l8[8], h8[8];
+        for (int e = 0; e < 8; e++) { l8[e] = (uint32_t)expf_tab[8 * v + e]; h8[e] = (uint32_t)(expf_tab[8 * v + e] >> 32); }
+        expf_tab_lo[v] = _mm256_loadu_si256((const __m256i *)l8);
+        expf_tab_hi[v] = _mm256_loadu_si256((const __m256i *)h8);
     }
     int ok = 1;
     float x[8], y[8];
@@ -664,12 +696,12 @@ static void expf8_init(void) {
     done = 1;
 }
 
-/* expf of 8 lanes: expf8 where it is libm's, else libm per lane */
-static inline __m256 expf8_libm(__m256 x) {
-    if (expf8_ok) return expf8(x);
+/* expf of the first `lanes` lanes (8 or 4): expf8 where it is libm's, else libm per lane */
+static inline __attribute__((always_inline)) __m256 expf8_libm(__m256 x, const int lanes) {
+    if (expf8_ok) return expf8n(x, lanes);
     float v[8];
     _mm256_storeu_ps(v, x);
-    for (int l = 0; l < 8; l++) v[l] = expf(v[l]);
+    for (int l = 0; l < lanes; l++) v[l] = expf(v[l]);
     return _mm256_loadu_ps(v);
 }
 
@@ -755,14 +787,86 @@ static inline void fa_v_f32(float *y, const uint8_t *v, int32_t tv, int32_t hd) 
     }
 }
 
+/* lane l's accumulator y[0..hd) over the tile's positions jj < n: on a new
+ * maximum y *= ms first, then y = fma(v_j, vs, y), skipping positions the
+ * query does not see; 32 dims in registers at a time */
+static inline void fa_pv_lane(float *y, const float *vt, const float *msv, const float *vsv, const uint8_t *valid,
+                              const uint8_t *newmax, int32_t n, int32_t hd, int l, int fast) {
+    for (int32_t d0 = 0; d0 < hd; d0 += 32) {
+        __m256 a0 = _mm256_loadu_ps(y + d0), a1 = _mm256_loadu_ps(y + d0 + 8);
+        __m256 a2 = _mm256_loadu_ps(y + d0 + 16), a3 = _mm256_loadu_ps(y + d0 + 24);
+        if (fast)                                   /* every position seen, no new maximum */
+            for (int32_t jj = 0; jj < n; jj++) {
+                const float *v = vt + (int64_t)jj * hd + d0;
+                const __m256 vs = _mm256_broadcast_ss(vsv + jj * FA_Q + l);
+                a0 = _mm256_fmadd_ps(_mm256_loadu_ps(v), vs, a0);
+                a1 = _mm256_fmadd_ps(_mm256_loadu_ps(v + 8), vs, a1);
+                a2 = _mm256_fmadd_ps(_mm256_loadu_ps(v + 16), vs, a2);
+                a3 = _mm256_fmadd_ps(_mm256_loadu_ps(v + 24), vs, a3);
+            }
+        else
+            for (int32_t jj = 0; jj < n; jj++) {
+                if (!(valid[jj] >> l & 1)) continue;
+                if (newmax[jj] >> l & 1) {
+                    const __m256 ms = _mm256_broadcast_ss(msv + jj * FA_Q + l);
+                    a0 = _mm256_mul_ps(a0, ms); a1 = _mm256_mul_ps(a1, ms);
+                    a2 = _mm256_mul_ps(a2, ms); a3 = _mm256_mul_ps(a3, ms);
+                }
+                const float *v = vt + (int64_t)jj * hd + d0;
+                const __m256 vs = _mm256_broadcast_ss(vsv + jj * FA_Q + l);
+                a0 = _mm256_fmadd_ps(_mm256_loadu_ps(v), vs, a0);
+                a1 = _mm256_fmadd_ps(_mm256_loadu_ps(v + 8), vs, a1);
+                a2 = _mm256_fmadd_ps(_mm256_loadu_ps(v + 16), vs, a2);
+                a3 = _mm256_fmadd_ps(_mm256_loadu_ps(v + 24), vs, a3);
+            }
+        _mm256_storeu_ps(y + d0, a0); _mm256_storeu_ps(y + d0 + 8, a1);
+        _mm256_storeu_ps(y + d0 + 16, a2); _mm256_storeu_ps(y + d0 + 24, a3);
+    }
+}
+
+/* fa_pv_lane's fast case for lanes l and l + 1 together (one V load for both) */
+static inline void fa_pv_pair(float *y, float *z, const float *vt, const float *vsv, int32_t n, int32_t hd, int l) {
+    for (int32_t d0 = 0; d0 < hd; d0 += 32) {
+        __m256 a0 = _mm256_loadu_ps(y + d0), a1 = _mm256_loadu_ps(y + d0 + 8);
+        __m256 a2 = _mm256_loadu_ps(y + d0 + 16), a3 = _mm256_loadu_ps(y + d0 + 24);
+        __m256 b0 = _mm256_loadu_ps(z + d0), b1 = _mm256_loadu_ps(z + d0 + 8);
+        __m256 b2 = _mm256_loadu_ps(z + d0 + 16), b3 = _mm256_loadu_ps(z + d0 + 24);
+        for (int32_t jj = 0; jj < n; jj++) {
+            const float *v = vt + (int64_t)jj * hd + d0;
+            __m256 v0 = _mm256_loadu_ps(v), v1 = _mm256_loadu_ps(v + 8), v2 = _mm256_loadu_ps(v + 16), v3 = _mm256_loadu_ps(v + 24);
+            __asm__("" : "+x"(v0), "+x"(v1), "+x"(v2), "+x"(v3));    /* one load per value for both */
+            const __m256 x = _mm256_broadcast_ss(vsv + jj * FA_Q + l), w = _mm256_broadcast_ss(vsv + jj * FA_Q + l + 1);
+            a0 = _mm256_fmadd_ps(v0, x, a0); b0 = _mm256_fmadd_ps(v0, w, b0);
+            a1 = _mm256_fmadd_ps(v1, x, a1); b1 = _mm256_fmadd_ps(v1, w, b1);
+            a2 = _mm256_fmadd_ps(v2, x, a2); b2 = _mm256_fmadd_ps(v2, w, b2);
+            a3 = _mm256_fmadd_ps(v3, x, a3); b3 = _mm256_fmadd_ps(v3, w, b3);
+        }
+        _mm256_storeu_ps(y + d0, a0); _mm256_storeu_ps(y + d0 + 8, a1);
+        _mm256_storeu_ps(y + d0 + 16, a2); _mm256_storeu_ps(y + d0 + 24, a3);
+        _mm256_storeu_ps(z + d0, b0); _mm256_storeu_ps(z + d0 + 8, b1);
+        _mm256_storeu_ps(z + d0 + 16, b2); _mm256_storeu_ps(z + d0 + 24, b3);
+    }
+}
+
 /* queries i0 .. i0+qn-1 of the group (i = t*n_head + g), qn <= FA_Q;
- * K and V quantized (Q8_0 / Q4_0), head_dim % 32 == 0 */
+ * K and V quantized (Q8_0 / Q4_0), head_dim % 32 == 0. Positions go in
+ * tiles: first the scores, softmax steps and f32 V rows of the tile for all
+ * lanes, then each query's accumulator over the tile. */
 static inline __attribute__((always_inline)) void attn_fa_group(const pyrt_attn_args *a, int32_t i0, const int qn) {
     const int32_t hd = a->head_dim, nh = a->n_head > 1 ? a->n_head : 1, nb = hd / 32;
     const int32_t tk = a->type_k, tv = a->type_v;
-    float *vkq = a->acc;                                          /* [FA_Q][hd] */
-    float *vrow = vkq + (int64_t)FA_Q * hd;                       /* [hd]       */
-    block_q8_0 *qbuf = (block_q8_0 *)(vrow + hd);                 /* [FA_Q][nb] */
+    /* scratch (kernels.h: max(32*hd, n_q*(hd+264)) floats) */
+    const int64_t nq = (int64_t)(a->n_tok > 1 ? a->n_tok : 1) * nh;
+    const int64_t avail = 32 * (int64_t)hd > nq * (hd + 264) ? 32 * (int64_t)hd : nq * (hd + 264);
+    float *vkq = a->acc;                                          /* [qn][hd]    */
+    block_q8_0 *qbuf = (block_q8_0 *)(vkq + (int64_t)qn * hd);    /* [qn][nb]    */
+    float *msv = vkq + (int64_t)qn * hd + (qn * nb * (int64_t)sizeof(block_q8_0) + 3) / 4;
+    const int64_t room = avail - (msv - vkq);
+    int32_t PT = (int32_t)((room - 8) / (hd + 2 * FA_Q + 1));      /* per position: V row, ms, vs, masks */
+    if (PT > 32) PT = 32;
+    float *vsv = msv + PT * FA_Q;                                 /* [PT][FA_Q]  */
+    float *vt = vsv + PT * FA_Q;                                  /* [PT][hd]    */
+    uint8_t *valid = (uint8_t *)(vt + (int64_t)PT * hd), *newmx = valid + PT;
     const block_q8_0 *qq[FA_Q];
     float *out[FA_Q];
     int32_t fst[FA_Q], lst[FA_Q], lo = INT32_MAX, hi = -1;
@@ -784,51 +888,64 @@ static inline __attribute__((always_inline)) void attn_fa_group(const pyrt_attn_
             lst[l] = -1;
         }
     }
-    memset(vkq, 0, sizeof(float) * (size_t)FA_Q * hd);
+    memset(vkq, 0, sizeof(float) * (size_t)qn * hd);
     const __m256i vfst = _mm256_loadu_si256((const __m256i *)fst), vlst = _mm256_loadu_si256((const __m256i *)lst);
     const float scale = a->softcap != 0.0f ? a->scale / a->softcap : a->scale;
     const __m256 vscale = _mm256_set1_ps(scale), one = _mm256_set1_ps(1.0f);
     __m256 M = _mm256_set1_ps(-INFINITY), S = _mm256_setzero_ps();
-    float msv[FA_Q], vsv[FA_Q];
-    for (int32_t j = lo; j <= hi; j++) {
-        const uint8_t *kj = (const uint8_t *)a->kq + (int64_t)j * a->k_bytes;
-        const uint8_t *vj = (const uint8_t *)a->vq + (int64_t)j * a->v_bytes;
-        _mm_prefetch((const char *)(kj + PF_AHEAD * a->k_bytes), _MM_HINT_T0);
-        _mm_prefetch((const char *)(vj + PF_AHEAD * a->v_bytes), _MM_HINT_T0);
-        __m256 s = _mm256_mul_ps(fa_scores8(kj, tk, qq, nb, qn), vscale);
-        if (a->softcap != 0.0f) {
-            float sv[FA_Q];
-            _mm256_storeu_ps(sv, s);
-            for (int l = 0; l < FA_Q; l++) sv[l] = a->softcap * tanhf(sv[l]);
-            s = _mm256_loadu_ps(sv);
-        }
-        const __m256i vj8 = _mm256_set1_epi32(j);
-        const __m256 valid = _mm256_castsi256_ps(_mm256_andnot_si256(
-            _mm256_or_si256(_mm256_cmpgt_epi32(vfst, vj8), _mm256_cmpgt_epi32(vj8, vlst)), _mm256_set1_epi32(-1)));
-        const __m256 newmax = _mm256_and_ps(valid, _mm256_cmp_ps(s, M, _CMP_GT_OQ));
-        /* new maximum: ms = expf(Mold - s), vs = 1; else ms = 1, vs = expf(s - M) */
-        const __m256 e = expf8_libm(_mm256_blendv_ps(_mm256_sub_ps(s, M), _mm256_sub_ps(M, s), newmax));
-        const __m256 ms = _mm256_blendv_ps(one, e, newmax), vs = _mm256_blendv_ps(e, one, newmax);
-        M = _mm256_blendv_ps(M, s, newmax);
-        S = _mm256_blendv_ps(S, _mm256_fmadd_ps(S, ms, vs), valid);
-        const int vmask = _mm256_movemask_ps(valid), nmask = _mm256_movemask_ps(newmax);
-        if (!vmask) continue;
-        _mm256_storeu_ps(msv, ms);
-        _mm256_storeu_ps(vsv, vs);
-        fa_v_f32(vrow, vj, tv, hd);
-        for (int l = 0; l < qn; l++) {
-            if (!(vmask >> l & 1)) continue;
-            float *y = vkq + (int64_t)l * hd;
-            const __m256 vv = _mm256_set1_ps(vsv[l]);
-            if (nmask >> l & 1) {
-                const __m256 vm = _mm256_set1_ps(msv[l]);
-                for (int32_t d = 0; d < hd; d += 8)
-                    _mm256_storeu_ps(y + d, _mm256_fmadd_ps(_mm256_loadu_ps(vrow + d), vv,
-                                                            _mm256_mul_ps(_mm256_loadu_ps(y + d), vm)));
-            } else {
-                for (int32_t d = 0; d < hd; d += 8)
-                    _mm256_storeu_ps(y + d, _mm256_fmadd_ps(_mm256_loadu_ps(vrow + d), vv, _mm256_loadu_ps(y + d)));
+    const int lpp = qn > 4 ? 8 : qn > 2 ? 4 : qn > 1 ? 2 : 1;    /* lanes of a position in the expf calls */
+    for (int32_t j0 = lo; j0 <= hi; j0 += PT) {
+        const int32_t n = hi + 1 - j0 < PT ? hi + 1 - j0 : PT;
+        int all = 0xFF, anynew = 0;
+        __m256 vldv[32], nmv[32];
+        float arg[32 * FA_Q + 8];
+        for (int32_t jj = 0; jj < n; jj++) {
+            const int32_t j = j0 + jj;
+            const uint8_t *kj = (const uint8_t *)a->kq + (int64_t)j * a->k_bytes;
+            const uint8_t *vj = (const uint8_t *)a->vq + (int64_t)j * a->v_bytes;
+            _mm_prefetch((const char *)(kj + PF_AHEAD * a->k_bytes), _MM_HINT_T0);
+            _mm_prefetch((const char *)(vj + PF_AHEAD * a->v_bytes), _MM_HINT_T0);
+            __m256 s = _mm256_mul_ps(fa_scores8(kj, tk, qq, nb, qn), vscale);
+            if (a->softcap != 0.0f) {
+                float sv[FA_Q];
+                _mm256_storeu_ps(sv, s);
+                for (int l = 0; l < FA_Q; l++) sv[l] = a->softcap * tanhf(sv[l]);
+                s = _mm256_loadu_ps(sv);
             }
+            const __m256i vj8 = _mm256_set1_epi32(j);
+            const __m256 vld = _mm256_castsi256_ps(_mm256_andnot_si256(
+                _mm256_or_si256(_mm256_cmpgt_epi32(vfst, vj8), _mm256_cmpgt_epi32(vj8, vlst)), _mm256_set1_epi32(-1)));
+            const __m256 nm = _mm256_and_ps(vld, _mm256_cmp_ps(s, M, _CMP_GT_OQ));
+            /* new maximum: ms = expf(Mold - s), vs = 1; else ms = 1, vs = expf(s - M):
+             * the argument now, the expf below for the whole tile */
+            _mm256_storeu_ps(arg + jj * lpp, _mm256_blendv_ps(_mm256_sub_ps(s, M), _mm256_sub_ps(M, s), nm));
+            M = _mm256_blendv_ps(M, s, nm);
+            vldv[jj] = vld;
+            nmv[jj] = nm;
+            valid[jj] = (uint8_t)_mm256_movemask_ps(vld);
+            newmx[jj] = (uint8_t)_mm256_movemask_ps(nm);
+            all &= valid[jj];
+            anynew |= newmx[jj];
+            if (valid[jj]) fa_v_f32(vt + (int64_t)jj * hd, vj, tv, hd);
+        }
+        /* expf of the tile's arguments, packed lpp lanes a position (each
+         * store above overwrote the previous one's unused lanes), 8 at a
+         * time; then ms, vs and the running sums in position order */
+        for (int32_t c = 0; c < n * lpp; c += 8) _mm256_storeu_ps(arg + c, expf8_libm(_mm256_loadu_ps(arg + c), 8));
+        for (int32_t jj = 0; jj < n; jj++) {
+            const __m256 e = _mm256_loadu_ps(arg + jj * lpp), nm = nmv[jj];   /* lanes >= lpp: unused */
+            const __m256 ms = _mm256_blendv_ps(one, e, nm), vs = _mm256_blendv_ps(e, one, nm);
+            S = _mm256_blendv_ps(S, _mm256_fmadd_ps(S, ms, vs), vldv[jj]);
+            _mm256_storeu_ps(msv + jj * FA_Q, ms);
+            _mm256_storeu_ps(vsv + jj * FA_Q, vs);
+        }
+        const int fast = all & ~anynew;          /* lanes that see every position, no new maximum */
+        for (int l = 0; l < qn; l++) {
+            if (l + 1 < qn && (fast >> l & 3) == 3) {
+                fa_pv_pair(vkq + (int64_t)l * hd, vkq + (int64_t)(l + 1) * hd, vt, vsv, n, hd, l);
+                l++;
+            } else
+                fa_pv_lane(vkq + (int64_t)l * hd, vt, msv, vsv, valid, newmx, n, hd, l, fast >> l & 1);
         }
     }
     float Sv[FA_Q];
@@ -857,7 +974,7 @@ static void attn_head_fa_avx2(const pyrt_attn_args *a) {
     const int32_t nt = a->n_tok > 1 ? a->n_tok : 1, nh = a->n_head > 1 ? a->n_head : 1, nq = nt * nh;
     const int quant = (a->type_k == PYRT_TYPE_Q8_0 || a->type_k == PYRT_TYPE_Q4_0) &&
                       (a->type_v == PYRT_TYPE_Q8_0 || a->type_v == PYRT_TYPE_Q4_0) && a->head_dim % 32 == 0;
-    if (quant) {
+    if (quant && nq > 1) {       /* one query alone: attn_fa_one_avx2 is faster */
         /* chunks of at most FA_Q queries, as equal as possible */
         const int32_t nc = (nq + FA_Q - 1) / FA_Q;
         for (int32_t c = 0, i0 = 0; c < nc; c++) {
