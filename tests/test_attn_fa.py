@@ -129,6 +129,18 @@ def test_group_nan_query():
                 assert np.array_equal(got[off:off + hd].view(np.uint32), want.view(np.uint32)), (t, g)
 
 
+def test_libm_fallback_gives_the_same_results():
+    """with expf8 refused (as if libm's expf differed), the kernels call expf per lane: the
+    group tests above pass the same way"""
+    import os
+    import sys
+    env = dict(os.environ, PYRT_TEST_LIBM_EXPF="1")
+    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", __file__,
+                        "-k", "group_is_each or extreme or windows"],
+                       cwd=str(ROOT), env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+
+
 @pytest.fixture(scope="module")
 def exp_checker(tmp_path_factory):
     if platform.machine() not in ("x86_64", "AMD64") or not HAVE_AVX2:

@@ -21,6 +21,7 @@
 #if defined(__x86_64__)
 #include <immintrin.h>
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "kernels.h"
@@ -692,6 +693,8 @@ static void expf8_init(void) {
         _mm256_storeu_ps(y, expf8(_mm256_loadu_ps(x)));
         for (int l = 0; l < 8; l++) { const float w = expf(x[l]); ok &= !memcmp(&w, &y[l], 4); }
     }
+    /* tests/test_attn_fa.py runs the kernels once with libm's expf per lane */
+    if (getenv("PYRT_TEST_LIBM_EXPF")) ok = 0;
     expf8_ok = ok;
     done = 1;
 }
