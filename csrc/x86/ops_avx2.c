@@ -635,16 +635,14 @@ static inline __m256i expf_lookup(const __m256i *t, __m256i i) {
     return _mm256_castps_si256(_mm256_blendv_ps(_mm256_blendv_ps(r0, r1, b3), _mm256_blendv_ps(r2, r3, b3), b4));
 }
 
-/* lanes: 8, or 4 when only the low 4 lanes are wanted (the others are then 0) */
-static inline __attribute__((always_inline)) __m256 expf8n(__m256 x, const int lanes) {
+static inline __m256 expf8(__m256 x) {
     const __m256 under = _mm256_cmp_ps(x, _mm256_set1_ps(-0x1.9fe368p6f), _CMP_LT_OQ);   /* and -inf */
     const __m256 over = _mm256_cmp_ps(x, _mm256_set1_ps(0x1.62e42ep6f), _CMP_GT_OQ);
     const __m256 nan = _mm256_cmp_ps(x, x, _CMP_UNORD_Q);
     /* lanes with a fixed result compute exp(0), so nothing underflows */
     const __m256 xc = _mm256_andnot_ps(_mm256_or_ps(_mm256_or_ps(under, over), nan), x);
-    __m256i k0, k1 = _mm256_setzero_si256();
-    const __m256d r0 = expf4_reduce(_mm256_castps256_ps128(xc), &k0);
-    const __m256d r1 = lanes > 4 ? expf4_reduce(_mm256_extractf128_ps(xc, 1), &k1) : _mm256_setzero_pd();
+    __m256i k0, k1;
+    const __m256d r0 = expf4_reduce(_mm256_castps256_ps128(xc), &k0), r1 = expf4_reduce(_mm256_extractf128_ps(xc, 1), &k1);
     /* the 8 indices (low dwords of k0, k1) as dwords, then the table halves */
     const __m256i even = _mm256_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6);
     const __m256i idx = _mm256_permute2x128_si256(_mm256_permutevar8x32_epi32(k0, even),
@@ -653,13 +651,11 @@ static inline __attribute__((always_inline)) __m256 expf8n(__m256 x, const int l
     const __m256i e0 = _mm256_unpacklo_epi32(lo, hi), e1 = _mm256_unpackhi_epi32(lo, hi);
     /* unpack interleaves within 128-bit halves: entries 0,1,4,5 / 2,3,6,7 */
     const __m256i t0 = _mm256_permute2x128_si256(e0, e1, 0x20), t1 = _mm256_permute2x128_si256(e0, e1, 0x31);
-    __m256 y = _mm256_set_m128(lanes > 4 ? expf4_finish(r1, k1, t1) : _mm_setzero_ps(), expf4_finish(r0, k0, t0));
+    __m256 y = _mm256_set_m128(expf4_finish(r1, k1, t1), expf4_finish(r0, k0, t0));
     y = _mm256_andnot_ps(under, y);
     y = _mm256_blendv_ps(y, _mm256_set1_ps(INFINITY), over);
     return _mm256_blendv_ps(y, _mm256_add_ps(x, x), nan);
 }
-
-static inline __m256 expf8(__m256 x) { return expf8n(x, 8); }
 
 static void expf8_init(void) {
     static volatile int done;
@@ -699,12 +695,12 @@ static void expf8_init(void) {
     done = 1;
 }
 
-/* expf of the first `lanes` lanes (8 or 4): expf8 where it is libm's, else libm per lane */
-static inline __attribute__((always_inline)) __m256 expf8_libm(__m256 x, const int lanes) {
-    if (expf8_ok) return expf8n(x, lanes);
+/* expf of 8 lanes: expf8 where it is libm's, else libm per lane */
+static inline __m256 expf8_libm(__m256 x) {
+    if (expf8_ok) return expf8(x);
     float v[8];
     _mm256_storeu_ps(v, x);
-    for (int l = 0; l < lanes; l++) v[l] = expf(v[l]);
+    for (int l = 0; l < 8; l++) v[l] = expf(v[l]);
     return _mm256_loadu_ps(v);
 }
 
@@ -934,7 +930,7 @@ static inline __attribute__((always_inline)) void attn_fa_group(const pyrt_attn_
         /* expf of the tile's arguments, packed lpp lanes a position (each
          * store above overwrote the previous one's unused lanes), 8 at a
          * time; then ms, vs and the running sums in position order */
-        for (int32_t c = 0; c < n * lpp; c += 8) _mm256_storeu_ps(arg + c, expf8_libm(_mm256_loadu_ps(arg + c), 8));
+        for (int32_t c = 0; c < n * lpp; c += 8) _mm256_storeu_ps(arg + c, expf8_libm(_mm256_loadu_ps(arg + c)));
         for (int32_t jj = 0; jj < n; jj++) {
             const __m256 e = _mm256_loadu_ps(arg + jj * lpp), nm = nmv[jj];   /* lanes >= lpp: unused */
             const __m256 ms = _mm256_blendv_ps(one, e, nm), vs = _mm256_blendv_ps(e, one, nm);
