@@ -21,6 +21,7 @@
 #if defined(__x86_64__)
 #include <immintrin.h>
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "kernels.h"
@@ -30,7 +31,16 @@
 /* ---- exp and silu ------------------------------------------------------------ */
 
 /* exp(x) = 2^n * (1 + poly(b)), n = round(x / ln2), b = x - n ln2 (two-part
- * ln2); large |n| is handled by splitting the scale to avoid overflow. */
+ * ln2); large |n| is handled by splitting the scale to avoid overflow.
+ * Outside the fast path (some |n| > 126) the lanes whose result is known
+ * exactly are selected instead of computed: n <= -151 gives +0 (the scaled
+ * product is below 2^-150), n > 192 gives +inf (as 2^127 * 2^127); the
+ * products of the other paths see 1.0 in lanes that do not take them. The
+ * results are bit-identical to computing every path in every lane and
+ * blending (tests/c/exp_exhaustive.c checks all 2^32 inputs), but no lane
+ * computes a denormal that is not its result: on Intel each such product is
+ * a microcode assist, which masked (-inf) and very negative softmax lanes
+ * used to hit in every group of 8. */
 static inline __m256 exp8(__m256 x) {
     const __m256 shift = _mm256_set1_ps(0x1.8p23f);
     const __m256 z = _mm256_fmadd_ps(x, _mm256_set1_ps(0x1.715476p+0f), shift);
@@ -38,26 +48,29 @@ static inline __m256 exp8(__m256 x) {
     const __m256 b = _mm256_fnmadd_ps(n, _mm256_set1_ps(0x1.7f7d1cp-20f),
                                       _mm256_fnmadd_ps(n, _mm256_set1_ps(0x1.62e4p-1f), x));
     const __m256i e = _mm256_slli_epi32(_mm256_castps_si256(z), 23);
-    const __m256 k = _mm256_castsi256_ps(_mm256_add_epi32(e, _mm256_castps_si256(_mm256_set1_ps(1))));
+    const __m256 one = _mm256_set1_ps(1);
+    const __m256 k = _mm256_castsi256_ps(_mm256_add_epi32(e, _mm256_castps_si256(one)));
     const __m256 absn = _mm256_andnot_ps(_mm256_set1_ps(-0.0f), n);
-    const __m256i big = _mm256_castps_si256(_mm256_cmp_ps(absn, _mm256_set1_ps(126), _CMP_GT_OQ));
+    const __m256 big = _mm256_cmp_ps(absn, _mm256_set1_ps(126), _CMP_GT_OQ);
     const __m256 u = _mm256_mul_ps(b, b);
     const __m256 hi = _mm256_fmadd_ps(_mm256_set1_ps(0x1.0e4020p-7f), b, _mm256_set1_ps(0x1.573e2ep-5f));
     const __m256 lo = _mm256_fmadd_ps(_mm256_set1_ps(0x1.555e66p-3f), b, _mm256_set1_ps(0x1.fffdb6p-2f));
     const __m256 j = _mm256_fmadd_ps(_mm256_fmadd_ps(hi, u, lo), u,
                                      _mm256_mul_ps(_mm256_set1_ps(0x1.ffffecp-1f), b));
-    if (!_mm256_movemask_ps(_mm256_castsi256_ps(big)))
+    if (!_mm256_movemask_ps(big))
         return _mm256_fmadd_ps(j, k, k);
     const __m256i g = _mm256_and_si256(_mm256_castps_si256(_mm256_cmp_ps(n, _mm256_setzero_ps(), _CMP_LE_OQ)),
                                        _mm256_set1_epi32((int)0x82000000u));
-    const __m256 s1 = _mm256_castsi256_ps(_mm256_add_epi32(g, _mm256_set1_epi32(0x7f000000)));
-    const __m256 s2 = _mm256_castsi256_ps(_mm256_sub_epi32(e, g));
-    const __m256 huge = _mm256_cmp_ps(absn, _mm256_set1_ps(192), _CMP_GT_OQ);
+    const __m256 zero = _mm256_cmp_ps(n, _mm256_set1_ps(-151), _CMP_LE_OQ);
+    const __m256 inf = _mm256_cmp_ps(n, _mm256_set1_ps(192), _CMP_GT_OQ);
+    const __m256 mid = _mm256_andnot_ps(_mm256_or_ps(zero, inf), big);     /* 126 < |n|, -151 < n <= 192 */
+    const __m256 s1 = _mm256_blendv_ps(one, _mm256_castsi256_ps(_mm256_add_epi32(g, _mm256_set1_epi32(0x7f000000))), mid);
+    const __m256 s2 = _mm256_blendv_ps(one, _mm256_castsi256_ps(_mm256_sub_epi32(e, g)), mid);
+    const __m256 kn = _mm256_blendv_ps(k, one, big);
     const __m256 scaled = _mm256_mul_ps(_mm256_fmadd_ps(s2, j, s2), s1);
-    const __m256 normal = _mm256_fmadd_ps(k, j, k);
-    const __m256 mid = _mm256_or_ps(_mm256_and_ps(_mm256_castsi256_ps(big), scaled),
-                                    _mm256_andnot_ps(_mm256_castsi256_ps(big), normal));
-    return _mm256_or_ps(_mm256_and_ps(huge, _mm256_mul_ps(s1, s1)), _mm256_andnot_ps(huge, mid));
+    const __m256 normal = _mm256_fmadd_ps(kn, j, kn);
+    const __m256 r = _mm256_andnot_ps(zero, _mm256_blendv_ps(normal, scaled, mid));
+    return _mm256_blendv_ps(r, _mm256_set1_ps(INFINITY), inf);
 }
 
 static inline __m256 silu8(__m256 x) {
@@ -575,8 +588,401 @@ static void attn_fa_one_avx2(const pyrt_attn_args *a) {
     for (int32_t d = 0; d < hd; d += 8) _mm256_storeu_ps(a->out + d, _mm256_mul_ps(_mm256_loadu_ps(vkq + d), inv));
 }
 
+/* ---- expf in 8 lanes, bit for bit libm's ------------------------------------------
+ * The online softmax above calls expf once per position. expf8 computes the
+ * same function as glibc's expf (from Arm's optimized-routines, used since
+ * glibc 2.28; its FMA build, which x86-64 glibc selects on CPUs with FMA):
+ * in double, x*32/ln2 = k + r (each product fused), 2^(k/32) from a 32-entry table of 2^(i/32) with
+ * the exponent added, a degree-3 polynomial in r (each step one FMA), the
+ * product rounded once to float; +0 below log(2^-150), +inf above
+ * log(2^128), x + x for NaN. It is used only if it agrees with this process's
+ * expf: pyrt_fill_ops_avx2 compares them on 2^19 inputs spread over the
+ * range attention uses (x <= 0) and the special values, and otherwise the
+ * kernels call expf per lane. tests/c/exp_exhaustive.c compares all 2^31
+ * inputs x <= -0 and every NaN. */
+static uint64_t expf_tab[32];     /* bits of 2^(i/32) minus i << 47 */
+static int expf8_ok;              /* 1: expf8 == expf (set by pyrt_fill_ops_avx2) */
+static __m256i expf_tab_lo[4], expf_tab_hi[4];   /* the table's low / high 32 bits, 8 entries a vector */
+
+/* x * 32/ln2 = kd + r: kd by the shift, both products fused, as GCC contracts
+ * the C of glibc's FMA build; ki: kd's bits (k in the low bits) */
+static inline __m256d expf4_reduce(__m128 x, __m256i *ki) {
+    const __m256d xd = _mm256_cvtps_pd(x), shift = _mm256_set1_pd(0x1.8p+52);
+    const __m256d invln2n = _mm256_set1_pd(0x1.71547652b82fep+0 * 32);
+    const __m256d kd0 = _mm256_fmadd_pd(xd, invln2n, shift);
+    *ki = _mm256_castpd_si256(kd0);
+    return _mm256_fmsub_pd(xd, invln2n, _mm256_sub_pd(kd0, shift));
+}
+
+/* 2^(r/32) * s rounded to float, s = the table entry with k's exponent added */
+static inline __m128 expf4_finish(__m256d r, __m256i ki, __m256i tab) {
+    const __m256d s = _mm256_castsi256_pd(_mm256_add_epi64(tab, _mm256_slli_epi64(ki, 47)));
+    const __m256d p = _mm256_fmadd_pd(_mm256_set1_pd(0x1.c6af84b912394p-5 / 32 / 32 / 32), r,
+                                      _mm256_set1_pd(0x1.ebfce50fac4f3p-3 / 32 / 32));
+    const __m256d r2 = _mm256_mul_pd(r, r);
+    const __m256d y = _mm256_fmadd_pd(p, r2, _mm256_fmadd_pd(_mm256_set1_pd(0x1.62e42ff0c52d6p-1 / 32), r,
+                                                              _mm256_set1_pd(1.0)));
+    return _mm256_cvtpd_ps(_mm256_mul_pd(y, s));
+}
+
+/* t[i & 31] for 8 dword indices: 4 in-register permutes, blends on bits 3 and 4 */
+static inline __m256i expf_lookup(const __m256i *t, __m256i i) {
+    const __m256 b3 = _mm256_castsi256_ps(_mm256_slli_epi32(i, 28)), b4 = _mm256_castsi256_ps(_mm256_slli_epi32(i, 27));
+    const __m256 r0 = _mm256_castsi256_ps(_mm256_permutevar8x32_epi32(t[0], i));
+    const __m256 r1 = _mm256_castsi256_ps(_mm256_permutevar8x32_epi32(t[1], i));
+    const __m256 r2 = _mm256_castsi256_ps(_mm256_permutevar8x32_epi32(t[2], i));
+    const __m256 r3 = _mm256_castsi256_ps(_mm256_permutevar8x32_epi32(t[3], i));
+    return _mm256_castps_si256(_mm256_blendv_ps(_mm256_blendv_ps(r0, r1, b3), _mm256_blendv_ps(r2, r3, b3), b4));
+}
+
+static inline __m256 expf8(__m256 x) {
+    const __m256 under = _mm256_cmp_ps(x, _mm256_set1_ps(-0x1.9fe368p6f), _CMP_LT_OQ);   /* and -inf */
+    const __m256 over = _mm256_cmp_ps(x, _mm256_set1_ps(0x1.62e42ep6f), _CMP_GT_OQ);
+    const __m256 nan = _mm256_cmp_ps(x, x, _CMP_UNORD_Q);
+    /* lanes with a fixed result compute exp(0), so nothing underflows */
+    const __m256 xc = _mm256_andnot_ps(_mm256_or_ps(_mm256_or_ps(under, over), nan), x);
+    __m256i k0, k1;
+    const __m256d r0 = expf4_reduce(_mm256_castps256_ps128(xc), &k0), r1 = expf4_reduce(_mm256_extractf128_ps(xc, 1), &k1);
+    /* the 8 indices (low dwords of k0, k1) as dwords, then the table halves */
+    const __m256i even = _mm256_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6);
+    const __m256i idx = _mm256_permute2x128_si256(_mm256_permutevar8x32_epi32(k0, even),
+                                                  _mm256_permutevar8x32_epi32(k1, even), 0x20);
+    const __m256i lo = expf_lookup(expf_tab_lo, idx), hi = expf_lookup(expf_tab_hi, idx);
+    const __m256i e0 = _mm256_unpacklo_epi32(lo, hi), e1 = _mm256_unpackhi_epi32(lo, hi);
+    /* unpack interleaves within 128-bit halves: entries 0,1,4,5 / 2,3,6,7 */
+    const __m256i t0 = _mm256_permute2x128_si256(e0, e1, 0x20), t1 = _mm256_permute2x128_si256(e0, e1, 0x31);
+    __m256 y = _mm256_set_m128(expf4_finish(r1, k1, t1), expf4_finish(r0, k0, t0));
+    y = _mm256_andnot_ps(under, y);
+    y = _mm256_blendv_ps(y, _mm256_set1_ps(INFINITY), over);
+    return _mm256_blendv_ps(y, _mm256_add_ps(x, x), nan);
+}
+
+static void expf8_init(void) {
+    static volatile int done;
+    if (done) return;
+    for (int i = 0; i < 32; i++) {
+        const double v = (double)exp2l(i / 32.0L);
+        uint64_t u;
+        memcpy(&u, &v, sizeof u);
+        expf_tab[i] = u - ((uint64_t)i << 47);
+    }
+    for (int v = 0; v < 4; v++) {
+        uint32_t l8[8], h8[8];
+        for (int e = 0; e < 8; e++) { l8[e] = (uint32_t)expf_tab[8 * v + e]; h8[e] = (uint32_t)(expf_tab[8 * v + e] >> 32); }
+        expf_tab_lo[v] = _mm256_loadu_si256((const __m256i *)l8);
+        expf_tab_hi[v] = _mm256_loadu_si256((const __m256i *)h8);
+    }
+    int ok = 1;
+    float x[8], y[8];
+    /* x <= -0 in steps of 4096 bit patterns (all exponents, 2^19 values), then
+     * specials: +-0, +-inf, NaNs, the overflow/underflow bounds, small positives */
+    for (uint64_t p = 0x80000000u; p < 0x100000000ull && ok; p += 8 * 4096) {
+        for (int l = 0; l < 8; l++) { const uint32_t u = (uint32_t)(p + (uint64_t)l * 4096 + (p >> 13 & 4095)); memcpy(&x[l], &u, 4); }
+        _mm256_storeu_ps(y, expf8(_mm256_loadu_ps(x)));
+        for (int l = 0; l < 8; l++) { const float w = expf(x[l]); ok &= !memcmp(&w, &y[l], 4); }
+    }
+    static const uint32_t sp[16] = { 0, 0x80000000u, 0x7f800000u, 0xff800000u, 0x7fc00000u, 0xffc00000u, 0x7f800001u,
+                                     0xffa00001u, 0x42b17217u, 0x42b17218u, 0xc2cff1b4u, 0xc2cff1b5u, 0x3f800000u,
+                                     0x00000001u, 0x80000001u, 0xc2aeac50u };
+    for (int b = 0; b < 16 && ok; b += 8) {
+        memcpy(x, sp + b, sizeof x);
+        _mm256_storeu_ps(y, expf8(_mm256_loadu_ps(x)));
+        for (int l = 0; l < 8; l++) { const float w = expf(x[l]); ok &= !memcmp(&w, &y[l], 4); }
+    }
+    /* tests/test_attn_fa.py runs the kernels once with libm's expf per lane */
+    if (getenv("PYRT_TEST_LIBM_EXPF")) ok = 0;
+    expf8_ok = ok;
+    done = 1;
+}
+
+/* expf of 8 lanes: expf8 where it is libm's, else libm per lane */
+static inline __m256 expf8_libm(__m256 x) {
+    if (expf8_ok) return expf8(x);
+    float v[8];
+    _mm256_storeu_ps(v, x);
+    for (int l = 0; l < 8; l++) v[l] = expf(v[l]);
+    return _mm256_loadu_ps(v);
+}
+
+/* ---- quantized-cache attention for up to 8 queries at once ------------------------
+ * Each query gets exactly attn_fa_one_avx2's arithmetic (generic/ops.c's
+ * order); the queries are the 8 lanes of the per-position steps, and each K
+ * and V row is read once for all of them:
+ *   - K.q for 8 queries: the K block is unpacked once, each query's integer
+ *     lane sums are exact (the same int32 lanes as the table's vec_dot),
+ *     scaled and accumulated per block by the same FMA, and the 8
+ *     horizontal sums are done together in hsum_ps's pairing: the K dot of
+ *     the x86 tables (x86/quants_avx2.c dot_q8_0 / dot_q4_0) bit for bit;
+ *   - the online max, the one expf per position (expf8_libm), the running
+ *     sum S = fma(S, ms, vs) run in lanes, each lane its query's scalar step;
+ *   - the V row is converted to f32 once (exact) and added to each query's
+ *     accumulator in that query's order (rescale by ms first on a new max).
+ * Lanes of positions a query does not see keep their state unchanged. */
+#define FA_Q 8
+
+static inline __m256i fa_k_q8(const block_q8_0 *x, const block_q8_0 *y) {
+    const __m256i w = _mm256_loadu_si256((const __m256i *)x->qs), a = _mm256_loadu_si256((const __m256i *)y->qs);
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(a, w)), _mm256_set1_epi16(1));
+}
+
+/* K_j.q_l for the queries l < nl (qq[l]: q in Q8_0 blocks) as lanes (0 in lanes >= nl) */
+static inline __attribute__((always_inline)) __m256 fa_scores8(const uint8_t *kj, int32_t tk, const block_q8_0 *const *qq,
+                                                               int32_t nb, const int nl) {
+    __m256 acc[FA_Q];
+    for (int l = 0; l < FA_Q; l++) acc[l] = _mm256_setzero_ps();
+    if (tk == PYRT_TYPE_Q8_0) {
+        const block_q8_0 *x = (const block_q8_0 *)kj;
+        for (int32_t b = 0; b < nb; b++) {
+            const __m256i w = _mm256_loadu_si256((const __m256i *)x[b].qs);
+            const __m256i aw = _mm256_sign_epi8(w, w);
+            const float dk = pyrt_fp16_to_fp32(x[b].d);
+            for (int l = 0; l < nl; l++) {
+                const __m256i a = _mm256_loadu_si256((const __m256i *)qq[l][b].qs);
+                const __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(aw, _mm256_sign_epi8(a, w)), _mm256_set1_epi16(1));
+                acc[l] = _mm256_fmadd_ps(_mm256_set1_ps(dk * pyrt_fp16_to_fp32(qq[l][b].d)), _mm256_cvtepi32_ps(p), acc[l]);
+            }
+        }
+    } else {                                                  /* Q4_0: (nibble - 8) . a */
+        const block_q4_0 *x = (const block_q4_0 *)kj;
+        const __m256i off = _mm256_set1_epi8(8);
+        for (int32_t b = 0; b < nb; b++) {
+            const __m256i u = unpack_nibbles(x[b].qs);
+            const float dk = pyrt_fp16_to_fp32(x[b].d);
+            for (int l = 0; l < nl; l++) {
+                const __m256i a = _mm256_loadu_si256((const __m256i *)qq[l][b].qs);
+                const __m256i p16 = _mm256_sub_epi16(_mm256_maddubs_epi16(u, a), _mm256_maddubs_epi16(off, a));
+                const __m256i p = _mm256_madd_epi16(p16, _mm256_set1_epi16(1));
+                acc[l] = _mm256_fmadd_ps(_mm256_set1_ps(dk * pyrt_fp16_to_fp32(qq[l][b].d)), _mm256_cvtepi32_ps(p), acc[l]);
+            }
+        }
+    }
+    if (nl == 1) return _mm256_set_ps(0, 0, 0, 0, 0, 0, 0, hsum_ps(acc[0]));
+    return hsum_ps_x8(acc[0], acc[1], acc[2], acc[3], acc[4], acc[5], acc[6], acc[7]);
+}
+
+/* one V row of type tv as f32 (exactly the dequantized values) */
+static inline void fa_v_f32(float *y, const uint8_t *v, int32_t tv, int32_t hd) {
+    if (tv == PYRT_TYPE_Q8_0) {
+        const block_q8_0 *b = (const block_q8_0 *)v;
+        for (int32_t i = 0; i < hd / QK8_0; i++) {
+            const __m256 dd = _mm256_set1_ps(pyrt_fp16_to_fp32(b[i].d));
+            for (int32_t c = 0; c < QK8_0; c += 8) {
+                const __m256i q = _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(b[i].qs + c)));
+                _mm256_storeu_ps(y + i * QK8_0 + c, _mm256_mul_ps(_mm256_cvtepi32_ps(q), dd));
+            }
+        }
+    } else {
+        const block_q4_0 *b = (const block_q4_0 *)v;
+        const __m128i m4 = _mm_set1_epi8(0x0F), off = _mm_set1_epi8(8);
+        for (int32_t i = 0; i < hd / QK4_0; i++) {
+            const __m256 dd = _mm256_set1_ps(pyrt_fp16_to_fp32(b[i].d));
+            const __m128i raw = _mm_loadu_si128((const __m128i *)b[i].qs);
+            const __m128i lo = _mm_sub_epi8(_mm_and_si128(raw, m4), off);
+            const __m128i hi = _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(raw, 4), m4), off);
+            const __m128i parts[4] = { lo, _mm_srli_si128(lo, 8), hi, _mm_srli_si128(hi, 8) };
+            for (int c = 0; c < 4; c++)
+                _mm256_storeu_ps(y + i * QK4_0 + 8 * c, _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(parts[c])), dd));
+        }
+    }
+}
+
+/* lane l's accumulator y[0..hd) over the tile's positions jj < n: on a new
+ * maximum y *= ms first, then y = fma(v_j, vs, y), skipping positions the
+ * query does not see; 32 dims in registers at a time */
+static inline void fa_pv_lane(float *y, const float *vt, const float *msv, const float *vsv, const uint8_t *valid,
+                              const uint8_t *newmax, int32_t n, int32_t hd, int l, int fast) {
+    for (int32_t d0 = 0; d0 < hd; d0 += 32) {
+        __m256 a0 = _mm256_loadu_ps(y + d0), a1 = _mm256_loadu_ps(y + d0 + 8);
+        __m256 a2 = _mm256_loadu_ps(y + d0 + 16), a3 = _mm256_loadu_ps(y + d0 + 24);
+        if (fast)                                   /* every position seen, no new maximum */
+            for (int32_t jj = 0; jj < n; jj++) {
+                const float *v = vt + (int64_t)jj * hd + d0;
+                const __m256 vs = _mm256_broadcast_ss(vsv + jj * FA_Q + l);
+                a0 = _mm256_fmadd_ps(_mm256_loadu_ps(v), vs, a0);
+                a1 = _mm256_fmadd_ps(_mm256_loadu_ps(v + 8), vs, a1);
+                a2 = _mm256_fmadd_ps(_mm256_loadu_ps(v + 16), vs, a2);
+                a3 = _mm256_fmadd_ps(_mm256_loadu_ps(v + 24), vs, a3);
+            }
+        else
+            for (int32_t jj = 0; jj < n; jj++) {
+                if (!(valid[jj] >> l & 1)) continue;
+                if (newmax[jj] >> l & 1) {
+                    const __m256 ms = _mm256_broadcast_ss(msv + jj * FA_Q + l);
+                    a0 = _mm256_mul_ps(a0, ms); a1 = _mm256_mul_ps(a1, ms);
+                    a2 = _mm256_mul_ps(a2, ms); a3 = _mm256_mul_ps(a3, ms);
+                }
+                const float *v = vt + (int64_t)jj * hd + d0;
+                const __m256 vs = _mm256_broadcast_ss(vsv + jj * FA_Q + l);
+                a0 = _mm256_fmadd_ps(_mm256_loadu_ps(v), vs, a0);
+                a1 = _mm256_fmadd_ps(_mm256_loadu_ps(v + 8), vs, a1);
+                a2 = _mm256_fmadd_ps(_mm256_loadu_ps(v + 16), vs, a2);
+                a3 = _mm256_fmadd_ps(_mm256_loadu_ps(v + 24), vs, a3);
+            }
+        _mm256_storeu_ps(y + d0, a0); _mm256_storeu_ps(y + d0 + 8, a1);
+        _mm256_storeu_ps(y + d0 + 16, a2); _mm256_storeu_ps(y + d0 + 24, a3);
+    }
+}
+
+/* fa_pv_lane's fast case for lanes l and l + 1 together (one V load for both) */
+static inline void fa_pv_pair(float *y, float *z, const float *vt, const float *vsv, int32_t n, int32_t hd, int l) {
+    for (int32_t d0 = 0; d0 < hd; d0 += 32) {
+        __m256 a0 = _mm256_loadu_ps(y + d0), a1 = _mm256_loadu_ps(y + d0 + 8);
+        __m256 a2 = _mm256_loadu_ps(y + d0 + 16), a3 = _mm256_loadu_ps(y + d0 + 24);
+        __m256 b0 = _mm256_loadu_ps(z + d0), b1 = _mm256_loadu_ps(z + d0 + 8);
+        __m256 b2 = _mm256_loadu_ps(z + d0 + 16), b3 = _mm256_loadu_ps(z + d0 + 24);
+        for (int32_t jj = 0; jj < n; jj++) {
+            const float *v = vt + (int64_t)jj * hd + d0;
+            __m256 v0 = _mm256_loadu_ps(v), v1 = _mm256_loadu_ps(v + 8), v2 = _mm256_loadu_ps(v + 16), v3 = _mm256_loadu_ps(v + 24);
+            __asm__("" : "+x"(v0), "+x"(v1), "+x"(v2), "+x"(v3));    /* one load per value for both */
+            const __m256 x = _mm256_broadcast_ss(vsv + jj * FA_Q + l), w = _mm256_broadcast_ss(vsv + jj * FA_Q + l + 1);
+            a0 = _mm256_fmadd_ps(v0, x, a0); b0 = _mm256_fmadd_ps(v0, w, b0);
+            a1 = _mm256_fmadd_ps(v1, x, a1); b1 = _mm256_fmadd_ps(v1, w, b1);
+            a2 = _mm256_fmadd_ps(v2, x, a2); b2 = _mm256_fmadd_ps(v2, w, b2);
+            a3 = _mm256_fmadd_ps(v3, x, a3); b3 = _mm256_fmadd_ps(v3, w, b3);
+        }
+        _mm256_storeu_ps(y + d0, a0); _mm256_storeu_ps(y + d0 + 8, a1);
+        _mm256_storeu_ps(y + d0 + 16, a2); _mm256_storeu_ps(y + d0 + 24, a3);
+        _mm256_storeu_ps(z + d0, b0); _mm256_storeu_ps(z + d0 + 8, b1);
+        _mm256_storeu_ps(z + d0 + 16, b2); _mm256_storeu_ps(z + d0 + 24, b3);
+    }
+}
+
+/* queries i0 .. i0+qn-1 of the group (i = t*n_head + g), qn <= FA_Q;
+ * K and V quantized (Q8_0 / Q4_0), head_dim % 32 == 0. Positions go in
+ * tiles: first the scores, softmax steps and f32 V rows of the tile for all
+ * lanes, then each query's accumulator over the tile. */
+static inline __attribute__((always_inline)) void attn_fa_group(const pyrt_attn_args *a, int32_t i0, const int qn) {
+    const int32_t hd = a->head_dim, nh = a->n_head > 1 ? a->n_head : 1, nb = hd / 32;
+    const int32_t tk = a->type_k, tv = a->type_v;
+    /* scratch (kernels.h: max(32*hd, n_q*(hd+264)) floats) */
+    const int64_t nq = (int64_t)(a->n_tok > 1 ? a->n_tok : 1) * nh;
+    const int64_t avail = 32 * (int64_t)hd > nq * (hd + 264) ? 32 * (int64_t)hd : nq * (hd + 264);
+    float *vkq = a->acc;                                          /* [qn][hd]    */
+    block_q8_0 *qbuf = (block_q8_0 *)(vkq + (int64_t)qn * hd);    /* [qn][nb]    */
+    float *msv = vkq + (int64_t)qn * hd + (qn * nb * (int64_t)sizeof(block_q8_0) + 3) / 4;
+    const int64_t room = avail - (msv - vkq);
+    int32_t PT = (int32_t)((room - 8) / (hd + 2 * FA_Q + 1));      /* per position: V row, ms, vs, masks */
+    if (PT > 32) PT = 32;
+    float *vsv = msv + PT * FA_Q;                                 /* [PT][FA_Q]  */
+    float *vt = vsv + PT * FA_Q;                                  /* [PT][hd]    */
+    uint8_t *valid = (uint8_t *)(vt + (int64_t)PT * hd), *newmx = valid + PT;
+    const block_q8_0 *qq[FA_Q];
+    float *out[FA_Q];
+    int32_t fst[FA_Q], lst[FA_Q], lo = INT32_MAX, hi = -1;
+    for (int l = 0; l < FA_Q; l++) {
+        if (l < qn) {
+            const int32_t i = i0 + l;
+            const pyrt_attn_args o = pyrt_attn_query(a, i / nh, i % nh);
+            a->q_to_dot(o.q, qbuf + (int64_t)l * nb, hd);
+            qq[l] = qbuf + (int64_t)l * nb;
+            out[l] = o.out;
+            fst[l] = o.first;
+            lst[l] = o.last;
+            if (o.first < lo) lo = o.first;
+            if (o.last > hi) hi = o.last;
+        } else {                                                  /* an empty lane */
+            qq[l] = qbuf;
+            out[l] = NULL;
+            fst[l] = INT32_MAX;
+            lst[l] = -1;
+        }
+    }
+    memset(vkq, 0, sizeof(float) * (size_t)qn * hd);
+    const __m256i vfst = _mm256_loadu_si256((const __m256i *)fst), vlst = _mm256_loadu_si256((const __m256i *)lst);
+    const float scale = a->softcap != 0.0f ? a->scale / a->softcap : a->scale;
+    const __m256 vscale = _mm256_set1_ps(scale), one = _mm256_set1_ps(1.0f);
+    __m256 M = _mm256_set1_ps(-INFINITY), S = _mm256_setzero_ps();
+    const int lpp = qn > 4 ? 8 : qn > 2 ? 4 : qn > 1 ? 2 : 1;    /* lanes of a position in the expf calls */
+    for (int32_t j0 = lo; j0 <= hi; j0 += PT) {
+        const int32_t n = hi + 1 - j0 < PT ? hi + 1 - j0 : PT;
+        int all = 0xFF, anynew = 0;
+        __m256 vldv[32], nmv[32];
+        float arg[32 * FA_Q + 8];
+        for (int32_t jj = 0; jj < n; jj++) {
+            const int32_t j = j0 + jj;
+            const uint8_t *kj = (const uint8_t *)a->kq + (int64_t)j * a->k_bytes;
+            const uint8_t *vj = (const uint8_t *)a->vq + (int64_t)j * a->v_bytes;
+            _mm_prefetch((const char *)(kj + PF_AHEAD * a->k_bytes), _MM_HINT_T0);
+            _mm_prefetch((const char *)(vj + PF_AHEAD * a->v_bytes), _MM_HINT_T0);
+            __m256 s = _mm256_mul_ps(fa_scores8(kj, tk, qq, nb, qn), vscale);
+            if (a->softcap != 0.0f) {
+                float sv[FA_Q];
+                _mm256_storeu_ps(sv, s);
+                for (int l = 0; l < FA_Q; l++) sv[l] = a->softcap * tanhf(sv[l]);
+                s = _mm256_loadu_ps(sv);
+            }
+            const __m256i vj8 = _mm256_set1_epi32(j);
+            const __m256 vld = _mm256_castsi256_ps(_mm256_andnot_si256(
+                _mm256_or_si256(_mm256_cmpgt_epi32(vfst, vj8), _mm256_cmpgt_epi32(vj8, vlst)), _mm256_set1_epi32(-1)));
+            const __m256 nm = _mm256_and_ps(vld, _mm256_cmp_ps(s, M, _CMP_GT_OQ));
+            /* new maximum: ms = expf(Mold - s), vs = 1; else ms = 1, vs = expf(s - M):
+             * the argument now, the expf below for the whole tile */
+            _mm256_storeu_ps(arg + jj * lpp, _mm256_blendv_ps(_mm256_sub_ps(s, M), _mm256_sub_ps(M, s), nm));
+            M = _mm256_blendv_ps(M, s, nm);
+            vldv[jj] = vld;
+            nmv[jj] = nm;
+            valid[jj] = (uint8_t)_mm256_movemask_ps(vld);
+            newmx[jj] = (uint8_t)_mm256_movemask_ps(nm);
+            all &= valid[jj];
+            anynew |= newmx[jj];
+            if (valid[jj]) fa_v_f32(vt + (int64_t)jj * hd, vj, tv, hd);
+        }
+        /* expf of the tile's arguments, packed lpp lanes a position (each
+         * store above overwrote the previous one's unused lanes), 8 at a
+         * time; then ms, vs and the running sums in position order */
+        for (int32_t c = 0; c < n * lpp; c += 8) _mm256_storeu_ps(arg + c, expf8_libm(_mm256_loadu_ps(arg + c)));
+        for (int32_t jj = 0; jj < n; jj++) {
+            const __m256 e = _mm256_loadu_ps(arg + jj * lpp), nm = nmv[jj];   /* lanes >= lpp: unused */
+            const __m256 ms = _mm256_blendv_ps(one, e, nm), vs = _mm256_blendv_ps(e, one, nm);
+            S = _mm256_blendv_ps(S, _mm256_fmadd_ps(S, ms, vs), vldv[jj]);
+            _mm256_storeu_ps(msv + jj * FA_Q, ms);
+            _mm256_storeu_ps(vsv + jj * FA_Q, vs);
+        }
+        const int fast = all & ~anynew;          /* lanes that see every position, no new maximum */
+        for (int l = 0; l < qn; l++) {
+            if (l + 1 < qn && (fast >> l & 3) == 3) {
+                fa_pv_pair(vkq + (int64_t)l * hd, vkq + (int64_t)(l + 1) * hd, vt, vsv, n, hd, l);
+                l++;
+            } else
+                fa_pv_lane(vkq + (int64_t)l * hd, vt, msv, vsv, valid, newmx, n, hd, l, fast >> l & 1);
+        }
+    }
+    float Sv[FA_Q];
+    _mm256_storeu_ps(Sv, S);
+    for (int l = 0; l < qn; l++) {
+        const __m256 inv = _mm256_set1_ps(Sv[l] == 0.0f ? 0.0f : 1.0f / Sv[l]);
+        const float *y = vkq + (int64_t)l * hd;
+        for (int32_t d = 0; d < hd; d += 8) _mm256_storeu_ps(out[l] + d, _mm256_mul_ps(_mm256_loadu_ps(y + d), inv));
+    }
+}
+
+static __attribute__((noinline)) void attn_fa_group_avx2(const pyrt_attn_args *a, int32_t i0, int32_t qn) {
+    switch (qn) {
+    case 1: attn_fa_group(a, i0, 1); break;
+    case 2: attn_fa_group(a, i0, 2); break;
+    case 3: attn_fa_group(a, i0, 3); break;
+    case 4: attn_fa_group(a, i0, 4); break;
+    case 5: attn_fa_group(a, i0, 5); break;
+    case 6: attn_fa_group(a, i0, 6); break;
+    case 7: attn_fa_group(a, i0, 7); break;
+    default: attn_fa_group(a, i0, 8); break;
+    }
+}
+
 static void attn_head_fa_avx2(const pyrt_attn_args *a) {
-    const int32_t nt = a->n_tok > 1 ? a->n_tok : 1, nh = a->n_head > 1 ? a->n_head : 1;
+    const int32_t nt = a->n_tok > 1 ? a->n_tok : 1, nh = a->n_head > 1 ? a->n_head : 1, nq = nt * nh;
+    const int quant = (a->type_k == PYRT_TYPE_Q8_0 || a->type_k == PYRT_TYPE_Q4_0) &&
+                      (a->type_v == PYRT_TYPE_Q8_0 || a->type_v == PYRT_TYPE_Q4_0) && a->head_dim % 32 == 0;
+    if (quant && nq > 1) {       /* one query alone: attn_fa_one_avx2 is faster */
+        /* chunks of at most FA_Q queries, as equal as possible */
+        const int32_t nc = (nq + FA_Q - 1) / FA_Q;
+        for (int32_t c = 0, i0 = 0; c < nc; c++) {
+            const int32_t qn = (nq - i0) / (nc - c);
+            attn_fa_group_avx2(a, i0, qn);
+            i0 += qn;
+        }
+        return;
+    }
     for (int32_t t = 0; t < nt; t++)
         for (int32_t g = 0; g < nh; g++) {
             const pyrt_attn_args o = pyrt_attn_query(a, t, g);
@@ -628,5 +1034,6 @@ void pyrt_fill_ops_avx2(pyrt_kernels *k) {
     k->swiglu = swiglu_avx2;
     k->attn_head = attn_head_avx2;
     k->attn_head_fa = attn_head_fa_avx2;
+    expf8_init();
 }
 #endif
