@@ -231,7 +231,10 @@ static inline __attribute__((always_inline)) void k6_group(const k_panel *pk, in
 #define KF_STORE(p, nr, v) _mm512_mask_storeu_ps(p, (__mmask16)((1u << (nr)) - 1), v)
 #include "kquants_gemm_lanes.inc"
 
+void pyrt_fill_kquants_gemv_avx512(pyrt_kernels *k);   /* x86/kquants_avx512.c */
+
 void pyrt_fill_kquants_gemm_avx512(pyrt_kernels *k) {
+    pyrt_fill_kquants_gemv_avx512(k);
     k->type[PYRT_TYPE_Q4_K].gemm_tiled = gemm_tiled_q4_K;
     k->type[PYRT_TYPE_Q6_K].gemm_tiled = gemm_tiled_q6_K;
     k->type[PYRT_TYPE_Q4_K].gemm_r8x4 = gemm_r8x4_q4_K;
