@@ -283,7 +283,7 @@ static void tile_q6_K(int64_t n, const void *w, int64_t w_row, const void *a, in
 #define KL 8         /* rows per panel: one per lane */
 #define K_SB 8       /* super-blocks per column chunk (the float chains carry across chunks) */
 #define K_TG 4       /* tokens per group */
-#define K_TP 64      /* tokens per token panel */
+#define K_TP 128     /* tokens per token panel (core/matmul.c MM_GEMM_TOKS_K) */
 
 typedef struct {
     __m256i w[64];   /* dword k: codes 4k..4k+3 of each row */

@@ -43,7 +43,7 @@ static inline __m512i codes_q4_K(const block_q4_K *x, int p) {
 #define KL 16        /* rows per panel: one per lane */
 #define K_SB 8       /* super-blocks per column chunk (the float order runs on across chunks) */
 #define K_TG 4       /* tokens per group */
-#define K_TP 64      /* tokens per token panel */
+#define K_TP 128     /* tokens per token panel (core/matmul.c MM_GEMM_TOKS_K) */
 
 typedef struct {
     __m512i w[64];   /* dword k: codes 4k..4k+3 of each row */
