@@ -31,7 +31,7 @@
 #include "simd_avx2.h"
 
 #ifndef KQ_PF_DIST
-#define KQ_PF_DIST 2048
+#define KQ_PF_DIST 4096   /* DRAM-bound 65536x4096 Q4_K, 1 thread: 22 GB/s at 2048, 25 at 4096 */
 #endif
 static inline __attribute__((always_inline)) void kq_prefetch(const void *p) {
     __asm__ volatile("prefetcht0 %0" : : "m"(*(const char *)p));
