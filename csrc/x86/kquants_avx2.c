@@ -433,8 +433,8 @@ static void rep8_q4_K(int64_t n, float *s, const void *w, const void *a) {
  * under the Q4_0/Q8_0 GEMVs' bytes/s on a Zen 5 host (Q6_K 10.8 vs Q4_0 37.8
  * GB/s, one thread). Past a row's end the address falls into the next row of
  * the same stream (g + 1 + i * rs), the one read next. Spelled as inline asm
- * so the compiler keeps it (the intrinsic form was dropped from these loops
- * by one GCC build); a prefetch never faults, even past the matrix.
+ * (volatile), so the compiler can neither drop nor move it; a prefetch never
+ * faults, even past the matrix.
  * -DKQ_PF_DIST= overrides the distance for experiments. */
 #ifndef KQ_PF_DIST
 #define KQ_PF_DIST 2048
