@@ -296,6 +296,8 @@ def test_matmul_bit_identical_to_llamacpp(variant, case):
 @pytest.mark.parametrize("rows,cols,n_tok", [(8, 256, 4), (8, 256, 7), (16, 512, 8), (13, 256, 9),
                                              (24, 768, 5), (40, 1536, 33), (7, 512, 70), (32, 256, 64),
                                              (64, 512, 130), (3, 256, 12),
+                                             # past the 128-token panels and calls (MM_GEMM_TOKS_K)
+                                             (24, 768, 200), (17, 512, 257),
                                              # past 8 super-blocks: the float chains carried across column chunks
                                              (24, 2560, 9), (13, 4352, 10)])
 def test_avx512_batched_kernels_match_avx2(t, rows, cols, n_tok):
@@ -323,6 +325,8 @@ _TILE_SHAPES = [(t, rows, cols, n_tok)
                 for cols in [(256, 512, 768, 1024, 1280, 1536)[(i + j) % 6]]]
 # past 8 super-blocks: the row-per-lane GEMMs carry their float chains across column chunks
 _TILE_SHAPES += [(t, rows, cols, n_tok) for t in K_TYPES for rows, cols, n_tok in [(24, 2560, 9), (13, 4352, 10)]]
+# past the 128-token panels and calls (core/matmul.c MM_GEMM_TOKS_K)
+_TILE_SHAPES += [(t, rows, cols, n_tok) for t in K_TYPES for rows, cols, n_tok in [(16, 512, 140), (9, 256, 260)]]
 
 
 def _tile_shape_results() -> list[np.ndarray]:

@@ -3,7 +3,8 @@ repacked orders, Q5_K, Q6_K; 8 rows n_rows/8 apart per pass) against the row ker
 PYRT_NO_KQ_GEMM=1 makes the matmul use for every token: bit for bit, on every x86 table, for 1, 2 and
 3 threads (row ranges that are not multiples of 8), 1 to 5 tokens (a batch of 5: four through the
 repacked GEMM, one through the GEMV), row counts with and without a remainder of 8, and rows of one
-to many super-blocks. Runtime: a few seconds."""
+to many super-blocks. The avx512 table has its own Q4_K / Q6_K GEMVs (x86/kquants_avx512.c), 16 / 8 rows a
+pass: the row counts include remainders of 16 and odd counts. Runtime: a few seconds."""
 from __future__ import annotations
 
 import os
@@ -20,7 +21,11 @@ from test_kquants import c_matmul, random_acts, random_kblocks
 _SHAPES = [(t, rows, cols, n_tok)
            for t in (T.Q4_K, T.Q5_K, T.Q6_K)
            for rows, cols, n_tok in [(64, 256, 1), (72, 512, 1), (100, 768, 1), (203, 1280, 1), (96, 4096, 1),
-                                     (48, 2560, 2), (56, 1024, 3), (40, 512, 5), (17, 256, 1), (8, 256, 1)]]
+                                     (48, 2560, 2), (56, 1024, 3), (40, 512, 5), (17, 256, 1), (8, 256, 1),
+                                     # the avx512 table's GEMVs (x86/kquants_avx512.c: Q4_K 16 rows a
+                                     # pass, Q6_K 8): rows past the last full group, odd and even
+                                     (264, 512, 1), (136, 256, 4), (31, 768, 2), (520, 256, 3), (24, 1024, 1),
+                                     (16, 512, 2), (33, 256, 1)]]
 
 
 def _results() -> list[np.ndarray]:

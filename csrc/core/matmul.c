@@ -13,6 +13,10 @@
  * larger calls amortize that: +4 % on Q5_0/Q8_0 over 32-row calls) */
 #define MM_GEMM_ROWS 128
 #define MM_GEMM_TOKS 64
+/* Q4_K/Q5_K/Q6_K GEMMs unpack each row panel once per call (x86's
+ * kquants_gemm_lanes.inc, whose token panels are as large): 128 tokens a
+ * call halve that work against 64 (pp256 of a Q4_K_M model +5 %) */
+#define MM_GEMM_TOKS_K 128
 /* Up to this many tokens a tiled kernel gets the thread's whole row range in
  * one call, as a single token does: the x86 kernels then run their GEMV tiles
  * (rows far apart, GEMV_STREAMS in kernels.h) with up to 4 tokens per pass,
@@ -96,8 +100,10 @@ void mm_group(const pyrt_kernels *k, pyrt_pool *pool, int ith, int nth,
             const int64_t step = n_g <= MM_FEW_TOK ? r1 - r0 : MM_GEMM_ROWS;
             for (int64_t rt = r0; rt < r1; rt += step) {
                 const int64_t nr = rt + step < r1 ? step : r1 - rt;
-                for (int64_t t0 = 0; t0 < n_g; t0 += MM_GEMM_TOKS) {
-                    const int64_t nt = t0 + MM_GEMM_TOKS < n_g ? MM_GEMM_TOKS : n_g - t0;
+                const int64_t gt = ty == PYRT_TYPE_Q4_K || ty == PYRT_TYPE_Q5_K || ty == PYRT_TYPE_Q6_K
+                                       ? MM_GEMM_TOKS_K : MM_GEMM_TOKS;
+                for (int64_t t0 = 0; t0 < n_g; t0 += gt) {
+                    const int64_t nt = t0 + gt < n_g ? gt : n_g - t0;
                     g(cols, wd + rt * w->row_bytes, w->row_bytes, nr, (const char *)q + t0 * rb, rb, nt,
                       tasks[i].y + t0 * tasks[i].ldy + rt, tasks[i].ldy);
                 }

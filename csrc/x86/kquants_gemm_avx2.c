@@ -283,7 +283,7 @@ static void tile_q6_K(int64_t n, const void *w, int64_t w_row, const void *a, in
 #define KL 8         /* rows per panel: one per lane */
 #define K_SB 8       /* super-blocks per column chunk (the float chains carry across chunks) */
 #define K_TG 4       /* tokens per group */
-#define K_TP 64      /* tokens per token panel */
+#define K_TP 128     /* tokens per token panel (core/matmul.c MM_GEMM_TOKS_K) */
 
 typedef struct {
     __m256i w[64];   /* dword k: codes 4k..4k+3 of each row */
@@ -458,6 +458,19 @@ static inline __attribute__((always_inline)) void k6_group(const k_panel *pk, in
  * codes. The last n_rows % 8 rows run as one more group with the last row
  * repeated (results not stored). */
 #if defined(PYRT_KQ_VNNI)
+/* prefetch a fixed distance ahead on each row stream (x86/kquants_avx2.c's) */
+#ifndef KQ_PF_DIST
+#define KQ_PF_DIST 2048
+#endif
+static inline __attribute__((always_inline)) void kq_prefetch(const void *p) {
+    __asm__ volatile("prefetcht0 %0" : : "m"(*(const char *)p));
+}
+#define KQ_PREFETCH_BLOCK(p, BYTES)                                                                 \
+    do {                                                                                          \
+        const char *pf_ = (const char *)(p) + KQ_PF_DIST;                                          \
+        for (int l_ = 0; l_ < (int)(BYTES); l_ += 64) kq_prefetch(pf_ + l_);                       \
+    } while (0)
+
 /* NT tokens over one group of 8 rows (xr), results of rows i < n_out to
  * yo[t * ldy + row[i]]: each row's block unpacked (codes, scales, mins) once
  * for all NT tokens, then per token the exact S1/S2 and the rep8 chains */
@@ -478,6 +491,7 @@ static inline __attribute__((always_inline)) void gemv_r8_q4_K_group(int64_t nsb
         uint32_t dd[NL];
         for (int i = 0; i < NL; i++) {
             const block_q4_K *x = &xr[i][b];
+            KQ_PREFETCH_BLOCK(x, sizeof(block_q4_K));
             const __m128i sm = scales_mins_k4v(x->scales);
             const __m256i sc = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(sm));
             for (int j = 0; j < NT; j++) s1[j][i] = _mm256_setzero_si256();

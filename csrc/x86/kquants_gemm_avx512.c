@@ -43,7 +43,7 @@ static inline __m512i codes_q4_K(const block_q4_K *x, int p) {
 #define KL 16        /* rows per panel: one per lane */
 #define K_SB 8       /* super-blocks per column chunk (the float order runs on across chunks) */
 #define K_TG 4       /* tokens per group */
-#define K_TP 64      /* tokens per token panel */
+#define K_TP 128     /* tokens per token panel (core/matmul.c MM_GEMM_TOKS_K) */
 
 typedef struct {
     __m512i w[64];   /* dword k: codes 4k..4k+3 of each row */
@@ -78,31 +78,66 @@ static inline void transpose16(__m512i v[16]) {
     }
 }
 
-/* super-blocks b0 .. b0+nsb-1 of rows r0 .. r0+nr-1 (missing rows repeat the last) */
+/* super-blocks b0 .. b0+nsb-1 of rows r0 .. r0+nr-1 (missing rows repeat the last).
+ * The 16 rows' block headers (d, dmin, the 12 packed scale bytes) are
+ * transposed into one dword per row (4 rows per vpermd, then a 4 x 4 swap of
+ * 128-bit lanes) and their scales and mins unpacked for all rows at once
+ * (scales_mins_k4's steps on vectors); the codes are transposed as raw bytes,
+ * 128 codes per transpose16, and split into nibbles afterwards. */
 static void pack_q4_K(k_panel *pk, const void *w, int64_t w_row, int64_t r0, int nr, int64_t b0, int nsb) {
+    const __m512i by4 = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+    const __m512i m4 = _mm512_set1_epi8(0x0F), ff = _mm512_set1_epi32(0xFF);
+    const __m512i m1 = _mm512_set1_epi32(0x3f3f3f3f), m2 = _mm512_set1_epi32(0x0f0f0f0f),
+                  m3 = _mm512_set1_epi32(0x03030303);
+    /* vpshufb: dword d <- bytes (b, b + 1) of dword d as two words (the (min, min) pairs) */
+    const __m512i pair0 = _mm512_set1_epi32((int)0x80018000), pair1 = _mm512_set1_epi32((int)0x80038002);
+    const __m512i lane_off = _mm512_set4_epi32(0x0C0C0C0C, 0x08080808, 0x04040404, 0);
+    const __m512i sel0 = _mm512_or_si512(pair0, lane_off), sel1 = _mm512_or_si512(pair1, lane_off);
     for (int s = 0; s < nsb; s++) {
         const block_q4_K *x[KL];
-        _Alignas(64) int32_t sc[8][KL], mn[4][KL];
-        _Alignas(64) float d[KL], dm[KL];
-        for (int r = 0; r < KL; r++) {
+        for (int r = 0; r < KL; r++)
             x[r] = (const block_q4_K *)((const char *)w + (r0 + (r < nr ? r : nr - 1)) * w_row) + b0 + s;
-            uint8_t u[16];
-            _mm_storeu_si128((__m128i *)u, scales_mins_k4(x[r]->scales));
-            for (int j = 0; j < 8; j++) sc[j][r] = u[j];
-            for (int p = 0; p < 4; p++) mn[p][r] = u[8 + 2 * p] | (u[9 + 2 * p] << 16);
-            d[r] = _cvtsh_ss(x[r]->d);
-            dm[r] = _cvtsh_ss(x[r]->dmin);
+        __m512i P[4];
+        for (int a = 0; a < 4; a++) {
+            __m512i z = _mm512_castsi128_si512(_mm_loadu_si128((const __m128i *)x[4 * a]));
+            z = _mm512_inserti32x4(z, _mm_loadu_si128((const __m128i *)x[4 * a + 1]), 1);
+            z = _mm512_inserti32x4(z, _mm_loadu_si128((const __m128i *)x[4 * a + 2]), 2);
+            z = _mm512_inserti32x4(z, _mm_loadu_si128((const __m128i *)x[4 * a + 3]), 3);
+            P[a] = _mm512_permutexvar_epi32(by4, z);   /* 128-bit lane k: header dword k of rows 4a..4a+3 */
         }
-        for (int p = 0; p < 4; p++) {
+        const __m512i t0 = _mm512_shuffle_i32x4(P[0], P[1], _MM_SHUFFLE(1, 0, 1, 0));
+        const __m512i t1 = _mm512_shuffle_i32x4(P[0], P[1], _MM_SHUFFLE(3, 2, 3, 2));
+        const __m512i t2 = _mm512_shuffle_i32x4(P[2], P[3], _MM_SHUFFLE(1, 0, 1, 0));
+        const __m512i t3 = _mm512_shuffle_i32x4(P[2], P[3], _MM_SHUFFLE(3, 2, 3, 2));
+        /* dword r of h[k]: header dword k of row r */
+        const __m512i h0 = _mm512_shuffle_i32x4(t0, t2, _MM_SHUFFLE(2, 0, 2, 0));
+        const __m512i u0 = _mm512_shuffle_i32x4(t0, t2, _MM_SHUFFLE(3, 1, 3, 1));
+        const __m512i u1 = _mm512_shuffle_i32x4(t1, t3, _MM_SHUFFLE(2, 0, 2, 0));
+        const __m512i u2 = _mm512_shuffle_i32x4(t1, t3, _MM_SHUFFLE(3, 1, 3, 1));
+        /* scales_mins_k4, per row: scales 0..3, 4..7, mins 0..3, 4..7 as bytes of a dword */
+        const __m512i sv[2] = {
+            _mm512_and_si512(u0, m1),
+            _mm512_or_si512(_mm512_and_si512(u2, m2), _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(u0, 6), m3), 4)),
+        };
+        const __m512i mv[2] = {
+            _mm512_and_si512(u1, m1),
+            _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi32(u2, 4), m2),
+                            _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(u1, 6), m3), 4)),
+        };
+        for (int j = 0; j < 8; j++) pk[s].sc[j] = _mm512_and_si512(_mm512_srli_epi32(sv[j / 4], 8 * (j % 4)), ff);
+        for (int p = 0; p < 4; p++) pk[s].mn[p] = _mm512_shuffle_epi8(mv[p / 2], p % 2 ? sel1 : sel0);
+        pk[s].d = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(h0));
+        pk[s].dm = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(h0, 16)));
+        for (int k = 0; k < 2; k++) {
             __m512i v[KL];
-            for (int r = 0; r < KL; r++) v[r] = codes_q4_K(x[r], p);
-            transpose16(v);
-            for (int k = 0; k < 16; k++) pk[s].w[16 * p + k] = v[k];
+            for (int r = 0; r < KL; r++) v[r] = load512(x[r]->qs + 64 * k);
+            transpose16(v);   /* v[c] dword r: bytes 4c..4c+3 of row r's 64 */
+            for (int c = 0; c < 16; c++) {
+                const int p = 2 * k + c / 8;
+                pk[s].w[16 * p + c % 8] = _mm512_and_si512(v[c], m4);
+                pk[s].w[16 * p + 8 + c % 8] = _mm512_and_si512(_mm512_srli_epi16(v[c], 4), m4);
+            }
         }
-        for (int j = 0; j < 8; j++) pk[s].sc[j] = _mm512_load_si512(sc[j]);
-        for (int p = 0; p < 4; p++) pk[s].mn[p] = _mm512_load_si512(mn[p]);
-        pk[s].d = _mm512_load_ps(d);
-        pk[s].dm = _mm512_load_ps(dm);
     }
 }
 
@@ -231,7 +266,10 @@ static inline __attribute__((always_inline)) void k6_group(const k_panel *pk, in
 #define KF_STORE(p, nr, v) _mm512_mask_storeu_ps(p, (__mmask16)((1u << (nr)) - 1), v)
 #include "kquants_gemm_lanes.inc"
 
+void pyrt_fill_kquants_gemv_avx512(pyrt_kernels *k);   /* x86/kquants_avx512.c */
+
 void pyrt_fill_kquants_gemm_avx512(pyrt_kernels *k) {
+    pyrt_fill_kquants_gemv_avx512(k);
     k->type[PYRT_TYPE_Q4_K].gemm_tiled = gemm_tiled_q4_K;
     k->type[PYRT_TYPE_Q6_K].gemm_tiled = gemm_tiled_q6_K;
     k->type[PYRT_TYPE_Q4_K].gemm_r8x4 = gemm_r8x4_q4_K;
