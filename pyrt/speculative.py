@@ -49,11 +49,16 @@ MAX_DRAFT = 16
 
 class PromptLookup:
     """n-gram drafting: find the most recent earlier occurrence of the last ``n`` tokens
-    (``n`` from `max_ngram` down to `min_ngram`) and propose the tokens that followed it."""
+    (``n`` from `max_ngram` down to `min_ngram`) and propose the tokens that followed it.
+
+    Defaults 4 and 2: a match of a single token proposes text that is rejected more often
+    than it pays, a longer match picks the right one of several continuations (replayed on
+    benchmarks/speculative.py's prompts: SmolLM2 and Gemma-3 accept more of fewer drafts;
+    BENCHMARKS.md, issue 20)."""
 
     name = "lookup"
 
-    def __init__(self, max_ngram: int = 3, min_ngram: int = 1):
+    def __init__(self, max_ngram: int = 4, min_ngram: int = 2):
         if not 1 <= min_ngram <= max_ngram <= 16:
             raise ValueError(f"prompt lookup n-gram sizes must satisfy 1 <= min ({min_ngram}) <= "
                              f"max ({max_ngram}) <= 16")
@@ -65,14 +70,14 @@ class PromptLookup:
             return []
         arr = np.asarray(history, dtype=np.int64)
         for n in range(min(self.max_ngram, n_hist - 1), self.min_ngram - 1, -1):
-            tail = arr[n_hist - n:]
-            # candidate starts: positions where the n-gram's first token occurs, latest first
-            starts = np.flatnonzero(arr[:n_hist - n] == tail[0])[::-1]
-            for s in starts:
-                if s + n < n_hist and np.array_equal(arr[s:s + n], tail):
-                    cont = arr[s + n:s + n + k]
-                    if len(cont):
-                        return cont.tolist()
+            # m[s]: the n tokens from s equal the last n (s < n_hist - n: a continuation follows)
+            m = arr[:n_hist - n] == arr[n_hist - n]
+            for i in range(1, n):
+                m &= arr[i:n_hist - n + i] == arr[n_hist - n + i]
+            hits = np.flatnonzero(m)
+            if hits.size:                           # the most recent occurrence
+                s = int(hits[-1])
+                return arr[s + n:s + n + k].tolist()
         return []
 
     def reset(self) -> None:
@@ -87,7 +92,7 @@ class LlamaPromptLookupDecoding(PromptLookup):
     ``Llama(path, draft_model=LlamaPromptLookupDecoding(num_pred_tokens=10))``."""
 
     def __init__(self, max_ngram_size: int = 2, num_pred_tokens: int = 10):
-        super().__init__(max_ngram=max_ngram_size)
+        super().__init__(max_ngram=max_ngram_size, min_ngram=1)     # its search: max_ngram_size .. 1
         if isinstance(num_pred_tokens, bool) or not isinstance(num_pred_tokens, int) or \
                 not 1 <= num_pred_tokens <= 64:
             raise ValueError(f"num_pred_tokens must be an int in [1, 64], got {num_pred_tokens!r}")
@@ -179,16 +184,23 @@ class SpecStats:
 
 @dataclass
 class Speculator:
-    """Draft-length control around a drafter: grows the draft while everything is accepted,
-    shrinks it after rejections, and pauses drafting (for `backoff` tokens, doubling up to 64)
-    when the recent acceptance rate falls below `min_rate`, or when verification does not pay:
-    the measured time of a verify call against (accepted + 1) single-token steps."""
+    """Draft-length control around a drafter: grows the draft (by 2, up to `grow_max`) while
+    everything is accepted, shrinks it after rejections, and pauses drafting (for `backoff`
+    tokens, doubling up to 64) when the recent acceptance rate falls below `min_rate`, or when
+    verification does not pay: the measured time of a verify call against (accepted + 1)
+    single-token steps.
+
+    `grow_max` 3 (a verify call of at most 4 tokens): the per-token batches' kernels read each
+    weight once for up to 4 tokens, and a longer draft risks more rejected work than it saves
+    (an offline replay of benchmarks/speculative.py's prompts against measured batch costs:
+    see BENCHMARKS.md, issue 20). `max_draft` still bounds a draft the caller asks for."""
 
     drafter: object
     max_draft: int = MAX_DRAFT
     min_draft: int = 1
     min_rate: float = 0.25
-    k: int = 4
+    k: int = 3
+    grow_max: int = 3
     stats: SpecStats = field(default_factory=SpecStats)
     _rate: float = 0.5
     _pause: int = 0
@@ -199,6 +211,8 @@ class Speculator:
     def __post_init__(self):
         if not 1 <= self.max_draft <= 64:
             raise ValueError(f"draft length {self.max_draft} must be in [1, 64]")
+        if not 1 <= self.grow_max <= 64:
+            raise ValueError(f"draft growth limit {self.grow_max} must be in [1, 64]")
         self.k = min(self.k, self.max_draft)
 
     def propose(self, history: Sequence[int], room: int) -> list[int]:
@@ -228,7 +242,7 @@ class Speculator:
                 self._gain = 1.0
                 self._rate = min(self._rate, self.min_rate / 2)
         if accepted == drafted:
-            self.k = min(self.k + 2, self.max_draft)
+            self.k = max(self.k, min(self.k + 2, self.grow_max, self.max_draft))
         else:
             self.k = max(self.min_draft, min(self.k, accepted + 1))
         if self._rate < self.min_rate:

@@ -11,7 +11,7 @@ from pyrt._native import lib
 from pyrt.generate import generate_tokens
 from pyrt.model import Context, Model
 from pyrt.sampling import SamplingParams
-from pyrt.speculative import DraftModel, PromptLookup, Speculator
+from pyrt.speculative import DraftModel, LlamaPromptLookupDecoding, PromptLookup, Speculator
 
 CODE = '''def mean(xs):
     total = 0
@@ -42,7 +42,7 @@ PARAMS = {
 # ---- the drafter and the controller (no model) ------------------------------------------------
 
 def test_lookup_proposes_the_continuation_of_the_longest_recent_match():
-    pl = PromptLookup(max_ngram=3)
+    pl = PromptLookup(max_ngram=3, min_ngram=1)
     h = [1, 2, 3, 4, 5, 9, 2, 3, 7, 8, 1, 2, 3]
     # "1 2 3" occurred at 0 (-> 4 5 9); "2 3" more recently at 6 (-> 7 8), but longer wins
     assert pl.propose(h, 3) == [4, 5, 9]
@@ -52,6 +52,27 @@ def test_lookup_proposes_the_continuation_of_the_longest_recent_match():
     assert pl.propose([1, 2, 3], 0) == []
     with pytest.raises(ValueError, match="n-gram"):
         PromptLookup(max_ngram=0)
+    # the defaults (4 down to 2) do not guess from a single recurring token
+    assert PromptLookup().propose([4, 1, 4, 2, 4], 2) == []
+    assert PromptLookup().propose([7, 1, 2, 3, 4, 5, 9, 1, 2, 3, 4], 2) == [5, 9]
+    assert LlamaPromptLookupDecoding(max_ngram_size=1).propose([4, 1, 4, 2, 4], 2) == [2, 4]
+
+
+def test_lookup_equals_a_scan_from_the_latest_start():
+    """The vectorized search proposes what a plain scan (longest n first, latest start
+    first) proposes."""
+    def scan(h, k, mx, mn):
+        for n in range(min(mx, len(h) - 1), mn - 1, -1):
+            for s in range(len(h) - n - 1, -1, -1):
+                if h[s:s + n] == h[len(h) - n:]:
+                    return h[s + n:s + n + k]
+        return []
+    rng = np.random.default_rng(5)
+    for _ in range(500):
+        h = rng.integers(0, int(rng.integers(2, 6)), int(rng.integers(0, 40))).tolist()
+        k = int(rng.integers(1, 5))
+        for mx, mn in ((3, 1), (4, 2), (1, 1)):
+            assert PromptLookup(mx, mn).propose(h, k) == (scan(h, k, mx, mn) if len(h) >= 2 else [])
 
 
 class _Fixed:
@@ -68,10 +89,12 @@ class _Fixed:
 
 
 def test_speculator_adapts_and_backs_off():
-    sp = Speculator(_Fixed([1] * 64), max_draft=16, k=4)
+    sp = Speculator(_Fixed([1] * 64), max_draft=16, k=4, grow_max=6)
     assert len(sp.propose([0], room=100)) == 4
     sp.record(4, 4)                                   # all accepted: longer drafts
     assert sp.k == 6
+    sp.record(6, 6)
+    assert sp.k == 6                                  # up to grow_max
     assert len(sp.propose([0], room=3)) == 3          # never past the room left
     for _ in range(4):                                # drafts keep failing: shorter, then a pause
         sp.record(sp.k, 0)
@@ -82,9 +105,16 @@ def test_speculator_adapts_and_backs_off():
         paused += 1
         assert paused < 100
     assert paused >= 4
-    assert (sp.stats.n_calls, sp.stats.n_accepted) == (5, 4)
+    assert (sp.stats.n_calls, sp.stats.n_accepted) == (6, 10)
     with pytest.raises(ValueError, match="draft length"):
         Speculator(_Fixed([]), max_draft=0)
+    with pytest.raises(ValueError, match="growth limit"):
+        Speculator(_Fixed([]), grow_max=0)
+    sp = Speculator(_Fixed([1] * 64))                 # default: drafts grow to 3 tokens
+    for _ in range(3):
+        sp.record(sp.k, sp.k)
+    assert sp.k == 3
+    assert Speculator(_Fixed([1] * 64), k=8).k == 8   # a longer start asked for is kept
 
 
 # ---- per-token numerics: the verifier sees plain decoding's logits ---------------------------
@@ -149,7 +179,7 @@ def test_lookup_gives_the_plain_tokens(llm, mode):
     for text in prompts:
         toks = (llm.chat_tokens([{"role": "user", "content": text}]) if llm.chat_template
                 else llm.tokenize(text))
-        sp = Speculator(PromptLookup())
+        sp = Speculator(PromptLookup(min_ngram=1))      # 1-grams too: drafts even under penalties
         plain, spec = _both(llm, toks, PARAMS[mode], sp, max_tokens=40)
         assert spec == plain, text
         assert len(llm._tokens) == llm._ctx.n_past       # no unconfirmed draft left in the cache

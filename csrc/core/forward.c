@@ -184,17 +184,20 @@ static void attention(fwd *f, int il) {
     int64_t before = 0;                        /* groups of the parts before this one */
     for (int32_t ip = 0; ip < c->n_parts; ip++) {
         const fwd_part *part = &c->parts[ip];
-        const int64_t n_items = (part->n_tok + c->attn_tok - 1) / c->attn_tok * n_kv;
+        /* a part in single-token numerics computes each token alone anyway: one
+         * token per group, so that the threads share a few-token batch */
+        const int64_t g_tok = part->n_shape < 0 ? 1 : c->attn_tok;
+        const int64_t n_items = (part->n_tok + g_tok - 1) / g_tok * n_kv;
         a->batched = part_batched(part);
         for (int64_t it = ((f->ith - before) % f->nth + f->nth) % f->nth; it < n_items; it += f->nth) {
-            const int64_t t0 = it / n_kv * c->attn_tok, hk = it % n_kv;
+            const int64_t t0 = it / n_kv * g_tok, hk = it % n_kv;
             const int64_t off = (part->t0 + t0) * QD + hk * f->gqa * HD;
             a->out = c->att + off;
             a->q = c->q + off;
             const uint8_t *kh = kc + part->seq * kseq + hk * c->k_head_bytes;
             const uint8_t *vh = vc + part->seq * vseq + hk * c->v_head_bytes;
             a->last = part->pos0 + (int32_t)t0;
-            a->n_tok = (int32_t)(part->n_tok - t0 < c->attn_tok ? part->n_tok - t0 : c->attn_tok);
+            a->n_tok = (int32_t)(part->n_tok - t0 < g_tok ? part->n_tok - t0 : g_tok);
             if (quant_kv) {
                 a->kq = kh;
                 a->vq = vh;

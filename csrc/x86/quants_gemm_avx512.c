@@ -17,12 +17,14 @@
  * sign-trick vpmaddubsw + vpmaddwd produces.
  *
  * Up to GEMV_TOK tokens take the generation tiles (GEMV8: 8 rows far apart,
- * each block unpacked once for every token); Q4_1 with one token takes the
- * AVX2 tile instead (see gemm512_q4_1_or_gemv). */
+ * each block unpacked once for every token), and for the types with min terms
+ * (Q4_1, Q5_1) up to GEMV_SPLIT, GEMV_TOK tokens a pass; Q4_1 with one token
+ * takes the AVX2 tile instead except on Zen 5 (see gemm512_q4_1_or_gemv). */
 #if defined(__x86_64__)
 #include <immintrin.h>
 #include <math.h>
 #include <string.h>
+#include <cpuid.h>
 #include "kernels.h"
 #include "simd_avx2.h"
 
@@ -35,6 +37,11 @@
  * token from 4 tokens on, measured on a Xeon with AVX-512 VNNI) and
  * prefetch the next panel while they run. */
 #define GEMV_TOK 4
+/* Q4_1/Q5_1 batches of up to GEMV_SPLIT tokens take GEMV_TOK-token passes of
+ * the GEMV tiles (5..8: 4, then the rest): cheaper than their panel tiles with
+ * the min-term pass (Q4_1 1536 x 576, 1 thread: 8 tokens 4.7 vs 5.0 one-token
+ * times, 5 tokens 3.4 vs 4.0); for Q8_0/Q5_0 the panel tiles stay cheaper. */
+#define GEMV_SPLIT 8
 #define PANEL_P 8      /* row pairs per row panel  */
 #define PANEL_T 64     /* tokens per token panel   */
 
@@ -220,6 +227,20 @@ static inline __m512 dm16(const void *const p[8]) {
     return _mm512_cvtph_ps(x);
 }
 
+/* The GEMV tiles' results go through a small buffer, OB_R consecutive r0
+ * per (token, row stream), written out a line at a time: the 8 x NT outputs
+ * of one r0 are rs floats apart (and tokens ldy apart), which for row counts
+ * like a vocabulary's (rs * 4 bytes a multiple of 4096) all fall in one L1
+ * set; stored one by one, more of them than the set has ways evicted each
+ * other every step (measured: 4 tokens over 49152 x 576 Q4_1 took 3.3x one
+ * token, 1.7x with the buffer). */
+#define OB_R 16
+static inline void flush_rows(const float *ob, int64_t rb, int64_t n, int64_t nt, int64_t rs, float *y, int64_t ldy) {
+    for (int64_t j = 0; j < nt; j++)
+        for (int i = 0; i < 8; i++)
+            memcpy(&y[j * ldy + rb + i * rs], &ob[(j * 8 + i) * OB_R], (size_t)n * sizeof(float));
+}
+
 /* NT tokens (t0..), 2*GV rows r0 + i*rs: each block of the 8 rows is read
  * and unpacked once, its 8 scales converted and spread to the row pairs
  * ([d_A x8 | d_B x8]) once, then every token's dot runs on it: per (row
@@ -255,20 +276,20 @@ static inline __m512 dm16(const void *const p[8]) {
             }                                                                                      \
             for (int j = 0; j < NT; j++) {                                                         \
                 const __m512i av = act512(ar[j][b].qs), cv = corr512(av, OFF);                     \
-                const __m512 da = _mm512_set1_ps(ga[(t0 + j) * MAX_NB + b]);                       \
+                const __m512 da = _mm512_set1_ps(ga[j * MAX_NB + b]);                       \
                 for (int p = 0; p < GV; p++) {                                                     \
                     const __m512 pj = _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(cv, wv[p], av));      \
                     acc[j][p] = _mm512_fmadd_ps(_mm512_mul_ps(dp[p], da), pj, acc[j][p]);          \
                 }                                                                                  \
                 if (HAS_MIN)                                                                       \
-                    summs[j] = _mm512_fmadd_ps(dm, _mm512_set1_ps(gs[(t0 + j) * MAX_NB + b]), summs[j]); \
+                    summs[j] = _mm512_fmadd_ps(dm, _mm512_set1_ps(gs[j * MAX_NB + b]), summs[j]); \
             }                                                                                      \
         }                                                                                          \
         for (int j = 0; j < NT; j++) {                                                             \
             float sm[16];                                                                          \
             _mm512_storeu_ps(sm, summs[j]);                                                        \
             for (int p = 0; p < GV; p++) {                                                         \
-                float *y0 = &y[(t0 + j) * ldy + r0 + 2 * p * rs], *y1 = y0 + rs;                   \
+                float *y0 = &ob[((j * 8) + 2 * p) * OB_R + (r0 & (OB_R - 1))], *y1 = y0 + OB_R;     \
                 store_pair(y0, y1, acc[j][p]);                                                     \
                 if (HAS_MIN) { *y0 += sm[4 * p + 1]; *y1 += sm[4 * p + 3]; }                       \
             }                                                                                      \
@@ -280,24 +301,32 @@ static inline __m512 dm16(const void *const p[8]) {
                      const void *a, int64_t a_row, int64_t n_tok, float *y, int64_t ldy) {       \
         const int64_t nb = n / 32;                                                                 \
         int64_t r_first = 0;                                                                       \
-        if (GEMV1 && n_tok <= GEMV_TOK) { /* generation: 8 rows rs apart (GEMV_STREAMS) */   \
+        if (GEMV1 && n_tok <= (HAS_MIN ? GEMV_SPLIT : GEMV_TOK)) { /* 8 rows rs apart (GEMV_STREAMS) */ \
             float ga[GEMV_TOK * MAX_NB], gs[HAS_MIN ? GEMV_TOK * MAX_NB : 1];                      \
+            _Alignas(64) float ob[GEMV_TOK * 8 * OB_R];                                            \
             (void)gs;                                                                              \
-            for (int64_t t = 0; t < n_tok; t++) {                                                  \
-                const AT *ab = (const AT *)((const char *)a + t * a_row);                          \
-                for (int64_t b = 0; b < nb; b++) {                                                 \
-                    ga[t * MAX_NB + b] = fp16_1(ab[b].d);                                          \
-                    if (HAS_MIN) gs[t * MAX_NB + b] = fp16_1(SUM_OF(&ab[b]));                      \
+            const int64_t rs = n_rows / (2 * GV);                                                  \
+            /* a pass over the rows per GEMV_TOK tokens (5..8: 4, then the rest) */              \
+            for (int64_t tg = 0; tg < n_tok; tg += GEMV_TOK) {                                     \
+                const int64_t ng = n_tok - tg < GEMV_TOK ? n_tok - tg : GEMV_TOK;                  \
+                for (int64_t t = 0; t < ng; t++) {                                                 \
+                    const AT *ab = (const AT *)((const char *)a + (tg + t) * a_row);               \
+                    for (int64_t b = 0; b < nb; b++) {                                             \
+                        ga[t * MAX_NB + b] = fp16_1(ab[b].d);                                      \
+                        if (HAS_MIN) gs[t * MAX_NB + b] = fp16_1(SUM_OF(&ab[b]));                  \
+                    }                                                                              \
+                }                                                                                  \
+                for (int64_t r0 = 0; r0 < rs; r0++) {                                              \
+                    switch (ng) {   /* one pass over the rows for the group's tokens */        \
+                    case 4: { const int64_t t0 = tg; GEMV8(WT, AT, UNPACK, OFF, HAS_MIN, 4); break; } \
+                    case 3: { const int64_t t0 = tg; GEMV8(WT, AT, UNPACK, OFF, HAS_MIN, 3); break; } \
+                    case 2: { const int64_t t0 = tg; GEMV8(WT, AT, UNPACK, OFF, HAS_MIN, 2); break; } \
+                    default: { const int64_t t0 = tg; GEMV8(WT, AT, UNPACK, OFF, HAS_MIN, 1); break; } \
+                    }                                                                              \
+                    if ((r0 & (OB_R - 1)) == OB_R - 1 || r0 == rs - 1)                             \
+                        flush_rows(ob, r0 & ~(int64_t)(OB_R - 1), r0 % OB_R + 1, ng, rs, y + tg * ldy, ldy); \
                 }                                                                                  \
             }                                                                                      \
-            const int64_t rs = n_rows / (2 * GV);                                                  \
-            for (int64_t r0 = 0; r0 < rs; r0++)                                                    \
-                switch (n_tok) {   /* one pass over the rows for all the tokens */            \
-                case 4: { const int64_t t0 = 0; GEMV8(WT, AT, UNPACK, OFF, HAS_MIN, 4); break; }   \
-                case 3: { const int64_t t0 = 0; GEMV8(WT, AT, UNPACK, OFF, HAS_MIN, 3); break; }   \
-                case 2: { const int64_t t0 = 0; GEMV8(WT, AT, UNPACK, OFF, HAS_MIN, 2); break; }   \
-                default: { const int64_t t0 = 0; GEMV8(WT, AT, UNPACK, OFF, HAS_MIN, 1); break; }  \
-                }                                                                                  \
             r_first = rs * 2 * GV;                                                                 \
             if (r_first == n_rows) return;                                                         \
         }                                                                                          \
@@ -550,10 +579,22 @@ static void gemm512_q4_0_l16(int64_t n, const void *w, int64_t w_row, int64_t n_
  * 512-bit operations in two, it streams these 4-bit rows faster than the
  * 512-bit versions (L3-resident 16384 x 576, 1 thread: Q4_0 0.27 vs 0.36 ms,
  * Q4_1 0.35 vs 0.40 ms; tg128 2 threads +8-13 %), while the 512-bit ones win
- * for Q8_0/Q5_0/Q5_1. Not measured on a full-width AVX-512 core (Zen 5).
- * Set once by pyrt_fill_quants_gemm_avx512 from the AVX2 table it starts from, which
- * always has both. */
+ * for Q8_0/Q5_0/Q5_1. On Zen 5 (full-width 512-bit units) the 512-bit Q4_1 GEMV
+ * is the faster one (L3-resident 768 x 576, 1 thread: 6.6 vs 9.3 us; 49152 x 576:
+ * 461 vs 625 us; SmolLM2 Q4_1 decode, 1 thread: 4.0 vs 4.6 ms CPU per token), so
+ * AMD family 1Ah and later keep it; Intel cores are not measured and keep the AVX2
+ * one. Set once by pyrt_fill_quants_gemm_avx512 from the AVX2 table it starts
+ * from, which always has both. */
 static pyrt_gemm_fn g_gemv_q4_0_r8, g_gemv_q4_1;
+
+/* AMD family 1Ah (Zen 5) or later */
+static int amd_zen5_or_later(void) {
+    unsigned a, b, c, d;
+    if (!__get_cpuid(0, &a, &b, &c, &d) || b != 0x68747541u /* "Auth" */) return 0;
+    if (!__get_cpuid(1, &a, &b, &c, &d)) return 0;
+    const unsigned fam = (a >> 8) & 0xF;
+    return (fam == 0xF ? fam + ((a >> 20) & 0xFF) : fam) >= 0x1A;
+}
 
 static void gemm512_q4_1_or_gemv(int64_t n, const void *w, int64_t w_row, int64_t n_rows,
                                  const void *a, int64_t a_row, int64_t n_tok, float *y, int64_t ldy) {
@@ -591,7 +632,7 @@ static void gemm512_q4_0_r8(int64_t n, const void *w, int64_t w_row, int64_t n_r
 
 void pyrt_fill_quants_gemm_avx512(pyrt_kernels *k) {
     g_gemv_q4_0_r8 = k->type[PYRT_TYPE_Q4_0].gemm_r8;   /* k starts as the AVX2 table */
-    g_gemv_q4_1 = k->type[PYRT_TYPE_Q4_1].gemm;
+    g_gemv_q4_1 = amd_zen5_or_later() ? gemm512_q4_1 : k->type[PYRT_TYPE_Q4_1].gemm;
     k->type[PYRT_TYPE_Q4_0].gemm_r8 = gemm512_q4_0_r8;
     k->type[PYRT_TYPE_Q4_0].gemm = gemm512_q4_0;
     k->type[PYRT_TYPE_Q4_1].gemm = gemm512_q4_1_or_gemv;
