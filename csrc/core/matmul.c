@@ -20,8 +20,9 @@
 /* Up to this many tokens a tiled kernel gets the thread's whole row range in
  * one call, as a single token does: the x86 kernels then run their GEMV tiles
  * (rows far apart, GEMV_STREAMS in kernels.h) with up to 4 tokens per pass,
- * each weight block unpacked once for all of them, or (32-block types, 5+
- * tokens) their panel tiles, which prefetch the next panel. Either way the
+ * each weight block unpacked once for all of them (Q4_1/Q5_1 with 5+ tokens:
+ * a pass of 4 and one of the rest), or (Q4_0/Q5_0/Q8_0 with 5+ tokens)
+ * their panel tiles, which prefetch the next panel. Either way the
  * weights stream from memory once for the batch (PYRT_NUMERICS_PER_TOKEN
  * verification, several sequences' decode tokens), each token in the
  * arithmetic its shape asks for. */
