@@ -1007,6 +1007,8 @@ class Llama:
 
         try:
             for k, kind, value, st in events:
+                if kind == "chunk" and not produced and _stopped_empty(value):
+                    kind, value = "abort", None     # stopped right after its prompt: no output either
                 if kind == "chunk":
                     if not produced:
                         produced = True
@@ -1702,14 +1704,25 @@ def _prompt_list(prompt) -> list | None:
     return list(prompt)
 
 
+def _stopped_empty(chunk: dict) -> bool:
+    """A choice's last chunk saying should_stop ended it before any token."""
+    c = chunk["choices"][0]
+    u = chunk.get("usage") or {}
+    return (c.get("finish_reason") == "abort" and u.get("completion_tokens", 0) == 0
+            and not c.get("text") and not (c.get("delta") or {}).get("content"))
+
+
 def _events_in_turn(gens: list, stop: Callable[[], bool], stats: Callable[[], dict]) -> Iterator[tuple]:
     """The choices' streams one after another (a Llama without n_parallel):
     (index, "chunk", chunk, stats or None) events; ("abort", ...) for a choice
-    not started because `stop` fired, or stopped in its prompt by it."""
+    not started because `stop` fired, or stopped in its prompt by it. The first
+    choice starts without asking `stop` (its generation asks it after the
+    prompt): a caller may take a poll as the sign that the prompt is evaluated,
+    as the server does."""
     from ._native import AbortedError
     try:
         for k, g in enumerate(gens):
-            if stop():
+            if k and stop():
                 g.close()
                 yield k, "abort", None, None
                 continue
@@ -1747,7 +1760,7 @@ def _events_threaded(gens: list, stop: Callable[[], bool], stop_all: threading.E
             if k >= len(gens):
                 break
             g = gens[k]
-            if stop():
+            if stop_all.is_set() or (k >= n_threads and stop()):    # the first wave: as in _events_in_turn
                 g.close()
                 q.put((k, "abort", None, None))
                 continue

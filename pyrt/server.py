@@ -109,7 +109,7 @@ class Job:
     Besides its events a job carries what the request thread and /metrics read:
     when it was made (`t_submit`) and started (`t_start`), its time limit
     (`deadline`, set by `start`), whether generation has begun (`in_generation`:
-    `should_stop` was polled, so the prompt is evaluated), whether it ran out of
+    `should_stop` let it go on, so a prompt is evaluated), whether it ran out of
     time (`timed_out`), and `stats` (prompt_n, cached_n, prompt_ms, predicted_n,
     predicted_ms of its generation, as `Llama.last_stats` has them) filled by
     whoever runs it before it emits its last chunk or its result."""
@@ -163,13 +163,18 @@ class Job:
         return self.deadline is not None and time.monotonic() >= self.deadline
 
     def should_stop(self) -> bool:
-        """Polled by the generator between tokens (first right after the prompt)."""
-        self.in_generation = True
+        """Polled by the generator between tokens (first right after the prompt),
+        and before each choice of a several-completion call starts. Only a poll
+        that lets generation go on marks it begun: one that stops it (say, past
+        the limit before a choice's prompt) leaves the request thread
+        interrupting prompt evaluations, as it must when an interrupt came
+        before an evaluation started (which clears it)."""
         if self.cancelled.is_set():
             return True
         if self.expired():
             self.timed_out = True
             return True
+        self.in_generation = True
         return False
 
 
