@@ -128,7 +128,7 @@ class Llama:
     def __init__(self, model_path: str | os.PathLike | None = None, n_ctx: int = 4096,
                  n_threads: int | None = None, seed: int | None = None, n_batch: int = 512,
                  verbose: bool = False, chat_template: str | None = None, device: str | None = None,
-                 draft_model: Any = None, speculative: str | None = None, draft_max: int = 16,
+                 draft_model: Any = None, speculative: str | None = None, draft_max: int | None = None,
                  n_parallel: int = 1, **llama_cpp_kwargs: Any):
         opts = parse_llama_kwargs(llama_cpp_kwargs)
         if isinstance(n_parallel, bool) or not isinstance(n_parallel, int) or not 1 <= n_parallel <= 256:
@@ -136,8 +136,9 @@ class Llama:
         if n_parallel > 1 and draft_model is not None:
             raise UnsupportedError("a draft model cannot be shared by parallel generations; use "
                                    "n_parallel=1 or speculative='lookup'")
-        if isinstance(draft_max, bool) or not isinstance(draft_max, int) or not 1 <= draft_max <= 64:
-            raise ValueError(f"draft_max must be an int in [1, 64], got {draft_max!r}")
+        if draft_max is not None and (isinstance(draft_max, bool) or not isinstance(draft_max, int)
+                                      or not 1 <= draft_max <= 64):
+            raise ValueError(f"draft_max must be None or an int in [1, 64], got {draft_max!r}")
         if not isinstance(n_ctx, int) or isinstance(n_ctx, bool) or n_ctx < 0:
             raise ValueError(f"n_ctx must be an int >= 0 (0: the model's training context), got {n_ctx!r}")
         if n_threads == -1:                   # llama-cpp-python's "pick for me"
@@ -188,8 +189,9 @@ class Llama:
                 if self._placement.device != "cpu":
                     raise UnsupportedError(f"n_parallel={n_parallel} needs the CPU (device={device!r})")
                 from .batching import BatchEngine
+                from .speculative import MAX_DRAFT
                 self._engine = BatchEngine(self._model, self._n_ctx, n_parallel, n_threads, n_batch,
-                                           short=min(n_batch, draft_max + 1),
+                                           short=min(n_batch, (draft_max or MAX_DRAFT) + 1),
                                            type_k=opts.type_k, type_v=opts.type_v)
                 self._ctx = self._engine.ctx
             else:
@@ -230,12 +232,14 @@ class Llama:
         self.last_stats = {}
         # speculative decoding (pyrt/speculative.py): the default mode and the draft model
         self._draft = None
+        # None: drafts grow to Speculator's default cap; a number lets them grow to it
         self._draft_max = draft_max
         from .speculative import PromptLookup
         if isinstance(draft_model, PromptLookup):      # llama-cpp-python's prompt-lookup object
             self._lookup, draft_model = draft_model, None
             speculative = speculative or "lookup"
-            self._draft_max = min(draft_max, getattr(self._lookup, "num_pred_tokens", draft_max))
+            if draft_max is not None:
+                self._draft_max = min(draft_max, getattr(self._lookup, "num_pred_tokens", draft_max))
         else:
             self._lookup = PromptLookup()
         if draft_model is not None and not isinstance(draft_model, (str, os.PathLike, Llama)):
@@ -292,7 +296,10 @@ class Llama:
         if mode is None:
             return None
         from .speculative import Speculator
-        return Speculator(self._lookup if mode == "lookup" else self._draft, max_draft=self._draft_max)
+        drafter = self._lookup if mode == "lookup" else self._draft
+        if self._draft_max is None:
+            return Speculator(drafter)
+        return Speculator(drafter, max_draft=self._draft_max, grow_max=self._draft_max)
 
     @classmethod
     def from_pretrained(cls, repo_id: str, filename: str | None = None, additional_files: Any = None,

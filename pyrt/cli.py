@@ -298,7 +298,8 @@ def build_parser() -> argparse.ArgumentParser:
                          "output; same tokens, faster on input-grounded tasks)")
     sp.add_argument("--draft", metavar="MODEL", default=None,
                     help="speculative decoding with a draft model of the same vocabulary")
-    g.add_argument("--draft-max", type=int, default=16, help="longest draft (default 16)")
+    g.add_argument("--draft-max", type=int, default=None,
+                   help="longest draft (default: adaptive, growing to 3 tokens)")
     g.set_defaults(func=cmd_generate)
 
     i = sub.add_parser("info", help="architecture, hparams, tensor types and sizes of a model")

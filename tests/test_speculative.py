@@ -274,6 +274,23 @@ def test_api_speculative_argument(smollm2_path):
         Llama(smollm2_path, n_ctx=64, draft_max=0)
 
 
+def test_draft_max_sets_how_far_drafts_grow(smollm2_path):
+    """Default: drafts grow to 3 tokens; draft_max=N lets them grow to N (and no further);
+    LlamaPromptLookupDecoding(num_pred_tokens) bounds an explicit draft_max."""
+    with Llama(smollm2_path, n_ctx=64, n_threads=1) as llm:
+        sp = llm._speculator("lookup")
+        assert (sp.max_draft, sp.grow_max) == (16, 3)
+    with Llama(smollm2_path, n_ctx=64, n_threads=1, draft_max=8) as llm:
+        sp = llm._speculator("lookup")
+        assert (sp.max_draft, sp.grow_max) == (8, 8)
+        for _ in range(8):
+            sp.record(sp.k, sp.k)           # everything accepted: the draft grows
+        assert sp.k == 8
+    with Llama(smollm2_path, n_ctx=64, n_threads=1, draft_max=8,
+               draft_model=LlamaPromptLookupDecoding(num_pred_tokens=5)) as llm:
+        assert llm._speculator(None).max_draft == 5
+
+
 def test_cli_lookup_prints_the_plain_text(smollm2_path, capsys):
     from pyrt.cli import main
     args = ["generate", "-m", str(smollm2_path), "-n", "24", "--temp", "0", "-c", "512", GROUNDED[1]]
