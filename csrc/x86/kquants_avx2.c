@@ -439,15 +439,8 @@ static void rep8_q4_K(int64_t n, float *s, const void *w, const void *a) {
 #ifndef KQ_PF_DIST
 #define KQ_PF_DIST 2048
 #endif
-static inline __attribute__((always_inline)) void kq_prefetch(const void *p) {
-    __asm__ volatile("prefetcht0 %0" : : "m"(*(const char *)p));
-}
 /* the cache lines of one block of BYTES bytes, KQ_PF_DIST ahead */
-#define KQ_PREFETCH_BLOCK(p, BYTES)                                                                 \
-    do {                                                                                          \
-        const char *pf_ = (const char *)(p) + KQ_PF_DIST;                                          \
-        for (int l_ = 0; l_ < (int)(BYTES); l_ += 64) kq_prefetch(pf_ + l_);                       \
-    } while (0)
+#define KQ_PREFETCH_BLOCK(p, BYTES) PREFETCH_BLOCK_AHEAD(p, BYTES, KQ_PF_DIST)
 
 /* vec_dot order (dot_q4_K/q5_K/q6_K): 8 float lanes per row, hsum8 at the end */
 #define GEMV_VEC_DOT(NAME, BT, DOT, ...)                                                             \

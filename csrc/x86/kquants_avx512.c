@@ -35,14 +35,7 @@
 #ifndef KQ_PF_DIST
 #define KQ_PF_DIST 4096   /* DRAM-bound 65536x4096 Q4_K, 1 thread: 22 GB/s at 2048, 25 at 4096 */
 #endif
-static inline __attribute__((always_inline)) void kq_prefetch(const void *p) {
-    __asm__ volatile("prefetcht0 %0" : : "m"(*(const char *)p));
-}
-#define KQ_PREFETCH_BLOCK(p, BYTES)                                                                 \
-    do {                                                                                          \
-        const char *pf_ = (const char *)(p) + KQ_PF_DIST;                                          \
-        for (int l_ = 0; l_ < (int)(BYTES); l_ += 64) kq_prefetch(pf_ + l_);                       \
-    } while (0)
+#define KQ_PREFETCH_BLOCK(p, BYTES) PREFETCH_BLOCK_AHEAD(p, BYTES, KQ_PF_DIST)
 
 static inline __m512i ld512(const void *p) { return _mm512_loadu_si512(p); }
 static inline __m256i ld256(const void *p) { return _mm256_loadu_si256((const __m256i *)p); }

@@ -462,14 +462,7 @@ static inline __attribute__((always_inline)) void k6_group(const k_panel *pk, in
 #ifndef KQ_PF_DIST
 #define KQ_PF_DIST 2048
 #endif
-static inline __attribute__((always_inline)) void kq_prefetch(const void *p) {
-    __asm__ volatile("prefetcht0 %0" : : "m"(*(const char *)p));
-}
-#define KQ_PREFETCH_BLOCK(p, BYTES)                                                                 \
-    do {                                                                                          \
-        const char *pf_ = (const char *)(p) + KQ_PF_DIST;                                          \
-        for (int l_ = 0; l_ < (int)(BYTES); l_ += 64) kq_prefetch(pf_ + l_);                       \
-    } while (0)
+#define KQ_PREFETCH_BLOCK(p, BYTES) PREFETCH_BLOCK_AHEAD(p, BYTES, KQ_PF_DIST)
 
 /* NT tokens over one group of 8 rows (xr), results of rows i < n_out to
  * yo[t * ldy + row[i]]: each row's block unpacked (codes, scales, mins) once

@@ -94,4 +94,16 @@ static inline void q8_0_corr_scales(const void *a, int64_t a_row, int64_t nt, in
     }
 }
 
+/* Software prefetch of one block's cache lines DIST bytes ahead of p, as inline
+ * asm (volatile) so the compiler can neither drop nor move it; a prefetch
+ * never faults, even past the end of a matrix. Used by the K-quant GEMVs. */
+static inline __attribute__((always_inline)) void prefetch_t0(const void *p) {
+    __asm__ volatile("prefetcht0 %0" : : "m"(*(const char *)p));
+}
+#define PREFETCH_BLOCK_AHEAD(p, BYTES, DIST)                                                      \
+    do {                                                                                          \
+        const char *pf_ = (const char *)(p) + (DIST);                                              \
+        for (int l_ = 0; l_ < (int)(BYTES); l_ += 64) prefetch_t0(pf_ + l_);                       \
+    } while (0)
+
 #endif
