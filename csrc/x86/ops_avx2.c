@@ -502,6 +502,29 @@ static void attn_head_avx2(const pyrt_attn_args *a) {
  * does. A Q8_0 / Q4_0 V row is scaled straight from its blocks (q*d is exact
  * in f32, so it equals the dequantized row the scalar kernel reads). */
 
+/* block i of a Q8_0 / Q4_0 V row as 4 x 8 floats q * d (exact in f32: the
+ * dequantized values; Q4_0's low nibbles are values 0..15, high 16..31) */
+static inline __attribute__((always_inline)) void v_block_f32(const uint8_t *v, int32_t tv, int32_t i, __m256 x[4]) {
+    if (tv == PYRT_TYPE_Q8_0) {
+        const block_q8_0 *b = (const block_q8_0 *)v + i;
+        const __m256 dd = _mm256_set1_ps(pyrt_fp16_to_fp32(b->d));
+        for (int c = 0; c < 4; c++) {
+            const __m256i q = _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(b->qs + 8 * c)));
+            x[c] = _mm256_mul_ps(_mm256_cvtepi32_ps(q), dd);
+        }
+    } else {
+        const block_q4_0 *b = (const block_q4_0 *)v + i;
+        const __m128i m4 = _mm_set1_epi8(0x0F), off = _mm_set1_epi8(8);
+        const __m256 dd = _mm256_set1_ps(pyrt_fp16_to_fp32(b->d));
+        const __m128i raw = _mm_loadu_si128((const __m128i *)b->qs);
+        const __m128i lo = _mm_sub_epi8(_mm_and_si128(raw, m4), off);
+        const __m128i hi = _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(raw, 4), m4), off);
+        const __m128i parts[4] = { lo, _mm_srli_si128(lo, 8), hi, _mm_srli_si128(hi, 8) };
+        for (int c = 0; c < 4; c++)
+            x[c] = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(parts[c])), dd);
+    }
+}
+
 /* vkq[0..hd) += v * vs for one V row of type tv */
 static inline void fa_mad_v(float *vkq, pyrt_fp16 *vkq16, const uint8_t *v, int32_t tv, int32_t hd, float vs) {
     const __m256 vv = _mm256_set1_ps(vs);
@@ -511,31 +534,13 @@ static inline void fa_mad_v(float *vkq, pyrt_fp16 *vkq16, const uint8_t *v, int3
             const __m256 y = _mm256_fmadd_ps(ld16(x + d), vv, ld16(vkq16 + d));
             _mm_storeu_si128((__m128i *)(vkq16 + d), _mm256_cvtps_ph(y, 0));
         }
-    } else if (tv == PYRT_TYPE_Q8_0) {
-        const block_q8_0 *b = (const block_q8_0 *)v;
-        for (int32_t i = 0; i < hd / QK8_0; i++) {
-            const __m256 dd = _mm256_set1_ps(pyrt_fp16_to_fp32(b[i].d));
-            float *y = vkq + i * QK8_0;
-            for (int32_t c = 0; c < QK8_0; c += 8) {
-                const __m256i q = _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(b[i].qs + c)));
-                const __m256 x = _mm256_mul_ps(_mm256_cvtepi32_ps(q), dd);
-                _mm256_storeu_ps(y + c, _mm256_fmadd_ps(x, vv, _mm256_loadu_ps(y + c)));
-            }
-        }
-    } else {                                         /* Q4_0: low nibbles 0..15, high 16..31 */
-        const block_q4_0 *b = (const block_q4_0 *)v;
-        const __m128i m4 = _mm_set1_epi8(0x0F), off = _mm_set1_epi8(8);
-        for (int32_t i = 0; i < hd / QK4_0; i++) {
-            const __m256 dd = _mm256_set1_ps(pyrt_fp16_to_fp32(b[i].d));
-            const __m128i raw = _mm_loadu_si128((const __m128i *)b[i].qs);
-            const __m128i lo = _mm_sub_epi8(_mm_and_si128(raw, m4), off);
-            const __m128i hi = _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(raw, 4), m4), off);
-            float *y = vkq + i * QK4_0;
-            const __m128i parts[4] = { lo, _mm_srli_si128(lo, 8), hi, _mm_srli_si128(hi, 8) };
-            for (int c = 0; c < 4; c++) {
-                const __m256 x = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(parts[c])), dd);
-                _mm256_storeu_ps(y + 8 * c, _mm256_fmadd_ps(x, vv, _mm256_loadu_ps(y + 8 * c)));
-            }
+    } else {                                         /* Q8_0 / Q4_0: 32 values a block */
+        for (int32_t i = 0; i < hd / 32; i++) {
+            __m256 x[4];
+            v_block_f32(v, tv, i, x);
+            float *y = vkq + i * 32;
+            for (int c = 0; c < 4; c++)
+                _mm256_storeu_ps(y + 8 * c, _mm256_fmadd_ps(x[c], vv, _mm256_loadu_ps(y + 8 * c)));
         }
     }
 }
@@ -762,27 +767,10 @@ static inline __attribute__((always_inline)) __m256 fa_scores8(const uint8_t *kj
 
 /* one V row of type tv as f32 (exactly the dequantized values) */
 static inline void fa_v_f32(float *y, const uint8_t *v, int32_t tv, int32_t hd) {
-    if (tv == PYRT_TYPE_Q8_0) {
-        const block_q8_0 *b = (const block_q8_0 *)v;
-        for (int32_t i = 0; i < hd / QK8_0; i++) {
-            const __m256 dd = _mm256_set1_ps(pyrt_fp16_to_fp32(b[i].d));
-            for (int32_t c = 0; c < QK8_0; c += 8) {
-                const __m256i q = _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(b[i].qs + c)));
-                _mm256_storeu_ps(y + i * QK8_0 + c, _mm256_mul_ps(_mm256_cvtepi32_ps(q), dd));
-            }
-        }
-    } else {
-        const block_q4_0 *b = (const block_q4_0 *)v;
-        const __m128i m4 = _mm_set1_epi8(0x0F), off = _mm_set1_epi8(8);
-        for (int32_t i = 0; i < hd / QK4_0; i++) {
-            const __m256 dd = _mm256_set1_ps(pyrt_fp16_to_fp32(b[i].d));
-            const __m128i raw = _mm_loadu_si128((const __m128i *)b[i].qs);
-            const __m128i lo = _mm_sub_epi8(_mm_and_si128(raw, m4), off);
-            const __m128i hi = _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(raw, 4), m4), off);
-            const __m128i parts[4] = { lo, _mm_srli_si128(lo, 8), hi, _mm_srli_si128(hi, 8) };
-            for (int c = 0; c < 4; c++)
-                _mm256_storeu_ps(y + i * QK4_0 + 8 * c, _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(parts[c])), dd));
-        }
+    for (int32_t i = 0; i < hd / 32; i++) {
+        __m256 x[4];
+        v_block_f32(v, tv, i, x);
+        for (int c = 0; c < 4; c++) _mm256_storeu_ps(y + i * 32 + 8 * c, x[c]);
     }
 }
 
