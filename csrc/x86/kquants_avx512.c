@@ -160,17 +160,7 @@ static void gemv_r8_q4_K(int64_t n, const void *w, int64_t w_row, int64_t n_rows
         const block_q4_K *xr[R4];
         for (int i = 0; i < R4; i++) xr[i] = (const block_q4_K *)((const char *)w + row[i] * w_row);
         const int n_out = g < rs ? R4 : (int)rest;
-        for (int64_t t0 = 0; t0 < n_tok;) {   /* up to 4 tokens a pass; later passes find the rows in cache */
-            const int nt = n_tok - t0 >= 4 ? 4 : (int)(n_tok - t0);
-            const block_q8_K *yt[4];
-            for (int j = 0; j < nt; j++) yt[j] = (const block_q8_K *)((const char *)a + (t0 + j) * a_row);
-            float *y0 = yo + t0 * ldy;
-            if (nt == 4) gemv_r8_q4_K_group(nsb, xr, yt, 4, y0, ldy, row, n_out);
-            else if (nt == 3) gemv_r8_q4_K_group(nsb, xr, yt, 3, y0, ldy, row, n_out);
-            else if (nt == 2) gemv_r8_q4_K_group(nsb, xr, yt, 2, y0, ldy, row, n_out);
-            else gemv_r8_q4_K_group(nsb, xr, yt, 1, y0, ldy, row, n_out);
-            t0 += nt;
-        }
+        KQ_TOKEN_PASSES(gemv_r8_q4_K_group, nsb, xr, a, a_row, n_tok, yo, ldy, row, n_out);
     }
 }
 
@@ -264,17 +254,7 @@ static void gemv_q6_K(int64_t n, const void *w, int64_t w_row, int64_t n_rows,
         const block_q6_K *xr[R6];
         for (int i = 0; i < R6; i++) xr[i] = (const block_q6_K *)((const char *)w + row[i] * w_row);
         const int n_out = g < rs ? R6 : (int)rest;
-        for (int64_t t0 = 0; t0 < n_tok;) {
-            const int nt = n_tok - t0 >= 4 ? 4 : (int)(n_tok - t0);
-            const block_q8_K *yt[4];
-            for (int j = 0; j < nt; j++) yt[j] = (const block_q8_K *)((const char *)a + (t0 + j) * a_row);
-            float *y0 = yo + t0 * ldy;
-            if (nt == 4) gemv_q6_K_group(nsb, xr, yt, 4, y0, ldy, row, n_out);
-            else if (nt == 3) gemv_q6_K_group(nsb, xr, yt, 3, y0, ldy, row, n_out);
-            else if (nt == 2) gemv_q6_K_group(nsb, xr, yt, 2, y0, ldy, row, n_out);
-            else gemv_q6_K_group(nsb, xr, yt, 1, y0, ldy, row, n_out);
-            t0 += nt;
-        }
+        KQ_TOKEN_PASSES(gemv_q6_K_group, nsb, xr, a, a_row, n_tok, yo, ldy, row, n_out);
     }
 }
 

@@ -106,4 +106,22 @@ static inline __attribute__((always_inline)) void prefetch_t0(const void *p) {
         for (int l_ = 0; l_ < (int)(BYTES); l_ += 64) prefetch_t0(pf_ + l_);                       \
     } while (0)
 
+/* A K-quant GEMV's row group in passes of up to 4 tokens (later passes find
+ * the rows in cache): GROUP(nsb, xr, yt, NT, y0, ldy, ...) with NT a literal
+ * 1..4, so each count gets its own unrolled instance of the always_inline
+ * group kernel. */
+#define KQ_TOKEN_PASSES(GROUP, nsb, xr, a, a_row, n_tok, yo, ldy, ...)                            \
+    for (int64_t t0_ = 0; t0_ < (n_tok);) {                                                       \
+        const int nt_ = (n_tok) - t0_ >= 4 ? 4 : (int)((n_tok) - t0_);                              \
+        const block_q8_K *yt_[4];                                                                 \
+        for (int j_ = 0; j_ < nt_; j_++)                                                          \
+            yt_[j_] = (const block_q8_K *)((const char *)(a) + (t0_ + j_) * (a_row));               \
+        float *y0_ = (yo) + t0_ * (ldy);                                                          \
+        if (nt_ == 4) GROUP(nsb, xr, yt_, 4, y0_, ldy, __VA_ARGS__);                               \
+        else if (nt_ == 3) GROUP(nsb, xr, yt_, 3, y0_, ldy, __VA_ARGS__);                          \
+        else if (nt_ == 2) GROUP(nsb, xr, yt_, 2, y0_, ldy, __VA_ARGS__);                          \
+        else GROUP(nsb, xr, yt_, 1, y0_, ldy, __VA_ARGS__);                                        \
+        t0_ += nt_;                                                                               \
+    }
+
 #endif
