@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 
 import cffi
+import numpy as np
 import pytest
 
 from pyrt._native import _find_library, ffi, lib
@@ -71,3 +72,23 @@ def table(variant: int):
 
 def kptr(arr, ctype: str):
     return kffi.cast(ctype, arr.ctypes.data)
+
+
+def attn_fa_call(k, dots, tk, tv, Kq, Vq, q, out, hd, first, last, scale, softcap=0.0,
+                 n_tok=0, n_head=0, q_stride=0, window=0):
+    """One kernels.h attn_head_fa call on table `k` (`dots`: the table whose q
+    quantizer, K dot and V dequantizer the call uses) over K/V rows Kq/Vq of
+    types tk/tv (ggml ids), writing `out`; n_tok x n_head queries when given."""
+    nq = max(n_tok, 1) * max(n_head, 1)
+    acc = np.zeros(max(32 * hd, nq * (hd + 264)), np.float32)
+    a = kffi.new("pyrt_attn_args *")
+    a.out, a.q, a.acc = kptr(out, "float *"), kptr(q, "float *"), kptr(acc, "float *")
+    a.kq, a.vq = kptr(Kq, "void *"), kptr(Vq, "void *")
+    a.k_bytes, a.v_bytes = Kq.shape[1], Vq.shape[1]
+    a.type_k, a.type_v = tk, tv
+    a.head_dim, a.first, a.last, a.scale, a.softcap = hd, first, last, scale, softcap
+    a.n_tok, a.n_head, a.q_stride, a.window = n_tok, n_head, q_stride, window
+    a.q_to_dot = dots.type[1 if tk == 1 else 8].quantize_act     # q as F16 for an F16 K, else Q8_0
+    a.k_dot = dots.type[tk].vec_dot
+    a.v_to_f32 = dots.type[tv].dequantize
+    k.attn_head_fa(a)

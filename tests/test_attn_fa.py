@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kernel_table import AVX2, AVX512, HAVE_AVX2, HAVE_AVX512, SCALAR, kffi, kptr, needs_avx2, table
+from kernel_table import AVX2, AVX512, HAVE_AVX2, HAVE_AVX512, SCALAR, attn_fa_call as _call, kffi, kptr, needs_avx2, table
 from pyrt._native import LIB_PATH
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -40,23 +40,6 @@ def _rows(k, t: int, x: np.ndarray) -> np.ndarray:
         row = np.ascontiguousarray(x[i])
         fn(kptr(row, "float *"), kptr(out[i], "void *"), x.shape[1])
     return out
-
-
-def _call(k, dots, tk, tv, Kq, Vq, q, out, hd, first, last, scale, softcap=0.0,
-          n_tok=0, n_head=0, q_stride=0, window=0):
-    nq = max(n_tok, 1) * max(n_head, 1)
-    acc = np.zeros(max(32 * hd, nq * (hd + 264)), np.float32)
-    a = kffi.new("pyrt_attn_args *")
-    a.out, a.q, a.acc = kptr(out, "float *"), kptr(q, "float *"), kptr(acc, "float *")
-    a.kq, a.vq = kptr(Kq, "void *"), kptr(Vq, "void *")
-    a.k_bytes, a.v_bytes = Kq.shape[1], Vq.shape[1]
-    a.type_k, a.type_v = tk, tv
-    a.head_dim, a.first, a.last, a.scale, a.softcap = hd, first, last, scale, softcap
-    a.n_tok, a.n_head, a.q_stride, a.window = n_tok, n_head, q_stride, window
-    a.q_to_dot = dots.type[F16 if tk == F16 else Q8_0].quantize_act
-    a.k_dot = dots.type[tk].vec_dot
-    a.v_to_f32 = dots.type[tv].dequantize
-    k.attn_head_fa(a)
 
 
 def _check_group(variant, tk, tv, hd, n_tok, n_head, first, last, window, softcap, kscale=2.0, seed=0):

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 from conftest import REF
-from kernel_table import AVX2, SCALAR, VARIANTS, kffi, kptr, needs_avx2, table
+from kernel_table import AVX2, SCALAR, VARIANTS, attn_fa_call, kffi, kptr, needs_avx2, table
 
 import pyrt
 from pyrt._native import UnsupportedError, ffi, lib
@@ -143,17 +143,7 @@ def _dequantize(k, t: int, rows: np.ndarray, hd: int) -> np.ndarray:
 
 def _fa_call(k, dots, tk, tv, Kq, Vq, q, hd, first, last, scale, softcap=0.0):
     out = np.full(hd, np.nan, np.float32)
-    acc = np.zeros(32 * hd, np.float32)
-    a = kffi.new("pyrt_attn_args *")
-    a.out, a.q, a.acc = kptr(out, "float *"), kptr(q, "float *"), kptr(acc, "float *")
-    a.kq, a.vq = kptr(Kq, "void *"), kptr(Vq, "void *")
-    a.k_bytes, a.v_bytes = Kq.shape[1], Vq.shape[1]
-    a.type_k, a.type_v = tk, tv
-    a.head_dim, a.first, a.last, a.scale, a.softcap = hd, first, last, scale, softcap
-    a.q_to_dot = dots.type[1 if tk == 1 else 8].quantize_act
-    a.k_dot = dots.type[tk].vec_dot
-    a.v_to_f32 = dots.type[tv].dequantize
-    k.attn_head_fa(a)
+    attn_fa_call(k, dots, tk, tv, Kq, Vq, q, out, hd, first, last, scale, softcap)
     return out
 
 
