@@ -96,10 +96,15 @@ def report(title, rows):
         ratios.append(b / a)
         print(f"{text[:40].replace(chr(10), ' '):42} {n_tok:4d} {a:10.1f} {b:9.1f} {b / a:6.2f} "
               f"{st.get('accepted_n', 0):4d}/{st.get('drafted_n', 0):<5d}")
+    print(summary(ratios))
+
+
+def summary(ratios) -> str:
+    """The line under a table: geometric mean and minimum of the ratios."""
     gm = 1.0
     for r in ratios:
         gm *= r
-    print(f"geometric mean ratio {gm ** (1 / len(ratios)):.2f}, min {min(ratios):.2f}")
+    return f"geometric mean ratio {gm ** (1 / len(ratios)):.2f}, min {min(ratios):.2f}"
 
 
 def main() -> int:

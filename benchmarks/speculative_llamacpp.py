@@ -71,7 +71,7 @@ def main() -> int:
 
     sys.path.insert(0, str(HERE))
     from compare_llamacpp import bench_venv_python, cpu_model
-    from speculative import FREE, GROUNDED
+    from speculative import FREE, GROUNDED, summary
 
     from pyrt import Llama
     from pyrt.registry import cache_root, ensure_model
@@ -96,15 +96,14 @@ def main() -> int:
             rows = json.loads(r.stdout.strip().splitlines()[-1])
             print(f"\n{name} llama.cpp lookup: {title}")
             print(f"{'prompt':42} {'tok':>4} {'plain t/s':>10} {'lookup t/s':>10} {'ratio':>6} same")
-            gm, ratios = 1.0, []
+            ratios = []
             src = GROUNDED if title == "input-grounded" else FREE
             for text, row in zip(src, rows):
                 ratio = row["lookup_ts"] / row["plain_ts"] if row["plain_ts"] else 0.0
                 ratios.append(ratio)
-                gm *= ratio
                 print(f"{text[:40].replace(chr(10), ' '):42} {row['n']:4d} {row['plain_ts']:10.1f} "
                       f"{row['lookup_ts']:10.1f} {ratio:6.2f} {'yes' if row['same'] else 'NO'}")
-            print(f"geometric mean ratio {gm ** (1 / len(ratios)):.2f}, min {min(ratios):.2f}")
+            print(summary(ratios))
     return 0
 
 
