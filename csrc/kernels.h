@@ -172,6 +172,7 @@ void pyrt_fill_kquants_gemm_avx512(pyrt_kernels *k);
 /*   arm/ (AArch64 builds) */
 void pyrt_fill_quants_neon(pyrt_kernels *k);          /* baseline NEON, plus SDOT where the CPU has it */
 void pyrt_fill_iquants_neon(pyrt_kernels *k);         /* the same choice; adds to the table            */
+void pyrt_fill_ops_neon(pyrt_kernels *k);             /* softmax, SwiGLU, rope, F16-cache attention    */
 
 /* Query (t, g) of an attention group as a one-query call (same scratch). */
 /* Logit soft-capping as llama.cpp computes it (gemma2): scale by 1/c, tanh,

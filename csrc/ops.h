@@ -3,6 +3,7 @@
 #ifndef PYRT_OPS_H
 #define PYRT_OPS_H
 
+#include <math.h>
 #include <stdint.h>
 #include "kernels.h"
 
@@ -18,6 +19,27 @@ void op_scale(float *x, float s, int64_t n);
 void op_rope(float *x, int32_t n_rot, int32_t mode, float pos, float freq_base, float freq_scale,
              const float *freq_factors,    /* theta_i /= freq_factors[i] (NULL: none) */
              float mscale);                /* cos and sin times mscale, as ggml's rope_yarn */
+
+/* op_rope with the FMA contraction GCC applies to ggml's rotate_pairs (x1's
+ * product rounded, x0's fused), written out so no compiler choice is involved:
+ * the rope of the SIMD tables, inlined where fmaf is one instruction. */
+static inline void op_rope_fused(float *x, int32_t n_rot, int32_t mode, float pos, float freq_base,
+                                 float freq_scale, const float *ff, float mscale) {
+    const float theta_scale = powf(freq_base, -2.0f / (float)n_rot);
+    float theta = pos;
+    const int32_t half = n_rot / 2;
+    for (int32_t i = 0; i < half; i++) {
+        const float t = freq_scale * (ff ? theta / ff[i] : theta);
+        const float c = cosf(t) * mscale, s = sinf(t) * mscale;   /* exact when mscale is 1 */
+        float *a, *b;
+        if (mode == PYRT_ROPE_NEOX) { a = &x[i]; b = &x[i + half]; }
+        else                        { a = &x[2 * i]; b = &x[2 * i + 1]; }
+        const float x0 = *a, x1 = *b;
+        *a = fmaf(x0, c, -(x1 * s));
+        *b = fmaf(x0, s, x1 * c);
+        theta *= theta_scale;
+    }
+}
 
 /* g[n] = silu(g) * u  /  gelu_tanh(g) * u (llama.cpp's fp16-table GELU) */
 void op_swiglu(float *g, const float *u, int64_t n);

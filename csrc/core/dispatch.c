@@ -155,6 +155,7 @@ static void fill_avx2_all(pyrt_kernels *k) {
 static void fill_neon_all(pyrt_kernels *k) {
     pyrt_fill_quants_neon(k);      /* clears the table first */
     pyrt_fill_iquants_neon(k);
+    pyrt_fill_ops_neon(k);
 }
 #endif
 

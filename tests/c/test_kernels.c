@@ -701,6 +701,124 @@ static void test_gemm(const pyrt_kernels *V) {
     }
 }
 
+/* ---- ops: softmax, SwiGLU, rope, attention over an F16 cache -------------------- */
+#define OPS_RTOL        1e-5   /* softmax / SwiGLU / rope: another exp or sum order than scalar's */
+#define ATTN_NMSE_TOL   5e-4   /* tests/test_ops.py's NMSE_ATTENTION                             */
+
+static double nmse(const float *got, const float *want, int n) {
+    double e = 0, w = 0;
+    for (int i = 0; i < n; i++) {
+        e += ((double)got[i] - want[i]) * ((double)got[i] - want[i]);
+        w += (double)want[i] * want[i];
+    }
+    return w > 0 ? e / w : e;
+}
+
+static int close_rel(const float *got, const float *want, int n, double rtol, double atol) {
+    for (int i = 0; i < n; i++)
+        if (!(fabs((double)got[i] - want[i]) <= atol + rtol * fabs((double)want[i]))) return 0;
+    return 1;
+}
+
+#define ATTN_CTX 1100
+#define ATTN_MAXQ 12
+static pyrt_fp16 g_kc[ATTN_CTX * 2 * 128], g_vc[ATTN_CTX * 2 * 128];
+static float g_sc[ATTN_MAXQ * (ATTN_CTX + 32)], g_acc[ATTN_MAXQ * (128 + 264) + 32 * 128];
+static pyrt_fp16 g_p16[ATTN_CTX + 32], g_q16[128];
+
+static pyrt_attn_args attn_args(int hd, int batched) {
+    pyrt_attn_args a;
+    memset(&a, 0, sizeof a);
+    a.k = g_kc + hd;                   /* the second of two interleaved kv heads */
+    a.v = g_vc + hd;
+    a.stride = 2 * hd;
+    a.head_dim = hd;
+    a.batched = batched;
+    a.scale = 1.0f / sqrtf((float)hd);
+    a.scores = g_sc;
+    a.probs16 = g_p16;
+    a.q16 = g_q16;
+    a.acc = g_acc;
+    return a;
+}
+
+static void test_ops(const pyrt_kernels *S, const pyrt_kernels *V) {
+    static float x[4099], y[4099], u[4099];
+    seed(41);
+    for (int n = 1; n <= 4099; n = n * 3 + 2) {          /* softmax: groups of 4 or 8 and tails */
+        for (int i = 0; i < n; i++) x[i] = y[i] = (float)(gauss() * 6.0);
+        if (n > 20) x[7] = y[7] = -INFINITY;               /* a masked position */
+        S->softmax(x, n);
+        V->softmax(y, n);
+        check(close_rel(y, x, n, OPS_RTOL, 1e-9), "softmax n=%d", n);
+        for (int i = 0; i < n; i++) {
+            x[i] = y[i] = (float)(gauss() * (i % 5 == 0 ? 40.0 : 3.0));   /* exp far past +-88 too */
+            u[i] = (float)gauss();
+        }
+        S->swiglu(x, u, n);
+        V->swiglu(y, u, n);
+        check(close_rel(y, x, n, OPS_RTOL, 1e-30), "swiglu n=%d", n);
+    }
+    for (int mode = 0; mode <= 2; mode += 2) {           /* PYRT_ROPE_NORMAL, PYRT_ROPE_NEOX */
+        for (int i = 0; i < 128; i++) x[i] = y[i] = (float)gauss();
+        S->rope(x, 128, mode, 1234.0f, 10000.0f, 1.0f, NULL, 1.0f);
+        V->rope(y, 128, mode, 1234.0f, 10000.0f, 1.0f, NULL, 1.0f);
+        check(close_rel(y, x, 128, 1e-5, 1e-6), "rope mode %d", mode);
+    }
+
+    static const int HD[] = { 64, 40, 72, 128 };
+    static const int RANGE[][2] = { { 0, 0 }, { 0, 1 }, { 0, 37 }, { 5, 300 }, { 3, 1023 } };
+    seed(42);
+    for (int i = 0; i < ATTN_CTX * 2 * 128; i++) {
+        g_kc[i] = pyrt_fp32_to_fp16((float)gauss());
+        g_vc[i] = pyrt_fp32_to_fp16((float)gauss());
+    }
+    static float q[ATTN_MAXQ * 2 * 128], got[ATTN_MAXQ * 2 * 128], want[128], ref[128];
+    for (int h = 0; h < 4; h++) {
+        const int hd = HD[h];
+        for (int batched = 0; batched <= 1; batched++) {
+            for (int r = 0; r < 5; r++) {                 /* one query against the scalar kernel */
+                for (int d = 0; d < hd; d++) q[d] = (float)(gauss() * 2.0);
+                pyrt_attn_args a = attn_args(hd, batched);
+                a.q = q;
+                a.first = RANGE[r][0];
+                a.last = RANGE[r][1];
+                a.out = ref;
+                S->attn_head(&a);
+                a.out = want;
+                V->attn_head(&a);
+                const double e = nmse(want, ref, hd);
+                check(e <= ATTN_NMSE_TOL, "attn_head hd=%d batched=%d [%d, %d]: nmse %.3g", hd, batched,
+                      RANGE[r][0], RANGE[r][1], e);
+            }
+            /* a group (3 heads x 4 tokens, sliding window) is each query's one-query call, bit for bit */
+            const int gqa = 3, nt = 4, qd = 2 * gqa * hd, last = 250, window = 100;
+            for (int i = 0; i < nt * qd; i++) q[i] = (float)(gauss() * 3.0), got[i] = NAN;
+            pyrt_attn_args a = attn_args(hd, batched);
+            a.q = q + gqa * hd;
+            a.out = got + gqa * hd;
+            a.n_tok = nt;
+            a.n_head = gqa;
+            a.q_stride = qd;
+            a.window = window;
+            a.last = last;
+            V->attn_head(&a);
+            int same = 1;
+            for (int t = 0; t < nt; t++)
+                for (int g = 0; g < gqa; g++) {
+                    pyrt_attn_args b = attn_args(hd, batched);
+                    b.q = q + t * qd + (gqa + g) * hd;
+                    b.out = want;
+                    b.last = last + t;
+                    b.first = b.last - window + 1;
+                    V->attn_head(&b);
+                    same &= memcmp(want, got + t * qd + (gqa + g) * hd, sizeof(float) * (size_t)hd) == 0;
+                }
+            check(same, "attn_head group of %dx%d == one-query calls, hd=%d batched=%d", nt, gqa, hd, batched);
+        }
+    }
+}
+
 /* Every entry of V that exists, against S. */
 static void test_table(const char *label, const pyrt_kernels *S, const pyrt_kernels *V) {
     g_table = label;
@@ -721,6 +839,7 @@ static void test_table(const char *label, const pyrt_kernels *S, const pyrt_kern
     test_vec_dot_nmse(S, V);
     test_f16_helpers(S, V);
     test_gemm(V);
+    test_ops(S, V);
 }
 
 #if TEST_NEON
@@ -775,6 +894,7 @@ int main(int argc, char **argv) {
     memset(&raw, 0, sizeof raw);
     pyrt_fill_quants_neon_ex(&raw, 0);
     pyrt_fill_iquants_neon_ex(&raw, 0);
+    pyrt_fill_ops_neon(&raw);
     pyrt_kernels_merge(&base, S, &raw);
     test_table("neon", S, &base);
     tested++;
@@ -782,6 +902,7 @@ int main(int argc, char **argv) {
         memset(&raw, 0, sizeof raw);
         pyrt_fill_quants_neon_ex(&raw, 1);
         pyrt_fill_iquants_neon_ex(&raw, 1);
+        pyrt_fill_ops_neon(&raw);
         pyrt_kernels_merge(&sdot, S, &raw);
         g_table = "neon+dotprod";
         check(sdot.type[PYRT_TYPE_Q8_0].vec_dot != base.type[PYRT_TYPE_Q8_0].vec_dot, "dotprod code is built in");
@@ -797,6 +918,7 @@ int main(int argc, char **argv) {
         for (int t = 0; t < PYRT_TYPE_COUNT; t++)
             same &= D->type[t].vec_dot == expect->type[t].vec_dot && D->type[t].dequantize == expect->type[t].dequantize &&
                     D->type[t].quantize_act == expect->type[t].quantize_act && D->type[t].gemm == expect->type[t].gemm;
+        same &= D->attn_head == expect->attn_head && D->softmax == expect->softmax;
         check(same, "dispatch picked the %s set", has_dp ? "dotprod" : "baseline");
     }
     test_dispatch(PYRT_KERNELS_NEON);
