@@ -136,7 +136,7 @@ static void attn_one_neon(const pyrt_attn_args *a) {
     for (int32_t j = g0; j < first; j++) sc[j] = -INFINITY;
     for (int32_t j = last + 1; j < g1; j++) sc[j] = -INFINITY;
     const float32x4_t inv = vdupq_n_f32((float)(1.0 / exp_sum(sc + g0, g1 - g0, mx)));
-    const int batched = a->batched != 0;
+    const int batched = a->batched && hd % 4 == 0;   /* tinyBLAS<4> takes only rows % 4 == 0 */
     for (int32_t j = g0; j < g1; j += 4) {
         const float32x4_t p = vmulq_f32(vld1q_f32(sc + j), inv);
         if (batched) vst1q_f32(sc + j, p);      /* tinyBLAS takes the f32 probabilities */

@@ -925,7 +925,12 @@ int main(int argc, char **argv) {
 #elif defined(__x86_64__)
     if (pyrt_kernels_available(PYRT_KERNELS_AVX2)) {
         printf("x86-64: testing the AVX2 table\n");
-        test_table("avx2", S, pyrt_kernels_get(PYRT_KERNELS_AVX2));
+        const pyrt_kernels *A = pyrt_kernels_get(PYRT_KERNELS_AVX2);
+        g_table = "dispatch";
+        check(A->softmax != S->softmax && A->swiglu != S->swiglu && A->rope != S->rope && A->geglu != S->geglu &&
+              A->attn_head != S->attn_head && A->attn_head_fa != S->attn_head_fa,
+              "the avx2 table keeps its own ops through the merge over the scalar table");
+        test_table("avx2", S, A);
         tested++;
         int best = PYRT_KERNELS_AVX2;
         if (pyrt_kernels_available(PYRT_KERNELS_AVX512)) {
