@@ -20,14 +20,18 @@ void op_rope(float *x, int32_t n_rot, int32_t mode, float pos, float freq_base, 
              const float *freq_factors,    /* theta_i /= freq_factors[i] (NULL: none) */
              float mscale);                /* cos and sin times mscale, as ggml's rope_yarn */
 
-/* op_rope with the FMA contraction GCC applies to ggml's rotate_pairs (x1's
- * product rounded, x0's fused), written out so no compiler choice is involved:
- * the rope of the SIMD tables, inlined where fmaf is one instruction. */
+/* op_rope with the FMA contraction GCC applies to ggml's rotate_pairs, written
+ * out so no compiler choice is involved: x0's products fused and x1's rounded
+ * (the x86 build, and AArch64 for NEOX pairs); with normal_x1_fused, NORMAL
+ * pairs' first output fuses x1's product instead (x0 * c rounded), as GCC's
+ * AArch64 build of ggml contracts its vectorized NORMAL loop. The rope of the
+ * SIMD tables, inlined where fmaf is one instruction. */
 static inline void op_rope_fused(float *x, int32_t n_rot, int32_t mode, float pos, float freq_base,
-                                 float freq_scale, const float *ff, float mscale) {
+                                 float freq_scale, const float *ff, float mscale, int normal_x1_fused) {
     const float theta_scale = powf(freq_base, -2.0f / (float)n_rot);
     float theta = pos;
     const int32_t half = n_rot / 2;
+    const int x1_fused = normal_x1_fused && mode != PYRT_ROPE_NEOX;
     for (int32_t i = 0; i < half; i++) {
         const float t = freq_scale * (ff ? theta / ff[i] : theta);
         const float c = cosf(t) * mscale, s = sinf(t) * mscale;   /* exact when mscale is 1 */
@@ -35,7 +39,7 @@ static inline void op_rope_fused(float *x, int32_t n_rot, int32_t mode, float po
         if (mode == PYRT_ROPE_NEOX) { a = &x[i]; b = &x[i + half]; }
         else                        { a = &x[2 * i]; b = &x[2 * i + 1]; }
         const float x0 = *a, x1 = *b;
-        *a = fmaf(x0, c, -(x1 * s));
+        *a = x1_fused ? fmaf(-x1, s, x0 * c) : fmaf(x0, c, -(x1 * s));
         *b = fmaf(x0, s, x1 * c);
         theta *= theta_scale;
     }

@@ -16,7 +16,8 @@
  *     slots j mod 16, p rounded to f16); a multi-token batch takes
  *     llamafile's tinyBLAS<4> for an F16 matrix times the f32 probabilities
  *     (not rounded: the F32 right-hand side is its first choice on this
- *     build), one 4-lane accumulator per output (slots j mod 4), vaddvq.
+ *     build), one 4-lane accumulator per output (slots j mod 4), vaddvq;
+ *   - rope: GCC's contraction of ggml's rotation on AArch64 (op_rope_fused).
  * vaddvq_f32 is one FADDP of the pairs and one of the two sums. Reached only
  * on AArch64, where NEON is baseline. */
 #if defined(__aarch64__)
@@ -180,10 +181,17 @@ static void attn_head_neon(const pyrt_attn_args *a) {
         }
 }
 
+/* ---- rope ----------------------------------------------------------------------- */
+
+static void rope_neon(float *x, int32_t n_rot, int32_t mode, float pos, float freq_base, float freq_scale,
+                      const float *ff, float mscale) {
+    op_rope_fused(x, n_rot, mode, pos, freq_base, freq_scale, ff, mscale, 1);
+}
+
 void pyrt_fill_ops_neon(pyrt_kernels *k) {
     k->softmax = softmax_neon;
     k->swiglu = swiglu_neon;
-    k->rope = op_rope_fused;
+    k->rope = rope_neon;
     k->attn_head = attn_head_neon;
 }
 #endif /* __aarch64__ */

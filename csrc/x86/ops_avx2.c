@@ -87,25 +87,10 @@ static void swiglu_avx2(float *g, const float *u, int64_t n) {
 
 /* ---- rope -------------------------------------------------------------------- */
 
-/* As op_rope, with the FMA contraction GCC applies to ggml's rotate_pairs
- * (x1's product rounded, x0's fused), written out so no compiler choice is
- * involved. */
+/* op_rope_fused: x0's products fused, as GCC contracts ggml's rotation on x86 */
 static void rope_avx2(float *x, int32_t n_rot, int32_t mode, float pos, float freq_base, float freq_scale,
                       const float *ff, float mscale) {
-    const float theta_scale = powf(freq_base, -2.0f / (float)n_rot);
-    float theta = pos;
-    const int32_t half = n_rot / 2;
-    for (int32_t i = 0; i < half; i++) {
-        const float t = freq_scale * (ff ? theta / ff[i] : theta);
-        const float c = cosf(t) * mscale, s = sinf(t) * mscale;   /* exact when mscale is 1 */
-        float *a, *b;
-        if (mode == PYRT_ROPE_NEOX) { a = &x[i]; b = &x[i + half]; }
-        else                        { a = &x[2 * i]; b = &x[2 * i + 1]; }
-        const float x0 = *a, x1 = *b;
-        *a = fmaf(x0, c, -(x1 * s));
-        *b = fmaf(x0, s, x1 * c);
-        theta *= theta_scale;
-    }
+    op_rope_fused(x, n_rot, mode, pos, freq_base, freq_scale, ff, mscale, 0);
 }
 
 /* ---- reductions ---------------------------------------------------------------- */
