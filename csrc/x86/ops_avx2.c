@@ -210,7 +210,7 @@ static void attn_one_avx2(const pyrt_attn_args *a) {
         if (p == 0.0f) continue;            /* adds exactly +0 */
         const pyrt_fp16 *vj = a->v + (int64_t)j * st;
         prefetch_row(vj + PF_AHEAD * st, hd);
-        float *slot = acc + (size_t)(j % nslot) * hd;
+        float *slot = acc + (size_t)(j & (nslot - 1)) * hd;   /* nslot: 8 or 32 */
         const __m256 pv = _mm256_set1_ps(p);
         int32_t d = 0;
         for (; d + 8 <= hd; d += 8)
