@@ -6,7 +6,10 @@ batched. Issue targets: 4 clients >= 2.5x one client's tokens/s; TTFT of a
     PYTHONPATH=. python benchmarks/serve_parallel.py [--model PATH] [--parallel 4] [--tokens 128]
 
 It starts the server itself (2 threads unless --threads) and prints one table;
-run it on an otherwise idle machine.
+run it on an otherwise idle machine. On a shared one, the server's CPU time per
+token (1 client vs k) is the steadier figure: with --threads 1 its ratio is what
+the aggregate tokens/s ratio would be if the forward pass had the core to
+itself.
 """
 from __future__ import annotations
 
@@ -66,6 +69,16 @@ def stream_chat(port: int, prompt: str, max_tokens: int, seed: int) -> dict:
     return {"text": "".join(text), "n": n, "ttft": ttft, "t0": t0, "t1": time.perf_counter(), "stamps": stamps}
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of process `pid` so far (Linux), else None."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def run_clients(port: int, k: int, max_tokens: int) -> list[dict]:
     out: list = [None] * k
 
@@ -93,15 +106,21 @@ def main() -> int:
     port = int(base.rsplit(":", 1)[1])
     try:
         stream_chat(port, "Hello", 8, 0)                          # warm up
+        c0 = cpu_seconds(proc.pid)
         alone = run_clients(port, 1, a.tokens)
+        c1 = cpu_seconds(proc.pid)
         one_tps = alone[0]["n"] / (alone[0]["t1"] - alone[0]["t0"])
         k = a.parallel
         many = run_clients(port, k, a.tokens)
+        c2 = cpu_seconds(proc.pid)
         span = max(r["t1"] for r in many) - min(r["t0"] for r in many)
         agg = sum(r["n"] for r in many) / span
         per = [r["n"] / (r["t1"] - r["t0"]) for r in many]
         print(f"1 client: {one_tps:.1f} tok/s;  {k} clients: {agg:.1f} tok/s aggregate = {agg / one_tps:.2f}x; "
               f"per client {min(per):.1f}..{max(per):.1f} tok/s")
+        if c0 is not None and c2 is not None:
+            cpu1, cpuk = (c1 - c0) * 1e3 / alone[0]["n"], (c2 - c1) * 1e3 / sum(r["n"] for r in many)
+            print(f"server CPU per token: 1 client {cpu1:.2f} ms, {k} clients {cpuk:.2f} ms ({cpu1 / cpuk:.2f}x)")
         # the same request alone and batched: client 0 of the batch asked what `alone` asked
         same = many[0]["text"] == alone[0]["text"]
         print(f"client 0's text batched == alone: {same}")

@@ -8,7 +8,12 @@ both sides see the same machine load. The batch's logits are
 checked against the separate decodes' bit for bit.
 
     PYTHONPATH=. python benchmarks/verify_batch.py [MODEL.gguf ...] [--ks 1,2,4,8] [--reps 15] [--threads 2] [--best]
-        [--cpu-time]
+        [--cpu-time] [--seqs [--depth 120]]
+
+--seqs times what continuous batching runs instead (pyrt/batching.py): one decode step of k
+sequences, each one token at its own depth (about --depth, the sequences 7 positions apart), in
+one pyrt_decode_batch call, against one sequence's step; "k x 1tok/batch" is then the
+aggregate tokens/s of k streams over one stream's, as far as the forward pass goes.
 
 --cpu-time times the process's CPU seconds instead of the wall clock: with --threads 1 a
 figure other jobs on a shared machine hardly move (with 2 threads a descheduled worker stalls
@@ -75,6 +80,36 @@ def bench(path: Path, ks: list[int], reps: int, threads: int, best: bool, clock=
         print(f"{k:>3} {b:8.2f} {s:9.2f} {rel} {s / b:9.2f}  {'yes' if same else 'NO'}")
 
 
+def bench_seqs(path: Path, ks: list[int], reps: int, threads: int, best: bool, depth: int,
+               clock=time.perf_counter) -> None:
+    m = Model(path)
+    n_seq = max(ks)
+    c = Context(m, n_ctx=depth + 16 + 7 * n_seq + 8, n_threads=threads, n_seq=n_seq)
+    rng = np.random.default_rng(0)
+    d0 = [depth + 7 * s for s in range(n_seq)]
+    for s in range(n_seq):
+        c.decode_batch([(s, rng.integers(100, 5000, d0[s]).astype(np.int32), 0, lib.PYRT_OUT_LOGITS_LAST, 0)])
+    stat = min if best else statistics.median
+    what = "CPU ms" if clock is time.process_time else "ms"
+    print(f"{path.name}  ({threads} threads, decode steps of k sequences at depth ~{depth}, {reps} alternating "
+          f"runs, {'best' if best else 'median'} {what})")
+    print(f"{'k':>3} {'step':>8} {'step/1tok':>9} {'k x 1tok/step':>13}")
+    times: dict[int, list[float]] = {k: [] for k in ks}
+    for i in range(reps):
+        for k in ks:                       # alternating, so every k sees the same machine load
+            pos = [d + i % 8 for d in d0]
+            for s in range(k):
+                c.seq_truncate(s, pos[s])
+            parts = [(s, np.array([200 + i], np.int32), pos[s], lib.PYRT_OUT_LOGITS_LAST, 0) for s in range(k)]
+            t = clock()
+            c.decode_batch(parts)
+            times[k].append(clock() - t)
+    one = stat(times[1]) * 1e3
+    for k in ks:
+        t = stat(times[k]) * 1e3
+        print(f"{k:>3} {t:8.2f} {t / one:9.2f} {k * one / t:13.2f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("models", nargs="*", type=Path)
@@ -83,13 +118,19 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--best", action="store_true", help="report the fastest run of each side, not the median")
     ap.add_argument("--cpu-time", action="store_true", help="time process CPU seconds (use with --threads 1)")
+    ap.add_argument("--seqs", action="store_true", help="decode steps of k sequences (continuous batching)")
+    ap.add_argument("--depth", type=int, default=120, help="--seqs: cached tokens per sequence")
     a = ap.parse_args()
     ks = [int(x) for x in a.ks.split(",")]
     if 1 not in ks:
         ks = [1] + ks
     print("CPU:", cpu_line(), "| kernels:", os.environ.get("PYRT_KERNELS", "auto"))
+    clock = time.process_time if a.cpu_time else time.perf_counter
     for p in a.models or [p for p in DEFAULT if p.exists()]:
-        bench(p, ks, a.reps, a.threads, a.best, time.process_time if a.cpu_time else time.perf_counter)
+        if a.seqs:
+            bench_seqs(p, ks, a.reps, a.threads, a.best, a.depth, clock)
+        else:
+            bench(p, ks, a.reps, a.threads, a.best, clock)
 
 
 if __name__ == "__main__":

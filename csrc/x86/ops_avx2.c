@@ -142,29 +142,13 @@ static inline void prefetch_row(const pyrt_fp16 *p, int32_t n) {
     for (int32_t d = 0; d < n; d += 32) _mm_prefetch((const char *)(p + d), _MM_HINT_T0);
 }
 
-/* One query (the reference shape for the group kernel below). */
-static void attn_one_avx2(const pyrt_attn_args *a) {
+/* Softmax of one query's scores sc[first..last] (max mx) and its output
+ * sum_j p_j v_j, as llama.cpp computes them for the query's shape (batched:
+ * 8 value slots, else 32); sc is clobbered. */
+static void softmax_pv_one(const pyrt_attn_args *a, float *sc, float mx, int batched) {
     const int32_t hd = a->head_dim, first = a->first, last = a->last;
     const int64_t st = a->stride;
-    /* tiled GEMM needs head_dim % 8 == 0; llama.cpp falls back to vec_dot too */
-    const int batched = a->batched && hd % 8 == 0;
-    float *sc = a->scores;                 /* indexed by absolute position */
     pyrt_fp16 *p16 = a->probs16;
-
-    /* q rounded to f16, kept as f32 in acc (free until the V pass) */
-    float *qf = a->acc;
-    for (int32_t d = 0; d < hd; d++) qf[d] = _cvtsh_ss(pyrt_fp32_to_fp16(a->q[d]));
-
-    /* scores, scaled; max over the visible positions */
-    float mx = -INFINITY;
-    for (int32_t j = first; j <= last; j++) {
-        const pyrt_fp16 *kj = a->k + (int64_t)j * st;
-        prefetch_row(kj + PF_AHEAD * st, hd);
-        const float s = pyrt_softcap((batched ? dot_kq_batched(kj, qf, hd) : dot_kq_single(kj, qf, hd)) * a->scale,
-                                     a->softcap);
-        sc[j] = s;
-        if (s > mx) mx = s;
-    }
 
     /* exp in groups of 8 aligned at position 0 (masked positions are 0) */
     const int32_t g0 = first & ~7, g1 = (last + 8) & ~7;
@@ -195,7 +179,7 @@ static void attn_one_avx2(const pyrt_attn_args *a) {
         if (p == 0.0f) continue;            /* adds exactly +0 */
         const pyrt_fp16 *vj = a->v + (int64_t)j * st;
         prefetch_row(vj + PF_AHEAD * st, hd);
-        float *slot = acc + (size_t)(j % nslot) * hd;
+        float *slot = acc + (size_t)(j & (nslot - 1)) * hd;   /* nslot: 8 or 32 */
         const __m256 pv = _mm256_set1_ps(p);
         int32_t d = 0;
         for (; d + 8 <= hd; d += 8)
@@ -217,6 +201,107 @@ static void attn_one_avx2(const pyrt_attn_args *a) {
             r = (t0 + t1) + (t2 + t3);
         }
         a->out[d] = r;
+    }
+}
+
+/* One query (the reference shape for the group kernel below). */
+static void attn_one_avx2(const pyrt_attn_args *a) {
+    const int32_t hd = a->head_dim, first = a->first, last = a->last;
+    const int64_t st = a->stride;
+    /* tiled GEMM needs head_dim % 8 == 0; llama.cpp falls back to vec_dot too */
+    const int batched = a->batched && hd % 8 == 0;
+    float *sc = a->scores;                 /* indexed by absolute position */
+
+    /* q rounded to f16, kept as f32 in acc (free until the V pass) */
+    float *qf = a->acc;
+    for (int32_t d = 0; d < hd; d++) qf[d] = _cvtsh_ss(pyrt_fp32_to_fp16(a->q[d]));
+
+    /* scores, scaled; max over the visible positions */
+    float mx = -INFINITY;
+    for (int32_t j = first; j <= last; j++) {
+        const pyrt_fp16 *kj = a->k + (int64_t)j * st;
+        prefetch_row(kj + PF_AHEAD * st, hd);
+        const float s = pyrt_softcap((batched ? dot_kq_batched(kj, qf, hd) : dot_kq_single(kj, qf, hd)) * a->scale,
+                                     a->softcap);
+        sc[j] = s;
+        if (s > mx) mx = s;
+    }
+    softmax_pv_one(a, sc, mx, batched);
+}
+
+/* ---- single-token numerics, the query heads of one kv head (one token) ---------
+ * Each query's scores are attn_one_avx2's (dot_kq_single: four accumulators,
+ * reduce4), with each K row converted once per pair of queries and the
+ * horizontal reductions of 8 positions done together; softmax and values per
+ * query as there. (SmolLM2, 3 heads a kv head, 4 sequences at depth ~220, 1
+ * thread, Zen 4: decode step 16.0-16.2 vs 16.35-16.7 CPU ms.) */
+#define GS_MAXH 16
+
+/* reduce4's horizontal part of u[0..7] (each (s0+s2)+(s1+s3)): lane i is
+ * position i's ((x0+x4)+(x1+x5))+((x2+x6)+(x3+x7)), paired as there */
+static inline __m256 reduce4_x8(const __m256 u[8]) {
+#define LOHI(a, b) _mm256_add_ps(_mm256_permute2f128_ps(a, b, 0x20), _mm256_permute2f128_ps(a, b, 0x31))
+    const __m256 x01 = LOHI(u[0], u[1]), x23 = LOHI(u[2], u[3]), x45 = LOHI(u[4], u[5]), x67 = LOHI(u[6], u[7]);
+#undef LOHI
+    /* lanes: positions 0 2 4 6 | 1 3 5 7 */
+    const __m256 h = _mm256_hadd_ps(_mm256_hadd_ps(x01, x23), _mm256_hadd_ps(x45, x67));
+    return _mm256_permutevar8x32_ps(h, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+}
+
+/* n_head (2..GS_MAXH) queries of one token, single-token shape, head_dim % 32 == 0 */
+static void attn_group_single_avx2(const pyrt_attn_args *a) {
+    const int32_t nh = a->n_head, hd = a->head_dim;
+    const pyrt_attn_args o0 = pyrt_attn_query(a, 0, 0);
+    const int32_t first = o0.first, last = o0.last;
+    const int64_t st = a->stride, R = ((int64_t)last + 8) & ~(int64_t)7;   /* score row of query g: g*R */
+    float *qf = a->acc;                                  /* [nh][hd]: q rounded to f16, as f32 */
+    for (int32_t g = 0; g < nh; g++)
+        for (int32_t d = 0; d < hd; d++)
+            qf[(int64_t)g * hd + d] = _cvtsh_ss(pyrt_fp32_to_fp16(a->q[(int64_t)g * hd + d]));
+    float mx[GS_MAXH];
+    for (int32_t g = 0; g < nh; g++) mx[g] = -INFINITY;
+    for (int32_t j0 = first; j0 <= last; j0 += 8) {
+        const int32_t n = last - j0 + 1 < 8 ? last - j0 + 1 : 8;
+        for (int32_t g = 0; g < nh; g += 2) {            /* queries g, g+1 (g alone if last) */
+            const int two = g + 1 < nh;
+            const float *qa = qf + (int64_t)g * hd, *qb = qf + (int64_t)(g + two) * hd;
+            __m256 u[2][8];
+            for (int32_t i = 0; i < 8; i++) {
+                if (i >= n) {
+                    u[0][i] = u[1][i] = _mm256_setzero_ps();
+                    continue;
+                }
+                const pyrt_fp16 *kj = a->k + (int64_t)(j0 + i) * st;
+                if (g == 0) prefetch_row(kj + PF_AHEAD * st, hd);
+                __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
+                for (int32_t d = 0; d < hd; d += 32) {
+                    const __m256 k0 = ld16(kj + d), k1 = ld16(kj + d + 8), k2 = ld16(kj + d + 16), k3 = ld16(kj + d + 24);
+                    a0 = _mm256_fmadd_ps(k0, _mm256_loadu_ps(qa + d), a0);
+                    a1 = _mm256_fmadd_ps(k1, _mm256_loadu_ps(qa + d + 8), a1);
+                    a2 = _mm256_fmadd_ps(k2, _mm256_loadu_ps(qa + d + 16), a2);
+                    a3 = _mm256_fmadd_ps(k3, _mm256_loadu_ps(qa + d + 24), a3);
+                    b0 = _mm256_fmadd_ps(k0, _mm256_loadu_ps(qb + d), b0);
+                    b1 = _mm256_fmadd_ps(k1, _mm256_loadu_ps(qb + d + 8), b1);
+                    b2 = _mm256_fmadd_ps(k2, _mm256_loadu_ps(qb + d + 16), b2);
+                    b3 = _mm256_fmadd_ps(k3, _mm256_loadu_ps(qb + d + 24), b3);
+                }
+                u[0][i] = _mm256_add_ps(_mm256_add_ps(a0, a2), _mm256_add_ps(a1, a3));
+                u[1][i] = _mm256_add_ps(_mm256_add_ps(b0, b2), _mm256_add_ps(b1, b3));
+            }
+            for (int h = 0; h <= two; h++) {
+                float t[8], *sc = a->scores + (int64_t)(g + h) * R;
+                _mm256_storeu_ps(t, _mm256_mul_ps(reduce4_x8(u[h]), _mm256_set1_ps(a->scale)));
+                for (int32_t i = 0; i < n; i++) {
+                    const float s = pyrt_softcap(t[i], a->softcap);
+                    sc[j0 + i] = s;
+                    if (s > mx[g + h]) mx[g + h] = s;
+                }
+            }
+        }
+    }
+    for (int32_t g = 0; g < nh; g++) {                   /* acc (qf) is free from here */
+        const pyrt_attn_args o = pyrt_attn_query(a, 0, g);
+        softmax_pv_one(&o, a->scores + (int64_t)g * R, mx[g], 0);
     }
 }
 
@@ -441,6 +526,10 @@ static void attn_head_avx2(const pyrt_attn_args *a) {
     const int32_t nt = a->n_tok > 1 ? a->n_tok : 1, nh = a->n_head > 1 ? a->n_head : 1, nq = nt * nh;
     const int32_t hd = a->head_dim;
     if (nq == 1 || !a->batched || hd % 8 != 0) {
+        if (nt == 1 && nh > 1 && nh <= GS_MAXH && !a->batched && hd % 32 == 0) {
+            attn_group_single_avx2(a);
+            return;
+        }
         for (int32_t t = 0; t < nt; t++)
             for (int32_t g = 0; g < nh; g++) {
                 const pyrt_attn_args o = pyrt_attn_query(a, t, g);
