@@ -241,7 +241,7 @@ class Llama:
             if draft_max is not None:
                 self._draft_max = min(draft_max, getattr(self._lookup, "num_pred_tokens", draft_max))
         else:
-            self._lookup = PromptLookup()
+            self._lookup = PromptLookup(by_match=True)
         if draft_model is not None and not isinstance(draft_model, (str, os.PathLike, Llama)):
             self.close()
             raise UnsupportedError(f"draft_model={type(draft_model).__name__} object: speculative "

@@ -75,6 +75,50 @@ def test_lookup_equals_a_scan_from_the_latest_start():
             assert PromptLookup(mx, mn).propose(h, k) == (scan(h, k, mx, mn) if len(h) >= 2 else [])
 
 
+def test_lookup_match_reports_where_and_how_long():
+    """match(): the continuation's start and the matched length; bounded by max_ngram, a
+    continuation must follow, and the suffix may overlap its earlier occurrence."""
+    pl = PromptLookup(max_ngram=4, min_ngram=2)
+    assert pl.match([]) == (0, 0) and pl.match([3]) == (0, 0)
+    assert pl.match([1, 2, 3, 4]) == (0, 0)                     # nothing recurs
+    assert pl.match([5, 1, 2, 9, 1, 2]) == (3, 2)               # "1 2" at 1..2 -> 9 at 3
+    assert pl.match([1, 2, 3, 4, 5, 1, 2, 3, 4, 5]) == (5, 4)   # capped at max_ngram
+    assert pl.match([7, 7, 7, 7, 7]) == (4, 4)                  # overlapping occurrence
+    assert pl.match([4, 1, 4]) == (0, 0)                        # 1-gram below min_ngram
+    assert PromptLookup(min_ngram=1).match([4, 1, 4]) == (1, 1)
+
+
+def test_lookup_by_match_drafts_as_far_as_the_match_supports():
+    """by_match: after a match of n tokens at most n - 1 drafted (at least 1); without it the
+    whole k (llama-cpp-python's class keeps that rule)."""
+    h = [9, 1, 2, 3, 4, 5, 6, 7, 8, 0, 3, 4]                    # "3 4" (n=2) -> 5 6 7 ...
+    assert PromptLookup(by_match=True).propose(h, 3) == [5]
+    assert PromptLookup().propose(h, 3) == [5, 6, 7]
+    h3 = [9, 2, 3, 4, 5, 6, 7, 8, 0, 2, 3, 4]                   # n=3 -> two tokens
+    assert PromptLookup(by_match=True).propose(h3, 3) == [5, 6]
+    assert PromptLookup(by_match=True).propose(h3, 1) == [5]    # k still bounds it
+    h4 = [1, 2, 3, 4, 5, 6, 7, 8, 0, 1, 2, 3, 4]                # n=4 -> the full k
+    assert PromptLookup(by_match=True).propose(h4, 3) == [5, 6, 7]
+    assert PromptLookup(min_ngram=1, by_match=True).propose([4, 1, 4], 3) == [1]    # n=1: one
+    assert PromptLookup(by_match=True).propose(h4, 0) == []
+    assert not LlamaPromptLookupDecoding().by_match
+
+
+def test_lookup_by_match_equals_a_bounded_scan():
+    def scan(h, k, mx, mn):
+        for n in range(min(mx, len(h) - 1), mn - 1, -1):
+            for s in range(len(h) - n - 1, -1, -1):
+                if h[s:s + n] == h[len(h) - n:]:
+                    return h[s + n:s + n + min(k, max(1, n - 1))]
+        return []
+    rng = np.random.default_rng(7)
+    for _ in range(500):
+        h = rng.integers(0, int(rng.integers(2, 6)), int(rng.integers(0, 40))).tolist()
+        k = int(rng.integers(1, 5))
+        for mx, mn in ((3, 1), (4, 2), (6, 2)):
+            assert PromptLookup(mx, mn, by_match=True).propose(h, k) == scan(h, k, mx, mn)
+
+
 class _Fixed:
     name = "fixed"
 
@@ -289,6 +333,16 @@ def test_draft_max_sets_how_far_drafts_grow(smollm2_path):
     with Llama(smollm2_path, n_ctx=64, n_threads=1, draft_max=8,
                draft_model=LlamaPromptLookupDecoding(num_pred_tokens=5)) as llm:
         assert llm._speculator(None).max_draft == 5
+
+
+def test_own_lookup_drafts_by_match(smollm2_path):
+    """speculative="lookup" bounds drafts by the match; llama-cpp-python's object keeps its rule."""
+    from pyrt import LlamaPromptLookupDecoding
+    with Llama(smollm2_path, n_ctx=64, n_threads=1) as llm:
+        assert llm._speculator("lookup").drafter.by_match
+    with Llama(smollm2_path, n_ctx=64, n_threads=1,
+               draft_model=LlamaPromptLookupDecoding(num_pred_tokens=4)) as llm:
+        assert not llm._speculator(None).drafter.by_match
 
 
 def test_cli_lookup_prints_the_plain_text(smollm2_path, capsys):
