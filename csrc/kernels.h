@@ -193,6 +193,16 @@ static inline pyrt_attn_args pyrt_attn_query(const pyrt_attn_args *a, int32_t t,
     return o;
 }
 
+/* A group call as one one-query call per query, token by token, head by head. */
+static inline void pyrt_attn_each_query(const pyrt_attn_args *a, void (*one)(const pyrt_attn_args *)) {
+    const int32_t nt = a->n_tok > 1 ? a->n_tok : 1, nh = a->n_head > 1 ? a->n_head : 1;
+    for (int32_t t = 0; t < nt; t++)
+        for (int32_t g = 0; g < nh; g++) {
+            const pyrt_attn_args o = pyrt_attn_query(a, t, g);
+            one(&o);
+        }
+}
+
 /* f32 -> a KV cache row of type t (F16 excluded: fp32_to_fp16), as llama.cpp's
  * from_float for t: its activation quantizer for Q8_0, its reference rounding
  * for Q4_0. */

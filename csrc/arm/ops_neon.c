@@ -173,12 +173,7 @@ static void attn_one_neon(const pyrt_attn_args *a) {
 }
 
 static void attn_head_neon(const pyrt_attn_args *a) {
-    const int32_t nt = a->n_tok > 1 ? a->n_tok : 1, nh = a->n_head > 1 ? a->n_head : 1;
-    for (int32_t t = 0; t < nt; t++)
-        for (int32_t g = 0; g < nh; g++) {
-            const pyrt_attn_args o = pyrt_attn_query(a, t, g);
-            attn_one_neon(&o);
-        }
+    pyrt_attn_each_query(a, attn_one_neon);
 }
 
 /* ---- rope ----------------------------------------------------------------------- */

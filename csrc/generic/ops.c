@@ -113,12 +113,7 @@ static void attention_one(const pyrt_attn_args *a) {
 }
 
 void op_attention_head(const pyrt_attn_args *a) {
-    const int32_t nt = a->n_tok > 1 ? a->n_tok : 1, nh = a->n_head > 1 ? a->n_head : 1;
-    for (int32_t t = 0; t < nt; t++)
-        for (int32_t g = 0; g < nh; g++) {
-            const pyrt_attn_args o = pyrt_attn_query(a, t, g);
-            attention_one(&o);
-        }
+    pyrt_attn_each_query(a, attention_one);
 }
 
 void op_fwht(float *x, int64_t n, int32_t len) {
@@ -199,12 +194,7 @@ static void attention_fa_one(const pyrt_attn_args *a) {
 }
 
 static void op_attention_head_fa(const pyrt_attn_args *a) {
-    const int32_t nt = a->n_tok > 1 ? a->n_tok : 1, nh = a->n_head > 1 ? a->n_head : 1;
-    for (int32_t t = 0; t < nt; t++)
-        for (int32_t g = 0; g < nh; g++) {
-            const pyrt_attn_args o = pyrt_attn_query(a, t, g);
-            attention_fa_one(&o);
-        }
+    pyrt_attn_each_query(a, attention_fa_one);
 }
 
 /* f32 -> Q4_0 as llama.cpp stores a Q4_0 cache row (its reference rounding:
