@@ -27,12 +27,9 @@ CASES = [(c, t) for c in ARCH_CASES for t in WEIGHT_TYPES]
 # larger one where that changes the model (phi3's LongRoPE long factors)
 RUNS = [(c, t, PARITY_N_CTX) for c, t in CASES] + [(c, t, LONG_CTX[c]) for c, t in CASES if c in LONG_CTX]
 # Within the issue's gates (top-1 100 %, mean |d log-softmax| <= 1e-3, greedy identical) but not
-# bit-identical yet: both MoE models with IQ4_XS experts differ by up to 3e-3 from token 1 on (so
-# llama.cpp's mul_mat_id takes another order for IQ4_XS than its mul_mat's GEMV). The dense
-# architectures and the MoE ones with Q8_0 and Q4_K experts are identical (Qwen3-MoE with Q4_K
-# was 1 ulp off in ~9 % of the logits while the dispatched tables lost their SIMD softmax, the
-# router's, and ran the scalar one).
-NOT_YET_IDENTICAL = {("mixtral", "iq4_xs"), ("qwen3moe", "iq4_xs")}
+# bit-identical yet: none. (Both MoE models with IQ4_XS experts were up to 3e-3 off until their
+# experts took llama.cpp's tiled order where it has 8+ routed rows: forward.c, expert_shape.)
+NOT_YET_IDENTICAL: set = set()
 
 
 def _log_softmax(x: np.ndarray) -> np.ndarray:
@@ -99,6 +96,43 @@ def test_greedy_matches_llamacpp(models, case, wtype, n_ctx):
             pos += 1
         assert out == ref["greedy"].tolist()
         ctx.close()
+    finally:
+        m.close()
+
+
+@pytest.mark.parametrize("case", ["mixtral", "qwen3moe"])
+def test_moe_rows_do_not_depend_on_their_neighbours(models, case):
+    """A whole prompt takes llama.cpp's tiled order for experts with 8+ routed rows (IQ4_XS),
+    which is where it differs from single-token arithmetic; in per-token numerics and in a
+    batch of sequences each expert row keeps the single-token order, so a token's logits are
+    the ones it gets alone."""
+    m = Model(models[case, "iq4_xs"])
+    try:
+        toks = parity_tokens(m.n_vocab)[:24]
+        ctx = Context(m, 128, 2)
+        alone = []
+        for i, t in enumerate(toks):
+            alone.append(ctx.decode([t], i, lib.PYRT_OUT_LOGITS_LAST))
+        alone = np.stack(alone)
+        ctx.truncate(0)
+        whole = ctx.decode(toks, 0, lib.PYRT_OUT_LOGITS_ALL)
+        assert not np.array_equal(whole, alone)       # the tiled order is really taken
+        ctx.truncate(0)
+        per_token = ctx.decode(toks, 0, lib.PYRT_OUT_LOGITS_ALL, lib.PYRT_NUMERICS_PER_TOKEN)
+        np.testing.assert_array_equal(per_token, alone)
+        ctx.close()
+        # two sequences in one step each: the same rows as alone
+        bctx = Context(m, 128, 2, n_seq=2)
+        for i in range(12):
+            a, b = bctx.decode_batch([(0, [toks[i]], i, lib.PYRT_OUT_LOGITS_LAST, 0),
+                                      (1, [toks[12 + i]], i, lib.PYRT_OUT_LOGITS_LAST, 0)])
+            np.testing.assert_array_equal(a, alone[i])
+            if i == 0:
+                ref1 = Context(m, 128, 2)
+            want_b = ref1.decode([toks[12 + i]], i, lib.PYRT_OUT_LOGITS_LAST)
+            np.testing.assert_array_equal(b, want_b)
+        ref1.close()
+        bctx.close()
     finally:
         m.close()
 

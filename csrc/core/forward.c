@@ -250,10 +250,29 @@ static float router_dot(const float *w, const float *x, int64_t n) {
     return (a0 + a2) + (a1 + a3);
 }
 
+/* The numerics of one expert's matmul over the n rows routed to it (an
+ * mm_group n_shape), as llama.cpp's mul_mat_id on x86 picks them: weights it
+ * keeps in their file layout and has a tiled GEMM for (the K-quants but
+ * Q4_K, IQ4_XS: pyrt's vec_dot_tiled with the default threshold) take that
+ * tiled order when at least 8 rows reach the expert (n as the shape); the
+ * others (repacked Q4_K/Q4_0: vec_dot_r8; Q8_0 and the rest) one vec_dot
+ * per row. Only for a job that is one batch in its natural shape: in a
+ * batch of sequences or in per-token numerics every expert row keeps the
+ * single-token order, so a row never depends on how many others reached its
+ * expert. */
+static int64_t expert_shape(const fwd *f, const pyrt_weight *w, int64_t n) {
+    const pyrt_type_kernels *tk = &f->K->type[w->type];
+    const pyrt_ctx *c = f->c;
+    const int natural = c->n_runs == 1 && c->runs[0].n_shape == f->B;
+    const int repacked = tk->vec_dot_r8 && w->rows % 8 == 0;
+    return natural && !repacked && tk->vec_dot_tiled && tk->tiled_min_tok == 0 ? n : -1;
+}
+
 /* x += sum over the top-k experts e of w_e * Wdown_e . (silu(Wgate_e . n(x)) * Wup_e . n(x)),
  * w = the router's softmax probabilities of the chosen experts, renormalized to sum 1
  * (llama.cpp's build_moe_ffn with norm_w, as Mixtral and Qwen3-MoE use). Each expert's
- * matmuls run only over the tokens routed to it, in llama.cpp's per-token GEMV arithmetic. */
+ * matmuls run only over the tokens routed to it, in the arithmetic llama.cpp's
+ * mul_mat_id gives them (expert_shape). */
 static void feed_forward_moe(fwd *f, int il) {
     pyrt_ctx *c = f->c;
     const pyrt_hparams *hp = f->hp;
@@ -309,12 +328,18 @@ static void feed_forward_moe(fwd *f, int il) {
         wu.data = (const char *)wu.data + e * FE * wu.row_bytes;
         wd.data = (const char *)wd.data + e * E * wd.row_bytes;
         mm_task gu[2] = { { &wg, c->g, FE }, { &wu, c->u, FE } };
-        mm_group(f->K, f->P, f->ith, f->nth, c->moe_x, E, n, -1, gu, 2, c->qbuf);
+        const int64_t sg = expert_shape(f, &wg, n), su = expert_shape(f, &wu, n);
+        if (sg == su) {
+            mm_group(f->K, f->P, f->ith, f->nth, c->moe_x, E, n, sg, gu, 2, c->qbuf);
+        } else {
+            mm_group(f->K, f->P, f->ith, f->nth, c->moe_x, E, n, sg, gu, 1, c->qbuf);
+            mm_group(f->K, f->P, f->ith, f->nth, c->moe_x, E, n, su, gu + 1, 1, c->qbuf);
+        }
         pool_split(n, f->ith, f->nth, &lo, &hi);   /* per row, as ggml's swiglu */
         for (int64_t i = lo; i < hi; i++) f->K->swiglu(c->g + i * FE, c->u + i * FE, FE);
         pool_barrier(f->P);
         mm_task d[1] = { { &wd, c->tmp, E } };
-        mm_group(f->K, f->P, f->ith, f->nth, c->g, FE, n, -1, d, 1, c->qbuf);
+        mm_group(f->K, f->P, f->ith, f->nth, c->g, FE, n, expert_shape(f, &wd, n), d, 1, c->qbuf);
         pool_split(n, f->ith, f->nth, &lo, &hi);   /* weighted, into the (token, slot) row */
         for (int64_t r = 0, i = 0; r < f->B * K && i < hi; r++) {
             if (c->moe_id[r] != e) continue;

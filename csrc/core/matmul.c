@@ -38,7 +38,8 @@ static int64_t act_row_bytes(int32_t act_type, int64_t cols) {
 void mm_group(const pyrt_kernels *k, pyrt_pool *pool, int ith, int nth,
               const float *x, int64_t ldx, int64_t n_tok, int64_t n_shape,
               const mm_task *tasks, int n_tasks, void *qbuf[2]) {
-    /* n_shape < 0: every token in single-token (GEMV) arithmetic, as llama.cpp's mul_mat_id */
+    /* n_shape < 0: every token in single-token (GEMV) arithmetic (a batch of
+     * sequences, per-token numerics, most of llama.cpp's mul_mat_id) */
     const int64_t shape = n_shape < 0 ? 1 : n_shape > n_tok ? n_shape : n_tok;
     const int64_t cols = tasks[0].w->cols;
 
