@@ -4,13 +4,14 @@ are meaningless, the timings are real) and SmolLM2's vocabulary (49152 tokens, r
 SmolLM2-135M file in the model cache). Written once to ~/.cache/pyrt/shapes/<shape>.<type>.gguf,
 tensor by tensor (an 8B file is never held in memory).
 
-    python benchmarks/make_shapes.py [--shapes smollm2-1.7b llama3.1-8b] [--types q4_0 q8_0 q4_k_m]
+    python benchmarks/make_shapes.py [--shapes smollm2-1.7b llama3.1-8b] [--types q4_0 q8_0 q4_k_m q5_k_m]
                                      [--out DIR] [--force]
 
 Types: q4_0 and q8_0 (every matrix, embeddings included, in that type), q4_k_m (llama-quantize's
 Q4_K_M mix: Q4_K matrices; Q6_K for attn_v and ffn_down on its "more bits" layers, the first and
 last eighth and every third layer between, and for the output matrix or, where the model ties its
-output to the embeddings, the embeddings; Q4_K embeddings otherwise). Norms are F32 ones.
+output to the embeddings, the embeddings; Q4_K embeddings otherwise), q5_k_m (the same mix with
+Q5_K in place of Q4_K). Norms (and qwen2.5-3b's q/k/v biases) are F32 ones.
 Prints each path; benchmarks/compare_llamacpp.py takes them by key (`<shape>-<type>`)."""
 from __future__ import annotations
 
@@ -32,12 +33,16 @@ SHAPES = {
                         tied=True, ctx=131072),
     "llama3.1-8b": dict(n_embd=4096, n_layer=32, n_ff=14336, n_head=32, n_head_kv=8, rope=500000.0,
                         tied=False, ctx=131072),
+    # Qwen2.5-3B's shape in its own architecture (q/k/v biases, GQA 16/2, head dim 128); the
+    # vocabulary stays SmolLM2's, so the output matrix is 49152 rows, not 151936
+    "qwen2.5-3b": dict(n_embd=2048, n_layer=36, n_ff=11008, n_head=16, n_head_kv=2, rope=1000000.0,
+                       tied=True, ctx=32768, arch="qwen2"),
 }
-TYPES = ("q4_0", "q8_0", "q4_k_m")
+TYPES = ("q4_0", "q8_0", "q4_k_m", "q5_k_m")
 FILE_TYPE = {"q4_0": gguf.LlamaFileType.MOSTLY_Q4_0, "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0,
-             "q4_k_m": gguf.LlamaFileType.MOSTLY_Q4_K_M}
+             "q4_k_m": gguf.LlamaFileType.MOSTLY_Q4_K_M, "q5_k_m": gguf.LlamaFileType.MOSTLY_Q5_K_M}
 # byte offsets of the fp16 scales in a block (d, and dmin where the type has one)
-SCALE_OFFS = {QT.Q4_0: (0,), QT.Q8_0: (0,), QT.Q4_K: (0, 2), QT.Q6_K: (208,)}
+SCALE_OFFS = {QT.Q4_0: (0,), QT.Q8_0: (0,), QT.Q4_K: (0, 2), QT.Q5_K: (0, 2), QT.Q6_K: (208,)}
 VOCAB_SOURCE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
@@ -55,8 +60,8 @@ def tensor_types(shape: dict, qtype: str) -> dict[str, QT]:
     d, L, ff = shape["n_embd"], shape["n_layer"], shape["n_ff"]
     hd = d // shape["n_head"]
     kv = hd * shape["n_head_kv"]
-    base = {"q4_0": QT.Q4_0, "q8_0": QT.Q8_0, "q4_k_m": QT.Q4_K}[qtype]
-    big = QT.Q6_K if qtype == "q4_k_m" else base
+    base = {"q4_0": QT.Q4_0, "q8_0": QT.Q8_0, "q4_k_m": QT.Q4_K, "q5_k_m": QT.Q5_K}[qtype]
+    big = QT.Q6_K if qtype in ("q4_k_m", "q5_k_m") else base
     out = {"token_embd.weight": (big if shape["tied"] else base, 49152, d)}
     for il in range(L):
         p = f"blk.{il}."
@@ -65,6 +70,10 @@ def tensor_types(shape: dict, qtype: str) -> dict[str, QT]:
         out[p + "attn_q.weight"] = (base, d, d)
         out[p + "attn_k.weight"] = (base, kv, d)
         out[p + "attn_v.weight"] = (mb, kv, d)
+        if shape.get("arch") == "qwen2":
+            out[p + "attn_q.bias"] = (QT.F32, 1, d)
+            out[p + "attn_k.bias"] = (QT.F32, 1, kv)
+            out[p + "attn_v.bias"] = (QT.F32, 1, kv)
         out[p + "attn_output.weight"] = (base, d, d)
         out[p + "ffn_norm.weight"] = (QT.F32, 1, d)
         out[p + "ffn_gate.weight"] = (base, ff, d)
@@ -112,7 +121,8 @@ def write_shape(path: Path, name: str, qtype: str, vocab_src: Path, seed: int = 
     shape = SHAPES[name]
     rng = np.random.default_rng(seed)
     tmp = path.with_suffix(".tmp")
-    w = gguf.GGUFWriter(os.fspath(tmp), "llama")
+    arch = shape.get("arch", "llama")
+    w = gguf.GGUFWriter(os.fspath(tmp), arch)
     w.add_name(f"pyrt benchmark shape {name} {qtype} (random weights)")
     w.add_context_length(shape["ctx"])
     w.add_embedding_length(shape["n_embd"])
@@ -122,7 +132,7 @@ def write_shape(path: Path, name: str, qtype: str, vocab_src: Path, seed: int = 
     w.add_head_count_kv(shape["n_head_kv"])
     w.add_rope_dimension_count(shape["n_embd"] // shape["n_head"])
     w.add_rope_freq_base(shape["rope"])
-    w.add_layer_norm_rms_eps(1e-5)
+    w.add_layer_norm_rms_eps(1e-6 if arch == "qwen2" else 1e-5)
     w.add_vocab_size(49152)
     w.add_file_type(int(FILE_TYPE[qtype]))
     w.add_quantization_version(gguf.GGML_QUANT_VERSION)

@@ -75,6 +75,7 @@ def main() -> int:
     ap.add_argument("--run", nargs=2, metavar=("MODEL", "OUT"))
     ap.add_argument("--n-ctx", type=int, default=128)
     ap.add_argument("--only", help="regenerate only this case (arch_models.ARCH_CASES key)")
+    ap.add_argument("--types", nargs="*", help="only these weight types (arch_models.WEIGHT_TYPES keys)")
     ap.add_argument("--llama-python", help="python of the venv that has llama-cpp-python (AVX2 build)")
     ap.add_argument("--models-dir", default="/tmp/pyrt-arch-models")
     ap.add_argument("--out-dir", default=str(ROOT / "tests" / "data" / "arch"))
@@ -93,6 +94,8 @@ def main() -> int:
         if args.only and case != args.only:
             continue
         for wt in WEIGHT_TYPES:
+            if args.types and wt not in args.types:
+                continue
             path = write_arch_model(models / f"{case}-{wt}.gguf", case, wt)
             runs = [(PARITY_N_CTX, out_dir / f"{case}-{wt}.npz")]
             if case in LONG_CTX:

@@ -46,7 +46,10 @@ ARCH_CASES = {
 LONG_CTX = {"phi3long": 512}
 PARITY_N_CTX = 128
 # weight type of the matrices -> (matrix type, token_embd/output type)
-WEIGHT_TYPES = {"q8_0": (QT.Q8_0, QT.Q8_0), "q4_k": (QT.Q4_K, QT.Q6_K), "iq4_xs": (QT.IQ4_XS, QT.Q6_K)}
+# (q5_k / q6_k: the K-quants llama.cpp keeps unrepacked on x86, so its MoE experts take its tiled
+# GEMM with 8+ routed rows; Q4_K_M files hold Q6_K experts in some layers)
+WEIGHT_TYPES = {"q8_0": (QT.Q8_0, QT.Q8_0), "q4_k": (QT.Q4_K, QT.Q6_K), "iq4_xs": (QT.IQ4_XS, QT.Q6_K),
+                "q5_k": (QT.Q5_K, QT.Q6_K), "q6_k": (QT.Q6_K, QT.Q6_K)}
 
 N_EMBD, N_HEAD, N_LAYER, N_FF, HEAD_DIM = 256, 4, 2, 512, 64
 
@@ -101,7 +104,7 @@ def write_arch_model(path: str | os.PathLike, case: str, wtype: str = "q8_0", st
         w.add_rope_scaling_orig_ctx_len(256)
         if not strip:
             w.add_rope_scaling_attn_factors(1.19)
-    w.add_file_type({"q8_0": 7, "q4_k": 15, "iq4_xs": 30}[wtype])
+    w.add_file_type({"q8_0": 7, "q4_k": 15, "iq4_xs": 30, "q5_k": 17, "q6_k": 18}[wtype])
     n_expert = {"mixtral": 4, "qwen3moe": 8}.get(case, 0)
     if n_expert:
         w.add_expert_count(n_expert)
