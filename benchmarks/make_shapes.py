@@ -37,6 +37,12 @@ SHAPES = {
     # vocabulary stays SmolLM2's, so the output matrix is 49152 rows, not 151936
     "qwen2.5-3b": dict(n_embd=2048, n_layer=36, n_ff=11008, n_head=16, n_head_kv=2, rope=1000000.0,
                        tied=True, ctx=32768, arch="qwen2"),
+    # Qwen3-30B-A3B's shape: 128 experts of 768, 8 per token (~3.3B of 30.5B weights read per
+    # token), GQA 32/4 with head dim 128 (q is 4096 wide on a 2048 residual), q/k norms; the
+    # router is random so each token takes its own experts
+    "qwen3-30b-a3b": dict(n_embd=2048, n_layer=48, n_ff=6144, n_head=32, n_head_kv=4, head_dim=128,
+                          rope=1000000.0, tied=False, ctx=40960, arch="qwen3moe",
+                          n_expert=128, n_expert_used=8, n_ff_exp=768),
 }
 TYPES = ("q4_0", "q8_0", "q4_k_m", "q5_k_m")
 FILE_TYPE = {"q4_0": gguf.LlamaFileType.MOSTLY_Q4_0, "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0,
@@ -55,11 +61,12 @@ def more_bits(il: int, n_layer: int) -> bool:
     return il < n_layer // 8 or il >= 7 * n_layer // 8 or (il - n_layer // 8) % 3 == 2
 
 
-def tensor_types(shape: dict, qtype: str) -> dict[str, QT]:
-    """GGUF tensor name -> (type, rows, cols) for one shape and type mix."""
+def tensor_types(shape: dict, qtype: str) -> dict[str, tuple]:
+    """GGUF tensor name -> (type, rows, cols[, n_expert]) for one shape and type mix."""
     d, L, ff = shape["n_embd"], shape["n_layer"], shape["n_ff"]
-    hd = d // shape["n_head"]
-    kv = hd * shape["n_head_kv"]
+    hd = shape.get("head_dim", d // shape["n_head"])
+    q, kv = hd * shape["n_head"], hd * shape["n_head_kv"]
+    ne = shape.get("n_expert", 0)
     base = {"q4_0": QT.Q4_0, "q8_0": QT.Q8_0, "q4_k_m": QT.Q4_K, "q5_k_m": QT.Q5_K}[qtype]
     big = QT.Q6_K if qtype in ("q4_k_m", "q5_k_m") else base
     out = {"token_embd.weight": (big if shape["tied"] else base, 49152, d)}
@@ -67,18 +74,28 @@ def tensor_types(shape: dict, qtype: str) -> dict[str, QT]:
         p = f"blk.{il}."
         mb = big if more_bits(il, L) else base
         out[p + "attn_norm.weight"] = (QT.F32, 1, d)
-        out[p + "attn_q.weight"] = (base, d, d)
+        out[p + "attn_q.weight"] = (base, q, d)
         out[p + "attn_k.weight"] = (base, kv, d)
         out[p + "attn_v.weight"] = (mb, kv, d)
         if shape.get("arch") == "qwen2":
             out[p + "attn_q.bias"] = (QT.F32, 1, d)
             out[p + "attn_k.bias"] = (QT.F32, 1, kv)
             out[p + "attn_v.bias"] = (QT.F32, 1, kv)
-        out[p + "attn_output.weight"] = (base, d, d)
+        if shape.get("arch") == "qwen3moe":
+            out[p + "attn_q_norm.weight"] = (QT.F32, 1, hd)
+            out[p + "attn_k_norm.weight"] = (QT.F32, 1, hd)
+        out[p + "attn_output.weight"] = (base, d, q)
         out[p + "ffn_norm.weight"] = (QT.F32, 1, d)
-        out[p + "ffn_gate.weight"] = (base, ff, d)
-        out[p + "ffn_up.weight"] = (base, ff, d)
-        out[p + "ffn_down.weight"] = (mb, d, ff)
+        if ne:
+            fe = shape["n_ff_exp"]
+            out[p + "ffn_gate_inp.weight"] = (QT.F32, ne, d)
+            out[p + "ffn_gate_exps.weight"] = (base, fe, d, ne)
+            out[p + "ffn_up_exps.weight"] = (base, fe, d, ne)
+            out[p + "ffn_down_exps.weight"] = (mb, d, fe, ne)
+        else:
+            out[p + "ffn_gate.weight"] = (base, ff, d)
+            out[p + "ffn_up.weight"] = (base, ff, d)
+            out[p + "ffn_down.weight"] = (mb, d, ff)
     out["output_norm.weight"] = (QT.F32, 1, d)
     if not shape["tied"]:
         out["output.weight"] = (big, 49152, d)
@@ -87,8 +104,11 @@ def tensor_types(shape: dict, qtype: str) -> dict[str, QT]:
 
 def random_tensor(t: QT, rows: int, cols: int, rng) -> np.ndarray:
     """Raw blocks (uint8 [rows, row_bytes]): random codes and sub-block scales, fp16 block scales
-    uniform in [1e-4, 3e-4] (dmin likewise), so activations stay finite through every layer."""
+    uniform in [1e-4, 3e-4] (dmin likewise), so activations stay finite through every layer.
+    F32: ones for a vector (norms, biases), normal values for a matrix (an MoE router)."""
     if t == QT.F32:
+        if rows > 1:
+            return rng.standard_normal((rows, cols), dtype=np.float32)
         return np.ones(cols, np.float32)
     bs, bb = GGML_QUANT_SIZES[t]
     nb = rows * cols // bs
@@ -130,26 +150,36 @@ def write_shape(path: Path, name: str, qtype: str, vocab_src: Path, seed: int = 
     w.add_feed_forward_length(shape["n_ff"])
     w.add_head_count(shape["n_head"])
     w.add_head_count_kv(shape["n_head_kv"])
-    w.add_rope_dimension_count(shape["n_embd"] // shape["n_head"])
+    hd = shape.get("head_dim", shape["n_embd"] // shape["n_head"])
+    w.add_rope_dimension_count(hd)
+    if "head_dim" in shape:
+        w.add_key_length(hd)
+        w.add_value_length(hd)
+    if shape.get("n_expert"):
+        w.add_expert_count(shape["n_expert"])
+        w.add_expert_used_count(shape["n_expert_used"])
+        w.add_expert_feed_forward_length(shape["n_ff_exp"])
     w.add_rope_freq_base(shape["rope"])
-    w.add_layer_norm_rms_eps(1e-6 if arch == "qwen2" else 1e-5)
+    w.add_layer_norm_rms_eps(1e-6 if arch in ("qwen2", "qwen3moe") else 1e-5)
     w.add_vocab_size(49152)
     w.add_file_type(int(FILE_TYPE[qtype]))
     w.add_quantization_version(gguf.GGML_QUANT_VERSION)
     copy_vocab(w, vocab_src)
     types = tensor_types(shape, qtype)
-    for tname, (t, rows, cols) in types.items():
+    for tname, (t, rows, cols, *ne) in types.items():
+        lead = list(ne)                      # [n_expert] for an expert tensor
         if t == QT.F32:
-            w.add_tensor_info(tname, [cols], np.dtype(np.float32), cols * 4)
+            dims = [cols] if rows == 1 else [rows, cols]
+            w.add_tensor_info(tname, dims, np.dtype(np.float32), rows * cols * 4)
         else:
             bs, bb = GGML_QUANT_SIZES[t]
-            nbytes = rows * cols // bs * bb
-            w.add_tensor_info(tname, [rows, cols // bs * bb], np.dtype(np.uint8), nbytes, raw_dtype=t)
+            nbytes = (ne[0] if ne else 1) * rows * cols // bs * bb
+            w.add_tensor_info(tname, lead + [rows, cols // bs * bb], np.dtype(np.uint8), nbytes, raw_dtype=t)
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_ti_data_to_file()
-    for tname, (t, rows, cols) in types.items():
-        w.write_tensor_data(random_tensor(t, rows, cols, rng))
+    for tname, (t, rows, cols, *ne) in types.items():
+        w.write_tensor_data(random_tensor(t, (ne[0] if ne else 1) * rows, cols, rng))
     w.close()
     tmp.replace(path)
     return path

@@ -2,7 +2,7 @@
  * VL, DQ, VNNI), bit-identical to the per-(row, token) kernels of
  * x86/kquants_avx2.c in the two batched orders llama.cpp uses on x86:
  *
- *   tiled  (Q4_K, Q6_K; batches of >= 8 tokens): per super-block the exact
+ *   tiled  (Q4_K, Q5_K, Q6_K; batches of >= 8 tokens): per super-block the exact
  *          integers S1 (scaled codes) and S2 (mins x block sums), then
  *          r = d_w*S1 [- dmin_w*S2], acc = fma(r, d_a, acc)
  *   r8x4   (Q4_K with rows % 8 == 0, the tokens of a batch in groups of 4):
@@ -16,6 +16,7 @@
  * doing exactly the scalar operations of the row kernel. */
 #if defined(__x86_64__)
 #include <immintrin.h>
+#include <stddef.h>
 #include <string.h>
 #include "kernels.h"
 #include "simd_avx2.h"
@@ -84,7 +85,8 @@ static inline void transpose16(__m512i v[16]) {
  * 128-bit lanes) and their scales and mins unpacked for all rows at once
  * (scales_mins_k4's steps on vectors); the codes are transposed as raw bytes,
  * 128 codes per transpose16, and split into nibbles afterwards. */
-static void pack_q4_K(k_panel *pk, const void *w, int64_t w_row, int64_t r0, int nr, int64_t b0, int nsb) {
+static inline __attribute__((always_inline)) void pack_k45(k_panel *pk, const void *w, int64_t w_row, int64_t r0, int nr,
+                                                           int64_t b0, int nsb, const int five) {
     const __m512i by4 = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
     const __m512i m4 = _mm512_set1_epi8(0x0F), ff = _mm512_set1_epi32(0xFF);
     const __m512i m1 = _mm512_set1_epi32(0x3f3f3f3f), m2 = _mm512_set1_epi32(0x0f0f0f0f),
@@ -93,10 +95,15 @@ static void pack_q4_K(k_panel *pk, const void *w, int64_t w_row, int64_t r0, int
     const __m512i pair0 = _mm512_set1_epi32((int)0x80018000), pair1 = _mm512_set1_epi32((int)0x80038002);
     const __m512i lane_off = _mm512_set4_epi32(0x0C0C0C0C, 0x08080808, 0x04040404, 0);
     const __m512i sel0 = _mm512_or_si512(pair0, lane_off), sel1 = _mm512_or_si512(pair1, lane_off);
+    /* Q4_K and Q5_K blocks open with the same 16 bytes (d, dmin, 12 scale bytes); Q5_K's
+     * 32 bytes of fifth bits come before its codes */
+    const size_t bsize = five ? sizeof(block_q5_K) : sizeof(block_q4_K);
+    const size_t qs_off = five ? offsetof(block_q5_K, qs) : offsetof(block_q4_K, qs);
+    const __m512i one = _mm512_set1_epi8(1);
     for (int s = 0; s < nsb; s++) {
-        const block_q4_K *x[KL];
+        const uint8_t *x[KL];
         for (int r = 0; r < KL; r++)
-            x[r] = (const block_q4_K *)((const char *)w + (r0 + (r < nr ? r : nr - 1)) * w_row) + b0 + s;
+            x[r] = (const uint8_t *)w + (r0 + (r < nr ? r : nr - 1)) * w_row + (b0 + s) * (int64_t)bsize;
         __m512i P[4];
         for (int a = 0; a < 4; a++) {
             __m512i z = _mm512_castsi128_si512(_mm_loadu_si128((const __m128i *)x[4 * a]));
@@ -128,17 +135,36 @@ static void pack_q4_K(k_panel *pk, const void *w, int64_t w_row, int64_t r0, int
         for (int p = 0; p < 4; p++) pk[s].mn[p] = _mm512_shuffle_epi8(mv[p / 2], p % 2 ? sel1 : sel0);
         pk[s].d = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(h0));
         pk[s].dm = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(h0, 16)));
+        __m512i h[KL];     /* Q5_K: h[c] dword r = fifth-bit bytes 4c..4c+3 of row r (c < 8) */
+        if (five) {
+            for (int r = 0; r < KL; r++) h[r] = _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(x[r] + 16)));
+            transpose16(h);
+        }
         for (int k = 0; k < 2; k++) {
             __m512i v[KL];
-            for (int r = 0; r < KL; r++) v[r] = load512(x[r]->qs + 64 * k);
+            for (int r = 0; r < KL; r++) v[r] = load512(x[r] + qs_off + 64 * k);
             transpose16(v);   /* v[c] dword r: bytes 4c..4c+3 of row r's 64 */
             for (int c = 0; c < 16; c++) {
                 const int p = 2 * k + c / 8;
-                pk[s].w[16 * p + c % 8] = _mm512_and_si512(v[c], m4);
-                pk[s].w[16 * p + 8 + c % 8] = _mm512_and_si512(_mm512_srli_epi16(v[c], 4), m4);
+                __m512i lo = _mm512_and_si512(v[c], m4), hi = _mm512_and_si512(_mm512_srli_epi16(v[c], 4), m4);
+                if (five) {   /* element l of sub-block j: bit j of qh[l] -> 16 */
+                    const __m512i hb = h[c % 8];
+                    lo = _mm512_or_si512(lo, _mm512_slli_epi16(_mm512_and_si512(_mm512_srli_epi16(hb, 2 * p), one), 4));
+                    hi = _mm512_or_si512(hi, _mm512_slli_epi16(_mm512_and_si512(_mm512_srli_epi16(hb, 2 * p + 1), one), 4));
+                }
+                pk[s].w[16 * p + c % 8] = lo;
+                pk[s].w[16 * p + 8 + c % 8] = hi;
             }
         }
     }
+}
+static void pack_q4_K(k_panel *pk, const void *w, int64_t w_row, int64_t r0, int nr, int64_t b0, int nsb) {
+    pack_k45(pk, w, w_row, r0, nr, b0, nsb, 0);
+}
+/* Q5_K: Q4_K's panel with each code's fifth bit added (codes 0..31; vpdpbusd sums in int32) */
+#define HAVE_PACK_Q5_K 1
+static void pack_q5_K(k_panel *pk, const void *w, int64_t w_row, int64_t r0, int nr, int64_t b0, int nsb) {
+    pack_k45(pk, w, w_row, r0, nr, b0, nsb, 1);
 }
 
 /* rt tokens (activation rows q[t], at the chunk's first super-block) against
@@ -271,6 +297,7 @@ void pyrt_fill_kquants_gemv_avx512(pyrt_kernels *k);   /* x86/kquants_avx512.c *
 void pyrt_fill_kquants_gemm_avx512(pyrt_kernels *k) {
     pyrt_fill_kquants_gemv_avx512(k);
     k->type[PYRT_TYPE_Q4_K].gemm_tiled = gemm_tiled_q4_K;
+    k->type[PYRT_TYPE_Q5_K].gemm_tiled = gemm_tiled_q5_K;
     k->type[PYRT_TYPE_Q6_K].gemm_tiled = gemm_tiled_q6_K;
     k->type[PYRT_TYPE_Q4_K].gemm_r8x4 = gemm_r8x4_q4_K;
 }
