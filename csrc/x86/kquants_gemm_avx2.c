@@ -9,31 +9,24 @@
  *          per pair of sub-blocks acc = fma(S1_p, d_w*d_a, acc),
  *          acc_m = fma(S2_p, dmin_w*d_a, acc_m); result acc - acc_m
  *
- * Without AVX-VNNI, Q4_K and Q6_K go through the row-per-lane GEMMs further
- * down (8 rows per vector, x86/kquants_gemm_lanes.inc); Q5_K, and all three with
- * AVX-VNNI, through the tiles. A tile of KR rows x KT tokens (KR*KT = 8)
- * unpacks each weight super-block once for KT tokens and reads each
- * activation block once for KR rows; lane vector c = t*KR + r collects the
- * (row, token) products (vpmaddubsw + vpmaddwd with the scale, or under
- * AVX-VNNI two vpdpbusd packed to int16 and one vpmaddwd with the scales of
- * both sub-blocks), and a transposed reduction
- * turns the 8 lane vectors into one vector of 8 exact totals. Integer sums do
- * not depend on order, so S1 and S2 are the row kernels' integers; the float
- * steps then run with one (row, token) per lane, each lane doing exactly the
- * scalar operations of the row kernel.
+ * Both orders run as row-per-lane GEMMs (8 rows per vector, the driver in
+ * x86/kquants_gemm_lanes.inc; see "rows in lanes" below), in both builds of
+ * this file (plain AVX2, and AVX-VNNI: x86/kquants_gemm_avxvnni.c). The
+ * AVX-VNNI build had 2-row x 4-token tiles with a horizontal reduction per
+ * tile instead: on an Intel Xeon with AVX-VNNI these lanes took SmolLM2-1.7B-
+ * shape pp512 (2 threads) from 42 to 91 t/s for Q4_K_M and Q5_K_M, and Gemma-3
+ * from ~720 to ~880. Integer sums do not depend on order, so S1 and S2 are the
+ * row kernels' integers; the float steps then run with one (row, token) per
+ * lane, each lane doing exactly the scalar operations of the row kernel.
  *
- * No int16 overflow: codes are 0..63 and activations -127..127, so a vpmaddubsw
- * pair is at most 2*63*127 and a vpdpbusd lane (4 products) 4*63*128 < 32767. */
+ * The AVX-VNNI build also has the one-token GEMV of Q4_K's repacked order
+ * (gemv_r8_q4_K, at the end). */
 #if defined(__x86_64__)
 #include <immintrin.h>
 #include <stdlib.h>
 #include <string.h>
 #include "kernels.h"
 #include "simd_avx2.h"
-
-#define KR 2            /* rows per tile   */
-#define KT 4            /* tokens per tile */
-#define NL (KR * KT)    /* lanes = 8       */
 
 #if defined(PYRT_KQ_VNNI)
 #define FILL_FN pyrt_fill_kquants_gemm_avxvnni
@@ -43,243 +36,26 @@
 
 static inline __m256i ld32(const void *p) { return _mm256_loadu_si256((const __m256i *)p); }
 
-/* lane i <- the total of v[i]'s 8 lanes (exact integer sums) */
-static inline __m256i lane_totals(const __m256i v[NL]) {
-    const __m256i q0 = _mm256_hadd_epi32(_mm256_hadd_epi32(v[0], v[1]), _mm256_hadd_epi32(v[2], v[3]));
-    const __m256i q1 = _mm256_hadd_epi32(_mm256_hadd_epi32(v[4], v[5]), _mm256_hadd_epi32(v[6], v[7]));
-    /* q0 = [v0lo v1lo v2lo v3lo | v0hi v1hi v2hi v3hi], q1 likewise for v4..v7 */
-    return _mm256_add_epi32(_mm256_permute2x128_si256(q0, q1, 0x20), _mm256_permute2x128_si256(q0, q1, 0x31));
-}
-
-/* int16 scales s (16 lanes) -> [s[i0] x4, s[i1] x4 | s[j0] x4, s[j1] x4]; i0, i1
- * index the low 128-bit half, j0, j1 the high half (0..7 each) */
-#define SCALE_SEL(s, i0, i1, j0, j1) _mm256_shuffle_epi8((s), _mm256_setr_epi8(                 \
-    2 * (i0), 2 * (i0) + 1, 2 * (i0), 2 * (i0) + 1, 2 * (i0), 2 * (i0) + 1, 2 * (i0), 2 * (i0) + 1, \
-    2 * (i1), 2 * (i1) + 1, 2 * (i1), 2 * (i1) + 1, 2 * (i1), 2 * (i1) + 1, 2 * (i1), 2 * (i1) + 1, \
-    2 * (j0), 2 * (j0) + 1, 2 * (j0), 2 * (j0) + 1, 2 * (j0), 2 * (j0) + 1, 2 * (j0), 2 * (j0) + 1, \
-    2 * (j1), 2 * (j1) + 1, 2 * (j1), 2 * (j1) + 1, 2 * (j1), 2 * (j1) + 1, 2 * (j1), 2 * (j1) + 1))
-
-/* acc += products of two 32-byte code vectors u0, u1 with activations a0, a1,
- * scaled per 16-byte half: u0's by s[i0] (low) / s[j0] (high), u1's by s[i1] / s[j1] */
-#if defined(PYRT_KQ_VNNI)
-#define PAIR_DOT(acc, u0, a0, u1, a1, s, i0, i1, j0, j1) _mm256_add_epi32((acc), _mm256_madd_epi16(           \
-    _mm256_packs_epi32(_mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), (u0), (a0)),                            \
-                       _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), (u1), (a1))), SCALE_SEL(s, i0, i1, j0, j1)))
-#else
-#define PAIR_DOT(acc, u0, a0, u1, a1, s, i0, i1, j0, j1) _mm256_add_epi32(_mm256_add_epi32((acc),              \
-    _mm256_madd_epi16(_mm256_maddubs_epi16((u0), (a0)), SCALE_SEL(s, i0, i0, j0, j0))),                          \
-    _mm256_madd_epi16(_mm256_maddubs_epi16((u1), (a1)), SCALE_SEL(s, i1, i1, j1, j1)))
-#endif
-
-/* lane c = t*KR + r of a tile: the row's fp16 value / the token's float */
-static inline __m256 per_row_h(const uint16_t h[KR]) {
-#if KR == 2
-    return _mm256_cvtph_ps(_mm_set1_epi32((int)(h[0] | (uint32_t)h[1] << 16)));
-#elif KR == 4
-    uint64_t u;
-    memcpy(&u, h, 8);
-    return _mm256_cvtph_ps(_mm_set1_epi64x((long long)u));
-#else
-#error "KR must be 2 or 4"
-#endif
-}
-static inline __m256 per_tok(const float d[KT]) {
-#if KT == 4
-    return _mm256_permutevar8x32_ps(_mm256_castps128_ps256(_mm_loadu_ps(d)), _mm256_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3));
-#else
-    return _mm256_set_m128(_mm_set1_ps(d[1]), _mm_set1_ps(d[0]));
-#endif
-}
-
-/* Row and token indices of a (possibly partial) tile: the missing ones repeat
- * the last valid row / token, and their results are not stored. */
-#define TILE_INDICES                                                                              \
-    int64_t ri[KR], ti[KT];                                                                       \
-    for (int r = 0; r < KR; r++) ri[r] = r0 + (r < nr ? r : nr - 1);                              \
-    for (int t = 0; t < KT; t++) ti[t] = t0 + (t < nt ? t : nt - 1)
-
-static inline void store_tile(__m256 v, float *y, int64_t ldy, int64_t r0, int64_t t0, int nr, int nt) {
-    float out[NL];
-    _mm256_storeu_ps(out, v);
-    for (int t = 0; t < nt; t++)
-        for (int r = 0; r < nr; r++) y[(t0 + t) * ldy + r0 + r] = out[t * KR + r];
-}
-
-/* ---- Q4_K / Q5_K --------------------------------------------------------- */
-
-/* the 64 codes of sub-blocks 2p (u[0]) and 2p+1 (u[1]) of a Q4_K / Q5_K block */
-static inline void codes_q4_K(const void *blk, int p, __m256i u[2]) {
-    const block_q4_K *x = blk;
-    const __m256i bits = ld32(x->qs + 32 * p), m4 = _mm256_set1_epi8(0x0F);
-    u[0] = _mm256_and_si256(bits, m4);
-    u[1] = _mm256_and_si256(_mm256_srli_epi16(bits, 4), m4);
-}
-static inline void codes_q5_K(const void *blk, int p, __m256i u[2]) {
-    const block_q5_K *x = blk;
-    const __m256i bits = ld32(x->qs + 32 * p), m4 = _mm256_set1_epi8(0x0F), hb = ld32(x->qh);
-    const __m256i b0 = _mm256_set1_epi8((char)(1 << (2 * p))), b1 = _mm256_set1_epi8((char)(2 << (2 * p)));
-    u[0] = _mm256_or_si256(_mm256_and_si256(bits, m4),
-                           _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(hb, b0), b0), _mm256_set1_epi8(16)));
-    u[1] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(bits, 4), m4),
-                           _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(hb, b1), b1), _mm256_set1_epi8(16)));
-}
-
-/* Q4_K and Q5_K share the header layout (d, dmin, scales[12], qs ...) */
-typedef void (*codes_fn)(const void *blk, int p, __m256i u[2]);
-
-/* One tile of Q4_K/Q5_K rows x tokens; r8x4: llama.cpp's repacked-GEMM order,
- * else its tiled order. */
-static inline void tile_k4(codes_fn codes, size_t blk_bytes, int r8x4, int64_t n, const void *w, int64_t w_row,
-                           const void *a, int64_t a_row, int64_t r0, int nr, int64_t t0, int nt, float *y, int64_t ldy) {
-    TILE_INDICES;
-    const int64_t nsb = n / QK_K;
-    __m256 acc = _mm256_setzero_ps(), acc_m = _mm256_setzero_ps();
-    for (int64_t b = 0; b < nsb; b++) {
-        const block_q4_K *x[KR];
-        const block_q8_K *q[KT];
-        __m256i sc[KR];
-        __m128i mins[KR], bp[KT];
-        uint16_t hd[KR], hm[KR];
-        float da[KT];
-        for (int r = 0; r < KR; r++) {
-            x[r] = (const block_q4_K *)((const char *)w + ri[r] * w_row + b * (int64_t)blk_bytes);
-            const __m128i sm = scales_mins_k4(x[r]->scales);
-            sc[r] = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(sm));
-            mins[r] = _mm_cvtepu8_epi16(_mm_srli_si128(sm, 8));
-            hd[r] = x[r]->d;
-            hm[r] = x[r]->dmin;
-        }
-        for (int t = 0; t < KT; t++) {
-            q[t] = (const block_q8_K *)((const char *)a + ti[t] * a_row) + b;
-            da[t] = q[t]->d;
-            /* pair sums of the 16-element block sums: bp[j] = bsums[2j] + bsums[2j+1] */
-            const __m256i bs = ld32(q[t]->bsums);
-            bp[t] = _mm_hadd_epi16(_mm256_castsi256_si128(bs), _mm256_extracti128_si256(bs, 1));
-        }
-        /* S2 per pair p of sub-blocks: lane p of mins . bp; transposed to s2p[p] */
-        __m256i s2p[4];
-        {
-            __m256i v[4];
-            for (int k = 0; k < 4; k++)
-                v[k] = _mm256_set_m128i(_mm_madd_epi16(mins[(k + 4) % KR], bp[(k + 4) / KR]),
-                                        _mm_madd_epi16(mins[k % KR], bp[k / KR]));
-            const __m256i t0v = _mm256_unpacklo_epi32(v[0], v[1]), t1v = _mm256_unpackhi_epi32(v[0], v[1]);
-            const __m256i t2v = _mm256_unpacklo_epi32(v[2], v[3]), t3v = _mm256_unpackhi_epi32(v[2], v[3]);
-            s2p[0] = _mm256_unpacklo_epi64(t0v, t2v);
-            s2p[1] = _mm256_unpackhi_epi64(t0v, t2v);
-            s2p[2] = _mm256_unpacklo_epi64(t1v, t3v);
-            s2p[3] = _mm256_unpackhi_epi64(t1v, t3v);
-        }
-        const __m256 vdw = per_row_h(hd), vdm = per_row_h(hm), vda = per_tok(da);
-        __m256i l[NL];
-        for (int c = 0; c < NL; c++) l[c] = _mm256_setzero_si256();
-        const __m256 dd = _mm256_mul_ps(vdw, vda), dm = _mm256_mul_ps(vdm, vda);
-        for (int p = 0; p < 4; p++) {
-            for (int r = 0; r < KR; r++) {
-                __m256i u[2];
-                codes(x[r], p, u);
-                for (int t = 0; t < KT; t++)
-                    l[t * KR + r] = PAIR_DOT(l[t * KR + r], u[0], ld32(q[t]->qs + 64 * p), u[1],
-                                             ld32(q[t]->qs + 64 * p + 32), sc[r], 2 * p, 2 * p + 1, 2 * p, 2 * p + 1);
-            }
-            if (r8x4) {
-                acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(lane_totals(l)), dd, acc);
-                acc_m = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s2p[p]), dm, acc_m);
-                for (int c = 0; c < NL; c++) l[c] = _mm256_setzero_si256();
-            }
-        }
-        if (!r8x4) {
-            const __m256i s1 = lane_totals(l);
-            const __m256i s2 = _mm256_add_epi32(_mm256_add_epi32(s2p[0], s2p[1]), _mm256_add_epi32(s2p[2], s2p[3]));
-            const __m256 rr = _mm256_mul_ps(vdw, _mm256_cvtepi32_ps(s1));
-            acc = _mm256_fmadd_ps(_mm256_fnmadd_ps(vdm, _mm256_cvtepi32_ps(s2), rr), vda, acc);
-        }
-    }
-    store_tile(r8x4 ? _mm256_sub_ps(acc, acc_m) : acc, y, ldy, r0, t0, nr, nt);
-}
-
-/* ---- Q6_K (tiled order) -------------------------------------------------- */
-
-#if defined(PYRT_KQ_VNNI)
-static void tile_q6_K(int64_t n, const void *w, int64_t w_row, const void *a, int64_t a_row,
-                      int64_t r0, int nr, int64_t t0, int nt, float *y, int64_t ldy) {
-    TILE_INDICES;
-    const int64_t nsb = n / QK_K;
-    const __m256i m15 = _mm256_set1_epi8(15), m3 = _mm256_set1_epi8(3);
-    __m256 acc = _mm256_setzero_ps();
-    for (int64_t b = 0; b < nsb; b++) {
-        const block_q6_K *x[KR];
-        const block_q8_K *q[KT];
-        __m256i sc16[KR];
-        uint16_t hd[KR];
-        float da[KT];
-        __m256i l[NL];
-        for (int r = 0; r < KR; r++) {
-            x[r] = (const block_q6_K *)((const char *)w + ri[r] * w_row) + b;
-            sc16[r] = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)x[r]->scales));
-            hd[r] = x[r]->d;
-        }
-        for (int t = 0; t < KT; t++) {
-            q[t] = (const block_q8_K *)((const char *)a + ti[t] * a_row) + b;
-            da[t] = q[t]->d;
-        }
-        /* the codes are q + 32: each lane starts at -32 * scale * (block sums) */
-        for (int t = 0; t < KT; t++) {
-            const __m256i bs = ld32(q[t]->bsums);
-            for (int r = 0; r < KR; r++)
-                l[t * KR + r] = _mm256_sub_epi32(_mm256_setzero_si256(),
-                                                 _mm256_slli_epi32(_mm256_madd_epi16(bs, sc16[r]), 5));
-        }
-        for (int h = 0; h < 2; h++) {
-            for (int r = 0; r < KR; r++) {
-                /* scales 8h..8h+7 in both 128-bit halves */
-                const __m256i s = h ? _mm256_permute2x128_si256(sc16[r], sc16[r], 0x11)
-                                    : _mm256_permute2x128_si256(sc16[r], sc16[r], 0x00);
-                const __m256i l0 = ld32(x[r]->ql + 64 * h), l1 = ld32(x[r]->ql + 64 * h + 32);
-                const __m256i hb = ld32(x[r]->qh + 32 * h);
-                const __m256i u0 = _mm256_or_si256(_mm256_and_si256(l0, m15), _mm256_slli_epi16(_mm256_and_si256(hb, m3), 4));
-                const __m256i u1 = _mm256_or_si256(_mm256_and_si256(l1, m15),
-                                                   _mm256_slli_epi16(_mm256_and_si256(hb, _mm256_set1_epi8(12)), 2));
-                const __m256i u2 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m15),
-                                                   _mm256_and_si256(hb, _mm256_set1_epi8(48)));
-                const __m256i u3 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m15),
-                                                   _mm256_srli_epi16(_mm256_and_si256(hb, _mm256_set1_epi8((char)0xC0)), 2));
-                for (int t = 0; t < KT; t++) {
-                    const uint8_t *aq = (const uint8_t *)q[t]->qs + 128 * h;
-                    /* group g (32 elements) has scale 2g on its first 16, 2g+1 on the rest */
-                    __m256i v = l[t * KR + r];
-                    v = PAIR_DOT(v, u0, ld32(aq), u1, ld32(aq + 32), s, 0, 2, 1, 3);
-                    v = PAIR_DOT(v, u2, ld32(aq + 64), u3, ld32(aq + 96), s, 4, 6, 5, 7);
-                    l[t * KR + r] = v;
-                }
-            }
-        }
-        const __m256 s1 = _mm256_cvtepi32_ps(lane_totals(l));
-        acc = _mm256_fmadd_ps(_mm256_mul_ps(per_row_h(hd), s1), per_tok(da), acc);
-    }
-    store_tile(acc, y, ldy, r0, t0, nr, nt);
-}
-#endif
-
-/* ---- rows in lanes (the build without AVX-VNNI) -----------------------------
+/* ---- rows in lanes ---------------------------------------------------------
  *
  * x86/kquants_gemm_avx512.c's scheme in 8-lane form: a panel of 8 rows is unpacked once
  * per call into row-per-lane order (per super-block, vector k holds codes
- * 4k..4k+3 of every row: 8 x 8 dword transposes), with the scales, mins and
- * d, dmin one row per lane. Each activation dword of a token is broadcast into
- * vpmaddubsw, so a row's sub-block dot builds up in its own lane as int16 pair
- * sums, with no horizontal reductions:
- *   Q4_K: 8 steps per 32-element sub-block; |sum| <= 8 * 2 * 15 * 128 < 2^15,
- *         then one vpmaddwd by the (s_j, s_j) word pair gives s_j * D_j;
- *         S2_p = one vpmaddwd of (m_2p, m_2p+1) by the block-pair sums
+ * 4k..4k+3 of every row: 8 x 8 dword transposes; Q5_K's fifth bits added to its
+ * codes), with the scales, mins and d, dmin one row per lane. Each activation
+ * dword of a token is broadcast into the byte dot, so a row's sub-block dot
+ * builds up in its own lane, with no horizontal reductions:
+ *   Q4_K/Q5_K with AVX-VNNI: 8 vpdpbusd per 32-element sub-block give D_j in
+ *         int32, one vpmulld by the scale gives s_j * D_j;
+ *   Q4_K without: 8 vpmaddubsw steps in int16 (|sum| <= 8 * 2 * 15 * 128 <
+ *         2^15), then one vpmaddwd by the (s_j, s_j) word pair; Q5_K's 5-bit
+ *         codes take two such sums of 4 steps (4 * 2 * 31 * 128 < 2^15);
+ *   S2_p = one vpmaddwd of (m_2p, m_2p+1) by the block-pair sums;
  *   Q6_K: 2 steps per int16 sum (2 * 2 * 63 * 128 < 2^15), two per 16-element
  *         sub-block, each widened by vpmaddwd with (sc_j, sc_j); the -32 offset
  *         of the codes is -32 * sum_j sc_j * bsums_j, vpmaddwd of (sc_2i,
  *         sc_2i+1) word pairs by the token's (bsums_2i, bsums_2i+1).
  * The integers are the row kernels' exactly; the float steps run per (row,
- * token) lane as in the row kernel. The AVX-VNNI build keeps the tiles above
- * (it has not been measured against this on a VNNI CPU). */
-#if !defined(PYRT_KQ_VNNI)
+ * token) lane as in the row kernel. */
 #define KL 8         /* rows per panel: one per lane */
 #define K_SB 8       /* super-blocks per column chunk (the float chains carry across chunks) */
 #define K_TG 4       /* tokens per group */
@@ -313,14 +89,20 @@ static inline void transpose8(__m256i v[8]) {
 }
 
 /* super-blocks b0 .. b0+nsb-1 of rows r0 .. r0+nr-1 (missing rows repeat the last) */
-static void pack_q4_K(k_panel *pk, const void *w, int64_t w_row, int64_t r0, int nr, int64_t b0, int nsb) {
-    const __m256i m4 = _mm256_set1_epi8(0x0F);
+static inline __attribute__((always_inline)) void pack_k45(k_panel *pk, const void *w, int64_t w_row, int64_t r0, int nr,
+                                                           int64_t b0, int nsb, const int five) {
+    const __m256i m4 = _mm256_set1_epi8(0x0F), one = _mm256_set1_epi8(1);
+    /* Q4_K and Q5_K blocks open alike (d, dmin, 12 scale bytes); Q5_K's 32 bytes of
+     * fifth bits come before its codes */
+    const int64_t bsize = five ? (int64_t)sizeof(block_q5_K) : (int64_t)sizeof(block_q4_K);
     for (int s = 0; s < nsb; s++) {
         const block_q4_K *x[KL];
+        const uint8_t *qs[KL];
         _Alignas(32) int32_t sc[8][KL], mn[4][KL];
         _Alignas(32) float d[KL], dm[KL];
         for (int r = 0; r < KL; r++) {
-            x[r] = (const block_q4_K *)((const char *)w + (r0 + (r < nr ? r : nr - 1)) * w_row) + b0 + s;
+            x[r] = (const block_q4_K *)((const char *)w + (r0 + (r < nr ? r : nr - 1)) * w_row + (b0 + s) * bsize);
+            qs[r] = five ? ((const block_q5_K *)x[r])->qs : x[r]->qs;
             uint8_t u[16];
             _mm_storeu_si128((__m128i *)u, scales_mins_k4(x[r]->scales));
             for (int j = 0; j < 8; j++) sc[j][r] = u[j] | (u[j] << 16);
@@ -331,8 +113,11 @@ static void pack_q4_K(k_panel *pk, const void *w, int64_t w_row, int64_t r0, int
         for (int j = 0; j < 8; j++) {
             __m256i v[KL];
             for (int r = 0; r < KL; r++) {
-                const __m256i bits = ld32(x[r]->qs + 32 * (j / 2));
+                const __m256i bits = ld32(qs[r] + 32 * (j / 2));
                 v[r] = _mm256_and_si256(j % 2 ? _mm256_srli_epi16(bits, 4) : bits, m4);
+                if (five)     /* element l of sub-block j: bit j of qh[l] -> 16 */
+                    v[r] = _mm256_or_si256(v[r], _mm256_slli_epi16(_mm256_and_si256(
+                        _mm256_srli_epi16(ld32(((const block_q5_K *)x[r])->qh), j), one), 4));
             }
             transpose8(v);
             for (int k = 0; k < 8; k++) pk[s].w[8 * j + k] = v[k];
@@ -342,6 +127,14 @@ static void pack_q4_K(k_panel *pk, const void *w, int64_t w_row, int64_t r0, int
         pk[s].d = _mm256_load_ps(d);
         pk[s].dm = _mm256_load_ps(dm);
     }
+}
+
+static void pack_q4_K(k_panel *pk, const void *w, int64_t w_row, int64_t r0, int nr, int64_t b0, int nsb) {
+    pack_k45(pk, w, w_row, r0, nr, b0, nsb, 0);
+}
+#define HAVE_PACK_Q5_K 1
+static void pack_q5_K(k_panel *pk, const void *w, int64_t w_row, int64_t r0, int nr, int64_t b0, int nsb) {
+    pack_k45(pk, w, w_row, r0, nr, b0, nsb, 1);
 }
 
 /* the 32 codes (q + 32, 0..63) of Q6_K elements 32c .. 32c+31 */
@@ -386,10 +179,21 @@ static inline __attribute__((always_inline)) __m256i l_dot16(const __m256i *w, c
     return s;
 }
 
+#if defined(PYRT_KQ_VNNI)
+/* int32 sums of the codes w[0..8) against the token's bytes q[0..32): one sub-block's dot per lane */
+static inline __attribute__((always_inline)) __m256i l_dot32(const __m256i *w, const int8_t *q) {
+    __m256i s = _mm256_setzero_si256();
+    for (int k = 0; k < 8; k++)
+        s = _mm256_dpbusd_avx_epi32(s, _mm256_load_si256(&w[k]), _mm256_set1_epi32(pyrt_load_i32(q + 4 * k)));
+    return s;
+}
+#endif
+
 /* rt tokens (activation rows q0[t], at the chunk's first super-block) against
  * a packed Q4_K panel of nsb super-blocks; acc/accm carry the float chains */
-static inline __attribute__((always_inline)) void k4_group(const k_panel *pk, int nsb, const block_q8_K *const q0[K_TG],
-                                                           const int rt, const int r8x4, __m256 acc[K_TG], __m256 accm[K_TG]) {
+static inline __attribute__((always_inline)) void k45_group(const k_panel *pk, int nsb, const block_q8_K *const q0[K_TG],
+                                                            const int rt, const int r8x4, const int five,
+                                                            __m256 acc[K_TG], __m256 accm[K_TG]) {
     for (int s = 0; s < nsb; s++) {
         const k_panel *P = &pk[s];
         for (int t = 0; t < rt; t++) {
@@ -397,9 +201,22 @@ static inline __attribute__((always_inline)) void k4_group(const k_panel *pk, in
             const __m256 da = _mm256_set1_ps(q->d);
             __m256i s1 = _mm256_setzero_si256(), s2 = _mm256_setzero_si256();
             for (int p = 0; p < 4; p++) {
-                const __m256i S1 = _mm256_add_epi32(_mm256_madd_epi16(l_dot16(&P->w[16 * p], q->qs + 64 * p, 8), P->sc[2 * p]),
-                                                    _mm256_madd_epi16(l_dot16(&P->w[16 * p + 8], q->qs + 64 * p + 32, 8),
-                                                                      P->sc[2 * p + 1]));
+#if defined(PYRT_KQ_VNNI)
+                /* the sub-block dots in int32 (vpdpbusd), times the scale (its low word) */
+                const __m256i lo16 = _mm256_set1_epi32(0xFFFF);
+                const __m256i S1 = _mm256_add_epi32(
+                    _mm256_mullo_epi32(l_dot32(&P->w[16 * p], q->qs + 64 * p), _mm256_and_si256(P->sc[2 * p], lo16)),
+                    _mm256_mullo_epi32(l_dot32(&P->w[16 * p + 8], q->qs + 64 * p + 32), _mm256_and_si256(P->sc[2 * p + 1], lo16)));
+                (void)five;
+#else
+                __m256i S1 = _mm256_add_epi32(_mm256_madd_epi16(l_dot16(&P->w[16 * p], q->qs + 64 * p, five ? 4 : 8), P->sc[2 * p]),
+                                              _mm256_madd_epi16(l_dot16(&P->w[16 * p + 8], q->qs + 64 * p + 32, five ? 4 : 8),
+                                                                P->sc[2 * p + 1]));
+                if (five)     /* 5-bit codes: int16 sums of 4 steps at most (4 * 2 * 31 * 128 < 2^15) */
+                    S1 = _mm256_add_epi32(S1, _mm256_add_epi32(
+                        _mm256_madd_epi16(l_dot16(&P->w[16 * p + 4], q->qs + 64 * p + 16, 4), P->sc[2 * p]),
+                        _mm256_madd_epi16(l_dot16(&P->w[16 * p + 12], q->qs + 64 * p + 48, 4), P->sc[2 * p + 1])));
+#endif
                 const int16_t *bs = q->bsums + 4 * p;
                 const int32_t bp = (int32_t)(uint16_t)(bs[0] + bs[1]) | (int32_t)((uint32_t)(uint16_t)(bs[2] + bs[3]) << 16);
                 const __m256i S2 = _mm256_madd_epi16(P->mn[p], _mm256_set1_epi32(bp));
@@ -417,6 +234,15 @@ static inline __attribute__((always_inline)) void k4_group(const k_panel *pk, in
             }
         }
     }
+}
+
+static inline __attribute__((always_inline)) void k4_group(const k_panel *pk, int nsb, const block_q8_K *const q0[K_TG],
+                                                           const int rt, const int r8x4, __m256 acc[K_TG], __m256 accm[K_TG]) {
+    k45_group(pk, nsb, q0, rt, r8x4, 0, acc, accm);
+}
+static inline __attribute__((always_inline)) void k5_group(const k_panel *pk, int nsb, const block_q8_K *const q0[K_TG],
+                                                           const int rt, const int r8x4, __m256 acc[K_TG], __m256 accm[K_TG]) {
+    k45_group(pk, nsb, q0, rt, r8x4, 1, acc, accm);
 }
 
 /* Q6_K, tiled order: S1 = sum_j sc_j * (codes . a)_j - 32 * sum_j sc_j * bsums_j,
@@ -447,7 +273,6 @@ static inline __attribute__((always_inline)) void k6_group(const k_panel *pk, in
 #define KF_STORE(p, nr, v) \
     _mm256_maskstore_ps(p, _mm256_cmpgt_epi32(_mm256_set1_epi32(nr), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)), v)
 #include "kquants_gemm_lanes.inc"
-#endif
 
 /* ---- one token, Q4_K rep8 order, AVX-VNNI ------------------------------------
  *
@@ -458,6 +283,37 @@ static inline __attribute__((always_inline)) void k6_group(const k_panel *pk, in
  * codes. The last n_rows % 8 rows run as one more group with the last row
  * repeated (results not stored). */
 #if defined(PYRT_KQ_VNNI)
+#define NL 8   /* rows per group: one per lane */
+
+/* lane i <- the total of v[i]'s 8 lanes (exact integer sums) */
+static inline __m256i lane_totals(const __m256i v[NL]) {
+    const __m256i q0 = _mm256_hadd_epi32(_mm256_hadd_epi32(v[0], v[1]), _mm256_hadd_epi32(v[2], v[3]));
+    const __m256i q1 = _mm256_hadd_epi32(_mm256_hadd_epi32(v[4], v[5]), _mm256_hadd_epi32(v[6], v[7]));
+    /* q0 = [v0lo v1lo v2lo v3lo | v0hi v1hi v2hi v3hi], q1 likewise for v4..v7 */
+    return _mm256_add_epi32(_mm256_permute2x128_si256(q0, q1, 0x20), _mm256_permute2x128_si256(q0, q1, 0x31));
+}
+
+/* int16 scales s (16 lanes) -> [s[i0] x4, s[i1] x4 | s[j0] x4, s[j1] x4]; i0, i1
+ * index the low 128-bit half, j0, j1 the high half (0..7 each) */
+#define SCALE_SEL(s, i0, i1, j0, j1) _mm256_shuffle_epi8((s), _mm256_setr_epi8(                 \
+    2 * (i0), 2 * (i0) + 1, 2 * (i0), 2 * (i0) + 1, 2 * (i0), 2 * (i0) + 1, 2 * (i0), 2 * (i0) + 1, \
+    2 * (i1), 2 * (i1) + 1, 2 * (i1), 2 * (i1) + 1, 2 * (i1), 2 * (i1) + 1, 2 * (i1), 2 * (i1) + 1, \
+    2 * (j0), 2 * (j0) + 1, 2 * (j0), 2 * (j0) + 1, 2 * (j0), 2 * (j0) + 1, 2 * (j0), 2 * (j0) + 1, \
+    2 * (j1), 2 * (j1) + 1, 2 * (j1), 2 * (j1) + 1, 2 * (j1), 2 * (j1) + 1, 2 * (j1), 2 * (j1) + 1))
+
+/* acc += products of two 32-byte code vectors u0, u1 with activations a0, a1,
+ * scaled per 16-byte half: u0's by s[i0] (low) / s[j0] (high), u1's by s[i1] / s[j1] */
+#define PAIR_DOT(acc, u0, a0, u1, a1, s, i0, i1, j0, j1) _mm256_add_epi32((acc), _mm256_madd_epi16(           \
+    _mm256_packs_epi32(_mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), (u0), (a0)),                            \
+                       _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), (u1), (a1))), SCALE_SEL(s, i0, i1, j0, j1)))
+
+/* the 64 codes of sub-blocks 2p (u[0]) and 2p+1 (u[1]) of a Q4_K / Q5_K block */
+static inline void codes_q4_K(const void *blk, int p, __m256i u[2]) {
+    const block_q4_K *x = blk;
+    const __m256i bits = ld32(x->qs + 32 * p), m4 = _mm256_set1_epi8(0x0F);
+    u[0] = _mm256_and_si256(bits, m4);
+    u[1] = _mm256_and_si256(_mm256_srli_epi16(bits, 4), m4);
+}
 /* prefetch a fixed distance ahead on each row stream (x86/kquants_avx2.c's) */
 #ifndef KQ_PF_DIST
 #define KQ_PF_DIST 2048
@@ -530,37 +386,6 @@ static void gemv_r8_q4_K(int64_t n, const void *w, int64_t w_row, int64_t n_rows
         const int n_out = g < rs ? NL : (int)rest;
         KQ_TOKEN_PASSES(gemv_r8_q4_K_group, nsb, xr, a, a_row, n_tok, yo, ldy, row, n_out);
     }
-}
-#endif
-
-/* ---- drivers --------------------------------------------------------------- */
-
-#define RUN_TILES(CALL)                                                                  \
-    for (int64_t r0 = 0; r0 < n_rows; r0 += KR)                                          \
-        for (int64_t t0 = 0; t0 < n_tok; t0 += KT) {                                     \
-            const int nr = (int)(n_rows - r0 < KR ? n_rows - r0 : KR);                   \
-            const int nt = (int)(n_tok - t0 < KT ? n_tok - t0 : KT);                     \
-            CALL;                                                                        \
-        }
-
-#if defined(PYRT_KQ_VNNI)
-static void gemm_tiled_q4_K(int64_t n, const void *w, int64_t w_row, int64_t n_rows,
-                            const void *a, int64_t a_row, int64_t n_tok, float *y, int64_t ldy) {
-    RUN_TILES(tile_k4(codes_q4_K, sizeof(block_q4_K), 0, n, w, w_row, a, a_row, r0, nr, t0, nt, y, ldy));
-}
-static void gemm_r8x4_q4_K(int64_t n, const void *w, int64_t w_row, int64_t n_rows,
-                           const void *a, int64_t a_row, int64_t n_tok, float *y, int64_t ldy) {
-    RUN_TILES(tile_k4(codes_q4_K, sizeof(block_q4_K), 1, n, w, w_row, a, a_row, r0, nr, t0, nt, y, ldy));
-}
-#endif   /* without VNNI: x86/kquants_gemm_lanes.inc's */
-static void gemm_tiled_q5_K(int64_t n, const void *w, int64_t w_row, int64_t n_rows,
-                            const void *a, int64_t a_row, int64_t n_tok, float *y, int64_t ldy) {
-    RUN_TILES(tile_k4(codes_q5_K, sizeof(block_q5_K), 0, n, w, w_row, a, a_row, r0, nr, t0, nt, y, ldy));
-}
-#if defined(PYRT_KQ_VNNI)
-static void gemm_tiled_q6_K(int64_t n, const void *w, int64_t w_row, int64_t n_rows,
-                            const void *a, int64_t a_row, int64_t n_tok, float *y, int64_t ldy) {
-    RUN_TILES(tile_q6_K(n, w, w_row, a, a_row, r0, nr, t0, nt, y, ldy));
 }
 #endif
 

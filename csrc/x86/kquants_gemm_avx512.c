@@ -285,6 +285,7 @@ static inline __attribute__((always_inline)) void k6_group(const k_panel *pk, in
     }
 }
 
+#define k5_group k4_group   /* vpdpbusd sums in int32: 5-bit codes need nothing else */
 #define KF __m512
 #define KF_ALIGN 64
 #define KF_ZERO() _mm512_setzero_ps()
