@@ -139,6 +139,10 @@ typedef struct {
      * v and the output is the caller's (core/forward.c). */
     void  (*attn_head_fa)(const pyrt_attn_args *a);
     void  (*softmax)(float *x, int64_t n);                            /* in place, ggml_soft_max's sequence (MoE router) */
+    /* w . x in llama.cpp's F32 tinyBLAS order (the MoE router's matmul): 8 FMA
+     * lanes over n (a multiple of 8), then the lanes summed as (l0+l4 + l2+l6) +
+     * (l1+l5 + l3+l7) */
+    float (*dot_f32_8)(const float *w, const float *x, int64_t n);
 } pyrt_kernels;
 
 typedef struct {

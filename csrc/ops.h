@@ -61,6 +61,7 @@ void op_fwht(float *x, int64_t n, int32_t len);
 
 /* In-place softmax over x[n]; returns nothing, x sums to 1. */
 void op_softmax(float *x, int64_t n);
+float op_dot_f32_8(const float *w, const float *x, int64_t n);
 
 /* Causal attention of one query head (scalar reference; see kernels.h):
  * out = sum_j softmax(scale * q.k_j)_j * v_j over j in [first, last], with q

@@ -116,7 +116,8 @@ def test_moe_rows_do_not_depend_on_their_neighbours(models, case):
         alone = np.stack(alone)
         ctx.truncate(0)
         whole = ctx.decode(toks, 0, lib.PYRT_OUT_LOGITS_ALL)
-        assert not np.array_equal(whole, alone)       # the tiled order is really taken
+        if lib.pyrt_kernels_active() != lib.PYRT_KERNELS_SCALAR:   # scalar: one order for all shapes
+            assert not np.array_equal(whole, alone)   # the batched orders are really taken
         ctx.truncate(0)
         per_token = ctx.decode(toks, 0, lib.PYRT_OUT_LOGITS_ALL, lib.PYRT_NUMERICS_PER_TOKEN)
         np.testing.assert_array_equal(per_token, alone)

@@ -240,16 +240,6 @@ static void feed_forward(fwd *f, int il) {
     residual(f, f->arch->post_norms ? L->post_ffn_norm : NULL);
 }
 
-/* Router logit: tinyBLAS's F32 dot (llama.cpp's llamafile sgemm, which takes
- * the F32 router matmul): 8 lanes of FMA accumulation, then its horizontal sum. */
-static float router_dot(const float *w, const float *x, int64_t n) {
-    float l[8] = { 0 };
-    for (int64_t i = 0; i < n; i += 8)
-        for (int j = 0; j < 8; j++) l[j] = fmaf(w[i + j], x[i + j], l[j]);
-    const float a0 = l[0] + l[4], a1 = l[1] + l[5], a2 = l[2] + l[6], a3 = l[3] + l[7];
-    return (a0 + a2) + (a1 + a3);
-}
-
 /* The numerics of one expert's matmul over the n rows routed to it (an
  * mm_group n_shape), as llama.cpp's mul_mat_id on x86 picks them: weights it
  * keeps in their file layout and has a tiled GEMM for (the K-quants but
@@ -268,6 +258,9 @@ static int64_t expert_shape(const fwd *f, const pyrt_weight *w, int64_t n) {
     return natural && !repacked && tk->vec_dot_tiled && tk->tiled_min_tok == 0 ? n : -1;
 }
 
+/* most experts per token that feed_forward_moe's single-token path takes in one group */
+#define MOE_FUSED_K 16
+
 /* x += sum over the top-k experts e of w_e * Wdown_e . (silu(Wgate_e . n(x)) * Wup_e . n(x)),
  * w = the router's softmax probabilities of the chosen experts, renormalized to sum 1
  * (llama.cpp's build_moe_ffn with norm_w, as Mixtral and Qwen3-MoE use). Each expert's
@@ -281,13 +274,16 @@ static void feed_forward_moe(fwd *f, int il) {
     int64_t lo, hi;
 
     norm_rows(f, L->ffn_norm);
-    /* ---- routing: probabilities, top-k (descending, as ggml's argsort), weights ---- */
+    /* ---- routing: logits (llama.cpp's F32 tinyBLAS dot; every (token, expert)
+     * pair split over the threads), probabilities, top-k (descending, as ggml's
+     * argsort), weights ---- */
+    pool_split(f->B * NE, f->ith, f->nth, &lo, &hi);
+    for (int64_t r = lo; r < hi; r++)
+        c->moe_w[r] = f->K->dot_f32_8((const float *)L->gate_inp.data + (r % NE) * E, c->xn + (r / NE) * E, E);
+    pool_barrier(f->P);
     pool_split(f->B, f->ith, f->nth, &lo, &hi);
     for (int64_t t = lo; t < hi; t++) {
         float *p = c->moe_w + t * NE;
-        const float *xt = c->xn + t * E;
-        for (int64_t e = 0; e < NE; e++)
-            p[e] = router_dot((const float *)L->gate_inp.data + e * E, xt, E);
         f->K->softmax(p, NE);
         int32_t *id = c->moe_id + t * K;
         for (int64_t j = 0; j < K; j++) {          /* selection: best first, ties to the lower id */
@@ -309,6 +305,43 @@ static void feed_forward_moe(fwd *f, int il) {
     }
     pool_barrier(f->P);
 
+    /* ---- one token (decoding): every chosen expert's gate and up in one matmul
+     * group over the same input (one quantization, one pass of both threads over
+     * all of their rows instead of a group per expert), then SwiGLU and each down
+     * projection; the same dot products as the loop below (one vec_dot per row) ---- */
+    if (f->B == 1 && K <= MOE_FUSED_K && K <= c->n_batch) {
+        const int32_t *id = c->moe_id;
+        pyrt_weight wg[MOE_FUSED_K], wu[MOE_FUSED_K];
+        mm_task gu[2 * MOE_FUSED_K];
+        int n_gu = 0;
+        for (int64_t j = 0; j < K; j++) {
+            wg[j] = L->gate_exps;
+            wu[j] = L->up_exps;
+            wg[j].rows = wu[j].rows = FE;
+            wg[j].data = (const char *)wg[j].data + id[j] * FE * wg[j].row_bytes;
+            wu[j].data = (const char *)wu[j].data + id[j] * FE * wu[j].row_bytes;
+            gu[n_gu++] = (mm_task){ &wg[j], c->g + j * FE, FE };
+            gu[n_gu++] = (mm_task){ &wu[j], c->u + j * FE, FE };
+        }
+        mm_group(f->K, f->P, f->ith, f->nth, c->xn, E, 1, -1, gu, n_gu, c->qbuf);
+        pool_split(K, f->ith, f->nth, &lo, &hi);
+        for (int64_t j = lo; j < hi; j++) f->K->swiglu(c->g + j * FE, c->u + j * FE, FE);
+        pool_barrier(f->P);
+        for (int64_t j = 0; j < K; j++) {
+            pyrt_weight wd = L->down_exps;
+            wd.rows = E;
+            wd.data = (const char *)wd.data + id[j] * E * wd.row_bytes;
+            mm_task d[1] = { { &wd, c->moe_out + j * E, E } };
+            mm_group(f->K, f->P, f->ith, f->nth, c->g + j * FE, FE, 1, -1, d, 1, c->qbuf);
+        }
+        pool_split(K, f->ith, f->nth, &lo, &hi);   /* weighted, as the loop below */
+        for (int64_t j = lo; j < hi; j++) {
+            const float w = c->moe_w[j];
+            float *o = c->moe_out + j * E;
+            for (int64_t i = 0; i < E; i++) o[i] = o[i] * w;
+        }
+        pool_barrier(f->P);
+    } else
     /* ---- each expert over the tokens routed to it ---- */
     for (int32_t e = 0; e < NE; e++) {
         int64_t n = 0;                             /* rows (t, slot) routed to e, in token order */

@@ -83,6 +83,14 @@ void op_geglu(float *g, const float *u, int64_t n) {
     }
 }
 
+float op_dot_f32_8(const float *w, const float *x, int64_t n) {
+    float l[8] = { 0 };
+    for (int64_t i = 0; i < n; i += 8)
+        for (int j = 0; j < 8; j++) l[j] = fmaf(w[i + j], x[i + j], l[j]);
+    const float a0 = l[0] + l[4], a1 = l[1] + l[5], a2 = l[2] + l[6], a3 = l[3] + l[7];
+    return (a0 + a2) + (a1 + a3);
+}
+
 void op_softmax(float *x, int64_t n) {
     float mx = -INFINITY;
     for (int64_t i = 0; i < n; i++) if (x[i] > mx) mx = x[i];
@@ -226,4 +234,5 @@ void pyrt_fill_ops_scalar(pyrt_kernels *k) {
     k->geglu = op_geglu;
     k->attn_head = op_attention_head;
     k->softmax = op_softmax;
+    k->dot_f32_8 = op_dot_f32_8;
 }

@@ -1089,8 +1089,16 @@ static void softmax_avx2(float *x, int64_t n) {
     for (i = 0; i < n; i++) x[i] *= inv;
 }
 
+/* op_dot_f32_8's lanes in one register; hsum_ps sums them in its order */
+static float dot_f32_8_avx2(const float *w, const float *x, int64_t n) {
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t i = 0; i < n; i += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(w + i), _mm256_loadu_ps(x + i), acc);
+    return hsum_ps(acc);
+}
+
 void pyrt_fill_ops_avx2(pyrt_kernels *k) {
     k->softmax = softmax_avx2;
+    k->dot_f32_8 = dot_f32_8_avx2;
     k->geglu = geglu_avx2;
     k->rope = rope_avx2;
     k->swiglu = swiglu_avx2;

@@ -745,6 +745,11 @@ static pyrt_attn_args attn_args(int hd, int batched) {
 static void test_ops(const pyrt_kernels *S, const pyrt_kernels *V) {
     static float x[4099], y[4099], u[4099];
     seed(41);
+    for (int n = 8; n <= 4096; n *= 2) {                 /* the router's dot: the same lanes, bit for bit */
+        for (int i = 0; i < n; i++) { x[i] = (float)gauss(); y[i] = (float)gauss(); }
+        const float a = S->dot_f32_8(x, y, n), b = V->dot_f32_8(x, y, n);
+        check(memcmp(&a, &b, sizeof a) == 0, "dot_f32_8 n=%d: %.9g vs %.9g", n, (double)b, (double)a);
+    }
     for (int n = 1; n <= 4099; n = n * 3 + 2) {          /* softmax: groups of 4 or 8 and tails */
         for (int i = 0; i < n; i++) x[i] = y[i] = (float)(gauss() * 6.0);
         if (n > 20) x[7] = y[7] = -INFINITY;               /* a masked position */
@@ -927,7 +932,7 @@ int main(int argc, char **argv) {
         printf("x86-64: testing the AVX2 table\n");
         const pyrt_kernels *A = pyrt_kernels_get(PYRT_KERNELS_AVX2);
         g_table = "dispatch";
-        check(A->softmax != S->softmax && A->swiglu != S->swiglu && A->rope != S->rope && A->geglu != S->geglu &&
+        check(A->softmax != S->softmax && A->dot_f32_8 != S->dot_f32_8 && A->swiglu != S->swiglu && A->rope != S->rope && A->geglu != S->geglu &&
               A->attn_head != S->attn_head && A->attn_head_fa != S->attn_head_fa,
               "the avx2 table keeps its own ops through the merge over the scalar table");
         test_table("avx2", S, A);
