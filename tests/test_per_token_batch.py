@@ -98,6 +98,20 @@ def test_per_token_batch_without_vnni_too():
     assert " passed" in r.stdout
 
 
+@pytest.mark.skipif(not HAVE_AVX512, reason="no AVX-512 table")
+@pytest.mark.parametrize("t", [T.Q4_0, T.Q4_1, T.Q5_0, T.Q5_1, T.Q8_0], ids=lambda t: t.name)
+def test_avx512_batches_with_long_rows_match_avx2(t):
+    """Long rows shrink the AVX-512 panel tiles' token panels (their activation panel holds
+    T_BLOCKS blocks): still the AVX2 kernels' results bit for bit, past one token panel."""
+    rng = np.random.default_rng(int(t) + 4096)
+    for rows, cols, n_tok in ((37, 4096, 70), (20, 8192, 33), (9, 16384, 12)):
+        w = weights(t, rows, cols, rng)
+        x = rng.standard_normal((n_tok, cols)).astype(np.float32)
+        want = matmul(AVX2, t, w, rows, cols, x, 0, 2)
+        np.testing.assert_array_equal(matmul(AVX512, t, w, rows, cols, x, 0, 2).view(np.uint32),
+                                      want.view(np.uint32), err_msg=f"{rows}x{cols}, {n_tok} tokens")
+
+
 def test_matmul_shape_rejects_a_bad_shape():
     rng = np.random.default_rng(0)
     w = weights(T.Q8_0, 8, 32, rng)
