@@ -258,6 +258,13 @@ static int64_t expert_shape(const fwd *f, const pyrt_weight *w, int64_t n) {
     return natural && !repacked && tk->vec_dot_tiled && tk->tiled_min_tok == 0 ? n : -1;
 }
 
+/* expert e's matrix of a 3-D expert tensor: `rows` rows from row e * rows */
+static pyrt_weight expert_matrix(pyrt_weight w, int64_t rows, int64_t e) {
+    w.rows = rows;
+    w.data = (const char *)w.data + e * rows * w.row_bytes;
+    return w;
+}
+
 /* most experts per token that feed_forward_moe's single-token path takes in one group */
 #define MOE_FUSED_K 16
 
@@ -315,11 +322,8 @@ static void feed_forward_moe(fwd *f, int il) {
         mm_task gu[2 * MOE_FUSED_K];
         int n_gu = 0;
         for (int64_t j = 0; j < K; j++) {
-            wg[j] = L->gate_exps;
-            wu[j] = L->up_exps;
-            wg[j].rows = wu[j].rows = FE;
-            wg[j].data = (const char *)wg[j].data + id[j] * FE * wg[j].row_bytes;
-            wu[j].data = (const char *)wu[j].data + id[j] * FE * wu[j].row_bytes;
+            wg[j] = expert_matrix(L->gate_exps, FE, id[j]);
+            wu[j] = expert_matrix(L->up_exps, FE, id[j]);
             gu[n_gu++] = (mm_task){ &wg[j], c->g + j * FE, FE };
             gu[n_gu++] = (mm_task){ &wu[j], c->u + j * FE, FE };
         }
@@ -328,9 +332,7 @@ static void feed_forward_moe(fwd *f, int il) {
         for (int64_t j = lo; j < hi; j++) f->K->swiglu(c->g + j * FE, c->u + j * FE, FE);
         pool_barrier(f->P);
         for (int64_t j = 0; j < K; j++) {
-            pyrt_weight wd = L->down_exps;
-            wd.rows = E;
-            wd.data = (const char *)wd.data + id[j] * E * wd.row_bytes;
+            const pyrt_weight wd = expert_matrix(L->down_exps, E, id[j]);
             mm_task d[1] = { { &wd, c->moe_out + j * E, E } };
             mm_group(f->K, f->P, f->ith, f->nth, c->g + j * FE, FE, 1, -1, d, 1, c->qbuf);
         }
@@ -354,12 +356,8 @@ static void feed_forward_moe(fwd *f, int il) {
             i++;
         }
         pool_barrier(f->P);
-        pyrt_weight wg = L->gate_exps, wu = L->up_exps, wd = L->down_exps;
-        wg.rows = wu.rows = FE;
-        wd.rows = E;
-        wg.data = (const char *)wg.data + e * FE * wg.row_bytes;
-        wu.data = (const char *)wu.data + e * FE * wu.row_bytes;
-        wd.data = (const char *)wd.data + e * E * wd.row_bytes;
+        const pyrt_weight wg = expert_matrix(L->gate_exps, FE, e), wu = expert_matrix(L->up_exps, FE, e),
+                          wd = expert_matrix(L->down_exps, E, e);
         mm_task gu[2] = { { &wg, c->g, FE }, { &wu, c->u, FE } };
         const int64_t sg = expert_shape(f, &wg, n), su = expert_shape(f, &wu, n);
         if (sg == su) {

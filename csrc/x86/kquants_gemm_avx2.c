@@ -98,11 +98,13 @@ static inline __attribute__((always_inline)) void pack_k45(k_panel *pk, const vo
     for (int s = 0; s < nsb; s++) {
         const block_q4_K *x[KL];
         const uint8_t *qs[KL];
+        __m256i qh[KL];   /* Q5_K: the 32 fifth-bit bytes of each row's block */
         _Alignas(32) int32_t sc[8][KL], mn[4][KL];
         _Alignas(32) float d[KL], dm[KL];
         for (int r = 0; r < KL; r++) {
             x[r] = (const block_q4_K *)((const char *)w + (r0 + (r < nr ? r : nr - 1)) * w_row + (b0 + s) * bsize);
             qs[r] = five ? ((const block_q5_K *)x[r])->qs : x[r]->qs;
+            if (five) qh[r] = ld32(((const block_q5_K *)x[r])->qh);
             uint8_t u[16];
             _mm_storeu_si128((__m128i *)u, scales_mins_k4(x[r]->scales));
             for (int j = 0; j < 8; j++) sc[j][r] = u[j] | (u[j] << 16);
@@ -116,8 +118,7 @@ static inline __attribute__((always_inline)) void pack_k45(k_panel *pk, const vo
                 const __m256i bits = ld32(qs[r] + 32 * (j / 2));
                 v[r] = _mm256_and_si256(j % 2 ? _mm256_srli_epi16(bits, 4) : bits, m4);
                 if (five)     /* element l of sub-block j: bit j of qh[l] -> 16 */
-                    v[r] = _mm256_or_si256(v[r], _mm256_slli_epi16(_mm256_and_si256(
-                        _mm256_srli_epi16(ld32(((const block_q5_K *)x[r])->qh), j), one), 4));
+                    v[r] = _mm256_or_si256(v[r], _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh[r], j), one), 4));
             }
             transpose8(v);
             for (int k = 0; k < 8; k++) pk[s].w[8 * j + k] = v[k];
@@ -132,7 +133,6 @@ static inline __attribute__((always_inline)) void pack_k45(k_panel *pk, const vo
 static void pack_q4_K(k_panel *pk, const void *w, int64_t w_row, int64_t r0, int nr, int64_t b0, int nsb) {
     pack_k45(pk, w, w_row, r0, nr, b0, nsb, 0);
 }
-#define HAVE_PACK_Q5_K 1
 static void pack_q5_K(k_panel *pk, const void *w, int64_t w_row, int64_t r0, int nr, int64_t b0, int nsb) {
     pack_k45(pk, w, w_row, r0, nr, b0, nsb, 1);
 }
@@ -307,7 +307,7 @@ static inline __m256i lane_totals(const __m256i v[NL]) {
     _mm256_packs_epi32(_mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), (u0), (a0)),                            \
                        _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), (u1), (a1))), SCALE_SEL(s, i0, i1, j0, j1)))
 
-/* the 64 codes of sub-blocks 2p (u[0]) and 2p+1 (u[1]) of a Q4_K / Q5_K block */
+/* the 64 codes of sub-blocks 2p (u[0]) and 2p+1 (u[1]) of a Q4_K block */
 static inline void codes_q4_K(const void *blk, int p, __m256i u[2]) {
     const block_q4_K *x = blk;
     const __m256i bits = ld32(x->qs + 32 * p), m4 = _mm256_set1_epi8(0x0F);

@@ -162,7 +162,6 @@ static void pack_q4_K(k_panel *pk, const void *w, int64_t w_row, int64_t r0, int
     pack_k45(pk, w, w_row, r0, nr, b0, nsb, 0);
 }
 /* Q5_K: Q4_K's panel with each code's fifth bit added (codes 0..31; vpdpbusd sums in int32) */
-#define HAVE_PACK_Q5_K 1
 static void pack_q5_K(k_panel *pk, const void *w, int64_t w_row, int64_t r0, int nr, int64_t b0, int nsb) {
     pack_k45(pk, w, w_row, r0, nr, b0, nsb, 1);
 }
