@@ -78,7 +78,7 @@ def tensor_types(shape: dict, qtype: str) -> dict[str, tuple]:
         out[p + "attn_k.weight"] = (base, kv, d)
         out[p + "attn_v.weight"] = (mb, kv, d)
         if shape.get("arch") == "qwen2":
-            out[p + "attn_q.bias"] = (QT.F32, 1, d)
+            out[p + "attn_q.bias"] = (QT.F32, 1, q)
             out[p + "attn_k.bias"] = (QT.F32, 1, kv)
             out[p + "attn_v.bias"] = (QT.F32, 1, kv)
         if shape.get("arch") == "qwen3moe":
