@@ -148,8 +148,12 @@ static void min_terms(int64_t nb, const float *wm, int64_t ldw, int64_t n_r, con
  * into the FMA, and the tile loop is one vpdpbusd, one conversion and one FMA
  * per (row pair, token, block):
  *   - ub: the pair's unsigned weight codes, dword k of row A at 2k, of B at 2k+1;
- *   - aq: the activation block with every dword doubled, and cb its -OFF
- *     correction (the dot's start; OFF 0 types need none);
+ *   - aq: the activation block with every dword doubled; its -OFF correction
+ *     (the dot's start; OFF 0 types need none) is formed in the tile, once
+ *     per (token, block) for the tile's RP pairs: loaded from a panel of its
+ *     own it doubled the tile's L1 footprint, and the tiles ran 17-20 %
+ *     slower (Q8_0 2048 x 2048, 256 tokens, 1 thread, Zen 5: 9.6-9.8 ms
+ *     against 7.9-8.1);
  *   - sc: per tile and block, [token][row] products d_w*d_a.
  * The lanes are put back in order ([A's 8 | B's 8]) before ggml's horizontal
  * sums. */
@@ -159,7 +163,7 @@ static void min_terms(int64_t nb, const float *wm, int64_t ldw, int64_t n_r, con
  * panel and a 4096-wide one 4 (SmolLM2-1.7B-shape Q8_0 pp512 on an Intel Xeon, 2 threads:
  * 42.8 -> 60.2 t/s with 4096). The panels live on the stack: ~0.6 MB with this, within the
  * default thread stacks (8 MB on Linux). */
-#define T_BLOCKS 4096  /* token blocks per token panel (256 KB each: aq, cb) */
+#define T_BLOCKS 4096  /* token blocks per token panel (256 KB: aq) */
 
 static inline __m512i interleave_pair(__m512i ab) {
     return _mm512_permutexvar_epi32(_mm512_setr_epi32(0, 8, 1, 9, 2, 10, 3, 11, 4, 12, 5, 13, 6, 14, 7, 15), ab);
@@ -181,7 +185,7 @@ static inline void store_ipair(float *y0, int both, __m512 v, const float *m) {
 }
 
 /* pairs p0.. (rp) x tokens t0.. (rn) of the current panels (ub: [b][pair],
- * aq/cb: [b][token], stride pq; ws: [b][row], stride wst; ad: [b][token]) */
+ * aq: [b][token], stride pq; ws: [b][row], stride wst; ad: [b][token]) */
 #define TILE(OFF, HAS_MIN, rp, rn)                                                                 \
     do {                                                                                           \
         for (int64_t b = 0; b < nb; b++) {                                                         \
@@ -193,15 +197,15 @@ static inline void store_ipair(float *y0, int both, __m512 v, const float *m) {
         __m512 acc[RP][RN];                                                                        \
         for (int p = 0; p < rp; p++)                                                               \
             for (int j = 0; j < rn; j++) acc[p][j] = _mm512_setzero_ps();                          \
-        const __m512i *ubp = ub + (p0 - pb), *aqp = aq + (t0 - tb), *cbp = cb + (t0 - tb);         \
+        const __m512i *ubp = ub + (p0 - pb), *aqp = aq + (t0 - tb);                                  \
         const float *scp = sc;                                                                     \
-        for (int64_t b = 0; b < nb; b++, ubp += pr, aqp += pq, cbp += pq, scp += RN * 8) {         \
+        for (int64_t b = 0; b < nb; b++, ubp += pr, aqp += pq, scp += RN * 8) {                   \
             if (pf < pf_end) { _mm_prefetch(pf, _MM_HINT_T0); pf += pf_step; }                     \
             __m512i u[RP];                                                                         \
             for (int p = 0; p < rp; p++) u[p] = _mm512_load_si512(ubp + p);                        \
             for (int j = 0; j < rn; j++) {                                                         \
                 __m512i aj = _mm512_load_si512(aqp + j);                                           \
-                __m512i cj = OFF > 0 ? _mm512_load_si512(cbp + j) : _mm512_setzero_si512();        \
+                __m512i cj = corr512(aj, OFF);                                                     \
                 if (rp > 1) IN_REG(aj);                                                            \
                 if (rp > 1 && OFF > 0) IN_REG(cj);                                                 \
                 for (int p = 0; p < rp; p++) {                                                     \
@@ -340,14 +344,14 @@ static inline void flush_rows(const float *ob, int64_t rb, int64_t n, int64_t nt
         int64_t pt = T_BLOCKS / nb - 1 < PANEL_T ? T_BLOCKS / nb - 1 : PANEL_T;                    \
         if (pr >= RP) pr -= pr % RP;                                                               \
         if (pt >= RN) pt -= pt % RN;                                                               \
-        const int64_t pq = pt + 1;   /* aq, cb: an odd block stride, against cache-set conflicts */ \
+        const int64_t pq = pt + 1;   /* aq: an odd     block stride, against cache-set conflicts */ \
         const int64_t wst = 2 * pr + 8; /* ws: room for a tile's 8-wide load past the panel */    \
-        _Alignas(64) __m512i ub[P_BLOCKS], aq[T_BLOCKS], cb[OFF > 0 ? T_BLOCKS : 1];               \
+        _Alignas(64) __m512i ub[P_BLOCKS], aq[T_BLOCKS];                                             \
         _Alignas(64) float sc[RN * 8 * MAX_NB];                                                    \
         float ws[2 * P_BLOCKS + 8 * MAX_NB], ad[T_BLOCKS];                                         \
         float wm[HAS_MIN ? 2 * P_BLOCKS : 1], asT[HAS_MIN ? T_BLOCKS : 1];                         \
         float mo[HAS_MIN ? 2 * PANEL_P * PANEL_T : 1];                                             \
-        (void)wm; (void)asT; (void)cb; (void)mo;                                                   \
+        (void)wm; (void)asT; (void)mo;                                                              \
         for (int64_t tb = 0; tb < n_tok; tb += pt) {                                               \
             const int64_t te = tb + pt < n_tok ? tb + pt : n_tok;                                  \
             for (int64_t t = tb; t < te; t++) {                                                    \
@@ -355,7 +359,6 @@ static inline void flush_rows(const float *ob, int64_t rb, int64_t n, int64_t nt
                 for (int64_t b = 0; b < nb; b++) {                                                 \
                     const __m512i q = double_dwords(abt[b].qs);                                    \
                     aq[b * pq + t - tb] = q;                                                       \
-                    if (OFF > 0) cb[b * pq + t - tb] = corr512(q, OFF);                            \
                     ad[b * pt + t - tb] = fp16_1(abt[b].d);                                        \
                     if (HAS_MIN) asT[b * pt + t - tb] = fp16_1(SUM_OF(&abt[b]));                   \
                 }                                                                                  \
