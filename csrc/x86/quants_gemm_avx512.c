@@ -23,6 +23,8 @@
 #if defined(__x86_64__)
 #include <immintrin.h>
 #include <math.h>
+#include <pthread.h>
+#include <stdlib.h>
 #include <string.h>
 #include <cpuid.h>
 #include "kernels.h"
@@ -157,13 +159,51 @@ static void min_terms(int64_t nb, const float *wm, int64_t ldw, int64_t n_r, con
  *   - sc: per tile and block, [token][row] products d_w*d_a.
  * The lanes are put back in order ([A's 8 | B's 8]) before ggml's horizontal
  * sums. */
-#define P_BLOCKS 1024  /* row-pair blocks per row panel (64 KB) */
+#define P_BLOCKS 2048  /* row-pair blocks per row panel (128 KB) */
 /* A token panel holds T_BLOCKS / blocks-per-row - 1 tokens (at most PANEL_T), and each row
- * panel is unpacked once per token panel: with 1024 a 2048-wide Q8_0 row got 12 tokens per
- * panel and a 4096-wide one 4 (SmolLM2-1.7B-shape Q8_0 pp512 on an Intel Xeon, 2 threads:
- * 42.8 -> 60.2 t/s with 4096). The panels live on the stack: ~0.6 MB with this, within the
- * default thread stacks (8 MB on Linux). */
-#define T_BLOCKS 4096  /* token blocks per token panel (256 KB: aq) */
+ * panel is unpacked once per token panel. Both panels must hold RP pairs / RN tokens of the
+ * longest rows (14336 columns: Llama-3.1-8B's ffn_down), or the tiles fall back to one pair:
+ * Q8_0 4096 x 14336, 256 tokens, 1 thread, Zen 5: 305 ms with 1024 / 4096 (one pair and
+ * 8 tokens a panel), 168 with 2048 / 4096, 140 with 2048 / 8192; 2048 x 8192 45 -> 37 ms;
+ * a 2048-wide row got 12 tokens a panel with 1024 / 4096. */
+#define T_BLOCKS 8192  /* token blocks per token panel (512 KB: aq) */
+
+/* The panels of a batched call, ~0.8 MB: more than every caller's stack can spare (the
+ * caller's thread runs a share of each matmul; a thread's stack can be 512 KB or less), so
+ * each thread gets them from the heap on its first batched call, kept until it exits. */
+typedef struct {
+    __m512i ub[P_BLOCKS], aq[T_BLOCKS];
+    _Alignas(64) float sc[RN * 8 * MAX_NB];
+    float ws[2 * P_BLOCKS + 8 * MAX_NB], ad[T_BLOCKS];
+    float wm[2 * P_BLOCKS], asT[T_BLOCKS];
+    float mo[2 * PANEL_P * PANEL_T];
+} gemm_panels;
+
+static pthread_key_t g_panels_key;
+static pthread_once_t g_panels_once = PTHREAD_ONCE_INIT;
+static int g_panels_key_ok;
+static void panels_key_init(void) { g_panels_key_ok = pthread_key_create(&g_panels_key, free) == 0; }
+
+/* this thread's panels, or NULL when they cannot be had (out of memory) */
+static gemm_panels *thread_panels(void) {
+    pthread_once(&g_panels_once, panels_key_init);
+    if (!g_panels_key_ok) return NULL;
+    gemm_panels *p = pthread_getspecific(g_panels_key);
+    if (!p) {
+        void *m = NULL;
+        if (posix_memalign(&m, 64, sizeof(gemm_panels)) != 0) return NULL;
+        if (pthread_setspecific(g_panels_key, m) != 0) {
+            free(m);
+            return NULL;
+        }
+        p = m;
+    }
+    return p;
+}
+
+/* Without panels a call takes the AVX2 table's tiles for its type (set by
+ * pyrt_fill_quants_gemm_avx512): the same arithmetic, with panels that fit any stack. */
+static pyrt_gemm_fn g_avx2_gemm[PYRT_TYPE_COUNT];
 
 static inline __m512i interleave_pair(__m512i ab) {
     return _mm512_permutexvar_epi32(_mm512_setr_epi32(0, 8, 1, 9, 2, 10, 3, 11, 4, 12, 5, 13, 6, 14, 7, 15), ab);
@@ -305,7 +345,7 @@ static inline void flush_rows(const float *ob, int64_t rb, int64_t n, int64_t nt
         }                                                                                          \
     } while (0)
 
-#define DEFINE_GEMM(NAME, WT, AT, UNPACK, OFF, HAS_MIN, GEMV1)                                          \
+#define DEFINE_GEMM(NAME, TY, WT, AT, UNPACK, OFF, HAS_MIN, GEMV1)                                          \
     static void NAME(int64_t n, const void *w, int64_t w_row, int64_t n_rows,                     \
                      const void *a, int64_t a_row, int64_t n_tok, float *y, int64_t ldy) {       \
         const int64_t nb = n / 32;                                                                 \
@@ -346,12 +386,16 @@ static inline void flush_rows(const float *ob, int64_t rb, int64_t n, int64_t nt
         if (pt >= RN) pt -= pt % RN;                                                               \
         const int64_t pq = pt + 1;   /* aq: an odd     block stride, against cache-set conflicts */ \
         const int64_t wst = 2 * pr + 8; /* ws: room for a tile's 8-wide load past the panel */    \
-        _Alignas(64) __m512i ub[P_BLOCKS], aq[T_BLOCKS];                                             \
-        _Alignas(64) float sc[RN * 8 * MAX_NB];                                                    \
-        float ws[2 * P_BLOCKS + 8 * MAX_NB], ad[T_BLOCKS];                                         \
-        float wm[HAS_MIN ? 2 * P_BLOCKS : 1], asT[HAS_MIN ? T_BLOCKS : 1];                         \
-        float mo[HAS_MIN ? 2 * PANEL_P * PANEL_T : 1];                                             \
-        (void)wm; (void)asT; (void)mo;                                                              \
+        gemm_panels *const S = thread_panels();                                                   \
+        if (!S) {                                                                                  \
+            g_avx2_gemm[TY](n, (const char *)w + r_first * w_row, w_row, n_rows - r_first, a, a_row, \
+                            n_tok, y + r_first, ldy);                                              \
+            return;                                                                                \
+        }                                                                                          \
+        __m512i *const ub = S->ub, *const aq = S->aq;                                              \
+        float *const sc = S->sc, *const ws = S->ws, *const ad = S->ad;                             \
+        float *const wm = S->wm, *const asT = S->asT, *const mo = S->mo;                           \
+        (void)wm; (void)asT; (void)mo;                                                             \
         for (int64_t tb = 0; tb < n_tok; tb += pt) {                                               \
             const int64_t te = tb + pt < n_tok ? tb + pt : n_tok;                                  \
             for (int64_t t = tb; t < te; t++) {                                                    \
@@ -407,15 +451,15 @@ static inline void flush_rows(const float *ob, int64_t rb, int64_t n, int64_t nt
 
 #define MIN_OF(wb) ((wb)->m)
 #define SUM_OF(ab) ((ab)->s)
-DEFINE_GEMM(gemm512_q4_1, block_q4_1, block_q8_1, _Q4_1, 0, 1, 1)
-DEFINE_GEMM(gemm512_q5_1, block_q5_1, block_q8_1, _Q5_1, 0, 1, 1)
+DEFINE_GEMM(gemm512_q4_1, PYRT_TYPE_Q4_1, block_q4_1, block_q8_1, _Q4_1, 0, 1, 1)
+DEFINE_GEMM(gemm512_q5_1, PYRT_TYPE_Q5_1, block_q5_1, block_q8_1, _Q5_1, 0, 1, 1)
 #undef MIN_OF
 #undef SUM_OF
 #define MIN_OF(wb) ((pyrt_fp16)0)
 #define SUM_OF(ab) ((pyrt_fp16)0)
-DEFINE_GEMM(gemm512_q4_0, block_q4_0, block_q8_0, _Q4_0, 8, 0, 1)
-DEFINE_GEMM(gemm512_q5_0, block_q5_0, block_q8_0, _Q5_0, 16, 0, 1)
-DEFINE_GEMM(gemm512_q8_0, block_q8_0, block_q8_0, _Q8_0, 128, 0, 1)
+DEFINE_GEMM(gemm512_q4_0, PYRT_TYPE_Q4_0, block_q4_0, block_q8_0, _Q4_0, 8, 0, 1)
+DEFINE_GEMM(gemm512_q5_0, PYRT_TYPE_Q5_0, block_q5_0, block_q8_0, _Q5_0, 16, 0, 1)
+DEFINE_GEMM(gemm512_q8_0, PYRT_TYPE_Q8_0, block_q8_0, block_q8_0, _Q8_0, 128, 0, 1)
 #undef MIN_OF
 #undef SUM_OF
 
@@ -639,6 +683,7 @@ static void gemm512_q4_0_r8(int64_t n, const void *w, int64_t w_row, int64_t n_r
 }
 
 void pyrt_fill_quants_gemm_avx512(pyrt_kernels *k) {
+    for (int t = 0; t < PYRT_TYPE_COUNT; t++) g_avx2_gemm[t] = k->type[t].gemm;
     g_gemv_q4_0_r8 = k->type[PYRT_TYPE_Q4_0].gemm_r8;   /* k starts as the AVX2 table */
     g_gemv_q4_1 = amd_zen5_or_later() ? gemm512_q4_1 : k->type[PYRT_TYPE_Q4_1].gemm;
     k->type[PYRT_TYPE_Q4_0].gemm_r8 = gemm512_q4_0_r8;
