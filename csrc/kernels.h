@@ -231,6 +231,13 @@ static inline pyrt_vec_dot_fn pyrt_pick_vec_dot(const pyrt_kernels *k, int32_t t
     return k->type[type].vec_dot;
 }
 
+/* core/threadpool.c: this thread's scratch buffer of at least `bytes` bytes,
+ * 64-byte aligned, or NULL (out of memory). For tiles whose panels are too big
+ * for a stack: a caller's thread runs a share of every matmul, and its stack
+ * can be 512 KB or less. The buffer is the thread's until it exits (freed
+ * then); a larger request replaces it, so use one buffer at a time. */
+void *pyrt_thread_scratch(size_t bytes);
+
 /* Widest row (elements) the gemm / gemm_r8 tiles take: their per-panel scale
  * caches hold PYRT_GEMM_MAX_COLS / 32 blocks per row (MAX_NB in gemm_*.c). */
 #define PYRT_GEMM_MAX_COLS 16384

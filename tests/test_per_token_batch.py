@@ -112,6 +112,24 @@ def test_avx512_batches_with_long_rows_match_avx2(t):
                                       want.view(np.uint32), err_msg=f"{rows}x{cols}, {n_tok} tokens")
 
 
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("t", [T.Q4_0, T.Q4_1, T.Q5_0, T.Q5_1, T.Q8_0], ids=lambda t: t.name)
+def test_batches_with_rows_up_to_16384_equal_one_token_matmuls(variant, t):
+    """The x86 tiles size their panels for rows of up to 16384 columns (14336: Llama-3.1-8B's
+    ffn_down): wide rows, more tokens than a panel holds, rows in and out of groups of 8 and
+    16. These types' batches keep the single-token order (IQ4_NL's do not), so every token's row equals its
+    one-token matmul (the GEMV code) bit for bit."""
+    if not lib.pyrt_type_supported(int(t)):
+        pytest.skip(f"{t.name}: no matmul")
+    rng = np.random.default_rng(int(t) + 14336)
+    for rows, cols, n_tok in ((16, 14336, 21), (24, 8192, 40), (9, 16384, 6), (13, 4608, 70)):
+        w = weights(t, rows, cols, rng)
+        x = rng.standard_normal((n_tok, cols)).astype(np.float32)
+        singles = np.concatenate([matmul(variant, t, w, rows, cols, x[i:i + 1], 0, 1) for i in range(n_tok)])
+        np.testing.assert_array_equal(matmul(variant, t, w, rows, cols, x, 0, 2).view(np.uint32),
+                                      singles.view(np.uint32), err_msg=f"{rows}x{cols}, {n_tok} tokens")
+
+
 def test_matmul_shape_rejects_a_bad_shape():
     rng = np.random.default_rng(0)
     w = weights(T.Q8_0, 8, 32, rng)

@@ -13,6 +13,7 @@
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -141,4 +142,31 @@ void pool_barrier(pyrt_pool *p) {
     atomic_fetch_add(&p->bar_sleepers, 1);
     while (atomic_load(&p->bar_phase) == phase) futex_wait(&p->bar_phase, phase);
     atomic_fetch_sub(&p->bar_sleepers, 1);
+}
+
+/* ---- per-thread kernel scratch (kernels.h) ---- */
+
+static pthread_key_t g_scratch_key;
+static pthread_once_t g_scratch_once = PTHREAD_ONCE_INIT;
+static int g_scratch_ok;
+
+static void scratch_key_init(void) { g_scratch_ok = pthread_key_create(&g_scratch_key, free) == 0; }
+
+/* A block of SCRATCH_HEAD bytes holding its size, then the buffer */
+#define SCRATCH_HEAD 64
+
+void *pyrt_thread_scratch(size_t bytes) {
+    pthread_once(&g_scratch_once, scratch_key_init);
+    if (!g_scratch_ok || bytes > SIZE_MAX - SCRATCH_HEAD) return NULL;
+    char *old = pthread_getspecific(g_scratch_key);
+    if (old && *(const size_t *)old >= bytes) return old + SCRATCH_HEAD;
+    void *m = NULL;
+    if (posix_memalign(&m, 64, bytes + SCRATCH_HEAD) != 0) return NULL;
+    *(size_t *)m = bytes;
+    if (pthread_setspecific(g_scratch_key, m) != 0) {
+        free(m);
+        return NULL;
+    }
+    free(old);
+    return (char *)m + SCRATCH_HEAD;
 }

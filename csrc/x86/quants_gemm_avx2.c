@@ -135,7 +135,10 @@ static inline void bit4_pair(const uint8_t *qha, const uint8_t *qhb, __m256i *lo
 #define U_Q5_1(x) W_Q5_1(x)
 
 #define UB_BLOCKS 2048  /* unpacked weight blocks per row panel (64 KB) */
-#define CB_BLOCKS 2048  /* activation blocks per token panel (64 KB each: qs, corrections) */
+/* activation blocks per token panel (256 KB each: qs, corrections): at least RN tokens of
+ * 14336-column rows (Llama-3.1-8B's ffn_down; with 2048 those got 3 tokens a panel and ran
+ * one token per tile: Q8_0 4096 x 14336 x 256 tokens took 2.4x as long as 14336 x 4096) */
+#define CB_BLOCKS 8192
 
 /* the start of a block dot: -OFF * (lane sums of a) */
 static inline __m256i dot_corr(__m256i a, int off) {
@@ -483,13 +486,26 @@ static void gemm_min_terms(int64_t nb, const float *wm, int64_t n_r, const float
     }
 }
 
+/* The panels of a batched call (~0.7 MB): the thread's scratch buffer (pyrt_thread_scratch,
+ * kernels.h), not the stack, which a caller's thread may have little of. */
+typedef struct {
+    __m256i ub[UB_BLOCKS], aq[CB_BLOCKS], cb[CB_BLOCKS];
+    _Alignas(32) float ws[4 * UB_BLOCKS];
+    _Alignas(32) float ad[CB_BLOCKS + RN];
+    _Alignas(32) float sc[RM * RN * MAX_NB];
+    float wm[UB_BLOCKS], asT[CB_BLOCKS], mo[PANEL_T * PANEL_R];
+} gemm_panels;
+
+/* the row dots of the table being filled (FILL_FN), for a call without panels */
+static pyrt_vec_dot_fn g_row_dot[PYRT_TYPE_COUNT];
+
 /* y[t*ldy + r] for r < n_rows, t < n_tok; rows of w and a are w_row / a_row
  * bytes apart. One token: GEMV tiles of GV rows streaming the weights once,
  * the remainder rows through the batched tiles; 2..GEMV_TOK tokens: the _NT
  * GEMV tiles, 4 rows a group, all tokens in one pass. More: rows in panels of
  * at most PANEL_R (unpacked once per token panel), tokens in panels of at
  * most PANEL_T (scales, corrections), both bounded by the buffers. */
-#define DEFINE_GEMM(NAME, WT, AT, UNPACK, OFF, HAS_MIN, GEMV, GWLOAD, GARG, NG)                      \
+#define DEFINE_GEMM(NAME, TY, WT, AT, UNPACK, OFF, HAS_MIN, GEMV, GWLOAD, GARG, NG)                      \
     static void NAME(int64_t n, const void *w, int64_t w_row, int64_t n_rows,                    \
                      const void *a, int64_t a_row, int64_t n_tok, float *y, int64_t ldy) {      \
         const int64_t nb = n / 32;                                                                \
@@ -522,11 +538,16 @@ static void gemm_min_terms(int64_t nb, const float *wm, int64_t n_r, const float
             if (rs * ng == n_rows) return;                                                        \
             r_first = rs * ng;                                                                    \
         }                                                                                         \
-        _Alignas(32) float ws[4 * UB_BLOCKS], wm[HAS_MIN ? UB_BLOCKS : 1];                           \
-        _Alignas(32) float ad[CB_BLOCKS + RN], asT[HAS_MIN ? CB_BLOCKS : 1];                 \
-        _Alignas(32) float sc[RM * RN * MAX_NB];                                                  \
-        __m256i ub[UB_BLOCKS], aq[CB_BLOCKS], cb[OFF > 0 ? CB_BLOCKS : 1];                       \
-        float mo[HAS_MIN ? PANEL_T * PANEL_R : 1];                                                \
+        gemm_panels *const S = pyrt_thread_scratch(sizeof(gemm_panels));                         \
+        if (!S) {   /* out of memory: the row dots, the same arithmetic */                       \
+            for (int64_t r = r_first; r < n_rows; r++)                                            \
+                for (int64_t t = 0; t < n_tok; t++)                                               \
+                    g_row_dot[TY](n, &y[t * ldy + r], (const char *)w + r * w_row, (const char *)a + t * a_row); \
+            return;                                                                               \
+        }                                                                                         \
+        float *const ws = S->ws, *const wm = S->wm, *const ad = S->ad, *const asT = S->asT;       \
+        float *const sc = S->sc, *const mo = S->mo;                                               \
+        __m256i *const ub = S->ub, *const aq = S->aq, *const cb = S->cb;                          \
         (void)wm; (void)asT; (void)cb; (void)mo;                                                  \
         int64_t pr = UB_BLOCKS / nb < PANEL_R ? UB_BLOCKS / nb : PANEL_R;                         \
         int64_t pt = CB_BLOCKS / nb - 1 < PANEL_T ? CB_BLOCKS / nb - 1 : PANEL_T;                 \
@@ -584,15 +605,15 @@ static void gemm_min_terms(int64_t nb, const float *wm, int64_t n_r, const float
 
 #define MIN_OF(wb) ((wb)->m)
 #define SUM_OF(ab) ((ab)->s)
-DEFINE_GEMM(GEMM_FN(gemm_q4_1), block_q4_1, block_q8_1, U_Q4_1, OFF_Q4_1, 1, GEMV_PAIRS, W_Q4_1, OFF_Q4_1, 8)
-DEFINE_GEMM(GEMM_FN(gemm_q5_1), block_q5_1, block_q8_1, U_Q5_1, OFF_Q5_1, 1, GEMV_PAIRS, W_Q5_1, OFF_Q5_1, 4)
+DEFINE_GEMM(GEMM_FN(gemm_q4_1), PYRT_TYPE_Q4_1, block_q4_1, block_q8_1, U_Q4_1, OFF_Q4_1, 1, GEMV_PAIRS, W_Q4_1, OFF_Q4_1, 8)
+DEFINE_GEMM(GEMM_FN(gemm_q5_1), PYRT_TYPE_Q5_1, block_q5_1, block_q8_1, U_Q5_1, OFF_Q5_1, 1, GEMV_PAIRS, W_Q5_1, OFF_Q5_1, 4)
 #undef MIN_OF
 #undef SUM_OF
 #define MIN_OF(wb) ((pyrt_fp16)0)
 #define SUM_OF(ab) ((pyrt_fp16)0)
-DEFINE_GEMM(GEMM_FN(gemm_q4_0), block_q4_0, block_q8_0, U_Q4_0, OFF_Q4_0, 0, GEMV_PAIRS, W_Q4_0, OFF_Q4_0, 8)
-DEFINE_GEMM(GEMM_FN(gemm_q5_0), block_q5_0, block_q8_0, U_Q5_0, OFF_Q5_0, 0, GEMV_PAIRS, W_Q5_0, OFF_Q5_0, 4)
-DEFINE_GEMM(GEMM_FN(gemm_q8_0), block_q8_0, block_q8_0, U_Q8_0, OFF_Q8_0, 0, GEMV_TILE, W_Q8_0, 1, GV)
+DEFINE_GEMM(GEMM_FN(gemm_q4_0), PYRT_TYPE_Q4_0, block_q4_0, block_q8_0, U_Q4_0, OFF_Q4_0, 0, GEMV_PAIRS, W_Q4_0, OFF_Q4_0, 8)
+DEFINE_GEMM(GEMM_FN(gemm_q5_0), PYRT_TYPE_Q5_0, block_q5_0, block_q8_0, U_Q5_0, OFF_Q5_0, 0, GEMV_PAIRS, W_Q5_0, OFF_Q5_0, 4)
+DEFINE_GEMM(GEMM_FN(gemm_q8_0), PYRT_TYPE_Q8_0, block_q8_0, block_q8_0, U_Q8_0, OFF_Q8_0, 0, GEMV_TILE, W_Q8_0, 1, GV)
 #undef MIN_OF
 #undef SUM_OF
 
@@ -681,7 +702,8 @@ static inline __attribute__((always_inline)) void tile_q4_0_r8(int64_t nb, const
  * vpmaddubsw pairs, whose 8 steps stay below 8 * 2 * 15 * 128 < 2^15, summed
  * in int16, one vpmaddwd, then the correction). Then the repacked order's
  * float steps, one (row, token) per lane. */
-#define L8_MAX_NB 128      /* rows up to 4096 columns; wider ones take tile_q4_0_r8 */
+#define L8_MAX_NB MAX_NB   /* rows up to PYRT_GEMM_MAX_COLS (4096 while the panel was on the
+                            * stack; wider rows took tile_q4_0_r8 at ~1.6x the time) */
 #define L8_TOK 64          /* tokens whose sums and scales are prepared at once */
 
 /* rows r0..r0+7 (clamped to n_rows) of each block -> wt[b][g], 8 dwords of
@@ -745,13 +767,20 @@ static inline __attribute__((always_inline)) void l8_tile(int64_t nb, const __m2
     }
 }
 
-static void GEMM_FN(gemm_q4_0_l8)(int64_t n, const void *w, int64_t w_row, int64_t n_rows,
-                                  const void *a, int64_t a_row, int64_t n_tok, float *y, int64_t ldy) {
-    const int64_t nb = n / 32;
+/* the row panel and the tokens' sums and scales: ~0.4 MB, the thread's scratch buffer */
+typedef struct {
     __m256i wt[8 * L8_MAX_NB];
     _Alignas(32) float dw[8 * L8_MAX_NB];
     float ds[L8_TOK * L8_MAX_NB];
     int32_t cs[L8_TOK * L8_MAX_NB];
+} l8_panels;
+
+static void GEMM_FN(gemm_q4_0_l8)(l8_panels *P, int64_t n, const void *w, int64_t w_row, int64_t n_rows,
+                                  const void *a, int64_t a_row, int64_t n_tok, float *y, int64_t ldy) {
+    const int64_t nb = n / 32;
+    __m256i *const wt = P->wt;
+    float *const dw = P->dw, *const ds = P->ds;
+    int32_t *const cs = P->cs;
     for (int64_t tb = 0; tb < n_tok; tb += L8_TOK) {
         const int64_t nt_all = n_tok - tb < L8_TOK ? n_tok - tb : L8_TOK;
         q8_0_corr_scales((const char *)a + tb * a_row, a_row, nt_all, nb, cs, ds);
@@ -784,8 +813,11 @@ static void GEMM_FN(gemm_q4_0_l8)(int64_t n, const void *w, int64_t w_row, int64
 static void GEMM_FN(gemm_q4_0_r8)(int64_t n, const void *w, int64_t w_row, int64_t n_rows,
                          const void *a, int64_t a_row, int64_t n_tok, float *y, int64_t ldy) {
     const int64_t nb = n / 32;
-    if (n_tok > 2 && nb <= L8_MAX_NB) {   /* the lane tiles are cheaper per token from 3 on */
-        GEMM_FN(gemm_q4_0_l8)(n, w, w_row, n_rows, a, a_row, n_tok, y, ldy);
+    /* the lane tiles are cheaper per token from 3 on (without a buffer, out of
+     * memory: the tiles below, the same arithmetic) */
+    l8_panels *const P = n_tok > 2 && nb <= L8_MAX_NB ? pyrt_thread_scratch(sizeof(l8_panels)) : NULL;
+    if (P) {
+        GEMM_FN(gemm_q4_0_l8)(P, n, w, w_row, n_rows, a, a_row, n_tok, y, ldy);
         return;
     }
     int64_t r_first = 0;
@@ -824,6 +856,7 @@ static void GEMM_FN(gemm_q4_0_r8)(int64_t n, const void *w, int64_t w_row, int64
 }
 
 void FILL_FN(pyrt_kernels *k) {
+    for (int t = 0; t < PYRT_TYPE_COUNT; t++) g_row_dot[t] = k->type[t].vec_dot;
     k->type[PYRT_TYPE_Q4_0].gemm = GEMM_FN(gemm_q4_0);
     k->type[PYRT_TYPE_Q4_1].gemm = GEMM_FN(gemm_q4_1);
     k->type[PYRT_TYPE_Q5_0].gemm = GEMM_FN(gemm_q5_0);

@@ -23,8 +23,6 @@
 #if defined(__x86_64__)
 #include <immintrin.h>
 #include <math.h>
-#include <pthread.h>
-#include <stdlib.h>
 #include <string.h>
 #include <cpuid.h>
 #include "kernels.h"
@@ -170,7 +168,7 @@ static void min_terms(int64_t nb, const float *wm, int64_t ldw, int64_t n_r, con
 
 /* The panels of a batched call, ~0.8 MB: more than every caller's stack can spare (the
  * caller's thread runs a share of each matmul; a thread's stack can be 512 KB or less), so
- * each thread gets them from the heap on its first batched call, kept until it exits. */
+ * they are the thread's scratch buffer (pyrt_thread_scratch, kernels.h). */
 typedef struct {
     __m512i ub[P_BLOCKS], aq[T_BLOCKS];
     _Alignas(64) float sc[RN * 8 * MAX_NB];
@@ -178,28 +176,6 @@ typedef struct {
     float wm[2 * P_BLOCKS], asT[T_BLOCKS];
     float mo[2 * PANEL_P * PANEL_T];
 } gemm_panels;
-
-static pthread_key_t g_panels_key;
-static pthread_once_t g_panels_once = PTHREAD_ONCE_INIT;
-static int g_panels_key_ok;
-static void panels_key_init(void) { g_panels_key_ok = pthread_key_create(&g_panels_key, free) == 0; }
-
-/* this thread's panels, or NULL when they cannot be had (out of memory) */
-static gemm_panels *thread_panels(void) {
-    pthread_once(&g_panels_once, panels_key_init);
-    if (!g_panels_key_ok) return NULL;
-    gemm_panels *p = pthread_getspecific(g_panels_key);
-    if (!p) {
-        void *m = NULL;
-        if (posix_memalign(&m, 64, sizeof(gemm_panels)) != 0) return NULL;
-        if (pthread_setspecific(g_panels_key, m) != 0) {
-            free(m);
-            return NULL;
-        }
-        p = m;
-    }
-    return p;
-}
 
 /* Without panels a call takes the AVX2 table's tiles for its type (set by
  * pyrt_fill_quants_gemm_avx512): the same arithmetic, with panels that fit any stack. */
@@ -386,7 +362,7 @@ static inline void flush_rows(const float *ob, int64_t rb, int64_t n, int64_t nt
         if (pt >= RN) pt -= pt % RN;                                                               \
         const int64_t pq = pt + 1;   /* aq: an odd     block stride, against cache-set conflicts */ \
         const int64_t wst = 2 * pr + 8; /* ws: room for a tile's 8-wide load past the panel */    \
-        gemm_panels *const S = thread_panels();                                                   \
+        gemm_panels *const S = pyrt_thread_scratch(sizeof(gemm_panels));                                                   \
         if (!S) {                                                                                  \
             g_avx2_gemm[TY](n, (const char *)w + r_first * w_row, w_row, n_rows - r_first, a, a_row, \
                             n_tok, y + r_first, ldy);                                              \
@@ -542,7 +518,9 @@ static void tile_q4_0_r8(int64_t nb, const block_q4_0 *const wr[8], const float 
  * accumulator starts at -8 * (the block's activation sum), so the lane ends
  * at the exact (q - 8) . a total with no horizontal reduction; then the
  * float steps of the repacked order, one (row, token) per lane. */
-#define L16_MAX_NB 128     /* rows up to 4096 columns; wider ones take tile_q4_0_r8 */
+#define L16_MAX_NB MAX_NB  /* rows up to PYRT_GEMM_MAX_COLS; 4096 before the panels moved to
+                            * the heap, and wider rows (ffn_down) took tile_q4_0_r8: Q4_0
+                            * 4096 x 14336 x 256 tokens, 1 thread, Zen 5, 106 -> 59 ms */
 #define L16_TOK 64         /* tokens whose sums and scales are prepared at once */
 
 /* rows r0..r0+15 (clamped to n_rows) of each block -> wt[b][g], 16 dwords of
@@ -599,12 +577,19 @@ static inline __attribute__((always_inline)) void l16_tile(int64_t nb, const __m
     }
 }
 
-static void gemm512_q4_0_l16(int64_t n, const void *w, int64_t w_row, int64_t n_rows,
-                             const void *a, int64_t a_row, int64_t n_tok, float *y, int64_t ldy) {
-    const int64_t nb = n / 32;
+/* the row panel and the tokens' sums and scales: ~0.5 MB, the thread's scratch buffer */
+typedef struct {
     __m512i wt[8 * L16_MAX_NB];
     _Alignas(64) float dw[16 * L16_MAX_NB], ds[L16_TOK * L16_MAX_NB];
     int32_t cs[L16_TOK * L16_MAX_NB];
+} l16_panels;
+
+static void gemm512_q4_0_l16(l16_panels *P, int64_t n, const void *w, int64_t w_row, int64_t n_rows,
+                             const void *a, int64_t a_row, int64_t n_tok, float *y, int64_t ldy) {
+    const int64_t nb = n / 32;
+    __m512i *const wt = P->wt;
+    float *const dw = P->dw, *const ds = P->ds;
+    int32_t *const cs = P->cs;
     for (int64_t tb = 0; tb < n_tok; tb += L16_TOK) {
         const int64_t nt_all = n_tok - tb < L16_TOK ? n_tok - tb : L16_TOK;
         q8_0_corr_scales((const char *)a + tb * a_row, a_row, nt_all, nb, cs, ds);
@@ -660,8 +645,9 @@ static void gemm512_q4_0_r8(int64_t n, const void *w, int64_t w_row, int64_t n_r
         g_gemv_q4_0_r8(n, w, w_row, n_rows, a, a_row, n_tok, y, ldy);
         return;
     }
-    if (nb <= L16_MAX_NB) {
-        gemm512_q4_0_l16(n, w, w_row, n_rows, a, a_row, n_tok, y, ldy);
+    l16_panels *const P = nb <= L16_MAX_NB ? pyrt_thread_scratch(sizeof(l16_panels)) : NULL;
+    if (P) {   /* (without a buffer, out of memory: the tiles below, the same arithmetic) */
+        gemm512_q4_0_l16(P, n, w, w_row, n_rows, a, a_row, n_tok, y, ldy);
         return;
     }
     for (int64_t r0 = 0; r0 < n_rows; r0 += 8) {
