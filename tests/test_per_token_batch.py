@@ -130,6 +130,48 @@ def test_batches_with_rows_up_to_16384_equal_one_token_matmuls(variant, t):
                                       singles.view(np.uint32), err_msg=f"{rows}x{cols}, {n_tok} tokens")
 
 
+_SMALL_STACK = r"""
+import sys, threading
+import numpy as np
+sys.path.insert(0, sys.argv[1])
+from test_per_token_batch import BLOCK32, KQUANT, VARIANTS, matmul, weights
+from pyrt._native import lib
+variants = [p.values[0] for p in VARIANTS if not any(m.args and m.args[0] for m in p.marks)]
+rng = np.random.default_rng(5)
+cases = []
+for t in BLOCK32 + KQUANT:
+    if lib.pyrt_type_supported(int(t)):
+        w = weights(t, 40, 14336 if t in BLOCK32 else 4096, rng)
+        x = rng.standard_normal((70, 14336 if t in BLOCK32 else 4096)).astype(np.float32)
+        cases.append((t, w, x))
+out = {}
+def run():
+    for v in variants:
+        for t, w, x in cases:
+            out[(v, t)] = matmul(v, t, w, 40, x.shape[1], x, 0, 1)
+threading.stack_size(256 * 1024)
+th = threading.Thread(target=run)
+th.start()
+th.join()
+for v in variants:
+    for t, w, x in cases:
+        assert np.array_equal(out[(v, t)].view(np.uint32), matmul(v, t, w, 40, x.shape[1], x, 0, 1).view(np.uint32)), (v, t)
+print("ok", len(out))
+"""
+
+
+def test_batched_matmuls_run_on_a_thread_with_a_small_stack():
+    """A caller's thread runs its share of every matmul; the batched tiles' panels (up to
+    ~0.8 MB) live in a per-thread heap buffer, so a thread with a 256 KiB stack (macOS's
+    secondary threads get 512 KiB, musl's 128 KiB) runs every table's batched kernels, wide
+    rows included, with the results of the main thread. In a subprocess: an overflow would
+    kill the interpreter."""
+    r = subprocess.run([sys.executable, "-c", _SMALL_STACK, str(Path(__file__).resolve().parent)],
+                       capture_output=True, text=True, cwd=Path(__file__).resolve().parent.parent)
+    assert r.returncode == 0, (r.returncode, r.stdout[-2000:], r.stderr[-2000:])
+    assert r.stdout.startswith("ok ")
+
+
 def test_matmul_shape_rejects_a_bad_shape():
     rng = np.random.default_rng(0)
     w = weights(T.Q8_0, 8, 32, rng)

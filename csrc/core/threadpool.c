@@ -86,6 +86,8 @@ int pool_default_threads(void) {
     return n < 1 ? 1 : (int)n;
 }
 
+#define WORKER_STACK (2u << 20)
+
 pyrt_pool *pool_create(int n_threads) {
     if (n_threads < 1) n_threads = 1;
     pyrt_pool *p = calloc(1, sizeof *p);
@@ -93,14 +95,21 @@ pyrt_pool *pool_create(int n_threads) {
     p->n = n_threads;
     p->threads = calloc((size_t)n_threads, sizeof(pthread_t));
     if (!p->threads) { free(p); return NULL; }
+    /* workers get a stack of a known size, not the platform's default (musl: 128 KiB);
+     * the kernels' big buffers are heap scratch (pyrt_thread_scratch), their frames small */
+    pthread_attr_t attr;
+    const int have_attr = pthread_attr_init(&attr) == 0;
+    if (have_attr) pthread_attr_setstacksize(&attr, WORKER_STACK);
     for (int i = 1; i < n_threads; i++) {
         worker_arg *wa = malloc(sizeof *wa);
-        if (!wa) { p->n = i; pool_free(p); return NULL; }
-        wa->p = p; wa->ith = i;
-        if (pthread_create(&p->threads[i], NULL, worker_main, wa) != 0) {
-            free(wa); p->n = i; pool_free(p); return NULL;
+        if (wa) { wa->p = p; wa->ith = i; }
+        if (!wa || pthread_create(&p->threads[i], have_attr ? &attr : NULL, worker_main, wa) != 0) {
+            free(wa); p->n = i; pool_free(p);
+            if (have_attr) pthread_attr_destroy(&attr);
+            return NULL;
         }
     }
+    if (have_attr) pthread_attr_destroy(&attr);
     return p;
 }
 
