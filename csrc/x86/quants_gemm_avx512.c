@@ -177,8 +177,9 @@ typedef struct {
     float mo[2 * PANEL_P * PANEL_T];
 } gemm_panels;
 
-/* Without panels a call takes the AVX2 table's tiles for its type (set by
- * pyrt_fill_quants_gemm_avx512): the same arithmetic, with panels that fit any stack. */
+/* Without panels (out of memory) a call takes the AVX2 table's gemm for its type (set by
+ * pyrt_fill_quants_gemm_avx512): the same arithmetic; without a buffer either, it runs the
+ * row dots. */
 static pyrt_gemm_fn g_avx2_gemm[PYRT_TYPE_COUNT];
 
 static inline __m512i interleave_pair(__m512i ab) {
