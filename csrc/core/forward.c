@@ -337,11 +337,7 @@ static void feed_forward_moe(fwd *f, int il) {
             mm_group(f->K, f->P, f->ith, f->nth, c->g + j * FE, FE, 1, -1, d, 1, c->qbuf);
         }
         pool_split(K, f->ith, f->nth, &lo, &hi);   /* weighted, as the loop below */
-        for (int64_t j = lo; j < hi; j++) {
-            const float w = c->moe_w[j];
-            float *o = c->moe_out + j * E;
-            for (int64_t i = 0; i < E; i++) o[i] = o[i] * w;
-        }
+        for (int64_t j = lo; j < hi; j++) op_scale(c->moe_out + j * E, c->moe_w[j], E);
         pool_barrier(f->P);
     } else
     /* ---- each expert over the tokens routed to it ---- */

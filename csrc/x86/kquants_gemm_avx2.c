@@ -63,7 +63,8 @@ static inline __m256i ld32(const void *p) { return _mm256_loadu_si256((const __m
 
 typedef struct {
     __m256i w[64];   /* dword k: codes 4k..4k+3 of each row */
-    __m256i sc[16];  /* (scale_j, scale_j) word pairs (Q4_K: j < 8) */
+    __m256i sc[16];  /* (scale_j, scale_j) word pairs (Q4_K: j < 8; with AVX-VNNI, Q4_K/Q5_K's
+                      * scale_j as a dword, for vpmulld) */
     __m256i mn[8];   /* Q4_K: (m_2p, m_2p+1), p < 4; Q6_K: (sc_2i, sc_2i+1), i < 8 */
     __m256 d, dm;
 } k_panel;
@@ -107,7 +108,11 @@ static inline __attribute__((always_inline)) void pack_k45(k_panel *pk, const vo
             if (five) qh[r] = ld32(((const block_q5_K *)x[r])->qh);
             uint8_t u[16];
             _mm_storeu_si128((__m128i *)u, scales_mins_k4(x[r]->scales));
+#if defined(PYRT_KQ_VNNI)
+            for (int j = 0; j < 8; j++) sc[j][r] = u[j];
+#else
             for (int j = 0; j < 8; j++) sc[j][r] = u[j] | (u[j] << 16);
+#endif
             for (int p = 0; p < 4; p++) mn[p][r] = u[8 + 2 * p] | (u[9 + 2 * p] << 16);
             d[r] = _cvtsh_ss(x[r]->d);
             dm[r] = _cvtsh_ss(x[r]->dmin);
@@ -202,11 +207,10 @@ static inline __attribute__((always_inline)) void k45_group(const k_panel *pk, i
             __m256i s1 = _mm256_setzero_si256(), s2 = _mm256_setzero_si256();
             for (int p = 0; p < 4; p++) {
 #if defined(PYRT_KQ_VNNI)
-                /* the sub-block dots in int32 (vpdpbusd), times the scale (its low word) */
-                const __m256i lo16 = _mm256_set1_epi32(0xFFFF);
+                /* the sub-block dots in int32 (vpdpbusd), times the scale */
                 const __m256i S1 = _mm256_add_epi32(
-                    _mm256_mullo_epi32(l_dot32(&P->w[16 * p], q->qs + 64 * p), _mm256_and_si256(P->sc[2 * p], lo16)),
-                    _mm256_mullo_epi32(l_dot32(&P->w[16 * p + 8], q->qs + 64 * p + 32), _mm256_and_si256(P->sc[2 * p + 1], lo16)));
+                    _mm256_mullo_epi32(l_dot32(&P->w[16 * p], q->qs + 64 * p), P->sc[2 * p]),
+                    _mm256_mullo_epi32(l_dot32(&P->w[16 * p + 8], q->qs + 64 * p + 32), P->sc[2 * p + 1]));
                 (void)five;
 #else
                 __m256i S1 = _mm256_add_epi32(_mm256_madd_epi16(l_dot16(&P->w[16 * p], q->qs + 64 * p, five ? 4 : 8), P->sc[2 * p]),

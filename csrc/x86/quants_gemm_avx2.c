@@ -702,8 +702,6 @@ static inline __attribute__((always_inline)) void tile_q4_0_r8(int64_t nb, const
  * vpmaddubsw pairs, whose 8 steps stay below 8 * 2 * 15 * 128 < 2^15, summed
  * in int16, one vpmaddwd, then the correction). Then the repacked order's
  * float steps, one (row, token) per lane. */
-#define L8_MAX_NB MAX_NB   /* rows up to PYRT_GEMM_MAX_COLS (4096 while the panel was on the
-                            * stack; wider rows took tile_q4_0_r8 at ~1.6x the time) */
 #define L8_TOK 64          /* tokens whose sums and scales are prepared at once */
 
 /* rows r0..r0+7 (clamped to n_rows) of each block -> wt[b][g], 8 dwords of
@@ -767,12 +765,14 @@ static inline __attribute__((always_inline)) void l8_tile(int64_t nb, const __m2
     }
 }
 
-/* the row panel and the tokens' sums and scales: ~0.4 MB, the thread's scratch buffer */
+/* the row panel and the tokens' sums and scales for rows of up to PYRT_GEMM_MAX_COLS: ~0.4 MB,
+ * the thread's scratch buffer (on the stack they were sized for 4096 columns, and wider rows
+ * took tile_q4_0_r8 at ~1.6x the time) */
 typedef struct {
-    __m256i wt[8 * L8_MAX_NB];
-    _Alignas(32) float dw[8 * L8_MAX_NB];
-    float ds[L8_TOK * L8_MAX_NB];
-    int32_t cs[L8_TOK * L8_MAX_NB];
+    __m256i wt[8 * MAX_NB];
+    _Alignas(32) float dw[8 * MAX_NB];
+    float ds[L8_TOK * MAX_NB];
+    int32_t cs[L8_TOK * MAX_NB];
 } l8_panels;
 
 static void GEMM_FN(gemm_q4_0_l8)(l8_panels *P, int64_t n, const void *w, int64_t w_row, int64_t n_rows,
@@ -815,7 +815,7 @@ static void GEMM_FN(gemm_q4_0_r8)(int64_t n, const void *w, int64_t w_row, int64
     const int64_t nb = n / 32;
     /* the lane tiles are cheaper per token from 3 on (without a buffer, out of
      * memory: the tiles below, the same arithmetic) */
-    l8_panels *const P = n_tok > 2 && nb <= L8_MAX_NB ? pyrt_thread_scratch(sizeof(l8_panels)) : NULL;
+    l8_panels *const P = n_tok > 2 && nb <= MAX_NB ? pyrt_thread_scratch(sizeof(l8_panels)) : NULL;
     if (P) {
         GEMM_FN(gemm_q4_0_l8)(P, n, w, w_row, n_rows, a, a_row, n_tok, y, ldy);
         return;

@@ -361,9 +361,9 @@ static inline void flush_rows(const float *ob, int64_t rb, int64_t n, int64_t nt
         int64_t pt = T_BLOCKS / nb - 1 < PANEL_T ? T_BLOCKS / nb - 1 : PANEL_T;                    \
         if (pr >= RP) pr -= pr % RP;                                                               \
         if (pt >= RN) pt -= pt % RN;                                                               \
-        const int64_t pq = pt + 1;   /* aq: an odd     block stride, against cache-set conflicts */ \
+        const int64_t pq = pt + 1;   /* aq: an odd block stride, against cache-set conflicts */     \
         const int64_t wst = 2 * pr + 8; /* ws: room for a tile's 8-wide load past the panel */    \
-        gemm_panels *const S = pyrt_thread_scratch(sizeof(gemm_panels));                                                   \
+        gemm_panels *const S = pyrt_thread_scratch(sizeof(gemm_panels));                          \
         if (!S) {                                                                                  \
             g_avx2_gemm[TY](n, (const char *)w + r_first * w_row, w_row, n_rows - r_first, a, a_row, \
                             n_tok, y + r_first, ldy);                                              \
@@ -519,9 +519,6 @@ static void tile_q4_0_r8(int64_t nb, const block_q4_0 *const wr[8], const float 
  * accumulator starts at -8 * (the block's activation sum), so the lane ends
  * at the exact (q - 8) . a total with no horizontal reduction; then the
  * float steps of the repacked order, one (row, token) per lane. */
-#define L16_MAX_NB MAX_NB  /* rows up to PYRT_GEMM_MAX_COLS; 4096 before the panels moved to
-                            * the heap, and wider rows (ffn_down) took tile_q4_0_r8: Q4_0
-                            * 4096 x 14336 x 256 tokens, 1 thread, Zen 5, 106 -> 59 ms */
 #define L16_TOK 64         /* tokens whose sums and scales are prepared at once */
 
 /* rows r0..r0+15 (clamped to n_rows) of each block -> wt[b][g], 16 dwords of
@@ -578,11 +575,13 @@ static inline __attribute__((always_inline)) void l16_tile(int64_t nb, const __m
     }
 }
 
-/* the row panel and the tokens' sums and scales: ~0.5 MB, the thread's scratch buffer */
+/* the row panel and the tokens' sums and scales for rows of up to PYRT_GEMM_MAX_COLS: ~0.5 MB,
+ * the thread's scratch buffer (on the stack they were sized for 4096 columns, and wider rows,
+ * ffn_down, took tile_q4_0_r8: Q4_0 4096 x 14336 x 256 tokens, 1 thread, Zen 5, 106 -> 59 ms) */
 typedef struct {
-    __m512i wt[8 * L16_MAX_NB];
-    _Alignas(64) float dw[16 * L16_MAX_NB], ds[L16_TOK * L16_MAX_NB];
-    int32_t cs[L16_TOK * L16_MAX_NB];
+    __m512i wt[8 * MAX_NB];
+    _Alignas(64) float dw[16 * MAX_NB], ds[L16_TOK * MAX_NB];
+    int32_t cs[L16_TOK * MAX_NB];
 } l16_panels;
 
 static void gemm512_q4_0_l16(l16_panels *P, int64_t n, const void *w, int64_t w_row, int64_t n_rows,
@@ -646,7 +645,7 @@ static void gemm512_q4_0_r8(int64_t n, const void *w, int64_t w_row, int64_t n_r
         g_gemv_q4_0_r8(n, w, w_row, n_rows, a, a_row, n_tok, y, ldy);
         return;
     }
-    l16_panels *const P = nb <= L16_MAX_NB ? pyrt_thread_scratch(sizeof(l16_panels)) : NULL;
+    l16_panels *const P = nb <= MAX_NB ? pyrt_thread_scratch(sizeof(l16_panels)) : NULL;
     if (P) {   /* (without a buffer, out of memory: the tiles below, the same arithmetic) */
         gemm512_q4_0_l16(P, n, w, w_row, n_rows, a, a_row, n_tok, y, ldy);
         return;
