@@ -117,10 +117,8 @@ def test_avx512_batches_with_long_rows_match_avx2(t):
 def test_batches_with_rows_up_to_16384_equal_one_token_matmuls(variant, t):
     """The x86 tiles size their panels for rows of up to 16384 columns (14336: Llama-3.1-8B's
     ffn_down): wide rows, more tokens than a panel holds, rows in and out of groups of 8 and
-    16. These types' batches keep the single-token order (IQ4_NL's do not), so every token's row equals its
-    one-token matmul (the GEMV code) bit for bit."""
-    if not lib.pyrt_type_supported(int(t)):
-        pytest.skip(f"{t.name}: no matmul")
+    16. These types' batches keep the single-token order (IQ4_NL's do not), so every token's
+    row equals its one-token matmul (the GEMV code) bit for bit."""
     rng = np.random.default_rng(int(t) + 14336)
     for rows, cols, n_tok in ((16, 14336, 21), (24, 8192, 40), (9, 16384, 6), (13, 4608, 70)):
         w = weights(t, rows, cols, rng)
