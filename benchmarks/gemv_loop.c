@@ -3,7 +3,7 @@
  * blocks with small fp16 scales. Build against a built library:
  *   gcc -O2 benchmarks/gemv_loop.c -o /tmp/gemv_loop -Lbuild -lpyrt -Wl,-rpath,$PWD/build
  *   /tmp/gemv_loop TYPE ROWS COLS BLOCK_BYTES REPS [VARIANT [N_TOK [THREADS [COPIES]]]]
- * TYPE is the ggml id (2 Q4_0, 8 Q8_0, 12 Q4_K, 13 Q5_K, 14 Q6_K), VARIANT
+ * TYPE is the ggml id (2 Q4_0, 3 Q4_1, 6 Q5_0, 7 Q5_1, 8 Q8_0, 12 Q4_K, 13 Q5_K, 14 Q6_K), VARIANT
  * pyrt.h's PYRT_KERNELS_* (-1 auto). One thread unless THREADS; the checksum lets two builds'
  * results be compared (same inputs, same seed). COPIES > 1 keeps that many copies of the
  * matrix and runs rep r on copy r % COPIES, so a model-sized matrix (8192 x 2048: 9 MB)
@@ -20,12 +20,13 @@ int main(int argc,char**argv){
   int type=atoi(argv[1]); long rows=atol(argv[2]), cols=atol(argv[3]); int bb=atoi(argv[4]); int reps=atoi(argv[5]);
   int variant = argc>6?atoi(argv[6]):-1; int nt = argc>7?atoi(argv[7]):1; int nth = argc>8?atoi(argv[8]):1;
   int ncp = argc>9?atoi(argv[9]):1; if(ncp<1) ncp=1;
-  size_t nb = (size_t)rows*cols/(type==2||type==8?32:256)*bb;
+  int bs = (type==2||type==3||type==6||type==7||type==8)?32:256; /* elements per block */
+  size_t nb = (size_t)rows*cols/bs*bb;
   size_t stride=(nb+63)/64*64; uint8_t *w=aligned_alloc(64,stride*ncp); srand(1); for(size_t i=0;i<nb;i++) w[i]=rand();
   /* small fp16 scales everywhere a scale could be: set d fields per block */
-  int bs = (type==2||type==8)?32:256; size_t nblk=(size_t)rows*cols/bs;
+  size_t nblk=(size_t)rows*cols/bs;
   for(size_t b=0;b<nblk;b++){ uint8_t*p=w+b*bb; uint16_t h=0x1400; /* ~0.001 */
-    if(type==14){memcpy(p+208,&h,2);} else if(type==12||type==13){memcpy(p,&h,2);memcpy(p+2,&h,2);} else memcpy(p,&h,2);}
+    if(type==14){memcpy(p+208,&h,2);} else if(type==12||type==13||type==3||type==7){memcpy(p,&h,2);memcpy(p+2,&h,2);} else memcpy(p,&h,2);}
   for(int c=1;c<ncp;c++) memcpy(w+c*stride,w,nb);
   float *x=malloc(cols*4*nt), *y=malloc(rows*4*nt); for(long i=0;i<cols*nt;i++) x[i]=(rand()%2000-1000)/1000.0f;
   double best=1e9; for(int r=0;r<reps;r++){double t0=now(); pyrt_matmul(variant,type,w+(size_t)(r%ncp)*stride,rows,cols,x,nt,y,nth); double dt=now()-t0; if(dt<best)best=dt;}

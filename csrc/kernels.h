@@ -42,6 +42,10 @@ typedef void  (*pyrt_gemm_fn)(int64_t n, const void *w, int64_t w_row_bytes, int
  * window + 1) if window > 0, else first. Zero n_tok/n_head count as 1. Every
  * query's result is bit-identical to a one-query call with its own q, out,
  * first and last (tests/test_ops.py checks it). */
+/* floats of pyrt_attn_args.acc at least: 32 KB, room for the value slots of
+ * a group's single-token queries, a slice of dims at a time (x86/ops_avx2.c) */
+#define PYRT_ATTN_ACC_MIN 8192
+
 typedef struct {
     float           *out;       /* [head_dim] result                               */
     const float     *q;         /* [head_dim] query after rope                     */
@@ -55,7 +59,8 @@ typedef struct {
     float           *scores;    /* scratch [n_q * (n_ctx + 32)], n_q = n_tok*n_head */
     pyrt_fp16       *probs16;   /* scratch [n_ctx + 32]                            */
     pyrt_fp16       *q16;       /* scratch [head_dim]                              */
-    float           *acc;       /* scratch [max(32*head_dim, n_q*(head_dim+264))]  */
+    float           *acc;       /* scratch [max(32*head_dim, n_q*(head_dim+264),
+                                 *          PYRT_ATTN_ACC_MIN)]                     */
     int32_t          n_tok;     /* group: consecutive tokens (0 or 1: one)         */
     int32_t          n_head;    /* group: query heads of the kv head (0 or 1: one) */
     int64_t          q_stride;  /* group: floats from one token's q/out to the next */

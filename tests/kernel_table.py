@@ -56,6 +56,9 @@ typedef void  (*pyrt_gemm_fn)(int64_t n, const void *w, int64_t w_row_bytes, int
     return typedefs + body + "\nconst pyrt_kernels *pyrt_kernels_get(int32_t variant);\n"
 
 
+# kernels.h: the least size of pyrt_attn_args.acc, in floats
+ATTN_ACC_MIN = int(re.search(r"#define PYRT_ATTN_ACC_MIN (\d+)", _HEADER.read_text()).group(1))
+
 kffi = cffi.FFI()
 kffi.cdef(_cdef())
 klib = kffi.dlopen(_find_library())   # the same library pyrt._native loaded
@@ -80,7 +83,7 @@ def attn_fa_call(k, dots, tk, tv, Kq, Vq, q, out, hd, first, last, scale, softca
     quantizer, K dot and V dequantizer the call uses) over K/V rows Kq/Vq of
     types tk/tv (ggml ids), writing `out`; n_tok x n_head queries when given."""
     nq = max(n_tok, 1) * max(n_head, 1)
-    acc = np.zeros(max(32 * hd, nq * (hd + 264)), np.float32)
+    acc = np.zeros(max(32 * hd, nq * (hd + 264), ATTN_ACC_MIN), np.float32)
     a = kffi.new("pyrt_attn_args *")
     a.out, a.q, a.acc = kptr(out, "float *"), kptr(q, "float *"), kptr(acc, "float *")
     a.kq, a.vq = kptr(Kq, "void *"), kptr(Vq, "void *")

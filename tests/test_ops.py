@@ -12,7 +12,7 @@ import pytest
 from gguf import GGMLQuantizationType as T
 from gguf import quants
 
-from kernel_table import X86_VARIANTS, kffi, kptr, needs_avx2, table
+from kernel_table import ATTN_ACC_MIN, X86_VARIANTS, kffi, kptr, needs_avx2, table
 from pyrt._native import lib
 
 NMSE_ELEMENTWISE = 1e-7      # rope, swiglu
@@ -245,7 +245,7 @@ def test_tiled_gemm_without_vnni_is_bit_identical_too():
 def _attn_args(k, cache_k, cache_v, hd, stride, kv_off, n_ctx, n_q, scale, batched):
     """A pyrt_attn_args with fresh scratch for n_q queries; returns (args, keepalive)."""
     scratch = [np.zeros(n_q * (n_ctx + 32), np.float32), np.zeros(n_ctx + 32, np.uint16),
-               np.zeros(hd, np.uint16), np.zeros(max(32 * hd, n_q * (hd + 264)), np.float32)]
+               np.zeros(hd, np.uint16), np.zeros(max(32 * hd, n_q * (hd + 264), ATTN_ACC_MIN), np.float32)]
     a = kffi.new("pyrt_attn_args *")
     a.k = kffi.cast("uint16_t *", cache_k.ctypes.data) + kv_off
     a.v = kffi.cast("uint16_t *", cache_v.ctypes.data) + kv_off

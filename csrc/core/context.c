@@ -15,7 +15,8 @@ static size_t attn_n_q(const pyrt_ctx *c) {
 size_t ctx_attn_scores_floats(const pyrt_ctx *c) { return attn_n_q(c) * ((size_t)c->n_ctx + 32); }
 size_t ctx_attn_acc_floats(const pyrt_ctx *c) {
     const size_t n_q = attn_n_q(c), hd = (size_t)c->m->hp.head_dim;
-    return 32 * hd > n_q * (hd + 264) ? 32 * hd : n_q * (hd + 264);
+    size_t n = 32 * hd > n_q * (hd + 264) ? 32 * hd : n_q * (hd + 264);
+    return n > PYRT_ATTN_ACC_MIN ? n : PYRT_ATTN_ACC_MIN;
 }
 
 static void *alloc_aligned(size_t n) {

@@ -723,7 +723,7 @@ static int close_rel(const float *got, const float *want, int n, double rtol, do
 #define ATTN_CTX 1100
 #define ATTN_MAXQ 12
 static pyrt_fp16 g_kc[ATTN_CTX * 2 * 128], g_vc[ATTN_CTX * 2 * 128];
-static float g_sc[ATTN_MAXQ * (ATTN_CTX + 32)], g_acc[ATTN_MAXQ * (128 + 264) + 32 * 128];
+static float g_sc[ATTN_MAXQ * (ATTN_CTX + 32)], g_acc[ATTN_MAXQ * (128 + 264) + 32 * 128 + PYRT_ATTN_ACC_MIN];
 static pyrt_fp16 g_p16[ATTN_CTX + 32], g_q16[128];
 
 static pyrt_attn_args attn_args(int hd, int batched) {
