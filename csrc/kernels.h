@@ -42,9 +42,11 @@ typedef void  (*pyrt_gemm_fn)(int64_t n, const void *w, int64_t w_row_bytes, int
  * window + 1) if window > 0, else first. Zero n_tok/n_head count as 1. Every
  * query's result is bit-identical to a one-query call with its own q, out,
  * first and last (tests/test_ops.py checks it). */
-/* floats of pyrt_attn_args.acc at least: 32 KB, room for the value slots of
+/* floats of pyrt_attn_args.acc at least: 33 KB, room for the value slots of
  * a group's single-token queries, a slice of dims at a time (x86/ops_avx2.c) */
-#define PYRT_ATTN_ACC_MIN 8192
+#define PYRT_ATTN_ACC_MIN 8448
+/* floats of acc that attn_heads needs for nq queries of head_dim hd */
+#define PYRT_ATTN_HEADS_ACC(nq, hd) ((size_t)(nq) * (32 * (size_t)(hd) + 16))
 
 typedef struct {
     float           *out;       /* [head_dim] result                               */
@@ -65,6 +67,9 @@ typedef struct {
     int32_t          n_head;    /* group: query heads of the kv head (0 or 1: one) */
     int64_t          q_stride;  /* group: floats from one token's q/out to the next */
     int32_t          window;    /* group: sliding window length, 0 = none          */
+    int32_t          n_kv;      /* attn_heads: consecutive kv heads (0 or 1: one);
+                                 * kv head h's rows at k + h*head_dim (v likewise),
+                                 * its queries at q + h*n_head*head_dim (out too)  */
     float            softcap;   /* 0: none; else score = softcap*tanh(score/softcap),
                                  * after the scale (llama.cpp's scale, tanh, scale) */
     /* attn_head_fa only: a cache whose K or V rows are quantized (Q8_0, Q4_0;
@@ -135,6 +140,11 @@ typedef struct {
     void  (*swiglu)(float *g, const float *u, int64_t n);             /* g = silu(g)*u */
     void  (*geglu)(float *g, const float *u, int64_t n);              /* g = gelu(g)*u (ggml's fp16 table) */
     void  (*attn_head)(const pyrt_attn_args *a);
+    /* attn_head for n_kv consecutive kv heads of one token (n_tok <= 1, not
+     * batched), each query exactly its attn_head result; scratch for
+     * n_kv * n_head queries (scores rows; acc: PYRT_ATTN_HEADS_ACC floats).
+     * NULL: one attn_head call per kv head. */
+    void  (*attn_heads)(const pyrt_attn_args *a);
     /* The same queries over a quantized cache, in llama.cpp's flash-attention
      * arithmetic (the path it takes for a quantized V cache): per query, q
      * converted to K's dot type once, s = scale * K_j.q in position order,

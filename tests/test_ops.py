@@ -301,3 +301,51 @@ def test_attention_group_is_bit_identical_to_single_queries(variant, batched, he
     untouched = np.ones(qd, bool)
     untouched[hk * gqa * head_dim:(hk + 1) * gqa * head_dim] = False
     assert np.all(np.isnan(got[:, untouched]))
+
+
+@pytest.mark.parametrize("variant", X86_VARIANTS)
+@pytest.mark.parametrize("head_dim", [64, 128, 96, 40])
+@pytest.mark.parametrize("gqa,n_kv", [(1, 16), (1, 5), (3, 3), (4, 2), (4, 1), (8, 3)])
+@pytest.mark.parametrize("last,window", [(0, 0), (6, 0), (37, 0), (300, 0), (250, 100), (13, 8)])
+def test_attention_over_several_kv_heads_is_bit_identical_to_single_queries(variant, head_dim, gqa, n_kv, last,
+                                                                           window):
+    """attn_heads (one token, n_kv consecutive kv heads in one pass over the
+    cache rows, as the forward pass hands a thread its share of a decode
+    step) gives every query exactly its one-query attn_head result, for
+    head sizes the pass takes and those it hands back to attn_head (40), MHA
+    and GQA, windows; queries of other kv heads are left alone."""
+    k = table(variant)
+    assert k.attn_heads != kffi.NULL
+    rng = np.random.default_rng(head_dim * 31 + gqa * 7 + n_kv * 1000 + last)
+    n_ctx, n_kv_all, hk = 512 + 8, n_kv + 2, 1                 # kv heads hk .. hk+n_kv-1 of n_kv_all
+    stride = head_dim * n_kv_all
+    cache_k = rng.standard_normal((n_ctx, stride)).astype(np.float16)
+    cache_v = rng.standard_normal((n_ctx, stride)).astype(np.float16)
+    cache_v[last % 5::7, :3] = 0
+    qd = head_dim * gqa * n_kv_all
+    q = (rng.standard_normal(qd) * 3).astype(np.float32)
+    q[hk * gqa * head_dim:(hk * gqa + 1) * head_dim] *= 8      # peaked: probabilities that round to 0
+    scale = 1.0 / np.sqrt(head_dim)
+    nq = n_kv * gqa
+    got = np.full(qd, np.nan, np.float32)
+    a, keep = _attn_args(k, cache_k, cache_v, head_dim, stride, hk * head_dim, n_ctx, nq, scale, 0)
+    keep.append(np.zeros(nq * (32 * head_dim + 16), np.float32))   # kernels.h: PYRT_ATTN_HEADS_ACC
+    a.acc = kptr(keep[-1], "float *")
+    a.q = kptr(q, "float *") + hk * gqa * head_dim
+    a.out = kptr(got, "float *") + hk * gqa * head_dim
+    a.n_tok, a.n_head, a.n_kv, a.q_stride, a.window, a.first, a.last = 1, gqa, n_kv, qd, window, 0, last
+    k.attn_heads(a)
+    first = max(0, last - window + 1) if window else 0
+    for h in range(hk, hk + n_kv):
+        for g in range(gqa):
+            qh = h * gqa + g
+            want = np.zeros(head_dim, np.float32)
+            b, keep1 = _attn_args(k, cache_k, cache_v, head_dim, stride, h * head_dim, n_ctx, 1, scale, 0)
+            b.q = kptr(q, "float *") + qh * head_dim
+            b.out = kptr(want, "float *")
+            b.first, b.last = first, last
+            k.attn_head(b)
+            assert np.array_equal(got[qh * head_dim:(qh + 1) * head_dim].view(np.uint32), want.view(np.uint32)), (h, g)
+    untouched = np.ones(qd, bool)
+    untouched[hk * gqa * head_dim:(hk + n_kv) * gqa * head_dim] = False
+    assert np.all(np.isnan(got[untouched]))

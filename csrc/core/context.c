@@ -4,6 +4,9 @@
  * and the thread pool that runs the forward pass (core/forward.c). */
 #include <stdlib.h>
 #include <string.h>
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
 
 #include "model.h"
 
@@ -16,6 +19,7 @@ size_t ctx_attn_scores_floats(const pyrt_ctx *c) { return attn_n_q(c) * ((size_t
 size_t ctx_attn_acc_floats(const pyrt_ctx *c) {
     const size_t n_q = attn_n_q(c), hd = (size_t)c->m->hp.head_dim;
     size_t n = 32 * hd > n_q * (hd + 264) ? 32 * hd : n_q * (hd + 264);
+    if (n < PYRT_ATTN_HEADS_ACC(n_q, hd)) n = PYRT_ATTN_HEADS_ACC(n_q, hd);   /* attn_heads: attn_tok kv heads */
     return n > PYRT_ATTN_ACC_MIN ? n : PYRT_ATTN_ACC_MIN;
 }
 
@@ -24,6 +28,25 @@ static void *alloc_aligned(size_t n) {
     if (n == 0) n = 64;
     if (posix_memalign(&p, 64, n) != 0) return NULL;
     return p;
+}
+
+/* The KV cache, in 2 MiB pages where the kernel has transparent huge pages
+ * (madvise mode included): attention reads one head's rows a whole cache row
+ * apart (kv_dim * 2 bytes, 4 KiB for a 2048-wide F16 row), so with 4 KiB
+ * pages every cached position of a long context is a TLB miss. Pages are
+ * still allocated only when first written. */
+#define HUGE_PAGE ((size_t)2 << 20)
+static void *alloc_kv(size_t n) {
+#ifdef MADV_HUGEPAGE
+    if (n >= HUGE_PAGE) {
+        void *p = NULL;
+        const size_t len = (n + HUGE_PAGE - 1) & ~(HUGE_PAGE - 1);
+        if (posix_memalign(&p, HUGE_PAGE, len) != 0) return NULL;
+        (void)madvise(p, len, MADV_HUGEPAGE);   /* advice only: 4 KiB pages if refused */
+        return p;
+    }
+#endif
+    return alloc_aligned(n);
 }
 
 void pyrt_ctx_free(pyrt_ctx *c) {
@@ -158,8 +181,8 @@ static int ctx_create_cpu(const pyrt_model *m, int32_t n_ctx, int32_t n_seq, int
     if (hp->n_ff_exp > widest) widest = hp->n_ff_exp;
     const int64_t ffw = hp->n_ff > hp->n_ff_exp ? hp->n_ff : hp->n_ff_exp;   /* g, u rows */
     const size_t kv_rows = kv_elems / (size_t)c->kv_dim;
-    c->kc = alloc_aligned(kv_rows * (size_t)c->k_row_bytes);
-    c->vc = alloc_aligned(kv_rows * (size_t)c->v_row_bytes);
+    c->kc = alloc_kv(kv_rows * (size_t)c->k_row_bytes);
+    c->vc = alloc_kv(kv_rows * (size_t)c->v_row_bytes);
     c->x = alloc_aligned(B * hp->n_embd * sizeof(float));
     c->xn = alloc_aligned(B * hp->n_embd * sizeof(float));
     c->tmp = alloc_aligned(B * hp->n_embd * sizeof(float));

@@ -54,6 +54,11 @@ static int part_batched(const fwd_part *p) {
     return p->n_shape < 0 ? 0 : (p->n_shape > 0 ? p->n_shape : p->n_tok) > 1;
 }
 
+/* a part whose tokens each attend alone (decoding, per-token numerics) */
+static int part_single(const fwd_part *p) {
+    return !part_batched(p) && (p->n_shape < 0 || p->n_tok == 1);
+}
+
 /* x[t] = token_embd[tokens[t]] (* embd_scale where the model has one) */
 static void embed_tokens(fwd *f) {
     const pyrt_ctx *c = f->c;
@@ -181,9 +186,49 @@ static void attention(fwd *f, int il) {
     }
     a->first = 0;
     a->window = swa ? hp->sliding_window : 0;
+    /* Single-token parts (decoding, per-token numerics) over an F16 cache,
+     * where the table has attn_heads: each thread takes a contiguous run of
+     * their (part, token, kv head) items, and the consecutive kv heads of one
+     * token in one call (at most attn_tok of them, what the scratch holds), so
+     * that it reads each cache row's segment of its heads as one run. */
+    const int heads = !quant_kv && K->attn_heads;
+    if (heads) {
+        int64_t n_single = 0;
+        for (int32_t ip = 0; ip < c->n_parts; ip++)
+            if (part_single(&c->parts[ip])) n_single += c->parts[ip].n_tok * n_kv;
+        pool_split(n_single, f->ith, f->nth, &lo, &hi);
+        a->batched = 0;
+        a->n_tok = 1;
+        int64_t base = 0;                      /* items of the parts before this one */
+        for (int32_t ip = 0; ip < c->n_parts && base < hi; ip++) {
+            const fwd_part *part = &c->parts[ip];
+            if (!part_single(part)) continue;
+            const int64_t n_items = part->n_tok * n_kv;
+            int64_t it = lo > base ? lo - base : 0;
+            const int64_t end = hi - base < n_items ? hi - base : n_items;
+            while (it < end) {
+                const int64_t t = it / n_kv, hk = it % n_kv;
+                int64_t nk = n_kv - hk;        /* this token's heads in the run, */
+                if (nk > end - it) nk = end - it;
+                if (nk > c->attn_tok) nk = c->attn_tok;   /* as many as the scratch holds */
+                const int64_t off = (part->t0 + t) * QD + hk * f->gqa * HD;
+                a->out = c->att + off;
+                a->q = c->q + off;
+                a->k = (const pyrt_fp16 *)(kc + part->seq * kseq + hk * c->k_head_bytes);
+                a->v = (const pyrt_fp16 *)(vc + part->seq * vseq + hk * c->v_head_bytes);
+                a->last = part->pos0 + (int32_t)t;
+                a->n_kv = (int32_t)nk;
+                K->attn_heads(a);
+                it += nk;
+            }
+            base += n_items;
+        }
+        a->n_kv = 1;
+    }
     int64_t before = 0;                        /* groups of the parts before this one */
     for (int32_t ip = 0; ip < c->n_parts; ip++) {
         const fwd_part *part = &c->parts[ip];
+        if (heads && part_single(part)) continue;
         /* a part in single-token numerics computes each token alone anyway: one
          * token per group, so that the threads share a few-token batch */
         const int64_t g_tok = part->n_shape < 0 ? 1 : c->attn_tok;

@@ -170,6 +170,12 @@ static void softmax_probs(float *sc, int32_t first, int32_t last, float mx) {
                                                                                _mm256_set1_ps(inv)), 0)));
 }
 
+/* floats of one query's 32 value slots of n dims: one line more than 32 * n,
+ * so that the slots of consecutive queries (32 * n * 4 bytes, a multiple of
+ * 4 KiB for n = 32, 64, ...) do not alias in the store buffer's 4 KiB address
+ * check, where a load of one query's slot waited for the store to the last */
+#define SLOTS(n) (32 * (size_t)(n) + 16)
+
 /* The 32-slot reduction of the single-token order (ggml_vec_dot_f16's four
  * 8-lane accumulators over j mod 32, then reduce4), for 8 dims at a time:
  * s[l * ld] is slot l's vector */
@@ -235,21 +241,21 @@ static void softmax_pv_one(const pyrt_attn_args *a, float *sc, float mx, int bat
  * softmax_pv_one's single-token order: per query 32 slots (j mod 32), each
  * an FMA chain over increasing j, then reduce_slots32. Each V row is
  * converted once for all queries, DC dims at a time, so that the queries'
- * slots (nh * 32 * DC floats, at most PYRT_ATTN_ACC_MIN) stay in L1. */
+ * slots (nh * SLOTS(DC) floats, at most PYRT_ATTN_ACC_MIN) stay in L1. */
 static inline __attribute__((always_inline)) void pv_slice(const pyrt_attn_args *a, const float *sc, int64_t R,
                                                            int32_t nh, int32_t d0, const int32_t DC) {
     const int32_t hd = a->head_dim, first = a->first, last = a->last;
     const int64_t st = a->stride;
     float *acc = a->acc;
-    memset(acc, 0, sizeof(float) * (size_t)nh * 32 * DC);
+    memset(acc, 0, sizeof(float) * (size_t)nh * SLOTS(DC));
     for (int32_t j = first; j <= last; j++) {
         const pyrt_fp16 *vj = a->v + (int64_t)j * st + d0;
-        __m256 v[DC / 8];
+        __m256 v[8];   /* DC <= 64 */
         for (int32_t c = 0; c < DC / 8; c++) v[c] = ld16(vj + 8 * c);
         for (int32_t g = 0; g < nh; g++) {
             const float p = sc[(int64_t)g * R + j];
             if (p == 0.0f) continue;            /* adds exactly +0 */
-            float *slot = acc + ((size_t)g * 32 + (size_t)(j & 31)) * DC;
+            float *slot = acc + (size_t)g * SLOTS(DC) + (size_t)(j & 31) * DC;
             const __m256 pv = _mm256_set1_ps(p);
             for (int32_t c = 0; c < DC / 8; c++)
                 _mm256_storeu_ps(slot + 8 * c, _mm256_fmadd_ps(v[c], pv, _mm256_loadu_ps(slot + 8 * c)));
@@ -257,13 +263,13 @@ static inline __attribute__((always_inline)) void pv_slice(const pyrt_attn_args 
     }
     for (int32_t g = 0; g < nh; g++)
         for (int32_t d = 0; d < DC; d += 8)
-            _mm256_storeu_ps(a->out + (int64_t)g * hd + d0 + d, reduce_slots32(acc + (size_t)g * 32 * DC + d, DC));
+            _mm256_storeu_ps(a->out + (int64_t)g * hd + d0 + d, reduce_slots32(acc + (size_t)g * SLOTS(DC) + d, DC));
 }
 
 static void pv_group_single(const pyrt_attn_args *a, const float *sc, int64_t R, int32_t nh) {
     const int32_t hd = a->head_dim;
     int32_t DC = hd % 64 == 0 ? 64 : 32;   /* hd % 32 == 0 here */
-    while (DC > 8 && (int64_t)nh * 32 * DC > PYRT_ATTN_ACC_MIN) DC /= 2;
+    while (DC > 8 && (int64_t)nh * SLOTS(DC) > PYRT_ATTN_ACC_MIN) DC /= 2;
     for (int32_t d0 = 0; d0 < hd; d0 += DC) switch (DC) {
         case 64: pv_slice(a, sc, R, nh, d0, 64); break;
         case 32: pv_slice(a, sc, R, nh, d0, 32); break;
@@ -289,6 +295,7 @@ static void attn_one_avx2(const pyrt_attn_args *a) {
     for (int32_t j = first; j <= last; j++) {
         const pyrt_fp16 *kj = a->k + (int64_t)j * st;
         prefetch_row(kj + PF_AHEAD * st, hd);
+        prefetch_row_l2(a->v + (int64_t)j * st, hd);   /* for the value pass */
         const float s = pyrt_softcap((batched ? dot_kq_batched(kj, qf, hd) : dot_kq_single(kj, qf, hd)) * a->scale,
                                      a->softcap);
         sc[j] = s;
@@ -372,6 +379,147 @@ static void attn_group_single_avx2(const pyrt_attn_args *a) {
     }
     for (int32_t g = 0; g < nh; g++) softmax_probs(a->scores + (int64_t)g * R, first, last, mx[g]);
     pv_group_single(&o0, a->scores, R, nh);                /* acc (qf) is free from here */
+}
+
+/* ---- single-token numerics, several consecutive kv heads (one token) ------------
+ * A thread's share of a token's heads in one pass over the cache: per position
+ * the K (then V) segment of all its kv heads is one contiguous run of the
+ * cache row, where one head's segment alone is a short piece of a row
+ * kv_dim * 2 bytes long, so that a long context reads DRAM in long runs (and
+ * the prefetches cover whole runs). Each query's arithmetic is exactly
+ * attn_one_avx2's: scores as attn_group_single_avx2 (query pairs, 8
+ * positions reduced together), softmax_probs, then the 32 value slots of
+ * every query (L2-resident: nq * SLOTS(head_dim) floats), each an FMA chain
+ * over increasing j, reduced by reduce_slots32. */
+#define AH_MAXQ 64
+#ifndef AH_PF_MIN
+#define AH_PF_MIN 8
+#endif
+#ifndef AH_PF_BYTES
+#define AH_PF_BYTES 16384
+#endif
+#ifndef AH_PF_HINT
+#define AH_PF_HINT _MM_HINT_T0
+#endif
+static inline void prefetch_run(const pyrt_fp16 *p, int32_t n) {
+    for (int32_t d = 0; d < n; d += 32) _mm_prefetch((const char *)(p + d), AH_PF_HINT);
+}
+static void attn_head_avx2(const pyrt_attn_args *a);
+
+/* scale * q.k of queries qa (K rows from ka) and qb (from kb) at positions
+ * j0 .. j0+n-1, as attn_group_single_avx2's tiles (SAME: ka == kb, one
+ * conversion of each K row for both) */
+static inline __attribute__((always_inline)) void score_pair8(const pyrt_fp16 *ka, const pyrt_fp16 *kb, int64_t st,
+                                                              const float *qa, const float *qb, int32_t hd, int32_t n,
+                                                              const int SAME, __m256 u[2][8]) {
+    for (int32_t i = 0; i < 8; i++) {
+        if (i >= n) {
+            u[0][i] = u[1][i] = _mm256_setzero_ps();
+            continue;
+        }
+        const pyrt_fp16 *ra = ka + (int64_t)i * st, *rb = kb + (int64_t)i * st;
+        __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
+        for (int32_t d = 0; d < hd; d += 32) {
+            const __m256 k0 = ld16(ra + d), k1 = ld16(ra + d + 8), k2 = ld16(ra + d + 16), k3 = ld16(ra + d + 24);
+            a0 = _mm256_fmadd_ps(k0, _mm256_loadu_ps(qa + d), a0);
+            a1 = _mm256_fmadd_ps(k1, _mm256_loadu_ps(qa + d + 8), a1);
+            a2 = _mm256_fmadd_ps(k2, _mm256_loadu_ps(qa + d + 16), a2);
+            a3 = _mm256_fmadd_ps(k3, _mm256_loadu_ps(qa + d + 24), a3);
+            const __m256 m0 = SAME ? k0 : ld16(rb + d), m1 = SAME ? k1 : ld16(rb + d + 8);
+            const __m256 m2 = SAME ? k2 : ld16(rb + d + 16), m3 = SAME ? k3 : ld16(rb + d + 24);
+            b0 = _mm256_fmadd_ps(m0, _mm256_loadu_ps(qb + d), b0);
+            b1 = _mm256_fmadd_ps(m1, _mm256_loadu_ps(qb + d + 8), b1);
+            b2 = _mm256_fmadd_ps(m2, _mm256_loadu_ps(qb + d + 16), b2);
+            b3 = _mm256_fmadd_ps(m3, _mm256_loadu_ps(qb + d + 24), b3);
+        }
+        u[0][i] = _mm256_add_ps(_mm256_add_ps(a0, a2), _mm256_add_ps(a1, a3));
+        u[1][i] = _mm256_add_ps(_mm256_add_ps(b0, b2), _mm256_add_ps(b1, b3));
+    }
+}
+
+/* slots[q][j mod 32][DC] += p_qj * v_j[d0 .. d0+DC) for every query q of
+ * the nkv heads (head h's V segment at v + h*hd, its queries h*nh ..) */
+static inline __attribute__((always_inline)) void pv_heads_row(const pyrt_fp16 *vj, const float *sc, int64_t R,
+                                                               int32_t j, int32_t nkv, int32_t nh, int32_t hd,
+                                                               float *acc, const int32_t DC) {
+    for (int32_t h = 0; h < nkv; h++)
+        for (int32_t d0 = 0; d0 < hd; d0 += DC) {
+            __m256 v[8];   /* DC <= 64 */
+            for (int32_t c = 0; c < DC / 8; c++) v[c] = ld16(vj + (int64_t)h * hd + d0 + 8 * c);
+            for (int32_t g = 0; g < nh; g++) {
+                const int32_t q = h * nh + g;
+                const float p = sc[(int64_t)q * R + j];
+                if (p == 0.0f) continue;            /* adds exactly +0 */
+                float *slot = acc + (size_t)q * SLOTS(hd) + (size_t)(j & 31) * hd + d0;
+                const __m256 pv = _mm256_set1_ps(p);
+                for (int32_t c = 0; c < DC / 8; c++)
+                    _mm256_storeu_ps(slot + 8 * c, _mm256_fmadd_ps(v[c], pv, _mm256_loadu_ps(slot + 8 * c)));
+            }
+        }
+}
+
+static void attn_heads_avx2(const pyrt_attn_args *a) {
+    const int32_t nkv = a->n_kv > 1 ? a->n_kv : 1, nh = a->n_head > 1 ? a->n_head : 1, nq = nkv * nh;
+    const int32_t hd = a->head_dim;
+    if (nkv == 1 || a->batched || a->n_tok > 1 || hd % 32 != 0 || nq > AH_MAXQ) {
+        for (int32_t h = 0; h < nkv; h++) {          /* one kv head at a time */
+            pyrt_attn_args o = *a;
+            o.k += (int64_t)h * hd;
+            o.v += (int64_t)h * hd;
+            o.q += (int64_t)h * nh * hd;
+            o.out += (int64_t)h * nh * hd;
+            o.n_kv = 1;
+            attn_head_avx2(&o);
+        }
+        return;
+    }
+    const pyrt_attn_args o0 = pyrt_attn_query(a, 0, 0);
+    const int32_t first = o0.first, last = o0.last;
+    const int64_t st = a->stride, R = ((int64_t)last + 8) & ~(int64_t)7;   /* score row of query q: q*R */
+    const int32_t seg = nkv * hd;                        /* elements of a row's run */
+    /* rows ahead: about AH_PF_BYTES of runs, 8 to 64 rows */
+    int32_t pf = AH_PF_BYTES / (seg * 2);
+    pf = pf < AH_PF_MIN ? AH_PF_MIN : pf > 64 ? 64 : pf;
+    float *qf = a->acc;                                  /* [nq][hd]: q rounded to f16, as f32 */
+    for (int32_t q = 0; q < nq; q++)
+        for (int32_t d = 0; d < hd; d++)
+            qf[(int64_t)q * hd + d] = _cvtsh_ss(pyrt_fp32_to_fp16(a->q[(int64_t)q * hd + d]));
+    float mx[AH_MAXQ];
+    for (int32_t q = 0; q < nq; q++) mx[q] = -INFINITY;
+    for (int32_t j0 = first; j0 <= last; j0 += 8) {
+        const int32_t n = last - j0 + 1 < 8 ? last - j0 + 1 : 8;
+        for (int32_t i = 0; i < n; i++) prefetch_run(a->k + (int64_t)(j0 + i + pf) * st, seg);
+        for (int32_t q = 0; q < nq; q += 2) {            /* queries q, q+1 (q alone if last) */
+            const int two = q + 1 < nq;
+            const int32_t qb = q + two;
+            const pyrt_fp16 *ka = a->k + (int64_t)j0 * st + (int64_t)(q / nh) * hd;
+            const pyrt_fp16 *kb = a->k + (int64_t)j0 * st + (int64_t)(qb / nh) * hd;
+            __m256 u[2][8];
+            if (ka == kb) score_pair8(ka, ka, st, qf + (int64_t)q * hd, qf + (int64_t)qb * hd, hd, n, 1, u);
+            else          score_pair8(ka, kb, st, qf + (int64_t)q * hd, qf + (int64_t)qb * hd, hd, n, 0, u);
+            for (int h = 0; h <= two; h++) {
+                float t[8], *sc = a->scores + (int64_t)(q + h) * R;
+                _mm256_storeu_ps(t, _mm256_mul_ps(reduce4_x8(u[h]), _mm256_set1_ps(a->scale)));
+                for (int32_t i = 0; i < n; i++) {
+                    const float s = pyrt_softcap(t[i], a->softcap);
+                    sc[j0 + i] = s;
+                    if (s > mx[q + h]) mx[q + h] = s;
+                }
+            }
+        }
+    }
+    for (int32_t q = 0; q < nq; q++) softmax_probs(a->scores + (int64_t)q * R, first, last, mx[q]);
+    float *acc = a->acc;                                 /* qf is free from here */
+    memset(acc, 0, sizeof(float) * (size_t)nq * SLOTS(hd));
+    for (int32_t j = first; j <= last; j++) {
+        const pyrt_fp16 *vj = a->v + (int64_t)j * st;
+        prefetch_run(vj + (int64_t)pf * st, seg);
+        if (hd % 64 == 0) pv_heads_row(vj, a->scores, R, j, nkv, nh, hd, acc, 64);
+        else              pv_heads_row(vj, a->scores, R, j, nkv, nh, hd, acc, 32);
+    }
+    for (int32_t q = 0; q < nq; q++)
+        for (int32_t d = 0; d < hd; d += 8)
+            _mm256_storeu_ps(a->out + (int64_t)q * hd + d, reduce_slots32(acc + (size_t)q * SLOTS(hd) + d, hd));
 }
 
 /* ---- attention for a group of queries sharing a kv head (batched shape) ---------
@@ -1172,6 +1320,7 @@ void pyrt_fill_ops_avx2(pyrt_kernels *k) {
     k->rope = rope_avx2;
     k->swiglu = swiglu_avx2;
     k->attn_head = attn_head_avx2;
+    k->attn_heads = attn_heads_avx2;
     k->attn_head_fa = attn_head_fa_avx2;
     expf8_init();
 }
