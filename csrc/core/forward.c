@@ -188,14 +188,18 @@ static void attention(fwd *f, int il) {
     a->window = swa ? hp->sliding_window : 0;
     /* Single-token parts (decoding, per-token numerics) over an F16 cache,
      * where the table has attn_heads: each thread takes a contiguous run of
-     * their (part, token, kv head) items, and the consecutive kv heads of one
-     * token in one call (at most attn_tok of them, what the scratch holds), so
-     * that it reads each cache row's segment of its heads as one run. */
+     * their (part, token, query head) items, so that the threads share a
+     * token's queries evenly even when its kv heads are few (Gemma-3 270m: one);
+     * a run's whole kv heads of one token go in one call (at most attn_tok of
+     * them, what the scratch holds), reading each cache row's segment of those
+     * heads as one run, and a kv head split between threads is a group call
+     * over its share of the queries. */
     const int heads = !quant_kv && K->attn_heads;
     if (heads) {
+        const int64_t NQ = (int64_t)hp->n_head, G = f->gqa;
         int64_t n_single = 0;
         for (int32_t ip = 0; ip < c->n_parts; ip++)
-            if (part_single(&c->parts[ip])) n_single += c->parts[ip].n_tok * n_kv;
+            if (part_single(&c->parts[ip])) n_single += c->parts[ip].n_tok * NQ;
         pool_split(n_single, f->ith, f->nth, &lo, &hi);
         a->batched = 0;
         a->n_tok = 1;
@@ -203,27 +207,37 @@ static void attention(fwd *f, int il) {
         for (int32_t ip = 0; ip < c->n_parts && base < hi; ip++) {
             const fwd_part *part = &c->parts[ip];
             if (!part_single(part)) continue;
-            const int64_t n_items = part->n_tok * n_kv;
+            const int64_t n_items = part->n_tok * NQ;
             int64_t it = lo > base ? lo - base : 0;
             const int64_t end = hi - base < n_items ? hi - base : n_items;
             while (it < end) {
-                const int64_t t = it / n_kv, hk = it % n_kv;
-                int64_t nk = n_kv - hk;        /* this token's heads in the run, */
-                if (nk > end - it) nk = end - it;
-                if (nk > c->attn_tok) nk = c->attn_tok;   /* as many as the scratch holds */
-                const int64_t off = (part->t0 + t) * QD + hk * f->gqa * HD;
+                const int64_t t = it / NQ, qi = it % NQ, hk = qi / G, g = qi % G;
+                const int64_t row_end = (t + 1) * NQ < end ? (t + 1) * NQ : end;   /* this token's items */
+                int64_t nq;
+                if (g != 0 || row_end - it < G) {   /* part of one kv head's queries */
+                    nq = G - g < row_end - it ? G - g : row_end - it;
+                    a->n_head = (int32_t)nq;
+                    a->n_kv = 1;
+                } else {                             /* whole kv heads */
+                    int64_t nk = (row_end - it) / G;
+                    if (nk > c->attn_tok) nk = c->attn_tok;
+                    nq = nk * G;
+                    a->n_head = (int32_t)G;
+                    a->n_kv = (int32_t)nk;
+                }
+                const int64_t off = (part->t0 + t) * QD + qi * HD;
                 a->out = c->att + off;
                 a->q = c->q + off;
                 a->k = (const pyrt_fp16 *)(kc + part->seq * kseq + hk * c->k_head_bytes);
                 a->v = (const pyrt_fp16 *)(vc + part->seq * vseq + hk * c->v_head_bytes);
                 a->last = part->pos0 + (int32_t)t;
-                a->n_kv = (int32_t)nk;
                 K->attn_heads(a);
-                it += nk;
+                it += nq;
             }
             base += n_items;
         }
         a->n_kv = 1;
+        a->n_head = f->gqa;
     }
     int64_t before = 0;                        /* groups of the parts before this one */
     for (int32_t ip = 0; ip < c->n_parts; ip++) {
