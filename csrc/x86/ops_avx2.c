@@ -323,89 +323,6 @@ static inline __m256 reduce4_x8(const __m256 u[8]) {
     return _mm256_permutevar8x32_ps(h, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
 }
 
-/* n_head (2..GS_MAXH) queries of one token, single-token shape, head_dim % 32 == 0 */
-static void attn_group_single_avx2(const pyrt_attn_args *a) {
-    const int32_t nh = a->n_head, hd = a->head_dim;
-    const pyrt_attn_args o0 = pyrt_attn_query(a, 0, 0);
-    const int32_t first = o0.first, last = o0.last;
-    const int64_t st = a->stride, R = ((int64_t)last + 8) & ~(int64_t)7;   /* score row of query g: g*R */
-    float *qf = a->acc;                                  /* [nh][hd]: q rounded to f16, as f32 */
-    for (int32_t g = 0; g < nh; g++)
-        for (int32_t d = 0; d < hd; d++)
-            qf[(int64_t)g * hd + d] = _cvtsh_ss(pyrt_fp32_to_fp16(a->q[(int64_t)g * hd + d]));
-    float mx[GS_MAXH];
-    for (int32_t g = 0; g < nh; g++) mx[g] = -INFINITY;
-    for (int32_t j0 = first; j0 <= last; j0 += 8) {
-        const int32_t n = last - j0 + 1 < 8 ? last - j0 + 1 : 8;
-        for (int32_t g = 0; g < nh; g += 2) {            /* queries g, g+1 (g alone if last) */
-            const int two = g + 1 < nh;
-            const float *qa = qf + (int64_t)g * hd, *qb = qf + (int64_t)(g + two) * hd;
-            __m256 u[2][8];
-            for (int32_t i = 0; i < 8; i++) {
-                if (i >= n) {
-                    u[0][i] = u[1][i] = _mm256_setzero_ps();
-                    continue;
-                }
-                const pyrt_fp16 *kj = a->k + (int64_t)(j0 + i) * st;
-                if (g == 0) {   /* K ahead; V for the value pass below */
-                    prefetch_row(kj + PF_AHEAD * st, hd);
-                    prefetch_row_l2(a->v + (int64_t)(j0 + i) * st, hd);
-                }
-                __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
-                for (int32_t d = 0; d < hd; d += 32) {
-                    const __m256 k0 = ld16(kj + d), k1 = ld16(kj + d + 8), k2 = ld16(kj + d + 16), k3 = ld16(kj + d + 24);
-                    a0 = _mm256_fmadd_ps(k0, _mm256_loadu_ps(qa + d), a0);
-                    a1 = _mm256_fmadd_ps(k1, _mm256_loadu_ps(qa + d + 8), a1);
-                    a2 = _mm256_fmadd_ps(k2, _mm256_loadu_ps(qa + d + 16), a2);
-                    a3 = _mm256_fmadd_ps(k3, _mm256_loadu_ps(qa + d + 24), a3);
-                    b0 = _mm256_fmadd_ps(k0, _mm256_loadu_ps(qb + d), b0);
-                    b1 = _mm256_fmadd_ps(k1, _mm256_loadu_ps(qb + d + 8), b1);
-                    b2 = _mm256_fmadd_ps(k2, _mm256_loadu_ps(qb + d + 16), b2);
-                    b3 = _mm256_fmadd_ps(k3, _mm256_loadu_ps(qb + d + 24), b3);
-                }
-                u[0][i] = _mm256_add_ps(_mm256_add_ps(a0, a2), _mm256_add_ps(a1, a3));
-                u[1][i] = _mm256_add_ps(_mm256_add_ps(b0, b2), _mm256_add_ps(b1, b3));
-            }
-            for (int h = 0; h <= two; h++) {
-                float t[8], *sc = a->scores + (int64_t)(g + h) * R;
-                _mm256_storeu_ps(t, _mm256_mul_ps(reduce4_x8(u[h]), _mm256_set1_ps(a->scale)));
-                for (int32_t i = 0; i < n; i++) {
-                    const float s = pyrt_softcap(t[i], a->softcap);
-                    sc[j0 + i] = s;
-                    if (s > mx[g + h]) mx[g + h] = s;
-                }
-            }
-        }
-    }
-    for (int32_t g = 0; g < nh; g++) softmax_probs(a->scores + (int64_t)g * R, first, last, mx[g]);
-    pv_group_single(&o0, a->scores, R, nh);                /* acc (qf) is free from here */
-}
-
-/* ---- single-token numerics, several consecutive kv heads (one token) ------------
- * A thread's share of a token's heads in one pass over the cache: per position
- * the K (then V) segment of all its kv heads is one contiguous run of the
- * cache row, where one head's segment alone is a short piece of a row
- * kv_dim * 2 bytes long, so that a long context reads DRAM in long runs (and
- * the prefetches cover whole runs). Each query's arithmetic is exactly
- * attn_one_avx2's: scores as attn_group_single_avx2 (query pairs, 8
- * positions reduced together), softmax_probs, then the 32 value slots of
- * every query (L2-resident: nq * SLOTS(head_dim) floats), each an FMA chain
- * over increasing j, reduced by reduce_slots32. */
-#define AH_MAXQ 64
-#ifndef AH_PF_MIN
-#define AH_PF_MIN 8
-#endif
-#ifndef AH_PF_BYTES
-#define AH_PF_BYTES 16384
-#endif
-#ifndef AH_PF_HINT
-#define AH_PF_HINT _MM_HINT_T0
-#endif
-static inline void prefetch_run(const pyrt_fp16 *p, int32_t n) {
-    for (int32_t d = 0; d < n; d += 32) _mm_prefetch((const char *)(p + d), AH_PF_HINT);
-}
-static void attn_head_avx2(const pyrt_attn_args *a);
-
 /* scale * q.k of queries qa (K rows from ka) and qb (from kb) at positions
  * j0 .. j0+n-1, as attn_group_single_avx2's tiles (SAME: ka == kb, one
  * conversion of each K row for both) */
@@ -436,6 +353,81 @@ static inline __attribute__((always_inline)) void score_pair8(const pyrt_fp16 *k
         u[1][i] = _mm256_add_ps(_mm256_add_ps(b0, b2), _mm256_add_ps(b1, b3));
     }
 }
+
+/* nq consecutive queries of hd dims rounded to f16 (kept as f32) into qf,
+ * and their running maxima started */
+static inline void round_queries(const float *q, float *qf, int32_t nq, int32_t hd, float *mx) {
+    for (int64_t i = 0; i < (int64_t)nq * hd; i++) qf[i] = _cvtsh_ss(pyrt_fp32_to_fp16(q[i]));
+    for (int32_t i = 0; i < nq; i++) mx[i] = -INFINITY;
+}
+
+/* the scaled (softcapped) scores of queries q, q+1 (just q unless TWO) at
+ * positions j0 .. j0+n-1 from score_pair8's sums, into their score rows (R
+ * apart), and the queries' running maxima */
+static inline void store_scores8(const pyrt_attn_args *a, __m256 u[2][8], int two, int64_t R, int32_t q,
+                                 int32_t j0, int32_t n, float *mx) {
+    for (int h = 0; h <= two; h++) {
+        float t[8], *sc = a->scores + (int64_t)(q + h) * R;
+        _mm256_storeu_ps(t, _mm256_mul_ps(reduce4_x8(u[h]), _mm256_set1_ps(a->scale)));
+        for (int32_t i = 0; i < n; i++) {
+            const float s = pyrt_softcap(t[i], a->softcap);
+            sc[j0 + i] = s;
+            if (s > mx[q + h]) mx[q + h] = s;
+        }
+    }
+}
+
+/* n_head (2..GS_MAXH) queries of one token, single-token shape, head_dim % 32 == 0 */
+static void attn_group_single_avx2(const pyrt_attn_args *a) {
+    const int32_t nh = a->n_head, hd = a->head_dim;
+    const pyrt_attn_args o0 = pyrt_attn_query(a, 0, 0);
+    const int32_t first = o0.first, last = o0.last;
+    const int64_t st = a->stride, R = ((int64_t)last + 8) & ~(int64_t)7;   /* score row of query g: g*R */
+    float *qf = a->acc;                                  /* [nh][hd]: q rounded to f16, as f32 */
+    float mx[GS_MAXH];
+    round_queries(a->q, qf, nh, hd, mx);
+    for (int32_t j0 = first; j0 <= last; j0 += 8) {
+        const int32_t n = last - j0 + 1 < 8 ? last - j0 + 1 : 8;
+        for (int32_t i = 0; i < n; i++) {   /* K ahead; V for the value pass below */
+            prefetch_row(a->k + (int64_t)(j0 + i + PF_AHEAD) * st, hd);
+            prefetch_row_l2(a->v + (int64_t)(j0 + i) * st, hd);
+        }
+        for (int32_t g = 0; g < nh; g += 2) {            /* queries g, g+1 (g alone if last) */
+            const int two = g + 1 < nh;
+            __m256 u[2][8];
+            score_pair8(a->k + (int64_t)j0 * st, a->k + (int64_t)j0 * st, st, qf + (int64_t)g * hd,
+                        qf + (int64_t)(g + two) * hd, hd, n, 1, u);
+            store_scores8(a, u, two, R, g, j0, n, mx);
+        }
+    }
+    for (int32_t g = 0; g < nh; g++) softmax_probs(a->scores + (int64_t)g * R, first, last, mx[g]);
+    pv_group_single(&o0, a->scores, R, nh);                /* acc (qf) is free from here */
+}
+
+/* ---- single-token numerics, several consecutive kv heads (one token) ------------
+ * A thread's share of a token's heads in one pass over the cache: per position
+ * the K (then V) segment of all its kv heads is one contiguous run of the
+ * cache row, where one head's segment alone is a short piece of a row
+ * kv_dim * 2 bytes long, so that a long context reads DRAM in long runs (and
+ * the prefetches cover whole runs). Each query's arithmetic is exactly
+ * attn_one_avx2's: scores as attn_group_single_avx2 (query pairs, 8
+ * positions reduced together), softmax_probs, then the 32 value slots of
+ * every query (L2-resident: nq * SLOTS(head_dim) floats), each an FMA chain
+ * over increasing j, reduced by reduce_slots32. */
+#define AH_MAXQ 64
+#ifndef AH_PF_MIN
+#define AH_PF_MIN 8
+#endif
+#ifndef AH_PF_BYTES
+#define AH_PF_BYTES 16384
+#endif
+#ifndef AH_PF_HINT
+#define AH_PF_HINT _MM_HINT_T0
+#endif
+static inline void prefetch_run(const pyrt_fp16 *p, int32_t n) {
+    for (int32_t d = 0; d < n; d += 32) _mm_prefetch((const char *)(p + d), AH_PF_HINT);
+}
+static void attn_head_avx2(const pyrt_attn_args *a);
 
 /* slots[q][j mod 32][DC] += p_qj * v_j[d0 .. d0+DC) for every query q of
  * the nkv heads (head h's V segment at v + h*hd, its queries h*nh ..) */
@@ -481,11 +473,8 @@ static void attn_heads_avx2(const pyrt_attn_args *a) {
     int32_t pf = AH_PF_BYTES / (seg * 2);
     pf = pf < AH_PF_MIN ? AH_PF_MIN : pf > 64 ? 64 : pf;
     float *qf = a->acc;                                  /* [nq][hd]: q rounded to f16, as f32 */
-    for (int32_t q = 0; q < nq; q++)
-        for (int32_t d = 0; d < hd; d++)
-            qf[(int64_t)q * hd + d] = _cvtsh_ss(pyrt_fp32_to_fp16(a->q[(int64_t)q * hd + d]));
     float mx[AH_MAXQ];
-    for (int32_t q = 0; q < nq; q++) mx[q] = -INFINITY;
+    round_queries(a->q, qf, nq, hd, mx);
     for (int32_t j0 = first; j0 <= last; j0 += 8) {
         const int32_t n = last - j0 + 1 < 8 ? last - j0 + 1 : 8;
         for (int32_t i = 0; i < n; i++) prefetch_run(a->k + (int64_t)(j0 + i + pf) * st, seg);
@@ -497,15 +486,7 @@ static void attn_heads_avx2(const pyrt_attn_args *a) {
             __m256 u[2][8];
             if (ka == kb) score_pair8(ka, ka, st, qf + (int64_t)q * hd, qf + (int64_t)qb * hd, hd, n, 1, u);
             else          score_pair8(ka, kb, st, qf + (int64_t)q * hd, qf + (int64_t)qb * hd, hd, n, 0, u);
-            for (int h = 0; h <= two; h++) {
-                float t[8], *sc = a->scores + (int64_t)(q + h) * R;
-                _mm256_storeu_ps(t, _mm256_mul_ps(reduce4_x8(u[h]), _mm256_set1_ps(a->scale)));
-                for (int32_t i = 0; i < n; i++) {
-                    const float s = pyrt_softcap(t[i], a->softcap);
-                    sc[j0 + i] = s;
-                    if (s > mx[q + h]) mx[q + h] = s;
-                }
-            }
+            store_scores8(a, u, two, R, q, j0, n, mx);
         }
     }
     for (int32_t q = 0; q < nq; q++) softmax_probs(a->scores + (int64_t)q * R, first, last, mx[q]);
