@@ -35,6 +35,12 @@ typedef void  (*pyrt_gemm_fn)(int64_t n, const void *w, int64_t w_row_bytes, int
  * x86 GEMV tiles then unpack each block once for up to 4 tokens, every
  * token's result exactly its one-token one. */
 
+/* floats of pyrt_attn_args.acc at least: 33 KB, room for the value slots of
+ * a group's single-token queries, a slice of dims at a time (x86/ops_avx2.c) */
+#define PYRT_ATTN_ACC_MIN 8448
+/* floats of acc that attn_heads needs for nq queries of head_dim hd */
+#define PYRT_ATTN_HEADS_ACC(nq, hd) ((size_t)(nq) * (32 * (size_t)(hd) + 16))
+
 /* One query head attending to cached positions [first, last] (causal), or a
  * group of queries that share one kv head (n_tok > 1 or n_head > 1): query
  * head g of token t reads q + t*q_stride + g*head_dim, writes out likewise,
@@ -42,12 +48,6 @@ typedef void  (*pyrt_gemm_fn)(int64_t n, const void *w, int64_t w_row_bytes, int
  * window + 1) if window > 0, else first. Zero n_tok/n_head count as 1. Every
  * query's result is bit-identical to a one-query call with its own q, out,
  * first and last (tests/test_ops.py checks it). */
-/* floats of pyrt_attn_args.acc at least: 33 KB, room for the value slots of
- * a group's single-token queries, a slice of dims at a time (x86/ops_avx2.c) */
-#define PYRT_ATTN_ACC_MIN 8448
-/* floats of acc that attn_heads needs for nq queries of head_dim hd */
-#define PYRT_ATTN_HEADS_ACC(nq, hd) ((size_t)(nq) * (32 * (size_t)(hd) + 16))
-
 typedef struct {
     float           *out;       /* [head_dim] result                               */
     const float     *q;         /* [head_dim] query after rope                     */
