@@ -236,46 +236,63 @@ static void softmax_pv_one(const pyrt_attn_args *a, float *sc, float mx, int bat
     }
 }
 
-/* The outputs of nh queries of one token over the same positions (their
- * probabilities in score rows sc + g*R, from softmax_probs), each in
- * softmax_pv_one's single-token order: per query 32 slots (j mod 32), each
- * an FMA chain over increasing j, then reduce_slots32. Each V row is
- * converted once for all queries, DC dims at a time, so that the queries'
- * slots (nh * SLOTS(DC) floats, at most PYRT_ATTN_ACC_MIN) stay in L1. */
-static inline __attribute__((always_inline)) void pv_slice(const pyrt_attn_args *a, const float *sc, int64_t R,
-                                                           int32_t nh, int32_t d0, const int32_t DC) {
-    const int32_t hd = a->head_dim, first = a->first, last = a->last;
-    const int64_t st = a->stride;
-    float *acc = a->acc;
-    memset(acc, 0, sizeof(float) * (size_t)nh * SLOTS(DC));
-    for (int32_t j = first; j <= last; j++) {
-        const pyrt_fp16 *vj = a->v + (int64_t)j * st + d0;
-        __m256 v[8];   /* DC <= 64 */
-        for (int32_t c = 0; c < DC / 8; c++) v[c] = ld16(vj + 8 * c);
-        for (int32_t g = 0; g < nh; g++) {
-            const float p = sc[(int64_t)g * R + j];
-            if (p == 0.0f) continue;            /* adds exactly +0 */
-            float *slot = acc + (size_t)g * SLOTS(DC) + (size_t)(j & 31) * DC;
-            const __m256 pv = _mm256_set1_ps(p);
-            for (int32_t c = 0; c < DC / 8; c++)
-                _mm256_storeu_ps(slot + 8 * c, _mm256_fmadd_ps(v[c], pv, _mm256_loadu_ps(slot + 8 * c)));
-        }
+/* slots[q][j mod 32][0 .. B) += p_qj * v[0 .. B) for the nh queries of one
+ * kv head (slots of query q SLOTS(L) floats apart, positions L apart) */
+static inline __attribute__((always_inline)) void pv_block(const pyrt_fp16 *v, const float *sc, int64_t R,
+                                                           int32_t j, int32_t q0, int32_t nh, float *acc,
+                                                           int32_t L, const int32_t B) {
+    __m256 x[8];   /* B <= 64 */
+    for (int32_t c = 0; c < B / 8; c++) x[c] = ld16(v + 8 * c);
+    for (int32_t q = q0; q < q0 + nh; q++) {
+        const float p = sc[(int64_t)q * R + j];
+        if (p == 0.0f) continue;            /* adds exactly +0 */
+        float *slot = acc + (size_t)q * SLOTS(L) + (size_t)(j & 31) * L;
+        const __m256 pv = _mm256_set1_ps(p);
+        for (int32_t c = 0; c < B / 8; c++)
+            _mm256_storeu_ps(slot + 8 * c, _mm256_fmadd_ps(x[c], pv, _mm256_loadu_ps(slot + 8 * c)));
     }
-    for (int32_t g = 0; g < nh; g++)
-        for (int32_t d = 0; d < DC; d += 8)
-            _mm256_storeu_ps(a->out + (int64_t)g * hd + d0 + d, reduce_slots32(acc + (size_t)g * SLOTS(DC) + d, DC));
 }
 
+/* The outputs of the nkv * nh queries of one token over the same positions
+ * (kv head h's queries h*nh .., their probabilities in score rows sc + q*R
+ * from softmax_probs), dims [d0, d0 + L) of each head, each query in
+ * softmax_pv_one's single-token order: 32 slots (j mod 32), each an FMA chain
+ * over increasing j, then reduce_slots32. Each V row segment is converted
+ * once for all its head's queries; pf > 0: the runs of the heads prefetched pf
+ * rows ahead. Slots: nkv * nh * SLOTS(L) floats of a->acc. */
+static void pv_pass(const pyrt_attn_args *a, const float *sc, int64_t R, int32_t nkv, int32_t nh,
+                    int32_t d0, int32_t L, int32_t pf) {
+    const int32_t hd = a->head_dim, first = a->first, last = a->last, B = L % 64 == 0 ? 64 : L % 32 == 0 ? 32 : L;
+    const int64_t st = a->stride;
+    float *acc = a->acc;
+    memset(acc, 0, sizeof(float) * (size_t)nkv * nh * SLOTS(L));
+    for (int32_t j = first; j <= last; j++) {
+        const pyrt_fp16 *vj = a->v + (int64_t)j * st + d0;
+        if (pf > 0) prefetch_row(vj + (int64_t)pf * st, nkv * hd);
+        for (int32_t h = 0; h < nkv; h++)
+            for (int32_t c0 = 0; c0 < L; c0 += B) {
+                float *base = acc + c0;
+                const pyrt_fp16 *v = vj + (int64_t)h * hd + c0;
+                switch (B) {
+                    case 64: pv_block(v, sc, R, j, h * nh, nh, base, L, 64); break;
+                    case 32: pv_block(v, sc, R, j, h * nh, nh, base, L, 32); break;
+                    case 16: pv_block(v, sc, R, j, h * nh, nh, base, L, 16); break;
+                    default: pv_block(v, sc, R, j, h * nh, nh, base, L, 8); break;
+                }
+            }
+    }
+    for (int32_t q = 0; q < nkv * nh; q++)
+        for (int32_t d = 0; d < L; d += 8)
+            _mm256_storeu_ps(a->out + (int64_t)q * hd + d0 + d, reduce_slots32(acc + (size_t)q * SLOTS(L) + d, L));
+}
+
+/* nh queries of one kv head: dims a slice at a time, so that their slots
+ * (nh * SLOTS(slice) floats, at most PYRT_ATTN_ACC_MIN) stay in L1 */
 static void pv_group_single(const pyrt_attn_args *a, const float *sc, int64_t R, int32_t nh) {
     const int32_t hd = a->head_dim;
     int32_t DC = hd % 64 == 0 ? 64 : 32;   /* hd % 32 == 0 here */
     while (DC > 8 && (int64_t)nh * SLOTS(DC) > PYRT_ATTN_ACC_MIN) DC /= 2;
-    for (int32_t d0 = 0; d0 < hd; d0 += DC) switch (DC) {
-        case 64: pv_slice(a, sc, R, nh, d0, 64); break;
-        case 32: pv_slice(a, sc, R, nh, d0, 32); break;
-        case 16: pv_slice(a, sc, R, nh, d0, 16); break;
-        default: pv_slice(a, sc, R, nh, d0, 8); break;
-    }
+    for (int32_t d0 = 0; d0 < hd; d0 += DC) pv_pass(a, sc, R, 1, nh, d0, DC, 0);
 }
 
 /* One query (the reference shape for the group kernel below). */
@@ -415,40 +432,8 @@ static void attn_group_single_avx2(const pyrt_attn_args *a) {
  * every query (L2-resident: nq * SLOTS(head_dim) floats), each an FMA chain
  * over increasing j, reduced by reduce_slots32. */
 #define AH_MAXQ 64
-#ifndef AH_PF_MIN
-#define AH_PF_MIN 8
-#endif
-#ifndef AH_PF_BYTES
-#define AH_PF_BYTES 16384
-#endif
-#ifndef AH_PF_HINT
-#define AH_PF_HINT _MM_HINT_T0
-#endif
-static inline void prefetch_run(const pyrt_fp16 *p, int32_t n) {
-    for (int32_t d = 0; d < n; d += 32) _mm_prefetch((const char *)(p + d), AH_PF_HINT);
-}
+#define AH_PF_BYTES 16384   /* runs prefetched ahead, in bytes (8 to 64 rows) */
 static void attn_head_avx2(const pyrt_attn_args *a);
-
-/* slots[q][j mod 32][DC] += p_qj * v_j[d0 .. d0+DC) for every query q of
- * the nkv heads (head h's V segment at v + h*hd, its queries h*nh ..) */
-static inline __attribute__((always_inline)) void pv_heads_row(const pyrt_fp16 *vj, const float *sc, int64_t R,
-                                                               int32_t j, int32_t nkv, int32_t nh, int32_t hd,
-                                                               float *acc, const int32_t DC) {
-    for (int32_t h = 0; h < nkv; h++)
-        for (int32_t d0 = 0; d0 < hd; d0 += DC) {
-            __m256 v[8];   /* DC <= 64 */
-            for (int32_t c = 0; c < DC / 8; c++) v[c] = ld16(vj + (int64_t)h * hd + d0 + 8 * c);
-            for (int32_t g = 0; g < nh; g++) {
-                const int32_t q = h * nh + g;
-                const float p = sc[(int64_t)q * R + j];
-                if (p == 0.0f) continue;            /* adds exactly +0 */
-                float *slot = acc + (size_t)q * SLOTS(hd) + (size_t)(j & 31) * hd + d0;
-                const __m256 pv = _mm256_set1_ps(p);
-                for (int32_t c = 0; c < DC / 8; c++)
-                    _mm256_storeu_ps(slot + 8 * c, _mm256_fmadd_ps(v[c], pv, _mm256_loadu_ps(slot + 8 * c)));
-            }
-        }
-}
 
 static void attn_heads_avx2(const pyrt_attn_args *a) {
     const int32_t nkv = a->n_kv > 1 ? a->n_kv : 1, nh = a->n_head > 1 ? a->n_head : 1, nq = nkv * nh;
@@ -471,13 +456,13 @@ static void attn_heads_avx2(const pyrt_attn_args *a) {
     const int32_t seg = nkv * hd;                        /* elements of a row's run */
     /* rows ahead: about AH_PF_BYTES of runs, 8 to 64 rows */
     int32_t pf = AH_PF_BYTES / (seg * 2);
-    pf = pf < AH_PF_MIN ? AH_PF_MIN : pf > 64 ? 64 : pf;
+    pf = pf < 8 ? 8 : pf > 64 ? 64 : pf;
     float *qf = a->acc;                                  /* [nq][hd]: q rounded to f16, as f32 */
     float mx[AH_MAXQ];
     round_queries(a->q, qf, nq, hd, mx);
     for (int32_t j0 = first; j0 <= last; j0 += 8) {
         const int32_t n = last - j0 + 1 < 8 ? last - j0 + 1 : 8;
-        for (int32_t i = 0; i < n; i++) prefetch_run(a->k + (int64_t)(j0 + i + pf) * st, seg);
+        for (int32_t i = 0; i < n; i++) prefetch_row(a->k + (int64_t)(j0 + i + pf) * st, seg);
         for (int32_t q = 0; q < nq; q += 2) {            /* queries q, q+1 (q alone if last) */
             const int two = q + 1 < nq;
             const int32_t qb = q + two;
@@ -490,17 +475,7 @@ static void attn_heads_avx2(const pyrt_attn_args *a) {
         }
     }
     for (int32_t q = 0; q < nq; q++) softmax_probs(a->scores + (int64_t)q * R, first, last, mx[q]);
-    float *acc = a->acc;                                 /* qf is free from here */
-    memset(acc, 0, sizeof(float) * (size_t)nq * SLOTS(hd));
-    for (int32_t j = first; j <= last; j++) {
-        const pyrt_fp16 *vj = a->v + (int64_t)j * st;
-        prefetch_run(vj + (int64_t)pf * st, seg);
-        if (hd % 64 == 0) pv_heads_row(vj, a->scores, R, j, nkv, nh, hd, acc, 64);
-        else              pv_heads_row(vj, a->scores, R, j, nkv, nh, hd, acc, 32);
-    }
-    for (int32_t q = 0; q < nq; q++)
-        for (int32_t d = 0; d < hd; d += 8)
-            _mm256_storeu_ps(a->out + (int64_t)q * hd + d, reduce_slots32(acc + (size_t)q * SLOTS(hd) + d, hd));
+    pv_pass(a, a->scores, R, nkv, nh, 0, hd, pf);         /* acc (qf) is free from here */
 }
 
 /* ---- attention for a group of queries sharing a kv head (batched shape) ---------
