@@ -124,8 +124,10 @@ class BatchEngine:
             self._cv.notify_all()
 
     # -- evaluation -------------------------------------------------------------------------
-    def decode(self, seq: int, tokens: Sequence[int], pos0: int, out_kind: int, n_shape: int = 0,
-               should_stop: Callable[[], bool] | None = None):
+    def submit(self, seq: int, tokens: Sequence[int], pos0: int, out_kind: int, n_shape: int = 0,
+               should_stop: Callable[[], bool] | None = None) -> _Request:
+        """Queue an evaluation for the next step and return at once; :meth:`wait`
+        gives its result (:meth:`decode` is both)."""
         if out_kind not in (lib.PYRT_OUT_NONE, lib.PYRT_OUT_LOGITS_LAST, lib.PYRT_OUT_LOGITS_ALL):
             raise ValueError(f"out_kind {out_kind} is not available with n_parallel > 1")
         toks = np.ascontiguousarray(tokens, dtype=np.int32).reshape(-1)
@@ -141,17 +143,32 @@ class BatchEngine:
                 (self._slow.add if late else self._slow.discard)(seq)
             self._expected.discard(seq)
             self._cv.notify_all()
+        return req
+
+    def wait(self, req: _Request):
+        """The result of a submitted request (its logits, or None), once its step ran."""
         try:
             req.event.wait()
         except BaseException:                 # Ctrl-C: drop it after the running step
-            req.cancelled = True
-            with self._cv:
-                self._cv.notify_all()
-            req.event.wait()
+            self.cancel(req)
             raise
         if req.error is not None:
             raise req.error
         return req.result
+
+    def cancel(self, req: _Request) -> None:
+        """Drop a submitted request: one not yet in a step never runs (its
+        sequence is cut back to where it started), one in the running step
+        finishes; returns when either happened. The caller cuts the sequence
+        back if the request had run."""
+        req.cancelled = True
+        with self._cv:
+            self._cv.notify_all()
+        req.event.wait()
+
+    def decode(self, seq: int, tokens: Sequence[int], pos0: int, out_kind: int, n_shape: int = 0,
+               should_stop: Callable[[], bool] | None = None):
+        return self.wait(self.submit(seq, tokens, pos0, out_kind, n_shape, should_stop))
 
     def hold(self) -> None:
         """Run no step until :meth:`resume` (requests queue up meanwhile)."""
@@ -322,6 +339,14 @@ class SeqView:
         finally:
             self._llm._eval_s += time.perf_counter() - t0
 
+    def _decode_async(self, tokens, pos0: int, out_kind: int) -> "_Submitted":
+        """Submit an evaluation to the next step and return at once: the
+        generation loop hands its token to the consumer (a stream write)
+        while the step runs, instead of before the step can start."""
+        if self._seq is None:
+            raise RuntimeError("no sequence: evaluate a prompt first")
+        return _Submitted(self, self._engine.submit(self._seq, tokens, pos0, out_kind, 0, self._should_stop))
+
     def _release(self) -> None:
         if self._seq is not None:
             seq, self._seq = self._seq, None
@@ -335,3 +360,26 @@ class SeqView:
     @last_stats.setter
     def last_stats(self, value: dict) -> None:
         self._llm.last_stats = value
+
+
+class _Submitted:
+    """An evaluation :meth:`SeqView._decode_async` submitted: :meth:`result`
+    waits for it, :meth:`cancel` drops it (the cache keeps no trace of it)."""
+
+    def __init__(self, view: SeqView, req: _Request):
+        self._view, self._req, self._t0 = view, req, time.perf_counter()
+
+    def result(self):
+        view, req = self._view, self._req
+        try:
+            return view._engine.wait(req)
+        except BaseException:
+            view._tokens = view._tokens[:min(req.pos0, view._ctx.n_past)]
+            raise
+        finally:
+            view._llm._eval_s += time.perf_counter() - self._t0
+
+    def cancel(self) -> None:
+        view, req = self._view, self._req
+        view._engine.cancel(req)
+        view._ctx.truncate(min(req.pos0, view._ctx.n_past))

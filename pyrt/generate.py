@@ -79,6 +79,7 @@ class TokenSteps:
         self._rows: list[np.ndarray] = []    # logits after each of them
         self._drafted = 0                    # size of the current verified draft
         self._t_verify = 0.0                 # seconds its verify call took
+        self._submitted = None               # the next token's evaluation, submitted before the yield
         self._gen = self._steps(llm, tokens, params, max_tokens, stop_ids, should_stop, progress,
                                 prompt_logits, record_stats, grammar)
 
@@ -97,6 +98,9 @@ class TokenSteps:
         lazy = _LazyTrigger(grammar, llm.tokenizer) if isinstance(grammar, LazyGrammar) else None
         matcher = grammar.matcher(llm.tokenizer) if grammar is not None and lazy is None else None
         sampler = Sampler(params, llm.n_vocab())
+        # a sequence of a batched context (pyrt/batching.py) submits each
+        # token's evaluation before yielding it
+        submit = getattr(llm, "_decode_async", None) if self._spec is None else None
         t0 = time.perf_counter()
         t1 = None
         try:
@@ -132,13 +136,19 @@ class TokenSteps:
                     break
                 sampler.accept(tok)
                 self.n_generated += 1
+                more = len(llm._tokens) < llm._n_ctx and (max_tokens is None or self.n_generated < max_tokens)
+                if more and submit is not None:     # the step runs while the consumer has the token
+                    llm._check_epoch(epoch)
+                    self._submitted = submit([tok], len(llm._tokens), lib.PYRT_OUT_LOGITS_LAST)
                 yield tok, logits
-                if len(llm._tokens) >= llm._n_ctx:
-                    break
-                if max_tokens is not None and self.n_generated >= max_tokens:
+                if not more:
                     break
                 llm._check_epoch(epoch)
-                if self._spec is None:
+                if self._submitted is not None:
+                    sub, self._submitted = self._submitted, None
+                    logits = sub.result()
+                    llm._tokens.append(tok)
+                elif self._spec is None:
                     logits = llm._decode([tok], len(llm._tokens), lib.PYRT_OUT_LOGITS_LAST)
                     llm._tokens.append(tok)
                 else:
@@ -148,6 +158,9 @@ class TokenSteps:
                     logits = self._advance(llm, tok, room)
         finally:
             sampler.close()
+            if self._submitted is not None:     # the consumer stopped: the token is not kept
+                sub, self._submitted = self._submitted, None
+                sub.cancel()
             if self._ahead and llm._ctx is not None and llm._epoch == epoch:
                 self._settle(len(self._ahead))
                 llm._ctx.truncate(len(llm._tokens))      # drop drafts nobody confirmed

@@ -249,6 +249,35 @@ def test_parallel_cancel_one_keeps_others(smollm2_path):
         assert res["finish"] == "abort"
 
 
+def test_parallel_step_runs_while_the_consumer_holds_the_token(smollm2_path):
+    """With n_parallel > 1 the generation loop submits a token's evaluation
+    before handing the token out, so the step runs while the consumer (a
+    stream write) has it; closing the stream then drops that evaluation, and
+    the sequence keeps exactly the tokens handed out before the last one."""
+    with pyrt.Llama(smollm2_path, n_ctx=256, n_threads=2, n_parallel=2, seed=3) as llm:
+        eng = llm._engine
+        toks = llm.tokenize("The quick brown fox")
+        ref = list(llm.generate(toks, max_tokens=12, temperature=0))
+        assert len(ref) == 12
+        got = []
+        gen = llm.generate(toks, max_tokens=12, temperature=0)
+        for tok in gen:
+            got.append(tok)
+            before = eng.stats["steps"]
+            with eng._cv:       # this token's step runs now, while we hold the token
+                assert eng._cv.wait_for(lambda: eng.stats["steps"] > before, timeout=120)
+            if len(got) == 5:
+                break
+        gen.close()
+        assert got == ref[:5]
+        assert not eng._pending
+        for s in range(2):
+            assert llm._engine.ctx.seq_n_past(s) == len(eng._cached[s])
+        assert len(toks) + 4 in [len(c) for c in eng._cached]
+        # the cut sequence is reused and continues exactly
+        assert list(llm.generate(toks, max_tokens=12, temperature=0)) == ref
+
+
 def test_parallel_rejects_bad_arguments(smollm2_path):
     with pytest.raises(ValueError, match="n_parallel"):
         pyrt.Llama(smollm2_path, n_ctx=64, n_parallel=0)
