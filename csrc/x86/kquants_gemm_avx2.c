@@ -55,7 +55,18 @@ static inline __m256i ld32(const void *p) { return _mm256_loadu_si256((const __m
  *         of the codes is -32 * sum_j sc_j * bsums_j, vpmaddwd of (sc_2i,
  *         sc_2i+1) word pairs by the token's (bsums_2i, bsums_2i+1).
  * The integers are the row kernels' exactly; the float steps run per (row,
- * token) lane as in the row kernel. */
+ * token) lane as in the row kernel. Without AVX-VNNI the tokens of a group
+ * are the innermost loop: a code vector is loaded once for all of them, so a
+ * vpmaddubsw costs one load (the token's dword) instead of two (pp512 of the
+ * SmolLM2-1.7B Q4_K_M shape on a Zen 3 core, whose load ports bound the other
+ * order: +20 %). */
+/* code-vector steps per loop iteration in the tokens-innermost kernels (k45_tokens,
+ * k6_group): 2 ran fastest on a Zen 3 core; fully unrolled, GCC spills the token sums */
+#ifndef K_UNROLL
+#define K_UNROLL 2
+#endif
+#define K_PRAGMA_(x) _Pragma(#x)
+#define K_PRAGMA(x) K_PRAGMA_(x)
 #define KL 8         /* rows per panel: one per lane */
 #define K_SB 8       /* super-blocks per column chunk (the float chains carry across chunks) */
 #define K_TG 4       /* tokens per group */
@@ -240,6 +251,7 @@ static inline __attribute__((always_inline)) void k45_group(const k_panel *pk, i
     }
 }
 
+#if defined(PYRT_KQ_VNNI)
 static inline __attribute__((always_inline)) void k4_group(const k_panel *pk, int nsb, const block_q8_K *const q0[K_TG],
                                                            const int rt, const int r8x4, __m256 acc[K_TG], __m256 accm[K_TG]) {
     k45_group(pk, nsb, q0, rt, r8x4, 0, acc, accm);
@@ -248,9 +260,117 @@ static inline __attribute__((always_inline)) void k5_group(const k_panel *pk, in
                                                            const int rt, const int r8x4, __m256 acc[K_TG], __m256 accm[K_TG]) {
     k45_group(pk, nsb, q0, rt, r8x4, 1, acc, accm);
 }
+#else
+/* Q4_K/Q5_K without AVX-VNNI: k45_group with the tokens innermost. Each code
+ * vector is loaded once for the group's rt tokens (k45_group loads it per
+ * token: two loads per vpmaddubsw, which bound it on a Zen 3 core), and a
+ * token's four block-pair sums of bsums come from one vphaddw per super-block.
+ * The integers are the same exact sums (int16 sums of 8 steps, Q5_K of 4);
+ * the float steps per (row, token) lane are k45_group's. */
+static inline __attribute__((always_inline)) void k45_tokens(const k_panel *pk, int nsb, const block_q8_K *const q0[K_TG],
+                                                             const int rt, const int r8x4, const int five,
+                                                             __m256 acc[K_TG], __m256 accm[K_TG]) {
+    const int ks = five ? 4 : 8;      /* steps per int16 sum */
+    for (int s = 0; s < nsb; s++) {
+        const k_panel *P = &pk[s];
+        const int8_t *qs[K_TG];
+        _Alignas(16) int32_t bp[K_TG][4];   /* (bsums_4p + bsums_4p+1, bsums_4p+2 + bsums_4p+3) word pairs */
+        __m256i s1[K_TG], s2[K_TG];
+        for (int t = 0; t < rt; t++) {
+            const block_q8_K *q = q0[t] + s;
+            qs[t] = q->qs;
+            _mm_store_si128((__m128i *)bp[t], _mm_hadd_epi16(_mm_loadu_si128((const __m128i *)q->bsums),
+                                                             _mm_loadu_si128((const __m128i *)(q->bsums + 8))));
+            s1[t] = s2[t] = _mm256_setzero_si256();
+        }
+        for (int p = 0; p < 4; p++) {
+            __m256i S1[K_TG];
+            for (int t = 0; t < rt; t++) S1[t] = _mm256_setzero_si256();
+            for (int h = 0; h < 2; h++) {
+                const __m256i *w = &P->w[16 * p + 8 * h];
+                const int off = 64 * p + 32 * h;
+                for (int g = 0; g < 8; g += ks) {
+                    __m256i d16[K_TG];
+                    for (int t = 0; t < rt; t++) d16[t] = _mm256_setzero_si256();
+                    K_PRAGMA(GCC unroll K_UNROLL)
+                    for (int k = g; k < g + ks; k++) {
+                        const __m256i wv = _mm256_load_si256(&w[k]);
+                        for (int t = 0; t < rt; t++)
+                            d16[t] = _mm256_add_epi16(d16[t], _mm256_maddubs_epi16(
+                                wv, _mm256_set1_epi32(pyrt_load_i32(qs[t] + off + 4 * k))));
+                    }
+                    for (int t = 0; t < rt; t++) {
+                        const __m256i m = _mm256_madd_epi16(d16[t], P->sc[2 * p + h]);
+                        if (r8x4) S1[t] = _mm256_add_epi32(S1[t], m);
+                        else s1[t] = _mm256_add_epi32(s1[t], m);
+                    }
+                }
+            }
+            for (int t = 0; t < rt; t++) {
+                const __m256i S2 = _mm256_madd_epi16(P->mn[p], _mm256_set1_epi32(bp[t][p]));
+                if (r8x4) {
+                    const __m256 da = _mm256_set1_ps(q0[t][s].d);
+                    acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(S1[t]), _mm256_mul_ps(P->d, da), acc[t]);
+                    accm[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(S2), _mm256_mul_ps(P->dm, da), accm[t]);
+                } else {
+                    s2[t] = _mm256_add_epi32(s2[t], S2);
+                }
+            }
+        }
+        if (!r8x4)
+            for (int t = 0; t < rt; t++) {
+                const __m256 rr = _mm256_mul_ps(P->d, _mm256_cvtepi32_ps(s1[t]));
+                acc[t] = _mm256_fmadd_ps(_mm256_fnmadd_ps(P->dm, _mm256_cvtepi32_ps(s2[t]), rr), _mm256_set1_ps(q0[t][s].d),
+                                         acc[t]);
+            }
+    }
+}
+static inline __attribute__((always_inline)) void k4_group(const k_panel *pk, int nsb, const block_q8_K *const q0[K_TG],
+                                                           const int rt, const int r8x4, __m256 acc[K_TG], __m256 accm[K_TG]) {
+    k45_tokens(pk, nsb, q0, rt, r8x4, 0, acc, accm);
+}
+static inline __attribute__((always_inline)) void k5_group(const k_panel *pk, int nsb, const block_q8_K *const q0[K_TG],
+                                                           const int rt, const int r8x4, __m256 acc[K_TG], __m256 accm[K_TG]) {
+    k45_tokens(pk, nsb, q0, rt, r8x4, 1, acc, accm);
+}
+#endif
 
 /* Q6_K, tiled order: S1 = sum_j sc_j * (codes . a)_j - 32 * sum_j sc_j * bsums_j,
  * acc = fma(d_w * S1, d_a, acc) */
+#if !defined(PYRT_KQ_VNNI)
+/* the tokens innermost, as k4_group: each pair of code vectors is loaded once
+ * for the group's rt tokens; the same exact integers and float steps */
+static inline __attribute__((always_inline)) void k6_group(const k_panel *pk, int nsb, const block_q8_K *const q0[K_TG],
+                                                           const int rt, __m256 acc[K_TG]) {
+    for (int s = 0; s < nsb; s++) {
+        const k_panel *P = &pk[s];
+        const block_q8_K *q[K_TG];
+        __m256i s1[K_TG];
+        for (int t = 0; t < rt; t++) {
+            q[t] = q0[t] + s;
+            s1[t] = _mm256_setzero_si256();
+        }
+        K_PRAGMA(GCC unroll K_UNROLL)
+        for (int c = 0; c < 32; c++) {     /* 8 codes a step: half c % 2 of sub-block c / 2 */
+            const __m256i w0 = _mm256_load_si256(&P->w[2 * c]), w1 = _mm256_load_si256(&P->w[2 * c + 1]);
+            const __m256i sc = P->sc[c / 2];
+            for (int t = 0; t < rt; t++) {
+                const int8_t *qc = q[t]->qs + 8 * c;
+                const __m256i d = _mm256_add_epi16(_mm256_maddubs_epi16(w0, _mm256_set1_epi32(pyrt_load_i32(qc))),
+                                                   _mm256_maddubs_epi16(w1, _mm256_set1_epi32(pyrt_load_i32(qc + 4))));
+                s1[t] = _mm256_add_epi32(s1[t], _mm256_madd_epi16(d, sc));
+            }
+        }
+        for (int t = 0; t < rt; t++) {
+            __m256i cs = _mm256_setzero_si256();
+            for (int i = 0; i < 8; i++)
+                cs = _mm256_add_epi32(cs, _mm256_madd_epi16(P->mn[i], _mm256_set1_epi32(pyrt_load_i32(q[t]->bsums + 2 * i))));
+            const __m256i v = _mm256_sub_epi32(s1[t], _mm256_slli_epi32(cs, 5));
+            acc[t] = _mm256_fmadd_ps(_mm256_mul_ps(P->d, _mm256_cvtepi32_ps(v)), _mm256_set1_ps(q[t]->d), acc[t]);
+        }
+    }
+}
+#else
 static inline __attribute__((always_inline)) void k6_group(const k_panel *pk, int nsb, const block_q8_K *const q0[K_TG],
                                                            const int rt, __m256 acc[K_TG]) {
     for (int s = 0; s < nsb; s++) {
@@ -269,6 +389,7 @@ static inline __attribute__((always_inline)) void k6_group(const k_panel *pk, in
         }
     }
 }
+#endif
 
 #define KF __m256
 #define KF_ALIGN 32
