@@ -143,7 +143,10 @@ def write_arch_model(path: str | os.PathLike, case: str, wtype: str = "q8_0", st
 
     add("token_embd.weight", 0.1 * rng.standard_normal((n_vocab, E), dtype=np.float32), emb_t)
     if case == "llama3":   # llama.cpp's llama3 scaling gives factors 1 (high freq) .. 8 (low freq)
-        add("rope_freqs.weight", np.linspace(1.0, 8.0, HD // 2, dtype=np.float32) ** 1.5)
+        # (x**1.5 as x*sqrt(x): exactly rounded float32 steps, the same bytes on every CPU;
+        # numpy's float32 power differs between its AVX2 and AVX-512 builds)
+        f = np.linspace(1.0, 8.0, HD // 2, dtype=np.float32)
+        add("rope_freqs.weight", f * np.sqrt(f))
     if case == "phi3long":  # short: near 1 .. 3; long: 1 .. 40 (low frequencies stretched)
         add("rope_factors_long.weight", np.linspace(1.0, 40.0, HD // 2, dtype=np.float32))
         add("rope_factors_short.weight", np.linspace(1.0, 3.0, HD // 2, dtype=np.float32) ** 2)
