@@ -382,4 +382,7 @@ class _Submitted:
     def cancel(self) -> None:
         view, req = self._view, self._req
         view._engine.cancel(req)
-        view._ctx.truncate(min(req.pos0, view._ctx.n_past))
+        # one that ran leaves its token in the cache; one dropped before its step
+        # (req.error set) was cut back by the engine, or the Llama is closed
+        if req.error is None and not view._engine._closed:
+            view._ctx.truncate(min(req.pos0, view._ctx.n_past))

@@ -278,6 +278,17 @@ def test_parallel_step_runs_while_the_consumer_holds_the_token(smollm2_path):
         assert list(llm.generate(toks, max_tokens=12, temperature=0)) == ref
 
 
+def test_parallel_stream_closed_after_its_llama(smollm2_path):
+    """A suspended stream whose next evaluation was already submitted closes
+    quietly after its Llama was closed (nothing left to cut back)."""
+    llm = pyrt.Llama(smollm2_path, n_ctx=256, n_threads=2, n_parallel=2)
+    gen = llm.generate(llm.tokenize("Hello there"), max_tokens=20, temperature=0,
+                       logit_bias={llm.token_eos(): -1e9})
+    next(gen), next(gen)
+    llm.close()
+    gen.close()
+
+
 def test_parallel_rejects_bad_arguments(smollm2_path):
     with pytest.raises(ValueError, match="n_parallel"):
         pyrt.Llama(smollm2_path, n_ctx=64, n_parallel=0)
