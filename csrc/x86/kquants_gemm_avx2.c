@@ -252,14 +252,7 @@ static inline __attribute__((always_inline)) void k45_group(const k_panel *pk, i
 }
 
 #if defined(PYRT_KQ_VNNI)
-static inline __attribute__((always_inline)) void k4_group(const k_panel *pk, int nsb, const block_q8_K *const q0[K_TG],
-                                                           const int rt, const int r8x4, __m256 acc[K_TG], __m256 accm[K_TG]) {
-    k45_group(pk, nsb, q0, rt, r8x4, 0, acc, accm);
-}
-static inline __attribute__((always_inline)) void k5_group(const k_panel *pk, int nsb, const block_q8_K *const q0[K_TG],
-                                                           const int rt, const int r8x4, __m256 acc[K_TG], __m256 accm[K_TG]) {
-    k45_group(pk, nsb, q0, rt, r8x4, 1, acc, accm);
-}
+#define K45_GROUP k45_group
 #else
 /* Q4_K/Q5_K without AVX-VNNI: k45_group with the tokens innermost. Each code
  * vector is loaded once for the group's rt tokens (k45_group loads it per
@@ -325,15 +318,16 @@ static inline __attribute__((always_inline)) void k45_tokens(const k_panel *pk, 
             }
     }
 }
+#define K45_GROUP k45_tokens
+#endif
 static inline __attribute__((always_inline)) void k4_group(const k_panel *pk, int nsb, const block_q8_K *const q0[K_TG],
                                                            const int rt, const int r8x4, __m256 acc[K_TG], __m256 accm[K_TG]) {
-    k45_tokens(pk, nsb, q0, rt, r8x4, 0, acc, accm);
+    K45_GROUP(pk, nsb, q0, rt, r8x4, 0, acc, accm);
 }
 static inline __attribute__((always_inline)) void k5_group(const k_panel *pk, int nsb, const block_q8_K *const q0[K_TG],
                                                            const int rt, const int r8x4, __m256 acc[K_TG], __m256 accm[K_TG]) {
-    k45_tokens(pk, nsb, q0, rt, r8x4, 1, acc, accm);
+    K45_GROUP(pk, nsb, q0, rt, r8x4, 1, acc, accm);
 }
-#endif
 
 /* Q6_K, tiled order: S1 = sum_j sc_j * (codes . a)_j - 32 * sum_j sc_j * bsums_j,
  * acc = fma(d_w * S1, d_a, acc) */
