@@ -57,9 +57,9 @@ static inline __m256i ld32(const void *p) { return _mm256_loadu_si256((const __m
  * The integers are the row kernels' exactly; the float steps run per (row,
  * token) lane as in the row kernel. Without AVX-VNNI the tokens of a group
  * are the innermost loop: a code vector is loaded once for all of them, so a
- * vpmaddubsw costs one load (the token's dword) instead of two (pp512 of the
- * SmolLM2-1.7B Q4_K_M shape on a Zen 3 core, whose load ports bound the other
- * order: +20 %). */
+ * vpmaddubsw costs one load (the token's dword) instead of two (a Zen 3 core's
+ * load ports bound the other order; a 128-token prompt of the SmolLM2-1.7B
+ * Q4_K_M shape on one such core: +19-27 %). */
 /* code-vector steps per loop iteration in the tokens-innermost kernels (k45_tokens,
  * k6_group): 2 ran fastest on a Zen 3 core; fully unrolled, GCC spills the token sums */
 #ifndef K_UNROLL
