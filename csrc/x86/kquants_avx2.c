@@ -501,21 +501,40 @@ static void gemv_q6_K(int64_t n, const void *w, int64_t w_row, int64_t n_rows,
             dot_q6_K(n, &yo[t * ldy + r], (const char *)w + r * w_row, (const char *)a + t * a_row);
 }
 
+/* dot_q5_K's float steps, the 8 rows' mins chains (summs) in the lanes of one
+ * vector: each row's S2 from one transposed reduction (as gemv_r8_q4_K_group's)
+ * instead of a horizontal sum per row, the activation's bsums pairs once per
+ * block for all rows */
 GEMV_VEC_DOT(gemv_q5_K, block_q5_K, dot_q5_K, {
-    __m256 acc[GV];
-    float summs[GV];
-    for (int i = 0; i < GV; i++) acc[i] = _mm256_setzero_ps(), summs[i] = 0.0f;
-    for (int64_t b = 0; b < nsb; b++)
+    __m256 acc[GV], summs = _mm256_setzero_ps();
+    for (int i = 0; i < GV; i++) acc[i] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nsb; b++) {
+        const __m256i bs = load32(y[b].bsums);
+        const __m256i bp = _mm256_broadcastsi128_si256(_mm_hadd_epi16(_mm256_castsi256_si128(bs),
+                                                                      _mm256_extracti128_si256(bs, 1)));
+        __m128i mn[GV];
+        uint32_t dd[GV];
         for (int i = 0; i < GV; i++) {
             const block_q5_K *x = &xr[i][b];
             KQ_PREFETCH_BLOCK(x, sizeof(block_q5_K));
-            const float d = y[b].d * fp16_1(x->d);
-            const float dmin = -y[b].d * fp16_1(x->dmin);
             const __m128i sm = scales_mins_k4(x->scales);
-            summs[i] = fmaf(dmin, (float)hsum_i32x4(mins_bsums_k4(sm, &y[b])), summs[i]);
+            mn[i] = _mm_cvtepu8_epi16(_mm_srli_si128(sm, 8));
+            memcpy(&dd[i], &x->d, 4);            /* d | dmin << 16 */
+            const float d = y[b].d * fp16_1(x->d);
             acc[i] = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(lanes_q5_K(x, &y[b], sm)), acc[i]);
         }
-    for (int i = 0; i < GV; i++) yt[g + i * rs] = hsum8(acc[i]) + summs[i];
+        const __m256i dv = _mm256_loadu_si256((const __m256i *)dd);
+        const __m256i pk = _mm256_permute4x64_epi64(
+            _mm256_packus_epi32(_mm256_and_si256(dv, _mm256_set1_epi32(0xFFFF)), _mm256_srli_epi32(dv, 16)), 0xD8);
+        const __m256 dmin = _mm256_mul_ps(_mm256_set1_ps(-y[b].d), _mm256_cvtph_ps(_mm256_extracti128_si256(pk, 1)));
+        __m256i m[4];
+        for (int i = 0; i < 4; i++) m[i] = _mm256_madd_epi16(_mm256_set_m128i(mn[i + 4], mn[i]), bp);
+        const __m256i s2 = _mm256_hadd_epi32(_mm256_hadd_epi32(m[0], m[1]), _mm256_hadd_epi32(m[2], m[3]));
+        summs = _mm256_fmadd_ps(dmin, _mm256_cvtepi32_ps(s2), summs);
+    }
+    float sm[GV];
+    _mm256_storeu_ps(sm, summs);
+    for (int i = 0; i < GV; i++) yt[g + i * rs] = hsum8(acc[i]) + sm[i];
 })
 
 GEMV_VEC_DOT(gemv_q4_K, block_q4_K, dot_q4_K, {
