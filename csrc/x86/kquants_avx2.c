@@ -63,9 +63,14 @@ static inline __m256i mac(__m256i lanes, __m256i u, __m256i s, __m256i scale16) 
 
 /* Q4_K/Q5_K mins . (bsums pairs): 4 int32 lanes, lane l = sum over j in {2l, 2l+1}
  * of m_j * (bsums[2j] + bsums[2j+1]) */
-static inline __m128i mins_bsums_k4(__m128i scales_mins, const block_q8_K *y) {
+/* the block's bsums pair sums [bs0+bs1, bs2+bs3, ..., bs14+bs15] as 8 words */
+static inline __m128i bsums_pairs(const block_q8_K *y) {
     const __m256i bs = load32(y->bsums);
-    const __m128i bs32 = _mm_hadd_epi16(_mm256_castsi256_si128(bs), _mm256_extracti128_si256(bs, 1));
+    return _mm_hadd_epi16(_mm256_castsi256_si128(bs), _mm256_extracti128_si256(bs, 1));
+}
+
+static inline __m128i mins_bsums_k4(__m128i scales_mins, const block_q8_K *y) {
+    const __m128i bs32 = bsums_pairs(y);
     const __m128i mins16 = _mm_cvtepu8_epi16(_mm_srli_si128(scales_mins, 8));
     return _mm_madd_epi16(mins16, bs32);
 }
@@ -501,6 +506,26 @@ static void gemv_q6_K(int64_t n, const void *w, int64_t w_row, int64_t n_rows,
             dot_q6_K(n, &yo[t * ldy + r], (const char *)w + r * w_row, (const char *)a + t * a_row);
 }
 
+/* the 8 rows' d and dmin (dd[i] = row i's d | dmin << 16, as the block opens)
+ * as two float vectors, row i in lane i */
+static inline void rows_d_dmin(const uint32_t dd[GV], __m256 *dw, __m256 *dm) {
+    const __m256i dv = _mm256_loadu_si256((const __m256i *)dd);
+    /* [d0..d3 dm0..dm3 | d4..d7 dm4..dm7] -> [d0..d7 | dm0..dm7] */
+    const __m256i pk = _mm256_permute4x64_epi64(
+        _mm256_packus_epi32(_mm256_and_si256(dv, _mm256_set1_epi32(0xFFFF)), _mm256_srli_epi32(dv, 16)), 0xD8);
+    *dw = _mm256_cvtph_ps(_mm256_castsi256_si128(pk));
+    *dm = _mm256_cvtph_ps(_mm256_extracti128_si256(pk, 1));
+}
+
+/* the 8 rows' exact S2 (mins . bsums pairs), row i in lane i: mn[i] = row i's
+ * 8 mins as words, bp = the activation block's bsums pairs in both halves;
+ * rows i and i+4 share one vpmaddwd, then hadds bring them to row order */
+static inline __m256i rows_s2(const __m128i mn[GV], __m256i bp) {
+    __m256i m[4];
+    for (int i = 0; i < 4; i++) m[i] = _mm256_madd_epi16(_mm256_set_m128i(mn[i + 4], mn[i]), bp);
+    return _mm256_hadd_epi32(_mm256_hadd_epi32(m[0], m[1]), _mm256_hadd_epi32(m[2], m[3]));
+}
+
 /* dot_q5_K's float steps, the 8 rows' mins chains (summs) in the lanes of one
  * vector: each row's S2 from one transposed reduction (as gemv_r8_q4_K_group's)
  * instead of a horizontal sum per row, the activation's bsums pairs once per
@@ -509,9 +534,7 @@ GEMV_VEC_DOT(gemv_q5_K, block_q5_K, dot_q5_K, {
     __m256 acc[GV], summs = _mm256_setzero_ps();
     for (int i = 0; i < GV; i++) acc[i] = _mm256_setzero_ps();
     for (int64_t b = 0; b < nsb; b++) {
-        const __m256i bs = load32(y[b].bsums);
-        const __m256i bp = _mm256_broadcastsi128_si256(_mm_hadd_epi16(_mm256_castsi256_si128(bs),
-                                                                      _mm256_extracti128_si256(bs, 1)));
+        const __m256i bp = _mm256_broadcastsi128_si256(bsums_pairs(&y[b]));
         __m128i mn[GV];
         uint32_t dd[GV];
         for (int i = 0; i < GV; i++) {
@@ -523,14 +546,10 @@ GEMV_VEC_DOT(gemv_q5_K, block_q5_K, dot_q5_K, {
             const float d = y[b].d * fp16_1(x->d);
             acc[i] = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(lanes_q5_K(x, &y[b], sm)), acc[i]);
         }
-        const __m256i dv = _mm256_loadu_si256((const __m256i *)dd);
-        const __m256i pk = _mm256_permute4x64_epi64(
-            _mm256_packus_epi32(_mm256_and_si256(dv, _mm256_set1_epi32(0xFFFF)), _mm256_srli_epi32(dv, 16)), 0xD8);
-        const __m256 dmin = _mm256_mul_ps(_mm256_set1_ps(-y[b].d), _mm256_cvtph_ps(_mm256_extracti128_si256(pk, 1)));
-        __m256i m[4];
-        for (int i = 0; i < 4; i++) m[i] = _mm256_madd_epi16(_mm256_set_m128i(mn[i + 4], mn[i]), bp);
-        const __m256i s2 = _mm256_hadd_epi32(_mm256_hadd_epi32(m[0], m[1]), _mm256_hadd_epi32(m[2], m[3]));
-        summs = _mm256_fmadd_ps(dmin, _mm256_cvtepi32_ps(s2), summs);
+        __m256 dw, dm;
+        rows_d_dmin(dd, &dw, &dm);
+        (void)dw;
+        summs = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_set1_ps(-y[b].d), dm), _mm256_cvtepi32_ps(rows_s2(mn, bp)), summs);
     }
     float sm[GV];
     _mm256_storeu_ps(sm, summs);
@@ -599,9 +618,7 @@ static inline __attribute__((always_inline)) void gemv_r8_q4_K_group(int64_t nsb
         __m256i bp[4];
         for (int j = 0; j < NT; j++) {
             q[j] = &yt[j][b];
-            const __m256i bs = load32(q[j]->bsums);
-            /* bsums pair sums [bs0+bs1, bs2+bs3, ...] in both halves (mins_bsums_k4's) */
-            bp[j] = _mm256_broadcastsi128_si256(_mm_hadd_epi16(_mm256_castsi256_si128(bs), _mm256_extracti128_si256(bs, 1)));
+            bp[j] = _mm256_broadcastsi128_si256(bsums_pairs(q[j]));   /* in both halves */
         }
         __m256i s1[4][GV];
         __m128i mn[GV];
@@ -616,17 +633,10 @@ static inline __attribute__((always_inline)) void gemv_r8_q4_K_group(int64_t nsb
             mn[i] = _mm_cvtepu8_epi16(_mm_srli_si128(sm, 8));
             memcpy(&dd[i], &x->d, 4);            /* d | dmin << 16 */
         }
-        const __m256i dv = _mm256_loadu_si256((const __m256i *)dd);
-        /* [d0..d3 dm0..dm3 | d4..d7 dm4..dm7] -> [d0..d7 | dm0..dm7] */
-        const __m256i pk = _mm256_permute4x64_epi64(
-            _mm256_packus_epi32(_mm256_and_si256(dv, _mm256_set1_epi32(0xFFFF)), _mm256_srli_epi32(dv, 16)), 0xD8);
-        const __m256 dw = _mm256_cvtph_ps(_mm256_castsi256_si128(pk));
-        const __m256 dm = _mm256_cvtph_ps(_mm256_extracti128_si256(pk, 1));
+        __m256 dw, dm;
+        rows_d_dmin(dd, &dw, &dm);
         for (int j = 0; j < NT; j++) {
-            /* S2: rows i and i+4 in the halves of one vpmaddwd, then hadds to row order */
-            __m256i m[4];
-            for (int i = 0; i < 4; i++) m[i] = _mm256_madd_epi16(_mm256_set_m128i(mn[i + 4], mn[i]), bp[j]);
-            const __m256i s2 = _mm256_hadd_epi32(_mm256_hadd_epi32(m[0], m[1]), _mm256_hadd_epi32(m[2], m[3]));
+            const __m256i s2 = rows_s2(mn, bp[j]);
             const __m256 da = _mm256_set1_ps(q[j]->d);
             acc[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(lane_totals8(s1[j])), _mm256_mul_ps(dw, da), acc[j]);
             acc_m[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s2), _mm256_mul_ps(dm, da), acc_m[j]);
