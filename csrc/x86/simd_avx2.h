@@ -66,17 +66,33 @@ static inline __m128i scales_mins_k4(const uint8_t packed[12]) {
     return _mm_set_epi32((int)u[3], (int)u[2], (int)u[1], (int)u[0]);
 }
 
-/* scales_mins_k4 in vector form, same 16 bytes: [scales 0..7,
- * mins 0..7] from the 12 packed bytes (reads 16 bytes from `packed`: the
- * 4 after them are the block's codes) */
-static inline __m128i scales_mins_k4v(const uint8_t *packed) {
-    const __m128i v = _mm_loadu_si128((const __m128i *)packed);       /* u0 u1 u2 . */
-    const __m128i p = _mm_shuffle_epi32(v, _MM_SHUFFLE(2, 1, 2, 0));   /* u0 u2 u1 u2 */
-    const __m128i h = _mm_shuffle_epi32(v, _MM_SHUFFLE(1, 1, 0, 0));   /* u0 u0 u1 u1 */
+/* scales_mins_k4 in vector form, same 16 bytes [scales 0..7, mins 0..7],
+ * from p = the packed dwords as [u0 u2 u1 u2] and h = [u0 u0 u1 u1] */
+static inline __m128i scales_mins_k4_uv(__m128i p, __m128i h) {
     const __m128i lo = _mm_and_si128(_mm_srlv_epi32(p, _mm_setr_epi32(0, 0, 0, 4)),
                                      _mm_setr_epi32(0x3f3f3f3f, 0x0f0f0f0f, 0x3f3f3f3f, 0x0f0f0f0f));
     const __m128i hi = _mm_and_si128(_mm_srli_epi32(h, 2), _mm_setr_epi32(0, 0x30303030, 0, 0x30303030));
     return _mm_or_si128(lo, hi);
+}
+
+/* from the 12 packed bytes (reads 16 bytes from `packed`: the 4 after them
+ * are the block's codes) */
+static inline __m128i scales_mins_k4v(const uint8_t *packed) {
+    const __m128i v = _mm_loadu_si128((const __m128i *)packed);       /* u0 u1 u2 . */
+    return scales_mins_k4_uv(_mm_shuffle_epi32(v, _MM_SHUFFLE(2, 1, 2, 0)), _mm_shuffle_epi32(v, _MM_SHUFFLE(1, 1, 0, 0)));
+}
+
+/* scales_mins_k4v for two blocks at once, one per 128-bit half of head =
+ * each block's first 16 bytes [d|dmin u0 u1 u2] (d and dmin loaded along) */
+static inline __m256i scales_mins_k4_head2(__m256i head) {
+    const __m256i p = _mm256_shuffle_epi32(head, _MM_SHUFFLE(3, 2, 3, 1));
+    const __m256i h = _mm256_shuffle_epi32(head, _MM_SHUFFLE(2, 2, 1, 1));
+    const __m256i lo = _mm256_and_si256(_mm256_srlv_epi32(p, _mm256_setr_epi32(0, 0, 0, 4, 0, 0, 0, 4)),
+                                        _mm256_setr_epi32(0x3f3f3f3f, 0x0f0f0f0f, 0x3f3f3f3f, 0x0f0f0f0f,
+                                                          0x3f3f3f3f, 0x0f0f0f0f, 0x3f3f3f3f, 0x0f0f0f0f));
+    const __m256i hi = _mm256_and_si256(_mm256_srli_epi32(h, 2), _mm256_setr_epi32(0, 0x30303030, 0, 0x30303030,
+                                                                                   0, 0x30303030, 0, 0x30303030));
+    return _mm256_or_si256(lo, hi);
 }
 
 /* For the row-per-lane repacked Q4_0 GEMMs: per token t < nt and block b <
