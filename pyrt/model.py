@@ -43,6 +43,9 @@ ARCHS = {
 }
 SUPPORTED_ARCHS = {name: v[0] for name, v in ARCHS.items()}
 
+# floats of decode_batch's logits buffer a Context keeps between steps (64 MiB)
+_BATCH_OUT_KEEP = 16 << 20
+
 
 @dataclass
 class HParams:
@@ -563,6 +566,7 @@ class Context:
         check(lib.pyrt_ctx_create_ex(model._handle, params, out), "context")
         self._handle = out[0]
         self._lock = threading.Lock()
+        self._batch_out = None   # decode_batch's logits buffer, reused
 
     @property
     def backend(self) -> int:
@@ -653,20 +657,30 @@ class Context:
             rows.append(t.shape[0] if out_kind == lib.PYRT_OUT_LOGITS_ALL else int(out_kind == lib.PYRT_OUT_LOGITS_LAST))
         flat = np.ascontiguousarray(np.concatenate(toks) if toks else np.zeros(0, np.int32), dtype=np.int32)
         V = self.model.hparams.n_vocab
-        out = np.empty((max(sum(rows), 1), V), dtype=np.float32)
+        need = max(sum(rows), 1) * V
+        res, r = [], 0
         with self._lock:
+            # the C call writes into a buffer kept for the next step: a fresh one
+            # each step (MBs with a large vocabulary) had its pages zeroed by the
+            # kernel every time; each part gets its own copy, made under the lock
+            if need > _BATCH_OUT_KEEP:     # (all-token logits of a long prompt: not kept)
+                out = np.empty((need // V, V), dtype=np.float32)
+            else:
+                if self._batch_out is None or self._batch_out.size < need:
+                    self._batch_out = np.empty(need, dtype=np.float32)
+                out = self._batch_out[:need].reshape(-1, V)
             st = lib.pyrt_decode_batch(self._handle, ffi.cast("int32_t *", flat.ctypes.data), segs, n,
                                        ffi.cast("float *", out.ctypes.data), out.size)
+            if st == lib.PYRT_OK:
+                for (_seq, _t, _p, out_kind, _s), k in zip(parts, rows):
+                    if out_kind == lib.PYRT_OUT_LOGITS_LAST:
+                        res.append(out[r].copy())
+                    elif out_kind == lib.PYRT_OUT_LOGITS_ALL:
+                        res.append(out[r:r + k].copy())
+                    else:
+                        res.append(None)
+                    r += k
         check(st, "decode")
-        res, r = [], 0
-        for (_seq, _t, _p, out_kind, _s), k in zip(parts, rows):
-            if out_kind == lib.PYRT_OUT_LOGITS_LAST:
-                res.append(out[r].copy())
-            elif out_kind == lib.PYRT_OUT_LOGITS_ALL:
-                res.append(out[r:r + k].copy())
-            else:
-                res.append(None)
-            r += k
         return res
 
     def state(self) -> bytes:
