@@ -46,6 +46,20 @@ def test_logits_identical_for_1_and_2_threads_and_any_batch_size(smollm2_path):
     np.testing.assert_array_equal(outs[1], outs[2])
 
 
+def test_mixed_type_groups_split_by_bytes_identical_for_1_2_3_threads(gemma3_path):
+    """Gemma-3's q/k/v group mixes Q5_0 and Q8_0 rows, which the matmul splits
+    over threads by bytes (core/matmul.c): logits are the same whatever the
+    thread count, batched (prompt) and single-token (n_batch=1)."""
+    text = open(os.path.join(os.path.dirname(__file__), "data", "reference", "text_public.txt")).read()
+    for n_batch in (512, 1):
+        outs = []
+        for threads in (1, 2, 3):
+            with pyrt.Llama(str(gemma3_path), n_ctx=64, n_threads=threads, n_batch=n_batch) as m:
+                outs.append(m.logits(m.tokenize(text)[:12]))
+        np.testing.assert_array_equal(outs[0], outs[1])
+        np.testing.assert_array_equal(outs[0], outs[2])
+
+
 def test_greedy_generation_identical_for_1_and_2_threads(smollm2_path):
     runs = []
     for threads in (1, 2):

@@ -35,6 +35,15 @@ static int64_t act_row_bytes(int32_t act_type, int64_t cols) {
     return cols / t->block_size * t->block_bytes;
 }
 
+/* the first row of a task whose share starts at byte off of the task (row
+ * bytes rb, rows n): ceil(off / rb) rounded up to a multiple of 8, in [0, n];
+ * neighbouring threads get the same value for their common boundary */
+static int64_t mm_split_row(int64_t off, int64_t rb, int64_t n) {
+    if (off <= 0) return 0;
+    const int64_t r = ((off + rb - 1) / rb + 7) / 8 * 8;
+    return r < n ? r : n;
+}
+
 void mm_group(const pyrt_kernels *k, pyrt_pool *pool, int ith, int nth,
               const float *x, int64_t ldx, int64_t n_tok, int64_t n_shape,
               const mm_task *tasks, int n_tasks, void *qbuf[2]) {
@@ -59,18 +68,23 @@ void mm_group(const pyrt_kernels *k, pyrt_pool *pool, int ith, int nth,
     }
     pool_barrier(pool);
 
-    /* 2. rows of all tasks, concatenated, split contiguously over threads */
+    /* 2. rows of all tasks, concatenated, split contiguously over threads by
+     * their bytes: a group can mix types (Q4_K_M's attn_q/k in Q4_K next to
+     * attn_v in Q6_K, 1.46x the bytes a row), and an even split of rows then
+     * left one thread waiting for the other. Each thread's share starts at a
+     * row whose first byte falls in its byte range, rounded up to a multiple
+     * of 8 rows within the task (the GEMV tiles take rows in groups of 8). */
     int64_t total = 0;
-    for (int i = 0; i < n_tasks; i++) total += tasks[i].w->rows;
+    for (int i = 0; i < n_tasks; i++) total += tasks[i].w->rows * tasks[i].w->row_bytes;
     int64_t lo, hi;
     pool_split(total, ith, nth, &lo, &hi);
 
     int64_t base = 0;
-    for (int i = 0; i < n_tasks && lo < hi; i++) {
+    for (int i = 0; i < n_tasks; i++) {
         const pyrt_weight *w = tasks[i].w;
-        const int64_t r0 = lo > base ? lo - base : 0;
-        const int64_t r1 = (hi - base) < w->rows ? hi - base : w->rows;
-        base += w->rows;
+        const int64_t rb_w = w->row_bytes, b0 = base;
+        base += w->rows * rb_w;
+        int64_t r0 = mm_split_row(lo - b0, rb_w, w->rows), r1 = mm_split_row(hi - b0, rb_w, w->rows);
         if (r0 >= r1) continue;
         const int32_t a = pyrt_type_traits_table[w->type].act_type;
         const void *q = qbuf[a == act[0] ? 0 : 1];
