@@ -26,10 +26,11 @@ typedef void  (*pyrt_gemm_fn)(int64_t n, const void *w, int64_t w_row_bytes, int
  * register tile rs = n_rows / 8 apart (rows g, g + rs, g + 2 rs, ...), not
  * adjacent, so each is a long sequential stream through memory (the rest,
  * n_rows % 8, goes through the ordinary tiles), and the driver hands them a
- * thread's whole row range at once. Adjacent short rows (Gemma's 640-column
- * output matrix: 680 bytes a row) interleaved block by block defeat the
- * hardware prefetcher on some hosts: measured on an EPYC VM, 8 such streams
- * read 9-13 GB/s against 30-32 GB/s for 8 streams far apart (one thread);
+ * matmul chunk's whole row range at once (core/matmul.c). Adjacent short
+ * rows (Gemma's 640-column output matrix: 680 bytes a row) interleaved block
+ * by block defeat the hardware prefetcher on some hosts: measured on an EPYC
+ * VM, 8 such streams read 9-13 GB/s against 30-32 GB/s for 8 streams far
+ * apart (one thread);
  * Q8_0 GEMV 262144 x 640, 2 threads, 9.3 -> 5.6 ms. Same arithmetic per row.
  * A few tokens (core/matmul.c MM_FEW_TOK) get the same whole row range; the
  * x86 GEMV tiles then unpack each block once for up to 4 tokens, every

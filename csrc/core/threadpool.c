@@ -54,6 +54,8 @@ struct pyrt_pool {
     _Atomic int bar_count;
     _Atomic int bar_phase;       /* bumped per completed barrier; waiters sleep on it */
     _Atomic int bar_sleepers;
+    char pad_[64];               /* pool_claim's counter away from the barrier's words */
+    _Atomic int64_t claim;
 };
 
 typedef struct { pyrt_pool *p; int ith; } worker_arg;
@@ -134,6 +136,9 @@ void pool_run(pyrt_pool *p, pyrt_job_fn fn, void *arg) {
     fn(arg, 0, p->n);
     pool_barrier(p);
 }
+
+void pool_claim_reset(pyrt_pool *p) { atomic_store_explicit(&p->claim, 0, memory_order_relaxed); }
+int64_t pool_claim(pyrt_pool *p) { return atomic_fetch_add_explicit(&p->claim, 1, memory_order_relaxed); }
 
 void pool_barrier(pyrt_pool *p) {
     if (p->n == 1) return;

@@ -19,6 +19,13 @@ int        pool_size(const pyrt_pool *p);
 void       pool_run(pyrt_pool *p, pyrt_job_fn fn, void *arg);
 void       pool_barrier(pyrt_pool *p);
 int        pool_default_threads(void);      /* online CPUs, >= 1 */
+/* A shared work counter for items claimed one at a time inside a job:
+ * pool_claim() returns 0, 1, 2, ... across all threads (each value once).
+ * pool_claim_reset() sets it back to 0; call it from one thread, between two
+ * barriers that no claim crosses (e.g. before a barrier that precedes the
+ * claims, after the barrier that ended the previous ones). */
+void       pool_claim_reset(pyrt_pool *p);
+int64_t    pool_claim(pyrt_pool *p);
 
 /* Contiguous share [*lo, *hi) of n items for thread ith of nth. */
 static inline void pool_split(int64_t n, int ith, int nth, int64_t *lo, int64_t *hi) {
