@@ -112,7 +112,7 @@ static void mm_rows(const pyrt_kernels *k, const mm_task *tk, int64_t r0, int64_
     for (int64_t rt = r0; rt < r1; rt += MM_ROW_TILE) {
         const int64_t re = rt + MM_ROW_TILE < r1 ? rt + MM_ROW_TILE : r1;
         for (int64_t t = g ? n_g : 0; t < t_end; t++) {
-            /* the tokens of a chunk are the last of a batch of `shape` */
+            /* the tokens of this call are the last of a batch of `shape` */
             const pyrt_vec_dot_fn dot = pyrt_pick_vec_dot(k, ty, w->rows, shape, shape - n_tok + t);
             const void *qa = (const char *)q + t * rb;
             float *yt = tk->y + t * tk->ldy;
