@@ -97,7 +97,18 @@ static inline void bit4_pair(const uint8_t *qha, const uint8_t *qhb, __m256i *lo
     *lo = _mm256_or_si256(*lo, _mm256_and_si256(_mm256_cmpeq_epi8(vl, bits), b4));
     *hi = _mm256_or_si256(*hi, _mm256_and_si256(_mm256_cmpeq_epi8(vh, bits), b4));
 }
-#define PW_Q4_1(xa, xb, lo, hi) nibble_pair((xa)->qs, (xb)->qs, &(lo), &(hi))
+/* nibble_pair for the GEMV tiles' pairs, whose row A is never a matrix's last
+ * row nor row B its first: two 32-byte loads (A's codes and the 16 bytes after
+ * them, B's and the 16 before), one blend, instead of a 16-byte load and a
+ * vinserti128 from memory (one a cycle on Zen 3) */
+static inline void nibble_pair_rows(const uint8_t *qa, const uint8_t *qb, __m256i *lo, __m256i *hi) {
+    const __m256i t = _mm256_blend_epi32(_mm256_loadu_si256((const __m256i *)qa),
+                                         _mm256_loadu_si256((const __m256i *)(qb - 16)), 0xF0);
+    const __m256i m = _mm256_set1_epi8(0x0F);
+    *lo = _mm256_and_si256(t, m);
+    *hi = _mm256_and_si256(_mm256_srli_epi16(t, 4), m);
+}
+#define PW_Q4_1(xa, xb, lo, hi) nibble_pair_rows((xa)->qs, (xb)->qs, &(lo), &(hi))
 #define PW_Q5_1(xa, xb, lo, hi) (PW_Q4_1(xa, xb, lo, hi), bit4_pair((xa)->qh, (xb)->qh, &(lo), &(hi)))
 #define PW_Q4_0 PW_Q4_1
 #define PW_Q5_0 PW_Q5_1
@@ -348,107 +359,122 @@ static inline __m128 load2(const float *p) { return _mm_castsi128_ps(_mm_loadl_e
         }                                                                                         \
     } while (0)
 
-/* GEMV_PAIRS for NT tokens (t0..) in one pass: each block of the NG rows is
- * unpacked, and its scales converted and spread to the row pairs, once; then
- * every token's dots run on it. Per (row, token) the lanes go through
- * exactly GEMV_PAIRS' float steps (d_w*d_a is the same product whether the
- * lane permute comes before or after it), so each token gets its one-token
- * results. ga / gs: the tokens' block scales / sums, gat[t][b] / gst[t][b]. */
+/* The few-token tiles (2..GEMV_TOK tokens: a per-token verification batch,
+ * several sequences' decode steps) keep every (row, token) accumulator in a
+ * register: one row pair (GEMV_PAIRS_NT) or NR_NT rows (GEMV_TILE_NT) per
+ * pass, all the tokens on each block while it is loaded (with 4 rows x 4
+ * tokens the 16 accumulators did not fit the 16 registers and GCC kept most
+ * of them on the stack). What a token's blocks need besides the weights is
+ * prepared once per call (few_tok, the thread's scratch) in the form the
+ * tiles take as plain memory operands (a broadcast from memory costs a
+ * shuffle on the vector pipes on Zen 3, one per token, block and pass):
+ *   - lo / hi: the activation block's halves, each in both 128-bit lanes
+ *     (nibble_pair's layout), and c_lo / c_hi their dot_corr (offset types);
+ *     GEMV_TILE_NT: c_lo is the whole block's dot_corr (AVX-VNNI Q8_0);
+ *   - d: the block's scale in all 8 lanes;
+ *   - s8 (types with mins): the tokens' block sums, lanes [t0..t3 | t0..t3]. */
+typedef struct {
+    __m256i lohi[MAX_NB][GEMV_TOK][2];
+    __m256i corr[MAX_NB][GEMV_TOK][2];
+    _Alignas(32) float s8[MAX_NB][8];
+    _Alignas(32) float d8[MAX_NB][8];
+} few_tok;
+
+/* GEMV_PAIRS for NT tokens (t0..): rows r0 and r0 + rs as nibble_pair's pair,
+ * unpacked once per block for all the tokens. The rows' first 4 bytes give
+ * [d_A m_A d_B m_B]; per (row, token) the float steps are GEMV_PAIRS':
+ * acc = fma(d_w*d_a, float(lanes), acc) per block, the min chain
+ * fmaf(m_w, s_a, summs) (lane (row, token) of one vector), hsum + summs. */
+#define GEMV_PAIRS_NT_ROWS 2
+#define GEMV_PAIRS_NT_PAIRS 1
 #define GEMV_PAIRS_NT(WT, AT, WLOAD, OFF, HAS_MIN, NG, NT, UNPACK, UOFF)                           \
     do {                                                                                          \
-        __m256 acc[NT][NG], sm_lo[NT], sm_hi[NT];                                                 \
-        for (int j = 0; j < NT; j++) {                                                            \
-            for (int i = 0; i < NG; i++) acc[j][i] = _mm256_setzero_ps();                         \
-            sm_lo[j] = sm_hi[j] = _mm256_setzero_ps();                                            \
-        }                                                                                         \
-        const AT *ar[NT];                                                                         \
-        for (int j = 0; j < NT; j++) ar[j] = (const AT *)((const char *)a + (t0 + j) * a_row);   \
+        __m256 acc_lo[NT], acc_hi[NT], sm = _mm256_setzero_ps();                                  \
+        for (int j = 0; j < NT; j++) acc_lo[j] = acc_hi[j] = _mm256_setzero_ps();                 \
+        const WT *xa = (const WT *)((const char *)w + r0 * w_row);                                \
+        const WT *xb = (const WT *)((const char *)w + (r0 + rs) * w_row);                         \
         for (int64_t b = 0; b < nb; b++) {                                                        \
-            const WT *wb[NG];                                                                     \
-            int32_t dm[8] = { 0 };                                                                \
-            for (int i = 0; i < NG; i++) {                                                        \
-                wb[i] = (const WT *)((const char *)w + (r0 + i * rs) * w_row) + b;                \
-                _mm_prefetch((const char *)wb[i] + PF_DIST, _MM_HINT_T0);                         \
-                memcpy(&dm[i], wb[i], 4);                                                         \
-            }                                                                                     \
-            const __m256i dmv = _mm256_setr_epi32(dm[0], dm[1], dm[2], dm[3], dm[4], dm[5], dm[6], dm[7]); \
-            const __m256 dm_lo = _mm256_cvtph_ps(_mm256_castsi256_si128(dmv));                    \
-            const __m256 dm_hi = _mm256_cvtph_ps(_mm256_extracti128_si256(dmv, 1));               \
-            __m256i lo[NG / 2], hi[NG / 2];                                                       \
-            __m256 dq[NG / 2];                                                                    \
-            for (int q = 0; q < NG / 2; q++) {                                                    \
-                P##WLOAD(wb[2 * q], wb[2 * q + 1], lo[q], hi[q]);                                 \
-                dq[q] = _mm256_permutevar8x32_ps(q < 2 ? dm_lo : dm_hi,                           \
-                    _mm256_setr_epi32(4 * (q % 2), 4 * (q % 2), 4 * (q % 2), 4 * (q % 2),         \
-                                      4 * (q % 2) + 2, 4 * (q % 2) + 2, 4 * (q % 2) + 2, 4 * (q % 2) + 2)); \
-            }                                                                                     \
+            _mm_prefetch((const char *)&xa[b] + PF_DIST, _MM_HINT_T0);                            \
+            _mm_prefetch((const char *)&xb[b] + PF_DIST, _MM_HINT_T0);                            \
+            /* [d_A m_A d_A m_A | d_B m_B d_B m_B]: in-lane shuffles, no vpermps (2 uops on Zen 3) */ \
+            const __m256 dm = _mm256_cvtph_ps(_mm_shuffle_epi32(_mm_unpacklo_epi32(              \
+                _mm_cvtsi32_si128(pyrt_load_i32(&xa[b])), _mm_cvtsi32_si128(pyrt_load_i32(&xb[b]))), 0x50)); \
+            /* [d_A d_a(t) for t = 0..3 | d_B d_a(t)]: token t's products by an in-lane shuffle */ \
+            const __m256 dd = _mm256_mul_ps(_mm256_permute_ps(dm, 0x00), _mm256_load_ps(F->d8[b])); \
+            if (HAS_MIN)                                                                          \
+                sm = _mm256_fmadd_ps(_mm256_permute_ps(dm, 0x55), _mm256_load_ps(F->s8[b]), sm);  \
+            __m256i lo, hi;                                                                       \
+            P##WLOAD(&xa[b], &xb[b], lo, hi);                                                     \
+            const __m256i (*fa)[2] = F->lohi[b], (*fc)[2] = F->corr[b];                           \
             for (int j = 0; j < NT; j++) {                                                        \
-                const __m256i a_lo = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)ar[j][b].qs)); \
-                const __m256i a_hi = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(ar[j][b].qs + 16))); \
-                const __m256i c_lo = OFF > 0 ? dot_corr(a_lo, OFF) : _mm256_setzero_si256();      \
-                const __m256i c_hi = OFF > 0 ? dot_corr(a_hi, OFF) : _mm256_setzero_si256();      \
-                const __m256 da = _mm256_broadcast_ss(&gat[t0 + j][b]);                           \
-                for (int q = 0; q < NG / 2; q++) {                                                \
-                    const __m256 sq = _mm256_mul_ps(dq[q], da);                                   \
-                    acc[j][2 * q] = _mm256_fmadd_ps(sq, _mm256_cvtepi32_ps(dot_ub(lo[q], lo[q], a_lo, c_lo, OFF)), acc[j][2 * q]); \
-                    acc[j][2 * q + 1] = _mm256_fmadd_ps(sq, _mm256_cvtepi32_ps(dot_ub(hi[q], hi[q], a_hi, c_hi, OFF)), acc[j][2 * q + 1]); \
-                }                                                                                 \
-                if (HAS_MIN) {                                                                    \
-                    const __m256 s = _mm256_broadcast_ss(&gst[t0 + j][b]);                        \
-                    sm_lo[j] = _mm256_fmadd_ps(dm_lo, s, sm_lo[j]);                               \
-                    sm_hi[j] = _mm256_fmadd_ps(dm_hi, s, sm_hi[j]);                               \
-                }                                                                                 \
+                const __m256 sq = _mm256_permute_ps(dd, 0x55 * (t0 + j));                         \
+                acc_lo[j] = _mm256_fmadd_ps(sq, _mm256_cvtepi32_ps(dot_ub(lo, lo, fa[t0 + j][0], fc[t0 + j][0], OFF)), acc_lo[j]); \
+                acc_hi[j] = _mm256_fmadd_ps(sq, _mm256_cvtepi32_ps(dot_ub(hi, hi, fa[t0 + j][1], fc[t0 + j][1], OFF)), acc_hi[j]); \
             }                                                                                     \
         }                                                                                         \
+        /* hsum8 of row A's and row B's lanes for all the tokens at once: acc_lo + acc_hi  \
+         * is hsum8's first step (a_i + a_(i+4)) for both rows; then its two in-lane steps, \
+         * leaving [A t0..t3 | B t0..t3], the min chains' lanes */                          \
+        __m256 x[4];                                                                              \
+        for (int j = 0; j < 4; j++)                                                               \
+            x[j] = j < NT ? _mm256_add_ps(acc_lo[j < NT ? j : 0], acc_hi[j < NT ? j : 0]) : _mm256_setzero_ps(); \
+        const __m256 y01 = _mm256_add_ps(_mm256_shuffle_ps(x[0], x[1], _MM_SHUFFLE(1, 0, 1, 0)),  \
+                                         _mm256_shuffle_ps(x[0], x[1], _MM_SHUFFLE(3, 2, 3, 2))); \
+        const __m256 y23 = _mm256_add_ps(_mm256_shuffle_ps(x[2], x[3], _MM_SHUFFLE(1, 0, 1, 0)),  \
+                                         _mm256_shuffle_ps(x[2], x[3], _MM_SHUFFLE(3, 2, 3, 2))); \
+        __m256 tot = _mm256_add_ps(_mm256_shuffle_ps(y01, y23, _MM_SHUFFLE(2, 0, 2, 0)),          \
+                                   _mm256_shuffle_ps(y01, y23, _MM_SHUFFLE(3, 1, 3, 1)));         \
+        if (HAS_MIN) tot = _mm256_add_ps(tot, sm);                                                \
+        float out[8];                                                                             \
+        _mm256_storeu_ps(out, tot);                                                               \
         for (int j = 0; j < NT; j++) {                                                            \
-            float sm[16];                                                                         \
-            _mm256_storeu_ps(sm, sm_lo[j]);                                                       \
-            _mm256_storeu_ps(sm + 8, sm_hi[j]);                                                   \
             float *yt = y + (t0 + j) * ldy + r0;                                                  \
-            for (int q = 0; q < NG / 2; q++) {                                                    \
-                const __m256 ra = _mm256_permute2f128_ps(acc[j][2 * q], acc[j][2 * q + 1], 0x20); \
-                const __m256 rb2 = _mm256_permute2f128_ps(acc[j][2 * q], acc[j][2 * q + 1], 0x31); \
-                yt[2 * q * rs] = HAS_MIN ? hsum8(ra) + sm[4 * q + 1] : hsum8(ra);                 \
-                yt[(2 * q + 1) * rs] = HAS_MIN ? hsum8(rb2) + sm[4 * q + 3] : hsum8(rb2);         \
-            }                                                                                     \
+            yt[0] = out[j];                                                                       \
+            yt[rs] = out[4 + j];                                                                  \
         }                                                                                         \
     } while (0)
 
-/* GEMV_TILE for NT tokens in one pass: each block's 8 rows loaded once, in
- * the panel tiles' unsigned form (UNPACK, dot_ub: the same exact integer
- * lane sums), their 8 scales converted once; per (row, token) GEMV_TILE's
- * float steps. */
+/* GEMV_TILE for NT tokens: NR_NT rows (r0 + i*rs) per pass, each block loaded
+ * once in the panel tiles' form (UNPACK, dot_ub: the same exact integer
+ * lane sums); per (row, token) GEMV_TILE's float steps: d_w*d_a is lane t of
+ * d_w * d8 (one multiply per row and block), spread by an in-lane shuffle;
+ * the horizontal sums of all 8 accumulators at once (hsum8x8, bit for bit). */
+#define GEMV_TILE_NT_ROWS 2
+#define GEMV_TILE_NT_PAIRS 0
 #define GEMV_TILE_NT(WT, AT, WLOAD, SIGNED, HAS_MIN, NG, NT, UNPACK, UOFF)                        \
     do {                                                                                          \
-        __m256 acc[NT][NG];                                                                       \
-        for (int j = 0; j < NT; j++)                                                              \
-            for (int i = 0; i < NG; i++) acc[j][i] = _mm256_setzero_ps();                         \
+        enum { NR = GEMV_TILE_NT_ROWS };                                                          \
+        __m256 acc[4][NR];                                                                        \
+        for (int j = 0; j < 4; j++)                                                               \
+            for (int i = 0; i < NR; i++) acc[j][i] = _mm256_setzero_ps();                         \
         const AT *ar[NT];                                                                         \
         for (int j = 0; j < NT; j++) ar[j] = (const AT *)((const char *)a + (t0 + j) * a_row);   \
+        const WT *xr[NR];                                                                         \
+        for (int i = 0; i < NR; i++) xr[i] = (const WT *)((const char *)w + (r0 + i * rs) * w_row); \
         for (int64_t b = 0; b < nb; b++) {                                                        \
-            const WT *wb[8];                                                                     \
-            for (int i = 0; i < 8; i++) {   /* HALF8 reads 8: rows past NG repeat row 0 */        \
-                wb[i] = (const WT *)((const char *)w + (r0 + (i < NG ? i : 0) * rs) * w_row) + b;  \
-                if (i < NG) _mm_prefetch((const char *)wb[i] + PF_DIST, _MM_HINT_T0);               \
-            }                                                                                     \
-            const __m256 d8 = HALF8(wb, D_OF);                                                    \
-            __m256i u[NG], uabs[NG];                                                              \
-            for (int i = 0; i < NG; i++) {                                                        \
-                u[i] = UNPACK(wb[i]);                                                             \
+            __m256i u[NR], uabs[NR];                                                              \
+            __m256 dd[NR];                                                                        \
+            for (int i = 0; i < NR; i++) {                                                        \
+                _mm_prefetch((const char *)&xr[i][b] + PF_DIST, _MM_HINT_T0);                     \
+                dd[i] = _mm256_mul_ps(_mm256_set1_ps(f16(xr[i][b].d)), _mm256_load_ps(F->d8[b])); \
+                u[i] = UNPACK(&xr[i][b]);                                                         \
                 uabs[i] = UOFF < 0 ? _mm256_sign_epi8(u[i], u[i]) : u[i];                         \
             }                                                                                     \
             for (int j = 0; j < NT; j++) {                                                        \
                 const __m256i av = _mm256_loadu_si256((const __m256i *)ar[j][b].qs);              \
-                const __m256i cv = UOFF > 0 ? dot_corr(av, UOFF) : _mm256_setzero_si256();        \
-                const __m256 sc = _mm256_mul_ps(d8, _mm256_broadcast_ss(&gat[t0 + j][b]));        \
-                for (int i = 0; i < NG; i++) {                                                    \
-                    const __m256 p = _mm256_cvtepi32_ps(dot_ub(u[i], uabs[i], av, cv, UOFF));    \
-                    acc[j][i] = _mm256_fmadd_ps(_mm256_permutevar8x32_ps(sc, _mm256_set1_epi32(i)), p, acc[j][i]); \
+                for (int i = 0; i < NR; i++) {                                                    \
+                    const __m256 p = _mm256_cvtepi32_ps(dot_ub(u[i], uabs[i], av, F->corr[b][t0 + j][0], UOFF)); \
+                    acc[j][i] = _mm256_fmadd_ps(_mm256_permute_ps(dd[i], 0x55 * (t0 + j)), p, acc[j][i]); \
                 }                                                                                 \
             }                                                                                     \
         }                                                                                         \
+        /* lanes [A t0..t3 | B t0..t3] */                                                         \
+        const __m256 tot = hsum8x8(acc[0][0], acc[0][1], acc[1][0], acc[1][1],                    \
+                                   acc[2][0], acc[2][1], acc[3][0], acc[3][1]);                   \
+        float out[8];                                                                             \
+        _mm256_storeu_ps(out, tot);                                                               \
         for (int j = 0; j < NT; j++)                                                              \
-            for (int i = 0; i < NG; i++) y[(t0 + j) * ldy + r0 + i * rs] = hsum8(acc[j][i]);      \
+            for (int i = 0; i < NR; i++) y[(t0 + j) * ldy + r0 + i * rs] = out[4 * i + j];        \
     } while (0)
 
 /* NR rows' min-term chains for up to 8 tokens (lanes below nt), stored to y */
@@ -519,9 +545,38 @@ static pyrt_vec_dot_fn g_row_dot[PYRT_TYPE_COUNT];
                     if (HAS_MIN) gst[t][b] = f16(SUM_OF(&ab[b]));                                 \
                 }                                                                                 \
             }                                                                                     \
-            /* NG rows rs apart (GEMV_STREAMS); with several tokens 4 rows, so that the     \
-             * tokens' accumulators stay in the 16 registers */                                  \
-            const int64_t ng = n_tok == 1 ? NG : 4, rs = n_rows / ng, t0 = 0;                     \
+            /* several tokens: their per-call tables (few_tok; out of memory: the row dots) */ \
+            few_tok *const F = n_tok > 1 ? pyrt_thread_scratch(sizeof(few_tok)) : NULL;           \
+            if (n_tok > 1 && !F) {                                                                \
+                for (int64_t r = 0; r < n_rows; r++)                                              \
+                    for (int64_t t = 0; t < n_tok; t++)                                           \
+                        g_row_dot[TY](n, &y[t * ldy + r], (const char *)w + r * w_row, (const char *)a + t * a_row); \
+                return;                                                                           \
+            }                                                                                     \
+            for (int64_t b = 0; n_tok > 1 && b < nb; b++) {                                       \
+                for (int64_t t = 0; t < GEMV_TOK; t++) {                                          \
+                    if (HAS_MIN) F->s8[b][t] = F->s8[b][4 + t] = t < n_tok ? gst[t][b] : 0.0f;    \
+                    F->d8[b][t] = F->d8[b][4 + t] = t < n_tok ? gat[t][b] : 0.0f;                 \
+                    if (t >= n_tok) continue;                                                     \
+                    const AT *ab = (const AT *)((const char *)a + t * a_row);                     \
+                    const __m256i q = _mm256_loadu_si256((const __m256i *)ab[b].qs);              \
+                    if (GEMV##_NT_PAIRS) {                                                        \
+                        __m256i *h = F->lohi[b][t], *c = F->corr[b][t];                           \
+                        h[0] = _mm256_permute2x128_si256(q, q, 0x00);                             \
+                        h[1] = _mm256_permute2x128_si256(q, q, 0x11);                             \
+                        if (OFF > 0) {                                                            \
+                            c[0] = dot_corr(h[0], OFF);                                           \
+                            c[1] = dot_corr(h[1], OFF);                                           \
+                        }                                                                         \
+                    } else if (OFF > 0) {                                                         \
+                        F->corr[b][t][0] = dot_corr(q, OFF);                                      \
+                    }                                                                             \
+                }                                                                                 \
+            }                                                                                     \
+            (void)F;                                                                              \
+            /* NG rows rs apart (GEMV_STREAMS); with several tokens fewer (_NT_ROWS), so     \
+             * that all the tokens' accumulators stay in the 16 registers */                     \
+            const int64_t ng = n_tok == 1 ? NG : GEMV##_NT_ROWS, rs = n_rows / ng, t0 = 0;        \
             for (int64_t r0 = 0; r0 < rs; r0++) {                                                 \
                 if (n_tok == 1) {                                                                 \
                     const float *ga = gat[0], *gs = gst[0];                                       \
