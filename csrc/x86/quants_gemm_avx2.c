@@ -301,61 +301,71 @@ static inline __m128 load2(const float *p) { return _mm_castsi128_ps(_mm_loadl_e
             y[t0 * ldy + r0 + i * rs] = HAS_MIN ? hsum8(acc[i]) + sm[i] : hsum8(acc[i]);          \
     } while (0)
 
-/* The generation tile for the 4- and 5-bit types: rows (2q, 2q+1) share each
- * integer dot (nibble_pair's layout), so accumulator pair q holds [row 2q
- * lanes 0-3 | row 2q+1 lanes 0-3] (lo) and lanes 4-7 (hi); the lanes are put
- * back in order for the horizontal sum. Weights are unsigned (w + OFF), the
- * offset taken back by the dot's start value (dot_corr of the block's
- * activation halves, once per block for the 8 rows). The 8 rows' first 4
- * bytes come in as one 8-dword vector: for Q4_1/Q5_1 [d0 m0 d1 m1 ..], lane
- * 2r of its product with d_a is row r's d_w*d_a, lane 2r+1 of the FMA chain
- * with s_b is row r's min chain fmaf(m_r, s_b, summs_r); for Q4_0/Q5_0 only
- * the d lanes are used. Per lane the operations are exactly GEMV_TILE's. */
+/* The generation tile for the 4- and 5-bit types: NG (8 or 4) rows rs apart,
+ * pair k = rows (A, A + 2) with A = (k & 1) + 4 (k >> 1): (0,2) (1,3) (4,6)
+ * (5,7). A pair shares each integer dot (nibble_pair's layout): accumulator
+ * lo holds [A lanes 0-3 | B lanes 0-3], hi lanes 4-7. Weights are unsigned
+ * (w + OFF), the offset taken back by the dot's start value (dot_corr of the
+ * block's activation halves, once per block for all rows). The rows' first 4
+ * bytes ([d m], Q4_0/Q5_0: d and 2 code bytes) come in as one 8-dword vector;
+ * converted per 4 rows and shuffled to D = [d0 d1 d4 d5 | d2 d3 d6 d7] (and M
+ * likewise), so pair k's scales are lane k of each half of D * d_a, spread by
+ * an in-lane shuffle, and the min chains fmaf(m_r, s_b, summs_r) are one FMA
+ * on M. The horizontal sums: acc_lo + acc_hi is hsum8's first step for both
+ * rows of a pair, then its in-lane steps for all pairs at once, leaving the
+ * rows in M's lane order. Per (row) the operations are exactly GEMV_TILE's. */
 #define GEMV_PAIRS(WT, AT, WLOAD, OFF, HAS_MIN, NG)                                                \
     do {                                                                                          \
-        __m256 acc[NG], sm_lo = _mm256_setzero_ps(), sm_hi = _mm256_setzero_ps();                \
-        for (int i = 0; i < NG; i++) acc[i] = _mm256_setzero_ps();                                \
+        enum { NP = NG / 2 };                                                                     \
+        __m256 acc_lo[4], acc_hi[4], sm = _mm256_setzero_ps();                                    \
+        for (int k = 0; k < 4; k++) acc_lo[k] = acc_hi[k] = _mm256_setzero_ps();                  \
         const AT *ar = (const AT *)((const char *)a + t0 * a_row);                                \
+        const WT *xr[NG];                                                                         \
+        for (int i = 0; i < NG; i++) xr[i] = (const WT *)((const char *)w + (r0 + i * rs) * w_row); \
         for (int64_t b = 0; b < nb; b++) {                                                        \
             const __m256i a_lo = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)ar[b].qs)); \
             const __m256i a_hi = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(ar[b].qs + 16))); \
             const __m256i c_lo = OFF > 0 ? dot_corr(a_lo, OFF) : _mm256_setzero_si256();          \
             const __m256i c_hi = OFF > 0 ? dot_corr(a_hi, OFF) : _mm256_setzero_si256();          \
-            const WT *wb[NG];                                                                     \
             int32_t dm[8] = { 0 };                                                                \
             for (int i = 0; i < NG; i++) {                                                        \
-                wb[i] = (const WT *)((const char *)w + (r0 + i * rs) * w_row) + b;                \
-                _mm_prefetch((const char *)wb[i] + PF_DIST, _MM_HINT_T0);                         \
-                memcpy(&dm[i], wb[i], 4);                                                         \
+                _mm_prefetch((const char *)&xr[i][b] + PF_DIST, _MM_HINT_T0);                     \
+                dm[i] = pyrt_load_i32(&xr[i][b]);                                                 \
             }                                                                                     \
-            const __m256i dmv = _mm256_setr_epi32(dm[0], dm[1], dm[2], dm[3], dm[4], dm[5], dm[6], dm[7]); \
-            const __m256 dm_lo = _mm256_cvtph_ps(_mm256_castsi256_si128(dmv));                    \
-            const __m256 dm_hi = _mm256_cvtph_ps(_mm256_extracti128_si256(dmv, 1));               \
-            const __m256 da = _mm256_broadcast_ss(&ga[b]);                              \
-            const __m256 sc_lo = _mm256_mul_ps(dm_lo, da), sc_hi = _mm256_mul_ps(dm_hi, da);      \
-            for (int q = 0; q < NG / 2; q++) {                                                    \
-                const __m256 sq = _mm256_permutevar8x32_ps(q < 2 ? sc_lo : sc_hi,                 \
-                    _mm256_setr_epi32(4 * (q % 2), 4 * (q % 2), 4 * (q % 2), 4 * (q % 2),         \
-                                      4 * (q % 2) + 2, 4 * (q % 2) + 2, 4 * (q % 2) + 2, 4 * (q % 2) + 2)); \
+            const __m256 f_lo = _mm256_cvtph_ps(_mm_setr_epi32(dm[0], dm[1], dm[2], dm[3]));      \
+            const __m256 f_hi = NG > 4 ? _mm256_cvtph_ps(_mm_setr_epi32(dm[4], dm[5], dm[6], dm[7])) \
+                                       : _mm256_setzero_ps();                                     \
+            const __m256 sc = _mm256_mul_ps(_mm256_shuffle_ps(f_lo, f_hi, _MM_SHUFFLE(2, 0, 2, 0)), \
+                                            _mm256_broadcast_ss(&ga[b]));                         \
+            if (HAS_MIN)                                                                          \
+                sm = _mm256_fmadd_ps(_mm256_shuffle_ps(f_lo, f_hi, _MM_SHUFFLE(3, 1, 3, 1)),     \
+                                     _mm256_broadcast_ss(&gs[b]), sm);                            \
+            for (int k = 0; k < NP; k++) {                                                        \
+                const int ia = (k & 1) + 4 * (k >> 1);                                            \
+                const __m256 sq = _mm256_permute_ps(sc, 0x55 * k);                                \
                 __m256i lo, hi;                                                                   \
-                P##WLOAD(wb[2 * q], wb[2 * q + 1], lo, hi);                                       \
-                acc[2 * q] = _mm256_fmadd_ps(sq, _mm256_cvtepi32_ps(dot_ub(lo, lo, a_lo, c_lo, OFF)), acc[2 * q]); \
-                acc[2 * q + 1] = _mm256_fmadd_ps(sq, _mm256_cvtepi32_ps(dot_ub(hi, hi, a_hi, c_hi, OFF)), acc[2 * q + 1]); \
-            }                                                                                     \
-            if (HAS_MIN) {                                                                        \
-                const __m256 s = _mm256_broadcast_ss(&gs[b]);                                     \
-                sm_lo = _mm256_fmadd_ps(dm_lo, s, sm_lo);                                         \
-                sm_hi = _mm256_fmadd_ps(dm_hi, s, sm_hi);                                         \
+                P##WLOAD(&xr[ia][b], &xr[ia + 2][b], lo, hi);                                     \
+                acc_lo[k] = _mm256_fmadd_ps(sq, _mm256_cvtepi32_ps(dot_ub(lo, lo, a_lo, c_lo, OFF)), acc_lo[k]); \
+                acc_hi[k] = _mm256_fmadd_ps(sq, _mm256_cvtepi32_ps(dot_ub(hi, hi, a_hi, c_hi, OFF)), acc_hi[k]); \
             }                                                                                     \
         }                                                                                         \
-        float sm[16];                                                                             \
-        _mm256_storeu_ps(sm, sm_lo);                                                              \
-        _mm256_storeu_ps(sm + 8, sm_hi);                                                          \
-        for (int q = 0; q < NG / 2; q++) {                                                        \
-            const __m256 ra = _mm256_permute2f128_ps(acc[2 * q], acc[2 * q + 1], 0x20);          \
-            const __m256 rb2 = _mm256_permute2f128_ps(acc[2 * q], acc[2 * q + 1], 0x31);         \
-            y[t0 * ldy + r0 + 2 * q * rs] = HAS_MIN ? hsum8(ra) + sm[4 * q + 1] : hsum8(ra);      \
-            y[t0 * ldy + r0 + (2 * q + 1) * rs] = HAS_MIN ? hsum8(rb2) + sm[4 * q + 3] : hsum8(rb2); \
+        __m256 x[4];                                                                              \
+        for (int k = 0; k < 4; k++)                                                               \
+            x[k] = k < NP ? _mm256_add_ps(acc_lo[k], acc_hi[k]) : _mm256_setzero_ps();           \
+        const __m256 y01 = _mm256_add_ps(_mm256_shuffle_ps(x[0], x[1], _MM_SHUFFLE(1, 0, 1, 0)),  \
+                                         _mm256_shuffle_ps(x[0], x[1], _MM_SHUFFLE(3, 2, 3, 2))); \
+        const __m256 y23 = _mm256_add_ps(_mm256_shuffle_ps(x[2], x[3], _MM_SHUFFLE(1, 0, 1, 0)),  \
+                                         _mm256_shuffle_ps(x[2], x[3], _MM_SHUFFLE(3, 2, 3, 2))); \
+        __m256 tot = _mm256_add_ps(_mm256_shuffle_ps(y01, y23, _MM_SHUFFLE(2, 0, 2, 0)),          \
+                                   _mm256_shuffle_ps(y01, y23, _MM_SHUFFLE(3, 1, 3, 1)));         \
+        if (HAS_MIN) tot = _mm256_add_ps(tot, sm);                                                \
+        float out[8];                                                                             \
+        _mm256_storeu_ps(out, tot);                                                               \
+        /* lanes [A_0 A_1 A_2 A_3 | B_0 B_1 B_2 B_3] = rows [0 1 4 5 | 2 3 6 7] */                \
+        for (int k = 0; k < NP; k++) {                                                            \
+            const int ia = (k & 1) + 4 * (k >> 1);                                                \
+            y[t0 * ldy + r0 + ia * rs] = out[k];                                                  \
+            y[t0 * ldy + r0 + (ia + 2) * rs] = out[4 + k];                                        \
         }                                                                                         \
     } while (0)
 
@@ -661,13 +671,13 @@ static pyrt_vec_dot_fn g_row_dot[PYRT_TYPE_COUNT];
 #define MIN_OF(wb) ((wb)->m)
 #define SUM_OF(ab) ((ab)->s)
 DEFINE_GEMM(GEMM_FN(gemm_q4_1), PYRT_TYPE_Q4_1, block_q4_1, block_q8_1, U_Q4_1, OFF_Q4_1, 1, GEMV_PAIRS, W_Q4_1, OFF_Q4_1, 8)
-DEFINE_GEMM(GEMM_FN(gemm_q5_1), PYRT_TYPE_Q5_1, block_q5_1, block_q8_1, U_Q5_1, OFF_Q5_1, 1, GEMV_PAIRS, W_Q5_1, OFF_Q5_1, 4)
+DEFINE_GEMM(GEMM_FN(gemm_q5_1), PYRT_TYPE_Q5_1, block_q5_1, block_q8_1, U_Q5_1, OFF_Q5_1, 1, GEMV_PAIRS, W_Q5_1, OFF_Q5_1, 8)
 #undef MIN_OF
 #undef SUM_OF
 #define MIN_OF(wb) ((pyrt_fp16)0)
 #define SUM_OF(ab) ((pyrt_fp16)0)
 DEFINE_GEMM(GEMM_FN(gemm_q4_0), PYRT_TYPE_Q4_0, block_q4_0, block_q8_0, U_Q4_0, OFF_Q4_0, 0, GEMV_PAIRS, W_Q4_0, OFF_Q4_0, 8)
-DEFINE_GEMM(GEMM_FN(gemm_q5_0), PYRT_TYPE_Q5_0, block_q5_0, block_q8_0, U_Q5_0, OFF_Q5_0, 0, GEMV_PAIRS, W_Q5_0, OFF_Q5_0, 4)
+DEFINE_GEMM(GEMM_FN(gemm_q5_0), PYRT_TYPE_Q5_0, block_q5_0, block_q8_0, U_Q5_0, OFF_Q5_0, 0, GEMV_PAIRS, W_Q5_0, OFF_Q5_0, 8)
 DEFINE_GEMM(GEMM_FN(gemm_q8_0), PYRT_TYPE_Q8_0, block_q8_0, block_q8_0, U_Q8_0, OFF_Q8_0, 0, GEMV_TILE, W_Q8_0, 1, GV)
 #undef MIN_OF
 #undef SUM_OF
