@@ -286,19 +286,25 @@ static inline __m128 load2(const float *p) { return _mm_castsi128_ps(_mm_loadl_e
                 _mm_prefetch((const char *)wb[i] + PF_DIST, _MM_HINT_T0);                         \
             }                                                                                     \
             const __m256 sc = _mm256_mul_ps(HALF8(wb, D_OF), _mm256_broadcast_ss(&ga[b])); \
+            /* rows 0-3 / 4-7 in both halves: row i's product by an in-lane shuffle         \
+             * (vpermps is 2 uops on Zen 3) */                                                   \
+            const __m256 s03 = _mm256_permute2f128_ps(sc, sc, 0x00), s47 = _mm256_permute2f128_ps(sc, sc, 0x11); \
             for (int i = 0; i < GV; i++) {                                                        \
                 const __m256i wv = WLOAD(wb[i]);                                                  \
                 const __m256i wabs = SIGNED ? _mm256_sign_epi8(wv, wv) : wv;                      \
                 const __m256 p = _mm256_cvtepi32_ps(lanes_us(wabs, SIGNED ? _mm256_sign_epi8(av, wv) : av)); \
-                acc[i] = _mm256_fmadd_ps(_mm256_permutevar8x32_ps(sc, _mm256_set1_epi32(i)), p, acc[i]); \
+                acc[i] = _mm256_fmadd_ps(_mm256_permute_ps(i < 4 ? s03 : s47, 0x55 * (i & 3)), p, acc[i]); \
             }                                                                                     \
             if (HAS_MIN)                                                                          \
                 summs = _mm256_fmadd_ps(HALF8(wb, MIN_OF), _mm256_broadcast_ss(&gs[b]), summs); \
         }                                                                                         \
-        float sm[GV];                                                                             \
+        float sm[GV], hs[GV];   /* hsum8x8: lanes [r0 r2 r4 r6 | r1 r3 r5 r7] */                 \
         _mm256_storeu_ps(sm, summs);                                                              \
-        for (int i = 0; i < GV; i++)                                                              \
-            y[t0 * ldy + r0 + i * rs] = HAS_MIN ? hsum8(acc[i]) + sm[i] : hsum8(acc[i]);          \
+        _mm256_storeu_ps(hs, hsum8x8(acc[0], acc[1], acc[2], acc[3], acc[4], acc[5], acc[6], acc[7])); \
+        for (int i = 0; i < GV; i++) {                                                            \
+            const float h = hs[(i >> 1) + 4 * (i & 1)];                                           \
+            y[t0 * ldy + r0 + i * rs] = HAS_MIN ? h + sm[i] : h;                                  \
+        }                                                                                         \
     } while (0)
 
 /* The generation tile for the 4- and 5-bit types: NG (8 or 4) rows rs apart,
