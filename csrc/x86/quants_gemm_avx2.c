@@ -13,7 +13,7 @@
  *     one integer dot, one conversion and one FMA per (row, token, block);
  *   - generation (one token): GV rows per pass streaming the weights once,
  *     with software prefetch; 2..GEMV_TOK tokens (a per-token verification
- *     batch, several sequences' decode steps): 4 rows per pass, each block
+ *     batch, several sequences' decode steps): 2 rows per pass, each block
  *     unpacked once for all the tokens (GEMV_PAIRS_NT / GEMV_TILE_NT); more
  *     tokens: the panels, the next one prefetched while the tiles run.
  *
@@ -544,7 +544,7 @@ static pyrt_vec_dot_fn g_row_dot[PYRT_TYPE_COUNT];
 /* y[t*ldy + r] for r < n_rows, t < n_tok; rows of w and a are w_row / a_row
  * bytes apart. One token: GEMV tiles of GV rows streaming the weights once,
  * the remainder rows through the batched tiles; 2..GEMV_TOK tokens: the _NT
- * GEMV tiles, 4 rows a group, all tokens in one pass. More: rows in panels of
+ * GEMV tiles, 2 rows a group (_NT_ROWS), all tokens in one pass. More: rows in panels of
  * at most PANEL_R (unpacked once per token panel), tokens in panels of at
  * most PANEL_T (scales, corrections), both bounded by the buffers. */
 #define DEFINE_GEMM(NAME, TY, WT, AT, UNPACK, OFF, HAS_MIN, GEMV, GWLOAD, GARG, NG)                      \
