@@ -552,6 +552,14 @@ static pyrt_vec_dot_fn g_row_dot[PYRT_TYPE_COUNT];
                      const void *a, int64_t a_row, int64_t n_tok, float *y, int64_t ldy) {      \
         const int64_t nb = n / 32;                                                                \
         int64_t r_first = 0;                                                                      \
+        if (n_tok > GEMV_TOK && n_tok <= 2 * GEMV_TOK) {                                          \
+            /* up to 8 tokens (a speculative verification of up to 7 drafted tokens): the     \
+             * GEMV tiles on the first GEMV_TOK, then the rest (the panels' setup cost more) */  \
+            NAME(n, w, w_row, n_rows, a, a_row, GEMV_TOK, y, ldy);                                \
+            NAME(n, w, w_row, n_rows, (const char *)a + GEMV_TOK * a_row, a_row, n_tok - GEMV_TOK, \
+                 y + GEMV_TOK * ldy, ldy);                                                        \
+            return;                                                                               \
+        }                                                                                         \
         if (n_tok <= GEMV_TOK) { /* generation, few tokens: stream the rows once */             \
             float gat[GEMV_TOK][MAX_NB], gst[GEMV_TOK][HAS_MIN ? MAX_NB : 1];                     \
             for (int64_t t = 0; t < n_tok; t++) {                                                 \
