@@ -197,6 +197,28 @@ static inline __m256 hsum8x8(__m256 v0, __m256 v1, __m256 v2, __m256 v3, __m256 
                          _mm256_shuffle_ps(y0123, y4567, _MM_SHUFFLE(3, 1, 3, 1)));
 }
 
+/* Row pairs in nibble_pair's layout: pair k's accumulators lo = [A lanes 0-3 |
+ * B lanes 0-3], hi = lanes 4-7 (np <= 4 pairs). lo + hi is hsum8's first step
+ * (a_i + a_(i+4)) for both rows; then its two in-lane steps for all pairs at
+ * once: lanes [A_0 .. A_3 | B_0 .. B_3], each bit for bit hsum8 of its row
+ * (pairs past the caller's: zeros, HSUM8_PAIRS). */
+static inline __m256 hsum8_pairs(__m256 lo0, __m256 hi0, __m256 lo1, __m256 hi1,
+                                 __m256 lo2, __m256 hi2, __m256 lo3, __m256 hi3) {
+    const __m256 x[4] = { _mm256_add_ps(lo0, hi0), _mm256_add_ps(lo1, hi1),
+                          _mm256_add_ps(lo2, hi2), _mm256_add_ps(lo3, hi3) };
+    const __m256 y01 = _mm256_add_ps(_mm256_shuffle_ps(x[0], x[1], _MM_SHUFFLE(1, 0, 1, 0)),
+                                     _mm256_shuffle_ps(x[0], x[1], _MM_SHUFFLE(3, 2, 3, 2)));
+    const __m256 y23 = _mm256_add_ps(_mm256_shuffle_ps(x[2], x[3], _MM_SHUFFLE(1, 0, 1, 0)),
+                                     _mm256_shuffle_ps(x[2], x[3], _MM_SHUFFLE(3, 2, 3, 2)));
+    return _mm256_add_ps(_mm256_shuffle_ps(y01, y23, _MM_SHUFFLE(2, 0, 2, 0)),
+                         _mm256_shuffle_ps(y01, y23, _MM_SHUFFLE(3, 1, 3, 1)));
+}
+
+#define PAIR_ACC(v, k, n) ((k) < (n) ? (v)[(k) < (n) ? (k) : 0] : _mm256_setzero_ps())
+#define HSUM8_PAIRS(lo, hi, n)                                                                    \
+    hsum8_pairs(PAIR_ACC(lo, 0, n), PAIR_ACC(hi, 0, n), PAIR_ACC(lo, 1, n), PAIR_ACC(hi, 1, n),   \
+                PAIR_ACC(lo, 2, n), PAIR_ACC(hi, 2, n), PAIR_ACC(lo, 3, n), PAIR_ACC(hi, 3, n))
+
 /* two adjacent floats, as the low half of a vector */
 static inline __m128 load2(const float *p) { return _mm_castsi128_ps(_mm_loadl_epi64((const __m128i *)p)); }
 
@@ -355,15 +377,7 @@ static inline __m128 load2(const float *p) { return _mm_castsi128_ps(_mm_loadl_e
                 acc_hi[k] = _mm256_fmadd_ps(sq, _mm256_cvtepi32_ps(dot_ub(hi, hi, a_hi, c_hi, OFF)), acc_hi[k]); \
             }                                                                                     \
         }                                                                                         \
-        __m256 x[4];                                                                              \
-        for (int k = 0; k < 4; k++)                                                               \
-            x[k] = k < NP ? _mm256_add_ps(acc_lo[k], acc_hi[k]) : _mm256_setzero_ps();           \
-        const __m256 y01 = _mm256_add_ps(_mm256_shuffle_ps(x[0], x[1], _MM_SHUFFLE(1, 0, 1, 0)),  \
-                                         _mm256_shuffle_ps(x[0], x[1], _MM_SHUFFLE(3, 2, 3, 2))); \
-        const __m256 y23 = _mm256_add_ps(_mm256_shuffle_ps(x[2], x[3], _MM_SHUFFLE(1, 0, 1, 0)),  \
-                                         _mm256_shuffle_ps(x[2], x[3], _MM_SHUFFLE(3, 2, 3, 2))); \
-        __m256 tot = _mm256_add_ps(_mm256_shuffle_ps(y01, y23, _MM_SHUFFLE(2, 0, 2, 0)),          \
-                                   _mm256_shuffle_ps(y01, y23, _MM_SHUFFLE(3, 1, 3, 1)));         \
+        __m256 tot = HSUM8_PAIRS(acc_lo, acc_hi, NP);                                             \
         if (HAS_MIN) tot = _mm256_add_ps(tot, sm);                                                \
         float out[8];                                                                             \
         _mm256_storeu_ps(out, tot);                                                               \
@@ -428,18 +442,9 @@ typedef struct {
                 acc_hi[j] = _mm256_fmadd_ps(sq, _mm256_cvtepi32_ps(dot_ub(hi, hi, fa[t0 + j][1], fc[t0 + j][1], OFF)), acc_hi[j]); \
             }                                                                                     \
         }                                                                                         \
-        /* hsum8 of row A's and row B's lanes for all the tokens at once: acc_lo + acc_hi  \
-         * is hsum8's first step (a_i + a_(i+4)) for both rows; then its two in-lane steps, \
-         * leaving [A t0..t3 | B t0..t3], the min chains' lanes */                          \
-        __m256 x[4];                                                                              \
-        for (int j = 0; j < 4; j++)                                                               \
-            x[j] = j < NT ? _mm256_add_ps(acc_lo[j < NT ? j : 0], acc_hi[j < NT ? j : 0]) : _mm256_setzero_ps(); \
-        const __m256 y01 = _mm256_add_ps(_mm256_shuffle_ps(x[0], x[1], _MM_SHUFFLE(1, 0, 1, 0)),  \
-                                         _mm256_shuffle_ps(x[0], x[1], _MM_SHUFFLE(3, 2, 3, 2))); \
-        const __m256 y23 = _mm256_add_ps(_mm256_shuffle_ps(x[2], x[3], _MM_SHUFFLE(1, 0, 1, 0)),  \
-                                         _mm256_shuffle_ps(x[2], x[3], _MM_SHUFFLE(3, 2, 3, 2))); \
-        __m256 tot = _mm256_add_ps(_mm256_shuffle_ps(y01, y23, _MM_SHUFFLE(2, 0, 2, 0)),          \
-                                   _mm256_shuffle_ps(y01, y23, _MM_SHUFFLE(3, 1, 3, 1)));         \
+        /* row A's and row B's sums for all the tokens: [A t0..t3 | B t0..t3], the min     \
+         * chains' lanes */                                                                       \
+        __m256 tot = HSUM8_PAIRS(acc_lo, acc_hi, NT);                                             \
         if (HAS_MIN) tot = _mm256_add_ps(tot, sm);                                                \
         float out[8];                                                                             \
         _mm256_storeu_ps(out, tot);                                                               \
