@@ -197,6 +197,18 @@ static inline __m256 hsum8x8(__m256 v0, __m256 v1, __m256 v2, __m256 v3, __m256 
                          _mm256_shuffle_ps(y0123, y4567, _MM_SHUFFLE(3, 1, 3, 1)));
 }
 
+/* lane k (0..3) of each 128-bit half of v in all 4 of that half's lanes
+ * (vpermilps: an in-lane shuffle; the switch folds away for a constant k, and
+ * keeps the immediate an immediate in unoptimized builds) */
+static inline __m256 lane_bcast(__m256 v, int k) {
+    switch (k & 3) {
+    case 0: return _mm256_permute_ps(v, 0x00);
+    case 1: return _mm256_permute_ps(v, 0x55);
+    case 2: return _mm256_permute_ps(v, 0xAA);
+    default: return _mm256_permute_ps(v, 0xFF);
+    }
+}
+
 /* Row pairs in nibble_pair's layout: pair k's accumulators lo = [A lanes 0-3 |
  * B lanes 0-3], hi = lanes 4-7 (np <= 4 pairs). lo + hi is hsum8's first step
  * (a_i + a_(i+4)) for both rows; then its two in-lane steps for all pairs at
@@ -315,7 +327,7 @@ static inline __m128 load2(const float *p) { return _mm_castsi128_ps(_mm_loadl_e
                 const __m256i wv = WLOAD(wb[i]);                                                  \
                 const __m256i wabs = SIGNED ? _mm256_sign_epi8(wv, wv) : wv;                      \
                 const __m256 p = _mm256_cvtepi32_ps(lanes_us(wabs, SIGNED ? _mm256_sign_epi8(av, wv) : av)); \
-                acc[i] = _mm256_fmadd_ps(_mm256_permute_ps(i < 4 ? s03 : s47, 0x55 * (i & 3)), p, acc[i]); \
+                acc[i] = _mm256_fmadd_ps(lane_bcast(i < 4 ? s03 : s47, (i & 3)), p, acc[i]);       \
             }                                                                                     \
             if (HAS_MIN)                                                                          \
                 summs = _mm256_fmadd_ps(HALF8(wb, MIN_OF), _mm256_broadcast_ss(&gs[b]), summs); \
@@ -370,7 +382,7 @@ static inline __m128 load2(const float *p) { return _mm_castsi128_ps(_mm_loadl_e
                                      _mm256_broadcast_ss(&gs[b]), sm);                            \
             for (int k = 0; k < NP; k++) {                                                        \
                 const int ia = (k & 1) + 4 * (k >> 1);                                            \
-                const __m256 sq = _mm256_permute_ps(sc, 0x55 * k);                                \
+                const __m256 sq = lane_bcast(sc, k);                                               \
                 __m256i lo, hi;                                                                   \
                 P##WLOAD(&xr[ia][b], &xr[ia + 2][b], lo, hi);                                     \
                 acc_lo[k] = _mm256_fmadd_ps(sq, _mm256_cvtepi32_ps(dot_ub(lo, lo, a_lo, c_lo, OFF)), acc_lo[k]); \
@@ -437,7 +449,7 @@ typedef struct {
             P##WLOAD(&xa[b], &xb[b], lo, hi);                                                     \
             const __m256i (*fa)[2] = F->lohi[b], (*fc)[2] = F->corr[b];                           \
             for (int j = 0; j < NT; j++) {                                                        \
-                const __m256 sq = _mm256_permute_ps(dd, 0x55 * (t0 + j));                         \
+                const __m256 sq = lane_bcast(dd, (t0 + j));                                        \
                 acc_lo[j] = _mm256_fmadd_ps(sq, _mm256_cvtepi32_ps(dot_ub(lo, lo, fa[t0 + j][0], fc[t0 + j][0], OFF)), acc_lo[j]); \
                 acc_hi[j] = _mm256_fmadd_ps(sq, _mm256_cvtepi32_ps(dot_ub(hi, hi, fa[t0 + j][1], fc[t0 + j][1], OFF)), acc_hi[j]); \
             }                                                                                     \
@@ -485,7 +497,7 @@ typedef struct {
                 const __m256i av = _mm256_loadu_si256((const __m256i *)ar[j][b].qs);              \
                 for (int i = 0; i < NR; i++) {                                                    \
                     const __m256 p = _mm256_cvtepi32_ps(dot_ub(u[i], uabs[i], av, F->corr[b][t0 + j][0], UOFF)); \
-                    acc[j][i] = _mm256_fmadd_ps(_mm256_permute_ps(dd[i], 0x55 * (t0 + j)), p, acc[j][i]); \
+                    acc[j][i] = _mm256_fmadd_ps(lane_bcast(dd[i], (t0 + j)), p, acc[j][i]);        \
                 }                                                                                 \
             }                                                                                     \
         }                                                                                         \
