@@ -410,11 +410,13 @@ static inline __m128 load2(const float *p) { return _mm_castsi128_ps(_mm_loadl_e
  * prepared once per call (few_tok, the thread's scratch) in the form the
  * tiles take as plain memory operands (a broadcast from memory costs a
  * shuffle on the vector pipes on Zen 3, one per token, block and pass):
- *   - lo / hi: the activation block's halves, each in both 128-bit lanes
- *     (nibble_pair's layout), and c_lo / c_hi their dot_corr (offset types);
- *     GEMV_TILE_NT: c_lo is the whole block's dot_corr (AVX-VNNI Q8_0);
- *   - d: the block's scale in all 8 lanes;
- *   - s8 (types with mins): the tokens' block sums, lanes [t0..t3 | t0..t3]. */
+ *   - lohi[b][t]: token t's block b halves, each in both 128-bit lanes
+ *     (nibble_pair's layout; GEMV_PAIRS_NT), and corr[b][t] their dot_corr
+ *     (offset types); GEMV_TILE_NT: corr[b][t][0] is the whole block's
+ *     dot_corr (AVX-VNNI Q8_0);
+ *   - d8[b] / s8[b] (types with mins): the tokens' block scales / sums, lanes
+ *     [t0..t3 | t0..t3], so one multiply by a row's (or a pair's) scale gives
+ *     every token's d_w*d_a, spread by lane_bcast. */
 typedef struct {
     __m256i lohi[MAX_NB][GEMV_TOK][2];
     __m256i corr[MAX_NB][GEMV_TOK][2];
