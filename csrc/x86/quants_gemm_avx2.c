@@ -474,7 +474,8 @@ typedef struct {
  * lane sums); per (row, token) GEMV_TILE's float steps: d_w*d_a is lane t of
  * d_w * d8 (one multiply per row and block), spread by an in-lane shuffle;
  * the horizontal sums of all 8 accumulators at once (hsum8x8, bit for bit). */
-#define GEMV_TILE_NT_ROWS 2
+#define GEMV_TILE_NT_ROWS 2   /* the sums below (hsum8x8 of 4 tokens x 2 rows) assume 2 */
+_Static_assert(GEMV_TILE_NT_ROWS == 2, "GEMV_TILE_NT's horizontal sums take 2 rows");
 #define GEMV_TILE_NT_PAIRS 0
 #define GEMV_TILE_NT(WT, AT, WLOAD, SIGNED, HAS_MIN, NG, NT, UNPACK, UOFF)                        \
     do {                                                                                          \
@@ -560,6 +561,15 @@ typedef struct {
 /* the row dots of the table being filled (FILL_FN), for a call without panels */
 static pyrt_vec_dot_fn g_row_dot[PYRT_TYPE_COUNT];
 
+/* rows [r_first, n_rows) x n_tok tokens by the row dots (same arithmetic): a
+ * tiled kernel's way out when its scratch buffer cannot be had */
+static void row_dots(int ty, int64_t n, const void *w, int64_t w_row, int64_t r_first, int64_t n_rows,
+                     const void *a, int64_t a_row, int64_t n_tok, float *y, int64_t ldy) {
+    for (int64_t r = r_first; r < n_rows; r++)
+        for (int64_t t = 0; t < n_tok; t++)
+            g_row_dot[ty](n, &y[t * ldy + r], (const char *)w + r * w_row, (const char *)a + t * a_row);
+}
+
 /* y[t*ldy + r] for r < n_rows, t < n_tok; rows of w and a are w_row / a_row
  * bytes apart. One token: GEMV tiles of GV rows streaming the weights once,
  * the remainder rows through the batched tiles; 2..GEMV_TOK tokens: the _NT
@@ -591,9 +601,7 @@ static pyrt_vec_dot_fn g_row_dot[PYRT_TYPE_COUNT];
             /* several tokens: their per-call tables (few_tok; out of memory: the row dots) */ \
             few_tok *const F = n_tok > 1 ? pyrt_thread_scratch(sizeof(few_tok)) : NULL;           \
             if (n_tok > 1 && !F) {                                                                \
-                for (int64_t r = 0; r < n_rows; r++)                                              \
-                    for (int64_t t = 0; t < n_tok; t++)                                           \
-                        g_row_dot[TY](n, &y[t * ldy + r], (const char *)w + r * w_row, (const char *)a + t * a_row); \
+                row_dots(TY, n, w, w_row, 0, n_rows, a, a_row, n_tok, y, ldy);                    \
                 return;                                                                           \
             }                                                                                     \
             for (int64_t b = 0; n_tok > 1 && b < nb; b++) {                                       \
@@ -616,7 +624,6 @@ static pyrt_vec_dot_fn g_row_dot[PYRT_TYPE_COUNT];
                     }                                                                             \
                 }                                                                                 \
             }                                                                                     \
-            (void)F;                                                                              \
             /* NG rows rs apart (GEMV_STREAMS); with several tokens fewer (_NT_ROWS), so     \
              * that all the tokens' accumulators stay in the 16 registers */                     \
             const int64_t ng = n_tok == 1 ? NG : GEMV##_NT_ROWS, rs = n_rows / ng, t0 = 0;        \
@@ -638,9 +645,7 @@ static pyrt_vec_dot_fn g_row_dot[PYRT_TYPE_COUNT];
         }                                                                                         \
         gemm_panels *const S = pyrt_thread_scratch(sizeof(gemm_panels));                         \
         if (!S) {   /* out of memory: the row dots, the same arithmetic */                       \
-            for (int64_t r = r_first; r < n_rows; r++)                                            \
-                for (int64_t t = 0; t < n_tok; t++)                                               \
-                    g_row_dot[TY](n, &y[t * ldy + r], (const char *)w + r * w_row, (const char *)a + t * a_row); \
+            row_dots(TY, n, w, w_row, r_first, n_rows, a, a_row, n_tok, y, ldy);                  \
             return;                                                                               \
         }                                                                                         \
         float *const ws = S->ws, *const wm = S->wm, *const ad = S->ad, *const asT = S->asT;       \
