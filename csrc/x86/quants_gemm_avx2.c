@@ -14,7 +14,7 @@
  *   - generation (one token): GV rows per pass streaming the weights once,
  *     with software prefetch; 2..GEMV_TOK tokens (a per-token verification
  *     batch, several sequences' decode steps): 2 rows per pass, each block
- *     unpacked once for all the tokens (GEMV_PAIRS_NT / GEMV_TILE_NT); more
+ *     unpacked once for all the tokens (GEMV_PAIRS_NT); more
  *     tokens: the panels, the next one prefetched while the tiles run.
  *
  * The _r8 / _l8 variants reproduce llama.cpp's repacked Q4_0 order instead
@@ -49,16 +49,6 @@
 #define nibbles unpack_nibbles
 #define bit4 qh_to_bit4
 
-/* int32 lanes (lane j = bytes 4j..4j+3) of unsigned w . signed a; AVX-VNNI
- * does it in one instruction with the same (exact) integer result */
-static inline __m256i lanes_us(__m256i w, __m256i a) {
-#if defined(PYRT_GEMM_VNNI)
-    return _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), w, a);
-#else
-    return _mm256_madd_epi16(_mm256_maddubs_epi16(w, a), _mm256_set1_epi16(1));
-#endif
-}
-
 /* Two rows' 4-bit blocks side by side, unsigned (0..15): lo = [elements
  * 0..15 of row A | of row B], hi = elements 16..31 of both. Dotted with an
  * activation block whose halves are broadcast to both 128-bit lanes, int32
@@ -74,7 +64,7 @@ static inline void nibble_pair(const uint8_t *qa, const uint8_t *qb, __m256i *lo
 
 /* ---- per-type weight unpacking (32 bytes in element order): unsigned codes
  * for Q4_1/Q5_1 (the 4- and 5-bit signed types are offset, see U_Q4_0 /
- * U_Q5_0 below), signed bytes for Q8_0 (|w| + sign form in GEMV_TILE) */
+ * U_Q5_0 below), signed bytes for Q8_0 (|w| + sign form, see dot_ub) */
 #define W_Q4_1(x) nibbles((x)->qs)
 #define W_Q5_1(x) _mm256_or_si256(nibbles((x)->qs), bit4((x)->qh))
 #define W_Q8_0(x) _mm256_loadu_si256((const __m256i *)(x)->qs)
@@ -112,6 +102,20 @@ static inline void nibble_pair_rows(const uint8_t *qa, const uint8_t *qb, __m256
 #define PW_Q5_1(xa, xb, lo, hi) (PW_Q4_1(xa, xb, lo, hi), bit4_pair((xa)->qh, (xb)->qh, &(lo), &(hi)))
 #define PW_Q4_0 PW_Q4_1
 #define PW_Q5_0 PW_Q5_1
+/* Q8_0 pairs: lo = [A bytes 0..15 | B bytes 0..15], hi = bytes 16..31 of both, each from two
+ * 32-byte loads and a blend (as nibble_pair_rows: A is never the matrix's last row, B never
+ * its first), in U_Q8_0's form (signed; offset by 128 under AVX-VNNI) */
+static inline void q8_pair_rows(const int8_t *qa, const int8_t *qb, __m256i *lo, __m256i *hi) {
+    *lo = _mm256_blend_epi32(_mm256_loadu_si256((const __m256i *)qa),
+                             _mm256_loadu_si256((const __m256i *)(qb - 16)), 0xF0);
+    *hi = _mm256_blend_epi32(_mm256_loadu_si256((const __m256i *)(qa + 16)),
+                             _mm256_loadu_si256((const __m256i *)qb), 0xF0);
+#if defined(PYRT_GEMM_VNNI)
+    *lo = _mm256_xor_si256(*lo, _mm256_set1_epi8((char)0x80));
+    *hi = _mm256_xor_si256(*hi, _mm256_set1_epi8((char)0x80));
+#endif
+}
+#define PW_Q8_0(xa, xb, lo, hi) q8_pair_rows((xa)->qs, (xb)->qs, &(lo), &(hi))
 
 /* ---- the batched tiles (several tokens) ----
  *
@@ -226,6 +230,8 @@ static inline __m256 hsum8_pairs(__m256 lo0, __m256 hi0, __m256 lo1, __m256 hi1,
                          _mm256_shuffle_ps(y01, y23, _MM_SHUFFLE(3, 1, 3, 1)));
 }
 
+/* a pair's codes as dot_ub's uabs: |w| for the sign trick (OFF < 0), else as they are */
+#define PAIR_ABS(v, OFF) ((OFF) < 0 ? _mm256_sign_epi8((v), (v)) : (v))
 #define PAIR_ACC(v, k, n) ((k) < (n) ? (v)[(k) < (n) ? (k) : 0] : _mm256_setzero_ps())
 #define HSUM8_PAIRS(lo, hi, n)                                                                    \
     hsum8_pairs(PAIR_ACC(lo, 0, n), PAIR_ACC(hi, 0, n), PAIR_ACC(lo, 1, n), PAIR_ACC(hi, 1, n),   \
@@ -294,66 +300,21 @@ static inline __m128 load2(const float *p) { return _mm_castsi128_ps(_mm_loadl_e
         }                                                                                         \
     } while (0)
 
-/* 8 rows' fp16 fields (FIELD of block b) as one float vector, without going
- * through memory (8 small stores + a wide load stall on store forwarding) */
-#define HALF8(wb, FIELD)                                                                          \
-    _mm256_cvtph_ps(_mm_setr_epi16((short)FIELD(wb[0]), (short)FIELD(wb[1]), (short)FIELD(wb[2]), \
-                                   (short)FIELD(wb[3]), (short)FIELD(wb[4]), (short)FIELD(wb[5]), \
-                                   (short)FIELD(wb[6]), (short)FIELD(wb[7])))
-#define D_OF(wb) ((wb)->d)
-
-/* Single-token tile (generation): rows r0..r0+GV-1, each block touched once
- * as it streams in from memory. Per block the 8 rows' d_w*d_a are one vector
- * multiply (lane i = the scalar product row i's kernel computes), broadcast
- * per row by a lane permute, and the 8 min-term chains are one 8-lane FMA
- * chain (lane i: fmaf(m_i, s_b, summs_i)). Same arithmetic as GEMM_TILE. */
-#define GEMV_TILE(WT, AT, WLOAD, SIGNED, HAS_MIN, NG)                                                 \
-    do {                                                                                          \
-        __m256 acc[GV], summs = _mm256_setzero_ps();                                              \
-        for (int i = 0; i < GV; i++) acc[i] = _mm256_setzero_ps();                                \
-        const AT *ar = (const AT *)((const char *)a + t0 * a_row);                                \
-        for (int64_t b = 0; b < nb; b++) {                                                        \
-            const __m256i av = _mm256_loadu_si256((const __m256i *)ar[b].qs);                     \
-            const WT *wb[GV];                                                                     \
-            for (int i = 0; i < GV; i++) {                                                        \
-                wb[i] = (const WT *)((const char *)w + (r0 + i * rs) * w_row) + b;                \
-                _mm_prefetch((const char *)wb[i] + PF_DIST, _MM_HINT_T0);                         \
-            }                                                                                     \
-            const __m256 sc = _mm256_mul_ps(HALF8(wb, D_OF), _mm256_broadcast_ss(&ga[b])); \
-            /* rows 0-3 / 4-7 in both halves: row i's product by an in-lane shuffle         \
-             * (vpermps is 2 uops on Zen 3) */                                                   \
-            const __m256 s03 = _mm256_permute2f128_ps(sc, sc, 0x00), s47 = _mm256_permute2f128_ps(sc, sc, 0x11); \
-            for (int i = 0; i < GV; i++) {                                                        \
-                const __m256i wv = WLOAD(wb[i]);                                                  \
-                const __m256i wabs = SIGNED ? _mm256_sign_epi8(wv, wv) : wv;                      \
-                const __m256 p = _mm256_cvtepi32_ps(lanes_us(wabs, SIGNED ? _mm256_sign_epi8(av, wv) : av)); \
-                acc[i] = _mm256_fmadd_ps(lane_bcast(i < 4 ? s03 : s47, (i & 3)), p, acc[i]);       \
-            }                                                                                     \
-            if (HAS_MIN)                                                                          \
-                summs = _mm256_fmadd_ps(HALF8(wb, MIN_OF), _mm256_broadcast_ss(&gs[b]), summs); \
-        }                                                                                         \
-        float sm[GV], hs[GV];   /* hsum8x8: lanes [r0 r2 r4 r6 | r1 r3 r5 r7] */                 \
-        _mm256_storeu_ps(sm, summs);                                                              \
-        _mm256_storeu_ps(hs, hsum8x8(acc[0], acc[1], acc[2], acc[3], acc[4], acc[5], acc[6], acc[7])); \
-        for (int i = 0; i < GV; i++) {                                                            \
-            const float h = hs[(i >> 1) + 4 * (i & 1)];                                           \
-            y[t0 * ldy + r0 + i * rs] = HAS_MIN ? h + sm[i] : h;                                  \
-        }                                                                                         \
-    } while (0)
-
-/* The generation tile for the 4- and 5-bit types: NG (8 or 4) rows rs apart,
+/* The generation tile: NG (8 or 4) rows rs apart,
  * pair k = rows (A, A + 2) with A = (k & 1) + 4 (k >> 1): (0,2) (1,3) (4,6)
  * (5,7). A pair shares each integer dot (nibble_pair's layout): accumulator
  * lo holds [A lanes 0-3 | B lanes 0-3], hi lanes 4-7. Weights are unsigned
  * (w + OFF), the offset taken back by the dot's start value (dot_corr of the
- * block's activation halves, once per block for all rows). The rows' first 4
- * bytes ([d m], Q4_0/Q5_0: d and 2 code bytes) come in as one 8-dword vector;
+ * block's activation halves, once per block for all rows), or Q8_0's signed
+ * codes in the sign trick (OFF < 0, PAIR_ABS). The rows' first 4 bytes ([d m];
+ * Q4_0/Q5_0/Q8_0: d and 2 code bytes) come in as one 8-dword vector;
  * converted per 4 rows and shuffled to D = [d0 d1 d4 d5 | d2 d3 d6 d7] (and M
  * likewise), so pair k's scales are lane k of each half of D * d_a, spread by
  * an in-lane shuffle, and the min chains fmaf(m_r, s_b, summs_r) are one FMA
  * on M. The horizontal sums: acc_lo + acc_hi is hsum8's first step for both
  * rows of a pair, then its in-lane steps for all pairs at once, leaving the
- * rows in M's lane order. Per (row) the operations are exactly GEMV_TILE's. */
+ * rows in M's lane order. Per row the operations are exactly its row kernel's
+ * (x86/quants_avx2.c): the same integer lanes, float products, FMAs and sums. */
 #define GEMV_PAIRS(WT, AT, WLOAD, OFF, HAS_MIN, NG)                                                \
     do {                                                                                          \
         enum { NP = NG / 2 };                                                                     \
@@ -385,8 +346,9 @@ static inline __m128 load2(const float *p) { return _mm_castsi128_ps(_mm_loadl_e
                 const __m256 sq = lane_bcast(sc, k);                                               \
                 __m256i lo, hi;                                                                   \
                 P##WLOAD(&xr[ia][b], &xr[ia + 2][b], lo, hi);                                     \
-                acc_lo[k] = _mm256_fmadd_ps(sq, _mm256_cvtepi32_ps(dot_ub(lo, lo, a_lo, c_lo, OFF)), acc_lo[k]); \
-                acc_hi[k] = _mm256_fmadd_ps(sq, _mm256_cvtepi32_ps(dot_ub(hi, hi, a_hi, c_hi, OFF)), acc_hi[k]); \
+                const __m256i lo_a = PAIR_ABS(lo, OFF), hi_a = PAIR_ABS(hi, OFF);                 \
+                acc_lo[k] = _mm256_fmadd_ps(sq, _mm256_cvtepi32_ps(dot_ub(lo, lo_a, a_lo, c_lo, OFF)), acc_lo[k]); \
+                acc_hi[k] = _mm256_fmadd_ps(sq, _mm256_cvtepi32_ps(dot_ub(hi, hi_a, a_hi, c_hi, OFF)), acc_hi[k]); \
             }                                                                                     \
         }                                                                                         \
         __m256 tot = HSUM8_PAIRS(acc_lo, acc_hi, NP);                                             \
@@ -403,7 +365,7 @@ static inline __m128 load2(const float *p) { return _mm_castsi128_ps(_mm_loadl_e
 
 /* The few-token tiles (2..GEMV_TOK tokens: a per-token verification batch,
  * several sequences' decode steps) keep every (row, token) accumulator in a
- * register: one row pair (GEMV_PAIRS_NT) or NR_NT rows (GEMV_TILE_NT) per
+ * register: one row pair per
  * pass, all the tokens on each block while it is loaded (with 4 rows x 4
  * tokens the 16 accumulators did not fit the 16 registers and GCC kept most
  * of them on the stack). What a token's blocks need besides the weights is
@@ -411,11 +373,10 @@ static inline __m128 load2(const float *p) { return _mm_castsi128_ps(_mm_loadl_e
  * tiles take as plain memory operands (a broadcast from memory costs a
  * shuffle on the vector pipes on Zen 3, one per token, block and pass):
  *   - lohi[b][t]: token t's block b halves, each in both 128-bit lanes
- *     (nibble_pair's layout; GEMV_PAIRS_NT), and corr[b][t] their dot_corr
- *     (offset types); GEMV_TILE_NT: corr[b][t][0] is the whole block's
- *     dot_corr (AVX-VNNI Q8_0);
+ *     (nibble_pair's layout), and corr[b][t] their dot_corr (offset
+ *     types);
  *   - d8[b] / s8[b] (types with mins): the tokens' block scales / sums, lanes
- *     [t0..t3 | t0..t3], so one multiply by a row's (or a pair's) scale gives
+ *     [t0..t3 | t0..t3], so one multiply by a pair's scales gives
  *     every token's d_w*d_a, spread by lane_bcast. */
 typedef struct {
     __m256i lohi[MAX_NB][GEMV_TOK][2];
@@ -429,9 +390,7 @@ typedef struct {
  * [d_A m_A d_B m_B]; per (row, token) the float steps are GEMV_PAIRS':
  * acc = fma(d_w*d_a, float(lanes), acc) per block, the min chain
  * fmaf(m_w, s_a, summs) (lane (row, token) of one vector), hsum + summs. */
-#define GEMV_PAIRS_NT_ROWS 2
-#define GEMV_PAIRS_NT_PAIRS 1
-#define GEMV_PAIRS_NT(WT, AT, WLOAD, OFF, HAS_MIN, NG, NT, UNPACK, UOFF)                           \
+#define GEMV_PAIRS_NT(WT, WLOAD, OFF, HAS_MIN, NT)                                               \
     do {                                                                                          \
         __m256 acc_lo[NT], acc_hi[NT], sm = _mm256_setzero_ps();                                  \
         for (int j = 0; j < NT; j++) acc_lo[j] = acc_hi[j] = _mm256_setzero_ps();                 \
@@ -449,11 +408,12 @@ typedef struct {
                 sm = _mm256_fmadd_ps(_mm256_permute_ps(dm, 0x55), _mm256_load_ps(F->s8[b]), sm);  \
             __m256i lo, hi;                                                                       \
             P##WLOAD(&xa[b], &xb[b], lo, hi);                                                     \
+            const __m256i lo_a = PAIR_ABS(lo, OFF), hi_a = PAIR_ABS(hi, OFF);                     \
             const __m256i (*fa)[2] = F->lohi[b], (*fc)[2] = F->corr[b];                           \
             for (int j = 0; j < NT; j++) {                                                        \
                 const __m256 sq = lane_bcast(dd, (t0 + j));                                        \
-                acc_lo[j] = _mm256_fmadd_ps(sq, _mm256_cvtepi32_ps(dot_ub(lo, lo, fa[t0 + j][0], fc[t0 + j][0], OFF)), acc_lo[j]); \
-                acc_hi[j] = _mm256_fmadd_ps(sq, _mm256_cvtepi32_ps(dot_ub(hi, hi, fa[t0 + j][1], fc[t0 + j][1], OFF)), acc_hi[j]); \
+                acc_lo[j] = _mm256_fmadd_ps(sq, _mm256_cvtepi32_ps(dot_ub(lo, lo_a, fa[t0 + j][0], fc[t0 + j][0], OFF)), acc_lo[j]); \
+                acc_hi[j] = _mm256_fmadd_ps(sq, _mm256_cvtepi32_ps(dot_ub(hi, hi_a, fa[t0 + j][1], fc[t0 + j][1], OFF)), acc_hi[j]); \
             }                                                                                     \
         }                                                                                         \
         /* row A's and row B's sums for all the tokens: [A t0..t3 | B t0..t3], the min     \
@@ -467,50 +427,6 @@ typedef struct {
             yt[0] = out[j];                                                                       \
             yt[rs] = out[4 + j];                                                                  \
         }                                                                                         \
-    } while (0)
-
-/* GEMV_TILE for NT tokens: NR_NT rows (r0 + i*rs) per pass, each block loaded
- * once in the panel tiles' form (UNPACK, dot_ub: the same exact integer
- * lane sums); per (row, token) GEMV_TILE's float steps: d_w*d_a is lane t of
- * d_w * d8 (one multiply per row and block), spread by an in-lane shuffle;
- * the horizontal sums of all 8 accumulators at once (hsum8x8, bit for bit). */
-#define GEMV_TILE_NT_ROWS 2   /* the sums below (hsum8x8 of 4 tokens x 2 rows) assume 2 */
-_Static_assert(GEMV_TILE_NT_ROWS == 2, "GEMV_TILE_NT's horizontal sums take 2 rows");
-#define GEMV_TILE_NT_PAIRS 0
-#define GEMV_TILE_NT(WT, AT, WLOAD, SIGNED, HAS_MIN, NG, NT, UNPACK, UOFF)                        \
-    do {                                                                                          \
-        enum { NR = GEMV_TILE_NT_ROWS };                                                          \
-        __m256 acc[4][NR];                                                                        \
-        for (int j = 0; j < 4; j++)                                                               \
-            for (int i = 0; i < NR; i++) acc[j][i] = _mm256_setzero_ps();                         \
-        const AT *ar[NT];                                                                         \
-        for (int j = 0; j < NT; j++) ar[j] = (const AT *)((const char *)a + (t0 + j) * a_row);   \
-        const WT *xr[NR];                                                                         \
-        for (int i = 0; i < NR; i++) xr[i] = (const WT *)((const char *)w + (r0 + i * rs) * w_row); \
-        for (int64_t b = 0; b < nb; b++) {                                                        \
-            __m256i u[NR], uabs[NR];                                                              \
-            __m256 dd[NR];                                                                        \
-            for (int i = 0; i < NR; i++) {                                                        \
-                _mm_prefetch((const char *)&xr[i][b] + PF_DIST, _MM_HINT_T0);                     \
-                dd[i] = _mm256_mul_ps(_mm256_set1_ps(f16(xr[i][b].d)), _mm256_load_ps(F->d8[b])); \
-                u[i] = UNPACK(&xr[i][b]);                                                         \
-                uabs[i] = UOFF < 0 ? _mm256_sign_epi8(u[i], u[i]) : u[i];                         \
-            }                                                                                     \
-            for (int j = 0; j < NT; j++) {                                                        \
-                const __m256i av = _mm256_loadu_si256((const __m256i *)ar[j][b].qs);              \
-                for (int i = 0; i < NR; i++) {                                                    \
-                    const __m256 p = _mm256_cvtepi32_ps(dot_ub(u[i], uabs[i], av, F->corr[b][t0 + j][0], UOFF)); \
-                    acc[j][i] = _mm256_fmadd_ps(lane_bcast(dd[i], (t0 + j)), p, acc[j][i]);        \
-                }                                                                                 \
-            }                                                                                     \
-        }                                                                                         \
-        /* lanes [A t0..t3 | B t0..t3] */                                                         \
-        const __m256 tot = hsum8x8(acc[0][0], acc[0][1], acc[1][0], acc[1][1],                    \
-                                   acc[2][0], acc[2][1], acc[3][0], acc[3][1]);                   \
-        float out[8];                                                                             \
-        _mm256_storeu_ps(out, tot);                                                               \
-        for (int j = 0; j < NT; j++)                                                              \
-            for (int i = 0; i < NR; i++) y[(t0 + j) * ldy + r0 + i * rs] = out[4 * i + j];        \
     } while (0)
 
 /* NR rows' min-term chains for up to 8 tokens (lanes below nt), stored to y */
@@ -572,11 +488,11 @@ static void row_dots(int ty, int64_t n, const void *w, int64_t w_row, int64_t r_
 
 /* y[t*ldy + r] for r < n_rows, t < n_tok; rows of w and a are w_row / a_row
  * bytes apart. One token: GEMV tiles of GV rows streaming the weights once,
- * the remainder rows through the batched tiles; 2..GEMV_TOK tokens: the _NT
- * GEMV tiles, 2 rows a group (_NT_ROWS), all tokens in one pass. More: rows in panels of
+ * the remainder rows through the batched tiles; 2..GEMV_TOK tokens:
+ * GEMV_PAIRS_NT, a row pair per pass, all tokens in one pass. More: rows in panels of
  * at most PANEL_R (unpacked once per token panel), tokens in panels of at
  * most PANEL_T (scales, corrections), both bounded by the buffers. */
-#define DEFINE_GEMM(NAME, TY, WT, AT, UNPACK, OFF, HAS_MIN, GEMV, GWLOAD, GARG, NG)                      \
+#define DEFINE_GEMM(NAME, TY, WT, AT, UNPACK, OFF, HAS_MIN, GWLOAD, NG)                      \
     static void NAME(int64_t n, const void *w, int64_t w_row, int64_t n_rows,                    \
                      const void *a, int64_t a_row, int64_t n_tok, float *y, int64_t ldy) {      \
         const int64_t nb = n / 32;                                                                \
@@ -611,33 +527,29 @@ static void row_dots(int ty, int64_t n, const void *w, int64_t w_row, int64_t r_
                     if (t >= n_tok) continue;                                                     \
                     const AT *ab = (const AT *)((const char *)a + t * a_row);                     \
                     const __m256i q = _mm256_loadu_si256((const __m256i *)ab[b].qs);              \
-                    if (GEMV##_NT_PAIRS) {                                                        \
-                        __m256i *h = F->lohi[b][t], *c = F->corr[b][t];                           \
-                        h[0] = _mm256_permute2x128_si256(q, q, 0x00);                             \
-                        h[1] = _mm256_permute2x128_si256(q, q, 0x11);                             \
-                        if (OFF > 0) {                                                            \
-                            c[0] = dot_corr(h[0], OFF);                                           \
-                            c[1] = dot_corr(h[1], OFF);                                           \
-                        }                                                                         \
-                    } else if (OFF > 0) {                                                         \
-                        F->corr[b][t][0] = dot_corr(q, OFF);                                      \
+                    __m256i *h = F->lohi[b][t], *c = F->corr[b][t];                               \
+                    h[0] = _mm256_permute2x128_si256(q, q, 0x00);                                 \
+                    h[1] = _mm256_permute2x128_si256(q, q, 0x11);                                 \
+                    if (OFF > 0) {                                                                \
+                        c[0] = dot_corr(h[0], OFF);                                               \
+                        c[1] = dot_corr(h[1], OFF);                                               \
                     }                                                                             \
                 }                                                                                 \
             }                                                                                     \
-            /* NG rows rs apart (GEMV_STREAMS); with several tokens fewer (_NT_ROWS), so     \
+            /* NG rows rs apart (GEMV_STREAMS); with several tokens a pair, so             \
              * that all the tokens' accumulators stay in the 16 registers */                     \
-            const int64_t ng = n_tok == 1 ? NG : GEMV##_NT_ROWS, rs = n_rows / ng, t0 = 0;        \
+            const int64_t ng = n_tok == 1 ? NG : 2, rs = n_rows / ng, t0 = 0;                     \
             for (int64_t r0 = 0; r0 < rs; r0++) {                                                 \
                 if (n_tok == 1) {                                                                 \
                     const float *ga = gat[0], *gs = gst[0];                                       \
                     (void)gs;                                                                     \
-                    GEMV(WT, AT, GWLOAD, GARG, HAS_MIN, NG);                                      \
+                    GEMV_PAIRS(WT, AT, GWLOAD, OFF, HAS_MIN, NG);                                 \
                 } else if (n_tok == 2) {                                                          \
-                    GEMV##_NT(WT, AT, GWLOAD, GARG, HAS_MIN, 4, 2, UNPACK, OFF);                  \
+                    GEMV_PAIRS_NT(WT, GWLOAD, OFF, HAS_MIN, 2);                                   \
                 } else if (n_tok == 3) {                                                          \
-                    GEMV##_NT(WT, AT, GWLOAD, GARG, HAS_MIN, 4, 3, UNPACK, OFF);                  \
+                    GEMV_PAIRS_NT(WT, GWLOAD, OFF, HAS_MIN, 3);                                   \
                 } else {                                                                          \
-                    GEMV##_NT(WT, AT, GWLOAD, GARG, HAS_MIN, 4, 4, UNPACK, OFF);                  \
+                    GEMV_PAIRS_NT(WT, GWLOAD, OFF, HAS_MIN, 4);                                   \
                 }                                                                                 \
             }                                                                                     \
             if (rs * ng == n_rows) return;                                                        \
@@ -708,15 +620,15 @@ static void row_dots(int ty, int64_t n, const void *w, int64_t w_row, int64_t r_
 
 #define MIN_OF(wb) ((wb)->m)
 #define SUM_OF(ab) ((ab)->s)
-DEFINE_GEMM(GEMM_FN(gemm_q4_1), PYRT_TYPE_Q4_1, block_q4_1, block_q8_1, U_Q4_1, OFF_Q4_1, 1, GEMV_PAIRS, W_Q4_1, OFF_Q4_1, 8)
-DEFINE_GEMM(GEMM_FN(gemm_q5_1), PYRT_TYPE_Q5_1, block_q5_1, block_q8_1, U_Q5_1, OFF_Q5_1, 1, GEMV_PAIRS, W_Q5_1, OFF_Q5_1, 8)
+DEFINE_GEMM(GEMM_FN(gemm_q4_1), PYRT_TYPE_Q4_1, block_q4_1, block_q8_1, U_Q4_1, OFF_Q4_1, 1, W_Q4_1, 8)
+DEFINE_GEMM(GEMM_FN(gemm_q5_1), PYRT_TYPE_Q5_1, block_q5_1, block_q8_1, U_Q5_1, OFF_Q5_1, 1, W_Q5_1, 8)
 #undef MIN_OF
 #undef SUM_OF
 #define MIN_OF(wb) ((pyrt_fp16)0)
 #define SUM_OF(ab) ((pyrt_fp16)0)
-DEFINE_GEMM(GEMM_FN(gemm_q4_0), PYRT_TYPE_Q4_0, block_q4_0, block_q8_0, U_Q4_0, OFF_Q4_0, 0, GEMV_PAIRS, W_Q4_0, OFF_Q4_0, 8)
-DEFINE_GEMM(GEMM_FN(gemm_q5_0), PYRT_TYPE_Q5_0, block_q5_0, block_q8_0, U_Q5_0, OFF_Q5_0, 0, GEMV_PAIRS, W_Q5_0, OFF_Q5_0, 8)
-DEFINE_GEMM(GEMM_FN(gemm_q8_0), PYRT_TYPE_Q8_0, block_q8_0, block_q8_0, U_Q8_0, OFF_Q8_0, 0, GEMV_TILE, W_Q8_0, 1, GV)
+DEFINE_GEMM(GEMM_FN(gemm_q4_0), PYRT_TYPE_Q4_0, block_q4_0, block_q8_0, U_Q4_0, OFF_Q4_0, 0, W_Q4_0, 8)
+DEFINE_GEMM(GEMM_FN(gemm_q5_0), PYRT_TYPE_Q5_0, block_q5_0, block_q8_0, U_Q5_0, OFF_Q5_0, 0, W_Q5_0, 8)
+DEFINE_GEMM(GEMM_FN(gemm_q8_0), PYRT_TYPE_Q8_0, block_q8_0, block_q8_0, U_Q8_0, OFF_Q8_0, 0, W_Q8_0, 8)
 #undef MIN_OF
 #undef SUM_OF
 
