@@ -39,6 +39,8 @@ typedef void  (*pyrt_gemm_fn)(int64_t n, const void *w, int64_t w_row_bytes, int
 /* floats of pyrt_attn_args.acc at least: 33 KB, room for the value slots of
  * a group's single-token queries, a slice of dims at a time (x86/ops_avx2.c) */
 #define PYRT_ATTN_ACC_MIN 8448
+/* floats of a rope_cache table: n_rot <= head_dim <= 1024 (core/model.c checks it) */
+#define PYRT_ROPE_CS_MAX 1024
 /* floats of acc that attn_heads needs for nq queries of head_dim hd */
 #define PYRT_ATTN_HEADS_ACC(nq, hd) ((size_t)(nq) * (32 * (size_t)(hd) + 16))
 
@@ -138,6 +140,12 @@ typedef struct {
     void  (*rope)(float *x, int32_t n_rot, int32_t mode, float pos, float freq_base, float freq_scale,
                    const float *freq_factors,    /* [n_rot/2] divisors of theta, or NULL */
                    float mscale);                /* cos/sin scale (rope attn_factor; 1: none) */
+    /* rope in two steps (ops.h, op_rope_cache): a position's table of cosines and
+     * sines (cs[PYRT_ROPE_CS_MAX] at most), the same for all variants, then any
+     * number of heads rotated with it, with rope's floats */
+    void  (*rope_cache)(float *cs, int32_t n_rot, float pos, float freq_base, float freq_scale,
+                         const float *freq_factors, float mscale);
+    void  (*rope_cs)(float *x, int32_t n_rot, int32_t mode, const float *cs);
     void  (*swiglu)(float *g, const float *u, int64_t n);             /* g = silu(g)*u */
     void  (*geglu)(float *g, const float *u, int64_t n);              /* g = gelu(g)*u (ggml's fp16 table) */
     void  (*attn_head)(const pyrt_attn_args *a);

@@ -26,6 +26,24 @@ void op_rope(float *x, int32_t n_rot, int32_t mode, float pos, float freq_base, 
  * pairs' first output fuses x1's product instead (x0 * c rounded), as GCC's
  * AArch64 build of ggml contracts its vectorized NORMAL loop. The rope of the
  * SIMD tables, inlined where fmaf is one instruction. */
+/* Rope pair i's cos and sin (times mscale) for angle theta = pos * base^(-2i/n_rot) */
+static inline void op_rope_angle(float theta, int32_t i, float freq_scale, const float *ff, float mscale,
+                                 float *c, float *s) {
+    const float t = freq_scale * (ff ? theta / ff[i] : theta);
+    *c = cosf(t) * mscale;   /* exact when mscale is 1 */
+    *s = sinf(t) * mscale;
+}
+
+/* Pair i of x rotated by (c, s), op_rope_fused's way */
+static inline void op_rope_rotate(float *x, int32_t half, int32_t i, int32_t mode, float c, float s, int x1_fused) {
+    float *a, *b;
+    if (mode == PYRT_ROPE_NEOX) { a = &x[i]; b = &x[i + half]; }
+    else                        { a = &x[2 * i]; b = &x[2 * i + 1]; }
+    const float x0 = *a, x1 = *b;
+    *a = x1_fused ? fmaf(-x1, s, x0 * c) : fmaf(x0, c, -(x1 * s));
+    *b = fmaf(x0, s, x1 * c);
+}
+
 static inline void op_rope_fused(float *x, int32_t n_rot, int32_t mode, float pos, float freq_base,
                                  float freq_scale, const float *ff, float mscale, int normal_x1_fused) {
     const float theta_scale = powf(freq_base, -2.0f / (float)n_rot);
@@ -33,17 +51,26 @@ static inline void op_rope_fused(float *x, int32_t n_rot, int32_t mode, float po
     const int32_t half = n_rot / 2;
     const int x1_fused = normal_x1_fused && mode != PYRT_ROPE_NEOX;
     for (int32_t i = 0; i < half; i++) {
-        const float t = freq_scale * (ff ? theta / ff[i] : theta);
-        const float c = cosf(t) * mscale, s = sinf(t) * mscale;   /* exact when mscale is 1 */
-        float *a, *b;
-        if (mode == PYRT_ROPE_NEOX) { a = &x[i]; b = &x[i + half]; }
-        else                        { a = &x[2 * i]; b = &x[2 * i + 1]; }
-        const float x0 = *a, x1 = *b;
-        *a = x1_fused ? fmaf(-x1, s, x0 * c) : fmaf(x0, c, -(x1 * s));
-        *b = fmaf(x0, s, x1 * c);
+        float c, s;
+        op_rope_angle(theta, i, freq_scale, ff, mscale, &c, &s);
+        op_rope_rotate(x, half, i, mode, c, s, x1_fused);
         theta *= theta_scale;
     }
 }
+
+/* A position's rope angles are the same for every head of its token, and
+ * their cosines and sines cost most of a head's rotation: the forward pass
+ * computes them once per token (kernels.h: rope_cache, cs[i] = cos, cs[n_rot/2
+ * + i] = sin of pair i, the same floats op_rope computes) and rotates each
+ * head with them (rope_cs, the variant's rope given the table). */
+void op_rope_cache(float *cs, int32_t n_rot, float pos, float freq_base, float freq_scale, const float *ff,
+                   float mscale);
+static inline void op_rope_cs_fused(float *x, int32_t n_rot, int32_t mode, const float *cs, int normal_x1_fused) {
+    const int32_t half = n_rot / 2;
+    const int x1_fused = normal_x1_fused && mode != PYRT_ROPE_NEOX;
+    for (int32_t i = 0; i < half; i++) op_rope_rotate(x, half, i, mode, cs[i], cs[half + i], x1_fused);
+}
+void op_rope_cs(float *x, int32_t n_rot, int32_t mode, const float *cs);
 
 /* g[n] = silu(g) * u  /  gelu_tanh(g) * u (llama.cpp's fp16-table GELU) */
 void op_swiglu(float *g, const float *u, int64_t n);

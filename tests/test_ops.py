@@ -72,6 +72,31 @@ def test_rope(variant, mode, head_dim, n_rot):
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("mode", [lib.PYRT_ROPE_NORMAL, lib.PYRT_ROPE_NEOX])
+@pytest.mark.parametrize("head_dim,n_rot", [(64, 64), (128, 64), (256, 256), (80, 32), (1024, 1024)])
+def test_rope_cache_is_rope(variant, mode, head_dim, n_rot):
+    """The forward pass rotates a token's heads with one table of cosines and
+    sines (rope_cache, then rope_cs per head): bit for bit what rope gives each
+    head, with frequency factors, attn_factor and a scaled position too."""
+    k = table(variant)
+    rng = np.random.default_rng(head_dim + 3 * n_rot + mode)
+    ff = rng.uniform(1.0, 8.0, n_rot // 2).astype(np.float32)
+    for pos, base, scale, fac, ms in ((0, 10000.0, 1.0, None, 1.0), (7, 10000.0, 1.0, None, 1.0),
+                                      (513, 500000.0, 1.0, ff, 1.0), (4000, 1e6, 0.25, None, 1.0),
+                                      (99, 10000.0, 1.0, ff, 1.19)):
+        fptr = kptr(fac, "float *") if fac is not None else kffi.NULL
+        cs = np.full(n_rot + 8, np.nan, np.float32)          # n_rot floats written, no more
+        k.rope_cache(kptr(cs, "float *"), n_rot, float(pos), base, scale, fptr, ms)
+        assert np.isnan(cs[n_rot:]).all() and not np.isnan(cs[:n_rot]).any()
+        for _head in range(3):
+            x = rng.standard_normal(head_dim).astype(np.float32)
+            want, got = x.copy(), x.copy()
+            k.rope(kptr(want, "float *"), n_rot, mode, float(pos), base, scale, fptr, ms)
+            k.rope_cs(kptr(got, "float *"), n_rot, mode, kptr(cs, "float *"))
+            np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("n", [1, 7, 8, 33, 1536])
 def test_swiglu(variant, n):
     k = table(variant)

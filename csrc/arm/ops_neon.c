@@ -182,11 +182,15 @@ static void rope_neon(float *x, int32_t n_rot, int32_t mode, float pos, float fr
                       const float *ff, float mscale) {
     op_rope_fused(x, n_rot, mode, pos, freq_base, freq_scale, ff, mscale, 1);
 }
+static void rope_cs_neon(float *x, int32_t n_rot, int32_t mode, const float *cs) {
+    op_rope_cs_fused(x, n_rot, mode, cs, 1);
+}
 
 void pyrt_fill_ops_neon(pyrt_kernels *k) {
     k->softmax = softmax_neon;
     k->swiglu = swiglu_neon;
     k->rope = rope_neon;
+    k->rope_cs = rope_cs_neon;
     k->attn_head = attn_head_neon;
 }
 #endif /* __aarch64__ */

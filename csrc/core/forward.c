@@ -135,18 +135,23 @@ static void attention(fwd *f, int il) {
      * rounded to its types as llama.cpp stores them (F16; Q8_0: its activation
      * quantizer; Q4_0: its reference rounding) ---- */
     const int64_t n_items = (int64_t)f->B * (hp->n_head + hp->n_head_kv);
+    float cs[PYRT_ROPE_CS_MAX];                /* the rope table of token cs_t (ops.h) */
+    int64_t cs_t = -1;
     pool_split(n_items, f->ith, f->nth, &lo, &hi);
     for (int64_t it = lo; it < hi; it++) {
         const int64_t t = it / (hp->n_head + hp->n_head_kv);
         const int64_t h = it % (hp->n_head + hp->n_head_kv);
         const fwd_part *part = &c->parts[c->tok_part[t]];
         const int64_t ipos = part->pos0 + (t - part->t0);
-        const float pos = (float)ipos;
+        if (t != cs_t) {                       /* a token's items are consecutive */
+            K->rope_cache(cs, hp->n_rot, (float)ipos, base, fscale, ff, mscale);
+            cs_t = t;
+        }
         if (h < hp->n_head) {
             float *qh = c->q + t * QD + h * HD;
             if (L->bq) op_add(qh, L->bq + h * HD, HD);
             if (A->qk_norm) op_rmsnorm(qh, qh, L->q_norm, HD, hp->norm_eps);
-            K->rope(qh, hp->n_rot, hp->rope_type, pos, base, fscale, ff, mscale);
+            K->rope_cs(qh, hp->n_rot, hp->rope_type, cs);
             if (A->q_prescale) op_scale(qh, f->attn_scale, HD);   /* in f32, before the f16 rounding of q */
             if (c->rot_k) op_fwht(qh, HD, c->rot_k);
         } else {
@@ -156,7 +161,7 @@ static void attention(fwd *f, int il) {
             if (L->bk) op_add(kh, L->bk + hk * HD, HD);
             if (L->bv) op_add(vh, L->bv + hk * HD, HD);
             if (A->qk_norm) op_rmsnorm(kh, kh, L->k_norm, HD, hp->norm_eps);
-            K->rope(kh, hp->n_rot, hp->rope_type, pos, base, fscale, ff, mscale);
+            K->rope_cs(kh, hp->n_rot, hp->rope_type, cs);
             if (c->rot_k) op_fwht(kh, HD, c->rot_k);     /* llama.cpp's rotation around a */
             if (c->rot_v) op_fwht(vh, HD, c->rot_v);     /* quantized cache (model.h)     */
             uint8_t *kd = kc + part->seq * kseq + ipos * c->k_row_bytes + hk * c->k_head_bytes;

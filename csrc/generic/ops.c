@@ -22,6 +22,16 @@ void op_scale(float *x, float s, int64_t n) {
     for (int64_t i = 0; i < n; i++) x[i] *= s;
 }
 
+/* pair i of x rotated by (c, s), each product rounded (the scalar reference) */
+static void rotate_plain(float *x, int32_t half, int32_t i, int32_t mode, float c, float s) {
+    float *a, *b;
+    if (mode == PYRT_ROPE_NEOX) { a = &x[i]; b = &x[i + half]; }
+    else                        { a = &x[2 * i]; b = &x[2 * i + 1]; }
+    const float x0 = *a, x1 = *b;
+    *a = x0 * c - x1 * s;
+    *b = x0 * s + x1 * c;
+}
+
 void op_rope(float *x, int32_t n_rot, int32_t mode, float pos, float freq_base, float freq_scale,
              const float *ff, float mscale) {
     /* theta_i = pos * base^(-2i/n_rot), built by repeated multiplication in
@@ -30,16 +40,27 @@ void op_rope(float *x, int32_t n_rot, int32_t mode, float pos, float freq_base, 
     float theta = pos;
     const int32_t half = n_rot / 2;
     for (int32_t i = 0; i < half; i++) {
-        const float t = (ff ? theta / ff[i] : theta) * freq_scale;   /* ggml: theta/ff, then scaled */
-        const float c = cosf(t) * mscale, s = sinf(t) * mscale;   /* exact when mscale is 1 */
-        float *a, *b;
-        if (mode == PYRT_ROPE_NEOX) { a = &x[i]; b = &x[i + half]; }
-        else                        { a = &x[2 * i]; b = &x[2 * i + 1]; }
-        const float x0 = *a, x1 = *b;
-        *a = x0 * c - x1 * s;
-        *b = x0 * s + x1 * c;
+        float c, s;
+        op_rope_angle(theta, i, freq_scale, ff, mscale, &c, &s);
+        rotate_plain(x, half, i, mode, c, s);
         theta *= theta_scale;
     }
+}
+
+void op_rope_cache(float *cs, int32_t n_rot, float pos, float freq_base, float freq_scale, const float *ff,
+                   float mscale) {
+    const float theta_scale = powf(freq_base, -2.0f / (float)n_rot);
+    float theta = pos;
+    const int32_t half = n_rot / 2;
+    for (int32_t i = 0; i < half; i++) {
+        op_rope_angle(theta, i, freq_scale, ff, mscale, &cs[i], &cs[half + i]);
+        theta *= theta_scale;
+    }
+}
+
+void op_rope_cs(float *x, int32_t n_rot, int32_t mode, const float *cs) {
+    const int32_t half = n_rot / 2;
+    for (int32_t i = 0; i < half; i++) rotate_plain(x, half, i, mode, cs[i], cs[half + i]);
 }
 
 void op_swiglu(float *g, const float *u, int64_t n) {
@@ -230,6 +251,8 @@ void pyrt_fill_ops_scalar(pyrt_kernels *k) {
     k->attn_head_fa = op_attention_head_fa;
     k->type[PYRT_TYPE_Q4_0].quantize_row = quant_q4_0_ref;
     k->rope = op_rope;
+    k->rope_cache = op_rope_cache;
+    k->rope_cs = op_rope_cs;
     k->swiglu = op_swiglu;
     k->geglu = op_geglu;
     k->attn_head = op_attention_head;

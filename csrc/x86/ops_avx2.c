@@ -92,6 +92,9 @@ static void rope_avx2(float *x, int32_t n_rot, int32_t mode, float pos, float fr
                       const float *ff, float mscale) {
     op_rope_fused(x, n_rot, mode, pos, freq_base, freq_scale, ff, mscale, 0);
 }
+static void rope_cs_avx2(float *x, int32_t n_rot, int32_t mode, const float *cs) {
+    op_rope_cs_fused(x, n_rot, mode, cs, 0);
+}
 
 /* ---- reductions ---------------------------------------------------------------- */
 
@@ -1274,6 +1277,7 @@ void pyrt_fill_ops_avx2(pyrt_kernels *k) {
     k->dot_f32_8 = dot_f32_8_avx2;
     k->geglu = geglu_avx2;
     k->rope = rope_avx2;
+    k->rope_cs = rope_cs_avx2;
     k->swiglu = swiglu_avx2;
     k->attn_head = attn_head_avx2;
     k->attn_heads = attn_heads_avx2;
