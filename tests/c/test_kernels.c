@@ -769,6 +769,15 @@ static void test_ops(const pyrt_kernels *S, const pyrt_kernels *V) {
         S->rope(x, 128, mode, 1234.0f, 10000.0f, 1.0f, NULL, 1.0f);
         V->rope(y, 128, mode, 1234.0f, 10000.0f, 1.0f, NULL, 1.0f);
         check(close_rel(y, x, 128, 1e-5, 1e-6), "rope mode %d", mode);
+        /* the forward pass's two steps (a token's table, then its heads): the table's own rope
+         * bit for bit, with frequency factors and attn_factor */
+        float cs[128], ff[64];
+        for (int i = 0; i < 64; i++) ff[i] = 1.0f + (float)(i % 7);
+        V->rope_cache(cs, 128, 777.0f, 500000.0f, 0.5f, ff, 1.19f);
+        for (int i = 0; i < 128; i++) x[i] = y[i] = (float)gauss();
+        V->rope(x, 128, mode, 777.0f, 500000.0f, 0.5f, ff, 1.19f);
+        V->rope_cs(y, 128, mode, cs);
+        check(memcmp(x, y, sizeof(float) * 128) == 0, "rope_cs mode %d != rope", mode);
     }
 
     static const int HD[] = { 64, 40, 72, 128 };
