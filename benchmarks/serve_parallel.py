@@ -3,7 +3,7 @@ to first token while others stream, starvation, and same output alone or
 batched. Issue targets: 4 clients >= 2.5x one client's tokens/s; TTFT of a
 50-token prompt while 3 others stream <= 0.3 s at p95.
 
-    PYTHONPATH=. python benchmarks/serve_parallel.py [--model PATH] [--parallel 4] [--tokens 128]
+    PYTHONPATH=. python benchmarks/serve_parallel.py [--model PATH] [--parallel 4] [--tokens 128] [--rounds 5]
 
 It starts the server itself (2 threads unless --threads) and prints one table;
 run it on an otherwise idle machine. On a shared one, the server's CPU time per
@@ -100,27 +100,38 @@ def main() -> int:
     ap.add_argument("--tokens", type=int, default=128, help="max_tokens per request")
     ap.add_argument("--ttft-tries", type=int, default=10)
     ap.add_argument("--ctx", type=int, default=2048)
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="alternate the 1-client and k-client runs this many times; with more than one the "
+                         "median of the rounds' ratios is printed too (steadier on a shared machine)")
     a = ap.parse_args()
     print(f"CPU: {cpu_model()}, {a.threads} threads, model {a.model}, --parallel {a.parallel}")
     proc, base, _log = start_server(a.model, a.ctx, a.threads, ["--parallel", str(a.parallel), "--seed", "1"])
     port = int(base.rsplit(":", 1)[1])
     try:
         stream_chat(port, "Hello", 8, 0)                          # warm up
-        c0 = cpu_seconds(proc.pid)
-        alone = run_clients(port, 1, a.tokens)
-        c1 = cpu_seconds(proc.pid)
-        one_tps = alone[0]["n"] / (alone[0]["t1"] - alone[0]["t0"])
         k = a.parallel
-        many = run_clients(port, k, a.tokens)
-        c2 = cpu_seconds(proc.pid)
-        span = max(r["t1"] for r in many) - min(r["t0"] for r in many)
-        agg = sum(r["n"] for r in many) / span
-        per = [r["n"] / (r["t1"] - r["t0"]) for r in many]
-        print(f"1 client: {one_tps:.1f} tok/s;  {k} clients: {agg:.1f} tok/s aggregate = {agg / one_tps:.2f}x; "
-              f"per client {min(per):.1f}..{max(per):.1f} tok/s")
-        if c0 is not None and c2 is not None:
-            cpu1, cpuk = (c1 - c0) * 1e3 / alone[0]["n"], (c2 - c1) * 1e3 / sum(r["n"] for r in many)
-            print(f"server CPU per token: 1 client {cpu1:.2f} ms, {k} clients {cpuk:.2f} ms ({cpu1 / cpuk:.2f}x)")
+        ratios = []
+        for rnd in range(max(a.rounds, 1)):
+            c0 = cpu_seconds(proc.pid)
+            alone = run_clients(port, 1, a.tokens)
+            c1 = cpu_seconds(proc.pid)
+            one_tps = alone[0]["n"] / (alone[0]["t1"] - alone[0]["t0"])
+            many = run_clients(port, k, a.tokens)
+            c2 = cpu_seconds(proc.pid)
+            span = max(r["t1"] for r in many) - min(r["t0"] for r in many)
+            agg = sum(r["n"] for r in many) / span
+            per = [r["n"] / (r["t1"] - r["t0"]) for r in many]
+            ratios.append(agg / one_tps)
+            tag = f"round {rnd + 1}: " if a.rounds > 1 else ""
+            print(f"{tag}1 client: {one_tps:.1f} tok/s;  {k} clients: {agg:.1f} tok/s aggregate = "
+                  f"{agg / one_tps:.2f}x; per client {min(per):.1f}..{max(per):.1f} tok/s")
+            if c0 is not None and c2 is not None:
+                cpu1, cpuk = (c1 - c0) * 1e3 / alone[0]["n"], (c2 - c1) * 1e3 / sum(r["n"] for r in many)
+                print(f"{tag}server CPU per token: 1 client {cpu1:.2f} ms, {k} clients {cpuk:.2f} ms "
+                      f"({cpu1 / cpuk:.2f}x)")
+        if len(ratios) > 1:
+            print(f"{k} clients / 1 client over {len(ratios)} rounds: median {statistics.median(ratios):.2f}x, "
+                  f"range {min(ratios):.2f}-{max(ratios):.2f}x")
         # the same request alone and batched: client 0 of the batch asked what `alone` asked
         same = many[0]["text"] == alone[0]["text"]
         print(f"client 0's text batched == alone: {same}")
