@@ -20,12 +20,6 @@ void op_rope(float *x, int32_t n_rot, int32_t mode, float pos, float freq_base, 
              const float *freq_factors,    /* theta_i /= freq_factors[i] (NULL: none) */
              float mscale);                /* cos and sin times mscale, as ggml's rope_yarn */
 
-/* op_rope with the FMA contraction GCC applies to ggml's rotate_pairs, written
- * out so no compiler choice is involved: x0's products fused and x1's rounded
- * (the x86 build, and AArch64 for NEOX pairs); with normal_x1_fused, NORMAL
- * pairs' first output fuses x1's product instead (x0 * c rounded), as GCC's
- * AArch64 build of ggml contracts its vectorized NORMAL loop. The rope of the
- * SIMD tables, inlined where fmaf is one instruction. */
 /* Rope pair i's cos and sin (times mscale) for angle theta = pos * base^(-2i/n_rot) */
 static inline void op_rope_angle(float theta, int32_t i, float freq_scale, const float *ff, float mscale,
                                  float *c, float *s) {
@@ -44,6 +38,12 @@ static inline void op_rope_rotate(float *x, int32_t half, int32_t i, int32_t mod
     *b = fmaf(x0, s, x1 * c);
 }
 
+/* op_rope with the FMA contraction GCC applies to ggml's rotate_pairs, written
+ * out so no compiler choice is involved: x0's products fused and x1's rounded
+ * (the x86 build, and AArch64 for NEOX pairs); with normal_x1_fused, NORMAL
+ * pairs' first output fuses x1's product instead (x0 * c rounded), as GCC's
+ * AArch64 build of ggml contracts its vectorized NORMAL loop. The rope of the
+ * SIMD tables, inlined where fmaf is one instruction. */
 static inline void op_rope_fused(float *x, int32_t n_rot, int32_t mode, float pos, float freq_base,
                                  float freq_scale, const float *ff, float mscale, int normal_x1_fused) {
     const float theta_scale = powf(freq_base, -2.0f / (float)n_rot);
