@@ -266,22 +266,21 @@ static inline __m128 load2(const float *p) { return _mm_castsi128_ps(_mm_loadl_e
                 u[i] = _mm256_load_si256(ubp + i);                                                \
                 uabs[i] = OFF < 0 ? _mm256_sign_epi8(u[i], u[i]) : u[i];                          \
             }                                                                                     \
-            /* types without an offset (the registers allow it): each row's four products in   \
-             * both halves of one vector, (row, token)'s spread by an in-lane shuffle (2 loads a \
-             * block instead of 8 broadcasts: Q4_1/Q5_1 GEMMs 2-5 % faster on Zen 3); the      \
-             * others broadcast each product from memory (with the corrections or |w| in       \
-             * registers, the two vectors made GCC keep an accumulator on the stack) */         \
+            /* each row's four products in both halves of one vector, (row, token)'s spread   \
+             * by an in-lane shuffle: 2 loads a block instead of 8 broadcasts (Zen 3: GEMMs of  \
+             * 512 tokens 3-10 % faster); the offset types read each token's correction as a   \
+             * memory operand, which leaves the registers for it. Q8_0 (|w| in two more         \
+             * registers) keeps the broadcasts: the two vectors made GCC spill an accumulator. */ \
             __m256 s_r[2] = { _mm256_setzero_ps(), _mm256_setzero_ps() };                          \
-            if (OFF == 0)                                                                         \
+            if (OFF >= 0)                                                                         \
                 for (int i = 0; i < rm; i++) s_r[i] = _mm256_broadcast_ps((const __m128 *)(scp + i * RN)); \
             for (int j = 0; j < rn; j++) {                                                        \
                 __m256i aj = _mm256_load_si256(aqp + j);                                          \
                 __m256i cj = OFF > 0 ? _mm256_load_si256(cbp + j) : _mm256_setzero_si256();       \
                 if (rm > 1) IN_REG(aj);                                                           \
-                if (rm > 1 && OFF > 0) IN_REG(cj);                                                \
                 for (int i = 0; i < rm; i++) {                                                    \
                     const __m256 p = _mm256_cvtepi32_ps(dot_ub(u[i], uabs[i], aj, cj, OFF));      \
-                    const __m256 sij = OFF == 0 ? lane_bcast(s_r[i], j) : _mm256_broadcast_ss(scp + i * RN + j); \
+                    const __m256 sij = OFF >= 0 ? lane_bcast(s_r[i], j) : _mm256_broadcast_ss(scp + i * RN + j); \
                     acc[i][j] = _mm256_fmadd_ps(sij, p, acc[i][j]);                               \
                 }                                                                                 \
             }                                                                                     \
