@@ -87,13 +87,17 @@ static inline void bit4_pair(const uint8_t *qha, const uint8_t *qhb, __m256i *lo
     *lo = _mm256_or_si256(*lo, _mm256_and_si256(_mm256_cmpeq_epi8(vl, bits), b4));
     *hi = _mm256_or_si256(*hi, _mm256_and_si256(_mm256_cmpeq_epi8(vh, bits), b4));
 }
-/* nibble_pair for the GEMV tiles' pairs, whose row A is never a matrix's last
- * row nor row B its first: two 32-byte loads (A's codes and the 16 bytes after
- * them, B's and the 16 before), one blend, instead of a 16-byte load and a
- * vinserti128 from memory (one a cycle on Zen 3) */
+/* [qa[0..15] | qb[0..15]] for the GEMV tiles' pairs, whose row A is never a
+ * matrix's last row nor row B its first: two 32-byte loads (A's bytes and the
+ * 16 after them, B's and the 16 before), one blend, instead of a 16-byte load
+ * and a vinserti128 from memory (one a cycle on Zen 3) */
+static inline __m256i pair_rows16(const void *qa, const void *qb) {
+    return _mm256_blend_epi32(_mm256_loadu_si256((const __m256i *)qa),
+                              _mm256_loadu_si256((const __m256i *)((const char *)qb - 16)), 0xF0);
+}
+/* nibble_pair for the GEMV tiles' pairs (pair_rows16) */
 static inline void nibble_pair_rows(const uint8_t *qa, const uint8_t *qb, __m256i *lo, __m256i *hi) {
-    const __m256i t = _mm256_blend_epi32(_mm256_loadu_si256((const __m256i *)qa),
-                                         _mm256_loadu_si256((const __m256i *)(qb - 16)), 0xF0);
+    const __m256i t = pair_rows16(qa, qb);
     const __m256i m = _mm256_set1_epi8(0x0F);
     *lo = _mm256_and_si256(t, m);
     *hi = _mm256_and_si256(_mm256_srli_epi16(t, 4), m);
@@ -102,14 +106,11 @@ static inline void nibble_pair_rows(const uint8_t *qa, const uint8_t *qb, __m256
 #define PW_Q5_1(xa, xb, lo, hi) (PW_Q4_1(xa, xb, lo, hi), bit4_pair((xa)->qh, (xb)->qh, &(lo), &(hi)))
 #define PW_Q4_0 PW_Q4_1
 #define PW_Q5_0 PW_Q5_1
-/* Q8_0 pairs: lo = [A bytes 0..15 | B bytes 0..15], hi = bytes 16..31 of both, each from two
- * 32-byte loads and a blend (as nibble_pair_rows: A is never the matrix's last row, B never
- * its first), in U_Q8_0's form (signed; offset by 128 under AVX-VNNI) */
+/* Q8_0 pairs: lo = [A bytes 0..15 | B bytes 0..15], hi = bytes 16..31 of both (pair_rows16),
+ * in U_Q8_0's form (signed; offset by 128 under AVX-VNNI) */
 static inline void q8_pair_rows(const int8_t *qa, const int8_t *qb, __m256i *lo, __m256i *hi) {
-    *lo = _mm256_blend_epi32(_mm256_loadu_si256((const __m256i *)qa),
-                             _mm256_loadu_si256((const __m256i *)(qb - 16)), 0xF0);
-    *hi = _mm256_blend_epi32(_mm256_loadu_si256((const __m256i *)(qa + 16)),
-                             _mm256_loadu_si256((const __m256i *)qb), 0xF0);
+    *lo = pair_rows16(qa, qb);
+    *hi = pair_rows16(qa + 16, qb + 16);
 #if defined(PYRT_GEMM_VNNI)
     *lo = _mm256_xor_si256(*lo, _mm256_set1_epi8((char)0x80));
     *hi = _mm256_xor_si256(*hi, _mm256_set1_epi8((char)0x80));
@@ -308,7 +309,7 @@ static inline __m128 load2(const float *p) { return _mm_castsi128_ps(_mm_loadl_e
         }                                                                                         \
     } while (0)
 
-/* The generation tile: NG (8 or 4) rows rs apart,
+/* The generation tile: GV rows rs apart,
  * pair k = rows (A, A + 2) with A = (k & 1) + 4 (k >> 1): (0,2) (1,3) (4,6)
  * (5,7). A pair shares each integer dot (nibble_pair's layout): accumulator
  * lo holds [A lanes 0-3 | B lanes 0-3], hi lanes 4-7. Weights are unsigned
@@ -323,27 +324,26 @@ static inline __m128 load2(const float *p) { return _mm_castsi128_ps(_mm_loadl_e
  * rows of a pair, then its in-lane steps for all pairs at once, leaving the
  * rows in M's lane order. Per row the operations are exactly its row kernel's
  * (x86/quants_avx2.c): the same integer lanes, float products, FMAs and sums. */
-#define GEMV_PAIRS(WT, AT, WLOAD, OFF, HAS_MIN, NG)                                                \
+#define GEMV_PAIRS(WT, AT, WLOAD, OFF, HAS_MIN)                                                    \
     do {                                                                                          \
-        enum { NP = NG / 2 };                                                                     \
+        enum { NP = GV / 2 };                                                                     \
         __m256 acc_lo[4], acc_hi[4], sm = _mm256_setzero_ps();                                    \
         for (int k = 0; k < 4; k++) acc_lo[k] = acc_hi[k] = _mm256_setzero_ps();                  \
         const AT *ar = (const AT *)((const char *)a + t0 * a_row);                                \
-        const WT *xr[NG];                                                                         \
-        for (int i = 0; i < NG; i++) xr[i] = (const WT *)((const char *)w + (r0 + i * rs) * w_row); \
+        const WT *xr[GV];                                                                         \
+        for (int i = 0; i < GV; i++) xr[i] = (const WT *)((const char *)w + (r0 + i * rs) * w_row); \
         for (int64_t b = 0; b < nb; b++) {                                                        \
             const __m256i a_lo = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)ar[b].qs)); \
             const __m256i a_hi = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(ar[b].qs + 16))); \
             const __m256i c_lo = OFF > 0 ? dot_corr(a_lo, OFF) : _mm256_setzero_si256();          \
             const __m256i c_hi = OFF > 0 ? dot_corr(a_hi, OFF) : _mm256_setzero_si256();          \
-            int32_t dm[8] = { 0 };                                                                \
-            for (int i = 0; i < NG; i++) {                                                        \
+            int32_t dm[GV];                                                                       \
+            for (int i = 0; i < GV; i++) {                                                        \
                 _mm_prefetch((const char *)&xr[i][b] + PF_DIST, _MM_HINT_T0);                     \
                 dm[i] = pyrt_load_i32(&xr[i][b]);                                                 \
             }                                                                                     \
             const __m256 f_lo = _mm256_cvtph_ps(_mm_setr_epi32(dm[0], dm[1], dm[2], dm[3]));      \
-            const __m256 f_hi = NG > 4 ? _mm256_cvtph_ps(_mm_setr_epi32(dm[4], dm[5], dm[6], dm[7])) \
-                                       : _mm256_setzero_ps();                                     \
+            const __m256 f_hi = _mm256_cvtph_ps(_mm_setr_epi32(dm[4], dm[5], dm[6], dm[7]));      \
             const __m256 sc = _mm256_mul_ps(_mm256_shuffle_ps(f_lo, f_hi, _MM_SHUFFLE(2, 0, 2, 0)), \
                                             _mm256_broadcast_ss(&ga[b]));                         \
             if (HAS_MIN)                                                                          \
@@ -500,7 +500,7 @@ static void row_dots(int ty, int64_t n, const void *w, int64_t w_row, int64_t r_
  * GEMV_PAIRS_NT, a row pair per pass, all tokens in one pass. More: rows in panels of
  * at most PANEL_R (unpacked once per token panel), tokens in panels of at
  * most PANEL_T (scales, corrections), both bounded by the buffers. */
-#define DEFINE_GEMM(NAME, TY, WT, AT, UNPACK, OFF, HAS_MIN, GWLOAD, NG)                      \
+#define DEFINE_GEMM(NAME, TY, WT, AT, UNPACK, OFF, HAS_MIN, GWLOAD)                          \
     static void NAME(int64_t n, const void *w, int64_t w_row, int64_t n_rows,                    \
                      const void *a, int64_t a_row, int64_t n_tok, float *y, int64_t ldy) {      \
         const int64_t nb = n / 32;                                                                \
@@ -544,14 +544,14 @@ static void row_dots(int ty, int64_t n, const void *w, int64_t w_row, int64_t r_
                     }                                                                             \
                 }                                                                                 \
             }                                                                                     \
-            /* NG rows rs apart (GEMV_STREAMS); with several tokens a pair, so             \
+            /* GV rows rs apart (GEMV_STREAMS); with several tokens a pair, so             \
              * that all the tokens' accumulators stay in the 16 registers */                     \
-            const int64_t ng = n_tok == 1 ? NG : 2, rs = n_rows / ng, t0 = 0;                     \
+            const int64_t ng = n_tok == 1 ? GV : 2, rs = n_rows / ng, t0 = 0;                     \
             for (int64_t r0 = 0; r0 < rs; r0++) {                                                 \
                 if (n_tok == 1) {                                                                 \
                     const float *ga = gat[0], *gs = gst[0];                                       \
                     (void)gs;                                                                     \
-                    GEMV_PAIRS(WT, AT, GWLOAD, OFF, HAS_MIN, NG);                                 \
+                    GEMV_PAIRS(WT, AT, GWLOAD, OFF, HAS_MIN);                                     \
                 } else if (n_tok == 2) {                                                          \
                     GEMV_PAIRS_NT(WT, GWLOAD, OFF, HAS_MIN, 2);                                   \
                 } else if (n_tok == 3) {                                                          \
@@ -628,15 +628,15 @@ static void row_dots(int ty, int64_t n, const void *w, int64_t w_row, int64_t r_
 
 #define MIN_OF(wb) ((wb)->m)
 #define SUM_OF(ab) ((ab)->s)
-DEFINE_GEMM(GEMM_FN(gemm_q4_1), PYRT_TYPE_Q4_1, block_q4_1, block_q8_1, U_Q4_1, OFF_Q4_1, 1, W_Q4_1, 8)
-DEFINE_GEMM(GEMM_FN(gemm_q5_1), PYRT_TYPE_Q5_1, block_q5_1, block_q8_1, U_Q5_1, OFF_Q5_1, 1, W_Q5_1, 8)
+DEFINE_GEMM(GEMM_FN(gemm_q4_1), PYRT_TYPE_Q4_1, block_q4_1, block_q8_1, U_Q4_1, OFF_Q4_1, 1, W_Q4_1)
+DEFINE_GEMM(GEMM_FN(gemm_q5_1), PYRT_TYPE_Q5_1, block_q5_1, block_q8_1, U_Q5_1, OFF_Q5_1, 1, W_Q5_1)
 #undef MIN_OF
 #undef SUM_OF
 #define MIN_OF(wb) ((pyrt_fp16)0)
 #define SUM_OF(ab) ((pyrt_fp16)0)
-DEFINE_GEMM(GEMM_FN(gemm_q4_0), PYRT_TYPE_Q4_0, block_q4_0, block_q8_0, U_Q4_0, OFF_Q4_0, 0, W_Q4_0, 8)
-DEFINE_GEMM(GEMM_FN(gemm_q5_0), PYRT_TYPE_Q5_0, block_q5_0, block_q8_0, U_Q5_0, OFF_Q5_0, 0, W_Q5_0, 8)
-DEFINE_GEMM(GEMM_FN(gemm_q8_0), PYRT_TYPE_Q8_0, block_q8_0, block_q8_0, U_Q8_0, OFF_Q8_0, 0, W_Q8_0, 8)
+DEFINE_GEMM(GEMM_FN(gemm_q4_0), PYRT_TYPE_Q4_0, block_q4_0, block_q8_0, U_Q4_0, OFF_Q4_0, 0, W_Q4_0)
+DEFINE_GEMM(GEMM_FN(gemm_q5_0), PYRT_TYPE_Q5_0, block_q5_0, block_q8_0, U_Q5_0, OFF_Q5_0, 0, W_Q5_0)
+DEFINE_GEMM(GEMM_FN(gemm_q8_0), PYRT_TYPE_Q8_0, block_q8_0, block_q8_0, U_Q8_0, OFF_Q8_0, 0, W_Q8_0)
 #undef MIN_OF
 #undef SUM_OF
 
