@@ -256,7 +256,7 @@ static void dot_q4_K(int64_t n, float *s, const void *w, const void *a) {
     for (int64_t b = 0; b < n / QK_K; b++) {
         const float d = y[b].d * fp16_1(x[b].d);
         const float dmin = -y[b].d * fp16_1(x[b].dmin);
-        const __m128i sm = scales_mins_k4(x[b].scales);
+        const __m128i sm = scales_mins_k4v(x[b].scales);
         acc_m = _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(mins_bsums_k4(sm, &y[b])), acc_m);
         acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(lanes_q4_K(&x[b], &y[b], sm)), acc);
     }
@@ -273,7 +273,7 @@ static void dot_q5_K(int64_t n, float *s, const void *w, const void *a) {
     for (int64_t b = 0; b < n / QK_K; b++) {
         const float d = y[b].d * fp16_1(x[b].d);
         const float dmin = -y[b].d * fp16_1(x[b].dmin);
-        const __m128i sm = scales_mins_k4(x[b].scales);
+        const __m128i sm = scales_mins_k4v(x[b].scales);
         /* llama.cpp: summs += dmin * int, contracted to one FMA by its compiler */
         summs = fmaf(dmin, (float)hsum_i32x4(mins_bsums_k4(sm, &y[b])), summs);
         acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(lanes_q5_K(&x[b], &y[b], sm)), acc);
@@ -332,7 +332,7 @@ static void tiled_q4_K(int64_t n, float *s, const void *w, const void *a) {
     const block_q8_K *y = (const block_q8_K *)a;      /* [n/256] */
     float acc = 0.0f;
     for (int64_t b = 0; b < n / QK_K; b++) {
-        const __m128i sm = scales_mins_k4(x[b].scales);
+        const __m128i sm = scales_mins_k4v(x[b].scales);
         acc = tiled_step_min(acc, fp16_1(x[b].d), hsum_i32x8(lanes_q4_K(&x[b], &y[b], sm)),
                              fp16_1(x[b].dmin), hsum_i32x4(mins_bsums_k4(sm, &y[b])), y[b].d);
     }
@@ -344,7 +344,7 @@ static void tiled_q5_K(int64_t n, float *s, const void *w, const void *a) {
     const block_q8_K *y = (const block_q8_K *)a;      /* [n/256] */
     float acc = 0.0f;
     for (int64_t b = 0; b < n / QK_K; b++) {
-        const __m128i sm = scales_mins_k4(x[b].scales);
+        const __m128i sm = scales_mins_k4v(x[b].scales);
         acc = tiled_step_min(acc, fp16_1(x[b].d), hsum_i32x8(lanes_q5_K(&x[b], &y[b], sm)),
                              fp16_1(x[b].dmin), hsum_i32x4(mins_bsums_k4(sm, &y[b])), y[b].d);
     }
@@ -387,7 +387,7 @@ static void rep8x4_q4_K(int64_t n, float *s, const void *w, const void *a) {
     float acc = 0.0f, acc_m = 0.0f;
     for (int64_t b = 0; b < n / QK_K; b++) {
         uint8_t sm[16];
-        _mm_storeu_si128((__m128i *)sm, scales_mins_k4(x[b].scales));   /* scales 0..7, mins 8..15 */
+        _mm_storeu_si128((__m128i *)sm, scales_mins_k4v(x[b].scales));   /* scales 0..7, mins 8..15 */
         int32_t dots[8];
         subdots_q4_K(&x[b], &y[b], dots);
         const float dd = fp16_1(x[b].d) * y[b].d, dm = fp16_1(x[b].dmin) * y[b].d;
@@ -407,7 +407,7 @@ static void rep8_q4_K(int64_t n, float *s, const void *w, const void *a) {
     const block_q8_K *y = (const block_q8_K *)a;      /* [n/256] */
     float acc = 0.0f, acc_m = 0.0f;
     for (int64_t b = 0; b < n / QK_K; b++) {
-        const __m128i sm = scales_mins_k4(x[b].scales);
+        const __m128i sm = scales_mins_k4v(x[b].scales);
         const int32_t s1 = hsum_i32x8(lanes_q4_K(&x[b], &y[b], sm));
         const int32_t s2 = hsum_i32x4(mins_bsums_k4(sm, &y[b]));
         acc   = fmaf((float)s1, fp16_1(x[b].d) * y[b].d, acc);
@@ -549,7 +549,7 @@ GEMV_VEC_DOT(gemv_q5_K, block_q5_K, dot_q5_K, {
         for (int i = 0; i < GV; i++) {
             const block_q5_K *x = &xr[i][b];
             KQ_PREFETCH_BLOCK(x, sizeof(block_q5_K));
-            const __m128i sm = scales_mins_k4(x->scales);
+            const __m128i sm = scales_mins_k4v(x->scales);
             mn[i] = _mm_cvtepu8_epi16(_mm_srli_si128(sm, 8));
             memcpy(&dd[i], &x->d, 4);            /* d | dmin << 16 */
             const float d = y[b].d * fp16_1(x->d);
@@ -577,7 +577,7 @@ GEMV_VEC_DOT(gemv_q4_K, block_q4_K, dot_q4_K, {
             KQ_PREFETCH_BLOCK(x, sizeof(block_q4_K));
             const float d = y[b].d * fp16_1(x->d);
             const float dmin = -y[b].d * fp16_1(x->dmin);
-            const __m128i sm = scales_mins_k4(x->scales);
+            const __m128i sm = scales_mins_k4v(x->scales);
             acc_m[i] = _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(mins_bsums_k4(sm, &y[b])), acc_m[i]);
             acc[i] = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(lanes_q4_K(x, &y[b], sm)), acc[i]);
         }
