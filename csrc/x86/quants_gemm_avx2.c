@@ -487,7 +487,7 @@ typedef struct {
     __m256i ub[UB_BLOCKS], aq[CB_BLOCKS], cb[CB_BLOCKS];
     _Alignas(32) float ws[4 * UB_BLOCKS];
     _Alignas(32) float ad[CB_BLOCKS + RN];
-    _Alignas(32) float sc[RM * RN * MAX_NB];
+    _Alignas(32) float sc[RM * RN * KC_BLK];     /* a tile's products over one block range */
     __m256 ka[PANEL_R * PANEL_T];
     float wm[UB_BLOCKS], asT[CB_BLOCKS], mo[PANEL_T * PANEL_R];
 } gemm_panels;
