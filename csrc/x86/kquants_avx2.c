@@ -136,7 +136,7 @@ static inline __m256i lanes_q3_K(const block_q3_K *x, const block_q8_K *y) {
 }
 
 /* Sub-block scale j of a Q4_K/Q5_K block as 16 int16 lanes, taken by one
- * vpshufb from sm2 = the 16 bytes of scales_mins_k4() in both 128-bit halves
+ * vpshufb from sm2 = the 16 bytes of scales_mins_k4v() in both 128-bit halves
  * (the same values as _mm256_set1_epi16(scale j), without the broadcast from
  * memory: per-sub-block broadcasts made the single-token path shuffle-bound). */
 #define SCALE_J(sm2, j) _mm256_shuffle_epi8((sm2), _mm256_set1_epi16((short)(0x8000 | (j))))

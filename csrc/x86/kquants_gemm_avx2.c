@@ -118,7 +118,7 @@ static inline __attribute__((always_inline)) void pack_k45(k_panel *pk, const vo
             qs[r] = five ? ((const block_q5_K *)x[r])->qs : x[r]->qs;
             if (five) qh[r] = ld32(((const block_q5_K *)x[r])->qh);
             uint8_t u[16];
-            _mm_storeu_si128((__m128i *)u, scales_mins_k4(x[r]->scales));
+            _mm_storeu_si128((__m128i *)u, scales_mins_k4v(x[r]->scales));
 #if defined(PYRT_KQ_VNNI)
             for (int j = 0; j < 8; j++) sc[j][r] = u[j];
 #else

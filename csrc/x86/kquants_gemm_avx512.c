@@ -83,7 +83,7 @@ static inline void transpose16(__m512i v[16]) {
  * The 16 rows' block headers (d, dmin, the 12 packed scale bytes) are
  * transposed into one dword per row (4 rows per vpermd, then a 4 x 4 swap of
  * 128-bit lanes) and their scales and mins unpacked for all rows at once
- * (scales_mins_k4's steps on vectors); the codes are transposed as raw bytes,
+ * (scales_mins_k4_uv's steps on vectors); the codes are transposed as raw bytes,
  * 128 codes per transpose16, and split into nibbles afterwards. */
 static inline __attribute__((always_inline)) void pack_k45(k_panel *pk, const void *w, int64_t w_row, int64_t r0, int nr,
                                                            int64_t b0, int nsb, const int five) {
@@ -121,7 +121,7 @@ static inline __attribute__((always_inline)) void pack_k45(k_panel *pk, const vo
         const __m512i u0 = _mm512_shuffle_i32x4(t0, t2, _MM_SHUFFLE(3, 1, 3, 1));
         const __m512i u1 = _mm512_shuffle_i32x4(t1, t3, _MM_SHUFFLE(2, 0, 2, 0));
         const __m512i u2 = _mm512_shuffle_i32x4(t1, t3, _MM_SHUFFLE(3, 1, 3, 1));
-        /* scales_mins_k4, per row: scales 0..3, 4..7, mins 0..3, 4..7 as bytes of a dword */
+        /* scales_mins_k4_uv, per row: scales 0..3, 4..7, mins 0..3, 4..7 as bytes of a dword */
         const __m512i sv[2] = {
             _mm512_and_si512(u0, m1),
             _mm512_or_si512(_mm512_and_si512(u2, m2), _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(u0, 6), m3), 4)),

@@ -53,21 +53,11 @@ static inline __m256i qh_to_bit4(const uint8_t qh[4]) {
     return _mm256_and_si256(v, _mm256_set1_epi8(0x10));
 }
 
-/* Q4_K/Q5_K 12-byte scales -> 8 scales (bytes 0..7) and 8 mins (bytes 8..15) */
-static inline __m128i scales_mins_k4(const uint8_t packed[12]) {
-    uint32_t u[4];
-    memcpy(u, packed, 12);
-    const uint32_t m1 = 0x3f3f3f3f, m2 = 0x0f0f0f0f, m3 = 0x03030303;
-    u[3] = ((u[2] >> 4) & m2) | (((u[1] >> 6) & m3) << 4);
-    const uint32_t mins_lo = u[1] & m1;
-    u[1] = (u[2] & m2) | (((u[0] >> 6) & m3) << 4);
-    u[2] = mins_lo;
-    u[0] &= m1;
-    return _mm_set_epi32((int)u[3], (int)u[2], (int)u[1], (int)u[0]);
-}
-
-/* scales_mins_k4 in vector form, same 16 bytes [scales 0..7, mins 0..7],
- * from p = the packed dwords as [u0 u2 u1 u2] and h = [u0 u0 u1 u1] */
+/* Q4_K/Q5_K 12 packed scale bytes, as dwords u0 u1 u2 -> 16 bytes [scales 0..7,
+ * mins 0..7] (ggml's get_scale_min_k4): scales 0..3 = u0 & 0x3f, mins 0..3 =
+ * u1 & 0x3f, scales 4..7 = (u2 & 0x0f) | (u0 >> 6) << 4, mins 4..7 =
+ * (u2 >> 4 & 0x0f) | (u1 >> 6) << 4, per byte; here from p = the packed dwords
+ * as [u0 u2 u1 u2] and h = [u0 u0 u1 u1] */
 static inline __m128i scales_mins_k4_uv(__m128i p, __m128i h) {
     const __m128i lo = _mm_and_si128(_mm_srlv_epi32(p, _mm_setr_epi32(0, 0, 0, 4)),
                                      _mm_setr_epi32(0x3f3f3f3f, 0x0f0f0f0f, 0x3f3f3f3f, 0x0f0f0f0f));
@@ -76,7 +66,7 @@ static inline __m128i scales_mins_k4_uv(__m128i p, __m128i h) {
 }
 
 /* from the 12 packed bytes (reads 16 bytes from `packed`: the 4 after them
- * are the block's codes) */
+ * are the block's own, its codes or fifth bits) */
 static inline __m128i scales_mins_k4v(const uint8_t *packed) {
     const __m128i v = _mm_loadu_si128((const __m128i *)packed);       /* u0 u1 u2 . */
     return scales_mins_k4_uv(_mm_shuffle_epi32(v, _MM_SHUFFLE(2, 1, 2, 0)), _mm_shuffle_epi32(v, _MM_SHUFFLE(1, 1, 0, 0)));
