@@ -154,6 +154,13 @@ typedef struct {
      * n_kv * n_head queries (scores rows; acc: PYRT_ATTN_HEADS_ACC floats).
      * NULL: one attn_head call per kv head. */
     void  (*attn_heads)(const pyrt_attn_args *a);
+    /* attn_heads' work for one token, shared by the nth threads: phase 0 the
+     * scores (the threads take positions), 1 the softmax (queries), 2 the
+     * outputs (dims); the caller puts a barrier after each phase. scores:
+     * n_kv * n_head rows of last + 8 floats, one buffer for all threads; acc:
+     * PYRT_ATTN_HEADS_ACC floats per thread; head_dim % 32 == 0, at most 64
+     * queries. Each query exactly its attn_head result. NULL: not available. */
+    void  (*attn_heads_split)(const pyrt_attn_args *a, int phase, int ith, int nth);
     /* The same queries over a quantized cache, in llama.cpp's flash-attention
      * arithmetic (the path it takes for a quantized V cache): per query, q
      * converted to K's dot type once, s = scale * K_j.q in position order,

@@ -60,6 +60,30 @@ def test_mixed_type_groups_split_by_bytes_identical_for_1_2_3_threads(gemma3_pat
         np.testing.assert_array_equal(outs[0], outs[2])
 
 
+@pytest.mark.parametrize("which", ["smollm2", "gemma3"])
+def test_decode_over_a_long_context_identical_for_1_2_3_threads(which, smollm2_path, gemma3_path):
+    """Past 512 visible positions a decoding token's attention is shared by
+    the threads by positions, queries and dims (core/forward.c, split_token)
+    where its kv heads are too few to give each thread whole ones (SmolLM2: 3,
+    Gemma-3: 1, whose local layers see a 512-position window): the logits of
+    every step equal the one-thread ones."""
+    from pyrt._native import lib
+    from pyrt.model import Context, Model
+    path = smollm2_path if which == "smollm2" else gemma3_path
+    m = Model(str(path))
+    toks = np.random.default_rng(3).integers(10, m.hparams.n_vocab - 10, 704).astype(np.int32)
+    outs = []
+    for threads in (1, 2, 3):
+        ctx = Context(m, n_ctx=720, n_threads=threads)
+        ctx.decode(toks[:700], 0, lib.PYRT_OUT_LOGITS_LAST)
+        outs.append([ctx.decode(toks[i:i + 1], i, lib.PYRT_OUT_LOGITS_LAST) for i in range(700, 704)])
+        ctx.close()
+    m.close()
+    for other in outs[1:]:
+        for x, y in zip(outs[0], other):
+            np.testing.assert_array_equal(x, y)
+
+
 def test_greedy_generation_identical_for_1_and_2_threads(smollm2_path):
     runs = []
     for threads in (1, 2):

@@ -329,6 +329,56 @@ def test_attention_group_is_bit_identical_to_single_queries(variant, batched, he
 
 
 @pytest.mark.parametrize("variant", X86_VARIANTS)
+@pytest.mark.parametrize("head_dim", [64, 256, 96])
+@pytest.mark.parametrize("gqa,n_kv", [(3, 3), (4, 1), (1, 2), (8, 2)])
+@pytest.mark.parametrize("last,window,softcap", [(700, 0, 0.0), (530, 0, 30.0), (900, 512, 0.0), (13, 0, 0.0)])
+@pytest.mark.parametrize("nth", [1, 2, 3])
+def test_attention_split_between_threads_is_bit_identical_to_single_queries(variant, head_dim, gqa, n_kv, last,
+                                                                            window, softcap, nth):
+    """attn_heads_split (one token's attention shared by nth threads: the
+    positions, then the queries, then the dims, kernels.h) gives every query
+    exactly its one-query attn_head result, from score and slot scratch that
+    earlier calls left dirty; windows, soft-capping, uneven shares."""
+    k = table(variant)
+    assert k.attn_heads_split != kffi.NULL
+    rng = np.random.default_rng(head_dim * 31 + gqa * 7 + n_kv * 1000 + last + nth)
+    n_ctx = 1024 + 8
+    stride = head_dim * n_kv
+    cache_k = rng.standard_normal((n_ctx, stride)).astype(np.float16)
+    cache_v = rng.standard_normal((n_ctx, stride)).astype(np.float16)
+    cache_v[last % 5::7, :3] = 0
+    nq = n_kv * gqa
+    q = (rng.standard_normal(nq * head_dim) * 3).astype(np.float32)
+    q[:head_dim] *= 8                                         # peaked: probabilities that round to 0
+    scale = 1.0 / np.sqrt(head_dim)
+    got = np.full(nq * head_dim, np.nan, np.float32)
+    scores = np.full(nq * (n_ctx + 32), 0.25, np.float32)    # one buffer for all the threads
+    threads = []
+    for _ in range(nth):
+        a, keep = _attn_args(k, cache_k, cache_v, head_dim, stride, 0, n_ctx, nq, scale, 0)
+        keep.append(np.full(nq * (32 * head_dim + 16), 0.5, np.float32))   # PYRT_ATTN_HEADS_ACC
+        a.acc = kptr(keep[-1], "float *")
+        a.scores = kptr(scores, "float *")
+        a.q, a.out = kptr(q, "float *"), kptr(got, "float *")
+        a.n_tok, a.n_head, a.n_kv, a.q_stride, a.window, a.first, a.last = 1, gqa, n_kv, nq * head_dim, window, 0, last
+        a.softcap = softcap
+        threads.append((a, keep))
+    for phase in range(3):                                    # a barrier between phases
+        for ith, (a, _) in enumerate(threads):
+            k.attn_heads_split(a, phase, ith, nth)
+    first = max(0, last - window + 1) if window else 0
+    for qh in range(nq):
+        h = qh // gqa
+        want = np.zeros(head_dim, np.float32)
+        b, keep1 = _attn_args(k, cache_k, cache_v, head_dim, stride, h * head_dim, n_ctx, 1, scale, 0)
+        b.q = kptr(q, "float *") + qh * head_dim
+        b.out = kptr(want, "float *")
+        b.first, b.last, b.softcap = first, last, softcap
+        k.attn_head(b)
+        assert np.array_equal(got[qh * head_dim:(qh + 1) * head_dim].view(np.uint32), want.view(np.uint32)), qh
+
+
+@pytest.mark.parametrize("variant", X86_VARIANTS)
 @pytest.mark.parametrize("head_dim", [64, 128, 96, 40])
 @pytest.mark.parametrize("gqa,n_kv", [(1, 16), (1, 5), (3, 3), (4, 2), (4, 1), (8, 3)])
 @pytest.mark.parametrize("last,window", [(0, 0), (6, 0), (37, 0), (300, 0), (250, 100), (13, 8)])
@@ -354,6 +404,7 @@ def test_attention_over_several_kv_heads_is_bit_identical_to_single_queries(vari
     nq = n_kv * gqa
     got = np.full(qd, np.nan, np.float32)
     a, keep = _attn_args(k, cache_k, cache_v, head_dim, stride, hk * head_dim, n_ctx, nq, scale, 0)
+    keep[0][:] = 0.25                     # scores scratch as a previous call leaves it, not zeros
     keep.append(np.zeros(nq * (32 * head_dim + 16), np.float32))   # kernels.h: PYRT_ATTN_HEADS_ACC
     a.acc = kptr(keep[-1], "float *")
     a.q = kptr(q, "float *") + hk * gqa * head_dim

@@ -107,7 +107,7 @@ static void merge_type(pyrt_type_kernels *d, const pyrt_type_kernels *v) {
 static void merge_ops(pyrt_kernels *d, const pyrt_kernels *v) {
     INHERIT(name);
     INHERIT(fp32_to_fp16); INHERIT(fp16_to_fp32); INHERIT(dot_f16); INHERIT(mad_f16);
-    INHERIT(rope); INHERIT(rope_cache); INHERIT(rope_cs); INHERIT(swiglu); INHERIT(geglu); INHERIT(softmax); INHERIT(dot_f32_8); INHERIT(attn_head); INHERIT(attn_heads); INHERIT(attn_head_fa);
+    INHERIT(rope); INHERIT(rope_cache); INHERIT(rope_cs); INHERIT(swiglu); INHERIT(geglu); INHERIT(softmax); INHERIT(dot_f32_8); INHERIT(attn_head); INHERIT(attn_heads); INHERIT(attn_heads_split); INHERIT(attn_head_fa);
 }
 #undef INHERIT
 #undef OWN

@@ -106,6 +106,28 @@ static const float *rope_factors(const pyrt_model *m, const pyrt_ctx *c) {
     return n_ctx_pad > n_ctx_orig ? m->rope_long : m->rope_short;
 }
 
+/* Visible positions from which one decoding token's attention is split
+ * between the threads by positions (attn_heads_split) rather than by heads */
+#define ATTN_SPLIT_MIN 512
+
+/* Whether this step is one token in single-token numerics over at least
+ * ATTN_SPLIT_MIN visible F16 cache positions (layer with a sliding window:
+ * swa), with fewer than two kv heads a thread, within attn_heads_split's
+ * limits and the scratch: the scores of every query in the threads' shared
+ * score buffer, each thread's slots in its acc (context.c sizes both for
+ * attn_tok * gqa queries). */
+static int split_token(const fwd *f, int swa) {
+    const pyrt_ctx *c = f->c;
+    const pyrt_hparams *hp = f->hp;
+    if (f->nth < 2 || !f->K->attn_heads_split || c->n_parts != 1 || !part_single(&c->parts[0]) ||
+        c->parts[0].n_tok != 1 || hp->n_head_kv >= 2 * f->nth || f->HD % 32 != 0 || hp->n_head > 64 ||
+        hp->n_head > (int64_t)c->attn_tok * f->gqa)
+        return 0;
+    const int32_t pos = c->parts[0].pos0, win = swa ? hp->sliding_window : 0;
+    const int32_t first = win > 0 && pos - win + 1 > 0 ? pos - win + 1 : 0;
+    return pos - first + 1 >= ATTN_SPLIT_MIN;
+}
+
 /* x += [post_norm] Wo . attention(q, k, v) over the causal (sliding) window */
 static void attention(fwd *f, int il) {
     pyrt_ctx *c = f->c;
@@ -200,7 +222,30 @@ static void attention(fwd *f, int il) {
      * heads as one run, and a kv head split between threads is a group call
      * over its share of the queries. */
     const int heads = !quant_kv && K->attn_heads;
-    if (heads) {
+    if (heads && split_token(f, swa)) {
+        /* one decoding token over a long context, its kv heads too few for
+         * every thread to take whole ones: the threads share its positions,
+         * then its queries, then its dims (attn_heads_split), so that each
+         * streams whole cache rows; the scores are one buffer for all */
+        const fwd_part *part = &c->parts[0];
+        float *own = a->scores;
+        a->scores = c->scores;
+        a->batched = 0;
+        a->n_tok = 1;
+        a->n_head = (int32_t)f->gqa;
+        a->n_kv = (int32_t)n_kv;
+        a->out = c->att + part->t0 * QD;
+        a->q = c->q + part->t0 * QD;
+        a->k = (const pyrt_fp16 *)(kc + part->seq * kseq);
+        a->v = (const pyrt_fp16 *)(vc + part->seq * vseq);
+        a->last = part->pos0;
+        for (int phase = 0; phase < 3; phase++) {
+            K->attn_heads_split(a, phase, f->ith, f->nth);
+            if (phase < 2) pool_barrier(f->P);
+        }
+        a->scores = own;
+        a->n_kv = 1;
+    } else if (heads) {
         const int64_t NQ = (int64_t)hp->n_head, G = f->gqa;
         int64_t n_single = 0;
         for (int32_t ip = 0; ip < c->n_parts; ip++)

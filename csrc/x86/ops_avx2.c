@@ -438,6 +438,47 @@ static void attn_group_single_avx2(const pyrt_attn_args *a) {
 #define AH_PF_BYTES 16384   /* runs prefetched ahead, in bytes (8 to 64 rows) */
 static void attn_head_avx2(const pyrt_attn_args *a);
 
+/* cache rows to prefetch ahead for runs of nkv heads: about AH_PF_BYTES, 8 to 64 rows */
+static int32_t heads_pf(int32_t nkv, int32_t hd) {
+    const int32_t pf = AH_PF_BYTES / (nkv * hd * 2);
+    return pf < 8 ? 8 : pf > 64 ? 64 : pf;
+}
+
+/* the scores of the nkv * nh queries (qf: [nq][hd], rounded) at positions
+ * [j_lo, j_hi] into their rows (R apart), and their running maxima mx */
+static void heads_scores(const pyrt_attn_args *a, const float *qf, int32_t nkv, int32_t nh, int32_t j_lo,
+                         int32_t j_hi, int64_t R, int32_t pf, float *mx) {
+    const int32_t hd = a->head_dim, nq = nkv * nh, seg = nkv * hd;   /* elements of a row's run */
+    const int64_t st = a->stride;
+    for (int32_t j0 = j_lo; j0 <= j_hi; j0 += 8) {
+        const int32_t n = j_hi - j0 + 1 < 8 ? j_hi - j0 + 1 : 8;
+        for (int32_t i = 0; i < n; i++) prefetch_row(a->k + (int64_t)(j0 + i + pf) * st, seg);
+        for (int32_t q = 0; q < nq; q += 2) {            /* queries q, q+1 (q alone if last) */
+            const int two = q + 1 < nq;
+            const int32_t qb = q + two;
+            const pyrt_fp16 *ka = a->k + (int64_t)j0 * st + (int64_t)(q / nh) * hd;
+            const pyrt_fp16 *kb = a->k + (int64_t)j0 * st + (int64_t)(qb / nh) * hd;
+            __m256 u[2][8];
+            if (ka == kb) score_pair8(ka, ka, st, qf + (int64_t)q * hd, qf + (int64_t)qb * hd, hd, n, 1, u);
+            else          score_pair8(ka, kb, st, qf + (int64_t)q * hd, qf + (int64_t)qb * hd, hd, n, 0, u);
+            store_scores8(a, u, two, R, q, j0, n, mx);
+        }
+    }
+}
+
+/* the largest of sc[first..last], NaN skipped (as store_scores8's running
+ * maximum; a +-0 maximum gives the same differences either way) */
+static float row_max(const float *sc, int32_t first, int32_t last) {
+    __m256 vm = _mm256_set1_ps(-INFINITY);
+    int32_t j = first;
+    for (; j + 7 <= last; j += 8) vm = _mm256_max_ps(_mm256_loadu_ps(sc + j), vm);
+    float t[8], mx = -INFINITY;
+    _mm256_storeu_ps(t, vm);
+    for (int i = 0; i < 8; i++) if (t[i] > mx) mx = t[i];
+    for (; j <= last; j++) if (sc[j] > mx) mx = sc[j];
+    return mx;
+}
+
 static void attn_heads_avx2(const pyrt_attn_args *a) {
     const int32_t nkv = a->n_kv > 1 ? a->n_kv : 1, nh = a->n_head > 1 ? a->n_head : 1, nq = nkv * nh;
     const int32_t hd = a->head_dim;
@@ -455,30 +496,56 @@ static void attn_heads_avx2(const pyrt_attn_args *a) {
     }
     const pyrt_attn_args o0 = pyrt_attn_query(a, 0, 0);
     const int32_t first = o0.first, last = o0.last;
-    const int64_t st = a->stride, R = ((int64_t)last + 8) & ~(int64_t)7;   /* score row of query q: q*R */
-    const int32_t seg = nkv * hd;                        /* elements of a row's run */
-    /* rows ahead: about AH_PF_BYTES of runs, 8 to 64 rows */
-    int32_t pf = AH_PF_BYTES / (seg * 2);
-    pf = pf < 8 ? 8 : pf > 64 ? 64 : pf;
+    const int64_t R = ((int64_t)last + 8) & ~(int64_t)7;   /* score row of query q: q*R */
+    const int32_t pf = heads_pf(nkv, hd);
     float *qf = a->acc;                                  /* [nq][hd]: q rounded to f16, as f32 */
     float mx[AH_MAXQ];
     round_queries(a->q, qf, nq, hd, mx);
-    for (int32_t j0 = first; j0 <= last; j0 += 8) {
-        const int32_t n = last - j0 + 1 < 8 ? last - j0 + 1 : 8;
-        for (int32_t i = 0; i < n; i++) prefetch_row(a->k + (int64_t)(j0 + i + pf) * st, seg);
-        for (int32_t q = 0; q < nq; q += 2) {            /* queries q, q+1 (q alone if last) */
-            const int two = q + 1 < nq;
-            const int32_t qb = q + two;
-            const pyrt_fp16 *ka = a->k + (int64_t)j0 * st + (int64_t)(q / nh) * hd;
-            const pyrt_fp16 *kb = a->k + (int64_t)j0 * st + (int64_t)(qb / nh) * hd;
-            __m256 u[2][8];
-            if (ka == kb) score_pair8(ka, ka, st, qf + (int64_t)q * hd, qf + (int64_t)qb * hd, hd, n, 1, u);
-            else          score_pair8(ka, kb, st, qf + (int64_t)q * hd, qf + (int64_t)qb * hd, hd, n, 0, u);
-            store_scores8(a, u, two, R, q, j0, n, mx);
+    heads_scores(a, qf, nkv, nh, first, last, R, pf, mx);
+    for (int32_t q = 0; q < nq; q++) softmax_probs(a->scores + (int64_t)q * R, first, last, mx[q]);
+    pv_pass(&o0, a->scores, R, nkv, nh, 0, hd, pf);       /* o0: first within the window; acc (qf) is free from here */
+}
+
+/* attn_heads_avx2's work for one token whose kv heads are too few to give
+ * every thread whole ones (SmolLM2: 3, Gemma-3 270m: 1), in three phases that
+ * the caller separates with barriers; the threads share the positions, the
+ * queries, then the dims, so that each streams whole cache rows (one kv
+ * head's segment of a row is a strided piece of it):
+ *   0: the scores of every query at the thread's positions (score rows R
+ *      apart in a->scores, shared by the threads);
+ *   1: softmax of the thread's queries (the row's maximum, then softmax_probs);
+ *   2: the outputs of the thread's dims of every head (pv_pass).
+ * Each query's arithmetic is attn_heads_avx2's: every score and probability
+ * is computed once, by one thread, in the same order. */
+static void attn_heads_split_avx2(const pyrt_attn_args *a, int phase, int ith, int nth) {
+    const int32_t nkv = a->n_kv > 1 ? a->n_kv : 1, nh = a->n_head > 1 ? a->n_head : 1, nq = nkv * nh;
+    const int32_t hd = a->head_dim;
+    const pyrt_attn_args o0 = pyrt_attn_query(a, 0, 0);
+    const int32_t first = o0.first, last = o0.last;
+    const int64_t R = ((int64_t)last + 8) & ~(int64_t)7;
+    const int32_t pf = heads_pf(nkv, hd);
+    if (phase == 0) {   /* positions in runs of 8 from first */
+        const int32_t n8 = (last - first + 8) / 8;
+        const int32_t j0 = first + 8 * (int32_t)((int64_t)n8 * ith / nth);
+        const int32_t j1 = first + 8 * (int32_t)((int64_t)n8 * (ith + 1) / nth) - 1;
+        if (j0 > last) return;
+        float *qf = a->acc, mx[AH_MAXQ];
+        round_queries(a->q, qf, nq, hd, mx);
+        heads_scores(a, qf, nkv, nh, j0, j1 < last ? j1 : last, R, pf, mx);
+    } else if (phase == 1) {
+        for (int32_t q = nq * ith / nth; q < nq * (ith + 1) / nth; q++) {
+            float *row = a->scores + (int64_t)q * R;
+            softmax_probs(row, first, last, row_max(row, first, last));
+        }
+    } else {            /* dims in runs of 8, passes of at most 64 */
+        const int32_t n8 = hd / 8;
+        for (int32_t d = 8 * (n8 * ith / nth), d1 = 8 * (n8 * (ith + 1) / nth); d < d1;) {
+            int32_t L = 64;
+            while (L > d1 - d || d % L) L /= 2;
+            pv_pass(&o0, a->scores, R, nkv, nh, d, L, pf);
+            d += L;
         }
     }
-    for (int32_t q = 0; q < nq; q++) softmax_probs(a->scores + (int64_t)q * R, first, last, mx[q]);
-    pv_pass(a, a->scores, R, nkv, nh, 0, hd, pf);         /* acc (qf) is free from here */
 }
 
 /* ---- attention for a group of queries sharing a kv head (batched shape) ---------
@@ -1281,6 +1348,7 @@ void pyrt_fill_ops_avx2(pyrt_kernels *k) {
     k->swiglu = swiglu_avx2;
     k->attn_head = attn_head_avx2;
     k->attn_heads = attn_heads_avx2;
+    k->attn_heads_split = attn_heads_split_avx2;
     k->attn_head_fa = attn_head_fa_avx2;
     expf8_init();
 }
