@@ -262,10 +262,11 @@ static inline __attribute__((always_inline)) void pv_block(const pyrt_fp16 *v, c
  * softmax_pv_one's single-token order: 32 slots (j mod 32), each an FMA chain
  * over increasing j, then reduce_slots32. Each V row segment is converted
  * once for all its head's queries; pf > 0: the runs of the heads prefetched pf
- * rows ahead. Slots: nkv * nh * SLOTS(L) floats of a->acc. */
+ * rows ahead. L: a multiple of 8, worked in blocks of 64, 32, 16 or 8 dims.
+ * Slots: nkv * nh * SLOTS(L) floats of a->acc. */
 static void pv_pass(const pyrt_attn_args *a, const float *sc, int64_t R, int32_t nkv, int32_t nh,
                     int32_t d0, int32_t L, int32_t pf) {
-    const int32_t hd = a->head_dim, first = a->first, last = a->last, B = L % 64 == 0 ? 64 : L % 32 == 0 ? 32 : L;
+    const int32_t hd = a->head_dim, first = a->first, last = a->last, B = L % 64 == 0 ? 64 : L % 32 == 0 ? 32 : L % 16 == 0 ? 16 : 8;
     const int64_t st = a->stride;
     float *acc = a->acc;
     memset(acc, 0, sizeof(float) * (size_t)nkv * nh * SLOTS(L));
