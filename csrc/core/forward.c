@@ -111,21 +111,22 @@ static const float *rope_factors(const pyrt_model *m, const pyrt_ctx *c) {
 #define ATTN_SPLIT_MIN 512
 
 /* Whether this step is one token in single-token numerics over at least
- * ATTN_SPLIT_MIN visible F16 cache positions (layer with a sliding window:
- * swa), with fewer than two kv heads a thread, within attn_heads_split's
- * limits and the scratch: the scores of every query in the threads' shared
- * score buffer, each thread's slots in its acc (context.c sizes both for
- * attn_tok * gqa queries). */
-static int split_token(const fwd *f, int swa) {
+ * ATTN_SPLIT_MIN visible F16 cache positions (within f->attn's window), with
+ * fewer than two kv heads a thread, within attn_heads_split's limits and the
+ * scratch: the scores of every query in the threads' shared score buffer,
+ * each thread's slots in its acc (context.c sizes both for attn_tok * gqa
+ * queries). */
+static int split_token(const fwd *f) {
     const pyrt_ctx *c = f->c;
     const pyrt_hparams *hp = f->hp;
     if (f->nth < 2 || !f->K->attn_heads_split || c->n_parts != 1 || !part_single(&c->parts[0]) ||
         c->parts[0].n_tok != 1 || hp->n_head_kv >= 2 * f->nth || f->HD % 32 != 0 || hp->n_head > 64 ||
         hp->n_head > (int64_t)c->attn_tok * f->gqa)
         return 0;
-    const int32_t pos = c->parts[0].pos0, win = swa ? hp->sliding_window : 0;
-    const int32_t first = win > 0 && pos - win + 1 > 0 ? pos - win + 1 : 0;
-    return pos - first + 1 >= ATTN_SPLIT_MIN;
+    pyrt_attn_args o = f->attn;
+    o.last = c->parts[0].pos0;
+    o = pyrt_attn_query(&o, 0, 0);     /* the window's first position */
+    return o.last - o.first + 1 >= ATTN_SPLIT_MIN;
 }
 
 /* x += [post_norm] Wo . attention(q, k, v) over the causal (sliding) window */
@@ -222,7 +223,7 @@ static void attention(fwd *f, int il) {
      * heads as one run, and a kv head split between threads is a group call
      * over its share of the queries. */
     const int heads = !quant_kv && K->attn_heads;
-    if (heads && split_token(f, swa)) {
+    if (heads && split_token(f)) {
         /* one decoding token over a long context, its kv heads too few for
          * every thread to take whole ones: the threads share its positions,
          * then its queries, then its dims (attn_heads_split), so that each

@@ -714,10 +714,7 @@ static void quant_q8_K(const float *src, void *dst, int64_t n) {
          * element reaching it gives the sign */
         __m256 m = _mm256_setzero_ps();
         for (int j = 0; j < QK_K; j += 8) m = _mm256_max_ps(_mm256_andnot_ps(sign, _mm256_loadu_ps(src + j)), m);
-        __m128 m4 = _mm_max_ps(_mm256_extractf128_ps(m, 1), _mm256_castps256_ps128(m));
-        m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
-        m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
-        const float amax = _mm_cvtss_f32(m4);
+        const float amax = hmax_ps(m);
         if (!(amax > 0.0f)) {
             memset(&y[b], 0, sizeof y[b]);
             continue;

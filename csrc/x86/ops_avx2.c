@@ -473,9 +473,7 @@ static float row_max(const float *sc, int32_t first, int32_t last) {
     __m256 vm = _mm256_set1_ps(-INFINITY);
     int32_t j = first;
     for (; j + 7 <= last; j += 8) vm = _mm256_max_ps(_mm256_loadu_ps(sc + j), vm);
-    float t[8], mx = -INFINITY;
-    _mm256_storeu_ps(t, vm);
-    for (int i = 0; i < 8; i++) if (t[i] > mx) mx = t[i];
+    float mx = hmax_ps(vm);
     for (; j <= last; j++) if (sc[j] > mx) mx = sc[j];
     return mx;
 }
@@ -540,12 +538,8 @@ static void attn_heads_split_avx2(const pyrt_attn_args *a, int phase, int ith, i
         }
     } else {            /* dims in runs of 8, passes of at most 64 */
         const int32_t n8 = hd / 8;
-        for (int32_t d = 8 * (n8 * ith / nth), d1 = 8 * (n8 * (ith + 1) / nth); d < d1;) {
-            int32_t L = 64;
-            while (L > d1 - d || d % L) L /= 2;
-            pv_pass(&o0, a->scores, R, nkv, nh, d, L, pf);
-            d += L;
-        }
+        for (int32_t d = 8 * (n8 * ith / nth), d1 = 8 * (n8 * (ith + 1) / nth); d < d1; d += 64)
+            pv_pass(&o0, a->scores, R, nkv, nh, d, d1 - d < 64 ? d1 - d : 64, pf);
     }
 }
 
@@ -630,10 +624,7 @@ static inline __attribute__((always_inline)) void softmax_rows_n(float *row0, in
          * maximum gives the same differences either way */
         __m256 vm = _mm256_set1_ps(-INFINITY);
         for (int32_t j = g0; j < g1; j += 8) vm = _mm256_max_ps(_mm256_loadu_ps(row + j), vm);
-        __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(vm), _mm256_extractf128_ps(vm, 1));
-        m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
-        m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
-        vmax[r] = _mm256_broadcastss_ps(m4);
+        vmax[r] = _mm256_set1_ps(hmax_ps(vm));
         sum[r] = 0.0;
     }
     for (int32_t j = g0; j < g1; j += 8)
