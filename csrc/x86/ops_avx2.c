@@ -659,7 +659,8 @@ static __attribute__((noinline)) void softmax_rows(float *row0, int64_t R, int32
 }
 
 #define PV_D 32     /* dims per V tile (4 chunks of 8)  */
-#define PV_S 256    /* positions per V tile (32 KiB f32) */
+#define PV_S 128    /* positions per V tile (16 KiB f32; 256 filled L1 with the probability
+                     * rows and slots: 5-8 % slower on Zen 3 at head_dim 64-256) */
 
 /* The 8 slots of queries a and b (sla/slb: [8][PV_D]) over the tile's positions
  * [p0, p1) (p0 % 8 == 0) from vf [p1 - p0][PV_D], probabilities pa/pb. */
