@@ -195,6 +195,7 @@ static void attention(fwd *f, int il) {
             else pyrt_kv_quantizer(K, c->type_v)(vh, vd, HD);
         }
     }
+    if (f->ith == 0) pool_claim_reset(f->P);   /* for the attention groups below (the qkv claims ended at their barrier) */
     pool_barrier(f->P);
 
     /* ---- causal attention over the cache, per group: the gqa query heads
@@ -290,38 +291,53 @@ static void attention(fwd *f, int il) {
         a->n_kv = 1;
         a->n_head = f->gqa;
     }
-    int64_t before = 0;                        /* groups of the parts before this one */
+    /* The groups of the other parts (several tokens each), claimed one at a
+     * time, the last (the longest: causal) first: a thread that a neighbour
+     * on the host or a slower core holds back takes fewer, instead of its
+     * fixed share keeping the others at the barrier. Which thread computes a
+     * group does not change its arithmetic. */
+    int64_t n_groups = 0;
     for (int32_t ip = 0; ip < c->n_parts; ip++) {
         const fwd_part *part = &c->parts[ip];
         if (heads && part_single(part)) continue;
         /* a part in single-token numerics computes each token alone anyway: one
          * token per group, so that the threads share a few-token batch */
         const int64_t g_tok = part->n_shape < 0 ? 1 : c->attn_tok;
-        const int64_t n_items = (part->n_tok + g_tok - 1) / g_tok * n_kv;
-        a->batched = part_batched(part);
-        for (int64_t it = ((f->ith - before) % f->nth + f->nth) % f->nth; it < n_items; it += f->nth) {
-            const int64_t t0 = it / n_kv * g_tok, hk = it % n_kv;
-            const int64_t off = (part->t0 + t0) * QD + hk * f->gqa * HD;
-            a->out = c->att + off;
-            a->q = c->q + off;
-            const uint8_t *kh = kc + part->seq * kseq + hk * c->k_head_bytes;
-            const uint8_t *vh = vc + part->seq * vseq + hk * c->v_head_bytes;
-            a->last = part->pos0 + (int32_t)t0;
-            a->n_tok = (int32_t)(part->n_tok - t0 < g_tok ? part->n_tok - t0 : g_tok);
-            if (quant_kv) {
-                a->kq = kh;
-                a->vq = vh;
-                K->attn_head_fa(a);
-                if (c->rot_v)                   /* rotate the outputs back (llama.cpp's order) */
-                    for (int32_t t = 0; t < a->n_tok; t++)
-                        op_fwht(a->out + (int64_t)t * QD, (int64_t)f->gqa * HD, c->rot_v);
-            } else {
-                a->k = (const pyrt_fp16 *)kh;
-                a->v = (const pyrt_fp16 *)vh;
-                K->attn_head(a);
-            }
+        n_groups += (part->n_tok + g_tok - 1) / g_tok * n_kv;
+    }
+    for (int64_t cl = pool_claim(f->P); cl < n_groups; cl = pool_claim(f->P)) {
+        int64_t it = n_groups - 1 - cl;        /* the last group first; below, its index in its part */
+        const fwd_part *part = c->parts;
+        int64_t g_tok = 1;
+        for (int32_t ip = 0; ip < c->n_parts; ip++) {
+            part = &c->parts[ip];
+            if (heads && part_single(part)) continue;
+            g_tok = part->n_shape < 0 ? 1 : c->attn_tok;
+            const int64_t n_items = (part->n_tok + g_tok - 1) / g_tok * n_kv;
+            if (it < n_items) break;
+            it -= n_items;
         }
-        before += n_items;
+        a->batched = part_batched(part);
+        const int64_t t0 = it / n_kv * g_tok, hk = it % n_kv;
+        const int64_t off = (part->t0 + t0) * QD + hk * f->gqa * HD;
+        a->out = c->att + off;
+        a->q = c->q + off;
+        const uint8_t *kh = kc + part->seq * kseq + hk * c->k_head_bytes;
+        const uint8_t *vh = vc + part->seq * vseq + hk * c->v_head_bytes;
+        a->last = part->pos0 + (int32_t)t0;
+        a->n_tok = (int32_t)(part->n_tok - t0 < g_tok ? part->n_tok - t0 : g_tok);
+        if (quant_kv) {
+            a->kq = kh;
+            a->vq = vh;
+            K->attn_head_fa(a);
+            if (c->rot_v)                   /* rotate the outputs back (llama.cpp's order) */
+                for (int32_t t = 0; t < a->n_tok; t++)
+                    op_fwht(a->out + (int64_t)t * QD, (int64_t)f->gqa * HD, c->rot_v);
+        } else {
+            a->k = (const pyrt_fp16 *)kh;
+            a->v = (const pyrt_fp16 *)vh;
+            K->attn_head(a);
+        }
     }
     pool_barrier(f->P);
 
