@@ -318,7 +318,12 @@ static void attention(fwd *f, int il) {
             it -= n_items;
         }
         a->batched = part_batched(part);
-        const int64_t t0 = it / n_kv * g_tok, hk = it % n_kv;
+        /* a kv head's groups one after another, so that its cache rows stay in
+         * the caches between them (a 1.7B model's 32 kv heads at depth 4096 hold
+         * 32 MiB of K and V per layer: taken head by head for each token group, every
+         * group read its rows from memory) */
+        const int64_t n_tg = (part->n_tok + g_tok - 1) / g_tok;
+        const int64_t t0 = it % n_tg * g_tok, hk = it / n_tg;
         const int64_t off = (part->t0 + t0) * QD + hk * f->gqa * HD;
         a->out = c->att + off;
         a->q = c->q + off;
