@@ -129,6 +129,17 @@ static int split_token(const fwd *f) {
     return o.last - o.first + 1 >= ATTN_SPLIT_MIN;
 }
 
+/* tokens per attention group of a part with several tokens: a part in
+ * single-token numerics computes each token alone anyway, so one token a
+ * group lets the threads share a few-token batch */
+static inline int64_t part_group_tok(const pyrt_ctx *c, const fwd_part *part) {
+    return part->n_shape < 0 ? 1 : c->attn_tok;
+}
+/* the part's attention groups per kv head */
+static inline int64_t part_groups(const pyrt_ctx *c, const fwd_part *part) {
+    return (part->n_tok + part_group_tok(c, part) - 1) / part_group_tok(c, part);
+}
+
 /* x += [post_norm] Wo . attention(q, k, v) over the causal (sliding) window */
 static void attention(fwd *f, int il) {
     pyrt_ctx *c = f->c;
@@ -297,32 +308,23 @@ static void attention(fwd *f, int il) {
      * fixed share keeping the others at the barrier. Which thread computes a
      * group does not change its arithmetic. */
     int64_t n_groups = 0;
-    for (int32_t ip = 0; ip < c->n_parts; ip++) {
-        const fwd_part *part = &c->parts[ip];
-        if (heads && part_single(part)) continue;
-        /* a part in single-token numerics computes each token alone anyway: one
-         * token per group, so that the threads share a few-token batch */
-        const int64_t g_tok = part->n_shape < 0 ? 1 : c->attn_tok;
-        n_groups += (part->n_tok + g_tok - 1) / g_tok * n_kv;
-    }
+    for (int32_t ip = 0; ip < c->n_parts; ip++)
+        if (!(heads && part_single(&c->parts[ip]))) n_groups += part_groups(c, &c->parts[ip]) * n_kv;
     for (int64_t cl = pool_claim(f->P); cl < n_groups; cl = pool_claim(f->P)) {
         int64_t it = n_groups - 1 - cl;        /* the last group first; below, its index in its part */
         const fwd_part *part = c->parts;
-        int64_t g_tok = 1;
         for (int32_t ip = 0; ip < c->n_parts; ip++) {
             part = &c->parts[ip];
             if (heads && part_single(part)) continue;
-            g_tok = part->n_shape < 0 ? 1 : c->attn_tok;
-            const int64_t n_items = (part->n_tok + g_tok - 1) / g_tok * n_kv;
-            if (it < n_items) break;
-            it -= n_items;
+            if (it < part_groups(c, part) * n_kv) break;
+            it -= part_groups(c, part) * n_kv;
         }
         a->batched = part_batched(part);
         /* a kv head's groups one after another, so that its cache rows stay in
          * the caches between them (a 1.7B model's 32 kv heads at depth 4096 hold
          * 32 MiB of K and V per layer: taken head by head for each token group, every
          * group read its rows from memory) */
-        const int64_t n_tg = (part->n_tok + g_tok - 1) / g_tok;
+        const int64_t g_tok = part_group_tok(c, part), n_tg = part_groups(c, part);
         const int64_t t0 = it % n_tg * g_tok, hk = it / n_tg;
         const int64_t off = (part->t0 + t0) * QD + hk * f->gqa * HD;
         a->out = c->att + off;
