@@ -316,8 +316,9 @@ static void attention(fwd *f, int il) {
         for (int32_t ip = 0; ip < c->n_parts; ip++) {
             part = &c->parts[ip];
             if (heads && part_single(part)) continue;
-            if (it < part_groups(c, part) * n_kv) break;
-            it -= part_groups(c, part) * n_kv;
+            const int64_t n_part = part_groups(c, part) * n_kv;
+            if (it < n_part) break;
+            it -= n_part;
         }
         a->batched = part_batched(part);
         /* a kv head's groups one after another, so that its cache rows stay in
