@@ -389,7 +389,14 @@ static inline void store_scores8(const pyrt_attn_args *a, __m256 u[2][8], int tw
                                  int32_t j0, int32_t n, float *mx) {
     for (int h = 0; h <= two; h++) {
         float t[8], *sc = a->scores + (int64_t)(q + h) * R;
-        _mm256_storeu_ps(t, _mm256_mul_ps(reduce4_x8(u[h]), _mm256_set1_ps(a->scale)));
+        const __m256 v = _mm256_mul_ps(reduce4_x8(u[h]), _mm256_set1_ps(a->scale));
+        if (n == 8 && a->softcap == 0.0f) {   /* a whole tile, no softcap: in vector form */
+            _mm256_storeu_ps(sc + j0, v);
+            /* NaN lanes keep the maximum (max_ps's second operand), as the scalar test skips them */
+            mx[q + h] = hmax_ps(_mm256_max_ps(v, _mm256_set1_ps(mx[q + h])));
+            continue;
+        }
+        _mm256_storeu_ps(t, v);
         for (int32_t i = 0; i < n; i++) {
             const float s = pyrt_softcap(t[i], a->softcap);
             sc[j0 + i] = s;
