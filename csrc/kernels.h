@@ -43,6 +43,8 @@ typedef void  (*pyrt_gemm_fn)(int64_t n, const void *w, int64_t w_row_bytes, int
 #define PYRT_ROPE_CS_MAX 1024
 /* floats of acc that attn_heads needs for nq queries of head_dim hd */
 #define PYRT_ATTN_HEADS_ACC(nq, hd) ((size_t)(nq) * (32 * (size_t)(hd) + 16))
+/* phases of attn_heads_split */
+#define PYRT_ATTN_SPLIT_PHASES 4
 
 /* One query head attending to cached positions [first, last] (causal), or a
  * group of queries that share one kv head (n_tok > 1 or n_head > 1): query
@@ -75,6 +77,8 @@ typedef struct {
                                  * its queries at q + h*n_head*head_dim (out too)  */
     float            softcap;   /* 0: none; else score = softcap*tanh(score/softcap),
                                  * after the scale (llama.cpp's scale, tanh, scale) */
+    float           *slots;     /* attn_heads_split only: value slots shared by the
+                                 * threads, n_kv*n_head*(32*head_dim+16) floats  */
     /* attn_head_fa only: a cache whose K or V rows are quantized (Q8_0, Q4_0;
      * the other may be F16). k, v above are unused there. */
     const void      *kq, *vq;   /* cache rows of this kv head at position 0        */
@@ -154,13 +158,16 @@ typedef struct {
      * n_kv * n_head queries (scores rows; acc: PYRT_ATTN_HEADS_ACC floats).
      * NULL: one attn_head call per kv head. */
     void  (*attn_heads)(const pyrt_attn_args *a);
-    /* attn_heads' work for one token, shared by the nth threads: phase 0 the
-     * scores (the threads take positions), 1 the softmax (queries), 2 the
-     * outputs (dims); the caller puts a barrier after each phase. scores:
-     * n_kv * n_head rows of last + 8 floats, one buffer for all threads; acc:
-     * PYRT_ATTN_HEADS_ACC floats per thread; head_dim % 32 == 0, at most 64
-     * queries. Each query exactly its attn_head result. NULL: not available. */
-    void  (*attn_heads_split)(const pyrt_attn_args *a, int phase, int ith, int nth);
+    /* attn_heads' work for one token, shared by the threads in
+     * PYRT_ATTN_SPLIT_PHASES phases (the caller puts a barrier after each),
+     * each cut into n_part parts: phase 0 the scores (parts take positions), 1
+     * the softmax (queries), 2 the values (dims, or with one query per kv
+     * head, slots j mod 32 into slots: n_part <= 32), 3 the outputs of slots'
+     * queries. scores: n_kv * n_head rows of last + 8 floats, one buffer for
+     * all parts; acc: PYRT_ATTN_HEADS_ACC floats, the caller's own; head_dim
+     * % 32 == 0, at most 64 queries. Each query exactly its attn_head result.
+     * NULL: not available. */
+    void  (*attn_heads_split)(const pyrt_attn_args *a, int phase, int part, int n_part);
     /* The same queries over a quantized cache, in llama.cpp's flash-attention
      * arithmetic (the path it takes for a quantized V cache): per query, q
      * converted to K's dot type once, s = scale * K_j.q in position order,

@@ -58,6 +58,8 @@ typedef void  (*pyrt_gemm_fn)(int64_t n, const void *w, int64_t w_row_bytes, int
 
 # kernels.h: the least size of pyrt_attn_args.acc, in floats
 ATTN_ACC_MIN = int(re.search(r"#define PYRT_ATTN_ACC_MIN (\d+)", _HEADER.read_text()).group(1))
+# kernels.h: the phases of attn_heads_split
+ATTN_SPLIT_PHASES = int(re.search(r"#define PYRT_ATTN_SPLIT_PHASES (\d+)", _HEADER.read_text()).group(1))
 
 kffi = cffi.FFI()
 kffi.cdef(_cdef())

@@ -12,7 +12,7 @@ import pytest
 from gguf import GGMLQuantizationType as T
 from gguf import quants
 
-from kernel_table import ATTN_ACC_MIN, X86_VARIANTS, kffi, kptr, needs_avx2, table
+from kernel_table import ATTN_ACC_MIN, ATTN_SPLIT_PHASES, X86_VARIANTS, kffi, kptr, needs_avx2, table
 from pyrt._native import lib
 
 NMSE_ELEMENTWISE = 1e-7      # rope, swiglu
@@ -330,13 +330,14 @@ def test_attention_group_is_bit_identical_to_single_queries(variant, batched, he
 
 @pytest.mark.parametrize("variant", X86_VARIANTS)
 @pytest.mark.parametrize("head_dim", [64, 256, 96])
-@pytest.mark.parametrize("gqa,n_kv", [(3, 3), (4, 1), (1, 2), (8, 2)])
+@pytest.mark.parametrize("gqa,n_kv", [(3, 3), (4, 1), (1, 2), (8, 2), (1, 7)])
 @pytest.mark.parametrize("last,window,softcap", [(700, 0, 0.0), (530, 0, 30.0), (900, 512, 0.0), (13, 0, 0.0)])
-@pytest.mark.parametrize("nth", [1, 2, 3])
+@pytest.mark.parametrize("nth", [1, 2, 3, 32])
 def test_attention_split_between_threads_is_bit_identical_to_single_queries(variant, head_dim, gqa, n_kv, last,
                                                                             window, softcap, nth):
-    """attn_heads_split (one token's attention shared by nth threads: the
-    positions, then the queries, then the dims, kernels.h) gives every query
+    """attn_heads_split (one token's attention cut into nth parts: the
+    positions, then the queries, then the dims or, with one query a kv head,
+    the value slots, then the slots' outputs, kernels.h) gives every query
     exactly its one-query attn_head result, from score and slot scratch that
     earlier calls left dirty; windows, soft-capping, uneven shares."""
     k = table(variant)
@@ -353,6 +354,7 @@ def test_attention_split_between_threads_is_bit_identical_to_single_queries(vari
     scale = 1.0 / np.sqrt(head_dim)
     got = np.full(nq * head_dim, np.nan, np.float32)
     scores = np.full(nq * (n_ctx + 32), 0.25, np.float32)    # one buffer for all the threads
+    slots = np.full(nq * (32 * head_dim + 16), 0.75, np.float32)   # likewise
     threads = []
     for _ in range(nth):
         a, keep = _attn_args(k, cache_k, cache_v, head_dim, stride, 0, n_ctx, nq, scale, 0)
@@ -362,8 +364,9 @@ def test_attention_split_between_threads_is_bit_identical_to_single_queries(vari
         a.q, a.out = kptr(q, "float *"), kptr(got, "float *")
         a.n_tok, a.n_head, a.n_kv, a.q_stride, a.window, a.first, a.last = 1, gqa, n_kv, nq * head_dim, window, 0, last
         a.softcap = softcap
+        a.slots = kptr(slots, "float *")
         threads.append((a, keep))
-    for phase in range(3):                                    # a barrier between phases
+    for phase in range(ATTN_SPLIT_PHASES):                    # a barrier between phases
         for ith, (a, _) in enumerate(threads):
             k.attn_heads_split(a, phase, ith, nth)
     first = max(0, last - window + 1) if window else 0

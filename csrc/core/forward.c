@@ -111,17 +111,17 @@ static const float *rope_factors(const pyrt_model *m, const pyrt_ctx *c) {
 #define ATTN_SPLIT_MIN 512
 
 /* Whether this step is one token in single-token numerics over at least
- * ATTN_SPLIT_MIN visible F16 cache positions (within f->attn's window), with
- * fewer than two kv heads a thread, within attn_heads_split's limits and the
- * scratch: the scores of every query in the threads' shared score buffer,
- * each thread's slots in its acc (context.c sizes both for attn_tok * gqa
- * queries). */
+ * ATTN_SPLIT_MIN visible F16 cache positions (within f->attn's window),
+ * within attn_heads_split's limits and the scratch: the scores of every
+ * query in the threads' score buffers taken as one, the shared value slots
+ * in their acc buffers taken as one (context.c sizes each thread's for
+ * attn_tok * gqa queries), 32 parts at most. */
 static int split_token(const fwd *f) {
     const pyrt_ctx *c = f->c;
     const pyrt_hparams *hp = f->hp;
-    if (f->nth < 2 || !f->K->attn_heads_split || c->n_parts != 1 || !part_single(&c->parts[0]) ||
-        c->parts[0].n_tok != 1 || hp->n_head_kv >= 2 * f->nth || f->HD % 32 != 0 || hp->n_head > 64 ||
-        hp->n_head > (int64_t)c->attn_tok * f->gqa)
+    if (f->nth < 2 || f->nth > 32 || !f->K->attn_heads_split || c->n_parts != 1 || !part_single(&c->parts[0]) ||
+        c->parts[0].n_tok != 1 || f->HD % 32 != 0 || hp->n_head > 64 ||
+        hp->n_head > (int64_t)f->nth * c->attn_tok * f->gqa)
         return 0;
     pyrt_attn_args o = f->attn;
     o.last = c->parts[0].pos0;
@@ -236,13 +236,16 @@ static void attention(fwd *f, int il) {
      * over its share of the queries. */
     const int heads = !quant_kv && K->attn_heads;
     if (heads && split_token(f)) {
-        /* one decoding token over a long context, its kv heads too few for
-         * every thread to take whole ones: the threads share its positions,
-         * then its queries, then its dims (attn_heads_split), so that each
-         * streams whole cache rows; the scores are one buffer for all */
+        /* one decoding token over a long context: the threads share its
+         * positions, then its queries, then its dims or value slots
+         * (attn_heads_split), so that each streams whole cache rows (split by
+         * kv heads, each thread read a piece of every row, and its core's
+         * prefetchers fetched the rest too); the scores are one buffer for
+         * all, and so are the slots */
         const fwd_part *part = &c->parts[0];
         float *own = a->scores;
         a->scores = c->scores;
+        a->slots = c->attn_acc;
         a->batched = 0;
         a->n_tok = 1;
         a->n_head = (int32_t)f->gqa;
@@ -252,9 +255,9 @@ static void attention(fwd *f, int il) {
         a->k = (const pyrt_fp16 *)(kc + part->seq * kseq);
         a->v = (const pyrt_fp16 *)(vc + part->seq * vseq);
         a->last = part->pos0;
-        for (int phase = 0; phase < 3; phase++) {
+        for (int phase = 0; phase < PYRT_ATTN_SPLIT_PHASES; phase++) {
             K->attn_heads_split(a, phase, f->ith, f->nth);
-            if (phase < 2) pool_barrier(f->P);
+            if (phase < PYRT_ATTN_SPLIT_PHASES - 1) pool_barrier(f->P);
         }
         a->scores = own;
         a->n_kv = 1;

@@ -256,38 +256,61 @@ static inline __attribute__((always_inline)) void pv_block(const pyrt_fp16 *v, c
     }
 }
 
-/* The outputs of the nkv * nh queries of one token over the same positions
- * (kv head h's queries h*nh .., their probabilities in score rows sc + q*R
- * from softmax_probs), dims [d0, d0 + L) of each head, each query in
- * softmax_pv_one's single-token order: 32 slots (j mod 32), each an FMA chain
- * over increasing j, then reduce_slots32. Each V row segment is converted
- * once for all its head's queries; pf > 0: the runs of the heads prefetched pf
- * rows ahead. L: a multiple of 8, worked in blocks of 64, 32, 16 or 8 dims.
+/* The value slots [s0, s1) of the nkv * nh queries of one token over the
+ * same positions (kv head h's queries h*nh .., their probabilities in score
+ * rows sc + q*R from softmax_probs), dims [d0, d0 + L) of each head: slot
+ * j mod 32 of softmax_pv_one's single-token order, each an FMA chain over
+ * increasing j, of the positions j whose slot is in the range (runs of
+ * s1 - s0 consecutive rows). Each V row segment is converted once for all its
+ * head's queries; pf > 0: rows prefetched about pf ahead (whole runs of the
+ * heads; with a part of the slots, in the next run). L: a multiple of 8,
+ * worked in blocks of 64, 32, 16 or 8 dims. Slots: query q's at a->acc +
+ * q * SLOTS(L), slot l's L floats l * L further. */
+static void pv_slots(const pyrt_attn_args *a, const float *sc, int64_t R, int32_t nkv, int32_t nh,
+                     int32_t d0, int32_t L, int32_t s0, int32_t s1, int32_t pf) {
+    const int32_t hd = a->head_dim, first = a->first, last = a->last, B = L % 64 == 0 ? 64 : L % 32 == 0 ? 32 : L % 16 == 0 ? 16 : 8;
+    const int32_t pd = s1 - s0 == 32 ? pf : 32 * ((pf + 31) / 32);   /* rows ahead within this range's runs */
+    const int64_t st = a->stride;
+    float *acc = a->acc;
+    for (int32_t q = 0; q < nkv * nh; q++)
+        memset(acc + (size_t)q * SLOTS(L) + (size_t)s0 * L, 0, sizeof(float) * (size_t)(s1 - s0) * L);
+    for (int32_t jb = first & ~31; jb <= last; jb += 32) {
+        const int32_t j0 = jb + s0 > first ? jb + s0 : first, j1 = jb + s1 - 1 < last ? jb + s1 - 1 : last;
+        for (int32_t j = j0; j <= j1; j++) {
+            const pyrt_fp16 *vj = a->v + (int64_t)j * st + d0;
+            if (pf > 0) prefetch_row(vj + (int64_t)pd * st, nkv * hd);
+            for (int32_t h = 0; h < nkv; h++)
+                for (int32_t c0 = 0; c0 < L; c0 += B) {
+                    float *base = acc + c0;
+                    const pyrt_fp16 *v = vj + (int64_t)h * hd + c0;
+                    switch (B) {
+                        case 64: pv_block(v, sc, R, j, h * nh, nh, base, L, 64); break;
+                        case 32: pv_block(v, sc, R, j, h * nh, nh, base, L, 32); break;
+                        case 16: pv_block(v, sc, R, j, h * nh, nh, base, L, 16); break;
+                        default: pv_block(v, sc, R, j, h * nh, nh, base, L, 8); break;
+                    }
+                }
+        }
+    }
+}
+
+/* the outputs of queries [q0, q1), dims [d0, d0 + L) of each head, from
+ * their 32 slots (pv_slots' layout) */
+static void pv_reduce(const pyrt_attn_args *a, int32_t q0, int32_t q1, int32_t d0, int32_t L) {
+    for (int32_t q = q0; q < q1; q++)
+        for (int32_t d = 0; d < L; d += 8)
+            _mm256_storeu_ps(a->out + (int64_t)q * a->head_dim + d0 + d,
+                             reduce_slots32(a->acc + (size_t)q * SLOTS(L) + d, L));
+}
+
+/* The outputs of the nkv * nh queries of one token over the same positions,
+ * dims [d0, d0 + L) of each head, each query in softmax_pv_one's
+ * single-token order: all 32 slots (pv_slots), then reduce_slots32.
  * Slots: nkv * nh * SLOTS(L) floats of a->acc. */
 static void pv_pass(const pyrt_attn_args *a, const float *sc, int64_t R, int32_t nkv, int32_t nh,
                     int32_t d0, int32_t L, int32_t pf) {
-    const int32_t hd = a->head_dim, first = a->first, last = a->last, B = L % 64 == 0 ? 64 : L % 32 == 0 ? 32 : L % 16 == 0 ? 16 : 8;
-    const int64_t st = a->stride;
-    float *acc = a->acc;
-    memset(acc, 0, sizeof(float) * (size_t)nkv * nh * SLOTS(L));
-    for (int32_t j = first; j <= last; j++) {
-        const pyrt_fp16 *vj = a->v + (int64_t)j * st + d0;
-        if (pf > 0) prefetch_row(vj + (int64_t)pf * st, nkv * hd);
-        for (int32_t h = 0; h < nkv; h++)
-            for (int32_t c0 = 0; c0 < L; c0 += B) {
-                float *base = acc + c0;
-                const pyrt_fp16 *v = vj + (int64_t)h * hd + c0;
-                switch (B) {
-                    case 64: pv_block(v, sc, R, j, h * nh, nh, base, L, 64); break;
-                    case 32: pv_block(v, sc, R, j, h * nh, nh, base, L, 32); break;
-                    case 16: pv_block(v, sc, R, j, h * nh, nh, base, L, 16); break;
-                    default: pv_block(v, sc, R, j, h * nh, nh, base, L, 8); break;
-                }
-            }
-    }
-    for (int32_t q = 0; q < nkv * nh; q++)
-        for (int32_t d = 0; d < L; d += 8)
-            _mm256_storeu_ps(a->out + (int64_t)q * hd + d0 + d, reduce_slots32(acc + (size_t)q * SLOTS(L) + d, L));
+    pv_slots(a, sc, R, nkv, nh, d0, L, 0, 32, pf);
+    pv_reduce(a, 0, nkv * nh, d0, L);
 }
 
 /* nh queries of one kv head: dims a slice at a time, so that their slots
@@ -458,10 +481,13 @@ static void heads_scores(const pyrt_attn_args *a, const float *qf, int32_t nkv, 
                          int32_t j_hi, int64_t R, int32_t pf, float *mx) {
     const int32_t hd = a->head_dim, nq = nkv * nh, seg = nkv * hd;   /* elements of a row's run */
     const int64_t st = a->stride;
+    const int32_t lpr = (seg + 31) / 32, npair = (nq + 1) / 2;   /* cache lines of a run; query pairs */
     for (int32_t j0 = j_lo; j0 <= j_hi; j0 += 8) {
         const int32_t n = j_hi - j0 + 1 < 8 ? j_hi - j0 + 1 : 8;
-        for (int32_t i = 0; i < n; i++) prefetch_row(a->k + (int64_t)(j0 + i + pf) * st, seg);
+        int32_t l = 0;                                   /* lines of the runs pf rows ahead, spread over the pairs */
         for (int32_t q = 0; q < nq; q += 2) {            /* queries q, q+1 (q alone if last) */
+            for (const int32_t le = (int32_t)((int64_t)n * lpr * (q / 2 + 1) / npair); l < le; l++)
+                _mm_prefetch((const char *)(a->k + (int64_t)(j0 + pf + l / lpr) * st + (l % lpr) * 32), _MM_HINT_T0);
             const int two = q + 1 < nq;
             const int32_t qb = q + two;
             const pyrt_fp16 *ka = a->k + (int64_t)j0 * st + (int64_t)(q / nh) * hd;
@@ -512,18 +538,25 @@ static void attn_heads_avx2(const pyrt_attn_args *a) {
     pv_pass(&o0, a->scores, R, nkv, nh, 0, hd, pf);       /* o0: first within the window; acc (qf) is free from here */
 }
 
-/* attn_heads_avx2's work for one token whose kv heads are too few to give
- * every thread whole ones (SmolLM2: 3, Gemma-3 270m: 1), in three phases that
- * the caller separates with barriers; the threads share the positions, the
- * queries, then the dims, so that each streams whole cache rows (one kv
- * head's segment of a row is a strided piece of it):
- *   0: the scores of every query at the thread's positions (score rows R
- *      apart in a->scores, shared by the threads);
- *   1: softmax of the thread's queries (the row's maximum, then softmax_probs);
- *   2: the outputs of the thread's dims of every head (pv_pass).
- * Each query's arithmetic is attn_heads_avx2's: every score and probability
- * is computed once, by one thread, in the same order. */
-static void attn_heads_split_avx2(const pyrt_attn_args *a, int phase, int ith, int nth) {
+/* attn_heads_avx2's work for one token over a long context, shared by the
+ * threads, in four phases that the caller separates with barriers; each
+ * phase is cut into n equal parts, and a call computes part i (a thread may
+ * take several):
+ *   0: the scores of every query at part i's positions, whole cache rows
+ *      (score rows R apart in a->scores, shared by the parts);
+ *   1: softmax of part i's queries (the row's maximum, then softmax_probs);
+ *   2: the values. With several queries a kv head: part i's dims of every
+ *      head, a head at a time (its queries share each converted V segment,
+ *      and their slots stay in L1), into the outputs; slots in a->acc. With
+ *      one: part i's value slots (j mod 32 in [32i/n, 32(i+1)/n), n <= 32)
+ *      of every query and dim into a->slots, so that each part reads whole
+ *      cache rows (by heads or dims, each part reads a strided piece of every
+ *      row, and each core's prefetchers fetched the rest of the rows too);
+ *   3: with one query a kv head, the outputs of part i's queries from their
+ *      slots (pv_reduce).
+ * Each query's arithmetic is attn_heads_avx2's: every score, probability and
+ * slot is computed once, by one call, in the same order. */
+static void attn_heads_split_avx2(const pyrt_attn_args *a, int phase, int part, int n_part) {
     const int32_t nkv = a->n_kv > 1 ? a->n_kv : 1, nh = a->n_head > 1 ? a->n_head : 1, nq = nkv * nh;
     const int32_t hd = a->head_dim;
     const pyrt_attn_args o0 = pyrt_attn_query(a, 0, 0);
@@ -532,21 +565,35 @@ static void attn_heads_split_avx2(const pyrt_attn_args *a, int phase, int ith, i
     const int32_t pf = heads_pf(nkv, hd);
     if (phase == 0) {   /* positions in runs of 8 from first */
         const int32_t n8 = (last - first + 8) / 8;
-        const int32_t j0 = first + 8 * (int32_t)((int64_t)n8 * ith / nth);
-        const int32_t j1 = first + 8 * (int32_t)((int64_t)n8 * (ith + 1) / nth) - 1;
-        if (j0 > last) return;
+        const int32_t j0 = first + 8 * (int32_t)((int64_t)n8 * part / n_part);
+        const int32_t j1 = first + 8 * (int32_t)((int64_t)n8 * (part + 1) / n_part) - 1;
+        if (j0 > last || j1 < j0) return;
         float *qf = a->acc, mx[AH_MAXQ];
         round_queries(a->q, qf, nq, hd, mx);
         heads_scores(a, qf, nkv, nh, j0, j1 < last ? j1 : last, R, pf, mx);
     } else if (phase == 1) {
-        for (int32_t q = nq * ith / nth; q < nq * (ith + 1) / nth; q++) {
+        for (int32_t q = nq * part / n_part; q < nq * (part + 1) / n_part; q++) {
             float *row = a->scores + (int64_t)q * R;
             softmax_probs(row, first, last, row_max(row, first, last));
         }
-    } else {            /* dims in runs of 8, passes of at most 64 */
+    } else if (phase == 2 && nh > 1) {   /* dims in runs of 8, passes of at most 64, a head at a time */
         const int32_t n8 = hd / 8;
-        for (int32_t d = 8 * (n8 * ith / nth), d1 = 8 * (n8 * (ith + 1) / nth); d < d1; d += 64)
-            pv_pass(&o0, a->scores, R, nkv, nh, d, d1 - d < 64 ? d1 - d : 64, pf);
+        for (int32_t d = 8 * (n8 * part / n_part), d1 = 8 * (n8 * (part + 1) / n_part); d < d1; d += 64)
+            for (int32_t h = 0; h < nkv; h++) {
+                pyrt_attn_args oh = o0;
+                oh.v += (int64_t)h * hd;
+                oh.out += (int64_t)h * nh * hd;
+                pv_pass(&oh, a->scores + (int64_t)h * nh * R, R, 1, nh, d, d1 - d < 64 ? d1 - d : 64, pf);
+            }
+    } else if (phase == 2) {            /* slots */
+        pyrt_attn_args os = o0;
+        os.acc = a->slots;
+        const int32_t s0 = 32 * part / n_part, s1 = 32 * (part + 1) / n_part;
+        if (s1 > s0) pv_slots(&os, a->scores, R, nkv, nh, 0, hd, s0, s1, pf);
+    } else if (phase == 3 && nh == 1) {
+        pyrt_attn_args os = o0;
+        os.acc = a->slots;
+        pv_reduce(&os, nq * part / n_part, nq * (part + 1) / n_part, 0, hd);
     }
 }
 
