@@ -256,6 +256,47 @@ static inline __attribute__((always_inline)) void pv_block(const pyrt_fp16 *v, c
     }
 }
 
+/* pv_block for positions j and j + 32, which share slot j mod 32: each slot
+ * vector loaded and stored once for both FMAs, in position order (v2: row
+ * j + 32's segment); B <= 32 */
+static inline __attribute__((always_inline)) void pv_block2(const pyrt_fp16 *v, const pyrt_fp16 *v2, const float *sc,
+                                                            int64_t R, int32_t j, int32_t q0, int32_t nh, float *acc,
+                                                            int32_t L, const int32_t B) {
+    __m256 x[4], y[4];
+    for (int32_t c = 0; c < B / 8; c++) {
+        x[c] = ld16(v + 8 * c);
+        y[c] = ld16(v2 + 8 * c);
+    }
+    for (int32_t q = q0; q < q0 + nh; q++) {
+        const float p = sc[(int64_t)q * R + j], p2 = sc[(int64_t)q * R + j + 32];
+        float *slot = acc + (size_t)q * SLOTS(L) + (size_t)(j & 31) * L;
+        const __m256 pv = _mm256_set1_ps(p), pv2 = _mm256_set1_ps(p2);
+        if (p != 0.0f && p2 != 0.0f) {
+            for (int32_t c = 0; c < B / 8; c++)
+                _mm256_storeu_ps(slot + 8 * c, _mm256_fmadd_ps(y[c], pv2, _mm256_fmadd_ps(x[c], pv,
+                                                                                          _mm256_loadu_ps(slot + 8 * c))));
+        } else if (p != 0.0f) {             /* a zero probability adds exactly +0: skipped */
+            for (int32_t c = 0; c < B / 8; c++)
+                _mm256_storeu_ps(slot + 8 * c, _mm256_fmadd_ps(x[c], pv, _mm256_loadu_ps(slot + 8 * c)));
+        } else if (p2 != 0.0f) {
+            for (int32_t c = 0; c < B / 8; c++)
+                _mm256_storeu_ps(slot + 8 * c, _mm256_fmadd_ps(y[c], pv2, _mm256_loadu_ps(slot + 8 * c)));
+        }
+    }
+}
+
+/* one position (v2 == NULL) or the pair j, j + 32 of pv_slots' heads, dims in blocks of B */
+static inline __attribute__((always_inline)) void pv_row(const pyrt_fp16 *vj, const pyrt_fp16 *vj2, const float *sc,
+                                                         int64_t R, int32_t j, int32_t nkv, int32_t nh, int32_t hd,
+                                                         float *acc, int32_t L, const int32_t B) {
+    for (int32_t h = 0; h < nkv; h++)
+        for (int32_t c0 = 0; c0 < L; c0 += B) {
+            const pyrt_fp16 *v = vj + (int64_t)h * hd + c0;
+            if (vj2) pv_block2(v, vj2 + (int64_t)h * hd + c0, sc, R, j, h * nh, nh, acc + c0, L, B);
+            else pv_block(v, sc, R, j, h * nh, nh, acc + c0, L, B);
+        }
+}
+
 /* The value slots [s0, s1) of the nkv * nh queries of one token over the
  * same positions (kv head h's queries h*nh .., their probabilities in score
  * rows sc + q*R from softmax_probs), dims [d0, d0 + L) of each head: slot
@@ -268,30 +309,38 @@ static inline __attribute__((always_inline)) void pv_block(const pyrt_fp16 *v, c
  * q * SLOTS(L), slot l's L floats l * L further. */
 static void pv_slots(const pyrt_attn_args *a, const float *sc, int64_t R, int32_t nkv, int32_t nh,
                      int32_t d0, int32_t L, int32_t s0, int32_t s1, int32_t pf) {
-    const int32_t hd = a->head_dim, first = a->first, last = a->last, B = L % 64 == 0 ? 64 : L % 32 == 0 ? 32 : L % 16 == 0 ? 16 : 8;
+    const int32_t hd = a->head_dim, first = a->first, last = a->last, B = L % 32 == 0 ? 32 : L % 16 == 0 ? 16 : 8;
     const int32_t pd = s1 - s0 == 32 ? pf : 32 * ((pf + 31) / 32);   /* rows ahead within this range's runs */
     const int64_t st = a->stride;
     float *acc = a->acc;
     for (int32_t q = 0; q < nkv * nh; q++)
         memset(acc + (size_t)q * SLOTS(L) + (size_t)s0 * L, 0, sizeof(float) * (size_t)(s1 - s0) * L);
-    for (int32_t jb = first & ~31; jb <= last; jb += 32) {
-        const int32_t j0 = jb + s0 > first ? jb + s0 : first, j1 = jb + s1 - 1 < last ? jb + s1 - 1 : last;
-        for (int32_t j = j0; j <= j1; j++) {
-            const pyrt_fp16 *vj = a->v + (int64_t)j * st + d0;
-            if (pf > 0) prefetch_row(vj + (int64_t)pd * st, nkv * hd);
-            for (int32_t h = 0; h < nkv; h++)
-                for (int32_t c0 = 0; c0 < L; c0 += B) {
-                    float *base = acc + c0;
-                    const pyrt_fp16 *v = vj + (int64_t)h * hd + c0;
-                    switch (B) {
-                        case 64: pv_block(v, sc, R, j, h * nh, nh, base, L, 64); break;
-                        case 32: pv_block(v, sc, R, j, h * nh, nh, base, L, 32); break;
-                        case 16: pv_block(v, sc, R, j, h * nh, nh, base, L, 16); break;
-                        default: pv_block(v, sc, R, j, h * nh, nh, base, L, 8); break;
-                    }
+    /* blocks of 32 positions in pairs: a slot's positions j and j + 32 together */
+    for (int32_t jb = first & ~31; jb <= last; jb += 64)
+        for (int32_t s = s0; s < s1; s++) {
+            const int32_t j = jb + s, j2 = j + 32;
+            const int in1 = j >= first && j <= last, in2 = j2 <= last;   /* j2 >= jb + 32 > first */
+            const pyrt_fp16 *vj = a->v + (int64_t)j * st + d0, *vj2 = vj + 32 * st;
+            if (pf > 0 && (in1 || in2)) {
+                prefetch_row(vj + (int64_t)pd * st, nkv * hd);
+                prefetch_row(vj2 + (int64_t)pd * st, nkv * hd);
+            }
+            if (in1 && in2) {
+                switch (B) {
+                    case 32: pv_row(vj, vj2, sc, R, j, nkv, nh, hd, acc, L, 32); break;
+                    case 16: pv_row(vj, vj2, sc, R, j, nkv, nh, hd, acc, L, 16); break;
+                    default: pv_row(vj, vj2, sc, R, j, nkv, nh, hd, acc, L, 8); break;
                 }
+            } else if (in1 || in2) {
+                const int32_t jj = in1 ? j : j2;
+                const pyrt_fp16 *vv = in1 ? vj : vj2;
+                switch (B) {
+                    case 32: pv_row(vv, NULL, sc, R, jj, nkv, nh, hd, acc, L, 32); break;
+                    case 16: pv_row(vv, NULL, sc, R, jj, nkv, nh, hd, acc, L, 16); break;
+                    default: pv_row(vv, NULL, sc, R, jj, nkv, nh, hd, acc, L, 8); break;
+                }
+            }
         }
-    }
 }
 
 /* the outputs of queries [q0, q1), dims [d0, d0 + L) of each head, from
