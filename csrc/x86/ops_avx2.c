@@ -304,9 +304,11 @@ static inline __attribute__((always_inline)) void pv_row(const pyrt_fp16 *vj, co
  * increasing j, of the positions j whose slot is in the range (runs of
  * s1 - s0 consecutive rows). Each V row segment is converted once for all its
  * head's queries; pf > 0: rows prefetched about pf ahead (whole runs of the
- * heads; with a part of the slots, in the next run). L: a multiple of 8,
- * worked in blocks of 64, 32, 16 or 8 dims. Slots: query q's at a->acc +
- * q * SLOTS(L), slot l's L floats l * L further. */
+ * heads; with a part of the slots, in the next run). The blocks of 32
+ * positions go in pairs, a slot's positions j and j + 32 in one step
+ * (pv_block2). L: a multiple of 8, worked in blocks of 32, 16 or 8 dims.
+ * Slots: query q's at a->acc + q * SLOTS(L), slot l's L floats l * L
+ * further. */
 static void pv_slots(const pyrt_attn_args *a, const float *sc, int64_t R, int32_t nkv, int32_t nh,
                      int32_t d0, int32_t L, int32_t s0, int32_t s1, int32_t pf) {
     const int32_t hd = a->head_dim, first = a->first, last = a->last, B = L % 32 == 0 ? 32 : L % 16 == 0 ? 16 : 8;
