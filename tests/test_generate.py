@@ -60,18 +60,14 @@ def test_mixed_type_groups_split_by_bytes_identical_for_1_2_3_threads(gemma3_pat
         np.testing.assert_array_equal(outs[0], outs[2])
 
 
-@pytest.mark.parametrize("which", ["smollm2", "gemma3"])
-def test_decode_over_a_long_context_identical_for_1_2_3_threads(which, smollm2_path, gemma3_path):
-    """Past 512 visible positions a decoding token's attention is shared by
-    the threads by positions, queries, dims or value slots (core/forward.c,
-    split_token; SmolLM2: 3 kv heads, Gemma-3: 1, whose local layers see a
-    512-position window): the logits of every step equal the one-thread
-    ones."""
+def _long_context_steps(path, seed: int) -> list[list[np.ndarray]]:
+    """For 1, 2 and 3 threads: the logits of 4 decoding steps after a
+    700-token prompt (past the 512 visible positions from which a decoding
+    token's attention is split between the threads)."""
     from pyrt._native import lib
     from pyrt.model import Context, Model
-    path = smollm2_path if which == "smollm2" else gemma3_path
     m = Model(str(path))
-    toks = np.random.default_rng(3).integers(10, m.hparams.n_vocab - 10, 704).astype(np.int32)
+    toks = np.random.default_rng(seed).integers(10, m.hparams.n_vocab - 10, 704).astype(np.int32)
     outs = []
     for threads in (1, 2, 3):
         ctx = Context(m, n_ctx=720, n_threads=threads)
@@ -79,6 +75,18 @@ def test_decode_over_a_long_context_identical_for_1_2_3_threads(which, smollm2_p
         outs.append([ctx.decode(toks[i:i + 1], i, lib.PYRT_OUT_LOGITS_LAST) for i in range(700, 704)])
         ctx.close()
     m.close()
+    assert not np.array_equal(outs[0][0], outs[0][1])
+    return outs
+
+
+@pytest.mark.parametrize("which", ["smollm2", "gemma3"])
+def test_decode_over_a_long_context_identical_for_1_2_3_threads(which, smollm2_path, gemma3_path):
+    """Past 512 visible positions a decoding token's attention is shared by
+    the threads by positions, queries, dims or value slots (core/forward.c,
+    split_token; SmolLM2: 3 kv heads, Gemma-3: 1, whose local layers see a
+    512-position window): the logits of every step equal the one-thread
+    ones."""
+    outs = _long_context_steps(smollm2_path if which == "smollm2" else gemma3_path, 3)
     for other in outs[1:]:
         for x, y in zip(outs[0], other):
             np.testing.assert_array_equal(x, y)
@@ -91,21 +99,9 @@ def test_decode_over_a_long_context_identical_for_1_2_3_threads_any_kv_heads(n_h
     2: four, they share the dims a head at a time): every step's logits equal
     the one-thread ones (tiny random llamas, head_dim 32 and 64)."""
     from tiny_model import write_tiny_llama
-
-    from pyrt._native import lib
-    from pyrt.model import Context, Model
     path = write_tiny_llama(tmp_path / "m.gguf", n_layer=2, n_embd=256, n_head=n_head, n_head_kv=n_head_kv,
                             n_ff=256, n_ctx_train=1024, seed=n_head * 10 + n_head_kv)
-    m = Model(str(path))
-    toks = np.random.default_rng(4).integers(10, m.hparams.n_vocab - 10, 704).astype(np.int32)
-    outs = []
-    for threads in (1, 2, 3):
-        ctx = Context(m, n_ctx=720, n_threads=threads)
-        ctx.decode(toks[:700], 0, lib.PYRT_OUT_LOGITS_LAST)
-        outs.append([ctx.decode(toks[i:i + 1], i, lib.PYRT_OUT_LOGITS_LAST) for i in range(700, 704)])
-        ctx.close()
-    m.close()
-    assert not np.array_equal(outs[0][0], outs[0][1])
+    outs = _long_context_steps(path, 4)
     for other in outs[1:]:
         for x, y in zip(outs[0], other):
             np.testing.assert_array_equal(x, y)
