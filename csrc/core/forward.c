@@ -139,6 +139,11 @@ static inline int64_t part_group_tok(const pyrt_ctx *c, const fwd_part *part) {
 static inline int64_t part_groups(const pyrt_ctx *c, const fwd_part *part) {
     return (part->n_tok + part_group_tok(c, part) - 1) / part_group_tok(c, part);
 }
+/* the part's groups per kv head that the threads claim: none for a part in
+ * single-token numerics where attn_heads takes it (heads) */
+static inline int64_t part_claimed_groups(const pyrt_ctx *c, const fwd_part *part, int heads) {
+    return heads && part_single(part) ? 0 : part_groups(c, part);
+}
 
 /* x += [post_norm] Wo . attention(q, k, v) over the causal (sliding) window */
 static void attention(fwd *f, int il) {
@@ -311,15 +316,13 @@ static void attention(fwd *f, int il) {
      * fixed share keeping the others at the barrier. Which thread computes a
      * group does not change its arithmetic. */
     int64_t n_groups = 0;
-    for (int32_t ip = 0; ip < c->n_parts; ip++)
-        if (!(heads && part_single(&c->parts[ip]))) n_groups += part_groups(c, &c->parts[ip]) * n_kv;
+    for (int32_t ip = 0; ip < c->n_parts; ip++) n_groups += part_claimed_groups(c, &c->parts[ip], heads) * n_kv;
     for (int64_t cl = pool_claim(f->P); cl < n_groups; cl = pool_claim(f->P)) {
         int64_t it = n_groups - 1 - cl;        /* the last group first; below, its index in its part */
         const fwd_part *part = c->parts;
         for (int32_t ip = 0; ip < c->n_parts; ip++) {
             part = &c->parts[ip];
-            if (heads && part_single(part)) continue;
-            const int64_t n_part = part_groups(c, part) * n_kv;
+            const int64_t n_part = part_claimed_groups(c, part, heads) * n_kv;
             if (it < n_part) break;
             it -= n_part;
         }
